@@ -1,0 +1,354 @@
+//! The host/guest protocol: guest memory layout, the mailbox and the commands.
+//!
+//! Shared by the bare-metal payloads (guest side) and the runner (host side), so it is `no_std`
+//! and free of dependencies. The guest is a small interpreter of host commands: it boots, fills
+//! in its identity (ID registers), rings the doorbell and waits; on every doorbell the host reads
+//! the results of the previous command from the mailbox, acts on the host side (copy tags, fork,
+//! page out, migrate, ...), writes the next command and resumes the guest. Scenario logic thus
+//! lives on the host and is the same for every VMM.
+//!
+//! Layout of guest physical memory (identity mapped by the payload):
+//!
+//! | IPA range                   | what                                             |
+//! |-----------------------------|--------------------------------------------------|
+//! | `0x0900_0000`               | PL011 data register: guest console bytes         |
+//! | [`DOORBELL_IPA`]            | doorbell: a 32-bit store exits to the VMM        |
+//! | [`MAILBOX_IPA`], 4 KiB      | the [`Mailbox`]                                  |
+//! | [`BULK_IPA`], [`BULK_SIZE`] | bulk buffer: tag maps and data patterns          |
+//! | [`PAYLOAD_IPA`]             | payload image, stack, page tables                |
+//! | [`TEST_RAM_IPA`] ..         | test RAM: the memory scenarios tag and touch     |
+//!
+//! The 1 GiB block holding RAM is mapped Normal-Tagged (MAIR 0xF0). The same physical RAM is
+//! also visible untagged (Normal, MAIR 0xFF) at [`UNTAGGED_ALIAS_VA`].
+#![no_std]
+
+/// Protocol version: bump on any incompatible change to the mailbox or the commands.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Written by the guest into [`Mailbox::magic`] once its runtime is up.
+pub const MAILBOX_MAGIC: u32 = 0x4d54_4531; // "MTE1"
+
+pub const RAM_IPA: u64 = 0x4000_0000;
+/// Guest RAM size the KVM backend gives every VM.
+pub const RAM_SIZE: u64 = 64 << 20;
+pub const MAILBOX_IPA: u64 = RAM_IPA;
+pub const BULK_IPA: u64 = RAM_IPA + 0x1_0000;
+pub const BULK_SIZE: u64 = 0x7_0000;
+/// Link address of every payload (QEMU's virt machine keeps its DTB below it).
+pub const PAYLOAD_IPA: u64 = RAM_IPA + 0x8_0000;
+pub const TEST_RAM_IPA: u64 = RAM_IPA + 0x100_0000;
+pub const TEST_RAM_SIZE: u64 = RAM_IPA + RAM_SIZE - TEST_RAM_IPA;
+/// VA at which RAM is mapped a second time, Normal but not tagged.
+pub const UNTAGGED_ALIAS_VA: u64 = 0x8000_0000;
+
+/// A store here leaves the guest: KVM_EXIT_MMIO on KVM (no memslot covers it).
+pub const DOORBELL_IPA: u64 = 0x0b00_0000;
+/// PL011 UART data register, as on QEMU's virt machine.
+pub const UART_IPA: u64 = 0x0900_0000;
+
+pub const PAGE_SIZE: u64 = 4096;
+/// One MTE tag covers one granule of 16 bytes.
+pub const GRANULE: u64 = 16;
+
+/// Where a pointer's logical tag lives: bits 59:56.
+pub const TAG_SHIFT: u32 = 56;
+
+/// Give `addr` the logical tag `tag` (bits 59:56).
+pub const fn with_tag(addr: u64, tag: u8) -> u64 {
+    (addr & !(0xf << TAG_SHIFT)) | (((tag & 0xf) as u64) << TAG_SHIFT)
+}
+
+/// The logical tag of a pointer.
+pub const fn tag_of(addr: u64) -> u8 {
+    ((addr >> TAG_SHIFT) & 0xf) as u8
+}
+
+/// Number of granules in `len` bytes.
+pub const fn granules(len: u64) -> usize {
+    (len / GRANULE) as usize
+}
+
+/// Guest -> host: what the guest reports with a doorbell.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Not yet written (the mailbox is zero at boot).
+    Empty = 0,
+    /// The runtime is up; ID registers are filled in; waiting for the first command.
+    Booted = 1,
+    /// The previous command completed; its results are in the mailbox.
+    Done = 2,
+    /// The previous command was malformed (unknown code, bad range); `result[0]` says which
+    /// argument.
+    BadCommand = 3,
+    /// An exception the runtime did not expect; the [`Mailbox::fault`] record says which. The
+    /// guest stops after reporting it.
+    Panic = 4,
+}
+
+impl Status {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Empty,
+            1 => Self::Booted,
+            2 => Self::Done,
+            3 => Self::BadCommand,
+            4 => Self::Panic,
+            _ => return None,
+        })
+    }
+}
+
+/// Host -> guest: the next thing to do. Arguments go in [`Mailbox::args`]; addresses are guest
+/// VAs (identity mapped, so equal to IPAs except for a pointer tag in bits 59:56 and the untagged
+/// alias). Ranges must be granule aligned.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Do nothing; report Done.
+    Nop = 0,
+    /// `args = [addr, len]`: give every granule a random tag (IRG, honouring GCR_EL1's exclude
+    /// mask) and store it (STG). The chosen tags go to the bulk buffer, one byte per granule.
+    TagRandom = 1,
+    /// `args = [addr, len]`: store the tags found in the bulk buffer (one byte per granule, low
+    /// nibble) with STG.
+    TagFromBulk = 2,
+    /// `args = [addr, len]`: read every granule's tag with LDG into the bulk buffer.
+    ReadTags = 3,
+    /// `args = [ptr]`: a 64-bit load through `ptr` (tag in bits 59:56).
+    /// `result = [value, faulted]`; a fault fills [`Mailbox::fault`].
+    Load = 4,
+    /// `args = [ptr, value]`: a 64-bit store through `ptr`. `result = [faulted]`.
+    Store = 5,
+    /// `args = [tcf]`: set SCTLR_EL1.TCF (0 none, 1 sync, 2 async, 3 asymmetric). Clears
+    /// TFSR_EL1. `result = [previous tcf]`.
+    SetTcf = 6,
+    /// `args = [addr, len, seed]`: fill the range with a data pattern derived from `seed`
+    /// (untagged alias, so tags are not checked and stay as they are).
+    FillPattern = 7,
+    /// `args = [addr, len, seed]`: check the range against that pattern. `result = [mismatches,
+    /// first mismatching offset or u64::MAX]`.
+    CheckPattern = 8,
+    /// `result = [TFSR_EL1]`, then clear TFSR_EL1.
+    ReadTfsr = 9,
+    /// PSCI SYSTEM_OFF: the guest powers off; no reply.
+    PowerOff = 10,
+}
+
+impl Command {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Nop,
+            1 => Self::TagRandom,
+            2 => Self::TagFromBulk,
+            3 => Self::ReadTags,
+            4 => Self::Load,
+            5 => Self::Store,
+            6 => Self::SetTcf,
+            7 => Self::FillPattern,
+            8 => Self::CheckPattern,
+            9 => Self::ReadTfsr,
+            10 => Self::PowerOff,
+            _ => return None,
+        })
+    }
+}
+
+/// Values of SCTLR_EL1.TCF.
+pub mod tcf {
+    pub const NONE: u64 = 0;
+    pub const SYNC: u64 = 1;
+    pub const ASYNC: u64 = 2;
+    pub const ASYMMETRIC: u64 = 3;
+}
+
+/// What the guest's exception vectors saw. The runtime handles a synchronous data abort raised
+/// by a [`Command::Load`] or [`Command::Store`] by recording it here and skipping the faulting
+/// instruction; any other exception is a [`Status::Panic`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultRecord {
+    /// Exceptions taken since the command started.
+    pub count: u64,
+    pub esr: u64,
+    pub far: u64,
+    pub elr: u64,
+    /// Which vector: 0 sync, 1 IRQ, 2 FIQ, 3 SError (current EL, SPx).
+    pub vector: u64,
+}
+
+/// The guest's ID registers, read once at boot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestIds {
+    pub midr_el1: u64,
+    pub id_aa64pfr1_el1: u64,
+    /// Zero where the CPU has no MTE (GMID_EL1 is then undefined and is not read).
+    pub gmid_el1: u64,
+    pub dczid_el0: u64,
+    pub sctlr_el1: u64,
+    pub tcr_el1: u64,
+    pub gcr_el1: u64,
+    pub rgsr_el1: u64,
+}
+
+impl GuestIds {
+    /// ID_AA64PFR1_EL1.MTE: 0 none, 1 instructions only (EL0), 2 MTE2 (tag storage), 3 MTE3.
+    pub fn mte_level(&self) -> u8 {
+        ((self.id_aa64pfr1_el1 >> 8) & 0xf) as u8
+    }
+}
+
+/// The mailbox page at [`MAILBOX_IPA`]. Every field is naturally aligned and the struct has no
+/// padding, so host and guest agree on offsets without further ado.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mailbox {
+    /// [`MAILBOX_MAGIC`] once the guest runtime is up.
+    pub magic: u32,
+    /// [`PROTOCOL_VERSION`] of the payload.
+    pub version: u32,
+    /// Incremented by the guest on every doorbell.
+    pub seq: u64,
+    /// A [`Status`], written by the guest.
+    pub status: u32,
+    /// A [`Command`], written by the host.
+    pub command: u32,
+    pub args: [u64; 8],
+    pub result: [u64; 8],
+    pub fault: FaultRecord,
+    pub ids: GuestIds,
+}
+
+impl Mailbox {
+    pub const fn zeroed() -> Self {
+        Mailbox {
+            magic: 0,
+            version: 0,
+            seq: 0,
+            status: 0,
+            command: 0,
+            args: [0; 8],
+            result: [0; 8],
+            fault: FaultRecord { count: 0, esr: 0, far: 0, elr: 0, vector: 0 },
+            ids: GuestIds {
+                midr_el1: 0,
+                id_aa64pfr1_el1: 0,
+                gmid_el1: 0,
+                dczid_el0: 0,
+                sctlr_el1: 0,
+                tcr_el1: 0,
+                gcr_el1: 0,
+                rgsr_el1: 0,
+            },
+        }
+    }
+
+    /// The mailbox as bytes, for a host that copies it out of guest memory.
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: repr(C), only integers, no padding (checked by the size test below).
+        unsafe {
+            core::slice::from_raw_parts(self as *const Self as *const u8, core::mem::size_of::<Self>())
+        }
+    }
+
+    /// Rebuild a mailbox from bytes read out of guest memory.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < core::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: every bit pattern is a valid Mailbox (integers only); unaligned read.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr() as *const Self) })
+    }
+}
+
+/// Byte offsets of the fields the host writes, so it can update them without rewriting the
+/// whole page.
+pub mod offsets {
+    use super::Mailbox;
+    use core::mem::offset_of;
+    pub const STATUS: usize = offset_of!(Mailbox, status);
+    pub const COMMAND: usize = offset_of!(Mailbox, command);
+    pub const ARGS: usize = offset_of!(Mailbox, args);
+    pub const RESULT: usize = offset_of!(Mailbox, result);
+    pub const FAULT: usize = offset_of!(Mailbox, fault);
+}
+
+/// The data pattern of [`Command::FillPattern`]: one 64-bit word per 8-byte offset, so that both
+/// sides can compute it. Deliberately never all-zero for a whole granule.
+pub const fn pattern_word(seed: u64, offset: u64) -> u64 {
+    let mut x = seed ^ offset.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xd1b5_4a32_d192_ed03;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x | 1
+}
+
+/// Exception syndrome helpers shared by both sides.
+pub mod esr {
+    /// ESR_ELx.EC.
+    pub const fn ec(esr: u64) -> u8 {
+        ((esr >> 26) & 0x3f) as u8
+    }
+    /// Data abort taken without a change of exception level.
+    pub const EC_DABT_CUR: u8 = 0x25;
+    /// ISS.DFSC of a data abort.
+    pub const fn dfsc(esr: u64) -> u8 {
+        (esr & 0x3f) as u8
+    }
+    /// DFSC 0b010001: synchronous tag check fault.
+    pub const DFSC_TAG_CHECK: u8 = 0x11;
+    /// ISS.WnR: the abort was caused by a write.
+    pub const fn is_write(esr: u64) -> bool {
+        esr & (1 << 6) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_fits_a_page_without_padding() {
+        let size = core::mem::size_of::<Mailbox>();
+        assert!(size <= PAGE_SIZE as usize);
+        // 4+4+8+4+4 + 8*8 + 8*8 + 5*8 + 8*8
+        assert_eq!(size, 24 + 64 + 64 + 40 + 64);
+        assert_eq!(offsets::ARGS % 8, 0);
+    }
+
+    #[test]
+    fn layout_is_ordered_and_aligned() {
+        assert!(MAILBOX_IPA + PAGE_SIZE <= BULK_IPA);
+        assert!(BULK_IPA + BULK_SIZE <= PAYLOAD_IPA);
+        assert!(PAYLOAD_IPA < TEST_RAM_IPA);
+        assert_eq!(TEST_RAM_IPA % PAGE_SIZE, 0);
+        assert_eq!(TEST_RAM_SIZE, 48 << 20);
+    }
+
+    #[test]
+    fn pointer_tags_round_trip() {
+        let p = with_tag(TEST_RAM_IPA, 0xb);
+        assert_eq!(tag_of(p), 0xb);
+        assert_eq!(with_tag(p, 0), TEST_RAM_IPA);
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for v in 0..=10 {
+            assert_eq!(Command::from_u32(v).unwrap() as u32, v);
+        }
+        assert!(Command::from_u32(11).is_none());
+        for v in 0..=4 {
+            assert_eq!(Status::from_u32(v).unwrap() as u32, v);
+        }
+    }
+
+    #[test]
+    fn tag_check_syndrome_decodes() {
+        // Seen on 6.12 under QEMU: a load through a mismatched tag.
+        let esr = 0x9600_0011;
+        assert_eq!(esr::ec(esr), esr::EC_DABT_CUR);
+        assert_eq!(esr::dfsc(esr), esr::DFSC_TAG_CHECK);
+        assert!(!esr::is_write(esr));
+    }
+}

@@ -1,0 +1,203 @@
+//! What a run produces: one [`Verdict`] per check, with its evidence, and the [`Environment`]
+//! it ran in.
+
+use serde::{Deserialize, Serialize};
+
+/// The outcome of one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Expected and observed agreed, in a comparison that could have failed.
+    Pass,
+    /// They differed, or the check could not complete (timeout, guest panic, host error).
+    Fail,
+    /// The check cannot run here (no MTE, no KVM capability, a lane that lacks the step).
+    Skip,
+    /// A documented behaviour of an older kernel or VMM; the reason names the version that
+    /// changed it.
+    Xfail,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Skip => "skip",
+            Outcome::Xfail => "xfail",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of `results.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub schema: u32,
+    /// The check's full name, e.g. `tags::guest_stg_matches_host_fetch`.
+    pub test: String,
+    /// `emulated`, `host` or `qemu`.
+    pub lane: String,
+    /// The release of the kernel under test (`uname -r` where the VMM ran).
+    pub kernel: String,
+    pub outcome: Outcome,
+    /// One line a person reads first: what held, what differed, or why it was skipped.
+    pub reason: String,
+    /// The evidence behind the outcome.
+    pub detail: Vec<Evidence>,
+    /// Wall time of the check, in milliseconds.
+    pub duration_ms: f64,
+}
+
+/// Evidence kept with a verdict, enough to judge it without rerunning.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Evidence {
+    /// Two tag maps of the same range, one hex digit per 16-byte granule.
+    TagMaps {
+        /// What each side is, e.g. "guest LDG" against "host KVM_ARM_MTE_COPY_TAGS".
+        expected_from: String,
+        observed_from: String,
+        /// Guest physical address of the first granule.
+        ipa: u64,
+        expected: String,
+        observed: String,
+        /// Indices of the granules that differ.
+        mismatches: Vec<usize>,
+    },
+    /// An exception the guest took (or was expected to take).
+    Fault {
+        esr: u64,
+        far: u64,
+        elr: u64,
+        /// ESR decoded into words, e.g. "data abort, same EL: synchronous tag check fault, read".
+        decoded: String,
+    },
+    /// A system call's result against the expected one.
+    Errno {
+        call: String,
+        expected: String,
+        observed: String,
+    },
+    /// Any other expected-against-observed pair.
+    Values {
+        what: String,
+        expected: String,
+        observed: String,
+    },
+    /// Free text: the guest console, a reason, a seed to replay.
+    Note { text: String },
+}
+
+/// Where a run happened; written once per run to `run.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub lane: String,
+    /// `uname -r` of the kernel under test.
+    pub kernel_release: String,
+    /// `uname -v`.
+    pub kernel_version: String,
+    /// `uname -m`.
+    pub machine: String,
+    pub runner_version: String,
+    /// What the runner found: MTE level, KVM API version and capabilities, MIDR, ...
+    pub features: Vec<Feature>,
+    /// Filled in by the host side: QEMU's version, the kernel package, the run's command line.
+    pub host: Vec<Feature>,
+}
+
+/// A named fact about the environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feature {
+    pub name: String,
+    pub value: String,
+}
+
+impl Feature {
+    pub fn new(name: impl Into<String>, value: impl ToString) -> Self {
+        Feature { name: name.into(), value: value.to_string() }
+    }
+}
+
+/// Counts of outcomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub pass: usize,
+    pub fail: usize,
+    pub skip: usize,
+    pub xfail: usize,
+}
+
+impl Tally {
+    pub fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Pass => self.pass += 1,
+            Outcome::Fail => self.fail += 1,
+            Outcome::Skip => self.skip += 1,
+            Outcome::Xfail => self.xfail += 1,
+        }
+    }
+
+    pub fn of<'a>(verdicts: impl IntoIterator<Item = &'a Verdict>) -> Self {
+        let mut tally = Tally::default();
+        for v in verdicts {
+            tally.add(v.outcome);
+        }
+        tally
+    }
+
+    pub fn total(&self) -> usize {
+        self.pass + self.fail + self.skip + self.xfail
+    }
+}
+
+/// Render a tag map as one hex digit per granule.
+pub fn tags_to_hex(tags: &[u8]) -> String {
+    tags.iter().map(|t| char::from_digit((t & 0xf) as u32, 16).unwrap()).collect()
+}
+
+/// Granule indices where two tag maps differ (a length difference counts from the shorter end).
+pub fn tag_mismatches(expected: &[u8], observed: &[u8]) -> Vec<usize> {
+    let n = expected.len().max(observed.len());
+    (0..n).filter(|&i| expected.get(i).map(|t| t & 0xf) != observed.get(i).map(|t| t & 0xf)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_json_has_the_promised_fields() {
+        let v = Verdict {
+            schema: crate::SCHEMA_VERSION,
+            test: "t".into(),
+            lane: "emulated".into(),
+            kernel: "6.12".into(),
+            outcome: Outcome::Xfail,
+            reason: "r".into(),
+            detail: vec![Evidence::Note { text: "n".into() }],
+            duration_ms: 1.5,
+        };
+        let json: serde_json::Value = serde_json::to_value(&v).unwrap();
+        for key in ["test", "lane", "kernel", "outcome", "detail"] {
+            assert!(json.get(key).is_some(), "{key} missing");
+        }
+        assert_eq!(json["outcome"], "xfail");
+        assert_eq!(json["detail"][0]["kind"], "note");
+        let back: Verdict = serde_json::from_value(json).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn tag_maps_compare_granule_by_granule() {
+        assert_eq!(tags_to_hex(&[0, 3, 0xf, 0x1a]), "03fa");
+        assert_eq!(tag_mismatches(&[1, 2, 3], &[1, 5, 3]), vec![1]);
+        assert_eq!(tag_mismatches(&[1, 2], &[1, 2, 0]), vec![2]);
+        assert!(tag_mismatches(&[0x11], &[0x01]).is_empty());
+    }
+}
