@@ -229,7 +229,13 @@ impl Mailbox {
             command: 0,
             args: [0; 8],
             result: [0; 8],
-            fault: FaultRecord { count: 0, esr: 0, far: 0, elr: 0, vector: 0 },
+            fault: FaultRecord {
+                count: 0,
+                esr: 0,
+                far: 0,
+                elr: 0,
+                vector: 0,
+            },
             ids: GuestIds {
                 midr_el1: 0,
                 id_aa64pfr1_el1: 0,
@@ -247,7 +253,10 @@ impl Mailbox {
     pub fn as_bytes(&self) -> &[u8] {
         // SAFETY: repr(C), only integers, no padding (checked by the size test below).
         unsafe {
-            core::slice::from_raw_parts(self as *const Self as *const u8, core::mem::size_of::<Self>())
+            core::slice::from_raw_parts(
+                self as *const Self as *const u8,
+                core::mem::size_of::<Self>(),
+            )
         }
     }
 

@@ -1,0 +1,398 @@
+//! The test harness: every scenario (and every fault-injection proof) becomes a libtest-mimic
+//! trial, so filters, --list, --exact, --ignored and --test-threads behave as in `cargo test`;
+//! each trial also sends its verdict as a record the moment it is known.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use mte_results::stream::Record;
+use mte_results::{Evidence, Feature, Outcome, Tally, Verdict, SCHEMA_VERSION};
+use mte_suites::inject::{Injecting, Injection};
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
+use mte_suites::{Finding, Scenario};
+
+use crate::emit;
+use crate::environment;
+use crate::kvm::KvmVmm;
+
+/// The runner's own options; everything else goes to libtest-mimic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    pub lane: String,
+    pub inject: Option<Injection>,
+    pub payload_dir: PathBuf,
+    pub deadline: Duration,
+    pub harness_args: Vec<String>,
+}
+
+impl Options {
+    pub const USAGE: &'static str =
+        "mte-runner [--lane NAME] [--inject corrupt-tag] [--payload-dir DIR] \
+        [--deadline SECS] [LIBTEST-ARGS...]";
+
+    /// Split the runner's options from libtest's. `args` excludes the program name.
+    pub fn parse(args: Vec<String>, default_payload_dir: PathBuf) -> Result<Self, String> {
+        let mut options = Options {
+            lane: "host".into(),
+            inject: None,
+            payload_dir: default_payload_dir,
+            deadline: Duration::from_secs(30),
+            harness_args: Vec::new(),
+        };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .ok_or_else(|| format!("{name} needs a value ({})", Self::USAGE))
+            };
+            match arg.as_str() {
+                "--lane" => options.lane = value("--lane")?,
+                "--inject" => {
+                    let mode = value("--inject")?;
+                    let names: Vec<_> = Injection::ALL.iter().map(|i| i.name()).collect();
+                    options.inject = Some(Injection::parse(&mode).ok_or_else(|| {
+                        format!(
+                            "unknown --inject mode {mode:?}; known: {}",
+                            names.join(", ")
+                        )
+                    })?);
+                }
+                "--payload-dir" => options.payload_dir = value("--payload-dir")?.into(),
+                "--deadline" => {
+                    let secs = value("--deadline")?;
+                    let secs: f64 = secs
+                        .parse()
+                        .map_err(|_| format!("--deadline {secs:?} is not a number of seconds"))?;
+                    options.deadline = Duration::from_secs_f64(secs);
+                }
+                _ => options.harness_args.push(arg),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// A VMM that is not there: every step is unsupported, for the same reason.
+struct Unavailable {
+    lane: String,
+    kernel_release: String,
+    reason: String,
+}
+
+impl Vmm for Unavailable {
+    fn lane(&self) -> &str {
+        &self.lane
+    }
+    fn kernel_release(&self) -> &str {
+        &self.kernel_release
+    }
+    fn boot(&self, _: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
+        Err(VmmError::Unsupported(self.reason.clone()))
+    }
+    fn abi_vm(&self, _: bool) -> Result<Box<dyn AbiVm>, VmmError> {
+        Err(VmmError::Unsupported(self.reason.clone()))
+    }
+}
+
+type SharedVmm = Arc<dyn Vmm + Send + Sync>;
+
+/// Open the lane's VMM and describe what was found.
+fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>) {
+    let mut facts = Vec::new();
+    match KvmVmm::open(
+        &options.lane,
+        kernel_release,
+        options.payload_dir.clone(),
+        options.deadline,
+    ) {
+        Ok(kvm) => {
+            facts.push(Feature::new("KVM API version", kvm.api_version()));
+            facts.push(Feature::new("KVM_CAP_ARM_MTE", kvm.has_mte_cap()));
+            (Arc::new(kvm), facts)
+        }
+        Err(e) => {
+            let reason = match e {
+                VmmError::Unsupported(why) => why,
+                other => other.to_string(),
+            };
+            facts.push(Feature::new("KVM", format!("unavailable: {reason}")));
+            let vmm = Unavailable {
+                lane: options.lane.clone(),
+                kernel_release: kernel_release.into(),
+                reason,
+            };
+            (Arc::new(vmm), facts)
+        }
+    }
+}
+
+/// A verdict record from a finding.
+fn verdict(test: &str, vmm: &dyn Vmm, finding: Finding, started: Instant) -> Verdict {
+    Verdict {
+        schema: SCHEMA_VERSION,
+        test: test.into(),
+        lane: vmm.lane().into(),
+        kernel: vmm.kernel_release().into(),
+        outcome: finding.outcome,
+        reason: finding.reason,
+        detail: finding.detail,
+        duration_ms: started.elapsed().as_secs_f64() * 1e3,
+    }
+}
+
+/// Counts of the verdicts sent, for the closing record.
+type SharedTally = Arc<Mutex<Tally>>;
+
+/// Report a verdict and tell libtest-mimic what to print.
+fn conclude(verdict: Verdict, tally: &SharedTally) -> Result<Completion, Failed> {
+    let outcome = verdict.outcome;
+    let reason = verdict.reason.clone();
+    emit::record(&Record::Verdict(verdict));
+    tally.lock().unwrap().add(outcome);
+    match outcome {
+        Outcome::Pass => Ok(Completion::Completed),
+        Outcome::Skip => Ok(Completion::ignored_with(format!("skip: {reason}"))),
+        Outcome::Xfail => Ok(Completion::ignored_with(format!("xfail: {reason}"))),
+        Outcome::Fail => Err(reason.into()),
+    }
+}
+
+/// A scenario as it runs: catching panics, so that a bug in one check is that check's fail.
+fn execute(scenario: &Scenario, vmm: &dyn Vmm) -> Finding {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario.execute(vmm))).unwrap_or_else(
+        |panic| {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Finding::fail(format!("the check panicked: {text}"))
+        },
+    )
+}
+
+fn scenario_trial(
+    scenario: &'static Scenario,
+    vmm: SharedVmm,
+    inject: Option<Injection>,
+    tally: SharedTally,
+) -> Trial {
+    Trial::ignorable_test(scenario.name, move || {
+        let started = Instant::now();
+        let finding = match inject {
+            Some(injection) => execute(
+                scenario,
+                &Injecting {
+                    inner: vmm.as_ref(),
+                    injection,
+                },
+            ),
+            None => execute(scenario, vmm.as_ref()),
+        };
+        conclude(
+            verdict(scenario.name, vmm.as_ref(), finding, started),
+            &tally,
+        )
+    })
+}
+
+/// The proof that `injection` turns `scenario` red: a pass when the injected run fails.
+fn injection_trial(
+    scenario: &'static Scenario,
+    vmm: SharedVmm,
+    injection: Injection,
+    tally: SharedTally,
+) -> Trial {
+    let name = injection_trial_name(scenario, injection);
+    Trial::ignorable_test(name.clone(), move || {
+        let started = Instant::now();
+        let inner = execute(
+            scenario,
+            &Injecting {
+                inner: vmm.as_ref(),
+                injection,
+            },
+        );
+        let mut finding = match inner.outcome {
+            Outcome::Fail => Finding {
+                outcome: Outcome::Pass,
+                reason: format!(
+                    "with {} injected, {} failed as it must: {}",
+                    injection.name(),
+                    scenario.name,
+                    inner.reason
+                ),
+                detail: inner.detail,
+            },
+            Outcome::Pass => Finding {
+                outcome: Outcome::Fail,
+                reason: format!(
+                    "with {} injected, {} still passed: it cannot see this fault",
+                    injection.name(),
+                    scenario.name
+                ),
+                detail: inner.detail,
+            },
+            Outcome::Skip | Outcome::Xfail => Finding {
+                outcome: inner.outcome,
+                reason: format!("{} was {}: {}", scenario.name, inner.outcome, inner.reason),
+                detail: inner.detail,
+            },
+        };
+        finding.detail.insert(
+            0,
+            Evidence::Values {
+                what: format!(
+                    "outcome of {} with {} injected",
+                    scenario.name,
+                    injection.name()
+                ),
+                expected: "fail".into(),
+                observed: inner.outcome.to_string(),
+            },
+        );
+        conclude(verdict(&name, vmm.as_ref(), finding, started), &tally)
+    })
+}
+
+pub fn injection_trial_name(scenario: &Scenario, injection: Injection) -> String {
+    format!(
+        "fault_injection::{}::{}",
+        injection.name().replace('-', "_"),
+        scenario.name
+    )
+}
+
+/// Every trial: the scenarios, then (unless the whole run is injected) the injection proofs.
+fn trials(vmm: &SharedVmm, inject: Option<Injection>, tally: &SharedTally) -> Vec<Trial> {
+    let scenarios = mte_suites::all();
+    let mut trials: Vec<Trial> = scenarios
+        .iter()
+        .map(|&s| scenario_trial(s, Arc::clone(vmm), inject, Arc::clone(tally)))
+        .collect();
+    if inject.is_none() {
+        for injection in Injection::ALL {
+            for &s in scenarios.iter().filter(|s| s.injectable) {
+                trials.push(injection_trial(
+                    s,
+                    Arc::clone(vmm),
+                    injection,
+                    Arc::clone(tally),
+                ));
+            }
+        }
+    }
+    trials
+}
+
+/// Run the harness; returns whether every check that ran avoided fail.
+pub fn run(options: &Options) -> bool {
+    let started = Instant::now();
+    let args = Arguments::from_iter(
+        std::iter::once("mte-runner".to_string()).chain(options.harness_args.iter().cloned()),
+    );
+    let (kernel_release, _, _) = environment::uname();
+    let (vmm, mut facts) = open_vmm(options, &kernel_release);
+    if let Some(injection) = options.inject {
+        facts.push(Feature::new("fault injection", injection.name()));
+    }
+    let tally = SharedTally::default();
+    let trials = trials(&vmm, options.inject, &tally);
+    let planned = if args.list {
+        0
+    } else {
+        trials
+            .iter()
+            .filter(|t| !args.is_filtered_out(t) && !args.is_ignored(t))
+            .count()
+    };
+    emit::record(&Record::Hello {
+        schema: SCHEMA_VERSION,
+        environment: environment::probe(&options.lane, facts),
+        planned,
+    });
+    if args.list {
+        for trial in &trials {
+            emit::log(format!("{}: test", trial.name()));
+        }
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    let tally = *tally.lock().unwrap();
+    emit::record(&Record::Done {
+        tally,
+        wall_ms: started.elapsed().as_secs_f64() * 1e3,
+    });
+    !conclusion.has_failed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        Options::parse(args.iter().map(|s| s.to_string()).collect(), "/p".into())
+    }
+
+    #[test]
+    fn runner_options_are_split_from_libtest_ones() {
+        let o = parse(&[
+            "--lane",
+            "emulated",
+            "tags::",
+            "--exact",
+            "--inject",
+            "corrupt-tag",
+        ])
+        .unwrap();
+        assert_eq!(o.lane, "emulated");
+        assert_eq!(o.inject, Some(Injection::CorruptTag));
+        assert_eq!(o.harness_args, vec!["tags::", "--exact"]);
+        assert_eq!(o.payload_dir, PathBuf::from("/p"));
+    }
+
+    #[test]
+    fn bad_runner_options_say_what_is_wrong() {
+        assert!(parse(&["--inject", "bogus"])
+            .unwrap_err()
+            .contains("corrupt-tag"));
+        assert!(parse(&["--deadline", "soon"])
+            .unwrap_err()
+            .contains("seconds"));
+        assert!(parse(&["--lane"]).unwrap_err().contains("needs a value"));
+    }
+
+    #[test]
+    fn every_injectable_scenario_has_a_proof_trial() {
+        let vmm: SharedVmm = Arc::new(Unavailable {
+            lane: "t".into(),
+            kernel_release: "k".into(),
+            reason: "r".into(),
+        });
+        let tally = SharedTally::default();
+        let names: Vec<String> = trials(&vmm, None, &tally)
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect();
+        for s in mte_suites::all().into_iter().filter(|s| s.injectable) {
+            assert!(names.contains(&injection_trial_name(s, Injection::CorruptTag)));
+        }
+        let injected: Vec<Trial> = trials(&vmm, Some(Injection::CorruptTag), &tally);
+        assert_eq!(injected.len(), mte_suites::all().len());
+    }
+
+    #[test]
+    fn without_kvm_every_check_is_a_skip_never_a_pass() {
+        let vmm = Unavailable {
+            lane: "host".into(),
+            kernel_release: "k".into(),
+            reason: "no arm64 KVM".into(),
+        };
+        for s in mte_suites::all() {
+            let finding = execute(s, &vmm);
+            assert_eq!(finding.outcome, Outcome::Skip, "{}", s.name);
+            assert_eq!(finding.reason, "no arm64 KVM");
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! The KVM backend: a minimal VMM on kvm-ioctls that boots one payload per VM and talks to it
+//! through the mailbox and the doorbell.
+
+pub mod copy_tags;
+pub mod elf;
+pub mod memory;
+mod vcpu;
+pub mod watchdog;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kvm_bindings::{
+    kvm_enable_cap, kvm_userspace_memory_region, KVM_CAP_ARM_MTE, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use mte_protocol::{
+    offsets, Command, GuestIds, Mailbox, Status, BULK_IPA, BULK_SIZE, DOORBELL_IPA, MAILBOX_IPA,
+    MAILBOX_MAGIC, PROTOCOL_VERSION, RAM_IPA, RAM_SIZE, UART_IPA,
+};
+use mte_suites::vmm::{AbiVm, BootOptions, CopyTagsArgs, Guest, Reply, Vmm, VmmError};
+
+use copy_tags::KvmArmCopyMteTags;
+use elf::Payload;
+use memory::GuestRam;
+use watchdog::Watchdog;
+
+fn sys(call: &str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError + '_ {
+    move |e| VmmError::Sys {
+        call: call.into(),
+        errno: e.errno(),
+    }
+}
+
+/// KVM as the VMM under test, on this machine.
+pub struct KvmVmm {
+    kvm: Kvm,
+    lane: String,
+    kernel_release: String,
+    payload_dir: PathBuf,
+    payloads: Mutex<HashMap<&'static str, Arc<Payload>>>,
+    /// How long the guest may take to reach its next doorbell.
+    deadline: Duration,
+}
+
+impl KvmVmm {
+    /// Open /dev/kvm. Fails with [`VmmError::Unsupported`] where no arm64 KVM exists.
+    pub fn open(
+        lane: &str,
+        kernel_release: &str,
+        payload_dir: PathBuf,
+        deadline: Duration,
+    ) -> Result<Self, VmmError> {
+        if !cfg!(target_arch = "aarch64") {
+            return Err(VmmError::Unsupported(format!(
+                "this machine is {}, and only arm64 KVM runs arm64 guests; the emulated lane \
+                 (`cargo xtask run`) brings an arm64 machine",
+                std::env::consts::ARCH
+            )));
+        }
+        let kvm = Kvm::new().map_err(|e| {
+            VmmError::Unsupported(format!(
+                "/dev/kvm cannot be opened ({e}): no KVM on this kernel or machine"
+            ))
+        })?;
+        Ok(KvmVmm {
+            kvm,
+            lane: lane.into(),
+            kernel_release: kernel_release.into(),
+            payload_dir,
+            payloads: Mutex::new(HashMap::new()),
+            deadline,
+        })
+    }
+
+    /// KVM_CHECK_EXTENSION(KVM_CAP_ARM_MTE).
+    pub fn has_mte_cap(&self) -> bool {
+        self.kvm.check_extension_raw(KVM_CAP_ARM_MTE.into()) > 0
+    }
+
+    pub fn api_version(&self) -> i32 {
+        self.kvm.get_api_version()
+    }
+
+    /// The payload `name`, parsed once and shared by every VM.
+    fn payload(&self, name: &'static str) -> Result<Arc<Payload>, VmmError> {
+        let mut cache = self.payloads.lock().unwrap();
+        if let Some(payload) = cache.get(name) {
+            return Ok(Arc::clone(payload));
+        }
+        let path = self.payload_dir.join(name);
+        let image = std::fs::read(&path).map_err(|e| {
+            VmmError::Host(format!(
+                "payload {} cannot be read ({e}); build it with `cargo xtask build`",
+                path.display()
+            ))
+        })?;
+        let payload = Arc::new(Payload::parse(&image).map_err(|e| {
+            VmmError::Host(format!(
+                "payload {} is corrupt: {e}; rebuild it with `cargo xtask build`",
+                path.display()
+            ))
+        })?);
+        cache.insert(name, Arc::clone(&payload));
+        Ok(payload)
+    }
+
+    /// A VM with its RAM memslot, and MTE enabled if asked (before any vCPU, as KVM requires).
+    fn create_vm(&self, mte: bool) -> Result<(VmFd, GuestRam), VmmError> {
+        let vm = self.kvm.create_vm().map_err(sys("KVM_CREATE_VM"))?;
+        if mte {
+            if !self.has_mte_cap() {
+                return Err(VmmError::Unsupported(
+                    "KVM has no KVM_CAP_ARM_MTE (a CPU without MTE, or a kernel before 5.13)"
+                        .into(),
+                ));
+            }
+            let cap = kvm_enable_cap {
+                cap: KVM_CAP_ARM_MTE,
+                ..Default::default()
+            };
+            vm.enable_cap(&cap)
+                .map_err(sys("KVM_ENABLE_CAP(KVM_CAP_ARM_MTE)"))?;
+        }
+        let ram = GuestRam::new(RAM_SIZE as usize).map_err(|e| {
+            VmmError::Host(format!("mmap of {} MiB of guest RAM: {e}", RAM_SIZE >> 20))
+        })?;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: RAM_IPA,
+            memory_size: RAM_SIZE,
+            userspace_addr: ram.host_address(),
+        };
+        // SAFETY: `ram` is a live mapping of memory_size bytes; it outlives the VM (the owners
+        // drop the VM fd first).
+        unsafe { vm.set_user_memory_region(region) }.map_err(sys("KVM_SET_USER_MEMORY_REGION"))?;
+        Ok((vm, ram))
+    }
+}
+
+impl Vmm for KvmVmm {
+    fn lane(&self) -> &str {
+        &self.lane
+    }
+
+    fn kernel_release(&self) -> &str {
+        &self.kernel_release
+    }
+
+    fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
+        let payload = self.payload(options.payload)?;
+        let (vm, mut ram) = self.create_vm(options.mte)?;
+        for segment in &payload.segments {
+            ram.write((segment.ipa - RAM_IPA) as usize, &segment.data);
+        }
+        let vcpu = vm.create_vcpu(0).map_err(sys("KVM_CREATE_VCPU"))?;
+        vcpu::init(&vm, &vcpu, payload.entry).map_err(|(call, errno)| VmmError::Sys {
+            call: call.into(),
+            errno,
+        })?;
+        let mut guest = KvmGuest {
+            vcpu,
+            vm,
+            ram,
+            watchdog: Watchdog::for_current_thread(),
+            deadline: self.deadline,
+            console: Vec::new(),
+            ids: GuestIds::default(),
+            powered_off: false,
+        };
+        guest.run_to_doorbell("boot")?;
+        let mailbox = guest.mailbox();
+        if mailbox.magic != MAILBOX_MAGIC || mailbox.version != PROTOCOL_VERSION {
+            return Err(VmmError::Guest(format!(
+                "payload {} speaks another protocol (magic {:#x}, version {}; expected {MAILBOX_MAGIC:#x}, {PROTOCOL_VERSION}): rebuild it",
+                options.payload, mailbox.magic, mailbox.version
+            )));
+        }
+        if Status::from_u32(mailbox.status) != Some(Status::Booted) {
+            return Err(VmmError::Guest(format!(
+                "the payload did not boot: status {}, exception ESR {:#x} FAR {:#x} ELR {:#x}",
+                mailbox.status, mailbox.fault.esr, mailbox.fault.far, mailbox.fault.elr
+            )));
+        }
+        guest.ids = mailbox.ids;
+        Ok(Box::new(guest))
+    }
+
+    fn abi_vm(&self, mte: bool) -> Result<Box<dyn AbiVm>, VmmError> {
+        let (vm, ram) = self.create_vm(mte)?;
+        // SAFETY: sysconf has no preconditions.
+        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+        Ok(Box::new(KvmAbiVm {
+            vcpus: Vec::new(),
+            vm,
+            _ram: ram,
+            page_size,
+        }))
+    }
+}
+
+/// Why the vCPU stopped.
+enum Stop {
+    Doorbell,
+    PoweredOff,
+}
+
+/// A booted payload in its own VM. Field order is drop order: vCPU, VM, then RAM.
+struct KvmGuest {
+    vcpu: VcpuFd,
+    vm: VmFd,
+    ram: GuestRam,
+    watchdog: Watchdog,
+    deadline: Duration,
+    console: Vec<u8>,
+    ids: GuestIds,
+    powered_off: bool,
+}
+
+impl KvmGuest {
+    fn mailbox(&self) -> Mailbox {
+        let mut bytes = [0u8; std::mem::size_of::<Mailbox>()];
+        self.ram.read((MAILBOX_IPA - RAM_IPA) as usize, &mut bytes);
+        Mailbox::from_bytes(&bytes).expect("sized to fit")
+    }
+
+    fn write_mailbox_u32(&mut self, offset: usize, value: u32) {
+        self.ram.write(
+            (MAILBOX_IPA - RAM_IPA) as usize + offset,
+            &value.to_le_bytes(),
+        );
+    }
+
+    /// Run the vCPU until the guest rings the doorbell, powers off, or the deadline passes.
+    fn run_to_doorbell(&mut self, what: &str) -> Result<Stop, VmmError> {
+        self.watchdog.arm(self.deadline);
+        let stop = self.run_loop(what);
+        self.watchdog.disarm();
+        stop
+    }
+
+    fn run_loop(&mut self, what: &str) -> Result<Stop, VmmError> {
+        loop {
+            match self.vcpu.run() {
+                Ok(VcpuExit::MmioWrite(addr, data)) => match addr {
+                    DOORBELL_IPA => return Ok(Stop::Doorbell),
+                    UART_IPA => self.console.extend_from_slice(&data[..1]),
+                    // Other UART registers (control) are accepted and ignored.
+                    a if (UART_IPA..UART_IPA + 0x1000).contains(&a) => {}
+                    other => {
+                        return Err(VmmError::Guest(format!(
+                            "write to {other:#x}, where the VM has no device"
+                        )))
+                    }
+                },
+                // The UART's flag register and friends read as zero: transmitter ready.
+                Ok(VcpuExit::MmioRead(addr, data))
+                    if (UART_IPA..UART_IPA + 0x1000).contains(&addr) =>
+                {
+                    data.fill(0)
+                }
+                Ok(VcpuExit::MmioRead(addr, _)) => {
+                    return Err(VmmError::Guest(format!(
+                        "read of {addr:#x}, where the VM has no device"
+                    )))
+                }
+                Ok(VcpuExit::SystemEvent(kind, _)) if kind == KVM_SYSTEM_EVENT_SHUTDOWN => {
+                    self.powered_off = true;
+                    return Ok(Stop::PoweredOff);
+                }
+                Ok(other) => {
+                    return Err(VmmError::Guest(format!(
+                        "unexpected exit during {what}: {other:?}"
+                    )))
+                }
+                Err(e) if e.errno() == libc::EINTR => {
+                    if self.watchdog.fired() {
+                        return Err(VmmError::Timeout {
+                            what: what.into(),
+                            seconds: self.deadline.as_secs_f64(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    return Err(VmmError::Sys {
+                        call: format!("KVM_RUN during {what}"),
+                        errno: e.errno(),
+                    })
+                }
+            }
+        }
+    }
+}
+
+impl Guest for KvmGuest {
+    fn ids(&self) -> GuestIds {
+        self.ids
+    }
+
+    fn exec(&mut self, command: Command, args: &[u64]) -> Result<Reply, VmmError> {
+        if self.powered_off {
+            return Err(VmmError::Guest(format!(
+                "{command:?} after the guest powered off"
+            )));
+        }
+        assert!(args.len() <= 8, "at most 8 command arguments");
+        let mut words = [0u64; 8];
+        words[..args.len()].copy_from_slice(args);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.ram
+            .write((MAILBOX_IPA - RAM_IPA) as usize + offsets::ARGS, &bytes);
+        self.write_mailbox_u32(offsets::COMMAND, command as u32);
+        self.write_mailbox_u32(offsets::STATUS, Status::Empty as u32);
+        let stop = self.run_to_doorbell(&format!("{command:?}"))?;
+        let mailbox = self.mailbox();
+        let status = match stop {
+            Stop::PoweredOff if command == Command::PowerOff => Status::Done,
+            Stop::PoweredOff => {
+                return Err(VmmError::Guest(format!(
+                    "the guest powered off during {command:?}"
+                )))
+            }
+            Stop::Doorbell => Status::from_u32(mailbox.status).ok_or_else(|| {
+                VmmError::Guest(format!(
+                    "status {} is not a protocol status",
+                    mailbox.status
+                ))
+            })?,
+        };
+        Ok(Reply {
+            status,
+            result: mailbox.result,
+            fault: mailbox.fault,
+        })
+    }
+
+    fn read_bulk(&mut self, len: usize) -> Result<Vec<u8>, VmmError> {
+        assert!(
+            len as u64 <= BULK_SIZE,
+            "bulk reads stay inside the bulk buffer"
+        );
+        let mut out = vec![0u8; len];
+        self.ram.read((BULK_IPA - RAM_IPA) as usize, &mut out);
+        Ok(out)
+    }
+
+    fn write_bulk(&mut self, bytes: &[u8]) -> Result<(), VmmError> {
+        assert!(
+            bytes.len() as u64 <= BULK_SIZE,
+            "bulk writes stay inside the bulk buffer"
+        );
+        self.ram.write((BULK_IPA - RAM_IPA) as usize, bytes);
+        Ok(())
+    }
+
+    fn host_read_tags(&mut self, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError> {
+        let mut tags = vec![0u8; mte_protocol::granules(len)];
+        let copied = copy_tags::copy_tags_from_guest(&self.vm, ipa, &mut tags)
+            .map_err(|e| io_error("KVM_ARM_MTE_COPY_TAGS(FROM_GUEST)", e))?;
+        short_copy(copied, len)?;
+        Ok(tags)
+    }
+
+    fn host_write_tags(&mut self, ipa: u64, tags: &[u8]) -> Result<(), VmmError> {
+        let copied = copy_tags::copy_tags_to_guest(&self.vm, ipa, tags)
+            .map_err(|e| io_error("KVM_ARM_MTE_COPY_TAGS(TO_GUEST)", e))?;
+        short_copy(copied, tags.len() as u64 * mte_protocol::GRANULE)
+    }
+
+    fn console(&self) -> String {
+        String::from_utf8_lossy(&self.console).into_owned()
+    }
+}
+
+fn io_error(call: &str, e: std::io::Error) -> VmmError {
+    VmmError::Sys {
+        call: call.into(),
+        errno: e.raw_os_error().unwrap_or(0),
+    }
+}
+
+fn short_copy(copied: usize, asked: u64) -> Result<(), VmmError> {
+    if copied as u64 == asked {
+        Ok(())
+    } else {
+        Err(VmmError::Host(format!(
+            "KVM_ARM_MTE_COPY_TAGS covered {copied} of {asked} bytes"
+        )))
+    }
+}
+
+/// A VM without a running guest, for ABI probes.
+struct KvmAbiVm {
+    vcpus: Vec<VcpuFd>,
+    vm: VmFd,
+    _ram: GuestRam,
+    page_size: u64,
+}
+
+impl AbiVm for KvmAbiVm {
+    fn copy_tags_raw(&mut self, args: CopyTagsArgs, buffer: &mut [u8]) -> Result<i64, i32> {
+        assert!(
+            buffer.len() as u64 >= args.length / mte_protocol::GRANULE,
+            "the buffer must cover what the kernel may write"
+        );
+        let raw = KvmArmCopyMteTags {
+            guest_ipa: args.guest_ipa,
+            length: args.length,
+            addr: buffer.as_mut_ptr() as u64,
+            flags: args.flags,
+            reserved: args.reserved,
+        };
+        // SAFETY: the buffer covers length / 16 bytes (asserted above).
+        unsafe { copy_tags::copy_mte_tags_raw(&self.vm, &raw) }
+            .map(|n| n as i64)
+            .map_err(|e| e.raw_os_error().unwrap_or(0))
+    }
+
+    fn enable_mte(&mut self) -> Result<(), i32> {
+        let cap = kvm_enable_cap {
+            cap: KVM_CAP_ARM_MTE,
+            ..Default::default()
+        };
+        self.vm.enable_cap(&cap).map_err(|e| e.errno())
+    }
+
+    fn create_vcpu(&mut self) -> Result<(), i32> {
+        let vcpu = self
+            .vm
+            .create_vcpu(self.vcpus.len() as u64)
+            .map_err(|e| e.errno())?;
+        self.vcpus.push(vcpu);
+        Ok(())
+    }
+
+    fn ram(&self) -> (u64, u64) {
+        (RAM_IPA, RAM_SIZE)
+    }
+
+    fn page_size(&self) -> u64 {
+        self.page_size
+    }
+}

@@ -1,0 +1,9 @@
+//! The runner: the VMM backends and the harness that runs the scenarios against them.
+//!
+//! In the emulated lane it is the machine's /init; in the host lane a plain program.
+
+pub mod emit;
+pub mod environment;
+pub mod harness;
+pub mod init;
+pub mod kvm;

@@ -1,0 +1,327 @@
+//! Findings and the comparisons behind them. Every pass is built from a comparison of expected
+//! against observed that could have gone the other way, and keeps both sides as evidence.
+
+use mte_protocol::{esr, Command, GuestIds, Status};
+use mte_results::{tag_mismatches, tags_to_hex, Evidence, Outcome};
+
+use crate::vmm::{errno_name, Guest, Reply, VmmError};
+
+/// A scenario's result before the runner stamps it with name, lane, kernel and time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub outcome: Outcome,
+    pub reason: String,
+    pub detail: Vec<Evidence>,
+}
+
+impl Finding {
+    fn new(outcome: Outcome, reason: impl Into<String>) -> Self {
+        Finding {
+            outcome,
+            reason: reason.into(),
+            detail: Vec::new(),
+        }
+    }
+    pub fn skip(reason: impl Into<String>) -> Self {
+        Self::new(Outcome::Skip, reason)
+    }
+    pub fn fail(reason: impl Into<String>) -> Self {
+        Self::new(Outcome::Fail, reason)
+    }
+    pub fn xfail(reason: impl Into<String>) -> Self {
+        Self::new(Outcome::Xfail, reason)
+    }
+    pub fn with(mut self, evidence: Evidence) -> Self {
+        self.detail.push(evidence);
+        self
+    }
+
+    /// The outcome of a step that could not be taken: a skip where the lane lacks it, else a
+    /// fail that says what broke.
+    pub fn from_error(error: &VmmError) -> Self {
+        match error {
+            VmmError::Unsupported(why) => Finding::skip(why.clone()),
+            other => Finding::fail(other.to_string()),
+        }
+    }
+}
+
+/// Accumulates comparisons; the finding passes only if every one of them held.
+#[derive(Debug, Default)]
+pub struct Checks {
+    failures: Vec<String>,
+    held: Vec<String>,
+    evidence: Vec<Evidence>,
+}
+
+impl Checks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Two tag maps of the same range must be equal granule by granule.
+    pub fn tags_equal(
+        &mut self,
+        ipa: u64,
+        (expected_from, expected): (&str, &[u8]),
+        (observed_from, observed): (&str, &[u8]),
+    ) -> bool {
+        let mismatches = tag_mismatches(expected, observed);
+        let ok = mismatches.is_empty();
+        let summary = format!(
+            "{observed_from} equals {expected_from} over {} granules",
+            expected.len()
+        );
+        if ok {
+            self.held.push(summary);
+        } else {
+            self.failures.push(format!(
+                "{observed_from} differs from {expected_from} in {} of {} granules (first at granule {}, IPA {:#x})",
+                mismatches.len(),
+                expected.len().max(observed.len()),
+                mismatches[0],
+                ipa + mismatches[0] as u64 * mte_protocol::GRANULE,
+            ));
+        }
+        self.evidence.push(Evidence::TagMaps {
+            expected_from: expected_from.into(),
+            observed_from: observed_from.into(),
+            ipa,
+            expected: tags_to_hex(expected),
+            observed: tags_to_hex(observed),
+            mismatches,
+        });
+        ok
+    }
+
+    /// Any other expected-against-observed comparison.
+    pub fn equal<T: PartialEq + std::fmt::Debug>(
+        &mut self,
+        what: &str,
+        expected: T,
+        observed: T,
+    ) -> bool {
+        let ok = expected == observed;
+        self.record(what, ok, format!("{expected:?}"), format!("{observed:?}"));
+        ok
+    }
+
+    /// A condition with its own rendering of both sides.
+    pub fn holds(
+        &mut self,
+        what: &str,
+        ok: bool,
+        expected: impl Into<String>,
+        observed: impl Into<String>,
+    ) -> bool {
+        self.record(what, ok, expected.into(), observed.into());
+        ok
+    }
+
+    /// A system call's outcome: `Err(expected_errno)` or `Ok(expected_value)`.
+    pub fn syscall(
+        &mut self,
+        call: &str,
+        expected: Result<i64, i32>,
+        observed: Result<i64, i32>,
+    ) -> bool {
+        let render = |r: Result<i64, i32>| match r {
+            Ok(v) => format!("returns {v}"),
+            Err(e) => format!("fails with {}", errno_name(e)),
+        };
+        let ok = expected == observed;
+        let (expected, observed) = (render(expected), render(observed));
+        if ok {
+            self.held.push(format!("{call} {observed}"));
+        } else {
+            self.failures
+                .push(format!("{call}: expected it {expected}, it {observed}"));
+        }
+        self.evidence.push(Evidence::Errno {
+            call: call.into(),
+            expected,
+            observed,
+        });
+        ok
+    }
+
+    pub fn evidence(&mut self, evidence: Evidence) {
+        self.evidence.push(evidence);
+    }
+
+    fn record(&mut self, what: &str, ok: bool, expected: String, observed: String) {
+        if ok {
+            self.held.push(what.to_string());
+        } else {
+            self.failures
+                .push(format!("{what}: expected {expected}, observed {observed}"));
+        }
+        self.evidence.push(Evidence::Values {
+            what: what.into(),
+            expected,
+            observed,
+        });
+    }
+
+    /// Pass if everything held (and something was compared), fail otherwise.
+    pub fn finish(self) -> Finding {
+        let (outcome, reason) = if !self.failures.is_empty() {
+            (Outcome::Fail, self.failures.join("; "))
+        } else if self.held.is_empty() {
+            (
+                Outcome::Fail,
+                "nothing was compared: a check without a comparison cannot pass".into(),
+            )
+        } else {
+            (Outcome::Pass, self.held.join("; "))
+        };
+        Finding {
+            outcome,
+            reason,
+            detail: self.evidence,
+        }
+    }
+}
+
+/// The guest's answer to "no MTE here", in `result[0]` of a BadCommand.
+pub const GUEST_NO_MTE: u64 = 0xffff_ffff_ffff_fffe;
+
+/// Run a guest command that must complete; other statuses become errors.
+pub fn run(guest: &mut dyn Guest, command: Command, args: &[u64]) -> Result<Reply, VmmError> {
+    let reply = guest.exec(command, args)?;
+    match reply.status {
+        Status::Done => Ok(reply),
+        Status::BadCommand if reply.result[0] == GUEST_NO_MTE => Err(VmmError::Unsupported(
+            "the guest CPU has no MTE (ID_AA64PFR1_EL1.MTE < 2)".into(),
+        )),
+        Status::BadCommand => Err(VmmError::Guest(format!(
+            "{command:?} {args:x?} rejected by the guest (argument {})",
+            reply.result[0]
+        ))),
+        Status::Panic => Err(VmmError::Guest(format!(
+            "unexpected exception during {command:?}: {} (FAR {:#x}, ELR {:#x})",
+            describe_esr(reply.fault.esr),
+            reply.fault.far,
+            reply.fault.elr
+        ))),
+        other => Err(VmmError::Guest(format!(
+            "{command:?} answered with status {other:?}"
+        ))),
+    }
+}
+
+/// Skip unless the guest CPU has tag storage (MTE2 or later).
+pub fn require_mte(ids: &GuestIds) -> Result<(), VmmError> {
+    match ids.mte_level() {
+        0 | 1 => Err(VmmError::Unsupported(format!(
+            "the guest CPU has no MTE tag storage (ID_AA64PFR1_EL1 = {:#x}, MTE field {})",
+            ids.id_aa64pfr1_el1,
+            ids.mte_level()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// ESR_EL1 in words, for evidence a person reads.
+pub fn describe_esr(value: u64) -> String {
+    let ec = esr::ec(value);
+    let class = match ec {
+        0x00 => "unknown reason",
+        0x01 => "WFI/WFE",
+        0x07 => "SVE/SIMD/FP access",
+        0x0e => "illegal execution state",
+        0x15 => "SVC",
+        0x16 => "HVC",
+        0x17 => "SMC",
+        0x18 => "system register access",
+        0x20 => "instruction abort, lower EL",
+        0x21 => "instruction abort, same EL",
+        0x22 => "PC alignment fault",
+        0x24 => "data abort, lower EL",
+        0x25 => "data abort, same EL",
+        0x26 => "SP alignment fault",
+        0x2f => "SError",
+        0x3c => "BRK",
+        _ => "other exception class",
+    };
+    let mut text = format!("EC {ec:#04x} ({class})");
+    if ec == 0x24 || ec == 0x25 {
+        let dfsc = esr::dfsc(value);
+        let fault = match dfsc {
+            0x04..=0x07 => "translation fault",
+            0x08..=0x0b => "access flag fault",
+            0x0c..=0x0f => "permission fault",
+            0x10 => "synchronous external abort",
+            0x11 => "synchronous tag check fault",
+            0x21 => "alignment fault",
+            _ => "other fault",
+        };
+        let access = if esr::is_write(value) {
+            "write"
+        } else {
+            "read"
+        };
+        text.push_str(&format!(": DFSC {dfsc:#04x} {fault}, {access}"));
+    }
+    text
+}
+
+/// Evidence of a guest exception.
+pub fn fault_evidence(reply: &Reply) -> Evidence {
+    Evidence::Fault {
+        esr: reply.fault.esr,
+        far: reply.fault.far,
+        elr: reply.fault.elr,
+        decoded: describe_esr(reply.fault.esr),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_without_comparisons_cannot_pass() {
+        assert_eq!(Checks::new().finish().outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn one_differing_granule_fails_with_both_maps() {
+        let mut checks = Checks::new();
+        assert!(!checks.tags_equal(0x4100_0000, ("guest LDG", &[1, 2, 3]), ("host", &[1, 9, 3])));
+        let finding = checks.finish();
+        assert_eq!(finding.outcome, Outcome::Fail);
+        assert!(finding.reason.contains("granule 1"), "{}", finding.reason);
+        match &finding.detail[0] {
+            Evidence::TagMaps {
+                expected,
+                observed,
+                mismatches,
+                ..
+            } => {
+                assert_eq!((expected.as_str(), observed.as_str()), ("123", "193"));
+                assert_eq!(mismatches, &vec![1]);
+            }
+            other => panic!("unexpected evidence {other:?}"),
+        }
+    }
+
+    #[test]
+    fn syscalls_compare_errno_and_value() {
+        let mut checks = Checks::new();
+        assert!(checks.syscall("copy", Err(22), Err(22)));
+        assert!(!checks.syscall("copy", Ok(4096), Err(14)));
+        let finding = checks.finish();
+        assert_eq!(finding.outcome, Outcome::Fail);
+        assert!(finding.reason.contains("EFAULT (14)"), "{}", finding.reason);
+    }
+
+    #[test]
+    fn esr_of_a_tag_check_fault_reads_as_such() {
+        assert_eq!(
+            describe_esr(0x9600_0011),
+            "EC 0x25 (data abort, same EL): DFSC 0x11 synchronous tag check fault, read"
+        );
+        assert!(describe_esr(0x9600_0051).ends_with("write"));
+    }
+}

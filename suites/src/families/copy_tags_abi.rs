@@ -1,0 +1,204 @@
+//! The KVM_ARM_MTE_COPY_TAGS ABI, as Documentation/virt/kvm/api.rst states it.
+//!
+//! Every probe first makes a valid call on the same VM (the control), so that an error is
+//! known to come from the one argument that was made wrong.
+
+use mte_protocol::GRANULE;
+
+use crate::check::{Checks, Finding};
+use crate::scenario::Scenario;
+use crate::vmm::{AbiVm, CopyTagsArgs, Vmm, VmmError, TAGS_FROM_GUEST, TAGS_TO_GUEST};
+
+const EINVAL: i32 = libc_errno::EINVAL;
+const EFAULT: i32 = libc_errno::EFAULT;
+
+/// errno values (identical on every Linux architecture for these two).
+mod libc_errno {
+    pub const EFAULT: i32 = 14;
+    pub const EINVAL: i32 = 22;
+}
+
+const API: &str = "Documentation/virt/kvm/api.rst, KVM_ARM_MTE_COPY_TAGS";
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "copy_tags_abi::returns_bytes_copied",
+        summary: "KVM_ARM_MTE_COPY_TAGS returns the number of bytes of guest memory whose tags it \
+                  copied, in both directions",
+        why: API,
+        injectable: false,
+        run: returns_bytes_copied,
+    },
+    Scenario {
+        name: "copy_tags_abi::unaligned_ipa_is_einval",
+        summary: "A guest_ipa that is not page aligned fails with EINVAL",
+        why: API,
+        injectable: false,
+        run: unaligned_ipa_is_einval,
+    },
+    Scenario {
+        name: "copy_tags_abi::unaligned_length_is_einval",
+        summary: "A length that is not page aligned fails with EINVAL",
+        why: API,
+        injectable: false,
+        run: unaligned_length_is_einval,
+    },
+    Scenario {
+        name: "copy_tags_abi::ipa_without_memslot_is_efault",
+        summary: "A guest_ipa that no memslot covers fails with EFAULT",
+        why: API,
+        injectable: false,
+        run: ipa_without_memslot_is_efault,
+    },
+    Scenario {
+        name: "copy_tags_abi::unknown_flags_are_einval",
+        summary:
+            "Flags other than KVM_ARM_TAGS_TO_GUEST / KVM_ARM_TAGS_FROM_GUEST fail with EINVAL",
+        why: API,
+        injectable: false,
+        run: unknown_flags_are_einval,
+    },
+    Scenario {
+        name: "copy_tags_abi::nonzero_reserved_is_einval",
+        summary: "A non-zero reserved field fails with EINVAL",
+        why: API,
+        injectable: false,
+        run: nonzero_reserved_is_einval,
+    },
+    Scenario {
+        name: "copy_tags_abi::vm_without_mte_is_einval",
+        summary: "On a VM that did not enable KVM_CAP_ARM_MTE, the ioctl fails with EINVAL",
+        why: API,
+        injectable: false,
+        run: vm_without_mte_is_einval,
+    },
+    Scenario {
+        name: "copy_tags_abi::mte_cap_after_vcpu_is_einval",
+        summary: "Enabling KVM_CAP_ARM_MTE after a vCPU exists fails with EINVAL",
+        why: "Documentation/virt/kvm/api.rst, KVM_CAP_ARM_MTE: the capability must be enabled \
+              before creating any vCPUs",
+        injectable: false,
+        run: mte_cap_after_vcpu_is_einval,
+    },
+];
+
+/// A call over the first `pages` pages of RAM, and a buffer big enough for it.
+fn valid_call(vm: &dyn AbiVm, pages: u64, flags: u64) -> (CopyTagsArgs, Vec<u8>) {
+    let (ram, _) = vm.ram();
+    let length = pages * vm.page_size();
+    let args = CopyTagsArgs {
+        guest_ipa: ram,
+        length,
+        flags,
+        reserved: [0; 2],
+    };
+    (args, vec![0u8; (length / GRANULE) as usize])
+}
+
+fn describe(args: &CopyTagsArgs) -> String {
+    format!(
+        "KVM_ARM_MTE_COPY_TAGS(guest_ipa={:#x}, length={:#x}, flags={}, reserved={:?})",
+        args.guest_ipa, args.length, args.flags, args.reserved
+    )
+}
+
+/// The control call must succeed, then the broken one must fail with `errno`.
+fn probe(
+    vmm: &dyn Vmm,
+    errno: i32,
+    mut broken: impl FnMut(&mut CopyTagsArgs, u64),
+) -> Result<Finding, VmmError> {
+    let mut vm = vmm.abi_vm(true)?;
+    let mut checks = Checks::new();
+    let (mut args, mut buffer) = valid_call(vm.as_ref(), 1, TAGS_FROM_GUEST);
+    let control = vm.copy_tags_raw(args, &mut buffer);
+    checks.syscall(
+        &format!("control: {}", describe(&args)),
+        Ok(args.length as i64),
+        control,
+    );
+    broken(&mut args, vm.page_size());
+    buffer.resize(buffer.len() + 1024, 0);
+    let observed = vm.copy_tags_raw(args, &mut buffer);
+    checks.syscall(&describe(&args), Err(errno), observed);
+    Ok(checks.finish())
+}
+
+fn returns_bytes_copied(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut vm = vmm.abi_vm(true)?;
+    let mut checks = Checks::new();
+    for flags in [TAGS_FROM_GUEST, TAGS_TO_GUEST] {
+        for pages in [1, 3] {
+            let (args, mut buffer) = valid_call(vm.as_ref(), pages, flags);
+            let observed = vm.copy_tags_raw(args, &mut buffer);
+            checks.syscall(&describe(&args), Ok(args.length as i64), observed);
+        }
+    }
+    Ok(checks.finish())
+}
+
+fn unaligned_ipa_is_einval(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    probe(vmm, EINVAL, |args, _| args.guest_ipa += GRANULE)
+}
+
+fn unaligned_length_is_einval(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    probe(vmm, EINVAL, |args, _| args.length += GRANULE)
+}
+
+fn ipa_without_memslot_is_efault(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    // Below RAM, page aligned, and no memslot there.
+    probe(vmm, EFAULT, |args, page| {
+        args.guest_ipa = 0x1000_0000 - 16 * page
+    })
+}
+
+fn unknown_flags_are_einval(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    probe(vmm, EINVAL, |args, _| args.flags = 2)
+}
+
+fn nonzero_reserved_is_einval(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    probe(vmm, EINVAL, |args, _| args.reserved[1] = 1)
+}
+
+fn vm_without_mte_is_einval(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut vm = vmm.abi_vm(false)?;
+    let mut checks = Checks::new();
+    let (args, mut buffer) = valid_call(vm.as_ref(), 1, TAGS_FROM_GUEST);
+    let observed = vm.copy_tags_raw(args, &mut buffer);
+    checks.syscall(
+        &format!("{} without KVM_CAP_ARM_MTE", describe(&args)),
+        Err(EINVAL),
+        observed,
+    );
+    // The control: the same VM accepts the capability while it has no vCPU, and the same call
+    // then succeeds.
+    checks.syscall(
+        "control: KVM_ENABLE_CAP(KVM_CAP_ARM_MTE)",
+        Ok(0),
+        vm.enable_mte().map(|()| 0),
+    );
+    let observed = vm.copy_tags_raw(args, &mut buffer);
+    checks.syscall(
+        &format!("control: {} with MTE", describe(&args)),
+        Ok(args.length as i64),
+        observed,
+    );
+    Ok(checks.finish())
+}
+
+fn mte_cap_after_vcpu_is_einval(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut vm = vmm.abi_vm(false)?;
+    let mut checks = Checks::new();
+    checks.syscall(
+        "control: KVM_CREATE_VCPU",
+        Ok(0),
+        vm.create_vcpu().map(|()| 0),
+    );
+    let observed = vm.enable_mte().map(|()| 0);
+    checks.syscall(
+        "KVM_ENABLE_CAP(KVM_CAP_ARM_MTE) after KVM_CREATE_VCPU",
+        Err(EINVAL),
+        observed,
+    );
+    Ok(checks.finish())
+}

@@ -1,0 +1,159 @@
+//! What a scenario may ask of the VMM under test. A lane (KVM in the emulated machine, KVM on an
+//! MTE host, QEMU as the VMM) implements these traits once; every scenario is written against
+//! them and so runs wherever its steps exist.
+
+use mte_protocol::{Command, FaultRecord, GuestIds, Status};
+
+/// Why a step could not be taken.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VmmError {
+    /// The lane cannot do this at all (no MTE, no KVM, no such ioctl): the check is a skip.
+    Unsupported(String),
+    /// A system call failed: which one, and errno.
+    Sys { call: String, errno: i32 },
+    /// The guest did not reach its next doorbell before the deadline.
+    Timeout { what: String, seconds: f64 },
+    /// The guest stopped in a way the protocol does not allow (panic, unexpected exit).
+    Guest(String),
+    /// The VMM's own step went wrong in a way that is not an errno (a short copy, say).
+    Host(String),
+}
+
+impl std::fmt::Display for VmmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VmmError::Unsupported(why) => write!(f, "unsupported here: {why}"),
+            VmmError::Sys { call, errno } => write!(f, "{call} failed: {}", errno_name(*errno)),
+            VmmError::Timeout { what, seconds } => {
+                write!(f, "timeout: {what} did not finish within {seconds:.1} s")
+            }
+            VmmError::Guest(why) => write!(f, "guest: {why}"),
+            VmmError::Host(why) => write!(f, "host: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for VmmError {}
+
+/// What the guest answered to a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: Status,
+    pub result: [u64; 8],
+    pub fault: FaultRecord,
+}
+
+/// A booted payload under the VMM, stopped at a doorbell.
+pub trait Guest {
+    /// The guest's ID registers, read by its runtime at boot.
+    fn ids(&self) -> GuestIds;
+
+    /// Run one guest command to its next doorbell.
+    fn exec(&mut self, command: Command, args: &[u64]) -> Result<Reply, VmmError>;
+
+    /// Read `len` bytes of the guest's bulk buffer (tag maps, one byte per granule).
+    fn read_bulk(&mut self, len: usize) -> Result<Vec<u8>, VmmError>;
+
+    /// Write the start of the guest's bulk buffer.
+    fn write_bulk(&mut self, bytes: &[u8]) -> Result<(), VmmError>;
+
+    /// The host's view of the tags of `[ipa, ipa + len)`, one byte per granule
+    /// (KVM_ARM_MTE_COPY_TAGS with KVM_ARM_TAGS_FROM_GUEST on KVM).
+    fn host_read_tags(&mut self, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError>;
+
+    /// Set the tags of the granules from `ipa` on, one byte per granule
+    /// (KVM_ARM_MTE_COPY_TAGS with KVM_ARM_TAGS_TO_GUEST on KVM).
+    fn host_write_tags(&mut self, ipa: u64, tags: &[u8]) -> Result<(), VmmError>;
+
+    /// What the guest printed on its console so far.
+    fn console(&self) -> String;
+}
+
+/// How to boot a guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootOptions {
+    /// The payload to boot, by file name (e.g. `mte-guest.elf`).
+    pub payload: &'static str,
+    /// Enable MTE for the VM (KVM_CAP_ARM_MTE). Off gives an untagged guest.
+    pub mte: bool,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions {
+            payload: "mte-guest.elf",
+            mte: true,
+        }
+    }
+}
+
+/// The raw arguments of KVM_ARM_MTE_COPY_TAGS, unchecked, so that scenarios can probe the ABI
+/// with bad ones (layout of `struct kvm_arm_copy_mte_tags`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyTagsArgs {
+    pub guest_ipa: u64,
+    pub length: u64,
+    pub flags: u64,
+    pub reserved: [u64; 2],
+}
+
+/// KVM_ARM_TAGS_TO_GUEST.
+pub const TAGS_TO_GUEST: u64 = 0;
+/// KVM_ARM_TAGS_FROM_GUEST.
+pub const TAGS_FROM_GUEST: u64 = 1;
+
+/// A VM (with its memory, without a running guest) on which the KVM ABI can be probed.
+pub trait AbiVm {
+    /// Issue KVM_ARM_MTE_COPY_TAGS; `buffer` is the user buffer (at least `length / 16` bytes
+    /// for valid calls). Ok(return value) or Err(errno).
+    fn copy_tags_raw(&mut self, args: CopyTagsArgs, buffer: &mut [u8]) -> Result<i64, i32>;
+    /// KVM_ENABLE_CAP(KVM_CAP_ARM_MTE) now. Ok or Err(errno).
+    fn enable_mte(&mut self) -> Result<(), i32>;
+    /// Create the next vCPU. Ok or Err(errno).
+    fn create_vcpu(&mut self) -> Result<(), i32>;
+    /// Where the VM's RAM memslot starts and how long it is.
+    fn ram(&self) -> (u64, u64);
+    /// The host kernel's page size: the alignment KVM_ARM_MTE_COPY_TAGS demands.
+    fn page_size(&self) -> u64;
+}
+
+/// The VMM under test, as a lane offers it.
+pub trait Vmm: Sync {
+    /// `emulated`, `host` or `qemu`.
+    fn lane(&self) -> &str;
+
+    /// Boot a payload and run it to its first doorbell.
+    fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError>;
+
+    /// A bare VM for ABI probes: created, RAM memslot added, MTE enabled if `mte`, no vCPU.
+    /// Lanes without KVM answer [`VmmError::Unsupported`].
+    fn abi_vm(&self, mte: bool) -> Result<Box<dyn AbiVm>, VmmError>;
+
+    /// The kernel release under test, e.g. `6.12.95+deb12-arm64`.
+    fn kernel_release(&self) -> &str;
+}
+
+/// The symbolic name of an errno value, for evidence a person reads.
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        1 => "EPERM",
+        2 => "ENOENT",
+        4 => "EINTR",
+        5 => "EIO",
+        9 => "EBADF",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        14 => "EFAULT",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        19 => "ENODEV",
+        22 => "EINVAL",
+        25 => "ENOTTY",
+        28 => "ENOSPC",
+        38 => "ENOSYS",
+        95 => "EOPNOTSUPP",
+        _ => return format!("errno {errno}"),
+    };
+    format!("{name} ({errno})")
+}
