@@ -3,12 +3,34 @@
 //!
 //! - [`model`]: verdicts, evidence and the environment of a run; versioned by [`SCHEMA_VERSION`].
 //! - [`stream`]: the framed records the runner prints on its console, and their parser.
+//!
+//! With the `report` feature (host side only):
+//! - [`rundir`]: a run's directory: `run.json`, `results.jsonl` as verdicts arrive, the console
+//!   log, the `latest` link, and reading a run back.
+//! - [`summary`]: a finished run as the reports see it, and its terminal table.
+//! - [`junit`]: JUnit XML for CI.
+//! - [`html`]: the self-contained HTML report.
 #![forbid(unsafe_code)]
 
 pub mod model;
 pub mod stream;
 
+#[cfg(feature = "report")]
+pub mod html;
+#[cfg(feature = "report")]
+pub mod junit;
+#[cfg(feature = "report")]
+pub mod rundir;
+#[cfg(feature = "report")]
+pub mod summary;
+#[cfg(feature = "report")]
+mod utc;
+
 pub use model::*;
+#[cfg(feature = "report")]
+pub use rundir::{load, LoadError, LoadedRun, RunDir, RunInfo};
+#[cfg(feature = "report")]
+pub use summary::RunSummary;
 
 /// Version of the JSON written to `results.jsonl` and `run.json`; bump on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -120,7 +120,10 @@ pub struct Feature {
 
 impl Feature {
     pub fn new(name: impl Into<String>, value: impl ToString) -> Self {
-        Feature { name: name.into(), value: value.to_string() }
+        Feature {
+            name: name.into(),
+            value: value.to_string(),
+        }
     }
 }
 
@@ -156,15 +159,153 @@ impl Tally {
     }
 }
 
+/// The totals line, `N passed, N failed, N skipped, N xfailed`, in the form test harnesses print.
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} passed, {} failed, {} skipped, {} xfailed",
+            self.pass, self.fail, self.skip, self.xfail
+        )
+    }
+}
+
+/// Granules per line when a tag map is shown as text.
+const TAG_ROW_GRANULES: usize = 64;
+/// Beyond this many lines of tag map, only the lines with a mismatch are shown.
+const TAG_ROWS_SHOWN_WHOLE: usize = 4;
+/// At most this many differing lines are shown; the full maps stay in `results.jsonl`.
+const TAG_ROWS_SHOWN_MAX: usize = 16;
+
+/// Evidence as plain text, for the terminal and JUnit: several lines for a tag map, one otherwise.
+impl std::fmt::Display for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Evidence::TagMaps {
+                expected_from,
+                observed_from,
+                ipa,
+                expected,
+                observed,
+                mismatches,
+            } => {
+                let differing = differing_granules(expected, observed, mismatches);
+                let granules = expected.chars().count().max(observed.chars().count());
+                if differing.is_empty() {
+                    writeln!(
+                        f,
+                        "tag maps agree over {granules} granules from IPA {ipa:#x}"
+                    )?;
+                } else {
+                    writeln!(
+                        f,
+                        "tag maps differ in {} of {granules} granules from IPA {ipa:#x}",
+                        differing.range(..granules).count()
+                    )?;
+                }
+                writeln!(f, "  E = {expected_from}")?;
+                write!(f, "  O = {observed_from}")?;
+                let expected: Vec<char> = expected.chars().collect();
+                let observed: Vec<char> = observed.chars().collect();
+                let rows = granules.div_ceil(TAG_ROW_GRANULES);
+                let mut shown = 0;
+                for row in 0..rows {
+                    let span = row * TAG_ROW_GRANULES..((row + 1) * TAG_ROW_GRANULES).min(granules);
+                    let row_differs = differing.range(span.clone()).next().is_some();
+                    if rows > TAG_ROWS_SHOWN_WHOLE && !row_differs {
+                        continue;
+                    }
+                    if shown == TAG_ROWS_SHOWN_MAX {
+                        return write!(
+                            f,
+                            "\n  ... more lines differ; the full maps are in results.jsonl"
+                        );
+                    }
+                    shown += 1;
+                    let digits = |map: &[char]| -> String {
+                        span.clone()
+                            .map(|i| map.get(i).copied().unwrap_or('.'))
+                            .collect()
+                    };
+                    let carets: String = span
+                        .clone()
+                        .map(|i| if differing.contains(&i) { '^' } else { ' ' })
+                        .collect();
+                    let address = ipa.wrapping_add(16 * span.start as u64);
+                    write!(f, "\n  {address:#018x} E {}", digits(&expected))?;
+                    write!(f, "\n  {:18} O {}", "", digits(&observed))?;
+                    if row_differs {
+                        write!(f, "\n  {:18}   {}", "", carets.trim_end())?;
+                    }
+                }
+                Ok(())
+            }
+            Evidence::Fault {
+                esr,
+                far,
+                elr,
+                decoded,
+            } => {
+                write!(
+                    f,
+                    "fault: ESR {esr:#010x} FAR {far:#018x} ELR {elr:#018x}: {decoded}"
+                )
+            }
+            Evidence::Errno {
+                call,
+                expected,
+                observed,
+            } => {
+                write!(f, "{call}: expected {expected}, observed {observed}")
+            }
+            Evidence::Values {
+                what,
+                expected,
+                observed,
+            } => {
+                write!(f, "{what}: expected {expected}, observed {observed}")
+            }
+            Evidence::Note { text } => f.write_str(text),
+        }
+    }
+}
+
 /// Render a tag map as one hex digit per granule.
 pub fn tags_to_hex(tags: &[u8]) -> String {
-    tags.iter().map(|t| char::from_digit((t & 0xf) as u32, 16).unwrap()).collect()
+    tags.iter()
+        .map(|t| char::from_digit((t & 0xf) as u32, 16).unwrap())
+        .collect()
 }
 
 /// Granule indices where two tag maps differ (a length difference counts from the shorter end).
 pub fn tag_mismatches(expected: &[u8], observed: &[u8]) -> Vec<usize> {
     let n = expected.len().max(observed.len());
-    (0..n).filter(|&i| expected.get(i).map(|t| t & 0xf) != observed.get(i).map(|t| t & 0xf)).collect()
+    (0..n)
+        .filter(|&i| expected.get(i).map(|t| t & 0xf) != observed.get(i).map(|t| t & 0xf))
+        .collect()
+}
+
+/// Granules of two hex tag maps that differ: those the runner listed, plus any whose digits
+/// disagree (a map shorter than the other differs where it has no digit). Both are taken so a
+/// report never hides a difference the runner failed to list.
+pub fn differing_granules(
+    expected: &str,
+    observed: &str,
+    listed: &[usize],
+) -> std::collections::BTreeSet<usize> {
+    let digit = |c: char| c.to_ascii_lowercase();
+    let (mut e, mut o) = (expected.chars(), observed.chars());
+    let mut differing: std::collections::BTreeSet<usize> = listed.iter().copied().collect();
+    for i in 0.. {
+        match (e.next(), o.next()) {
+            (None, None) => break,
+            (a, b) if a.map(digit) != b.map(digit) => {
+                differing.insert(i);
+            }
+            _ => {}
+        }
+    }
+    differing
 }
 
 #[cfg(test)]
@@ -199,5 +340,65 @@ mod tests {
         assert_eq!(tag_mismatches(&[1, 2, 3], &[1, 5, 3]), vec![1]);
         assert_eq!(tag_mismatches(&[1, 2], &[1, 2, 0]), vec![2]);
         assert!(tag_mismatches(&[0x11], &[0x01]).is_empty());
+    }
+
+    #[test]
+    fn differing_granules_joins_the_listed_and_the_visible() {
+        let got: Vec<usize> = differing_granules("01aB", "01Ab0", &[0])
+            .into_iter()
+            .collect();
+        assert_eq!(got, vec![0, 4]);
+    }
+
+    #[test]
+    fn tally_prints_the_totals_line() {
+        let tally = Tally {
+            pass: 3,
+            fail: 1,
+            skip: 2,
+            xfail: 0,
+        };
+        assert_eq!(
+            tally.to_string(),
+            "3 passed, 1 failed, 2 skipped, 0 xfailed"
+        );
+    }
+
+    #[test]
+    fn tag_map_text_points_at_the_differences() {
+        let evidence = Evidence::TagMaps {
+            expected_from: "guest LDG".into(),
+            observed_from: "host copy".into(),
+            ipa: 0x4000_1000,
+            expected: "0123".into(),
+            observed: "0f23".into(),
+            mismatches: vec![1],
+        };
+        let text = evidence.to_string();
+        assert!(
+            text.starts_with("tag maps differ in 1 of 4 granules from IPA 0x40001000"),
+            "{text}"
+        );
+        assert!(text.contains("0x0000000040001000 E 0123\n"), "{text}");
+        assert!(text.contains(" O 0f23\n"), "{text}");
+        assert!(text.ends_with("    ^"), "{text}");
+    }
+
+    #[test]
+    fn long_tag_maps_show_only_the_lines_that_differ() {
+        let expected = "0".repeat(64 * 10);
+        let mut observed = expected.clone();
+        observed.replace_range(64 * 7 + 3..64 * 7 + 4, "5");
+        let evidence = Evidence::TagMaps {
+            expected_from: "a".into(),
+            observed_from: "b".into(),
+            ipa: 0,
+            expected,
+            observed,
+            mismatches: vec![64 * 7 + 3],
+        };
+        let text = evidence.to_string();
+        assert_eq!(text.matches(" E 0").count(), 1, "{text}");
+        assert!(text.contains(&format!("{:#018x} E", 64 * 7 * 16)), "{text}");
     }
 }

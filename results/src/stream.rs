@@ -17,7 +17,11 @@ pub const MARKER: &str = "@@mte ";
 #[serde(tag = "record", rename_all = "snake_case")]
 pub enum Record {
     /// First record of a run: where it runs and how many checks it will run.
-    Hello { schema: u32, environment: Environment, planned: usize },
+    Hello {
+        schema: u32,
+        environment: Environment,
+        planned: usize,
+    },
     /// One check's verdict, sent as soon as it is known.
     Verdict(Verdict),
     /// Progress or diagnostics worth keeping in the run log.
@@ -55,7 +59,9 @@ pub fn parse_line(line: &str) -> Line {
         return Line::Corrupt(format!("record CRC {crc_hex:?} is not hex"));
     };
     if crc32(json.as_bytes()) != crc {
-        return Line::Corrupt(format!("record CRC mismatch (line cut or interleaved): {json:.120}"));
+        return Line::Corrupt(format!(
+            "record CRC mismatch (line cut or interleaved): {json:.120}"
+        ));
     }
     match serde_json::from_str(json) {
         Ok(record) => Line::Record(Box::new(record)),
@@ -69,7 +75,11 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -86,7 +96,9 @@ mod tests {
 
     #[test]
     fn records_round_trip_after_console_noise() {
-        let rec = Record::Log { text: "booted \"6.12\"".into() };
+        let rec = Record::Log {
+            text: "booted \"6.12\"".into(),
+        };
         let line = format!("[    1.234] noise{}\r\n", frame(&rec));
         assert_eq!(parse_line(&line), Line::Record(Box::new(rec)));
         assert_eq!(parse_line("[    0.000] Booting Linux"), Line::Text);
@@ -94,7 +106,9 @@ mod tests {
 
     #[test]
     fn damaged_records_are_reported_not_misread() {
-        let line = frame(&Record::Log { text: "abcdef".into() });
+        let line = frame(&Record::Log {
+            text: "abcdef".into(),
+        });
         let cut = &line[..line.len() - 3];
         assert!(matches!(parse_line(cut), Line::Corrupt(_)));
         let flipped = line.replace("abcdef", "abcdeg");

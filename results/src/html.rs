@@ -1,0 +1,481 @@
+//! The HTML report: one self-contained static page (inline CSS, no script, no external resource).
+//!
+//! Everything a page shows beyond the template's own text comes from a guest, a kernel or a VMM,
+//! so it is rendered with autoescaping on: the template is registered under a `.html` name, which
+//! is what switches escaping on. The layout work (tag-map grids, hex formatting, ordering) is
+//! done here in Rust; the template only walks the view built below.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use tera::{Context, Tera};
+
+use crate::model::{differing_granules, Environment, Evidence, Outcome, Tally, Verdict};
+use crate::summary::{format_duration, RunSummary};
+
+const TEMPLATE: &str = include_str!("../templates/report.html.tera");
+/// The `.html` suffix is what makes the template autoescaped.
+const TEMPLATE_NAME: &str = "report.html";
+
+/// Granules per line of a tag-map grid: 64 granules are 1 KiB of memory.
+const GRANULES_PER_ROW: usize = 64;
+/// Granules between the small gaps that make a row easier to count.
+const GRANULES_PER_GROUP: usize = 16;
+/// Up to this many lines a tag map is shown whole; beyond, only lines near a difference.
+const ROWS_SHOWN_WHOLE: usize = 16;
+/// At most this many lines per tag map; the full maps stay in `results.jsonl`.
+const ROWS_SHOWN_MAX: usize = 64;
+
+/// Render the report of a run; `title` names the run, normally its run id.
+pub fn render(summary: &RunSummary, title: &str) -> tera::Result<String> {
+    let mut tera = Tera::default();
+    tera.autoescape_on(vec![".html"]);
+    tera.set_escape_fn(escape_html);
+    tera.add_raw_template(TEMPLATE_NAME, TEMPLATE)?;
+    let context = Context::from_serialize(Page::new(summary, title))?;
+    tera.render(TEMPLATE_NAME, &context)
+}
+
+#[derive(Serialize)]
+struct Page<'a> {
+    title: &'a str,
+    environment: &'a Environment,
+    tally: Tally,
+    total: usize,
+    wall: String,
+    error: Option<&'a str>,
+    failures: Vec<VerdictView<'a>>,
+    verdicts: Vec<VerdictView<'a>>,
+}
+
+impl<'a> Page<'a> {
+    fn new(summary: &'a RunSummary, title: &'a str) -> Self {
+        let verdicts: Vec<VerdictView> = summary
+            .verdicts
+            .iter()
+            .enumerate()
+            .map(|(i, v)| VerdictView::new(i, v))
+            .collect();
+        let failures = verdicts
+            .iter()
+            .filter(|v| v.outcome == Outcome::Fail.as_str())
+            .cloned()
+            .collect();
+        let tally = summary.tally();
+        Page {
+            title,
+            environment: &summary.environment,
+            tally,
+            total: tally.total(),
+            wall: format_duration(summary.wall_ms),
+            error: summary.error.as_deref(),
+            failures,
+            verdicts,
+        }
+    }
+}
+
+#[derive(Clone, Serialize)]
+struct VerdictView<'a> {
+    /// Fragment id of the verdict's row, so a failure links to it.
+    anchor: String,
+    test: &'a str,
+    outcome: &'static str,
+    reason: &'a str,
+    duration: String,
+    evidence: Vec<EvidenceView<'a>>,
+}
+
+impl<'a> VerdictView<'a> {
+    fn new(index: usize, v: &'a Verdict) -> Self {
+        VerdictView {
+            anchor: format!("v{index}"),
+            test: &v.test,
+            outcome: v.outcome.as_str(),
+            reason: &v.reason,
+            duration: format_duration(v.duration_ms),
+            evidence: v.detail.iter().map(EvidenceView::new).collect(),
+        }
+    }
+}
+
+#[derive(Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum EvidenceView<'a> {
+    TagMaps {
+        expected_from: &'a str,
+        observed_from: &'a str,
+        ipa: String,
+        granules: usize,
+        differing: usize,
+        rows: Vec<TagRow>,
+    },
+    Fault {
+        esr: String,
+        far: String,
+        elr: String,
+        decoded: &'a str,
+    },
+    /// Errno and Values: `label` says what `what` is.
+    Compared {
+        label: &'static str,
+        what: &'a str,
+        expected: &'a str,
+        observed: &'a str,
+    },
+    Note {
+        text: &'a str,
+    },
+}
+
+impl<'a> EvidenceView<'a> {
+    fn new(evidence: &'a Evidence) -> Self {
+        match evidence {
+            Evidence::TagMaps {
+                expected_from,
+                observed_from,
+                ipa,
+                expected,
+                observed,
+                mismatches,
+            } => {
+                let differing = differing_granules(expected, observed, mismatches);
+                let expected: Vec<char> = expected.chars().collect();
+                let observed: Vec<char> = observed.chars().collect();
+                let granules = expected.len().max(observed.len());
+                EvidenceView::TagMaps {
+                    expected_from,
+                    observed_from,
+                    ipa: format!("{ipa:#x}"),
+                    granules,
+                    differing: differing.range(..granules).count(),
+                    rows: tag_rows(*ipa, &expected, &observed, &differing),
+                }
+            }
+            Evidence::Fault {
+                esr,
+                far,
+                elr,
+                decoded,
+            } => EvidenceView::Fault {
+                esr: format!("{esr:#010x}"),
+                far: format!("{far:#018x}"),
+                elr: format!("{elr:#018x}"),
+                decoded,
+            },
+            Evidence::Errno {
+                call,
+                expected,
+                observed,
+            } => EvidenceView::Compared {
+                label: "call",
+                what: call,
+                expected,
+                observed,
+            },
+            Evidence::Values {
+                what,
+                expected,
+                observed,
+            } => EvidenceView::Compared {
+                label: "value",
+                what,
+                expected,
+                observed,
+            },
+            Evidence::Note { text } => EvidenceView::Note { text },
+        }
+    }
+}
+
+/// Escape text for HTML element content and quoted attributes, and replace the control
+/// characters a console may carry (escape sequences, NUL) with U+FFFD: HTML forbids them.
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            '\u{0}'..='\u{1f}' | '\u{7f}' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One line of a tag-map grid, or the granules left out between lines.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum TagRow {
+    Granules {
+        address: String,
+        cells: Vec<TagCell>,
+    },
+    /// Lines that agree, left out because the map is long.
+    Elided { granules: usize },
+    /// The rest of a very long map, past the line limit.
+    Truncated { granules: usize },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+struct TagCell {
+    expected: char,
+    observed: char,
+    differs: bool,
+    /// First granule of a group of 16, after the first: drawn with a gap before it.
+    group_start: bool,
+}
+
+/// The grid of a tag map: all of it when short; otherwise the lines with a difference and their
+/// neighbours, with the agreeing lines between them elided. A missing digit shows as `.`.
+fn tag_rows(
+    ipa: u64,
+    expected: &[char],
+    observed: &[char],
+    differing: &BTreeSet<usize>,
+) -> Vec<TagRow> {
+    let granules = expected.len().max(observed.len());
+    let row_count = granules.div_ceil(GRANULES_PER_ROW);
+    let span = |row: usize| row * GRANULES_PER_ROW..((row + 1) * GRANULES_PER_ROW).min(granules);
+    let row_differs = |row: usize| differing.range(span(row)).next().is_some();
+    let near_a_difference =
+        |row: usize| (row.saturating_sub(1)..=row + 1).any(|r| r < row_count && row_differs(r));
+
+    let mut rows = Vec::new();
+    let mut shown = 0;
+    let mut elided = 0;
+    for row in 0..row_count {
+        if row_count > ROWS_SHOWN_WHOLE && !near_a_difference(row) {
+            elided += span(row).len();
+            continue;
+        }
+        if elided > 0 {
+            rows.push(TagRow::Elided { granules: elided });
+            elided = 0;
+        }
+        if shown == ROWS_SHOWN_MAX {
+            rows.push(TagRow::Truncated {
+                granules: granules - span(row).start,
+            });
+            return rows;
+        }
+        shown += 1;
+        let cells = span(row)
+            .map(|i| TagCell {
+                expected: expected.get(i).copied().unwrap_or('.'),
+                observed: observed.get(i).copied().unwrap_or('.'),
+                differs: differing.contains(&i),
+                group_start: i % GRANULES_PER_ROW != 0 && i % GRANULES_PER_GROUP == 0,
+            })
+            .collect();
+        let address = ipa.wrapping_add(16 * span(row).start as u64);
+        rows.push(TagRow::Granules {
+            address: format!("{address:#x}"),
+            cells,
+        });
+    }
+    if elided > 0 {
+        rows.push(TagRow::Elided { granules: elided });
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Feature;
+
+    fn verdict(test: &str, outcome: Outcome, reason: &str, detail: Vec<Evidence>) -> Verdict {
+        Verdict {
+            schema: crate::SCHEMA_VERSION,
+            test: test.into(),
+            lane: "emulated".into(),
+            kernel: "6.12.95".into(),
+            outcome,
+            reason: reason.into(),
+            detail,
+            duration_ms: 12.0,
+        }
+    }
+
+    fn summary(verdicts: Vec<Verdict>) -> RunSummary {
+        RunSummary {
+            environment: Environment {
+                lane: "emulated".into(),
+                kernel_release: "6.12.95".into(),
+                kernel_version: "#1 SMP Debian 6.12.95-1".into(),
+                machine: "aarch64".into(),
+                runner_version: "0.1.0".into(),
+                features: vec![Feature::new("mte", "MTE3")],
+                host: vec![Feature::new("qemu", "9.2.0")],
+            },
+            verdicts,
+            wall_ms: 30_000.0,
+            error: None,
+        }
+    }
+
+    fn tag_maps(expected: &str, observed: &str, mismatches: Vec<usize>) -> Evidence {
+        Evidence::TagMaps {
+            expected_from: "guest STG".into(),
+            observed_from: "host copy".into(),
+            ipa: 0x4000_0000,
+            expected: expected.into(),
+            observed: observed.into(),
+            mismatches,
+        }
+    }
+
+    #[test]
+    fn guest_text_cannot_inject_markup() {
+        let attack = "<script>alert(1)</script>";
+        let mut run = summary(vec![verdict(
+            attack,
+            Outcome::Fail,
+            attack,
+            vec![
+                Evidence::Note {
+                    text: attack.into(),
+                },
+                Evidence::Values {
+                    what: attack.into(),
+                    expected: attack.into(),
+                    observed: attack.into(),
+                },
+                tag_maps("0", "<", vec![0]),
+            ],
+        )]);
+        run.environment.kernel_version = attack.into();
+        run.environment.host.push(Feature::new(attack, attack));
+        run.error = Some(attack.into());
+        let html = render(&run, attack).unwrap();
+        assert!(!html.contains("<script"), "raw tag in the report");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "escaped form missing"
+        );
+        assert!(!html.contains("<td class=\"tag differs\"><</td>"));
+    }
+
+    #[test]
+    fn report_is_self_contained_and_shows_failures_first() {
+        let html = render(
+            &summary(vec![
+                verdict("tags::agree", Outcome::Pass, "tags agree", vec![]),
+                verdict(
+                    "fault::sync",
+                    Outcome::Fail,
+                    "no tag check fault",
+                    vec![Evidence::Fault {
+                        esr: 0x9200_0011,
+                        far: 0x0a00_0000_4000_0010,
+                        elr: 0x4008_0000,
+                        decoded: "synchronous tag check fault".into(),
+                    }],
+                ),
+                verdict("swap::out", Outcome::Skip, "no swap device", vec![]),
+            ]),
+            "20261121-235501-emulated-6.12.95",
+        )
+        .unwrap();
+        for forbidden in ["<script", "src=", "href=\"http", "@import", "url("] {
+            assert!(
+                !html.contains(forbidden),
+                "{forbidden} in a self-contained page"
+            );
+        }
+        let failures = html.find("id=\"failures\"").expect("failures section");
+        let all = html.find("id=\"verdicts\"").expect("verdict table");
+        assert!(failures < all);
+        assert!(html[failures..all].contains("fault::sync"));
+        assert!(!html[failures..all].contains("tags::agree"));
+        assert!(html.contains("0x92000011") && html.contains("0x0a00000040000010"));
+        assert!(html.contains("9.2.0") && html.contains("MTE3") && html.contains("6.12.95"));
+    }
+
+    #[test]
+    fn tag_grid_marks_the_differing_granules() {
+        let html = render(
+            &summary(vec![verdict(
+                "tags::x",
+                Outcome::Fail,
+                "differs",
+                vec![tag_maps("0123", "0f23", vec![1])],
+            )]),
+            "run",
+        )
+        .unwrap();
+        assert!(html.contains("<td class=\"tag differs\">1</td>"), "{html}");
+        assert!(html.contains("<td class=\"tag differs\">f</td>"), "{html}");
+        assert!(html.contains("<td class=\"tag\">2</td>"), "{html}");
+    }
+
+    #[test]
+    fn long_tag_maps_keep_only_the_lines_near_a_difference() {
+        let rows = 40;
+        let expected = vec!['0'; GRANULES_PER_ROW * rows];
+        let mut observed = expected.clone();
+        observed[GRANULES_PER_ROW * 20 + 5] = '7';
+        let differing = BTreeSet::from([GRANULES_PER_ROW * 20 + 5]);
+        let grid = tag_rows(0x1000, &expected, &observed, &differing);
+        let kinds: Vec<String> = grid
+            .iter()
+            .map(|r| match r {
+                TagRow::Granules { address, .. } => address.clone(),
+                TagRow::Elided { granules } => format!("elided {granules}"),
+                TagRow::Truncated { granules } => format!("truncated {granules}"),
+            })
+            .collect();
+        let at = |row: usize| format!("{:#x}", 0x1000 + row * GRANULES_PER_ROW * 16);
+        assert_eq!(
+            kinds,
+            vec![
+                "elided 1216".into(),
+                at(19),
+                at(20),
+                at(21),
+                "elided 1152".into()
+            ]
+        );
+        let TagRow::Granules { cells, .. } = &grid[2] else {
+            panic!()
+        };
+        assert!(cells[5].differs && cells[5].observed == '7' && !cells[4].differs);
+        assert!(cells[16].group_start && !cells[0].group_start);
+    }
+
+    #[test]
+    fn maps_that_differ_everywhere_are_cut_at_the_line_limit() {
+        let granules = GRANULES_PER_ROW * (ROWS_SHOWN_MAX + 10);
+        let differing: BTreeSet<usize> = (0..granules).collect();
+        let grid = tag_rows(0, &vec!['0'; granules], &vec!['1'; granules], &differing);
+        assert_eq!(grid.len(), ROWS_SHOWN_MAX + 1);
+        assert_eq!(
+            grid.last(),
+            Some(&TagRow::Truncated {
+                granules: GRANULES_PER_ROW * 10
+            })
+        );
+    }
+
+    #[test]
+    fn console_control_characters_are_replaced() {
+        assert_eq!(
+            escape_html("a\u{1b}[31m\0\"'&\n"),
+            "a\u{fffd}[31m\u{fffd}&quot;&#39;&amp;\n"
+        );
+    }
+
+    #[test]
+    fn an_empty_run_renders() {
+        let mut run = summary(vec![]);
+        run.error = Some("QEMU exited early: status 1".into());
+        let html = render(&run, "run").unwrap();
+        assert!(html.contains("QEMU exited early: status 1"));
+        assert!(html.contains("No verdicts were recorded"));
+    }
+}

@@ -1,0 +1,135 @@
+//! A finished run as the reports see it, and its plain-text table for the terminal.
+
+use std::fmt::Write as _;
+
+use crate::model::{Environment, Outcome, Tally, Verdict};
+
+/// Everything the reports need about one run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunSummary {
+    pub environment: Environment,
+    /// In the order they arrived.
+    pub verdicts: Vec<Verdict>,
+    /// Wall time of the whole run, boot included, in milliseconds.
+    pub wall_ms: f64,
+    /// Why the run ended before every check reported, e.g. "QEMU exited early: ...".
+    pub error: Option<String>,
+}
+
+impl RunSummary {
+    pub fn tally(&self) -> Tally {
+        Tally::of(&self.verdicts)
+    }
+}
+
+/// One line per verdict (outcome, test, duration and, unless it passed, the reason), then the
+/// run's error if any, then the totals line, `N passed, N failed, N skipped, N xfailed`, last and
+/// alone on its line so that tools reading a harness's closing line find it.
+pub fn table(summary: &RunSummary) -> String {
+    let name_width = summary
+        .verdicts
+        .iter()
+        .map(|v| v.test.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for v in &summary.verdicts {
+        let mut line = format!(
+            "{:<5}  {:<name_width$}  {:>9}",
+            v.outcome.as_str(),
+            v.test,
+            format_duration(v.duration_ms)
+        );
+        if v.outcome != Outcome::Pass {
+            // Only the first line: the table stays one line per verdict.
+            let reason = v.reason.lines().next().unwrap_or_default();
+            line.push_str("  ");
+            line.push_str(reason);
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if let Some(error) = &summary.error {
+        let _ = writeln!(out, "error: {}", error.lines().next().unwrap_or_default());
+    }
+    let _ = writeln!(out, "run took {}", format_duration(summary.wall_ms));
+    let _ = writeln!(out, "{}", summary.tally());
+    out
+}
+
+/// A duration for people: milliseconds below ten seconds, then seconds, then minutes.
+pub fn format_duration(ms: f64) -> String {
+    let ms = if ms.is_finite() { ms.max(0.0) } else { 0.0 };
+    if ms < 10_000.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 600_000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else {
+        let secs = (ms / 1000.0).round() as u64;
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(test: &str, outcome: Outcome, reason: &str) -> Verdict {
+        Verdict {
+            schema: crate::SCHEMA_VERSION,
+            test: test.into(),
+            lane: "emulated".into(),
+            kernel: "6.12.95".into(),
+            outcome,
+            reason: reason.into(),
+            detail: vec![],
+            duration_ms: 12.34,
+        }
+    }
+
+    #[test]
+    fn table_aligns_verdicts_and_ends_with_the_totals_line() {
+        let summary = RunSummary {
+            verdicts: vec![
+                verdict("tags::first_touch", Outcome::Pass, "tags agree"),
+                verdict("cow::fork", Outcome::Fail, "child sees tag 0\nsecond line"),
+                verdict("migrate::postcopy", Outcome::Skip, "no userfaultfd"),
+                verdict("shared::memfd", Outcome::Xfail, "refused before 6.2"),
+            ],
+            wall_ms: 61_000.0,
+            error: Some("QEMU exited early: signal 9".into()),
+            ..RunSummary::default()
+        };
+        let table = table(&summary);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 7, "{table}");
+        assert_eq!(lines[0], "pass   tags::first_touch    12.3 ms");
+        assert_eq!(
+            lines[1],
+            "fail   cow::fork            12.3 ms  child sees tag 0"
+        );
+        assert!(
+            lines[3].starts_with("xfail  shared::memfd        12.3 ms"),
+            "{table}"
+        );
+        assert_eq!(lines[4], "error: QEMU exited early: signal 9");
+        assert_eq!(lines[5], "run took 61.00 s");
+        assert_eq!(lines[6], "1 passed, 1 failed, 1 skipped, 1 xfailed");
+    }
+
+    #[test]
+    fn an_empty_run_still_prints_its_totals() {
+        assert!(
+            table(&RunSummary::default()).ends_with("\n0 passed, 0 failed, 0 skipped, 0 xfailed\n")
+        );
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(format_duration(0.26), "0.3 ms");
+        assert_eq!(format_duration(9_999.0), "9999.0 ms");
+        assert_eq!(format_duration(12_345.0), "12.35 s");
+        assert_eq!(format_duration(3_723_000.0), "62m03s");
+        assert_eq!(format_duration(f64::NAN), "0.0 ms");
+    }
+}
