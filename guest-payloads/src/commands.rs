@@ -18,10 +18,7 @@ use mte_protocol::{
 
 use crate::{mailbox, mte, power, vectors};
 
-/// `result[0]` of a `BadCommand`: the CPU lacks the MTE feature the command needs.
-pub const NO_MTE: u64 = 0xffff_ffff_ffff_fffe;
-/// `result[0]` of a `BadCommand`: the command code itself is unknown.
-pub const UNKNOWN_COMMAND: u64 = u64::MAX;
+pub use mte_protocol::refusal::{NO_MTE, UNKNOWN_COMMAND};
 
 /// Why a command was refused: an argument index, [`NO_MTE`] or [`UNKNOWN_COMMAND`].
 type Refusal = u64;
@@ -65,6 +62,9 @@ fn execute(command: Command, args: &[u64; 8]) -> Result<(), Refusal> {
         Command::CheckPattern => check_pattern(args[0], args[1], args[2]),
         Command::ReadTfsr => read_tfsr(),
         Command::PowerOff => power::system_off(),
+        Command::Spin => loop {
+            core::hint::spin_loop();
+        },
     }
 }
 

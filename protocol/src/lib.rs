@@ -132,6 +132,9 @@ pub enum Command {
     ReadTfsr = 9,
     /// PSCI SYSTEM_OFF: the guest powers off; no reply.
     PowerOff = 10,
+    /// Spin forever with interrupts masked; no reply. Only the VMM's deadline ends it, which
+    /// is what the suite's self-checks of that deadline need.
+    Spin = 11,
 }
 
 impl Command {
@@ -148,9 +151,18 @@ impl Command {
             8 => Self::CheckPattern,
             9 => Self::ReadTfsr,
             10 => Self::PowerOff,
+            11 => Self::Spin,
             _ => return None,
         })
     }
+}
+
+/// `result[0]` of a [`Status::BadCommand`] other than an argument index.
+pub mod refusal {
+    /// The CPU lacks the MTE feature the command needs (tag storage, or MTE3 for asymmetric).
+    pub const NO_MTE: u64 = 0xffff_ffff_ffff_fffe;
+    /// The command code is unknown to this payload.
+    pub const UNKNOWN_COMMAND: u64 = u64::MAX;
 }
 
 /// Values of SCTLR_EL1.TCF.
@@ -343,10 +355,10 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for v in 0..=10 {
+        for v in 0..=11 {
             assert_eq!(Command::from_u32(v).unwrap() as u32, v);
         }
-        assert!(Command::from_u32(11).is_none());
+        assert!(Command::from_u32(12).is_none());
         for v in 0..=4 {
             assert_eq!(Status::from_u32(v).unwrap() as u32, v);
         }

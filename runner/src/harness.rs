@@ -94,6 +94,9 @@ impl Vmm for Unavailable {
     fn abi_vm(&self, _: bool) -> Result<Box<dyn AbiVm>, VmmError> {
         Err(VmmError::Unsupported(self.reason.clone()))
     }
+    fn mte_capable(&self) -> Result<(), VmmError> {
+        Err(VmmError::Unsupported(self.reason.clone()))
+    }
 }
 
 type SharedVmm = Arc<dyn Vmm + Send + Sync>;
@@ -110,6 +113,7 @@ fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>
         Ok(kvm) => {
             facts.push(Feature::new("KVM API version", kvm.api_version()));
             facts.push(Feature::new("KVM_CAP_ARM_MTE", kvm.has_mte_cap()));
+            facts.extend(guest_view(&kvm));
             (Arc::new(kvm), facts)
         }
         Err(e) => {
@@ -126,6 +130,29 @@ fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>
             (Arc::new(vmm), facts)
         }
     }
+}
+
+/// What a guest sees of its CPU: one probe boot before the checks.
+fn guest_view(vmm: &dyn Vmm) -> Vec<Feature> {
+    let options = BootOptions::default();
+    let ids = match vmm.boot(&options) {
+        Ok(guest) => guest.ids(),
+        Err(e) => return vec![Feature::new("guest probe boot", e)],
+    };
+    vec![
+        Feature::new("guest MIDR_EL1", format!("{:#x}", ids.midr_el1)),
+        Feature::new(
+            "guest ID_AA64PFR1_EL1",
+            format!("{:#x}", ids.id_aa64pfr1_el1),
+        ),
+        Feature::new("guest MTE level (ID_AA64PFR1_EL1.MTE)", ids.mte_level()),
+        Feature::new("guest GMID_EL1", format!("{:#x}", ids.gmid_el1)),
+        Feature::new("guest DCZID_EL0", format!("{:#x}", ids.dczid_el0)),
+        Feature::new(
+            "guest GCR_EL1 / RGSR_EL1",
+            format!("{:#x} / {:#x}", ids.gcr_el1, ids.rgsr_el1),
+        ),
+    ]
 }
 
 /// A verdict record from a finding.

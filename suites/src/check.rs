@@ -183,17 +183,14 @@ impl Checks {
     }
 }
 
-/// The guest's answer to "no MTE here", in `result[0]` of a BadCommand.
-pub const GUEST_NO_MTE: u64 = 0xffff_ffff_ffff_fffe;
-
 /// Run a guest command that must complete; other statuses become errors.
 pub fn run(guest: &mut dyn Guest, command: Command, args: &[u64]) -> Result<Reply, VmmError> {
     let reply = guest.exec(command, args)?;
     match reply.status {
         Status::Done => Ok(reply),
-        Status::BadCommand if reply.result[0] == GUEST_NO_MTE => Err(VmmError::Unsupported(
-            "the guest CPU has no MTE (ID_AA64PFR1_EL1.MTE < 2)".into(),
-        )),
+        Status::BadCommand if reply.result[0] == mte_protocol::refusal::NO_MTE => Err(
+            VmmError::Unsupported("the guest CPU has no MTE (ID_AA64PFR1_EL1.MTE < 2)".into()),
+        ),
         Status::BadCommand => Err(VmmError::Guest(format!(
             "{command:?} {args:x?} rejected by the guest (argument {})",
             reply.result[0]

@@ -63,6 +63,10 @@ impl Vmm for Injecting<'_> {
     fn kernel_release(&self) -> &str {
         self.inner.kernel_release()
     }
+
+    fn mte_capable(&self) -> Result<(), VmmError> {
+        self.inner.mte_capable()
+    }
 }
 
 struct InjectingGuest {

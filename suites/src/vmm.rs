@@ -76,6 +76,8 @@ pub struct BootOptions {
     pub payload: &'static str,
     /// Enable MTE for the VM (KVM_CAP_ARM_MTE). Off gives an untagged guest.
     pub mte: bool,
+    /// How long the guest may take to reach each doorbell; the lane's default if `None`.
+    pub deadline: Option<std::time::Duration>,
 }
 
 impl Default for BootOptions {
@@ -83,6 +85,7 @@ impl Default for BootOptions {
         BootOptions {
             payload: "mte-guest.elf",
             mte: true,
+            deadline: None,
         }
     }
 }
@@ -128,6 +131,9 @@ pub trait Vmm: Sync {
     /// A bare VM for ABI probes: created, RAM memslot added, MTE enabled if `mte`, no vCPU.
     /// Lanes without KVM answer [`VmmError::Unsupported`].
     fn abi_vm(&self, mte: bool) -> Result<Box<dyn AbiVm>, VmmError>;
+
+    /// Ok if VMs here can have MTE (KVM_CAP_ARM_MTE), else why not.
+    fn mte_capable(&self) -> Result<(), VmmError>;
 
     /// The kernel release under test, e.g. `6.12.95+deb12-arm64`.
     fn kernel_release(&self) -> &str;

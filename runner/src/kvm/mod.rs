@@ -111,12 +111,7 @@ impl KvmVmm {
     fn create_vm(&self, mte: bool) -> Result<(VmFd, GuestRam), VmmError> {
         let vm = self.kvm.create_vm().map_err(sys("KVM_CREATE_VM"))?;
         if mte {
-            if !self.has_mte_cap() {
-                return Err(VmmError::Unsupported(
-                    "KVM has no KVM_CAP_ARM_MTE (a CPU without MTE, or a kernel before 5.13)"
-                        .into(),
-                ));
-            }
+            self.mte_capable()?;
             let cap = kvm_enable_cap {
                 cap: KVM_CAP_ARM_MTE,
                 ..Default::default()
@@ -166,7 +161,7 @@ impl Vmm for KvmVmm {
             vm,
             ram,
             watchdog: Watchdog::for_current_thread(),
-            deadline: self.deadline,
+            deadline: options.deadline.unwrap_or(self.deadline),
             console: Vec::new(),
             ids: GuestIds::default(),
             powered_off: false,
@@ -187,6 +182,16 @@ impl Vmm for KvmVmm {
         }
         guest.ids = mailbox.ids;
         Ok(Box::new(guest))
+    }
+
+    fn mte_capable(&self) -> Result<(), VmmError> {
+        if self.has_mte_cap() {
+            Ok(())
+        } else {
+            Err(VmmError::Unsupported(
+                "KVM has no KVM_CAP_ARM_MTE (a CPU without MTE, or a kernel before 5.13)".into(),
+            ))
+        }
     }
 
     fn abi_vm(&self, mte: bool) -> Result<Box<dyn AbiVm>, VmmError> {

@@ -161,6 +161,7 @@ fn nonzero_reserved_is_einval(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 }
 
 fn vm_without_mte_is_einval(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    vmm.mte_capable()?;
     let mut vm = vmm.abi_vm(false)?;
     let mut checks = Checks::new();
     let (args, mut buffer) = valid_call(vm.as_ref(), 1, TAGS_FROM_GUEST);
@@ -187,6 +188,8 @@ fn vm_without_mte_is_einval(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 }
 
 fn mte_cap_after_vcpu_is_einval(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    // Without the capability at all, EINVAL would prove nothing.
+    vmm.mte_capable()?;
     let mut vm = vmm.abi_vm(false)?;
     let mut checks = Checks::new();
     checks.syscall(
