@@ -1,1 +1,51 @@
-fn main() {}
+//! `cargo xtask`: checks and installs the tools, builds the aarch64 pieces, boots the emulated
+//! machine and runs the MTE suite in it. `cargo xtask --help` lists the commands.
+
+mod apt;
+mod build;
+mod cli;
+mod cpio;
+mod debian_version;
+mod elf;
+mod emulated;
+mod error;
+mod initramfs;
+mod kernels;
+mod run;
+mod session;
+mod tools;
+mod ui;
+
+use std::process::ExitCode;
+
+use run::Status;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match cli::parse(&args, std::env::var("MTE_KERNEL").ok()) {
+        Ok(command) => command,
+        Err(message) => {
+            eprintln!("{} {message}", ui::red("error:"));
+            return ExitCode::from(Status::Error as u8);
+        }
+    };
+    let status = match command {
+        cli::Command::Help(text) => {
+            print!("{text}");
+            Status::Clean
+        }
+        cli::Command::Run(options) => report(run::run(&options).map(|finished| finished.status)),
+        cli::Command::Test(options) => run::test(&options),
+        cli::Command::Setup(options) => report(run::setup(&options).map(|_| Status::Clean)),
+        cli::Command::Build(options) => report(run::build_only(&options).map(|_| Status::Clean)),
+    };
+    ExitCode::from(status as u8)
+}
+
+/// A step's error ends xtask with status 2 and the message.
+fn report(result: error::Result<Status>) -> Status {
+    result.unwrap_or_else(|e| {
+        eprintln!("{} {e}", ui::red("error:"));
+        Status::Error
+    })
+}

@@ -1,0 +1,166 @@
+//! The aarch64 builds: the bare-metal guest payload and the static in-guest runner.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use xshell::{cmd, Cmd, Shell};
+
+use crate::elf;
+use crate::error::{bail, Context, Result};
+use crate::tools::{CrossRoute, DEBIAN_RUSTC};
+use crate::ui;
+
+/// The payload's own workspace, at the repository's top.
+pub const PAYLOAD_WORKSPACE: &str = "guest-payloads";
+const PAYLOAD_BINARY: &str = "mte-guest";
+const PAYLOAD_TARGET: &str = "aarch64-unknown-none";
+const PAYLOAD_LINKER_ENV: &str = "CARGO_TARGET_AARCH64_UNKNOWN_NONE_LINKER";
+const RUNNER_PACKAGE: &str = "mte-runner";
+/// The runner's own target directory: a cross build with another rustc would otherwise
+/// invalidate the host build's artefacts, and the other way round.
+const RUNNER_TARGET_DIR: &str = "target/cross";
+
+/// The repository's top directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the repository")
+        .to_path_buf()
+}
+
+/// A path relative to the repository's top, for shorter messages.
+pub fn relative(path: &Path) -> &Path {
+    path.strip_prefix(repo_root()).unwrap_or(path)
+}
+
+/// The cargo that runs xtask, so that builds use the same toolchain unless told otherwise.
+fn cargo() -> PathBuf {
+    std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("cargo"))
+}
+
+/// Run a build with `env`, which is printed first: the command line alone would not say how
+/// to repeat it.
+fn run_with_env(build: Cmd<'_>, env: &[(String, String)]) -> xshell::Result<()> {
+    if !env.is_empty() {
+        let assignments: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        ui::note(&ui::dim(&format!("with {}", assignments.join(" "))));
+    }
+    build.envs(env.iter().map(|(k, v)| (k, v))).run()
+}
+
+fn var(key: &str, value: &str) -> (String, String) {
+    (key.to_string(), value.to_string())
+}
+
+/// Build `guest-payloads/` for bare-metal aarch64; returns the payload ELF.
+pub fn payload(route: &CrossRoute) -> Result<PathBuf> {
+    let workspace = repo_root().join(PAYLOAD_WORKSPACE);
+    if !workspace.join("Cargo.toml").is_file() {
+        bail!(
+            "{} has no Cargo.toml: the guest payload workspace is missing",
+            workspace.display()
+        );
+    }
+    let sh = Shell::new()?;
+    sh.change_dir(&workspace);
+    let cargo = cargo();
+    let target_dir = workspace.join("target");
+    let mut build = cmd!(
+        sh,
+        "{cargo} build --release --target {PAYLOAD_TARGET} --target-dir {target_dir}"
+    );
+    let mut env = Vec::new();
+    if *route == CrossRoute::Debian {
+        // Debian ships no prebuilt core for bare metal: build it from rust-src, with the mem*
+        // functions a freestanding binary needs.
+        build = build.args([
+            "-Zbuild-std=core",
+            "-Zbuild-std-features=compiler-builtins-mem",
+        ]);
+        env.push(var("RUSTC_BOOTSTRAP", "1"));
+        env.push(var("RUSTC", DEBIAN_RUSTC));
+        // Debian's rustc has no rust-lld, the target's default linker: the cross binutils' ld
+        // links the payload, unless a linker is configured already.
+        if !payload_linker_configured(&workspace) {
+            env.push(var(PAYLOAD_LINKER_ENV, "aarch64-linux-gnu-ld"));
+        }
+    }
+    let started = Instant::now();
+    run_with_env(build, &env).context("building the guest payload failed")?;
+    let elf_path = target_dir
+        .join(PAYLOAD_TARGET)
+        .join("release")
+        .join(PAYLOAD_BINARY);
+    let bytes = std::fs::read(&elf_path)
+        .with_context(|| format!("the payload build left no {}", elf_path.display()))?;
+    if let Err(why) = elf::check_static_aarch64(&bytes) {
+        bail!(
+            "{} is not a bare-metal aarch64 ELF: {why}",
+            elf_path.display()
+        );
+    }
+    ui::note(&format!(
+        "payload: {} ({}, {:.1} s)",
+        relative(&elf_path).display(),
+        ui::size(bytes.len() as u64),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(elf_path)
+}
+
+fn payload_linker_configured(workspace: &Path) -> bool {
+    std::env::var_os(PAYLOAD_LINKER_ENV).is_some()
+        || std::fs::read_to_string(workspace.join(".cargo/config.toml"))
+            .is_ok_and(|config| config.lines().any(|l| l.trim_start().starts_with("linker")))
+}
+
+/// Build the runner as a static aarch64 Linux executable; returns its path.
+pub fn runner(route: &CrossRoute) -> Result<PathBuf> {
+    let root = repo_root();
+    let sh = Shell::new()?;
+    sh.change_dir(&root);
+    let cargo = cargo();
+    let target = route.runner_target();
+    let target_dir = root.join(RUNNER_TARGET_DIR);
+    let env_prefix = format!("CARGO_TARGET_{}", target.to_uppercase().replace('-', "_"));
+    let linker = match route {
+        CrossRoute::Rustup { linker, .. } => *linker,
+        CrossRoute::Debian => "aarch64-linux-gnu-gcc",
+    };
+    let mut env = vec![
+        var(&format!("{env_prefix}_LINKER"), linker),
+        // No libc or loader in the initramfs: everything is linked in.
+        var(
+            &format!("{env_prefix}_RUSTFLAGS"),
+            "-C target-feature=+crt-static",
+        ),
+    ];
+    if *route == CrossRoute::Debian {
+        env.push(var("RUSTC", DEBIAN_RUSTC));
+    }
+    let build = cmd!(
+        sh,
+        "{cargo} build --release -p {RUNNER_PACKAGE} --target {target} --target-dir {target_dir}"
+    );
+    let started = Instant::now();
+    run_with_env(build, &env).context("building the runner for aarch64 failed")?;
+    let binary = target_dir.join(target).join("release").join(RUNNER_PACKAGE);
+    let bytes = std::fs::read(&binary)
+        .with_context(|| format!("the runner build left no {}", binary.display()))?;
+    if let Err(why) = elf::check_static_aarch64(&bytes) {
+        bail!(
+            "{} cannot be the emulated machine's /init: {why}. It must be a static aarch64 \
+             executable (target {target}, -C target-feature=+crt-static, linker {linker})",
+            binary.display()
+        );
+    }
+    ui::note(&format!(
+        "runner: {} (static aarch64 ELF, {}, {:.1} s)",
+        relative(&binary).display(),
+        ui::size(bytes.len() as u64),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(binary)
+}

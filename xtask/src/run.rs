@@ -1,0 +1,237 @@
+//! The commands' steps in order: tools, kernel, builds, the machine, the run directory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use mte_results::rundir::{RunDir, REPORT_HTML};
+use mte_results::summary::{table, RunSummary};
+use mte_results::{Feature, Outcome, Tally};
+
+use crate::apt::{self, Apt};
+use crate::build::{self, relative, repo_root};
+use crate::cli::Options;
+use crate::emulated::{self, Machine};
+use crate::error::{Context, Result};
+use crate::initramfs;
+use crate::kernels::{self, Kernel, KernelSpec};
+use crate::session::{Request, Session};
+use crate::tools::{self, CrossRoute, Tools};
+use crate::ui;
+
+/// Where run directories go.
+const RESULTS_ROOT: &str = "target/mte-results";
+/// Where the initramfs of the current build goes.
+const INITRAMFS: &str = "target/mte-emulated/initramfs.cpio";
+
+/// How xtask exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Every check passed, skipped or xfailed, and the run completed.
+    Clean = 0,
+    /// A check failed (or, for `test`, nothing passed).
+    Failed = 1,
+    /// Setup or the run itself went wrong.
+    Error = 2,
+}
+
+/// A finished run.
+pub struct Finished {
+    pub summary: RunSummary,
+    pub status: Status,
+}
+
+/// `setup`: the tools and the kernel.
+pub fn setup(options: &Options) -> Result<(Tools, Kernel)> {
+    let spec = KernelSpec::parse(&options.kernel)?;
+    let mut apt = Apt::new()?;
+    let tools = tools::ensure(&mut apt)?;
+    let kernel = kernels::resolve(&spec, &mut apt)?;
+    Ok((tools, kernel))
+}
+
+/// `build`: payload, runner and initramfs; returns the initramfs.
+pub fn build(cross: &CrossRoute, harness_args: &[String]) -> Result<PathBuf> {
+    ui::step("build");
+    let payload = build::payload(cross)?;
+    let runner = build::runner(cross)?;
+    let args = initramfs::runner_args(harness_args);
+    let out = repo_root().join(INITRAMFS);
+    let size = initramfs::write(&out, &runner, &payload, &args).context("writing the initramfs")?;
+    ui::note(&format!(
+        "initramfs: {} ({})",
+        relative(&out).display(),
+        ui::size(size)
+    ));
+    Ok(out)
+}
+
+/// `build` on its own: it needs only the cross toolchain.
+pub fn build_only(options: &Options) -> Result<PathBuf> {
+    let mut apt = Apt::new()?;
+    let cross = tools::ensure(&mut apt)?.cross;
+    build(&cross, &options.harness_args)
+}
+
+/// `run`: everything, then the summary. Errors before the run directory exists come back as
+/// `Err`; after that, they are the run's error, recorded with whatever verdicts arrived.
+pub fn run(options: &Options) -> Result<Finished> {
+    let (tools, kernel) = setup(options)?;
+    let initramfs = build(&tools.cross, &options.harness_args)?;
+
+    let machine = Machine {
+        qemu: tools.qemu.path.clone(),
+        kernel: kernel.image.clone(),
+        initramfs,
+    };
+    let run_dir = RunDir::create(repo_root().join(RESULTS_ROOT), "emulated", &kernel.hint())
+        .context("creating the run directory")?;
+    let host = host_facts(&tools, &kernel, &machine, options);
+    let request = Request::from_harness_args(&options.harness_args);
+    let list_only = request.list;
+    // Until the runner says hello, the run's record holds what the host knows.
+    let _ = run_dir.write_environment(&mte_results::Environment {
+        lane: "emulated".into(),
+        kernel_release: kernel.hint(),
+        host: host.clone(),
+        ..Default::default()
+    });
+
+    ui::step(&format!("run: {}", relative(run_dir.path()).display()));
+    ui::note(&format!(
+        "kernel booting: {} {} under QEMU {}",
+        kernel.package, kernel.version, tools.qemu.version
+    ));
+    let mut session = Session::new(&run_dir, request, host, Instant::now());
+    let summary = match emulated::boot(
+        &machine,
+        emulated::Deadlines::with_overall(options.timeout),
+        |line| session.on_line(line),
+    ) {
+        Ok(ending) => session.conclude(&ending),
+        Err(e) => session.conclude_with_error(e.to_string()),
+    };
+
+    if let Err(e) = run_dir.finish(&summary) {
+        println!("{} writing the reports: {e}", ui::red("error:"));
+        return Ok(Finished {
+            summary,
+            status: Status::Error,
+        });
+    }
+    if list_only {
+        // No table for a listing, but a listing that went wrong says so.
+        if let Some(error) = &summary.error {
+            println!("{} {error}", ui::red("error:"));
+        }
+    } else {
+        println!();
+        print!("{}", table(&summary));
+        println!(
+            "report: {}",
+            relative(&run_dir.path().join(REPORT_HTML)).display()
+        );
+    }
+    let status = if summary.error.is_some() {
+        Status::Error
+    } else if summary.verdicts.iter().any(|v| v.outcome == Outcome::Fail) {
+        Status::Failed
+    } else {
+        Status::Clean
+    };
+    Ok(Finished { summary, status })
+}
+
+/// `test`: the host unit tests, then a run; ends with the totals line.
+pub fn test(options: &Options) -> Status {
+    ui::step("host unit tests: cargo test --workspace");
+    let unit_tests_passed = host_unit_tests();
+    if !unit_tests_passed {
+        println!(
+            "{} the host unit tests failed; the emulated run goes on",
+            ui::red("error:")
+        );
+    }
+    let (tally, mut status) = match run(options) {
+        Ok(finished) => (finished.summary.tally(), finished.status),
+        Err(e) => {
+            eprintln!("{} {e}", ui::red("error:"));
+            (Tally::default(), Status::Error)
+        }
+    };
+    if status == Status::Clean && tally.pass == 0 {
+        println!("{} the run recorded no pass verdict", ui::red("error:"));
+        status = Status::Failed;
+    }
+    if !unit_tests_passed && status == Status::Clean {
+        status = Status::Failed;
+    }
+    println!("{tally}");
+    status
+}
+
+fn host_unit_tests() -> bool {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    std::process::Command::new(cargo)
+        .args(["test", "--workspace"])
+        .current_dir(repo_root())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// What xtask knows of this run that the runner cannot see from inside the machine.
+fn host_facts(
+    tools: &Tools,
+    kernel: &Kernel,
+    machine: &Machine,
+    options: &Options,
+) -> Vec<Feature> {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']));
+    let memory = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_string()));
+    let os = read("/etc/os-release").lines().find_map(|l| {
+        l.strip_prefix("PRETTY_NAME=")
+            .map(|v| v.trim_matches('"').to_string())
+    });
+    let mut facts = vec![
+        Feature::new("qemu.version", tools.qemu.version),
+        Feature::new("qemu.banner", &tools.qemu.banner),
+        Feature::new("qemu.command", machine.command_line()),
+        Feature::new("kernel.package", &kernel.package),
+        Feature::new("kernel.package_version", &kernel.version),
+        Feature::new("kernel.image", kernel.image.display()),
+        Feature::new("kernel.requested", &options.kernel),
+        Feature::new(
+            "kernel.tree",
+            kernel
+                .tree
+                .as_ref()
+                .map_or(String::new(), |t| t.display().to_string()),
+        ),
+        Feature::new("runner.build", format!("{:?}", tools.cross)),
+        Feature::new("harness.args", options.harness_args.join(" ")),
+        Feature::new("host.arch", std::env::consts::ARCH),
+        Feature::new("host.kernel", read("/proc/sys/kernel/osrelease").trim()),
+        Feature::new(
+            "host.cpus",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+        ),
+        Feature::new("xtask.version", env!("CARGO_PKG_VERSION")),
+        Feature::new("xtask.root", apt::is_root()),
+    ];
+    if let Some(model) = cpu_model {
+        facts.push(Feature::new("host.cpu", model));
+    }
+    if let Some(memory) = memory {
+        facts.push(Feature::new("host.memory", memory));
+    }
+    if let Some(os) = os {
+        facts.push(Feature::new("host.os", os));
+    }
+    facts
+}

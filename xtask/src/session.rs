@@ -1,0 +1,547 @@
+//! One run's record stream, as it arrives from the console: every line into `console.log`,
+//! every verdict onto disk and the terminal at once, and at the end the run's summary and
+//! what it means for the exit status.
+
+use std::time::{Duration, Instant};
+
+use mte_results::rundir::RunDir;
+use mte_results::stream::{parse_line, Line, Record};
+use mte_results::summary::RunSummary;
+use mte_results::{Environment, Feature, Outcome, Tally, Verdict};
+
+use crate::emulated::{End, Ending, Flow};
+use crate::ui;
+
+/// What the person asked the harness for, as far as reading the stream is concerned.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// `--list`: the runner prints check names instead of running checks.
+    pub list: bool,
+    /// How the harness arguments select checks, for the message when none matches.
+    pub selection: Option<String>,
+}
+
+impl Request {
+    /// Read what matters here from the harness arguments (which go to the runner untouched).
+    pub fn from_harness_args(args: &[String]) -> Request {
+        // Options of the harness that take a value: the value is no filter.
+        const WITH_VALUE: &[&str] = &[
+            "--skip",
+            "--inject",
+            "--test-threads",
+            "--logfile",
+            "--color",
+            "--format",
+        ];
+        let mut filters = Vec::new();
+        let mut args_iter = args.iter();
+        while let Some(arg) = args_iter.next() {
+            if WITH_VALUE.contains(&arg.as_str()) {
+                args_iter.next();
+            } else if !arg.starts_with('-') {
+                filters.push(arg.as_str());
+            }
+        }
+        let selection = if !filters.is_empty() {
+            Some(filters.join(" "))
+        } else if !args.is_empty() {
+            Some(args.join(" "))
+        } else {
+            None
+        };
+        Request {
+            list: args.iter().any(|a| a == "--list"),
+            selection,
+        }
+    }
+}
+
+/// A run in progress.
+pub struct Session<'a> {
+    run: &'a RunDir,
+    request: Request,
+    started: Instant,
+    environment: Environment,
+    planned: Option<usize>,
+    first_record_after: Option<Duration>,
+    verdicts: Vec<Verdict>,
+    done: Option<Tally>,
+    corrupt: Vec<String>,
+    write_error: Option<String>,
+}
+
+impl<'a> Session<'a> {
+    /// `host` holds what xtask knows of the machine and the emulator; it is kept in every
+    /// environment this run writes.
+    pub fn new(run: &'a RunDir, request: Request, host: Vec<Feature>, started: Instant) -> Self {
+        let environment = Environment {
+            lane: "emulated".into(),
+            host,
+            ..Environment::default()
+        };
+        Session {
+            run,
+            request,
+            started,
+            environment,
+            planned: None,
+            first_record_after: None,
+            verdicts: Vec::new(),
+            done: None,
+            corrupt: Vec::new(),
+            write_error: None,
+        }
+    }
+
+    /// Take one console line.
+    pub fn on_line(&mut self, line: &str) -> Flow {
+        if let Err(e) = self.run.append_log(line) {
+            self.note_write_error(e);
+        }
+        match parse_line(line) {
+            Line::Text => Flow::Continue,
+            Line::Corrupt(reason) => {
+                println!("    {} {reason}", ui::red("corrupt record:"));
+                self.corrupt.push(reason);
+                Flow::Continue
+            }
+            Line::Record(record) => {
+                self.first_record_after
+                    .get_or_insert_with(|| self.started.elapsed());
+                self.on_record(*record)
+            }
+        }
+    }
+
+    fn on_record(&mut self, record: Record) -> Flow {
+        match record {
+            Record::Hello {
+                environment,
+                planned,
+                ..
+            } => {
+                let host = std::mem::take(&mut self.environment.host);
+                self.environment = environment;
+                self.environment.host = host;
+                self.planned = Some(planned);
+                if let Err(e) = self.run.write_environment(&self.environment) {
+                    self.note_write_error(e);
+                }
+                let after = self.first_record_after.unwrap_or_default().as_secs_f64();
+                let what = if self.request.list {
+                    "listing the checks".to_string()
+                } else {
+                    format!(
+                        "{planned} check{} planned",
+                        if planned == 1 { "" } else { "s" }
+                    )
+                };
+                ui::note(&format!(
+                    "runner up {after:.1} s after boot, on {} ({}): {what}",
+                    self.environment.kernel_release, self.environment.machine,
+                ));
+                Flow::Continue
+            }
+            Record::Verdict(verdict) => {
+                if let Err(e) = self.run.append_verdict(&verdict) {
+                    self.note_write_error(e);
+                }
+                self.verdicts.push(verdict);
+                self.print_progress(self.verdicts.last().expect("just pushed"));
+                Flow::Continue
+            }
+            Record::Log { text } => {
+                for line in text.lines() {
+                    // Asked for a list, the runner sends it as log records: print it plainly.
+                    if self.request.list {
+                        println!("{line}");
+                    } else {
+                        println!("    {}", ui::dim(&format!("runner: {line}")));
+                    }
+                }
+                Flow::Continue
+            }
+            Record::Done { tally, .. } => {
+                self.done = Some(tally);
+                Flow::Finished
+            }
+        }
+    }
+
+    fn print_progress(&self, verdict: &Verdict) {
+        let planned = self.planned.map_or("?".to_string(), |p| p.to_string());
+        let outcome = match verdict.outcome {
+            Outcome::Pass => ui::green("pass "),
+            Outcome::Fail => ui::red("FAIL "),
+            Outcome::Skip => ui::yellow("skip "),
+            Outcome::Xfail => ui::yellow("xfail"),
+        };
+        println!(
+            "    [{}/{planned}] {outcome} {} {}",
+            self.verdicts.len(),
+            verdict.test,
+            ui::dim(&mte_results::summary::format_duration(verdict.duration_ms))
+        );
+        if verdict.outcome != Outcome::Pass {
+            if let Some(reason) = verdict.reason.lines().next() {
+                println!("           {}", ui::dim(reason));
+            }
+        }
+    }
+
+    fn note_write_error(&mut self, error: std::io::Error) {
+        if self.write_error.is_none() {
+            println!("    {} {error}", ui::red("cannot write the run directory:"));
+            self.write_error = Some(error.to_string());
+        }
+    }
+
+    /// Close the run: what went wrong, if anything, becomes the summary's error.
+    pub fn conclude(self, ending: &Ending) -> RunSummary {
+        let error = self.run_error(ending);
+        RunSummary {
+            environment: self.environment,
+            verdicts: self.verdicts,
+            wall_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            error,
+        }
+    }
+
+    /// Close a run whose machine could not be started.
+    pub fn conclude_with_error(self, error: String) -> RunSummary {
+        let mut summary = self.conclude(&Ending {
+            end: End::Exited(Default::default()),
+            qemu_stderr: vec![],
+        });
+        summary.error = Some(error);
+        summary
+    }
+
+    fn run_error(&self, ending: &Ending) -> Option<String> {
+        let console = self.run.path().join(mte_results::rundir::CONSOLE_LOG);
+        let stderr = ending
+            .qemu_stderr
+            .last()
+            .map(|l| format!(" (QEMU said: {l})"))
+            .unwrap_or_default();
+        let console = console.display();
+        let ended = match &ending.end {
+            End::Exited(status) if self.done.is_some() && status.success() => None,
+            End::KilledAfterFinish => None,
+            End::Exited(status) if self.done.is_some() => {
+                Some(format!("QEMU exited with {status} after the run{stderr}"))
+            }
+            End::Exited(status) if self.planned.is_none() => Some(format!(
+                "truncated stream: the machine stopped ({status}) before the runner started\
+                 {stderr}; see {console}"
+            )),
+            End::Exited(status) => Some(format!(
+                "truncated stream: the machine stopped ({status}) after {} of {} verdicts, \
+                 before the runner's last record{stderr}; see {console}",
+                self.verdicts.len(),
+                self.planned.unwrap_or_default(),
+            )),
+            End::Deadline(limit) => Some(format!(
+                "the run passed its deadline of {} s and was stopped; raise it with --timeout SECS",
+                limit.as_secs()
+            )),
+            End::Silent(limit) => Some(format!(
+                "the machine printed nothing for {} s and was stopped (stuck?); see {console}",
+                limit.as_secs(),
+            )),
+            End::Panic(line) => Some(format!(
+                "the kernel panicked: {}; see {console}",
+                without_timestamp(line)
+            )),
+        };
+        if ended.is_some() {
+            return ended;
+        }
+        if let Some(e) = &self.write_error {
+            return Some(format!("the run directory could not be written: {e}"));
+        }
+        if !self.corrupt.is_empty() {
+            return Some(format!(
+                "corrupt stream: {} damaged record{} (verdicts may be missing); first: {}",
+                self.corrupt.len(),
+                if self.corrupt.len() == 1 { "" } else { "s" },
+                self.corrupt[0]
+            ));
+        }
+        if self.request.list {
+            return None;
+        }
+        if self.planned == Some(0) {
+            return Some(match &self.request.selection {
+                Some(selection) => {
+                    format!("no check matches {selection}; `cargo xtask run -- --list` lists them")
+                }
+                None => "the runner planned no checks".to_string(),
+            });
+        }
+        let arrived = Tally::of(&self.verdicts);
+        if let Some(reported) = self.done {
+            if reported != arrived {
+                return Some(format!(
+                    "the runner reported {reported} but {arrived} arrived: records were lost"
+                ));
+            }
+        }
+        match self.planned {
+            Some(planned) if planned != self.verdicts.len() => Some(format!(
+                "the runner planned {planned} checks but reported {} verdicts",
+                self.verdicts.len()
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Kernel log lines on the console start with a timestamp, `[    1.234567] `: the timestamp
+/// and the rest of the line.
+fn kernel_timestamp(line: &str) -> Option<(&str, &str)> {
+    let (stamp, rest) = line.strip_prefix('[')?.split_once(']')?;
+    let stamp = stamp.trim();
+    (!stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+        .then_some((stamp, rest))
+}
+
+fn without_timestamp(line: &str) -> &str {
+    kernel_timestamp(line).map_or(line, |(_, rest)| rest.trim_start())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mte_results::stream::frame;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    fn strings(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn filters_are_told_apart_from_option_values() {
+        let r = Request::from_harness_args(&strings(&[
+            "--skip", "slow", "tags::", "--inject", "drop", "--exact",
+        ]));
+        assert_eq!(r.selection.as_deref(), Some("tags::"));
+        assert!(!r.list);
+        let r = Request::from_harness_args(&strings(&["--ignored"]));
+        assert_eq!(r.selection.as_deref(), Some("--ignored"));
+        assert!(Request::from_harness_args(&strings(&["--list"])).list);
+        assert_eq!(Request::from_harness_args(&[]).selection, None);
+    }
+
+    #[test]
+    fn kernel_timestamps_are_dropped_from_quoted_lines() {
+        assert_eq!(
+            without_timestamp("[    1.234567] Kernel panic - x"),
+            "Kernel panic - x"
+        );
+        assert_eq!(
+            without_timestamp("tags::first_touch: test"),
+            "tags::first_touch: test"
+        );
+        assert_eq!(without_timestamp("[] x"), "[] x");
+    }
+
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let path = std::env::temp_dir()
+                .join(format!("mte-session-test-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            Scratch(path)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn verdict(test: &str, outcome: Outcome) -> Record {
+        Record::Verdict(Verdict {
+            schema: mte_results::SCHEMA_VERSION,
+            test: test.into(),
+            lane: "emulated".into(),
+            kernel: "6.12.95+deb12-arm64".into(),
+            outcome,
+            reason: format!("{outcome}"),
+            detail: vec![],
+            duration_ms: 1.0,
+        })
+    }
+
+    fn hello(planned: usize) -> Record {
+        Record::Hello {
+            schema: mte_results::SCHEMA_VERSION,
+            environment: Environment {
+                kernel_release: "6.12.95+deb12-arm64".into(),
+                ..Environment::default()
+            },
+            planned,
+        }
+    }
+
+    fn done(tally: Tally) -> Record {
+        Record::Done {
+            tally,
+            wall_ms: 10.0,
+        }
+    }
+
+    fn exited(code: i32) -> Ending {
+        Ending {
+            end: End::Exited(ExitStatus::from_raw(code << 8)),
+            qemu_stderr: vec![],
+        }
+    }
+
+    /// Feed console lines to a session over a fresh run directory.
+    fn feed(name: &str, args: &[&str], lines: &[String], ending: Ending) -> (RunSummary, Scratch) {
+        let scratch = Scratch::new(name);
+        let run = RunDir::create(&scratch.0, "emulated", "6.12").unwrap();
+        let host = vec![Feature::new("qemu.version", "10.0.2")];
+        let mut session = Session::new(
+            &run,
+            Request::from_harness_args(&strings(args)),
+            host,
+            Instant::now(),
+        );
+        for line in lines {
+            session.on_line(line);
+        }
+        (session.conclude(&ending), scratch)
+    }
+
+    #[test]
+    fn a_complete_run_has_no_error_and_keeps_host_facts() {
+        let lines = vec![
+            "[    0.000000] Booting Linux".to_string(),
+            frame(&hello(2)),
+            format!("noise {}", frame(&verdict("a", Outcome::Pass))),
+            frame(&verdict("b", Outcome::Fail)),
+            frame(&done(Tally {
+                pass: 1,
+                fail: 1,
+                ..Tally::default()
+            })),
+        ];
+        let (c, scratch) = feed("complete", &[], &lines, exited(0));
+        assert_eq!(c.error, None);
+        assert_eq!(c.verdicts.len(), 2);
+        assert_eq!(c.environment.kernel_release, "6.12.95+deb12-arm64");
+        assert_eq!(c.environment.host[0].name, "qemu.version");
+        let run_dir = std::fs::read_dir(&scratch.0)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_type().unwrap().is_dir())
+            .unwrap();
+        let results = std::fs::read_to_string(run_dir.path().join("results.jsonl")).unwrap();
+        assert_eq!(results.lines().count(), 2);
+        let console = std::fs::read_to_string(run_dir.path().join("console.log")).unwrap();
+        assert_eq!(console.lines().count(), 5);
+    }
+
+    #[test]
+    fn a_stream_cut_short_is_an_error_that_keeps_the_verdicts() {
+        let lines = vec![frame(&hello(3)), frame(&verdict("a", Outcome::Pass))];
+        let (c, _scratch) = feed("cut", &[], &lines, exited(0));
+        let error = c.error.unwrap();
+        assert!(error.starts_with("truncated stream"), "{error}");
+        assert!(error.contains("after 1 of 3 verdicts"), "{error}");
+        assert_eq!(c.verdicts.len(), 1);
+    }
+
+    #[test]
+    fn corrupt_records_fail_the_run_at_the_end() {
+        let good = frame(&verdict("b", Outcome::Pass));
+        let lines = vec![
+            frame(&hello(2)),
+            frame(&verdict("a", Outcome::Pass)).replace("\"a\"", "\"z\""),
+            good,
+            frame(&done(Tally {
+                pass: 1,
+                ..Tally::default()
+            })),
+        ];
+        let (c, _scratch) = feed("corrupt", &[], &lines, exited(0));
+        let error = c.error.unwrap();
+        assert!(
+            error.starts_with("corrupt stream: 1 damaged record"),
+            "{error}"
+        );
+        assert_eq!(c.verdicts.len(), 1);
+    }
+
+    #[test]
+    fn a_filter_that_matches_nothing_is_named() {
+        let lines = vec![frame(&hello(0)), frame(&done(Tally::default()))];
+        let (c, _scratch) = feed("nomatch", &["nosuch::check"], &lines, exited(0));
+        assert_eq!(
+            c.error.as_deref(),
+            Some("no check matches nosuch::check; `cargo xtask run -- --list` lists them")
+        );
+        let (c, _scratch) = feed("list", &["--list"], &lines, exited(0));
+        assert_eq!(c.error, None);
+    }
+
+    #[test]
+    fn panics_deadlines_and_lost_records_are_errors() {
+        let lines = vec![frame(&hello(1))];
+        let panic = Ending {
+            end: End::Panic(
+                "[    2.05] Kernel panic - not syncing: Attempted to kill init!".into(),
+            ),
+            qemu_stderr: vec![],
+        };
+        let (c, _scratch) = feed("panic", &[], &lines, panic);
+        assert!(c
+            .error
+            .unwrap()
+            .starts_with("the kernel panicked: Kernel panic - not syncing"));
+
+        let deadline = Ending {
+            end: End::Deadline(Duration::from_secs(5)),
+            qemu_stderr: vec![],
+        };
+        let (c, _scratch) = feed("deadline", &[], &lines, deadline);
+        assert!(c.error.unwrap().contains("--timeout"));
+
+        let lines = vec![
+            frame(&hello(1)),
+            frame(&verdict("a", Outcome::Pass)),
+            frame(&done(Tally {
+                pass: 2,
+                ..Tally::default()
+            })),
+        ];
+        let (c, _scratch) = feed("lost", &[], &lines, exited(0));
+        assert!(c.error.unwrap().contains("records were lost"));
+    }
+
+    #[test]
+    fn qemu_failing_before_boot_is_reported_with_its_message() {
+        let ending = Ending {
+            end: End::Exited(ExitStatus::from_raw(1 << 8)),
+            qemu_stderr: vec!["qemu-system-aarch64: -M virt: bad".into()],
+        };
+        let (c, _scratch) = feed("qemu", &[], &[], ending);
+        let error = c.error.unwrap();
+        assert!(
+            error.starts_with(
+                "truncated stream: the machine stopped (exit status: 1) before the runner started"
+            ),
+            "{error}"
+        );
+        assert!(
+            error.contains("QEMU said: qemu-system-aarch64: -M virt: bad"),
+            "{error}"
+        );
+    }
+}

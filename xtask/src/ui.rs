@@ -1,0 +1,58 @@
+//! What xtask prints: step headers, indented notes, and colour only where a person is watching.
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+fn colour_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED
+        .get_or_init(|| std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal())
+}
+
+fn paint(code: &str, text: &str) -> String {
+    if colour_enabled() {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+pub fn bold(text: &str) -> String {
+    paint("1", text)
+}
+
+pub fn dim(text: &str) -> String {
+    paint("2", text)
+}
+
+pub fn green(text: &str) -> String {
+    paint("32", text)
+}
+
+pub fn red(text: &str) -> String {
+    paint("1;31", text)
+}
+
+pub fn yellow(text: &str) -> String {
+    paint("33", text)
+}
+
+/// The start of a step: `==> kernel 6.12`.
+pub fn step(title: &str) {
+    println!("{}", bold(&format!("==> {title}")));
+}
+
+/// A fact found or an action taken within a step.
+pub fn note(text: &str) {
+    println!("    {text}");
+}
+
+/// A size for people: bytes, KiB or MiB.
+pub fn size(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    match bytes {
+        0..KIB => format!("{bytes} B"),
+        KIB..1_048_576 => format!("{} KiB", bytes / KIB),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+    }
+}
