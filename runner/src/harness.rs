@@ -70,7 +70,17 @@ impl Options {
                 _ => options.harness_args.push(arg),
             }
         }
+        options.libtest_arguments()?;
         Ok(options)
+    }
+}
+
+impl Options {
+    /// The libtest arguments, parsed without exiting the process on an error or on --help.
+    pub fn libtest_arguments(&self) -> Result<Arguments, String> {
+        let argv =
+            std::iter::once("mte-runner".to_string()).chain(self.harness_args.iter().cloned());
+        <Arguments as clap::Parser>::try_parse_from(argv).map_err(|e| e.to_string())
     }
 }
 
@@ -317,9 +327,9 @@ fn trials(vmm: &SharedVmm, inject: Option<Injection>, tally: &SharedTally) -> Ve
 /// Run the harness; returns whether every check that ran avoided fail.
 pub fn run(options: &Options) -> bool {
     let started = Instant::now();
-    let args = Arguments::from_iter(
-        std::iter::once("mte-runner".to_string()).chain(options.harness_args.iter().cloned()),
-    );
+    let args = options
+        .libtest_arguments()
+        .expect("validated by Options::parse");
     let (kernel_release, _, _) = environment::uname();
     let (vmm, mut facts) = open_vmm(options, &kernel_release);
     if let Some(injection) = options.inject {
@@ -388,6 +398,9 @@ mod tests {
             .unwrap_err()
             .contains("seconds"));
         assert!(parse(&["--lane"]).unwrap_err().contains("needs a value"));
+        assert!(parse(&["--kernel-package", "x"])
+            .unwrap_err()
+            .contains("--kernel-package"));
     }
 
     #[test]

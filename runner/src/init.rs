@@ -57,11 +57,7 @@ pub fn set_up_machine() {
 /// The run's arguments as xtask wrote them.
 pub fn read_args() -> Vec<String> {
     match std::fs::read_to_string(ARGS_FILE) {
-        Ok(text) => text
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect(),
+        Ok(text) => text.lines().map(String::from).collect(),
         Err(e) => {
             eprintln!("mte-runner: {ARGS_FILE}: {e}; running with defaults");
             Vec::new()
