@@ -14,13 +14,16 @@ use crate::ui;
 pub const QEMU_MINIMUM: Version = Version(9, 2, 0);
 
 /// Packages of the Debian route to an aarch64 Rust toolchain: Debian's rustc with the arm64
-/// std, the standard library source (for `-Zbuild-std=core`) and a cross linker.
+/// std, the standard library source (for `-Zbuild-std=core`), a cross linker and the arm64
+/// C library it links the static runner against (only a Recommends of the linker, which
+/// `--no-install-recommends` leaves out).
 pub const DEBIAN_RUST_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
     "libstd-rust-web-dev:arm64",
     "rust-web-src",
     "gcc-aarch64-linux-gnu",
+    "libc6-dev-arm64-cross",
 ];
 
 /// Debian's rustc; the rustup proxy usually comes first on PATH, so it is named by path.
