@@ -26,6 +26,9 @@ pub const DEBIAN_RUST_PACKAGES: &[&str] = &[
     "libc6-dev-arm64-cross",
 ];
 
+/// The static arm64 C library (package libc6-dev-arm64-cross) the cross gcc links against.
+const CROSS_LIBC: &str = "/usr/aarch64-linux-gnu/lib/libc.a";
+
 /// Debian's rustc; the rustup proxy usually comes first on PATH, so it is named by path.
 pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 
@@ -203,7 +206,9 @@ fn ensure_qemu(apt: &mut Apt) -> Result<Qemu> {
 
 /// Which route the installed toolchains allow, if any.
 fn detect_cross(sh: &Shell) -> Option<CrossRoute> {
-    let has_gnu_linker = apt::on_path("aarch64-linux-gnu-gcc").is_some();
+    // The static runner links against glibc for arm64: the cross gcc alone is not enough.
+    let has_gnu_linker = apt::on_path("aarch64-linux-gnu-gcc").is_some()
+        && Path::new(CROSS_LIBC).is_file();
     if apt::on_path("rustup").is_some() {
         let installed = cmd!(sh, "rustup target list --installed")
             .quiet()
