@@ -291,14 +291,8 @@ mod tests {
 
     fn verdict(test: &str, outcome: Outcome, reason: &str, detail: Vec<Evidence>) -> Verdict {
         Verdict {
-            schema: crate::SCHEMA_VERSION,
-            test: test.into(),
-            lane: "emulated".into(),
-            kernel: "6.12.95".into(),
-            outcome,
-            reason: reason.into(),
             detail,
-            duration_ms: 12.0,
+            ..crate::fixtures::verdict(test, outcome, reason)
         }
     }
 

@@ -252,14 +252,8 @@ mod tests {
 
     fn verdict(test: &str, outcome: Outcome, reason: &str) -> Verdict {
         Verdict {
-            schema: crate::SCHEMA_VERSION,
-            test: test.into(),
-            lane: "emulated".into(),
-            kernel: "6.12.95".into(),
-            outcome,
-            reason: reason.into(),
-            detail: vec![],
             duration_ms: 1500.0,
+            ..crate::fixtures::verdict(test, outcome, reason)
         }
     }
 

@@ -15,6 +15,9 @@
 pub mod model;
 pub mod stream;
 
+#[cfg(test)]
+mod fixtures;
+
 #[cfg(feature = "report")]
 pub mod html;
 #[cfg(feature = "report")]
