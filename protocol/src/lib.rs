@@ -346,7 +346,6 @@ mod tests {
         assert_eq!(offsets::ARGS % 8, 0);
     }
 
-
     #[test]
     fn pointer_tags_round_trip() {
         let p = with_tag(TEST_RAM_IPA, 0xb);

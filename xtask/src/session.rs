@@ -64,8 +64,11 @@ pub struct Session<'a> {
     environment: Environment,
     planned: Option<usize>,
     first_record_after: Option<Duration>,
+    first_verdict_after: Option<Duration>,
     verdicts: Vec<Verdict>,
     done: Option<Tally>,
+    /// The runner's own wall time for the checks, from its Done record.
+    checks_wall_ms: Option<f64>,
     corrupt: Vec<String>,
     write_error: Option<String>,
 }
@@ -86,8 +89,10 @@ impl<'a> Session<'a> {
             environment,
             planned: None,
             first_record_after: None,
+            first_verdict_after: None,
             verdicts: Vec::new(),
             done: None,
+            checks_wall_ms: None,
             corrupt: Vec::new(),
             write_error: None,
         }
@@ -143,6 +148,8 @@ impl<'a> Session<'a> {
                 Flow::Continue
             }
             Record::Verdict(verdict) => {
+                self.first_verdict_after
+                    .get_or_insert_with(|| self.started.elapsed());
                 if let Err(e) = self.run.append_verdict(&verdict) {
                     self.note_write_error(e);
                 }
@@ -161,8 +168,9 @@ impl<'a> Session<'a> {
                 }
                 Flow::Continue
             }
-            Record::Done { tally, .. } => {
+            Record::Done { tally, wall_ms } => {
                 self.done = Some(tally);
+                self.checks_wall_ms = Some(wall_ms);
                 Flow::Finished
             }
         }
@@ -189,6 +197,30 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Where the run's time went, from QEMU's start: the suite's own speed, kept with the run.
+    fn record_timings(&mut self) {
+        let seconds = |d: Option<Duration>| d.map(|d| format!("{:.2} s", d.as_secs_f64()));
+        let timings = [
+            (
+                "timing.qemu_start_to_runner",
+                seconds(self.first_record_after),
+            ),
+            (
+                "timing.qemu_start_to_first_verdict",
+                seconds(self.first_verdict_after),
+            ),
+            (
+                "timing.checks_wall",
+                self.checks_wall_ms.map(|ms| format!("{ms:.0} ms")),
+            ),
+        ];
+        for (name, value) in timings {
+            if let Some(value) = value {
+                self.environment.host.push(Feature::new(name, value));
+            }
+        }
+    }
+
     fn note_write_error(&mut self, error: std::io::Error) {
         if self.write_error.is_none() {
             println!("    {} {error}", ui::red("cannot write the run directory:"));
@@ -197,8 +229,9 @@ impl<'a> Session<'a> {
     }
 
     /// Close the run: what went wrong, if anything, becomes the summary's error.
-    pub fn conclude(self, ending: &Ending) -> RunSummary {
+    pub fn conclude(mut self, ending: &Ending) -> RunSummary {
         let error = self.run_error(ending);
+        self.record_timings();
         RunSummary {
             environment: self.environment,
             verdicts: self.verdicts,

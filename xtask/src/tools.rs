@@ -207,8 +207,8 @@ fn ensure_qemu(apt: &mut Apt) -> Result<Qemu> {
 /// Which route the installed toolchains allow, if any.
 fn detect_cross(sh: &Shell) -> Option<CrossRoute> {
     // The static runner links against glibc for arm64: the cross gcc alone is not enough.
-    let has_gnu_linker = apt::on_path("aarch64-linux-gnu-gcc").is_some()
-        && Path::new(CROSS_LIBC).is_file();
+    let has_gnu_linker =
+        apt::on_path("aarch64-linux-gnu-gcc").is_some() && Path::new(CROSS_LIBC).is_file();
     if apt::on_path("rustup").is_some() {
         let installed = cmd!(sh, "rustup target list --installed")
             .quiet()
