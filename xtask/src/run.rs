@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use mte_results::rundir::{RunDir, REPORT_HTML};
 use mte_results::summary::{table, RunSummary};
-use mte_results::{Feature, Outcome, Tally};
+use mte_results::{Feature, Outcome, Tally, Verdict};
 
 use crate::apt::{self, Apt};
 use crate::build::{self, relative, repo_root};
@@ -151,15 +151,24 @@ pub fn test(options: &Options) -> Status {
             ui::red("error:")
         );
     }
-    let (tally, mut status) = match run(options) {
-        Ok(finished) => (finished.summary.tally(), finished.status),
+    let (tally, unproven, mut status) = match run(options) {
+        Ok(finished) => {
+            let unproven = unproven_checks(&finished.summary.verdicts, &options.harness_args);
+            (finished.summary.tally(), unproven, finished.status)
+        }
         Err(e) => {
             eprintln!("{} {e}", ui::red("error:"));
-            (Tally::default(), Status::Error)
+            (Tally::default(), Vec::new(), Status::Error)
         }
     };
     if status == Status::Clean && tally.pass == 0 {
         println!("{} the run recorded no pass verdict", ui::red("error:"));
+        status = Status::Failed;
+    }
+    if status == Status::Clean && !unproven.is_empty() {
+        for problem in &unproven {
+            println!("{} {problem}", ui::red("error:"));
+        }
         status = Status::Failed;
     }
     if !unit_tests_passed && status == Status::Clean {
@@ -167,6 +176,32 @@ pub fn test(options: &Options) -> Status {
     }
     println!("{tally}");
     status
+}
+
+/// Prefix of the runner's fault-injection proofs: each passes only if its check turned red.
+const PROOF_PREFIX: &str = "fault_injection::";
+
+/// Why the run does not show that its checks can fail: a fault-injection proof that did not
+/// pass (a skip proves nothing either), or, in a run of every check, no proof at all.
+fn unproven_checks(verdicts: &[Verdict], harness_args: &[String]) -> Vec<String> {
+    let proofs: Vec<&Verdict> = verdicts
+        .iter()
+        .filter(|v| v.test.starts_with(PROOF_PREFIX))
+        .collect();
+    let mut problems: Vec<String> = proofs
+        .iter()
+        .filter(|v| v.outcome != Outcome::Pass)
+        .map(|v| {
+            format!(
+                "fault-injection proof {} was {}: {}",
+                v.test, v.outcome, v.reason
+            )
+        })
+        .collect();
+    if proofs.is_empty() && harness_args.is_empty() {
+        problems.push("no fault-injection proof ran, so no check was shown able to fail".into());
+    }
+    problems
 }
 
 fn host_unit_tests() -> bool {
@@ -234,4 +269,35 @@ fn host_facts(
         facts.push(Feature::new("host.os", os));
     }
     facts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(test: &str, outcome: Outcome) -> Verdict {
+        Verdict {
+            schema: mte_results::SCHEMA_VERSION,
+            test: test.into(),
+            lane: "emulated".into(),
+            kernel: "6.12".into(),
+            outcome,
+            reason: "why".into(),
+            detail: vec![],
+            duration_ms: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_run_must_show_its_checks_can_fail() {
+        let check = verdict("tags::a", Outcome::Pass);
+        let proof = |outcome| verdict("fault_injection::corrupt_tag::tags::a", outcome);
+        assert!(unproven_checks(&[check.clone(), proof(Outcome::Pass)], &[]).is_empty());
+        let skipped = unproven_checks(&[check.clone(), proof(Outcome::Skip)], &[]);
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].contains("was skip"), "{skipped:?}");
+        assert_eq!(unproven_checks(std::slice::from_ref(&check), &[]).len(), 1);
+        // A filtered run may leave the proofs out.
+        assert!(unproven_checks(&[check], &["tags::".into()]).is_empty());
+    }
 }
