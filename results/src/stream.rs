@@ -28,6 +28,9 @@ pub enum Record {
     Log { text: String },
     /// Last record of a run: the runner finished normally.
     Done { tally: Tally, wall_ms: f64 },
+    /// Last record of a run the runner could not carry out (bad arguments, a panic outside
+    /// the checks): why.
+    Abort { reason: String },
 }
 
 /// Frame a record as one console line (without the newline).

@@ -16,3 +16,10 @@ pub fn record(record: &Record) {
 pub fn log(text: impl Into<String>) {
     record(&Record::Log { text: text.into() });
 }
+
+/// The last word of a runner that cannot carry out its run.
+pub fn abort(reason: impl Into<String>) {
+    record(&Record::Abort {
+        reason: reason.into(),
+    });
+}

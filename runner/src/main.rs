@@ -28,14 +28,14 @@ fn main() {
     let run = || match harness::Options::parse(args, default_payload_dir()) {
         Ok(options) => harness::run(&options),
         Err(message) => {
-            emit::log(format!("bad arguments: {message}"));
+            emit::abort(format!("bad arguments: {message}"));
             eprintln!("mte-runner: {message}");
             false
         }
     };
     // As init, a panic outside the checks must still be told and must not kill init.
     let ok = std::panic::catch_unwind(run).unwrap_or_else(|_| {
-        emit::log("the runner panicked outside a check; see the console log");
+        emit::abort("the runner panicked outside a check; see the console log");
         false
     });
     if as_init {

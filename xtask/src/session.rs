@@ -69,6 +69,8 @@ pub struct Session<'a> {
     done: Option<Tally>,
     /// The runner's own wall time for the checks, from its Done record.
     checks_wall_ms: Option<f64>,
+    /// Why the runner gave up, from its Abort record.
+    aborted: Option<String>,
     corrupt: Vec<String>,
     write_error: Option<String>,
 }
@@ -93,6 +95,7 @@ impl<'a> Session<'a> {
             verdicts: Vec::new(),
             done: None,
             checks_wall_ms: None,
+            aborted: None,
             corrupt: Vec::new(),
             write_error: None,
         }
@@ -167,6 +170,10 @@ impl<'a> Session<'a> {
                     }
                 }
                 Flow::Continue
+            }
+            Record::Abort { reason } => {
+                self.aborted = Some(reason);
+                Flow::Finished
             }
             Record::Done { tally, wall_ms } => {
                 self.done = Some(tally);
@@ -258,6 +265,9 @@ impl<'a> Session<'a> {
             .map(|l| format!(" (QEMU said: {l})"))
             .unwrap_or_default();
         let console = console.display();
+        if let Some(reason) = &self.aborted {
+            return Some(format!("the runner gave up: {reason}"));
+        }
         let ended = match &ending.end {
             End::Exited(status) if self.done.is_some() && status.success() => None,
             End::KilledAfterFinish => None,
@@ -556,6 +566,18 @@ mod tests {
         ];
         let (c, _scratch) = feed("lost", &[], &lines, exited(0));
         assert!(c.error.unwrap().contains("records were lost"));
+    }
+
+    #[test]
+    fn a_runner_that_gives_up_says_why() {
+        let lines = vec![frame(&Record::Abort {
+            reason: "bad arguments: unexpected argument '--bogus' found".into(),
+        })];
+        let (c, _scratch) = feed("abort", &[], &lines, exited(0));
+        assert_eq!(
+            c.error.unwrap(),
+            "the runner gave up: bad arguments: unexpected argument '--bogus' found"
+        );
     }
 
     #[test]
