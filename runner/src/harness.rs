@@ -62,10 +62,14 @@ impl Options {
                 "--payload-dir" => options.payload_dir = value("--payload-dir")?.into(),
                 "--deadline" => {
                     let secs = value("--deadline")?;
-                    let secs: f64 = secs
+                    options.deadline = secs
                         .parse()
-                        .map_err(|_| format!("--deadline {secs:?} is not a number of seconds"))?;
-                    options.deadline = Duration::from_secs_f64(secs);
+                        .ok()
+                        .filter(|&s: &f64| s > 0.0)
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                        .ok_or_else(|| {
+                            format!("--deadline {secs:?} is not a positive number of seconds")
+                        })?;
                 }
                 _ => options.harness_args.push(arg),
             }
@@ -84,11 +88,28 @@ impl Options {
     }
 }
 
-/// A VMM that is not there: every step is unsupported, for the same reason.
+/// Lanes whose machine is built with KVM and MTE (the emulated machine is started with
+/// virtualization=on,mte=on): there a missing KVM or MTE is a failure of the kernel under test,
+/// never a reason to skip.
+const LANES_PROMISING_KVM_WITH_MTE: &[&str] = &["emulated"];
+
+/// A VMM that is not there: every step fails for the same reason, as a skip where the lane may
+/// lack it, as a fail where the lane promised it.
 struct Unavailable {
     lane: String,
     kernel_release: String,
     reason: String,
+    promised: bool,
+}
+
+impl Unavailable {
+    fn error(&self) -> VmmError {
+        if self.promised {
+            VmmError::Host(self.reason.clone())
+        } else {
+            VmmError::Unsupported(self.reason.clone())
+        }
+    }
 }
 
 impl Vmm for Unavailable {
@@ -99,13 +120,13 @@ impl Vmm for Unavailable {
         &self.kernel_release
     }
     fn boot(&self, _: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
-        Err(VmmError::Unsupported(self.reason.clone()))
+        Err(self.error())
     }
     fn abi_vm(&self, _: bool) -> Result<Box<dyn AbiVm>, VmmError> {
-        Err(VmmError::Unsupported(self.reason.clone()))
+        Err(self.error())
     }
     fn mte_capable(&self) -> Result<(), VmmError> {
-        Err(VmmError::Unsupported(self.reason.clone()))
+        Err(self.error())
     }
 }
 
@@ -114,42 +135,64 @@ type SharedVmm = Arc<dyn Vmm + Send + Sync>;
 /// Open the lane's VMM and describe what was found.
 fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>) {
     let mut facts = Vec::new();
-    match KvmVmm::open(
+    let promised = LANES_PROMISING_KVM_WITH_MTE.contains(&options.lane.as_str());
+    let opened = KvmVmm::open(
         &options.lane,
         kernel_release,
         options.payload_dir.clone(),
         options.deadline,
-    ) {
+    );
+    let missing = match opened {
         Ok(kvm) => {
             facts.push(Feature::new("KVM API version", kvm.api_version()));
             facts.push(Feature::new("KVM_CAP_ARM_MTE", kvm.has_mte_cap()));
-            facts.extend(guest_view(&kvm));
-            (Arc::new(kvm), facts)
+            match kvm.mte_capable().and_then(|()| guest_view(&kvm)) {
+                Ok(view) => {
+                    facts.extend(view);
+                    return (Arc::new(kvm), facts);
+                }
+                Err(e) => {
+                    facts.push(Feature::new("guest probe boot", &e));
+                    if !promised {
+                        // The checks that need MTE skip one by one; the others still run.
+                        return (Arc::new(kvm), facts);
+                    }
+                    e
+                }
+            }
         }
         Err(e) => {
-            let reason = match e {
-                VmmError::Unsupported(why) => why,
-                other => other.to_string(),
-            };
-            facts.push(Feature::new("KVM", format!("unavailable: {reason}")));
-            let vmm = Unavailable {
-                lane: options.lane.clone(),
-                kernel_release: kernel_release.into(),
-                reason,
-            };
-            (Arc::new(vmm), facts)
+            facts.push(Feature::new("KVM", format!("unavailable: {e}")));
+            e
         }
-    }
+    };
+    // No check can run (or, where the lane promised KVM with MTE, be trusted): each one ends
+    // with this reason.
+    let why = match missing {
+        VmmError::Unsupported(why) => why,
+        other => other.to_string(),
+    };
+    let reason = if promised {
+        format!(
+            "the {} lane's machine is built with KVM and MTE, yet {why}",
+            options.lane
+        )
+    } else {
+        why
+    };
+    let vmm = Unavailable {
+        lane: options.lane.clone(),
+        kernel_release: kernel_release.into(),
+        reason,
+        promised,
+    };
+    (Arc::new(vmm), facts)
 }
 
-/// What a guest sees of its CPU: one probe boot before the checks.
-fn guest_view(vmm: &dyn Vmm) -> Vec<Feature> {
-    let options = BootOptions::default();
-    let ids = match vmm.boot(&options) {
-        Ok(guest) => guest.ids(),
-        Err(e) => return vec![Feature::new("guest probe boot", e)],
-    };
-    vec![
+/// What a guest with MTE sees of its CPU: one probe boot before the checks.
+fn guest_view(vmm: &dyn Vmm) -> Result<Vec<Feature>, VmmError> {
+    let ids = vmm.boot(&BootOptions::default())?.ids();
+    Ok(vec![
         Feature::new("guest MIDR_EL1", format!("{:#x}", ids.midr_el1)),
         Feature::new(
             "guest ID_AA64PFR1_EL1",
@@ -162,7 +205,7 @@ fn guest_view(vmm: &dyn Vmm) -> Vec<Feature> {
             "guest GCR_EL1 / RGSR_EL1",
             format!("{:#x} / {:#x}", ids.gcr_el1, ids.rgsr_el1),
         ),
-    ]
+    ])
 }
 
 /// A verdict record from a finding.
@@ -252,46 +295,71 @@ fn injection_trial(
                 injection,
             },
         );
-        let mut finding = match inner.outcome {
-            Outcome::Fail => Finding {
-                outcome: Outcome::Pass,
-                reason: format!(
-                    "with {} injected, {} failed as it must: {}",
-                    injection.name(),
-                    scenario.name,
-                    inner.reason
-                ),
-                detail: inner.detail,
-            },
-            Outcome::Pass => Finding {
-                outcome: Outcome::Fail,
-                reason: format!(
-                    "with {} injected, {} still passed: it cannot see this fault",
-                    injection.name(),
-                    scenario.name
-                ),
-                detail: inner.detail,
-            },
-            Outcome::Skip | Outcome::Xfail => Finding {
-                outcome: inner.outcome,
-                reason: format!("{} was {}: {}", scenario.name, inner.outcome, inner.reason),
-                detail: inner.detail,
-            },
-        };
-        finding.detail.insert(
-            0,
-            Evidence::Values {
-                what: format!(
-                    "outcome of {} with {} injected",
-                    scenario.name,
-                    injection.name()
-                ),
-                expected: "fail".into(),
-                observed: inner.outcome.to_string(),
-            },
-        );
+        let finding = judge_injected(scenario.name, injection, inner);
         conclude(verdict(&name, vmm.as_ref(), finding, started), &tally)
     })
+}
+
+/// The checks the libtest arguments select, in words; empty for all of them.
+fn describe_selection(args: &Arguments) -> String {
+    let mut words = Vec::new();
+    if let Some(filter) = &args.filter {
+        words.push(if args.exact {
+            format!("exactly {filter}")
+        } else {
+            filter.clone()
+        });
+    }
+    words.extend(args.skip.iter().map(|skip| format!("--skip {skip}")));
+    if args.ignored {
+        words.push("--ignored".into());
+    }
+    words.join(" ")
+}
+
+/// The proof's finding from the injected run's: a pass only when the injection is what
+/// turned the check red.
+fn judge_injected(scenario: &str, injection: Injection, inner: Finding) -> Finding {
+    let (outcome, reason) = match inner.outcome {
+        Outcome::Fail if injection.caught_by(&inner) => (
+            Outcome::Pass,
+            format!(
+                "with {} injected, {scenario} failed as it must: {}",
+                injection.name(),
+                inner.reason
+            ),
+        ),
+        Outcome::Fail => (
+            Outcome::Fail,
+            format!(
+                "with {} injected, {scenario} failed, but not on what was injected: {}",
+                injection.name(),
+                inner.reason
+            ),
+        ),
+        Outcome::Pass => (
+            Outcome::Fail,
+            format!(
+                "with {} injected, {scenario} still passed: it cannot see this fault",
+                injection.name()
+            ),
+        ),
+        Outcome::Skip | Outcome::Xfail => (
+            inner.outcome,
+            format!("{scenario} was {}: {}", inner.outcome, inner.reason),
+        ),
+    };
+    let mut detail = vec![Evidence::Values {
+        what: format!("outcome of {scenario} with {} injected", injection.name()),
+        expected: "fail, on what was injected".into(),
+        observed: inner.outcome.to_string(),
+    }];
+    detail.extend(inner.detail);
+    Finding {
+        outcome,
+        reason,
+        detail,
+    }
 }
 
 pub fn injection_trial_name(scenario: &Scenario, injection: Injection) -> String {
@@ -349,9 +417,12 @@ pub fn run(options: &Options) -> bool {
         schema: SCHEMA_VERSION,
         environment: environment::probe(&options.lane, facts),
         planned,
+        available: trials.len(),
+        list: args.list,
+        selection: describe_selection(&args),
     });
     if args.list {
-        for trial in &trials {
+        for trial in trials.iter().filter(|t| !args.is_filtered_out(t)) {
             emit::log(format!("{}: test", trial.name()));
         }
     }
@@ -394,9 +465,16 @@ mod tests {
         assert!(parse(&["--inject", "bogus"])
             .unwrap_err()
             .contains("corrupt-tag"));
-        assert!(parse(&["--deadline", "soon"])
-            .unwrap_err()
-            .contains("seconds"));
+        for bad in ["soon", "-1", "NaN", "0", "1e300"] {
+            assert!(
+                parse(&["--deadline", bad]).unwrap_err().contains("seconds"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse(&["--deadline", "2.5"]).unwrap().deadline,
+            Duration::from_millis(2500)
+        );
         assert!(parse(&["--lane"]).unwrap_err().contains("needs a value"));
         assert!(parse(&["--kernel-package", "x"])
             .unwrap_err()
@@ -409,6 +487,7 @@ mod tests {
             lane: "t".into(),
             kernel_release: "k".into(),
             reason: "r".into(),
+            promised: false,
         });
         let tally = SharedTally::default();
         let names: Vec<String> = trials(&vmm, None, &tally)
@@ -423,16 +502,58 @@ mod tests {
     }
 
     #[test]
-    fn without_kvm_every_check_is_a_skip_never_a_pass() {
-        let vmm = Unavailable {
+    fn an_injection_proof_passes_only_when_the_injection_turned_the_check_red() {
+        let differing = Evidence::TagMaps {
+            expected_from: "guest".into(),
+            observed_from: "host".into(),
+            ipa: 0,
+            expected: "1".into(),
+            observed: "9".into(),
+            mismatches: vec![0],
+        };
+        let judge = |inner| judge_injected("tags::x", Injection::CorruptTag, inner).outcome;
+        assert_eq!(
+            judge(Finding::fail("differs").with(differing)),
+            Outcome::Pass
+        );
+        assert_eq!(judge(Finding::fail("no KVM")), Outcome::Fail);
+        let passed = Finding {
+            outcome: Outcome::Pass,
+            reason: "agree".into(),
+            detail: vec![],
+        };
+        assert_eq!(judge(passed), Outcome::Fail);
+        assert_eq!(judge(Finding::skip("no MTE")), Outcome::Skip);
+    }
+
+    fn unavailable(promised: bool) -> Unavailable {
+        Unavailable {
             lane: "host".into(),
             kernel_release: "k".into(),
             reason: "no arm64 KVM".into(),
-        };
+            promised,
+        }
+    }
+
+    #[test]
+    fn without_kvm_every_check_is_a_skip_never_a_pass() {
         for s in mte_suites::all() {
-            let finding = execute(s, &vmm);
+            let finding = execute(s, &unavailable(false));
             assert_eq!(finding.outcome, Outcome::Skip, "{}", s.name);
             assert_eq!(finding.reason, "no arm64 KVM");
+        }
+    }
+
+    #[test]
+    fn where_the_lane_promised_kvm_its_absence_fails_every_check() {
+        for s in mte_suites::all() {
+            let finding = execute(s, &unavailable(true));
+            assert_eq!(finding.outcome, Outcome::Fail, "{}", s.name);
+            assert!(
+                finding.reason.contains("no arm64 KVM"),
+                "{}",
+                finding.reason
+            );
         }
     }
 }

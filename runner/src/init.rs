@@ -69,6 +69,8 @@ pub fn read_args() -> Vec<String> {
 pub fn power_off() -> ! {
     // SAFETY: sync and reboot have no memory-safety preconditions; we are init.
     unsafe {
+        // The last records may still sit in the console's output queue.
+        libc::tcdrain(1);
         libc::sync();
         libc::reboot(libc::RB_POWER_OFF);
     }

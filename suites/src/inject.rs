@@ -2,7 +2,9 @@
 //! can show its tag comparisons turn red when tags go wrong.
 
 use mte_protocol::{Command, GuestIds};
+use mte_results::{Evidence, Outcome};
 
+use crate::check::Finding;
 use crate::vmm::{AbiVm, BootOptions, Guest, Reply, Vmm, VmmError};
 
 /// What to break.
@@ -24,6 +26,21 @@ impl Injection {
 
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|i| i.name() == name)
+    }
+
+    /// Whether a failed finding failed because of this injection: on a comparison the
+    /// injection breaks, not on an error that would fail the check anyway.
+    pub fn caught_by(self, finding: &Finding) -> bool {
+        finding.outcome == Outcome::Fail
+            && finding
+                .detail
+                .iter()
+                .any(|evidence| match (self, evidence) {
+                    (Injection::CorruptTag, Evidence::TagMaps { mismatches, .. }) => {
+                        !mismatches.is_empty()
+                    }
+                    _ => false,
+                })
     }
 
     fn corrupt(self, tags: &mut [u8]) {
@@ -113,5 +130,23 @@ mod tests {
         assert_eq!(tags.iter().filter(|&&t| t != 3).count(), 1);
         assert_eq!(Injection::parse("corrupt-tag"), Some(Injection::CorruptTag));
         assert_eq!(Injection::parse("nope"), None);
+    }
+
+    #[test]
+    fn only_a_differing_tag_map_counts_as_caught() {
+        let maps = |mismatches: Vec<usize>| Evidence::TagMaps {
+            expected_from: "guest".into(),
+            observed_from: "host".into(),
+            ipa: 0,
+            expected: "12".into(),
+            observed: "12".into(),
+            mismatches,
+        };
+        let caught = Finding::fail("differs").with(maps(vec![1]));
+        assert!(Injection::CorruptTag.caught_by(&caught));
+        // A check that failed for another reason (no KVM, a timeout) proves nothing.
+        assert!(!Injection::CorruptTag.caught_by(&Finding::fail("timeout")));
+        let agreeing = Finding::fail("other").with(maps(vec![]));
+        assert!(!Injection::CorruptTag.caught_by(&agreeing));
     }
 }

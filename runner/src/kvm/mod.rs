@@ -108,7 +108,7 @@ impl KvmVmm {
     }
 
     /// A VM with its RAM memslot, and MTE enabled if asked (before any vCPU, as KVM requires).
-    fn create_vm(&self, mte: bool) -> Result<(VmFd, GuestRam), VmmError> {
+    fn create_vm(&self, mte: bool) -> Result<Vm, VmmError> {
         let vm = self.kvm.create_vm().map_err(sys("KVM_CREATE_VM"))?;
         if mte {
             self.mte_capable()?;
@@ -129,11 +129,18 @@ impl KvmVmm {
             memory_size: RAM_SIZE,
             userspace_addr: ram.host_address(),
         };
-        // SAFETY: `ram` is a live mapping of memory_size bytes; it outlives the VM (the owners
-        // drop the VM fd first).
+        // SAFETY: `ram` is a live mapping of memory_size bytes; `Vm` keeps it until after the
+        // VM fd is closed.
         unsafe { vm.set_user_memory_region(region) }.map_err(sys("KVM_SET_USER_MEMORY_REGION"))?;
-        Ok((vm, ram))
+        Ok(Vm { fd: vm, ram })
     }
+}
+
+/// A VM and the RAM of its memslot. Field order is drop order: the VM fd goes before the
+/// mapping it points into.
+struct Vm {
+    fd: VmFd,
+    ram: GuestRam,
 }
 
 impl Vmm for KvmVmm {
@@ -147,19 +154,19 @@ impl Vmm for KvmVmm {
 
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
         let payload = self.payload(options.payload)?;
-        let (vm, mut ram) = self.create_vm(options.mte)?;
+        let mut vm = self.create_vm(options.mte)?;
         for segment in &payload.segments {
-            ram.write((segment.ipa - RAM_IPA) as usize, &segment.data);
+            vm.ram
+                .write((segment.ipa - RAM_IPA) as usize, &segment.data);
         }
-        let vcpu = vm.create_vcpu(0).map_err(sys("KVM_CREATE_VCPU"))?;
-        vcpu::init(&vm, &vcpu, payload.entry).map_err(|(call, errno)| VmmError::Sys {
+        let vcpu = vm.fd.create_vcpu(0).map_err(sys("KVM_CREATE_VCPU"))?;
+        vcpu::init(&vm.fd, &vcpu, payload.entry).map_err(|(call, errno)| VmmError::Sys {
             call: call.into(),
             errno,
         })?;
         let mut guest = KvmGuest {
             vcpu,
             vm,
-            ram,
             watchdog: Watchdog::for_current_thread(),
             deadline: options.deadline.unwrap_or(self.deadline),
             console: Vec::new(),
@@ -168,6 +175,15 @@ impl Vmm for KvmVmm {
         };
         guest.run_to_doorbell("boot")?;
         let mailbox = guest.mailbox();
+        // A runtime that took an exception on its way up says so before it fills in the rest.
+        if Status::from_u32(mailbox.status) == Some(Status::Panic) {
+            return Err(VmmError::Guest(format!(
+                "the payload took an exception while booting: {} (FAR {:#x}, ELR {:#x})",
+                mte_suites::check::describe_esr(mailbox.fault.esr),
+                mailbox.fault.far,
+                mailbox.fault.elr
+            )));
+        }
         if mailbox.magic != MAILBOX_MAGIC || mailbox.version != PROTOCOL_VERSION {
             return Err(VmmError::Guest(format!(
                 "payload {} speaks another protocol (magic {:#x}, version {}; expected {MAILBOX_MAGIC:#x}, {PROTOCOL_VERSION}): rebuild it",
@@ -181,6 +197,13 @@ impl Vmm for KvmVmm {
             )));
         }
         guest.ids = mailbox.ids;
+        if options.mte && guest.ids.mte_level() < 2 {
+            return Err(VmmError::Guest(format!(
+                "KVM_CAP_ARM_MTE is enabled, yet the guest sees ID_AA64PFR1_EL1 = {:#x} (MTE field {})",
+                guest.ids.id_aa64pfr1_el1,
+                guest.ids.mte_level()
+            )));
+        }
         Ok(Box::new(guest))
     }
 
@@ -195,17 +218,20 @@ impl Vmm for KvmVmm {
     }
 
     fn abi_vm(&self, mte: bool) -> Result<Box<dyn AbiVm>, VmmError> {
-        let (vm, ram) = self.create_vm(mte)?;
+        let vm = self.create_vm(mte)?;
         // SAFETY: sysconf has no preconditions.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
         Ok(Box::new(KvmAbiVm {
             vcpus: Vec::new(),
             vm,
-            _ram: ram,
             page_size,
         }))
     }
 }
+
+/// How much of a guest's console is kept: enough for any message, bounded for a guest that
+/// prints in a loop.
+const CONSOLE_LIMIT: usize = 64 << 10;
 
 /// Why the vCPU stopped.
 enum Stop {
@@ -213,11 +239,10 @@ enum Stop {
     PoweredOff,
 }
 
-/// A booted payload in its own VM. Field order is drop order: vCPU, VM, then RAM.
+/// A booted payload in its own VM. Field order is drop order: the vCPU before its VM.
 struct KvmGuest {
     vcpu: VcpuFd,
-    vm: VmFd,
-    ram: GuestRam,
+    vm: Vm,
     watchdog: Watchdog,
     deadline: Duration,
     console: Vec<u8>,
@@ -228,12 +253,14 @@ struct KvmGuest {
 impl KvmGuest {
     fn mailbox(&self) -> Mailbox {
         let mut bytes = [0u8; std::mem::size_of::<Mailbox>()];
-        self.ram.read((MAILBOX_IPA - RAM_IPA) as usize, &mut bytes);
+        self.vm
+            .ram
+            .read((MAILBOX_IPA - RAM_IPA) as usize, &mut bytes);
         Mailbox::from_bytes(&bytes).expect("sized to fit")
     }
 
     fn write_mailbox_u32(&mut self, offset: usize, value: u32) {
-        self.ram.write(
+        self.vm.ram.write(
             (MAILBOX_IPA - RAM_IPA) as usize + offset,
             &value.to_le_bytes(),
         );
@@ -249,10 +276,21 @@ impl KvmGuest {
 
     fn run_loop(&mut self, what: &str) -> Result<Stop, VmmError> {
         loop {
+            // Checked on every exit, not only on EINTR: a guest that exits all the time (a
+            // console loop) must not outlive its deadline either.
+            if self.watchdog.fired() {
+                return Err(VmmError::Timeout {
+                    what: what.into(),
+                    seconds: self.deadline.as_secs_f64(),
+                });
+            }
             match self.vcpu.run() {
                 Ok(VcpuExit::MmioWrite(addr, data)) => match addr {
                     DOORBELL_IPA => return Ok(Stop::Doorbell),
-                    UART_IPA => self.console.extend_from_slice(&data[..1]),
+                    UART_IPA if self.console.len() < CONSOLE_LIMIT => {
+                        self.console.extend_from_slice(&data[..1])
+                    }
+                    UART_IPA => {}
                     // Other UART registers (control) are accepted and ignored.
                     a if (UART_IPA..UART_IPA + 0x1000).contains(&a) => {}
                     other => {
@@ -281,14 +319,8 @@ impl KvmGuest {
                         "unexpected exit during {what}: {other:?}"
                     )))
                 }
-                Err(e) if e.errno() == libc::EINTR => {
-                    if self.watchdog.fired() {
-                        return Err(VmmError::Timeout {
-                            what: what.into(),
-                            seconds: self.deadline.as_secs_f64(),
-                        });
-                    }
-                }
+                // The watchdog's kick, or another signal: the loop's head decides.
+                Err(e) if e.errno() == libc::EINTR => {}
                 Err(e) => {
                     return Err(VmmError::Sys {
                         call: format!("KVM_RUN during {what}"),
@@ -315,7 +347,8 @@ impl Guest for KvmGuest {
         let mut words = [0u64; 8];
         words[..args.len()].copy_from_slice(args);
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        self.ram
+        self.vm
+            .ram
             .write((MAILBOX_IPA - RAM_IPA) as usize + offsets::ARGS, &bytes);
         self.write_mailbox_u32(offsets::COMMAND, command as u32);
         self.write_mailbox_u32(offsets::STATUS, Status::Empty as u32);
@@ -348,7 +381,7 @@ impl Guest for KvmGuest {
             "bulk reads stay inside the bulk buffer"
         );
         let mut out = vec![0u8; len];
-        self.ram.read((BULK_IPA - RAM_IPA) as usize, &mut out);
+        self.vm.ram.read((BULK_IPA - RAM_IPA) as usize, &mut out);
         Ok(out)
     }
 
@@ -357,20 +390,20 @@ impl Guest for KvmGuest {
             bytes.len() as u64 <= BULK_SIZE,
             "bulk writes stay inside the bulk buffer"
         );
-        self.ram.write((BULK_IPA - RAM_IPA) as usize, bytes);
+        self.vm.ram.write((BULK_IPA - RAM_IPA) as usize, bytes);
         Ok(())
     }
 
     fn host_read_tags(&mut self, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError> {
         let mut tags = vec![0u8; mte_protocol::granules(len)];
-        let copied = copy_tags::copy_tags_from_guest(&self.vm, ipa, &mut tags)
+        let copied = copy_tags::copy_tags_from_guest(&self.vm.fd, ipa, &mut tags)
             .map_err(|e| io_error("KVM_ARM_MTE_COPY_TAGS(FROM_GUEST)", e))?;
         short_copy(copied, len)?;
         Ok(tags)
     }
 
     fn host_write_tags(&mut self, ipa: u64, tags: &[u8]) -> Result<(), VmmError> {
-        let copied = copy_tags::copy_tags_to_guest(&self.vm, ipa, tags)
+        let copied = copy_tags::copy_tags_to_guest(&self.vm.fd, ipa, tags)
             .map_err(|e| io_error("KVM_ARM_MTE_COPY_TAGS(TO_GUEST)", e))?;
         short_copy(copied, tags.len() as u64 * mte_protocol::GRANULE)
     }
@@ -397,11 +430,10 @@ fn short_copy(copied: usize, asked: u64) -> Result<(), VmmError> {
     }
 }
 
-/// A VM without a running guest, for ABI probes.
+/// A VM without a running guest, for ABI probes. Field order is drop order: vCPUs first.
 struct KvmAbiVm {
     vcpus: Vec<VcpuFd>,
-    vm: VmFd,
-    _ram: GuestRam,
+    vm: Vm,
     page_size: u64,
 }
 
@@ -419,7 +451,7 @@ impl AbiVm for KvmAbiVm {
             reserved: args.reserved,
         };
         // SAFETY: the buffer covers length / 16 bytes (asserted above).
-        unsafe { copy_tags::copy_mte_tags_raw(&self.vm, &raw) }
+        unsafe { copy_tags::copy_mte_tags_raw(&self.vm.fd, &raw) }
             .map(|n| n as i64)
             .map_err(|e| e.raw_os_error().unwrap_or(0))
     }
@@ -429,12 +461,13 @@ impl AbiVm for KvmAbiVm {
             cap: KVM_CAP_ARM_MTE,
             ..Default::default()
         };
-        self.vm.enable_cap(&cap).map_err(|e| e.errno())
+        self.vm.fd.enable_cap(&cap).map_err(|e| e.errno())
     }
 
     fn create_vcpu(&mut self) -> Result<(), i32> {
         let vcpu = self
             .vm
+            .fd
             .create_vcpu(self.vcpus.len() as u64)
             .map_err(|e| e.errno())?;
         self.vcpus.push(vcpu);

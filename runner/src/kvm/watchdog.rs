@@ -4,7 +4,8 @@
 //! the thread enters KVM_RUN would be lost, so once the deadline has passed the watchdog keeps
 //! signalling until it is disarmed.
 
-use std::sync::{Arc, Condvar, Mutex, Once};
+use std::marker::PhantomData;
+use std::sync::{Arc, Condvar, Mutex, Once, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,10 +33,12 @@ struct State {
     quit: bool,
 }
 
-/// Watches one vCPU thread (the one that created it).
+/// Watches one vCPU thread (the one that created it). Not `Send`: it must not outlive that
+/// thread, whose id it signals.
 pub struct Watchdog {
     shared: Arc<(Mutex<State>, Condvar)>,
     thread: Option<JoinHandle<()>>,
+    _stays_on_its_thread: PhantomData<*const ()>,
 }
 
 impl Watchdog {
@@ -59,6 +62,7 @@ impl Watchdog {
         Watchdog {
             shared,
             thread: Some(thread),
+            _stays_on_its_thread: PhantomData,
         }
     }
 
@@ -111,7 +115,8 @@ impl Drop for Watchdog {
     fn drop(&mut self) {
         {
             let (lock, cv) = &*self.shared;
-            lock.lock().unwrap().quit = true;
+            // Dropped while unwinding too: a poisoned lock must not turn into a double panic.
+            lock.lock().unwrap_or_else(PoisonError::into_inner).quit = true;
             cv.notify_one();
         }
         if let Some(thread) = self.thread.take() {
