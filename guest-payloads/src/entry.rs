@@ -22,6 +22,8 @@ _start:
     mov     x0, #(1 << 31)
     orr     x0, x0, #(1 << 56)
     msr     hcr_el2, x0
+    // E2H is now clear: the EL1 register writes below must reach EL1, not be redirected.
+    isb
     // CPTR_EL2: RES1 bits only, so FP/SIMD is not trapped.
     mov     x0, #0x33ff
     msr     cptr_el2, x0

@@ -287,7 +287,12 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     let temporary = PathBuf::from(temporary);
-    fs::write(&temporary, bytes).map_err(|e| with_path(e, &temporary))?;
+    // On disk before the rename, so that a crash leaves the old file or the new one, never an
+    // empty one.
+    let mut file = fs::File::create(&temporary).map_err(|e| with_path(e, &temporary))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| with_path(e, &temporary))?;
     fs::rename(&temporary, path).map_err(|e| with_path(e, path))
 }
 

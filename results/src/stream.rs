@@ -16,11 +16,18 @@ pub const MARKER: &str = "@@mte ";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
 pub enum Record {
-    /// First record of a run: where it runs and how many checks it will run.
+    /// First record of a run: where it runs and which checks it will run.
     Hello {
         schema: u32,
         environment: Environment,
+        /// Checks the selection runs (0 when listing).
         planned: usize,
+        /// Checks the runner knows, selected or not.
+        available: usize,
+        /// `--list`: the check names follow as Log records, one `NAME: test` each; no check runs.
+        list: bool,
+        /// The selection in words (filter, --exact, --skip, --ignored); empty for every check.
+        selection: String,
     },
     /// One check's verdict, sent as soon as it is known.
     Verdict(Verdict),

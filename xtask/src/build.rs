@@ -47,7 +47,13 @@ fn run_with_env(build: Cmd<'_>, env: &[(String, String)]) -> xshell::Result<()> 
         let assignments: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         ui::note(&ui::dim(&format!("with {}", assignments.join(" "))));
     }
-    build.envs(env.iter().map(|(k, v)| (k, v))).run()
+    // Flags meant for host builds would override the per-target ones (and +crt-static with
+    // them), and have no business in a bare-metal payload.
+    build
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .run()
 }
 
 fn var(key: &str, value: &str) -> (String, String) {

@@ -14,7 +14,7 @@ use crate::emulated::{self, Machine};
 use crate::error::{Context, Result};
 use crate::initramfs;
 use crate::kernels::{self, Kernel, KernelSpec};
-use crate::session::{Request, Session};
+use crate::session::{Selection, Session};
 use crate::tools::{self, CrossRoute, Tools};
 use crate::ui;
 
@@ -37,6 +37,7 @@ pub enum Status {
 /// A finished run.
 pub struct Finished {
     pub summary: RunSummary,
+    pub selection: Selection,
     pub status: Status,
 }
 
@@ -68,7 +69,8 @@ pub fn build(cross: &CrossRoute, harness_args: &[String]) -> Result<PathBuf> {
 /// `build` on its own: it needs only the cross toolchain.
 pub fn build_only(options: &Options) -> Result<PathBuf> {
     let mut apt = Apt::new()?;
-    let cross = tools::ensure(&mut apt)?.cross;
+    ui::step("tools");
+    let cross = tools::ensure_cross(&mut apt)?;
     build(&cross, &options.harness_args)
 }
 
@@ -86,8 +88,6 @@ pub fn run(options: &Options) -> Result<Finished> {
     let run_dir = RunDir::create(repo_root().join(RESULTS_ROOT), "emulated", &kernel.hint())
         .context("creating the run directory")?;
     let host = host_facts(&tools, &kernel, &machine, options);
-    let request = Request::from_harness_args(&options.harness_args);
-    let list_only = request.list;
     // Until the runner says hello, the run's record holds what the host knows.
     let _ = run_dir.write_environment(&mte_results::Environment {
         lane: "emulated".into(),
@@ -101,8 +101,8 @@ pub fn run(options: &Options) -> Result<Finished> {
         "kernel booting: {} {} under QEMU {}",
         kernel.package, kernel.version, tools.qemu.version
     ));
-    let mut session = Session::new(&run_dir, request, host, Instant::now());
-    let summary = match emulated::boot(
+    let mut session = Session::new(&run_dir, host, Instant::now());
+    let (summary, selection) = match emulated::boot(
         &machine,
         emulated::Deadlines::with_overall(options.timeout),
         |line| session.on_line(line),
@@ -115,10 +115,11 @@ pub fn run(options: &Options) -> Result<Finished> {
         println!("{} writing the reports: {e}", ui::red("error:"));
         return Ok(Finished {
             summary,
+            selection,
             status: Status::Error,
         });
     }
-    if list_only {
+    if selection.list {
         // No table for a listing, but a listing that went wrong says so.
         if let Some(error) = &summary.error {
             println!("{} {error}", ui::red("error:"));
@@ -138,7 +139,11 @@ pub fn run(options: &Options) -> Result<Finished> {
     } else {
         Status::Clean
     };
-    Ok(Finished { summary, status })
+    Ok(Finished {
+        summary,
+        selection,
+        status,
+    })
 }
 
 /// `test`: the host unit tests, then a run; ends with the totals line.
@@ -153,7 +158,7 @@ pub fn test(options: &Options) -> Status {
     }
     let (tally, unproven, mut status) = match run(options) {
         Ok(finished) => {
-            let unproven = unproven_checks(&finished.summary.verdicts, &options.harness_args);
+            let unproven = unproven_checks(&finished.summary.verdicts, finished.selection.all);
             (finished.summary.tally(), unproven, finished.status)
         }
         Err(e) => {
@@ -183,7 +188,7 @@ const PROOF_PREFIX: &str = "fault_injection::";
 
 /// Why the run does not show that its checks can fail: a fault-injection proof that did not
 /// pass (a skip proves nothing either), or, in a run of every check, no proof at all.
-fn unproven_checks(verdicts: &[Verdict], harness_args: &[String]) -> Vec<String> {
+fn unproven_checks(verdicts: &[Verdict], all_selected: bool) -> Vec<String> {
     let proofs: Vec<&Verdict> = verdicts
         .iter()
         .filter(|v| v.test.starts_with(PROOF_PREFIX))
@@ -198,7 +203,7 @@ fn unproven_checks(verdicts: &[Verdict], harness_args: &[String]) -> Vec<String>
             )
         })
         .collect();
-    if proofs.is_empty() && harness_args.is_empty() {
+    if proofs.is_empty() && all_selected {
         problems.push("no fault-injection proof ran, so no check was shown able to fail".into());
     }
     problems
@@ -292,12 +297,12 @@ mod tests {
     fn a_run_must_show_its_checks_can_fail() {
         let check = verdict("tags::a", Outcome::Pass);
         let proof = |outcome| verdict("fault_injection::corrupt_tag::tags::a", outcome);
-        assert!(unproven_checks(&[check.clone(), proof(Outcome::Pass)], &[]).is_empty());
-        let skipped = unproven_checks(&[check.clone(), proof(Outcome::Skip)], &[]);
+        assert!(unproven_checks(&[check.clone(), proof(Outcome::Pass)], true).is_empty());
+        let skipped = unproven_checks(&[check.clone(), proof(Outcome::Skip)], true);
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].contains("was skip"), "{skipped:?}");
-        assert_eq!(unproven_checks(std::slice::from_ref(&check), &[]).len(), 1);
+        assert_eq!(unproven_checks(std::slice::from_ref(&check), true).len(), 1);
         // A filtered run may leave the proofs out.
-        assert!(unproven_checks(&[check], &["tags::".into()]).is_empty());
+        assert!(unproven_checks(&[check], false).is_empty());
     }
 }

@@ -12,54 +12,21 @@ use mte_results::{Environment, Feature, Outcome, Tally, Verdict};
 use crate::emulated::{End, Ending, Flow};
 use crate::ui;
 
-/// What the person asked the harness for, as far as reading the stream is concerned.
-#[derive(Clone, Debug, Default)]
-pub struct Request {
-    /// `--list`: the runner prints check names instead of running checks.
+/// Which checks the runner selected, as its Hello record says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// `--list`: the runner lists check names instead of running checks.
     pub list: bool,
-    /// How the harness arguments select checks, for the message when none matches.
-    pub selection: Option<String>,
-}
-
-impl Request {
-    /// Read what matters here from the harness arguments (which go to the runner untouched).
-    pub fn from_harness_args(args: &[String]) -> Request {
-        // Options of the harness that take a value: the value is no filter.
-        const WITH_VALUE: &[&str] = &[
-            "--skip",
-            "--inject",
-            "--test-threads",
-            "--logfile",
-            "--color",
-            "--format",
-        ];
-        let mut filters = Vec::new();
-        let mut args_iter = args.iter();
-        while let Some(arg) = args_iter.next() {
-            if WITH_VALUE.contains(&arg.as_str()) {
-                args_iter.next();
-            } else if !arg.starts_with('-') {
-                filters.push(arg.as_str());
-            }
-        }
-        let selection = if !filters.is_empty() {
-            Some(filters.join(" "))
-        } else if !args.is_empty() {
-            Some(args.join(" "))
-        } else {
-            None
-        };
-        Request {
-            list: args.iter().any(|a| a == "--list"),
-            selection,
-        }
-    }
+    /// The selection in words; empty when every check was selected.
+    pub words: String,
+    /// Every check the runner knows was selected to run.
+    pub all: bool,
 }
 
 /// A run in progress.
 pub struct Session<'a> {
     run: &'a RunDir,
-    request: Request,
+    selection: Selection,
     started: Instant,
     environment: Environment,
     planned: Option<usize>,
@@ -78,7 +45,7 @@ pub struct Session<'a> {
 impl<'a> Session<'a> {
     /// `host` holds what xtask knows of the machine and the emulator; it is kept in every
     /// environment this run writes.
-    pub fn new(run: &'a RunDir, request: Request, host: Vec<Feature>, started: Instant) -> Self {
+    pub fn new(run: &'a RunDir, host: Vec<Feature>, started: Instant) -> Self {
         let environment = Environment {
             lane: "emulated".into(),
             host,
@@ -86,7 +53,7 @@ impl<'a> Session<'a> {
         };
         Session {
             run,
-            request,
+            selection: Selection::default(),
             started,
             environment,
             planned: None,
@@ -126,17 +93,25 @@ impl<'a> Session<'a> {
             Record::Hello {
                 environment,
                 planned,
+                available,
+                list,
+                selection,
                 ..
             } => {
                 let host = std::mem::take(&mut self.environment.host);
                 self.environment = environment;
                 self.environment.host = host;
                 self.planned = Some(planned);
+                self.selection = Selection {
+                    list,
+                    all: !list && planned == available,
+                    words: selection,
+                };
                 if let Err(e) = self.run.write_environment(&self.environment) {
                     self.note_write_error(e);
                 }
                 let after = self.first_record_after.unwrap_or_default().as_secs_f64();
-                let what = if self.request.list {
+                let what = if self.selection.list {
                     "listing the checks".to_string()
                 } else {
                     format!(
@@ -163,7 +138,7 @@ impl<'a> Session<'a> {
             Record::Log { text } => {
                 for line in text.lines() {
                     // Asked for a list, the runner sends it as log records: print it plainly.
-                    if self.request.list {
+                    if self.selection.list {
                         println!("{line}");
                     } else {
                         println!("    {}", ui::dim(&format!("runner: {line}")));
@@ -236,25 +211,26 @@ impl<'a> Session<'a> {
     }
 
     /// Close the run: what went wrong, if anything, becomes the summary's error.
-    pub fn conclude(mut self, ending: &Ending) -> RunSummary {
+    pub fn conclude(mut self, ending: &Ending) -> (RunSummary, Selection) {
         let error = self.run_error(ending);
         self.record_timings();
-        RunSummary {
+        let summary = RunSummary {
             environment: self.environment,
             verdicts: self.verdicts,
             wall_ms: self.started.elapsed().as_secs_f64() * 1000.0,
             error,
-        }
+        };
+        (summary, self.selection)
     }
 
     /// Close a run whose machine could not be started.
-    pub fn conclude_with_error(self, error: String) -> RunSummary {
-        let mut summary = self.conclude(&Ending {
+    pub fn conclude_with_error(self, error: String) -> (RunSummary, Selection) {
+        let (mut summary, selection) = self.conclude(&Ending {
             end: End::Exited(Default::default()),
             qemu_stderr: vec![],
         });
         summary.error = Some(error);
-        summary
+        (summary, selection)
     }
 
     fn run_error(&self, ending: &Ending) -> Option<String> {
@@ -311,15 +287,17 @@ impl<'a> Session<'a> {
                 self.corrupt[0]
             ));
         }
-        if self.request.list {
+        if self.selection.list {
             return None;
         }
         if self.planned == Some(0) {
-            return Some(match &self.request.selection {
-                Some(selection) => {
-                    format!("no check matches {selection}; `cargo xtask run -- --list` lists them")
-                }
-                None => "the runner planned no checks".to_string(),
+            return Some(if self.selection.words.is_empty() {
+                "the runner planned no checks".to_string()
+            } else {
+                format!(
+                    "no check matches {}; `cargo xtask run -- --list` lists them",
+                    self.selection.words
+                )
             });
         }
         let arrived = Tally::of(&self.verdicts);
@@ -359,23 +337,6 @@ mod tests {
     use mte_results::stream::frame;
     use std::os::unix::process::ExitStatusExt;
     use std::process::ExitStatus;
-
-    fn strings(words: &[&str]) -> Vec<String> {
-        words.iter().map(|w| w.to_string()).collect()
-    }
-
-    #[test]
-    fn filters_are_told_apart_from_option_values() {
-        let r = Request::from_harness_args(&strings(&[
-            "--skip", "slow", "tags::", "--inject", "drop", "--exact",
-        ]));
-        assert_eq!(r.selection.as_deref(), Some("tags::"));
-        assert!(!r.list);
-        let r = Request::from_harness_args(&strings(&["--ignored"]));
-        assert_eq!(r.selection.as_deref(), Some("--ignored"));
-        assert!(Request::from_harness_args(&strings(&["--list"])).list);
-        assert_eq!(Request::from_harness_args(&[]).selection, None);
-    }
 
     #[test]
     fn kernel_timestamps_are_dropped_from_quoted_lines() {
@@ -428,6 +389,20 @@ mod tests {
                 ..Environment::default()
             },
             planned,
+            available: planned,
+            list: false,
+            selection: String::new(),
+        }
+    }
+
+    fn hello_selecting(selection: &str, list: bool) -> Record {
+        Record::Hello {
+            schema: mte_results::SCHEMA_VERSION,
+            environment: Environment::default(),
+            planned: 0,
+            available: 18,
+            list,
+            selection: selection.into(),
         }
     }
 
@@ -446,20 +421,15 @@ mod tests {
     }
 
     /// Feed console lines to a session over a fresh run directory.
-    fn feed(name: &str, args: &[&str], lines: &[String], ending: Ending) -> (RunSummary, Scratch) {
+    fn feed(name: &str, lines: &[String], ending: Ending) -> (RunSummary, Scratch) {
         let scratch = Scratch::new(name);
         let run = RunDir::create(&scratch.0, "emulated", "6.12").unwrap();
         let host = vec![Feature::new("qemu.version", "10.0.2")];
-        let mut session = Session::new(
-            &run,
-            Request::from_harness_args(&strings(args)),
-            host,
-            Instant::now(),
-        );
+        let mut session = Session::new(&run, host, Instant::now());
         for line in lines {
             session.on_line(line);
         }
-        (session.conclude(&ending), scratch)
+        (session.conclude(&ending).0, scratch)
     }
 
     #[test]
@@ -475,7 +445,7 @@ mod tests {
                 ..Tally::default()
             })),
         ];
-        let (c, scratch) = feed("complete", &[], &lines, exited(0));
+        let (c, scratch) = feed("complete", &lines, exited(0));
         assert_eq!(c.error, None);
         assert_eq!(c.verdicts.len(), 2);
         assert_eq!(c.environment.kernel_release, "6.12.95+deb12-arm64");
@@ -494,7 +464,7 @@ mod tests {
     #[test]
     fn a_stream_cut_short_is_an_error_that_keeps_the_verdicts() {
         let lines = vec![frame(&hello(3)), frame(&verdict("a", Outcome::Pass))];
-        let (c, _scratch) = feed("cut", &[], &lines, exited(0));
+        let (c, _scratch) = feed("cut", &lines, exited(0));
         let error = c.error.unwrap();
         assert!(error.starts_with("truncated stream"), "{error}");
         assert!(error.contains("after 1 of 3 verdicts"), "{error}");
@@ -513,7 +483,7 @@ mod tests {
                 ..Tally::default()
             })),
         ];
-        let (c, _scratch) = feed("corrupt", &[], &lines, exited(0));
+        let (c, _scratch) = feed("corrupt", &lines, exited(0));
         let error = c.error.unwrap();
         assert!(
             error.starts_with("corrupt stream: 1 damaged record"),
@@ -524,13 +494,18 @@ mod tests {
 
     #[test]
     fn a_filter_that_matches_nothing_is_named() {
-        let lines = vec![frame(&hello(0)), frame(&done(Tally::default()))];
-        let (c, _scratch) = feed("nomatch", &["nosuch::check"], &lines, exited(0));
+        let done = frame(&done(Tally::default()));
+        let lines = vec![
+            frame(&hello_selecting("nosuch::check", false)),
+            done.clone(),
+        ];
+        let (c, _scratch) = feed("nomatch", &lines, exited(0));
         assert_eq!(
             c.error.as_deref(),
             Some("no check matches nosuch::check; `cargo xtask run -- --list` lists them")
         );
-        let (c, _scratch) = feed("list", &["--list"], &lines, exited(0));
+        let lines = vec![frame(&hello_selecting("", true)), done];
+        let (c, _scratch) = feed("list", &lines, exited(0));
         assert_eq!(c.error, None);
     }
 
@@ -543,7 +518,7 @@ mod tests {
             ),
             qemu_stderr: vec![],
         };
-        let (c, _scratch) = feed("panic", &[], &lines, panic);
+        let (c, _scratch) = feed("panic", &lines, panic);
         assert!(c
             .error
             .unwrap()
@@ -553,7 +528,7 @@ mod tests {
             end: End::Deadline(Duration::from_secs(5)),
             qemu_stderr: vec![],
         };
-        let (c, _scratch) = feed("deadline", &[], &lines, deadline);
+        let (c, _scratch) = feed("deadline", &lines, deadline);
         assert!(c.error.unwrap().contains("--timeout"));
 
         let lines = vec![
@@ -564,7 +539,7 @@ mod tests {
                 ..Tally::default()
             })),
         ];
-        let (c, _scratch) = feed("lost", &[], &lines, exited(0));
+        let (c, _scratch) = feed("lost", &lines, exited(0));
         assert!(c.error.unwrap().contains("records were lost"));
     }
 
@@ -573,7 +548,7 @@ mod tests {
         let lines = vec![frame(&Record::Abort {
             reason: "bad arguments: unexpected argument '--bogus' found".into(),
         })];
-        let (c, _scratch) = feed("abort", &[], &lines, exited(0));
+        let (c, _scratch) = feed("abort", &lines, exited(0));
         assert_eq!(
             c.error.unwrap(),
             "the runner gave up: bad arguments: unexpected argument '--bogus' found"
@@ -586,7 +561,7 @@ mod tests {
             end: End::Exited(ExitStatus::from_raw(1 << 8)),
             qemu_stderr: vec!["qemu-system-aarch64: -M virt: bad".into()],
         };
-        let (c, _scratch) = feed("qemu", &[], &[], ending);
+        let (c, _scratch) = feed("qemu", &[], ending);
         let error = c.error.unwrap();
         assert!(
             error.starts_with(

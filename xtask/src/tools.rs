@@ -288,7 +288,7 @@ fn describe(sh: &Shell, route: &CrossRoute) -> String {
     }
 }
 
-fn ensure_cross(apt: &mut Apt) -> Result<CrossRoute> {
+pub fn ensure_cross(apt: &mut Apt) -> Result<CrossRoute> {
     let sh = Shell::new()?;
     if let Some(route) = detect_cross(&sh) {
         ui::note(&format!("aarch64 Rust: {}: ok", describe(&sh, &route)));
