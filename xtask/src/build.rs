@@ -101,9 +101,9 @@ pub fn payload(route: &CrossRoute) -> Result<PathBuf> {
         .join(PAYLOAD_BINARY);
     let bytes = std::fs::read(&elf_path)
         .with_context(|| format!("the payload build left no {}", elf_path.display()))?;
-    if let Err(why) = elf::check_static_aarch64(&bytes) {
+    if let Err(why) = elf::check_payload(&bytes) {
         bail!(
-            "{} is not a bare-metal aarch64 ELF: {why}",
+            "{} cannot be loaded as the guest payload: {why}",
             elf_path.display()
         );
     }

@@ -1,45 +1,23 @@
-//! Just enough ELF reading to tell whether a binary can be `/init` of the emulated machine: a
-//! 64-bit little-endian aarch64 executable with no program interpreter (the initramfs has no
-//! dynamic loader or libc).
+//! Whether the built images can do their jobs: the runner must be a static aarch64 executable
+//! (the initramfs has no dynamic loader or libc), the payload must fit the guest memory layout.
+//! Both are read with the protocol's own ELF reader, the one the VMM loads payloads with.
 
-const EM_AARCH64: u16 = 183;
-const PT_INTERP: u32 = 3;
+use mte_protocol::elf::{parse_payload, Elf};
 
 /// Why a binary is not a static aarch64 executable, or `Ok(())` if it is.
 pub fn check_static_aarch64(bytes: &[u8]) -> Result<(), String> {
-    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
-        return Err("not an ELF file".into());
-    }
-    if bytes[4] != 2 || bytes[5] != 1 {
-        return Err("not a 64-bit little-endian ELF".into());
-    }
-    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
-    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
-
-    let machine = u16_at(18);
-    if machine != EM_AARCH64 {
-        return Err(format!(
-            "built for ELF machine {machine}, not aarch64 ({EM_AARCH64})"
-        ));
-    }
-    let (phoff, phentsize, phnum) = (
-        u64_at(32) as usize,
-        u16_at(54) as usize,
-        u16_at(56) as usize,
-    );
-    for i in 0..phnum {
-        let at = phoff + i * phentsize;
-        if phentsize < 4 || at + phentsize > bytes.len() {
-            return Err("program headers run past the end of the file".into());
-        }
-        if u32_at(at) == PT_INTERP {
-            return Err(
-                "dynamically linked (it names a program interpreter); it must be static".into(),
-            );
-        }
+    let elf = Elf::parse(bytes).map_err(|e| e.to_string())?;
+    if elf.is_dynamic() {
+        return Err(
+            "dynamically linked (it names a program interpreter); it must be static".into(),
+        );
     }
     Ok(())
+}
+
+/// Why an image cannot be loaded as a payload, or `Ok(())` if it can.
+pub fn check_payload(bytes: &[u8]) -> Result<(), String> {
+    parse_payload(bytes).map(|_| ()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
