@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use tera::{Context, Tera};
 
-use crate::model::{differing_granules, Environment, Evidence, Outcome, Tally, Verdict};
+use crate::model::{
+    differing_granules, Environment, Evidence, Outcome, TagMapLayout, TagMapLine, Tally, Verdict,
+};
 use crate::summary::{format_duration, RunSummary};
 
 const TEMPLATE: &str = include_str!("../templates/report.html.tera");
@@ -21,10 +23,14 @@ const TEMPLATE_NAME: &str = "report.html";
 const GRANULES_PER_ROW: usize = 64;
 /// Granules between the small gaps that make a row easier to count.
 const GRANULES_PER_GROUP: usize = 16;
-/// Up to this many lines a tag map is shown whole; beyond, only lines near a difference.
-const ROWS_SHOWN_WHOLE: usize = 16;
-/// At most this many lines per tag map; the full maps stay in `results.jsonl`.
-const ROWS_SHOWN_MAX: usize = 64;
+/// A tag-map grid: whole up to 16 lines; beyond, the lines with a difference and their
+/// neighbours, at most 64 lines (the full maps stay in `results.jsonl`).
+const HTML_TAG_MAP: TagMapLayout = TagMapLayout {
+    granules_per_line: GRANULES_PER_ROW,
+    whole_up_to_lines: 16,
+    max_lines: 64,
+    context_lines: 1,
+};
 
 /// Render the report of a run; `title` names the run, normally its run id.
 pub fn render(summary: &RunSummary, title: &str) -> tera::Result<String> {
@@ -239,49 +245,25 @@ fn tag_rows(
     differing: &BTreeSet<usize>,
 ) -> Vec<TagRow> {
     let granules = expected.len().max(observed.len());
-    let row_count = granules.div_ceil(GRANULES_PER_ROW);
-    let span = |row: usize| row * GRANULES_PER_ROW..((row + 1) * GRANULES_PER_ROW).min(granules);
-    let row_differs = |row: usize| differing.range(span(row)).next().is_some();
-    let near_a_difference =
-        |row: usize| (row.saturating_sub(1)..=row + 1).any(|r| r < row_count && row_differs(r));
-
-    let mut rows = Vec::new();
-    let mut shown = 0;
-    let mut elided = 0;
-    for row in 0..row_count {
-        if row_count > ROWS_SHOWN_WHOLE && !near_a_difference(row) {
-            elided += span(row).len();
-            continue;
-        }
-        if elided > 0 {
-            rows.push(TagRow::Elided { granules: elided });
-            elided = 0;
-        }
-        if shown == ROWS_SHOWN_MAX {
-            rows.push(TagRow::Truncated {
-                granules: granules - span(row).start,
-            });
-            return rows;
-        }
-        shown += 1;
-        let cells = span(row)
-            .map(|i| TagCell {
-                expected: expected.get(i).copied().unwrap_or('.'),
-                observed: observed.get(i).copied().unwrap_or('.'),
-                differs: differing.contains(&i),
-                group_start: i % GRANULES_PER_ROW != 0 && i % GRANULES_PER_GROUP == 0,
-            })
-            .collect();
-        let address = ipa.wrapping_add(16 * span(row).start as u64);
-        rows.push(TagRow::Granules {
-            address: format!("{address:#x}"),
-            cells,
-        });
-    }
-    if elided > 0 {
-        rows.push(TagRow::Elided { granules: elided });
-    }
-    rows
+    HTML_TAG_MAP
+        .lines(granules, differing)
+        .into_iter()
+        .map(|line| match line {
+            TagMapLine::Elided(granules) => TagRow::Elided { granules },
+            TagMapLine::Truncated(granules) => TagRow::Truncated { granules },
+            TagMapLine::Shown(span) => TagRow::Granules {
+                address: format!("{:#x}", ipa.wrapping_add(16 * span.start as u64)),
+                cells: span
+                    .map(|i| TagCell {
+                        expected: expected.get(i).copied().unwrap_or('.'),
+                        observed: observed.get(i).copied().unwrap_or('.'),
+                        differs: differing.contains(&i),
+                        group_start: i % GRANULES_PER_ROW != 0 && i % GRANULES_PER_GROUP == 0,
+                    })
+                    .collect(),
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -444,10 +426,10 @@ mod tests {
 
     #[test]
     fn maps_that_differ_everywhere_are_cut_at_the_line_limit() {
-        let granules = GRANULES_PER_ROW * (ROWS_SHOWN_MAX + 10);
+        let granules = GRANULES_PER_ROW * (HTML_TAG_MAP.max_lines + 10);
         let differing: BTreeSet<usize> = (0..granules).collect();
         let grid = tag_rows(0, &vec!['0'; granules], &vec!['1'; granules], &differing);
-        assert_eq!(grid.len(), ROWS_SHOWN_MAX + 1);
+        assert_eq!(grid.len(), HTML_TAG_MAP.max_lines + 1);
         assert_eq!(
             grid.last(),
             Some(&TagRow::Truncated {

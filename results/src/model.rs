@@ -1,6 +1,8 @@
 //! What a run produces: one [`Verdict`] per check, with its evidence, and the [`Environment`]
 //! it ran in.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 /// The outcome of one check.
@@ -170,12 +172,70 @@ impl std::fmt::Display for Tally {
     }
 }
 
-/// Granules per line when a tag map is shown as text.
-const TAG_ROW_GRANULES: usize = 64;
-/// Beyond this many lines of tag map, only the lines with a mismatch are shown.
-const TAG_ROWS_SHOWN_WHOLE: usize = 4;
-/// At most this many differing lines are shown; the full maps stay in `results.jsonl`.
-const TAG_ROWS_SHOWN_MAX: usize = 16;
+/// How a tag map is shown as text: lines of 64 granules; past 4 lines only those that differ,
+/// at most 16 of them (the full maps stay in `results.jsonl`).
+const TEXT_TAG_MAP: TagMapLayout = TagMapLayout {
+    granules_per_line: 64,
+    whole_up_to_lines: 4,
+    max_lines: 16,
+    context_lines: 0,
+};
+
+/// How a long tag map is cut into lines for a person: all of it when short, otherwise the
+/// lines with a difference (and `context_lines` around them), at most `max_lines`.
+#[derive(Clone, Copy, Debug)]
+pub struct TagMapLayout {
+    pub granules_per_line: usize,
+    pub whole_up_to_lines: usize,
+    pub max_lines: usize,
+    pub context_lines: usize,
+}
+
+/// One line of a laid-out tag map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TagMapLine {
+    /// These granules are shown.
+    Shown(std::ops::Range<usize>),
+    /// This many agreeing granules are left out.
+    Elided(usize),
+    /// The line limit was reached; this many granules follow unshown.
+    Truncated(usize),
+}
+
+impl TagMapLayout {
+    pub fn lines(&self, granules: usize, differing: &BTreeSet<usize>) -> Vec<TagMapLine> {
+        let per_line = self.granules_per_line;
+        let line_count = granules.div_ceil(per_line);
+        let span = |line: usize| line * per_line..((line + 1) * per_line).min(granules);
+        let differs = |line: usize| differing.range(span(line)).next().is_some();
+        let near_a_difference = |line: usize| {
+            (line.saturating_sub(self.context_lines)..=line + self.context_lines)
+                .any(|l| l < line_count && differs(l))
+        };
+        let mut lines = Vec::new();
+        let (mut shown, mut elided) = (0, 0);
+        for line in 0..line_count {
+            if line_count > self.whole_up_to_lines && !near_a_difference(line) {
+                elided += span(line).len();
+                continue;
+            }
+            if elided > 0 {
+                lines.push(TagMapLine::Elided(elided));
+                elided = 0;
+            }
+            if shown == self.max_lines {
+                lines.push(TagMapLine::Truncated(granules - span(line).start));
+                return lines;
+            }
+            shown += 1;
+            lines.push(TagMapLine::Shown(span(line)));
+        }
+        if elided > 0 {
+            lines.push(TagMapLine::Elided(elided));
+        }
+        lines
+    }
+}
 
 /// Evidence as plain text, for the terminal and JUnit: several lines for a tag map, one otherwise.
 impl std::fmt::Display for Evidence {
@@ -207,21 +267,17 @@ impl std::fmt::Display for Evidence {
                 write!(f, "  O = {observed_from}")?;
                 let expected: Vec<char> = expected.chars().collect();
                 let observed: Vec<char> = observed.chars().collect();
-                let rows = granules.div_ceil(TAG_ROW_GRANULES);
-                let mut shown = 0;
-                for row in 0..rows {
-                    let span = row * TAG_ROW_GRANULES..((row + 1) * TAG_ROW_GRANULES).min(granules);
-                    let row_differs = differing.range(span.clone()).next().is_some();
-                    if rows > TAG_ROWS_SHOWN_WHOLE && !row_differs {
-                        continue;
-                    }
-                    if shown == TAG_ROWS_SHOWN_MAX {
-                        return write!(
-                            f,
-                            "\n  ... more lines differ; the full maps are in results.jsonl"
-                        );
-                    }
-                    shown += 1;
+                for line in TEXT_TAG_MAP.lines(granules, &differing) {
+                    let span = match line {
+                        TagMapLine::Shown(span) => span,
+                        TagMapLine::Elided(_) => continue,
+                        TagMapLine::Truncated(_) => {
+                            return write!(
+                                f,
+                                "\n  ... more lines differ; the full maps are in results.jsonl"
+                            )
+                        }
+                    };
                     let digits = |map: &[char]| -> String {
                         span.clone()
                             .map(|i| map.get(i).copied().unwrap_or('.'))
@@ -234,7 +290,7 @@ impl std::fmt::Display for Evidence {
                     let address = ipa.wrapping_add(16 * span.start as u64);
                     write!(f, "\n  {address:#018x} E {}", digits(&expected))?;
                     write!(f, "\n  {:18} O {}", "", digits(&observed))?;
-                    if row_differs {
+                    if differing.range(span).next().is_some() {
                         write!(f, "\n  {:18}   {}", "", carets.trim_end())?;
                     }
                 }
@@ -292,14 +348,10 @@ pub fn tag_mismatches(expected: &[u8], observed: &[u8]) -> Vec<usize> {
 /// Granules of two hex tag maps that differ: those the runner listed, plus any whose digits
 /// disagree (a map shorter than the other differs where it has no digit). Both are taken so a
 /// report never hides a difference the runner failed to list.
-pub fn differing_granules(
-    expected: &str,
-    observed: &str,
-    listed: &[usize],
-) -> std::collections::BTreeSet<usize> {
+pub fn differing_granules(expected: &str, observed: &str, listed: &[usize]) -> BTreeSet<usize> {
     let digit = |c: char| c.to_ascii_lowercase();
     let (mut e, mut o) = (expected.chars(), observed.chars());
-    let mut differing: std::collections::BTreeSet<usize> = listed.iter().copied().collect();
+    let mut differing: BTreeSet<usize> = listed.iter().copied().collect();
     for i in 0.. {
         match (e.next(), o.next()) {
             (None, None) => break,
@@ -336,6 +388,39 @@ mod tests {
         assert_eq!(json["detail"][0]["kind"], "note");
         let back: Verdict = serde_json::from_value(json).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn long_tag_maps_show_the_lines_that_differ() {
+        let layout = TagMapLayout {
+            granules_per_line: 4,
+            whole_up_to_lines: 2,
+            max_lines: 2,
+            context_lines: 0,
+        };
+        // Short: every line, whatever differs.
+        assert_eq!(
+            layout.lines(6, &BTreeSet::new()),
+            vec![TagMapLine::Shown(0..4), TagMapLine::Shown(4..6)]
+        );
+        // Long: the differing line, with the agreeing rest elided.
+        assert_eq!(
+            layout.lines(16, &BTreeSet::from([5])),
+            vec![
+                TagMapLine::Elided(4),
+                TagMapLine::Shown(4..8),
+                TagMapLine::Elided(8)
+            ]
+        );
+        // Too many differing lines: the rest is cut.
+        assert_eq!(
+            layout.lines(16, &BTreeSet::from([0, 4, 8])),
+            vec![
+                TagMapLine::Shown(0..4),
+                TagMapLine::Shown(4..8),
+                TagMapLine::Truncated(8)
+            ]
+        );
     }
 
     #[test]
