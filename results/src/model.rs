@@ -37,6 +37,10 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// Name prefix of the runner's fault-injection proofs (`fault_injection::MODE::CHECK`), which
+/// pass only when the injection turned their check red; the test gate looks for them.
+pub const FAULT_INJECTION_PROOFS: &str = "fault_injection::";
+
 /// One line of `results.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use mte_results::stream::Record;
-use mte_results::{Evidence, Feature, Outcome, Tally, Verdict, SCHEMA_VERSION};
+use mte_results::{
+    Evidence, Feature, Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS, SCHEMA_VERSION,
+};
 use mte_suites::inject::{Injecting, Injection};
 use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
 use mte_suites::{Finding, Scenario};
@@ -364,7 +366,7 @@ fn judge_injected(scenario: &str, injection: Injection, inner: Finding) -> Findi
 
 pub fn injection_trial_name(scenario: &Scenario, injection: Injection) -> String {
     format!(
-        "fault_injection::{}::{}",
+        "{FAULT_INJECTION_PROOFS}{}::{}",
         injection.name().replace('-', "_"),
         scenario.name
     )

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use mte_results::rundir::{RunDir, REPORT_HTML};
 use mte_results::summary::{table, RunSummary};
-use mte_results::{Feature, Outcome, Tally, Verdict};
+use mte_results::{Feature, Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS};
 
 use crate::apt::{self, Apt};
 use crate::build::{self, relative, repo_root};
@@ -190,15 +190,12 @@ pub fn test(options: &Options) -> Status {
     status
 }
 
-/// Prefix of the runner's fault-injection proofs: each passes only if its check turned red.
-const PROOF_PREFIX: &str = "fault_injection::";
-
 /// Why the run does not show that its checks can fail: a fault-injection proof that did not
 /// pass (a skip proves nothing either), or, in a run of every check, no proof at all.
 fn unproven_checks(verdicts: &[Verdict], all_selected: bool) -> Vec<String> {
     let proofs: Vec<&Verdict> = verdicts
         .iter()
-        .filter(|v| v.test.starts_with(PROOF_PREFIX))
+        .filter(|v| v.test.starts_with(FAULT_INJECTION_PROOFS))
         .collect();
     let mut problems: Vec<String> = proofs
         .iter()
