@@ -31,7 +31,7 @@ pub struct Options {
 
 impl Options {
     pub const USAGE: &'static str =
-        "mte-runner [--lane NAME] [--inject corrupt-tag] [--payload-dir DIR] \
+        "mte-runner [--lane NAME] [--inject corrupt-tag|misread-report|wrong-tcf] [--payload-dir DIR] \
         [--deadline SECS] [LIBTEST-ARGS...]";
 
     /// Split the runner's options from libtest's. `args` excludes the program name.
@@ -361,6 +361,7 @@ fn judge_injected(scenario: &str, injection: Injection, inner: Finding) -> Findi
         outcome,
         reason,
         detail,
+        refuted: false,
     }
 }
 
@@ -381,7 +382,10 @@ fn trials(vmm: &SharedVmm, inject: Option<Injection>, tally: &SharedTally) -> Ve
         .collect();
     if inject.is_none() {
         for injection in Injection::ALL {
-            for &s in scenarios.iter().filter(|s| s.injectable) {
+            for &s in scenarios
+                .iter()
+                .filter(|s| s.proven_by.contains(&injection))
+            {
                 trials.push(injection_trial(
                     s,
                     Arc::clone(vmm),
@@ -496,8 +500,10 @@ mod tests {
             .iter()
             .map(|t| t.name().to_string())
             .collect();
-        for s in mte_suites::all().into_iter().filter(|s| s.injectable) {
-            assert!(names.contains(&injection_trial_name(s, Injection::CorruptTag)));
+        for s in mte_suites::all() {
+            for &injection in s.proven_by {
+                assert!(names.contains(&injection_trial_name(s, injection)));
+            }
         }
         let injected: Vec<Trial> = trials(&vmm, Some(Injection::CorruptTag), &tally);
         assert_eq!(injected.len(), mte_suites::all().len());
@@ -514,15 +520,17 @@ mod tests {
             mismatches: vec![0],
         };
         let judge = |inner| judge_injected("tags::x", Injection::CorruptTag, inner).outcome;
-        assert_eq!(
-            judge(Finding::fail("differs").with(differing)),
-            Outcome::Pass
-        );
+        let refuted = Finding {
+            refuted: true,
+            ..Finding::fail("differs").with(differing)
+        };
+        assert_eq!(judge(refuted), Outcome::Pass);
         assert_eq!(judge(Finding::fail("no KVM")), Outcome::Fail);
         let passed = Finding {
             outcome: Outcome::Pass,
             reason: "agree".into(),
             detail: vec![],
+            refuted: false,
         };
         assert_eq!(judge(passed), Outcome::Fail);
         assert_eq!(judge(Finding::skip("no MTE")), Outcome::Skip);

@@ -12,6 +12,9 @@ pub struct Finding {
     pub outcome: Outcome,
     pub reason: String,
     pub detail: Vec<Evidence>,
+    /// Whether a comparison of expected against observed went wrong (as opposed to a step
+    /// that could not be taken): what a fault-injection proof must see.
+    pub refuted: bool,
 }
 
 impl Finding {
@@ -20,6 +23,7 @@ impl Finding {
             outcome,
             reason: reason.into(),
             detail: Vec::new(),
+            refuted: false,
         }
     }
     pub fn skip(reason: impl Into<String>) -> Self {
@@ -179,6 +183,7 @@ impl Checks {
             outcome,
             reason,
             detail: self.evidence,
+            refuted: !self.failures.is_empty(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::check::Finding;
 use crate::families;
+use crate::inject::Injection;
 use crate::vmm::{Vmm, VmmError};
 
 /// One check: its name, what must hold, why, and the code that compares.
@@ -12,8 +13,10 @@ pub struct Scenario {
     pub summary: &'static str,
     /// Why it must hold: the ABI text or the historical fix it guards.
     pub why: &'static str,
-    /// Whether the runner's tag fault injection must turn this check red.
-    pub injectable: bool,
+    /// The fault injections that must turn this check red; each gets a proof trial. Empty
+    /// only for checks that compare no tags, no guest report and no fault mode (ABI probes,
+    /// the harness's own deadline).
+    pub proven_by: &'static [Injection],
     pub run: fn(&dyn Vmm) -> Result<Finding, VmmError>,
 }
 
@@ -47,6 +50,24 @@ mod tests {
                 !s.summary.is_empty() && !s.why.is_empty(),
                 "{} lacks its reasons",
                 s.name
+            );
+        }
+    }
+
+    /// Families that compare neither tags, nor guest reports, nor fault modes: their checks
+    /// compare errnos and deadlines, which no injection of the runner reaches.
+    const UNINJECTABLE_FAMILIES: &[&str] = &["copy_tags_abi::", "harness::"];
+
+    #[test]
+    fn every_check_that_compares_tags_or_faults_is_proven_by_an_injection() {
+        for s in all() {
+            let exempt = UNINJECTABLE_FAMILIES.iter().any(|f| s.name.starts_with(f));
+            assert_eq!(
+                s.proven_by.is_empty(),
+                exempt,
+                "{}: proven_by {:?}",
+                s.name,
+                s.proven_by
             );
         }
     }

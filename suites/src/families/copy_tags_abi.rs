@@ -26,28 +26,28 @@ pub const SCENARIOS: &[Scenario] = &[
         summary: "KVM_ARM_MTE_COPY_TAGS returns the number of bytes of guest memory whose tags it \
                   copied, in both directions",
         why: API,
-        injectable: false,
+        proven_by: &[],
         run: returns_bytes_copied,
     },
     Scenario {
         name: "copy_tags_abi::unaligned_ipa_is_einval",
         summary: "A guest_ipa that is not page aligned fails with EINVAL",
         why: API,
-        injectable: false,
+        proven_by: &[],
         run: unaligned_ipa_is_einval,
     },
     Scenario {
         name: "copy_tags_abi::unaligned_length_is_einval",
         summary: "A length that is not page aligned fails with EINVAL",
         why: API,
-        injectable: false,
+        proven_by: &[],
         run: unaligned_length_is_einval,
     },
     Scenario {
         name: "copy_tags_abi::ipa_without_memslot_is_efault",
         summary: "A guest_ipa that no memslot covers fails with EFAULT",
         why: API,
-        injectable: false,
+        proven_by: &[],
         run: ipa_without_memslot_is_efault,
     },
     Scenario {
@@ -55,21 +55,21 @@ pub const SCENARIOS: &[Scenario] = &[
         summary:
             "Flags other than KVM_ARM_TAGS_TO_GUEST / KVM_ARM_TAGS_FROM_GUEST fail with EINVAL",
         why: API,
-        injectable: false,
+        proven_by: &[],
         run: unknown_flags_are_einval,
     },
     Scenario {
         name: "copy_tags_abi::nonzero_reserved_is_einval",
         summary: "A non-zero reserved field fails with EINVAL",
         why: API,
-        injectable: false,
+        proven_by: &[],
         run: nonzero_reserved_is_einval,
     },
     Scenario {
         name: "copy_tags_abi::vm_without_mte_is_einval",
         summary: "On a VM that did not enable KVM_CAP_ARM_MTE, the ioctl fails with EINVAL",
         why: API,
-        injectable: false,
+        proven_by: &[],
         run: vm_without_mte_is_einval,
     },
     Scenario {
@@ -77,7 +77,7 @@ pub const SCENARIOS: &[Scenario] = &[
         summary: "Enabling KVM_CAP_ARM_MTE after a vCPU exists fails with EINVAL",
         why: "Documentation/virt/kvm/api.rst, KVM_CAP_ARM_MTE: the capability must be enabled \
               before creating any vCPUs",
-        injectable: false,
+        proven_by: &[],
         run: mte_cap_after_vcpu_is_einval,
     },
 ];

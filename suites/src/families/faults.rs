@@ -5,6 +5,7 @@ use mte_protocol::{
 };
 
 use crate::check::{fault_evidence, require_mte, run, Checks, Finding};
+use crate::inject::Injection;
 use crate::scenario::Scenario;
 use crate::vmm::{BootOptions, Guest, Vmm, VmmError};
 
@@ -16,7 +17,7 @@ pub const SCENARIOS: &[Scenario] = &[
         why:
             "Arm ARM: synchronous tag check fault; KVM must give the guest MTE (HCR_EL2.ATA) once \
               KVM_CAP_ARM_MTE is enabled",
-        injectable: false,
+        proven_by: &[Injection::WrongTcf],
         run: sync_mismatched_load_faults,
     },
     Scenario {
@@ -24,7 +25,7 @@ pub const SCENARIOS: &[Scenario] = &[
         summary: "The same load through a pointer with the granule's own tag completes without a \
                   fault and reads the data that was written",
         why: "Tag checks must not fire on matching tags; the control for the mismatch check",
-        injectable: false,
+        proven_by: &[Injection::WrongTcf],
         run: sync_matching_load_does_not_fault,
     },
     Scenario {
@@ -33,7 +34,7 @@ pub const SCENARIOS: &[Scenario] = &[
                   leaves the granule's data as it was",
         why: "Arm ARM: a synchronous tag check fault is precise; the faulting store is not \
               performed",
-        injectable: false,
+        proven_by: &[Injection::WrongTcf],
         run: sync_mismatched_store_faults,
     },
 ];

@@ -14,7 +14,7 @@ pub const SCENARIOS: &[Scenario] = &[Scenario {
               deadline, and the step ends as a timeout instead of hanging the run",
     why: "Every guest run has a deadline: a vCPU can spin in KVM_RUN forever (seen on 6.1 with \
           no memory at its PC), and one stuck check must not stop the others",
-    injectable: false,
+    proven_by: &[],
     run: stuck_guest_is_stopped_by_its_deadline,
 }];
 

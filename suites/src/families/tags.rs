@@ -4,6 +4,7 @@
 use mte_protocol::{granules, Command, PAGE_SIZE, TEST_RAM_IPA};
 
 use crate::check::{require_mte, run, Checks, Finding};
+use crate::inject::Injection;
 use crate::scenario::Scenario;
 use crate::vmm::{BootOptions, Guest, Vmm, VmmError};
 
@@ -14,7 +15,7 @@ pub const SCENARIOS: &[Scenario] = &[
                   and through the host's KVM_ARM_MTE_COPY_TAGS (KVM_ARM_TAGS_FROM_GUEST)",
         why: "A VMM saves guest tags with KVM_ARM_MTE_COPY_TAGS (api.rst); migration and \
               snapshots are only as right as this view",
-        injectable: true,
+        proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
         run: guest_tags_seen_by_host,
     },
     Scenario {
@@ -23,7 +24,7 @@ pub const SCENARIOS: &[Scenario] = &[
                   what the guest's LDG reads, granule by granule",
         why: "A VMM restores guest tags with KVM_ARM_TAGS_TO_GUEST on the destination of a \
               migration (api.rst)",
-        injectable: true,
+        proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
         run: host_tags_seen_by_guest,
     },
     Scenario {
@@ -32,7 +33,7 @@ pub const SCENARIOS: &[Scenario] = &[
                   of a fresh page reads 0",
         why: "Tags of a page are initialised (zeroed) when KVM first maps it for an MTE guest \
               (PG_mte_tagged); stale tags would leak between VMs",
-        injectable: true,
+        proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
         run: untouched_pages_read_zero,
     },
 ];
