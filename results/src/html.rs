@@ -45,7 +45,8 @@ pub fn render(summary: &RunSummary, title: &str) -> tera::Result<String> {
 #[derive(Serialize)]
 struct Page<'a> {
     title: &'a str,
-    environment: &'a Environment,
+    environments: &'a [Environment],
+    matrix: Matrix,
     tally: Tally,
     total: usize,
     wall: String,
@@ -70,7 +71,8 @@ impl<'a> Page<'a> {
         let tally = summary.tally();
         Page {
             title,
-            environment: &summary.environment,
+            environments: &summary.environments,
+            matrix: Matrix::new(&summary.verdicts),
             tally,
             total: tally.total(),
             wall: format_duration(summary.wall_ms),
@@ -81,10 +83,68 @@ impl<'a> Page<'a> {
     }
 }
 
+/// Every check by lane and kernel: one row a check, one column a lane and kernel, in the
+/// order they first reported; a cell links to its verdict.
+#[derive(Serialize)]
+struct Matrix {
+    columns: Vec<String>,
+    rows: Vec<MatrixRow>,
+}
+
+#[derive(Serialize)]
+struct MatrixRow {
+    test: String,
+    /// One per column; `None` where the check did not run in that lane.
+    cells: Vec<Option<MatrixCell>>,
+}
+
+#[derive(Clone, Serialize)]
+struct MatrixCell {
+    outcome: &'static str,
+    anchor: String,
+}
+
+impl Matrix {
+    fn new(verdicts: &[Verdict]) -> Self {
+        let mut columns: Vec<String> = Vec::new();
+        let mut rows: Vec<MatrixRow> = Vec::new();
+        for (index, v) in verdicts.iter().enumerate() {
+            let column = format!("{} · {}", v.lane, v.kernel);
+            let at = columns.iter().position(|c| *c == column).unwrap_or_else(|| {
+                columns.push(column);
+                columns.len() - 1
+            });
+            let row = match rows.iter().position(|r| r.test == v.test) {
+                Some(row) => row,
+                None => {
+                    rows.push(MatrixRow {
+                        test: v.test.clone(),
+                        cells: Vec::new(),
+                    });
+                    rows.len() - 1
+                }
+            };
+            let cells = &mut rows[row].cells;
+            if cells.len() <= at {
+                cells.resize(at + 1, None);
+            }
+            cells[at] = Some(MatrixCell {
+                outcome: v.outcome.as_str(),
+                anchor: format!("v{index}"),
+            });
+        }
+        for row in &mut rows {
+            row.cells.resize(columns.len(), None);
+        }
+        Matrix { columns, rows }
+    }
+}
+
 #[derive(Clone, Serialize)]
 struct VerdictView<'a> {
     /// Fragment id of the verdict's row, so a failure links to it.
     anchor: String,
+    lane: &'a str,
     test: &'a str,
     outcome: &'static str,
     reason: &'a str,
@@ -96,6 +156,7 @@ impl<'a> VerdictView<'a> {
     fn new(index: usize, v: &'a Verdict) -> Self {
         VerdictView {
             anchor: format!("v{index}"),
+            lane: &v.lane,
             test: &v.test,
             outcome: v.outcome.as_str(),
             reason: &v.reason,
@@ -280,7 +341,7 @@ mod tests {
 
     fn summary(verdicts: Vec<Verdict>) -> RunSummary {
         RunSummary {
-            environment: Environment {
+            environments: vec![Environment {
                 lane: "emulated".into(),
                 kernel_release: "6.12.95".into(),
                 kernel_version: "#1 SMP Debian 6.12.95-1".into(),
@@ -288,7 +349,7 @@ mod tests {
                 runner_version: "0.1.0".into(),
                 features: vec![Feature::new("mte", "MTE3")],
                 host: vec![Feature::new("qemu", "9.2.0")],
-            },
+            }],
             verdicts,
             wall_ms: 30_000.0,
             error: None,
@@ -325,8 +386,8 @@ mod tests {
                 tag_maps("0", "<", vec![0]),
             ],
         )]);
-        run.environment.kernel_version = attack.into();
-        run.environment.host.push(Feature::new(attack, attack));
+        run.environments[0].kernel_version = attack.into();
+        run.environments[0].host.push(Feature::new(attack, attack));
         run.error = Some(attack.into());
         let html = render(&run, attack).unwrap();
         assert!(!html.contains("<script"), "raw tag in the report");
@@ -365,12 +426,37 @@ mod tests {
             );
         }
         let failures = html.find("id=\"failures\"").expect("failures section");
-        let all = html.find("id=\"verdicts\"").expect("verdict table");
-        assert!(failures < all);
+        let all = html.find("id=\"matrix\"").expect("matrix");
+        assert!(failures < all && all < html.find("id=\"verdicts\"").expect("verdict table"));
         assert!(html[failures..all].contains("fault::sync"));
         assert!(!html[failures..all].contains("tags::agree"));
         assert!(html.contains("0x92000011") && html.contains("0x0a00000040000010"));
         assert!(html.contains("9.2.0") && html.contains("MTE3") && html.contains("6.12.95"));
+    }
+
+    #[test]
+    fn lanes_stand_side_by_side_in_the_matrix() {
+        let in_lane = |test: &str, lane: &str, kernel: &str, outcome| Verdict {
+            lane: lane.into(),
+            kernel: kernel.into(),
+            ..verdict(test, outcome, "why", vec![])
+        };
+        let verdicts = vec![
+            in_lane("tags::a", "emulated", "6.12", Outcome::Pass),
+            in_lane("abi::b", "emulated", "6.12", Outcome::Pass),
+            in_lane("tags::a", "qemu", "qemu-10.0.2", Outcome::Fail),
+        ];
+        let matrix = Matrix::new(&verdicts);
+        assert_eq!(matrix.columns, ["emulated · 6.12", "qemu · qemu-10.0.2"]);
+        let outcomes = |row: &MatrixRow| -> Vec<Option<&str>> {
+            row.cells.iter().map(|c| c.as_ref().map(|c| c.outcome)).collect()
+        };
+        assert_eq!(outcomes(&matrix.rows[0]), [Some("pass"), Some("fail")]);
+        assert_eq!(outcomes(&matrix.rows[1]), [Some("pass"), None]);
+        assert_eq!(matrix.rows[0].cells[1].as_ref().unwrap().anchor, "v2");
+        let html = render(&summary(verdicts), "run").unwrap();
+        assert!(html.contains("id=\"matrix\""));
+        assert!(html.contains("qemu · qemu-10.0.2"));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Outcome, Verdict};
+use crate::model::{Environment, Outcome, Verdict};
 use crate::summary::RunSummary;
 
 /// The JUnit document of a run.
@@ -62,8 +62,16 @@ fn group_by_lane_and_kernel(summary: &RunSummary) -> Vec<Suite<'_>> {
         }
     }
     if let Some(error) = &summary.error {
-        let env = &summary.environment;
-        let name = suite_name(&env.lane, &env.kernel_release);
+        // A run of several lanes names the lane that ended early ("qemu lane: ...").
+        let env = summary
+            .environments
+            .iter()
+            .find(|env| error.starts_with(&format!("{} lane: ", env.lane)))
+            .or(summary.environments.first());
+        let name = env.map_or_else(
+            || suite_name("", ""),
+            |env| suite_name(&env.lane, &env.kernel_release),
+        );
         match suites.iter_mut().find(|s| s.name == name) {
             Some(suite) => suite.run_error = Some(error),
             None => suites.push(Suite {
@@ -106,7 +114,15 @@ fn write_suite(xml: &mut String, summary: &RunSummary, suite: &Suite) {
         count(Outcome::Skip),
         seconds(total_ms),
     );
-    write_properties(xml, summary);
+    let lane = suite.verdicts.first().map(|v| v.lane.as_str());
+    if let Some(env) = summary
+        .environments
+        .iter()
+        .find(|env| Some(env.lane.as_str()) == lane)
+        .or(summary.environments.first())
+    {
+        write_properties(xml, env);
+    }
     let classname = attr(&suite.name);
     for v in &suite.verdicts {
         let open = format!(
@@ -161,9 +177,8 @@ fn write_suite(xml: &mut String, summary: &RunSummary, suite: &Suite) {
     xml.push_str("  </testsuite>\n");
 }
 
-/// The run's environment, so a CI page shows which kernel and VMM a result belongs to.
-fn write_properties(xml: &mut String, summary: &RunSummary) {
-    let env = &summary.environment;
+/// The lane's environment, so a CI page shows which kernel and VMM a result belongs to.
+fn write_properties(xml: &mut String, env: &Environment) {
     let mut properties = vec![
         ("lane".to_string(), env.lane.as_str()),
         ("kernel_release".to_string(), env.kernel_release.as_str()),
@@ -248,7 +263,7 @@ fn escape(s: &str, attribute: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Environment, Evidence, Feature};
+    use crate::model::{Evidence, Feature};
 
     fn verdict(test: &str, outcome: Outcome, reason: &str) -> Verdict {
         Verdict {
@@ -259,12 +274,12 @@ mod tests {
 
     fn summary(verdicts: Vec<Verdict>) -> RunSummary {
         RunSummary {
-            environment: Environment {
+            environments: vec![Environment {
                 lane: "emulated".into(),
                 kernel_release: "6.12.95".into(),
                 host: vec![Feature::new("qemu", "9.2.0")],
                 ..Environment::default()
-            },
+            }],
             verdicts,
             wall_ms: 4000.0,
             error: None,
@@ -450,7 +465,7 @@ mod tests {
             verdict("s", Outcome::Skip, hostile),
             verdict("x", Outcome::Xfail, hostile),
         ]);
-        run.environment.host.push(Feature::new(hostile, hostile));
+        run.environments[0].host.push(Feature::new(hostile, hostile));
         run.error = Some(hostile.into());
         let xml = render(&run);
         assert_well_formed(&xml);

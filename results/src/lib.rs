@@ -36,4 +36,4 @@ pub use rundir::{load, LoadError, LoadedRun, RunDir, RunInfo};
 pub use summary::RunSummary;
 
 /// Version of the JSON written to `results.jsonl` and `run.json`; bump on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;

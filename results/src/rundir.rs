@@ -17,6 +17,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -52,7 +53,8 @@ pub struct RunInfo {
     /// Why the run ended early.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    pub environment: Environment,
+    /// One per lane of the run, in the order the lanes ran.
+    pub environments: Vec<Environment>,
 }
 
 /// A run being written.
@@ -67,6 +69,8 @@ pub struct RunDir {
     /// What `create` was told, used while the runner has not reported its environment.
     lane: String,
     kernel_hint: String,
+    /// Every lane's environment so far, as `run.json` holds them.
+    environments: Mutex<Vec<Environment>>,
     results: File,
     console: File,
 }
@@ -111,12 +115,17 @@ impl RunDir {
             started: started.rfc3339(),
             lane: lane.to_string(),
             kernel_hint: kernel_hint.to_string(),
+            environments: Mutex::new(Vec::new()),
         };
-        // A run that dies before the runner reports its environment can still be loaded.
-        run.write_environment(&Environment {
-            lane: lane.to_string(),
-            kernel_release: kernel_hint.to_string(),
-            ..Environment::default()
+        // A run that dies before any runner reports its environment can still be loaded.
+        run.write_info(&RunInfo {
+            schema: SCHEMA_VERSION,
+            run_id: run.run_id.clone(),
+            started: run.started.clone(),
+            finished: None,
+            wall_ms: None,
+            error: None,
+            environments: Vec::new(),
         })?;
         point_latest_at(root, &run.run_id)?;
         Ok(run)
@@ -132,8 +141,17 @@ impl RunDir {
         &self.run_id
     }
 
-    /// Record where the run happens, once the runner has said so.
+    /// Record where a lane of the run happens, once its runner has said so: it replaces what
+    /// was recorded for the same lane, and joins the others'.
     pub fn write_environment(&self, environment: &Environment) -> io::Result<()> {
+        let environments = {
+            let mut all = self.environments.lock().unwrap_or_else(|e| e.into_inner());
+            match all.iter_mut().find(|e| e.lane == environment.lane) {
+                Some(known) => *known = environment.clone(),
+                None => all.push(environment.clone()),
+            }
+            all.clone()
+        };
         self.write_info(&RunInfo {
             schema: SCHEMA_VERSION,
             run_id: self.run_id.clone(),
@@ -141,7 +159,7 @@ impl RunDir {
             finished: None,
             wall_ms: None,
             error: None,
-            environment: environment.clone(),
+            environments,
         })
     }
 
@@ -179,7 +197,7 @@ impl RunDir {
             finished: Some(UtcTime::now().rfc3339()),
             wall_ms: Some(summary.wall_ms),
             error: summary.error.clone(),
-            environment: summary.environment.clone(),
+            environments: summary.environments.clone(),
         })?;
         write_replacing(
             &self.path.join(JUNIT_XML),
@@ -198,16 +216,21 @@ impl RunDir {
     /// The summary, with the lane and kernel `create` was told filled in where the runner never
     /// reported them (a guest that died during boot), so the reports still say what ran.
     fn with_identity<'a>(&self, summary: &'a RunSummary) -> Cow<'a, RunSummary> {
-        let env = &summary.environment;
-        if !env.lane.is_empty() && !env.kernel_release.is_empty() {
+        let known = |env: &Environment| !env.lane.is_empty() && !env.kernel_release.is_empty();
+        if !summary.environments.is_empty() && summary.environments.iter().all(known) {
             return Cow::Borrowed(summary);
         }
         let mut filled = summary.clone();
-        if filled.environment.lane.is_empty() {
-            filled.environment.lane = self.lane.clone();
+        if filled.environments.is_empty() {
+            filled.environments.push(Environment::default());
         }
-        if filled.environment.kernel_release.is_empty() {
-            filled.environment.kernel_release = self.kernel_hint.clone();
+        for env in &mut filled.environments {
+            if env.lane.is_empty() {
+                env.lane = self.lane.clone();
+            }
+            if env.kernel_release.is_empty() {
+                env.kernel_release = self.kernel_hint.clone();
+            }
         }
         Cow::Owned(filled)
     }
@@ -333,7 +356,7 @@ impl LoadedRun {
             }
         };
         RunSummary {
-            environment: self.info.environment.clone(),
+            environments: self.info.environments.clone(),
             verdicts: self.verdicts.clone(),
             wall_ms: self.info.wall_ms.unwrap_or_default(),
             error,
@@ -637,7 +660,7 @@ mod tests {
         assert!(during.summary().error.unwrap().contains("did not finish"));
 
         let summary = RunSummary {
-            environment: environment(),
+            environments: vec![environment()],
             verdicts: verdicts.clone(),
             wall_ms: 1234.0,
             error: None,
@@ -679,7 +702,7 @@ mod tests {
             "{junit}"
         );
         let loaded = load(run.path()).unwrap();
-        assert_eq!(loaded.info.environment.lane, "emulated");
+        assert_eq!(loaded.info.environments[0].lane, "emulated");
         assert_eq!(
             loaded.summary().error.as_deref(),
             Some("QEMU exited early: status 1")

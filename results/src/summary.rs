@@ -7,7 +7,8 @@ use crate::model::{Environment, Outcome, Tally, Verdict};
 /// Everything the reports need about one run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunSummary {
-    pub environment: Environment,
+    /// One per lane that ran, in the order the lanes ran.
+    pub environments: Vec<Environment>,
     /// In the order they arrived.
     pub verdicts: Vec<Verdict>,
     /// Wall time of the whole run, boot included, in milliseconds.
@@ -22,8 +23,9 @@ impl RunSummary {
     }
 }
 
-/// One line per verdict (outcome, test, duration and, unless it passed, the reason), then the
-/// run's error if any, then the totals line, `N passed, N failed, N skipped, N xfailed`, last and
+/// One line per verdict (outcome, lane where the run has several, test, duration and, unless
+/// it passed, the reason), then the run's error if any, then a totals line per lane where there
+/// are several, then the totals line, `N passed, N failed, N skipped, N xfailed`, last and
 /// alone on its line so that tools reading a harness's closing line find it.
 pub fn table(summary: &RunSummary) -> String {
     let name_width = summary
@@ -32,10 +34,23 @@ pub fn table(summary: &RunSummary) -> String {
         .map(|v| v.test.chars().count())
         .max()
         .unwrap_or(0);
+    let mut lanes: Vec<&str> = Vec::new();
+    for v in &summary.verdicts {
+        if !lanes.contains(&v.lane.as_str()) {
+            lanes.push(&v.lane);
+        }
+    }
+    let several = lanes.len() > 1;
+    let lane_width = lanes.iter().map(|l| l.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     for v in &summary.verdicts {
+        let lane = if several {
+            format!("{:<lane_width$}  ", v.lane)
+        } else {
+            String::new()
+        };
         let mut line = format!(
-            "{:<5}  {:<name_width$}  {:>9}",
+            "{:<5}  {lane}{:<name_width$}  {:>9}",
             v.outcome.as_str(),
             v.test,
             format_duration(v.duration_ms)
@@ -51,6 +66,12 @@ pub fn table(summary: &RunSummary) -> String {
     }
     if let Some(error) = &summary.error {
         let _ = writeln!(out, "error: {}", error.lines().next().unwrap_or_default());
+    }
+    if several {
+        for lane in lanes {
+            let tally = Tally::of(summary.verdicts.iter().filter(|v| v.lane == lane));
+            let _ = writeln!(out, "{lane} lane: {tally}");
+        }
     }
     let _ = writeln!(out, "run took {}", format_duration(summary.wall_ms));
     let _ = writeln!(out, "{}", summary.tally());

@@ -170,3 +170,25 @@ pub fn runner(route: &CrossRoute) -> Result<PathBuf> {
     ));
     Ok(binary)
 }
+
+/// Build the runner for this machine, for the lanes whose VMM runs here (the qemu lane); returns
+/// its path.
+pub fn host_runner() -> Result<PathBuf> {
+    let root = repo_root();
+    let sh = Shell::new()?;
+    sh.change_dir(&root);
+    let cargo = cargo();
+    let build = cmd!(sh, "{cargo} build --release -p {RUNNER_PACKAGE}");
+    let started = Instant::now();
+    run_with_env(build, &[]).context("building the runner for this machine failed")?;
+    let binary = root.join("target/release").join(RUNNER_PACKAGE);
+    if !binary.is_file() {
+        bail!("the runner build left no {}", binary.display());
+    }
+    ui::note(&format!(
+        "runner: {} (for this machine, {:.1} s)",
+        relative(&binary).display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(binary)
+}

@@ -40,8 +40,59 @@ const COMMANDS: &[CommandSpec] = &[
     },
 ];
 
+/// Where the VMM under test runs; see README.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// KVM inside an emulated arm64 machine (QEMU TCG with EL2 and MTE) running the kernel
+    /// under test.
+    Emulated,
+    /// QEMU itself as the VMM: the payloads boot directly in qemu-system-aarch64.
+    Qemu,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Emulated, Lane::Qemu];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Emulated => "emulated",
+            Lane::Qemu => "qemu",
+        }
+    }
+}
+
+/// The lanes `run` takes without `--lane`: the emulated lane, the suite's main job.
+pub const DEFAULT_RUN_LANES: &[Lane] = &[Lane::Emulated];
+/// The lanes `test` takes without `--lane`: every lane this kind of machine has.
+pub const DEFAULT_TEST_LANES: &[Lane] = &Lane::ALL;
+
+/// `emulated`, `qemu`, `all`, or a comma-separated list, in the order given.
+fn parse_lanes(text: &str) -> Result<Vec<Lane>, String> {
+    let mut lanes = Vec::new();
+    for word in text.split(',').map(str::trim) {
+        let named: Vec<Lane> = match word {
+            "all" => Lane::ALL.to_vec(),
+            _ => match Lane::ALL.into_iter().find(|l| l.name() == word) {
+                Some(lane) => vec![lane],
+                None => {
+                    return Err(format!(
+                        "unknown lane `{word}`; lanes here: emulated, qemu (or all)"
+                    ))
+                }
+            },
+        };
+        for lane in named {
+            if !lanes.contains(&lane) {
+                lanes.push(lane);
+            }
+        }
+    }
+    Ok(lanes)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum FlagId {
+    Lane,
     Kernel,
     Timeout,
     Help,
@@ -57,6 +108,16 @@ struct FlagSpec {
 }
 
 const FLAGS: &[FlagSpec] = &[
+    FlagSpec {
+        id: FlagId::Lane,
+        long: "--lane",
+        short: None,
+        value: Some("LANES"),
+        help: "where the VMM under test runs: emulated (KVM in the emulated machine),\n\
+               qemu (QEMU as the VMM), all, or a comma list\n\
+               (default: run emulated; test all)",
+        commands: &["run", "test"],
+    },
     FlagSpec {
         id: FlagId::Kernel,
         long: "--kernel",
@@ -86,6 +147,8 @@ const FLAGS: &[FlagSpec] = &[
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
+    /// The lanes to run, in order; each gets its part of the one run directory.
+    pub lanes: Vec<Lane>,
     /// A series like `6.12` or a path to a kernel image; see `kernels::KernelSpec`.
     pub kernel: String,
     pub timeout: Duration,
@@ -116,6 +179,11 @@ pub fn parse(args: &[String], env_kernel: Option<String>) -> Result<Command, Str
     };
 
     let mut options = Options {
+        lanes: if spec.name == "test" {
+            DEFAULT_TEST_LANES.to_vec()
+        } else {
+            DEFAULT_RUN_LANES.to_vec()
+        },
         kernel: env_kernel
             .filter(|k| !k.is_empty())
             .unwrap_or_else(|| DEFAULT_KERNEL.to_string()),
@@ -164,6 +232,7 @@ pub fn parse(args: &[String], env_kernel: Option<String>) -> Result<Command, Str
         };
         match flag.id {
             FlagId::Help => return Ok(Command::Help(usage())),
+            FlagId::Lane => options.lanes = parse_lanes(&value.unwrap_or_default())?,
             FlagId::Kernel => options.kernel = value.unwrap_or_default(),
             FlagId::Timeout => options.timeout = parse_seconds(&value.unwrap_or_default())?,
         }
@@ -252,6 +321,25 @@ mod tests {
         let o =
             run_options(parse(&args("run --kernel /boot/vmlinuz"), Some("6.1".into())).unwrap());
         assert_eq!(o.kernel, "/boot/vmlinuz");
+    }
+
+    #[test]
+    fn lanes_default_per_command_and_parse_as_a_list() {
+        assert_eq!(
+            run_options(parse(&args("run"), None).unwrap()).lanes,
+            [Lane::Emulated]
+        );
+        assert_eq!(
+            run_options(parse(&args("test"), None).unwrap()).lanes,
+            [Lane::Emulated, Lane::Qemu]
+        );
+        let o = run_options(parse(&args("run --lane qemu,emulated,qemu"), None).unwrap());
+        assert_eq!(o.lanes, [Lane::Qemu, Lane::Emulated]);
+        let o = run_options(parse(&args("test --lane=qemu"), None).unwrap());
+        assert_eq!(o.lanes, [Lane::Qemu]);
+        assert!(parse(&args("run --lane host"), None)
+            .unwrap_err()
+            .contains("unknown lane `host`"));
     }
 
     #[test]

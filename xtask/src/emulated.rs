@@ -95,7 +95,7 @@ impl Machine {
     }
 }
 
-fn shell_quote(arg: &str) -> String {
+pub fn shell_quote(arg: &str) -> String {
     if !arg.is_empty()
         && arg
             .bytes()
@@ -157,7 +157,7 @@ pub fn boot(
 }
 
 /// Run `command` with its stdout as the console, under `deadlines`.
-fn watch(
+pub fn watch(
     mut command: Command,
     deadlines: Deadlines,
     mut on_line: impl FnMut(&str) -> Flow,

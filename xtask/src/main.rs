@@ -11,6 +11,7 @@ mod emulated;
 mod error;
 mod initramfs;
 mod kernels;
+mod qemu_lane;
 mod run;
 mod session;
 mod tools;

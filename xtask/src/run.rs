@@ -9,12 +9,13 @@ use mte_results::{Feature, Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS};
 
 use crate::apt::{self, Apt};
 use crate::build::{self, relative, repo_root};
-use crate::cli::Options;
+use crate::cli::{Lane, Options};
 use crate::emulated::{self, Machine};
 use crate::error::{Context, Result};
 use crate::initramfs;
 use crate::kernels::{self, Kernel, KernelSpec};
-use crate::session::{Selection, Session};
+use crate::qemu_lane::QemuLane;
+use crate::session::{Selection, Session, Source};
 use crate::tools::{self, CrossRoute, Tools};
 use crate::ui;
 
@@ -50,8 +51,8 @@ pub fn setup(options: &Options) -> Result<(Tools, Kernel)> {
     Ok((tools, kernel))
 }
 
-/// `build`: payload, runner and initramfs; returns the initramfs.
-pub fn build(cross: &CrossRoute, harness_args: &[String]) -> Result<PathBuf> {
+/// `build`: payload, runner and initramfs; returns the payload and the initramfs.
+pub fn build(cross: &CrossRoute, harness_args: &[String]) -> Result<(PathBuf, PathBuf)> {
     ui::step("build");
     let payload = build::payload(cross)?;
     let runner = build::runner(cross)?;
@@ -63,7 +64,7 @@ pub fn build(cross: &CrossRoute, harness_args: &[String]) -> Result<PathBuf> {
         relative(&out).display(),
         ui::size(size)
     ));
-    Ok(out)
+    Ok((payload, out))
 }
 
 /// `build` on its own: it needs only the cross toolchain.
@@ -71,45 +72,64 @@ pub fn build_only(options: &Options) -> Result<PathBuf> {
     let mut apt = Apt::new()?;
     ui::step("tools");
     let cross = tools::ensure_cross(&mut apt)?;
-    build(&cross, &options.harness_args)
+    build(&cross, &options.harness_args).map(|(_, initramfs)| initramfs)
 }
 
-/// `run`: everything, then the summary. Errors before the run directory exists come back as
-/// `Err`; after that, they are the run's error, recorded with whatever verdicts arrived.
+/// A lane ready to run.
+enum Prepared {
+    Emulated { machine: Machine, kernel: Kernel },
+    Qemu(QemuLane),
+}
+
+/// `run`: every lane asked for, one after the other, into one run directory; then the summary.
+/// Errors before the run directory exists come back as `Err`; after that, they are the run's
+/// error, recorded with whatever verdicts arrived.
 pub fn run(options: &Options) -> Result<Finished> {
-    let (tools, kernel) = setup(options)?;
-    let initramfs = build(&tools.cross, &options.harness_args)?;
-
-    let machine = Machine {
-        qemu: tools.qemu.path.clone(),
-        kernel: kernel.image.clone(),
-        initramfs,
+    let started = Instant::now();
+    let emulated = options.lanes.contains(&Lane::Emulated);
+    let (tools, kernel) = if emulated {
+        let (tools, kernel) = setup(options)?;
+        (tools, Some(kernel))
+    } else {
+        let mut apt = Apt::new()?;
+        (tools::ensure(&mut apt)?, None)
     };
-    let run_dir = RunDir::create(repo_root().join(RESULTS_ROOT), "emulated", &kernel.hint())
+    let (payload, initramfs) = build(&tools.cross, &options.harness_args)?;
+    let mut lanes = Vec::new();
+    for &lane in &options.lanes {
+        lanes.push(match lane {
+            Lane::Emulated => Prepared::Emulated {
+                machine: Machine {
+                    qemu: tools.qemu.path.clone(),
+                    kernel: kernel.as_ref().expect("resolved above").image.clone(),
+                    initramfs: initramfs.clone(),
+                },
+                kernel: kernel.clone().expect("resolved above"),
+            },
+            Lane::Qemu => Prepared::Qemu(QemuLane::prepare(
+                build::host_runner()?,
+                tools.qemu.path.clone(),
+                &payload,
+            )?),
+        });
+    }
+
+    let lane_names: Vec<&str> = options.lanes.iter().map(|l| l.name()).collect();
+    let hint = match &kernel {
+        Some(kernel) => kernel.hint(),
+        None => format!("qemu-{}", tools.qemu.version),
+    };
+    let run_dir = RunDir::create(repo_root().join(RESULTS_ROOT), &lane_names.join("+"), &hint)
         .context("creating the run directory")?;
-    let host = host_facts(&tools, &kernel, &machine, options);
-    // Until the runner says hello, the run's record holds what the host knows.
-    let _ = run_dir.write_environment(&mte_results::Environment {
-        lane: "emulated".into(),
-        kernel_release: kernel.hint(),
-        host: host.clone(),
-        ..Default::default()
-    });
-
     ui::step(&format!("run: {}", relative(run_dir.path()).display()));
-    ui::note(&format!(
-        "kernel booting: {} {} under QEMU {}",
-        kernel.package, kernel.version, tools.qemu.version
-    ));
-    let mut session = Session::new(&run_dir, host, Instant::now());
-    let (summary, selection) = match emulated::boot(
-        &machine,
-        emulated::Deadlines::with_overall(options.timeout),
-        |line| session.on_line(line),
-    ) {
-        Ok(ending) => session.conclude(&ending),
-        Err(e) => session.conclude_with_error(e.to_string()),
-    };
+
+    let mut parts = Vec::new();
+    for lane in &lanes {
+        let remaining = options.timeout.saturating_sub(started.elapsed());
+        let deadlines = emulated::Deadlines::with_overall(remaining);
+        parts.push(run_lane(lane, &tools, options, &run_dir, deadlines));
+    }
+    let (summary, selection) = merge(parts, started.elapsed().as_secs_f64() * 1000.0);
 
     if let Err(e) = run_dir.finish(&summary) {
         println!("{} writing the reports: {e}", ui::red("error:"));
@@ -144,6 +164,104 @@ pub fn run(options: &Options) -> Result<Finished> {
         selection,
         status,
     })
+}
+
+/// Run one lane into the run directory.
+fn run_lane(
+    lane: &Prepared,
+    tools: &Tools,
+    options: &Options,
+    run_dir: &RunDir,
+    deadlines: emulated::Deadlines,
+) -> (Lane, RunSummary, Selection) {
+    let mut host = common_host_facts(tools, options);
+    let (name, kernel_hint, source) = match lane {
+        Prepared::Emulated { machine, kernel } => {
+            host.extend(emulated_host_facts(kernel, machine));
+            host.push(Feature::new("kernel.requested", &options.kernel));
+            host.push(Feature::new("runner.build", format!("{:?}", tools.cross)));
+            (Lane::Emulated, kernel.hint(), Source::Machine)
+        }
+        Prepared::Qemu(qemu) => {
+            host.push(Feature::new(
+                "runner.command",
+                qemu.command_line(&options.harness_args),
+            ));
+            (
+                Lane::Qemu,
+                format!("qemu-{}", tools.qemu.version),
+                Source::RunnerProcess,
+            )
+        }
+    };
+    // Until the runner says hello, the run's record holds what the host knows.
+    let _ = run_dir.write_environment(&mte_results::Environment {
+        lane: name.name().into(),
+        kernel_release: kernel_hint,
+        host: host.clone(),
+        ..Default::default()
+    });
+    let mut session = Session::new(run_dir, name.name(), source, host, Instant::now());
+    let ended = match lane {
+        Prepared::Emulated { machine, kernel } => {
+            ui::note(&format!(
+                "emulated lane: kernel booting: {} {} under QEMU {}",
+                kernel.package, kernel.version, tools.qemu.version
+            ));
+            emulated::boot(machine, deadlines, |line| session.on_line(line))
+        }
+        Prepared::Qemu(qemu) => {
+            ui::note(&format!(
+                "qemu lane: QEMU {} is the VMM, one process per guest",
+                tools.qemu.version
+            ));
+            qemu.run(&options.harness_args, deadlines, |line| {
+                session.on_line(line)
+            })
+        }
+    };
+    let (summary, selection) = match ended {
+        Ok(ending) => session.conclude(&ending),
+        Err(e) => session.conclude_with_error(e.to_string()),
+    };
+    (name, summary, selection)
+}
+
+/// The lanes' summaries as one run: environments and verdicts in lane order, and each lane's
+/// error named by its lane when there are several.
+fn merge(parts: Vec<(Lane, RunSummary, Selection)>, wall_ms: f64) -> (RunSummary, Selection) {
+    let several = parts.len() > 1;
+    let mut summary = RunSummary {
+        environments: Vec::new(),
+        verdicts: Vec::new(),
+        wall_ms,
+        error: None,
+    };
+    let mut selection: Option<Selection> = None;
+    let mut errors = Vec::new();
+    for (lane, part, part_selection) in parts {
+        summary.environments.extend(part.environments);
+        summary.verdicts.extend(part.verdicts);
+        if let Some(error) = part.error {
+            errors.push(if several {
+                format!("{} lane: {error}", lane.name())
+            } else {
+                error
+            });
+        }
+        selection = Some(match selection {
+            None => part_selection,
+            Some(so_far) => Selection {
+                list: so_far.list || part_selection.list,
+                words: so_far.words,
+                all: so_far.all && part_selection.all,
+            },
+        });
+    }
+    if !errors.is_empty() {
+        summary.error = Some(errors.join("; "));
+    }
+    (summary, selection.unwrap_or_default())
 }
 
 /// `test`: the host unit tests, then a run; ends with the totals line.
@@ -222,13 +340,8 @@ fn host_unit_tests() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// What xtask knows of this run that the runner cannot see from inside the machine.
-fn host_facts(
-    tools: &Tools,
-    kernel: &Kernel,
-    machine: &Machine,
-    options: &Options,
-) -> Vec<Feature> {
+/// What xtask knows of this machine and of the run, for every lane.
+fn common_host_facts(tools: &Tools, options: &Options) -> Vec<Feature> {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     let cpuinfo = read("/proc/cpuinfo");
     let cpu_model = cpuinfo
@@ -245,19 +358,6 @@ fn host_facts(
     let mut facts = vec![
         Feature::new("qemu.version", tools.qemu.version),
         Feature::new("qemu.banner", &tools.qemu.banner),
-        Feature::new("qemu.command", machine.command_line()),
-        Feature::new("kernel.package", &kernel.package),
-        Feature::new("kernel.package_version", &kernel.version),
-        Feature::new("kernel.image", kernel.image.display()),
-        Feature::new("kernel.requested", &options.kernel),
-        Feature::new(
-            "kernel.tree",
-            kernel
-                .tree
-                .as_ref()
-                .map_or(String::new(), |t| t.display().to_string()),
-        ),
-        Feature::new("runner.build", format!("{:?}", tools.cross)),
         Feature::new("harness.args", options.harness_args.join(" ")),
         Feature::new("host.arch", std::env::consts::ARCH),
         Feature::new("host.kernel", read("/proc/sys/kernel/osrelease").trim()),
@@ -278,6 +378,23 @@ fn host_facts(
         facts.push(Feature::new("host.os", os));
     }
     facts
+}
+
+/// What xtask knows of the emulated machine that the runner cannot see from inside it.
+fn emulated_host_facts(kernel: &Kernel, machine: &Machine) -> Vec<Feature> {
+    vec![
+        Feature::new("qemu.command", machine.command_line()),
+        Feature::new("kernel.package", &kernel.package),
+        Feature::new("kernel.package_version", &kernel.version),
+        Feature::new("kernel.image", kernel.image.display()),
+        Feature::new(
+            "kernel.tree",
+            kernel
+                .tree
+                .as_ref()
+                .map_or(String::new(), |t| t.display().to_string()),
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -23,9 +23,37 @@ pub struct Selection {
     pub all: bool,
 }
 
-/// A run in progress.
+/// What carries a lane's records to xtask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The emulated machine's console: QEMU exits 0 once the runner powers the machine off.
+    Machine,
+    /// The runner as a process on this machine: it exits 0, or 101 when a check failed.
+    RunnerProcess,
+}
+
+/// The runner's exit status when it ran to its end and a check failed (as libtest's).
+const RUNNER_EXIT_CHECK_FAILED: i32 = 101;
+
+impl Source {
+    fn process(self) -> &'static str {
+        match self {
+            Source::Machine => "QEMU",
+            Source::RunnerProcess => "the runner",
+        }
+    }
+
+    /// Whether `status` is how this source ends a run that reported all it had.
+    fn clean_exit(self, status: &std::process::ExitStatus) -> bool {
+        status.success()
+            || (self == Source::RunnerProcess && status.code() == Some(RUNNER_EXIT_CHECK_FAILED))
+    }
+}
+
+/// A lane's run in progress.
 pub struct Session<'a> {
     run: &'a RunDir,
+    source: Source,
     selection: Selection,
     started: Instant,
     environment: Environment,
@@ -45,14 +73,21 @@ pub struct Session<'a> {
 impl<'a> Session<'a> {
     /// `host` holds what xtask knows of the machine and the emulator; it is kept in every
     /// environment this run writes.
-    pub fn new(run: &'a RunDir, host: Vec<Feature>, started: Instant) -> Self {
+    pub fn new(
+        run: &'a RunDir,
+        lane: &str,
+        source: Source,
+        host: Vec<Feature>,
+        started: Instant,
+    ) -> Self {
         let environment = Environment {
-            lane: "emulated".into(),
+            lane: lane.into(),
             host,
             ..Environment::default()
         };
         Session {
             run,
+            source,
             selection: Selection::default(),
             started,
             environment,
@@ -215,7 +250,7 @@ impl<'a> Session<'a> {
         let error = self.run_error(ending);
         self.record_timings();
         let summary = RunSummary {
-            environment: self.environment,
+            environments: vec![self.environment],
             verdicts: self.verdicts,
             wall_ms: self.started.elapsed().as_secs_f64() * 1000.0,
             error,
@@ -245,11 +280,12 @@ impl<'a> Session<'a> {
             return Some(format!("the runner gave up: {reason}"));
         }
         let ended = match &ending.end {
-            End::Exited(status) if self.done.is_some() && status.success() => None,
+            End::Exited(status) if self.done.is_some() && self.source.clean_exit(status) => None,
             End::KilledAfterFinish => None,
-            End::Exited(status) if self.done.is_some() => {
-                Some(format!("QEMU exited with {status} after the run{stderr}"))
-            }
+            End::Exited(status) if self.done.is_some() => Some(format!(
+                "{} exited with {status} after the run{stderr}",
+                self.source.process()
+            )),
             End::Exited(status) if self.planned.is_none() => Some(format!(
                 "truncated stream: the machine stopped ({status}) before the runner started\
                  {stderr}; see {console}"
@@ -425,7 +461,7 @@ mod tests {
         let scratch = Scratch::new(name);
         let run = RunDir::create(&scratch.0, "emulated", "6.12").unwrap();
         let host = vec![Feature::new("qemu.version", "10.0.2")];
-        let mut session = Session::new(&run, host, Instant::now());
+        let mut session = Session::new(&run, "emulated", Source::Machine, host, Instant::now());
         for line in lines {
             session.on_line(line);
         }
@@ -448,8 +484,8 @@ mod tests {
         let (c, scratch) = feed("complete", &lines, exited(0));
         assert_eq!(c.error, None);
         assert_eq!(c.verdicts.len(), 2);
-        assert_eq!(c.environment.kernel_release, "6.12.95+deb12-arm64");
-        assert_eq!(c.environment.host[0].name, "qemu.version");
+        assert_eq!(c.environments[0].kernel_release, "6.12.95+deb12-arm64");
+        assert_eq!(c.environments[0].host[0].name, "qemu.version");
         let run_dir = std::fs::read_dir(&scratch.0)
             .unwrap()
             .filter_map(|e| e.ok())
