@@ -110,10 +110,13 @@ impl Matrix {
         let mut rows: Vec<MatrixRow> = Vec::new();
         for (index, v) in verdicts.iter().enumerate() {
             let column = format!("{} · {}", v.lane, v.kernel);
-            let at = columns.iter().position(|c| *c == column).unwrap_or_else(|| {
-                columns.push(column);
-                columns.len() - 1
-            });
+            let at = columns
+                .iter()
+                .position(|c| *c == column)
+                .unwrap_or_else(|| {
+                    columns.push(column);
+                    columns.len() - 1
+                });
             let row = match rows.iter().position(|r| r.test == v.test) {
                 Some(row) => row,
                 None => {
@@ -449,7 +452,10 @@ mod tests {
         let matrix = Matrix::new(&verdicts);
         assert_eq!(matrix.columns, ["emulated · 6.12", "qemu · qemu-10.0.2"]);
         let outcomes = |row: &MatrixRow| -> Vec<Option<&str>> {
-            row.cells.iter().map(|c| c.as_ref().map(|c| c.outcome)).collect()
+            row.cells
+                .iter()
+                .map(|c| c.as_ref().map(|c| c.outcome))
+                .collect()
         };
         assert_eq!(outcomes(&matrix.rows[0]), [Some("pass"), Some("fail")]);
         assert_eq!(outcomes(&matrix.rows[1]), [Some("pass"), None]);

@@ -465,7 +465,9 @@ mod tests {
             verdict("s", Outcome::Skip, hostile),
             verdict("x", Outcome::Xfail, hostile),
         ]);
-        run.environments[0].host.push(Feature::new(hostile, hostile));
+        run.environments[0]
+            .host
+            .push(Feature::new(hostile, hostile));
         run.error = Some(hostile.into());
         let xml = render(&run);
         assert_well_formed(&xml);

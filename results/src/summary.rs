@@ -133,6 +133,37 @@ mod tests {
     }
 
     #[test]
+    fn several_lanes_show_their_lane_and_their_own_totals() {
+        let in_lane = |lane: &str, outcome| Verdict {
+            lane: lane.into(),
+            ..verdict("tags::a", outcome, "why")
+        };
+        let summary = RunSummary {
+            verdicts: vec![
+                in_lane("emulated", Outcome::Pass),
+                in_lane("qemu", Outcome::Skip),
+            ],
+            ..RunSummary::default()
+        };
+        let table = table(&summary);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "pass   emulated  tags::a    12.3 ms");
+        assert!(lines[1].starts_with("skip   qemu      tags::a"), "{table}");
+        assert_eq!(
+            lines[2],
+            "emulated lane: 1 passed, 0 failed, 0 skipped, 0 xfailed"
+        );
+        assert_eq!(
+            lines[3],
+            "qemu lane: 0 passed, 0 failed, 1 skipped, 0 xfailed"
+        );
+        assert_eq!(
+            *lines.last().unwrap(),
+            "1 passed, 0 failed, 1 skipped, 0 xfailed"
+        );
+    }
+
+    #[test]
     fn an_empty_run_still_prints_its_totals() {
         assert!(
             table(&RunSummary::default()).ends_with("\n0 passed, 0 failed, 0 skipped, 0 xfailed\n")

@@ -415,6 +415,46 @@ mod tests {
     }
 
     #[test]
+    fn lanes_merge_in_order_and_name_their_errors() {
+        let part = |lane: Lane, error: Option<&str>, all: bool| {
+            let mut v = verdict("tags::a", Outcome::Pass);
+            v.lane = lane.name().into();
+            let summary = RunSummary {
+                environments: vec![mte_results::Environment {
+                    lane: lane.name().into(),
+                    ..Default::default()
+                }],
+                verdicts: vec![v],
+                wall_ms: 1.0,
+                error: error.map(String::from),
+            };
+            let selection = Selection {
+                all,
+                ..Selection::default()
+            };
+            (lane, summary, selection)
+        };
+        let (summary, selection) = merge(
+            vec![
+                part(Lane::Emulated, None, true),
+                part(Lane::Qemu, Some("the runner gave up"), false),
+            ],
+            5.0,
+        );
+        let lanes: Vec<&str> = summary.verdicts.iter().map(|v| v.lane.as_str()).collect();
+        assert_eq!(lanes, ["emulated", "qemu"]);
+        assert_eq!(summary.environments.len(), 2);
+        assert_eq!(
+            summary.error.as_deref(),
+            Some("qemu lane: the runner gave up")
+        );
+        assert!(!selection.all);
+        // One lane keeps its error as it was.
+        let (summary, _) = merge(vec![part(Lane::Qemu, Some("x"), true)], 1.0);
+        assert_eq!(summary.error.as_deref(), Some("x"));
+    }
+
+    #[test]
     fn a_run_must_show_its_checks_can_fail() {
         let check = verdict("tags::a", Outcome::Pass);
         let proof = |outcome| verdict("fault_injection::corrupt_tag::tags::a", outcome);

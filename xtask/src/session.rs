@@ -214,7 +214,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Where the run's time went, from QEMU's start: the suite's own speed, kept with the run.
+    /// Where the lane's time went, from the start of its machine or runner: the suite's own
+    /// speed, kept with the run.
     fn record_timings(&mut self) {
         let seconds = |d: Option<Duration>| d.map(|d| format!("{:.2} s", d.as_secs_f64()));
         let timings = [
@@ -230,6 +231,7 @@ impl<'a> Session<'a> {
                 "timing.checks_wall",
                 self.checks_wall_ms.map(|ms| format!("{ms:.0} ms")),
             ),
+            ("timing.lane_wall", seconds(Some(self.started.elapsed()))),
         ];
         for (name, value) in timings {
             if let Some(value) = value {
