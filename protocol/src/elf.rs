@@ -1,6 +1,7 @@
 //! Just enough ELF64 reading for the suite's two aarch64 images: the bare-metal payload a VMM
-//! loads into guest RAM, and the static runner that is the emulated machine's /init. No
-//! allocation, so the host loader and the build checks share it.
+//! loads into guest RAM (and whose symbols a debugger backend looks up), and the static runner
+//! that is the emulated machine's /init. No allocation, so the host loader and the build checks
+//! share it.
 
 /// ELF machine number of aarch64.
 pub const EM_AARCH64: u16 = 183;
@@ -11,8 +12,15 @@ pub const PT_LOAD: u32 = 1;
 /// A segment naming a program interpreter: the binary is dynamically linked.
 pub const PT_INTERP: u32 = 3;
 
+/// A section holding a symbol table.
+pub const SHT_SYMTAB: u32 = 2;
+/// The section index of an undefined symbol.
+const SHN_UNDEF: u16 = 0;
+
 const HEADER_SIZE: usize = 64;
 const PROGRAM_HEADER_SIZE: usize = 56;
+const SECTION_HEADER_SIZE: usize = 64;
+const SYMBOL_SIZE: usize = 24;
 
 /// One program header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +40,19 @@ pub struct Elf<'a> {
     phoff: usize,
     phentsize: usize,
     phnum: usize,
+    shoff: usize,
+    shentsize: usize,
+    shnum: usize,
+}
+
+/// The fields of a section header that symbol lookup needs.
+#[derive(Clone, Copy, Debug)]
+struct SectionHeader {
+    kind: u32,
+    offset: u64,
+    size: u64,
+    link: u32,
+    entry_size: u64,
 }
 
 /// Why an image is not a usable aarch64 ELF.
@@ -59,8 +80,8 @@ impl core::fmt::Display for ElfError {
 }
 
 fn le<const N: usize>(bytes: &[u8], at: usize) -> Result<[u8; N], ElfError> {
-    bytes
-        .get(at..at + N)
+    at.checked_add(N)
+        .and_then(|end| bytes.get(at..end))
         .and_then(|s| s.try_into().ok())
         .ok_or(ElfError::Truncated)
 }
@@ -86,6 +107,9 @@ impl<'a> Elf<'a> {
             phoff: u64::from_le_bytes(le(bytes, 32)?) as usize,
             phentsize: u16::from_le_bytes(le(bytes, 54)?) as usize,
             phnum: u16::from_le_bytes(le(bytes, 56)?) as usize,
+            shoff: u64::from_le_bytes(le(bytes, 40)?) as usize,
+            shentsize: u16::from_le_bytes(le(bytes, 58)?) as usize,
+            shnum: u16::from_le_bytes(le(bytes, 60)?) as usize,
         };
         if elf.phnum > 0 && elf.phentsize < PROGRAM_HEADER_SIZE {
             return Err(ElfError::Truncated);
@@ -127,6 +151,74 @@ impl<'a> Elf<'a> {
     pub fn is_dynamic(&self) -> bool {
         self.program_headers().any(|h| h.kind == PT_INTERP)
     }
+
+    /// The value (address) of the defined symbol `name` in the image's symbol table; `None`
+    /// where there is no such symbol, no symbol table (a stripped image), or the tables run
+    /// past the end of the file. Section headers are not needed to load an image, so `parse`
+    /// does not check them: a bad one only means no symbol is found.
+    pub fn symbol(&self, name: &str) -> Option<u64> {
+        let symtab = (0..self.shnum)
+            .filter_map(|i| self.section_header(i))
+            .find(|h| h.kind == SHT_SYMTAB)?;
+        let strings = self.section_header(symtab.link as usize)?;
+        let strings = self.section_bytes(&strings)?;
+        let symbols = self.section_bytes(&symtab)?;
+        let entry_size = match symtab.entry_size as usize {
+            0 => SYMBOL_SIZE,
+            n if n >= SYMBOL_SIZE => n,
+            _ => return None,
+        };
+        symbols
+            .chunks_exact(entry_size)
+            .filter(|symbol| {
+                let section = u16::from_le_bytes([symbol[6], symbol[7]]);
+                section != SHN_UNDEF
+            })
+            .find(|symbol| {
+                let at = u32::from_le_bytes([symbol[0], symbol[1], symbol[2], symbol[3]]);
+                string_at(strings, at as usize) == Some(name.as_bytes())
+            })
+            .and_then(|symbol| le::<8>(symbol, 8).ok().map(u64::from_le_bytes))
+    }
+
+    fn section_header(&self, index: usize) -> Option<SectionHeader> {
+        if self.shentsize < SECTION_HEADER_SIZE {
+            return None;
+        }
+        let at = self.shoff.checked_add(index.checked_mul(self.shentsize)?)?;
+        let field = |offset: usize| at.checked_add(offset);
+        let word = |offset| {
+            le::<8>(self.bytes, field(offset)?)
+                .ok()
+                .map(u64::from_le_bytes)
+        };
+        let half = |offset| {
+            le::<4>(self.bytes, field(offset)?)
+                .ok()
+                .map(u32::from_le_bytes)
+        };
+        Some(SectionHeader {
+            kind: half(4)?,
+            offset: word(24)?,
+            size: word(32)?,
+            link: half(40)?,
+            entry_size: word(56)?,
+        })
+    }
+
+    /// The file bytes of a section, if the file holds them all.
+    fn section_bytes(&self, header: &SectionHeader) -> Option<&'a [u8]> {
+        let start = usize::try_from(header.offset).ok()?;
+        let end = start.checked_add(usize::try_from(header.size).ok()?)?;
+        self.bytes.get(start..end)
+    }
+}
+
+/// The NUL-terminated string at `at` in a string table, without its NUL.
+fn string_at(strings: &[u8], at: usize) -> Option<&[u8]> {
+    let rest = strings.get(at..)?;
+    let len = rest.iter().position(|&b| b == 0)?;
+    Some(&rest[..len])
 }
 
 /// Why an image cannot be a payload.
@@ -246,6 +338,86 @@ pub(crate) mod tests {
             data_at += data.len();
         }
         b
+    }
+
+    /// A loadable image with a symbol table of `(name, value, section index)` and the section
+    /// headers that lead to it: null, `.symtab`, `.strtab`.
+    fn image_with_symbols(symbols: &[(&str, u64, u16)]) -> [u8; 1024] {
+        const STRTAB: usize = 512;
+        const SYMTAB: usize = 640;
+        const SECTIONS: usize = 768;
+        let mut b = [0u8; 1024];
+        b[..512].copy_from_slice(&image(
+            EM_AARCH64,
+            0x4008_0000,
+            &[(PT_LOAD, 0x4008_0000, &[0; 8])],
+        ));
+        // Both tables start with an empty entry, as a linker writes them.
+        let mut strings_len = 1;
+        let mut symbols_end = SYMTAB + SYMBOL_SIZE;
+        for (name, value, section) in symbols {
+            let name_at = STRTAB + strings_len;
+            b[name_at..name_at + name.len()].copy_from_slice(name.as_bytes());
+            let sym = symbols_end;
+            b[sym..sym + 4].copy_from_slice(&(strings_len as u32).to_le_bytes());
+            b[sym + 6..sym + 8].copy_from_slice(&section.to_le_bytes());
+            b[sym + 8..sym + 16].copy_from_slice(&value.to_le_bytes());
+            strings_len += name.len() + 1;
+            symbols_end += SYMBOL_SIZE;
+        }
+        b[40..48].copy_from_slice(&(SECTIONS as u64).to_le_bytes());
+        b[58..60].copy_from_slice(&(SECTION_HEADER_SIZE as u16).to_le_bytes());
+        b[60..62].copy_from_slice(&3u16.to_le_bytes());
+        let mut section = |index: usize, kind: u32, offset: usize, size: usize, link: u32| {
+            let sh = SECTIONS + index * SECTION_HEADER_SIZE;
+            b[sh + 4..sh + 8].copy_from_slice(&kind.to_le_bytes());
+            b[sh + 24..sh + 32].copy_from_slice(&(offset as u64).to_le_bytes());
+            b[sh + 32..sh + 40].copy_from_slice(&(size as u64).to_le_bytes());
+            b[sh + 40..sh + 44].copy_from_slice(&link.to_le_bytes());
+            b[sh + 56..sh + 64].copy_from_slice(&(SYMBOL_SIZE as u64).to_le_bytes());
+        };
+        section(1, SHT_SYMTAB, SYMTAB, symbols_end - SYMTAB, 2);
+        section(2, 3, STRTAB, strings_len, 0);
+        b
+    }
+
+    #[test]
+    fn symbols_are_found_by_their_whole_name() {
+        let bytes = image_with_symbols(&[
+            ("mte_doorbell", 0x4008_0140, 1),
+            ("mte_doorbell_store", 0x4008_0148, 1),
+            ("imported", 0, SHN_UNDEF),
+        ]);
+        let elf = Elf::parse(&bytes).unwrap();
+        assert_eq!(elf.symbol("mte_doorbell_store"), Some(0x4008_0148));
+        assert_eq!(elf.symbol("mte_doorbell"), Some(0x4008_0140));
+        assert_eq!(elf.symbol("mte_doorbell_st"), None);
+        assert_eq!(
+            elf.symbol("imported"),
+            None,
+            "undefined symbols have no address"
+        );
+        assert_eq!(elf.symbol(""), None);
+        assert_eq!(elf.symbol("absent"), None);
+    }
+
+    #[test]
+    fn stripped_or_damaged_symbol_tables_find_nothing() {
+        let stripped = image(EM_AARCH64, 0x4008_0000, &[(PT_LOAD, 0x4008_0000, &[0; 8])]);
+        assert_eq!(Elf::parse(&stripped).unwrap().symbol("_start"), None);
+
+        let whole = image_with_symbols(&[("_start", 0x4008_0000, 1)]);
+        // Section headers past the end of the file.
+        let cut = &whole[..900];
+        assert_eq!(Elf::parse(cut).unwrap().symbol("_start"), None);
+        // A name offset past the end of the string table.
+        let mut astray = whole;
+        astray[640 + SYMBOL_SIZE..640 + SYMBOL_SIZE + 4].copy_from_slice(&0xffffu32.to_le_bytes());
+        assert_eq!(Elf::parse(&astray).unwrap().symbol("_start"), None);
+        // Section headers at an offset that overflows.
+        let mut overflowing = whole;
+        overflowing[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(Elf::parse(&overflowing).unwrap().symbol("_start"), None);
     }
 
     #[test]

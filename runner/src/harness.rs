@@ -18,6 +18,7 @@ use mte_suites::{Finding, Scenario};
 use crate::emit;
 use crate::environment;
 use crate::kvm::KvmVmm;
+use crate::qemu::QemuVmm;
 
 /// The runner's own options; everything else goes to libtest-mimic.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,13 +27,15 @@ pub struct Options {
     pub inject: Option<Injection>,
     pub payload_dir: PathBuf,
     pub deadline: Duration,
+    /// The `qemu-system-aarch64` of the qemu lane; a bare name is looked up on PATH.
+    pub qemu: PathBuf,
     pub harness_args: Vec<String>,
 }
 
 impl Options {
     pub const USAGE: &'static str =
         "mte-runner [--lane NAME] [--inject corrupt-tag|misread-report|wrong-tcf] [--payload-dir DIR] \
-        [--deadline SECS] [LIBTEST-ARGS...]";
+        [--deadline SECS] [--qemu PATH] [LIBTEST-ARGS...]";
 
     /// Split the runner's options from libtest's. `args` excludes the program name.
     pub fn parse(args: Vec<String>, default_payload_dir: PathBuf) -> Result<Self, String> {
@@ -41,6 +44,7 @@ impl Options {
             inject: None,
             payload_dir: default_payload_dir,
             deadline: Duration::from_secs(30),
+            qemu: "qemu-system-aarch64".into(),
             harness_args: Vec::new(),
         };
         let mut args = args.into_iter();
@@ -62,6 +66,7 @@ impl Options {
                     })?);
                 }
                 "--payload-dir" => options.payload_dir = value("--payload-dir")?.into(),
+                "--qemu" => options.qemu = value("--qemu")?.into(),
                 "--deadline" => {
                     let secs = value("--deadline")?;
                     options.deadline = secs
@@ -90,10 +95,13 @@ impl Options {
     }
 }
 
-/// Lanes whose machine is built with KVM and MTE (the emulated machine is started with
-/// virtualization=on,mte=on): there a missing KVM or MTE is a failure of the kernel under test,
-/// never a reason to skip.
-const LANES_PROMISING_KVM_WITH_MTE: &[&str] = &["emulated"];
+/// Lanes that promise a VMM with MTE, and what they promise: the emulated machine is started
+/// with virtualization=on,mte=on, the qemu lane's guests with mte=on. There a VMM or MTE that
+/// is missing is a failure of what is under test, never a reason to skip.
+const LANES_PROMISING_MTE: &[(&str, &str)] = &[
+    ("emulated", "machine is built with KVM and MTE"),
+    ("qemu", "QEMU runs its guests with mte=on"),
+];
 
 /// A VMM that is not there: every step fails for the same reason, as a skip where the lane may
 /// lack it, as a fail where the lane promised it.
@@ -137,35 +145,46 @@ type SharedVmm = Arc<dyn Vmm + Send + Sync>;
 /// Open the lane's VMM and describe what was found.
 fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>) {
     let mut facts = Vec::new();
-    let promised = LANES_PROMISING_KVM_WITH_MTE.contains(&options.lane.as_str());
-    let opened = KvmVmm::open(
-        &options.lane,
-        kernel_release,
-        options.payload_dir.clone(),
-        options.deadline,
-    );
-    let missing = match opened {
-        Ok(kvm) => {
-            facts.push(Feature::new("KVM API version", kvm.api_version()));
-            facts.push(Feature::new("KVM_CAP_ARM_MTE", kvm.has_mte_cap()));
-            match kvm.mte_capable().and_then(|()| guest_view(&kvm)) {
-                Ok(view) => {
-                    facts.extend(view);
-                    return (Arc::new(kvm), facts);
-                }
-                Err(e) => {
-                    facts.push(Feature::new("guest probe boot", &e));
-                    if !promised {
-                        // The checks that need MTE skip one by one; the others still run.
+    let promise = LANES_PROMISING_MTE
+        .iter()
+        .find(|(lane, _)| *lane == options.lane)
+        .map(|&(_, promise)| promise);
+    let promised = promise.is_some();
+    let missing = if options.lane == "qemu" {
+        match open_qemu(options, &mut facts) {
+            Ok(qemu) => return (qemu, facts),
+            Err(e) => e,
+        }
+    } else {
+        let opened = KvmVmm::open(
+            &options.lane,
+            kernel_release,
+            options.payload_dir.clone(),
+            options.deadline,
+        );
+        match opened {
+            Ok(kvm) => {
+                facts.push(Feature::new("KVM API version", kvm.api_version()));
+                facts.push(Feature::new("KVM_CAP_ARM_MTE", kvm.has_mte_cap()));
+                match kvm.mte_capable().and_then(|()| guest_view(&kvm)) {
+                    Ok(view) => {
+                        facts.extend(view);
                         return (Arc::new(kvm), facts);
                     }
-                    e
+                    Err(e) => {
+                        facts.push(Feature::new("guest probe boot", &e));
+                        if !promised {
+                            // The checks that need MTE skip one by one; the others still run.
+                            return (Arc::new(kvm), facts);
+                        }
+                        e
+                    }
                 }
             }
-        }
-        Err(e) => {
-            facts.push(Feature::new("KVM", format!("unavailable: {e}")));
-            e
+            Err(e) => {
+                facts.push(Feature::new("KVM", format!("unavailable: {e}")));
+                e
+            }
         }
     };
     // No check can run (or, where the lane promised KVM with MTE, be trusted): each one ends
@@ -174,13 +193,9 @@ fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>
         VmmError::Unsupported(why) => why,
         other => other.to_string(),
     };
-    let reason = if promised {
-        format!(
-            "the {} lane's machine is built with KVM and MTE, yet {why}",
-            options.lane
-        )
-    } else {
-        why
+    let reason = match promise {
+        Some(promise) => format!("the {} lane's {promise}, yet {why}", options.lane),
+        None => why,
     };
     let vmm = Unavailable {
         lane: options.lane.clone(),
@@ -189,6 +204,28 @@ fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>
         promised,
     };
     (Arc::new(vmm), facts)
+}
+
+/// QEMU as the VMM, after one probe boot: the lane promises MTE, so any error is the lane's.
+fn open_qemu(options: &Options, facts: &mut Vec<Feature>) -> Result<SharedVmm, VmmError> {
+    let qemu = QemuVmm::open(
+        &options.lane,
+        options.qemu.clone(),
+        options.payload_dir.clone(),
+        options.deadline,
+    )
+    .inspect_err(|e| facts.push(Feature::new("QEMU", format!("unavailable: {e}"))))?;
+    facts.push(Feature::new(
+        "QEMU",
+        format!("{} ({})", qemu.banner(), qemu.path().display()),
+    ));
+    let view = guest_view(&qemu);
+    if let Some(features) = qemu.stub_features() {
+        facts.push(Feature::new("QEMU gdbstub features", features.join(";")));
+    }
+    let view = view.inspect_err(|e| facts.push(Feature::new("guest probe boot", e)))?;
+    facts.extend(view);
+    Ok(Arc::new(qemu))
 }
 
 /// What a guest with MTE sees of its CPU: one probe boot before the checks.
@@ -464,6 +501,17 @@ mod tests {
         assert_eq!(o.inject, Some(Injection::CorruptTag));
         assert_eq!(o.harness_args, vec!["tags::", "--exact"]);
         assert_eq!(o.payload_dir, PathBuf::from("/p"));
+    }
+
+    #[test]
+    fn the_qemu_lane_takes_its_qemu_from_path_unless_told() {
+        assert_eq!(
+            parse(&[]).unwrap().qemu,
+            PathBuf::from("qemu-system-aarch64")
+        );
+        let o = parse(&["--lane", "qemu", "--qemu", "/opt/q/bin/qemu-system-aarch64"]).unwrap();
+        assert_eq!(o.qemu, PathBuf::from("/opt/q/bin/qemu-system-aarch64"));
+        assert!(o.harness_args.is_empty());
     }
 
     #[test]

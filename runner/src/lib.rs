@@ -1,9 +1,11 @@
 //! The runner: the VMM backends and the harness that runs the scenarios against them.
 //!
-//! In the emulated lane it is the machine's /init; in the host lane a plain program.
+//! In the emulated lane it is the machine's /init; in the host and qemu lanes a plain program.
 
+pub mod boot_check;
 pub mod emit;
 pub mod environment;
 pub mod harness;
 pub mod init;
 pub mod kvm;
+pub mod qemu;

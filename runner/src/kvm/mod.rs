@@ -18,7 +18,7 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use mte_protocol::{
     offsets, Command, GuestIds, Mailbox, Status, BULK_IPA, BULK_SIZE, DOORBELL_IPA, MAILBOX_IPA,
-    MAILBOX_MAGIC, PROTOCOL_VERSION, RAM_IPA, RAM_SIZE, UART_IPA,
+    RAM_IPA, RAM_SIZE, UART_IPA,
 };
 use mte_suites::vmm::{AbiVm, BootOptions, CopyTagsArgs, Guest, Reply, Vmm, VmmError};
 
@@ -174,29 +174,7 @@ impl Vmm for KvmVmm {
             powered_off: false,
         };
         guest.run_to_doorbell("boot")?;
-        let mailbox = guest.mailbox();
-        // A runtime that took an exception on its way up says so before it fills in the rest.
-        if Status::from_u32(mailbox.status) == Some(Status::Panic) {
-            return Err(VmmError::Guest(format!(
-                "the payload took an exception while booting: {} (FAR {:#x}, ELR {:#x})",
-                mte_suites::check::describe_esr(mailbox.fault.esr),
-                mailbox.fault.far,
-                mailbox.fault.elr
-            )));
-        }
-        if mailbox.magic != MAILBOX_MAGIC || mailbox.version != PROTOCOL_VERSION {
-            return Err(VmmError::Guest(format!(
-                "payload {} speaks another protocol (magic {:#x}, version {}; expected {MAILBOX_MAGIC:#x}, {PROTOCOL_VERSION}): rebuild it",
-                options.payload, mailbox.magic, mailbox.version
-            )));
-        }
-        if Status::from_u32(mailbox.status) != Some(Status::Booted) {
-            return Err(VmmError::Guest(format!(
-                "the payload did not boot: status {}, exception ESR {:#x} FAR {:#x} ELR {:#x}",
-                mailbox.status, mailbox.fault.esr, mailbox.fault.far, mailbox.fault.elr
-            )));
-        }
-        guest.ids = mailbox.ids;
+        guest.ids = crate::boot_check::booted_ids(&guest.mailbox(), options.payload)?;
         if options.mte && guest.ids.mte_level() < 2 {
             return Err(VmmError::Guest(format!(
                 "KVM_CAP_ARM_MTE is enabled, yet the guest sees ID_AA64PFR1_EL1 = {:#x} (MTE field {})",

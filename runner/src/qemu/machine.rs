@@ -1,0 +1,240 @@
+//! One QEMU process per guest: its private directory (payload copy, gdbstub socket, console,
+//! QEMU's own messages), its start up to a connected gdbstub, and its end.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mte_suites::vmm::VmmError;
+
+/// How much of the console and of QEMU's messages is kept: enough for any message, bounded
+/// for a guest that prints in a loop.
+const TEXT_LIMIT: u64 = 64 << 10;
+
+const PAYLOAD: &str = "payload.elf";
+const SOCKET: &str = "gdb.sock";
+const CONSOLE: &str = "console.log";
+const MESSAGES: &str = "qemu.log";
+
+/// A running `qemu-system-aarch64`, halted (`-S`) until its gdbstub lets it go. Dropping it
+/// kills the process and removes its directory.
+pub struct Machine {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Machine {
+    /// Start QEMU on `image` (a copy of it, so that a payload rebuilt meanwhile cannot differ
+    /// from the one whose symbols were read) and connect to its gdbstub, within `limit`.
+    pub fn start(
+        qemu: &Path,
+        image: &[u8],
+        mte: bool,
+        limit: Duration,
+    ) -> Result<(Self, UnixStream), VmmError> {
+        let dir = private_dir()?;
+        let host = |what: &str, e: std::io::Error| {
+            VmmError::Host(format!("{what} in {}: {e}", dir.display()))
+        };
+        std::fs::write(dir.join(PAYLOAD), image).map_err(|e| host("writing the payload", e))?;
+        let messages = std::fs::File::create(dir.join(MESSAGES))
+            .map_err(|e| host("creating QEMU's log", e))?;
+        let mut command = Command::new(qemu);
+        command
+            .args(arguments(&dir, mte))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(messages);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. QEMU dies
+        // with the thread that started it, so a runner that is killed leaves no guest
+        // spinning; a guest never leaves the thread that booted it (Guest is not Send).
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                Ok(())
+            });
+        }
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(VmmError::Host(format!("starting {}: {e}", qemu.display())));
+            }
+        };
+        let mut machine = Machine { child, dir };
+        let stream = machine.connect(limit)?;
+        Ok((machine, stream))
+    }
+
+    /// Connect to the gdbstub once QEMU has its socket listening.
+    fn connect(&mut self, limit: Duration) -> Result<UnixStream, VmmError> {
+        let socket = self.dir.join(SOCKET);
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(stream) = UnixStream::connect(&socket) {
+                return Ok(stream);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(VmmError::Host(format!(
+                    "QEMU exited ({status}) before its gdbstub was up: {}",
+                    self.messages()
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(VmmError::Timeout {
+                    what: format!("QEMU's start (gdbstub at {})", socket.display()),
+                    seconds: limit.as_secs_f64(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// What the guest wrote to its serial port so far.
+    pub fn console(&self) -> String {
+        read_limited(&self.dir.join(CONSOLE))
+    }
+
+    /// What QEMU itself printed (its errors and warnings).
+    pub fn messages(&self) -> String {
+        let text = read_limited(&self.dir.join(MESSAGES));
+        match text.trim() {
+            "" => "QEMU printed nothing".into(),
+            text => text.to_string(),
+        }
+    }
+
+    /// Whether QEMU exits with success within `limit`: how a guest's power-off ends it.
+    pub fn exited_cleanly(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// Stop QEMU now (a guest past its deadline, or done with).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// QEMU's command line: the virt machine with (or without) MTE and nothing else attached,
+/// halted at the payload's entry until the gdbstub resumes it; the console goes to a file.
+fn arguments(dir: &Path, mte: bool) -> Vec<OsString> {
+    let in_dir = |name: &str| dir.join(name).into_os_string();
+    let mut serial = OsString::from("file:");
+    serial.push(in_dir(CONSOLE));
+    let mut gdb = OsString::from("unix:");
+    gdb.push(in_dir(SOCKET));
+    gdb.push(",server=on,wait=off");
+    let machine = format!("virt,mte={},gic-version=3", if mte { "on" } else { "off" });
+    let memory = format!("{}M", mte_protocol::RAM_SIZE >> 20);
+    let mut args: Vec<OsString> = [
+        "-M",
+        &machine,
+        "-cpu",
+        "max",
+        "-accel",
+        "tcg",
+        "-smp",
+        "1",
+        "-m",
+        &memory,
+        "-nodefaults",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-S",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    args.extend([
+        "-serial".into(),
+        serial,
+        "-kernel".into(),
+        in_dir(PAYLOAD),
+        "-gdb".into(),
+        gdb,
+    ]);
+    args
+}
+
+/// A new directory of our own (mode 0700) under the temporary directory.
+fn private_dir() -> Result<PathBuf, VmmError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = std::env::temp_dir();
+    loop {
+        let dir = base.join(format!(
+            "mte-qemu-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            // Left by an earlier process with the same id: take the next name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(VmmError::Host(format!(
+                    "creating a directory for QEMU in {}: {e}",
+                    base.display()
+                )))
+            }
+        }
+    }
+}
+
+fn read_limited(path: &Path) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(file) = std::fs::File::open(path) {
+        let _ = file.take(TEXT_LIMIT).read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_names_the_machine_and_the_files_in_its_directory() {
+        let args: Vec<String> = arguments(Path::new("/tmp/q"), true)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let after = |flag: &str| {
+            let at = args.iter().position(|a| a == flag).unwrap();
+            args[at + 1].as_str()
+        };
+        assert_eq!(after("-M"), "virt,mte=on,gic-version=3");
+        assert_eq!(after("-m"), "64M");
+        assert_eq!(after("-kernel"), "/tmp/q/payload.elf");
+        assert_eq!(after("-serial"), "file:/tmp/q/console.log");
+        assert_eq!(after("-gdb"), "unix:/tmp/q/gdb.sock,server=on,wait=off");
+        assert!(args.iter().any(|a| a == "-S"));
+        let untagged = arguments(Path::new("/tmp/q"), false);
+        assert!(untagged.iter().any(|a| a == "virt,mte=off,gic-version=3"));
+    }
+}
