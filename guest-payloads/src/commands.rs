@@ -9,6 +9,9 @@
 //! any pointer whose 8 bytes lie in RAM or in its untagged alias, with any tag. The pattern
 //! commands use `pattern_word(seed, offset)` with `offset` the byte offset of each 8-byte word
 //! from `addr`, and go through the untagged alias, so they neither check nor change tags.
+//!
+//! The access forms beyond a plain load and store live in `access`, the tag instructions in
+//! `instructions`; this module dispatches and keeps the argument checks they share.
 
 use core::arch::asm;
 use mte_protocol::{
@@ -16,12 +19,13 @@ use mte_protocol::{
     UNTAGGED_ALIAS_VA, granules, pattern_word, tag_of, tcf, with_tag,
 };
 
-use crate::{mailbox, mte, power, vectors};
+use crate::{access, instructions, mailbox, mte, power, vectors};
 
-pub use mte_protocol::refusal::{NO_MTE, UNKNOWN_COMMAND};
+pub use mte_protocol::refusal::{NO_MTE, PROHIBITED, UNKNOWN_COMMAND};
 
-/// Why a command was refused: an argument index, [`NO_MTE`] or [`UNKNOWN_COMMAND`].
-type Refusal = u64;
+/// Why a command was refused: an argument index, [`NO_MTE`], [`PROHIBITED`] or
+/// [`UNKNOWN_COMMAND`].
+pub type Refusal = u64;
 
 /// Answer the host forever: doorbell, command, doorbell, ...
 #[cfg(not(feature = "selftest"))]
@@ -65,6 +69,17 @@ fn execute(command: Command, args: &[u64; 8]) -> Result<(), Refusal> {
         Command::Spin => loop {
             core::hint::spin_loop();
         },
+        Command::SetTagTcr => access::set_tag_tcr(args[0], args[1]),
+        Command::LoadViaSp => access::load_via_sp(args[0], args[1]),
+        Command::StoreViaSp => access::store_via_sp(args[0], args[1], args[2]),
+        Command::IrgSample => instructions::irg_sample(args[0], args[1], args[2]),
+        Command::AddSubTag => instructions::add_sub_tag(args[0], args[1]),
+        Command::Gmi => instructions::gmi(args),
+        Command::StoreTags => instructions::store_tags(args[0], args[1], args[2], args[3]),
+        Command::StoreTagsBlock => instructions::store_tags_block(args[0], args[1]),
+        Command::LoadTagsBlock => instructions::load_tags_block(args[0]),
+        Command::DcTags => instructions::dc_tags(args[0], args[1]),
+        Command::ReadData => read_data(args[0], args[1]),
     }
 }
 
@@ -170,13 +185,29 @@ fn check_pattern(addr: u64, len: u64, seed: u64) -> Result<(), Refusal> {
     Ok(())
 }
 
+fn read_data(addr: u64, len: u64) -> Result<(), Refusal> {
+    let (addr, len) = test_range(addr, len)?;
+    if len > BULK_SIZE {
+        return Err(1);
+    }
+    let alias = untagged_alias(addr);
+    for offset in (0..len).step_by(8) {
+        // SAFETY: test RAM (checked) through its untagged alias; the bulk buffer holds `len`.
+        unsafe {
+            let word = ((alias + offset) as *const u64).read_volatile();
+            (bulk().add(offset as usize) as *mut u64).write_volatile(word);
+        }
+    }
+    Ok(())
+}
+
 fn read_tfsr() -> Result<(), Refusal> {
     require_tag_storage()?;
     mailbox::set_result(0, mte::take_tfsr());
     Ok(())
 }
 
-fn require_tag_storage() -> Result<(), Refusal> {
+pub fn require_tag_storage() -> Result<(), Refusal> {
     if mte::has_tag_storage() {
         Ok(())
     } else {
@@ -185,16 +216,16 @@ fn require_tag_storage() -> Result<(), Refusal> {
 }
 
 /// The address without its top byte (pointer tag and the rest of what TBI ignores).
-fn untagged(ptr: u64) -> u64 {
+pub fn untagged(ptr: u64) -> u64 {
     ptr & 0x00ff_ffff_ffff_ffff
 }
 
-fn untagged_alias(addr: u64) -> u64 {
+pub fn untagged_alias(addr: u64) -> u64 {
     addr - RAM_IPA + UNTAGGED_ALIAS_VA
 }
 
 /// A granule-aligned range inside test RAM, untagged.
-fn test_range(addr: u64, len: u64) -> Result<(u64, u64), Refusal> {
+pub fn test_range(addr: u64, len: u64) -> Result<(u64, u64), Refusal> {
     let addr = untagged(addr);
     let end = TEST_RAM_IPA + TEST_RAM_SIZE;
     if addr % GRANULE != 0 || !(TEST_RAM_IPA..end).contains(&addr) {
@@ -207,7 +238,7 @@ fn test_range(addr: u64, len: u64) -> Result<(u64, u64), Refusal> {
 }
 
 /// A [`test_range`] whose tag map fits the bulk buffer.
-fn bulk_range(addr: u64, len: u64) -> Result<(u64, u64), Refusal> {
+pub fn bulk_range(addr: u64, len: u64) -> Result<(u64, u64), Refusal> {
     let (addr, len) = test_range(addr, len)?;
     if granules(len) as u64 > BULK_SIZE {
         return Err(1);
@@ -216,7 +247,7 @@ fn bulk_range(addr: u64, len: u64) -> Result<(u64, u64), Refusal> {
 }
 
 /// An 8-byte access inside RAM or its untagged alias.
-fn check_access(ptr: u64) -> Result<(), Refusal> {
+pub fn check_access(ptr: u64) -> Result<(), Refusal> {
     let addr = untagged(ptr);
     let inside = |base: u64| addr >= base && addr - base <= RAM_SIZE - 8;
     if inside(RAM_IPA) || inside(UNTAGGED_ALIAS_VA) {
@@ -226,7 +257,7 @@ fn check_access(ptr: u64) -> Result<(), Refusal> {
     }
 }
 
-/// The bulk buffer, one byte per granule.
-fn bulk() -> *mut u8 {
+/// The bulk buffer: tag maps (one byte per granule), data and instruction results.
+pub fn bulk() -> *mut u8 {
     BULK_IPA as *mut u8
 }

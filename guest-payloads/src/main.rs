@@ -15,8 +15,10 @@
 
 #[macro_use]
 mod console;
+mod access;
 mod commands;
 mod entry;
+mod instructions;
 mod mailbox;
 mod mmu;
 mod mte;

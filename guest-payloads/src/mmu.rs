@@ -13,9 +13,9 @@
 //! image, so the runtime never writes it, least of all with the caches off.
 //!
 //! TCR_EL1.TBI0 makes the top byte (the pointer tag) ignored by translation; TCMA0 = 0 keeps
-//! tag-0 pointers checked like any other.
+//! tag-0 pointers checked like any other. [`set_tag_bits`] changes both at run time.
 
-use core::arch::global_asm;
+use core::arch::{asm, global_asm};
 use mte_protocol::{RAM_IPA, UNTAGGED_ALIAS_VA};
 
 const GIB: u64 = 1 << 30;
@@ -32,7 +32,14 @@ const MAIR_UNTAGGED: u64 = 0x00 | 0xff << (8 * ATTR_RAM) | 0xff << (8 * ATTR_UNT
 
 /// T0SZ = 32, table walks inner/outer write-back write-allocate and inner shareable, 4 KiB
 /// granule, no TTBR1 walks (EPD1), top byte ignored (TBI0). IPS is added at run time.
-const TCR: u64 = 32 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23 | 1 << 37;
+const TCR: u64 = 32 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23 | TCR_TBI0;
+
+/// TCR_EL1.TBI0: the top byte of a TTBR0 address is ignored by translation (and, with MTE,
+/// holds the pointer tag; without TBI no access is tag checked).
+const TCR_TBI0: u64 = 1 << 37;
+/// TCR_EL1.TCMA0: accesses through TTBR0 pointers whose bits 59:55 are all zero (or all ones)
+/// are Tag Unchecked.
+const TCR_TCMA0: u64 = 1 << 57;
 
 /// SCTLR_EL1: set M (MMU), C (data cache), I (instruction cache).
 const SCTLR_SET: u64 = 1 << 0 | 1 << 2 | 1 << 12;
@@ -113,3 +120,31 @@ mmu_enable:
     sctlr_clear = const SCTLR_CLEAR,
     table = sym LEVEL1,
 );
+
+/// Set TCR_EL1.TBI0 and TCR_EL1.TCMA0, then invalidate this CPU's TLB, since either may be
+/// cached in TLB entries. Returns TCR_EL1 as it was.
+///
+/// # Safety
+/// The runtime's own pointers have a zero top byte and allocation tag 0 (with TBI0 clear they
+/// still translate; TCMA0 can only remove checks), so only the test accesses that follow are
+/// affected, which is what the caller wants.
+pub unsafe fn set_tag_bits(tbi0: bool, tcma0: bool) -> u64 {
+    let previous = crate::sysreg::read!("tcr_el1");
+    let mut tcr = previous & !(TCR_TBI0 | TCR_TCMA0);
+    if tbi0 {
+        tcr |= TCR_TBI0;
+    }
+    if tcma0 {
+        tcr |= TCR_TCMA0;
+    }
+    unsafe {
+        crate::sysreg::write!("tcr_el1", tcr);
+        asm!(
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            options(nostack, preserves_flags)
+        );
+    }
+    previous
+}

@@ -78,6 +78,28 @@ pub fn random_tag(addr: u64) -> u64 {
     tagged
 }
 
+/// GCR_EL1.Exclude, bits 15:0.
+const GCR_EXCLUDE_MASK: u64 = 0xffff;
+
+/// Set GCR_EL1.Exclude (its other fields kept); returns GCR_EL1 as it was, for [`restore_gcr`].
+pub fn set_exclude(exclude: u64) -> u64 {
+    let gcr = sysreg::read!("gcr_el1");
+    // SAFETY: GCR_EL1 only steers which tags IRG, ADDG and SUBG choose.
+    unsafe {
+        sysreg::write!(
+            "gcr_el1",
+            gcr & !GCR_EXCLUDE_MASK | exclude & GCR_EXCLUDE_MASK
+        )
+    };
+    gcr
+}
+
+/// Put back a GCR_EL1 value [`set_exclude`] returned.
+pub fn restore_gcr(gcr: u64) {
+    // SAFETY: as in `set_exclude`.
+    unsafe { sysreg::write!("gcr_el1", gcr) };
+}
+
 /// STG: give the granule at `ptr` the tag in `ptr`'s bits 59:56.
 ///
 /// # Safety

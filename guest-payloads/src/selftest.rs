@@ -2,9 +2,10 @@
 //! fixed script of commands, print a PASS or FAIL line per check and power off.
 //!
 //! With tag storage the script exercises random tags and their read-back, tags from the bulk
-//! buffer, tag-checked loads and stores (matching and mismatching tags, sync and async checks)
-//! and data patterns through the untagged alias; without it, that tag commands are refused as
-//! "no MTE" while the rest works.
+//! buffer, tag-checked loads and stores (matching and mismatching tags, sync and async checks),
+//! the SP-based access forms, TCR_EL1.TCMA0 and TBI0, a few tag instructions (IRG with every tag
+//! excluded, STGM/LDGM, DC GVA) and data patterns through the untagged alias; without it, that
+//! tag commands are refused as "no MTE" while the rest works.
 
 use mte_protocol::{
     BULK_IPA, Command, GRANULE, Mailbox, PAGE_SIZE, RAM_IPA, Status, TEST_RAM_IPA,
@@ -49,6 +50,8 @@ pub fn run() -> ! {
     if mte::has_tag_storage() {
         println!("selftest: MTE level {}", mte::level());
         with_tags(&mut report);
+        access_forms(&mut report);
+        tag_instructions(&mut report);
     } else {
         println!("selftest: no MTE (ID_AA64PFR1_EL1.MTE = {})", mte::level());
         without_tags(&mut report);
@@ -192,6 +195,99 @@ fn with_tags(report: &mut Report) {
         "tcf-async",
         unchecked.result[0] == 0 && tfsr & 1 == 1,
         format_args!("no fault, TFSR_EL1 {tfsr:#x} (TF0)"),
+    );
+}
+
+/// A granule of its own, tagged `tag`, for the access forms.
+fn tagged_granule(index: usize, tag: u8) -> u64 {
+    let addr = BASE + index as u64 * GRANULE;
+    let mut tags = bulk_tags();
+    tags[0] = tag;
+    set_bulk_tags(&tags);
+    exec(Command::TagFromBulk, &[addr, GRANULE]);
+    addr
+}
+
+fn access_forms(report: &mut Report) {
+    exec(Command::SetTcf, &[tcf::SYNC]);
+    let addr = tagged_granule(8, 0x5);
+    let bad = with_tag(addr, 0xa);
+
+    let unchecked = exec(Command::LoadViaSp, &[bad, 0]);
+    let checked = exec(Command::LoadViaSp, &[bad, 1]);
+    let after = exec(Command::Load, &[with_tag(addr, 0x5)]);
+    report.check(
+        "sp-forms",
+        done(&unchecked)
+            && unchecked.result[1] == 0
+            && checked.result[1] == 1
+            && checked.fault.vector == 4
+            && esr::dfsc(checked.fault.esr) == esr::DFSC_TAG_CHECK
+            && done(&after)
+            && after.result[1] == 0,
+        format_args!(
+            "ldr [sp, #8] unchecked, ldr [sp, #8]! faults from SP_EL0 (vector {}), runtime intact",
+            checked.fault.vector
+        ),
+    );
+
+    let tag0 = with_tag(addr, 0);
+    let before = exec(Command::Load, &[tag0]).result[1];
+    exec(Command::SetTagTcr, &[1, 1]);
+    let tcma = exec(Command::Load, &[tag0]).result[1];
+    exec(Command::SetTagTcr, &[0, 0]);
+    let no_tbi = exec(Command::Load, &[tag0]).result[1];
+    exec(Command::SetTagTcr, &[1, 0]);
+    let again = exec(Command::Load, &[tag0]).result[1];
+    report.check(
+        "tcr-tag-bits",
+        [before, tcma, no_tbi, again] == [1, 0, 0, 1],
+        format_args!("tag-0 load faulted: {before}, TCMA0 {tcma}, TBI0 off {no_tbi}, back {again}"),
+    );
+}
+
+fn tag_instructions(report: &mut Report) {
+    let reply = exec(Command::IrgSample, &[0xffff, 64, 0]);
+    let tags = bulk_tags();
+    report.check(
+        "irg-all-excluded",
+        done(&reply) && tags[..64].iter().all(|&t| t == 0),
+        format_args!(
+            "IRG with every tag excluded gives 0; GCR_EL1 back to {:#x}",
+            reply.result[0]
+        ),
+    );
+
+    // STGM a block of distinct tags, LDGM it back.
+    let block = mte_protocol::id::gmid_block_bytes(crate::sysreg::read!("gmid_el1")).unwrap_or(0);
+    let addr = BASE + 2 * PAGE_SIZE;
+    let value = 0x0123_4567_89ab_cdef_u64;
+    exec(Command::StoreTagsBlock, &[addr, value]);
+    let reply = exec(Command::LoadTagsBlock, &[addr]);
+    // SAFETY: word 0 of the bulk buffer.
+    let loaded = unsafe { (BULK_IPA as *const u64).read_volatile() };
+    let mask = if block >= 256 {
+        u64::MAX
+    } else {
+        (1u64 << (4 * (block / GRANULE))) - 1
+    };
+    report.check(
+        "stgm-ldgm",
+        done(&reply) && block != 0 && loaded == value & mask,
+        format_args!("{block}-byte block: STGM {value:#x}, LDGM {loaded:#x}"),
+    );
+
+    let addr = BASE + 3 * PAGE_SIZE;
+    let reply = exec(
+        Command::DcTags,
+        &[mte_protocol::dc_tags::GVA, with_tag(addr, 0x9)],
+    );
+    let tags = read_tags().unwrap_or([0xff; GRANULES]);
+    let first = (3 * PAGE_SIZE / GRANULE) as usize;
+    report.check(
+        "dc-gva",
+        done(&reply) && tags[first] == 0x9,
+        format_args!("DC GVA tagged the block at {addr:#x}: {}", tags[first]),
     );
 }
 

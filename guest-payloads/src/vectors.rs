@@ -1,5 +1,6 @@
 //! Exception vectors: record every exception in the mailbox; skip the data abort of a command's
-//! test access ([`catching_aborts`]); report anything else as a panic and stop.
+//! test access ([`catching_aborts`]), whether the access ran on SP_EL1 as the runtime does or
+//! with SP_EL0 selected (the SP-based access forms); report anything else as a panic and stop.
 //!
 //! The recorded `vector` is the kind (0 sync, 1 IRQ, 2 FIQ, 3 SError) plus 4 × the origin
 //! (0 current EL with SP_EL1, where the runtime runs; 1 current EL with SP_EL0; 2 lower EL,
@@ -15,8 +16,10 @@ use mte_protocol::esr;
 
 use crate::{mailbox, power, sysreg};
 
-/// The kind and origin of the one exception that may be skipped.
+/// The kinds and origins of the exception that may be skipped: synchronous, from the current
+/// EL, with SP_EL1 (the runtime's own stack) or SP_EL0 selected.
 const SYNC_CURRENT_EL: u64 = 0;
+const SYNC_CURRENT_EL_SP_EL0: u64 = 4;
 /// Bytes saved per exception: x0-x30, ELR, SPSR, padding, then q0-q31.
 const FRAME_SIZE: usize = 272 + 32 * 16;
 /// Where ELR_EL1 is saved in the frame; `eret` returns to what is there.
@@ -150,7 +153,7 @@ extern "C" fn handle_exception(elr: &mut u64, vector: u64) {
     let far = sysreg::read!("far_el1");
     mailbox::record_fault(esr, far, *elr, vector);
 
-    if vector == SYNC_CURRENT_EL
+    if (vector == SYNC_CURRENT_EL || vector == SYNC_CURRENT_EL_SP_EL0)
         && esr::ec(esr) == esr::EC_DABT_CUR
         && ABORT_CATCHER.load(Ordering::Relaxed) == ARMED
     {
@@ -163,7 +166,10 @@ extern "C" fn handle_exception(elr: &mut u64, vector: u64) {
 }
 
 /// Run `access`, which must be one load or store instruction (in inline asm), so that a data
-/// abort it raises is recorded in the mailbox and skipped rather than being a panic. Returns
+/// abort it raises is recorded in the mailbox and skipped rather than being a panic. The
+/// instruction may run with SP_EL0 selected: the exception is then taken on SP_EL1 all the
+/// same, and the `eret` returns to SP_EL0 and the instruction after it, which must be the one
+/// that selects SP_EL1 again. Returns
 /// what `access` returned (its output registers unchanged if it aborted) and whether it did.
 pub fn catching_aborts<R>(access: impl FnOnce() -> R) -> (R, bool) {
     ABORT_CATCHER.store(ARMED, Ordering::Relaxed);

@@ -25,7 +25,7 @@
 pub mod elf;
 
 /// Protocol version: bump on any incompatible change to the mailbox or the commands.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Written by the guest into [`Mailbox::magic`] once its runtime is up.
 pub const MAILBOX_MAGIC: u32 = 0x4d54_4531; // "MTE1"
 
@@ -146,6 +146,51 @@ pub enum Command {
     /// Spin forever with interrupts masked; no reply. Only the VMM's deadline ends it, which
     /// is what the suite's self-checks of that deadline need.
     Spin = 11,
+    /// `args = [tbi0, tcma0]` (each 0 or 1): set TCR_EL1.TBI0 (bit 37) and TCR_EL1.TCMA0
+    /// (bit 57), then invalidate the TLB (both fields may be cached there). `result = [previous
+    /// TCR_EL1]`.
+    SetTagTcr = 12,
+    /// `args = [ptr, writeback]`: a 64-bit load from `ptr + 8` with SP as the base register:
+    /// SP_EL0 is selected and set to `ptr` (16-byte aligned), then `ldr xt, [sp, #8]`, or with
+    /// `writeback = 1` the pre-indexed `ldr xt, [sp, #8]!`, then SP_EL1 is selected again.
+    /// `result = [value, faulted]`; a fault fills [`Mailbox::fault`] (vector 4: taken from SP_EL0).
+    LoadViaSp = 13,
+    /// `args = [ptr, value, writeback]`: the store of `value` to `ptr + 8` in the same way
+    /// (`str xt, [sp, #8]` or `str xt, [sp, #8]!`). `result = [faulted]`.
+    StoreViaSp = 14,
+    /// `args = [exclude, count, xm]`: with GCR_EL1.Exclude = `exclude` (16 bits) for the duration,
+    /// run `irg xd, xn, xm` `count` times with `xm` as the exclude operand and write each chosen
+    /// tag to the bulk buffer, one byte each. GCR_EL1 is restored after. `result = [GCR_EL1 as
+    /// it was and is again]`.
+    IrgSample = 15,
+    /// `args = [addr, exclude]`: with GCR_EL1.Exclude = `exclude` for the duration, for each
+    /// encoding `e` of [`ADDSUBG_ENCODINGS`] and each start tag `t` in 0..16, compute
+    /// `addg` and `subg` of `with_tag(addr, t)` and write the 64-bit results to the bulk buffer
+    /// as little-endian words: word `(e * 16 + t) * 2` is ADDG's, the next SUBG's.
+    /// `result = [words written]`.
+    AddSubTag = 16,
+    /// `args = [addr, masks[0..GMI_MASKS]]`: for each tag `t` in 0..16 and each mask `k`, write
+    /// `gmi xd, with_tag(addr, t), masks[k]` to bulk word `t * GMI_MASKS + k` (little-endian).
+    Gmi = 17,
+    /// `args = [form, addr, len, seed]`: store the tags found in the bulk buffer (one byte per
+    /// granule) over the range with one of the [`tag_store`] forms. The pair forms (ST2G,
+    /// STZ2G) take the tag of every even granule for it and the next one (`len` a multiple of
+    /// 32); STGP stores the data pair `pattern_word(seed, o)`, `pattern_word(seed, o + 8)` with
+    /// `o` the granule's offset from `addr`.
+    StoreTags = 18,
+    /// `args = [addr, tags]`: `stgm tags, [addr]`: the tags of the GMID_EL1.BS block holding
+    /// `addr`, from the nibbles of `tags` (nibble `(a >> 4) & 0xf` for the granule at `a`).
+    StoreTagsBlock = 19,
+    /// `args = [addr]`: `ldgm xt, [addr]`; the 64-bit result goes to the bulk buffer
+    /// (little-endian, 8 bytes).
+    LoadTagsBlock = 20,
+    /// `args = [op, ptr]`: `dc gva, ptr` (`op` [`dc_tags::GVA`]) or `dc gzva, ptr`
+    /// ([`dc_tags::GZVA`]) on the DCZID_EL0.BS block holding `ptr`. Refused with
+    /// [`refusal::PROHIBITED`] where DCZID_EL0.DZP is set.
+    DcTags = 21,
+    /// `args = [addr, len]`: copy the bytes of the range to the bulk buffer through the
+    /// untagged alias (so neither checking nor changing tags).
+    ReadData = 22,
 }
 
 impl Command {
@@ -163,6 +208,17 @@ impl Command {
             9 => Self::ReadTfsr,
             10 => Self::PowerOff,
             11 => Self::Spin,
+            12 => Self::SetTagTcr,
+            13 => Self::LoadViaSp,
+            14 => Self::StoreViaSp,
+            15 => Self::IrgSample,
+            16 => Self::AddSubTag,
+            17 => Self::Gmi,
+            18 => Self::StoreTags,
+            19 => Self::StoreTagsBlock,
+            20 => Self::LoadTagsBlock,
+            21 => Self::DcTags,
+            22 => Self::ReadData,
             _ => return None,
         })
     }
@@ -174,6 +230,55 @@ pub mod refusal {
     pub const NO_MTE: u64 = 0xffff_ffff_ffff_fffe;
     /// The command code is unknown to this payload.
     pub const UNKNOWN_COMMAND: u64 = u64::MAX;
+    /// The CPU has the feature, but its ID registers forbid the instruction here (DCZID_EL0.DZP
+    /// set for DC GVA/GZVA; a GMID_EL1.BS or DCZID_EL0.BS block size that is not architected
+    /// for tags).
+    pub const PROHIBITED: u64 = 0xffff_ffff_ffff_fffd;
+}
+
+/// The forms of [`Command::StoreTags`].
+pub mod tag_store {
+    pub const STG: u64 = 0;
+    pub const STZG: u64 = 1;
+    pub const ST2G: u64 = 2;
+    pub const STZ2G: u64 = 3;
+    pub const STGP: u64 = 4;
+}
+
+/// The operations of [`Command::DcTags`].
+pub mod dc_tags {
+    /// DC GVA: set the tags of a block, keep its data.
+    pub const GVA: u64 = 0;
+    /// DC GZVA: set the tags of a block and zero its data.
+    pub const GZVA: u64 = 1;
+}
+
+/// The ADDG/SUBG encodings [`Command::AddSubTag`] runs: `(byte offset, tag offset)`, i.e.
+/// `uimm6 * 16` (0..=1008) and `uimm4` (0..=15). The guest assembles them as immediates.
+pub const ADDSUBG_ENCODINGS: [(u64, u64); 6] =
+    [(0, 0), (0, 1), (16, 3), (80, 7), (512, 9), (1008, 15)];
+
+/// The number of masks [`Command::Gmi`] takes.
+pub const GMI_MASKS: usize = 7;
+
+/// Fields of the ID registers the tag instructions depend on.
+pub mod id {
+    /// GMID_EL1.BS: the bytes LDGM and STGM cover (`4 << BS`), where BS is one the
+    /// architecture allows (2..=6, 16 to 256 bytes).
+    pub const fn gmid_block_bytes(gmid: u64) -> Option<u64> {
+        match gmid & 0xf {
+            bs @ 2..=6 => Some(4 << bs),
+            _ => None,
+        }
+    }
+    /// DCZID_EL0.BS: the bytes DC ZVA, DC GVA and DC GZVA cover (`4 << BS`).
+    pub const fn dczid_block_bytes(dczid: u64) -> u64 {
+        4 << (dczid & 0xf)
+    }
+    /// DCZID_EL0.DZP: DC ZVA, DC GVA and DC GZVA are prohibited.
+    pub const fn dczid_prohibited(dczid: u64) -> bool {
+        dczid & (1 << 4) != 0
+    }
 }
 
 /// Values of SCTLR_EL1.TCF.
@@ -185,8 +290,9 @@ pub mod tcf {
 }
 
 /// What the guest's exception vectors saw. The runtime handles a synchronous data abort raised
-/// by a [`Command::Load`] or [`Command::Store`] by recording it here and skipping the faulting
-/// instruction; any other exception is a [`Status::Panic`].
+/// by a [`Command::Load`], [`Command::Store`], [`Command::LoadViaSp`] or [`Command::StoreViaSp`]
+/// by recording it here and skipping the faulting instruction; any other exception is a
+/// [`Status::Panic`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultRecord {
@@ -195,7 +301,9 @@ pub struct FaultRecord {
     pub esr: u64,
     pub far: u64,
     pub elr: u64,
-    /// Which vector: 0 sync, 1 IRQ, 2 FIQ, 3 SError (current EL, SPx).
+    /// Which vector: the kind (0 sync, 1 IRQ, 2 FIQ, 3 SError) plus 4 × the origin (0 current
+    /// EL with SP_ELx, where the runtime runs; 1 current EL with SP_EL0, as in
+    /// [`Command::LoadViaSp`]; 2 lower EL, AArch64; 3 lower EL, AArch32).
     pub vector: u64,
 }
 
@@ -357,12 +465,35 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for v in 0..=11 {
+        for v in 0..=22 {
             assert_eq!(Command::from_u32(v).unwrap() as u32, v);
         }
-        assert!(Command::from_u32(12).is_none());
+        assert!(Command::from_u32(23).is_none());
         for v in 0..=4 {
             assert_eq!(Status::from_u32(v).unwrap() as u32, v);
+        }
+    }
+
+    #[test]
+    fn block_sizes_decode_from_the_id_registers() {
+        // Seen under QEMU: GMID_EL1 = 0x6 (256 bytes), DCZID_EL0 = 0x4 (64 bytes).
+        assert_eq!(id::gmid_block_bytes(0x6), Some(256));
+        assert_eq!(id::gmid_block_bytes(0x4), Some(64));
+        assert_eq!(id::gmid_block_bytes(0x2), Some(16));
+        assert_eq!(id::gmid_block_bytes(0x1), None);
+        assert_eq!(id::gmid_block_bytes(0x7), None);
+        assert_eq!(id::gmid_block_bytes(0), None);
+        assert_eq!(id::dczid_block_bytes(0x4), 64);
+        assert_eq!(id::dczid_block_bytes(0x14), 64);
+        assert!(!id::dczid_prohibited(0x4));
+        assert!(id::dczid_prohibited(0x14));
+    }
+
+    #[test]
+    fn addsubg_encodings_fit_their_fields() {
+        for (offset, tag_offset) in ADDSUBG_ENCODINGS {
+            assert!(offset % 16 == 0 && offset / 16 < 64, "uimm6 of {offset}");
+            assert!(tag_offset < 16, "uimm4 {tag_offset}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! Findings and the comparisons behind them. Every pass is built from a comparison of expected
 //! against observed that could have gone the other way, and keeps both sides as evidence.
 
-use mte_protocol::{esr, Command, GuestIds, Status};
+use mte_protocol::{esr, tcf, Command, GuestIds, Status};
 use mte_results::{tag_mismatches, tags_to_hex, Evidence, Outcome};
 
 use crate::vmm::{errno_name, Guest, Reply, VmmError};
@@ -194,8 +194,15 @@ pub fn run(guest: &mut dyn Guest, command: Command, args: &[u64]) -> Result<Repl
     match reply.status {
         Status::Done => Ok(reply),
         Status::BadCommand if reply.result[0] == mte_protocol::refusal::NO_MTE => Err(
-            VmmError::Unsupported("the guest CPU has no MTE (ID_AA64PFR1_EL1.MTE < 2)".into()),
+            VmmError::Unsupported(no_mte_reason(&guest.ids(), command, args)),
         ),
+        Status::BadCommand if reply.result[0] == mte_protocol::refusal::PROHIBITED => {
+            let ids = guest.ids();
+            Err(VmmError::Unsupported(format!(
+                "the guest CPU does not allow {command:?} here (DCZID_EL0 = {:#x}, GMID_EL1 = {:#x})",
+                ids.dczid_el0, ids.gmid_el1
+            )))
+        }
         Status::BadCommand => Err(VmmError::Guest(format!(
             "{command:?} {args:x?} rejected by the guest (argument {})",
             reply.result[0]
@@ -210,6 +217,38 @@ pub fn run(guest: &mut dyn Guest, command: Command, args: &[u64]) -> Result<Repl
             "{command:?} answered with status {other:?}"
         ))),
     }
+}
+
+/// Why the guest refused `command` for want of MTE: asymmetric checking needs MTE3, the rest
+/// tag storage (MTE2).
+fn no_mte_reason(ids: &GuestIds, command: Command, args: &[u64]) -> String {
+    let has = format!(
+        "ID_AA64PFR1_EL1 = {:#x}, MTE field {}",
+        ids.id_aa64pfr1_el1,
+        ids.mte_level()
+    );
+    if command == Command::SetTcf && args.first() == Some(&tcf::ASYMMETRIC) {
+        format!(
+            "asymmetric tag checking (SCTLR_EL1.TCF = 3) needs MTE3 (MTE field >= 3); the guest \
+             CPU has {has}"
+        )
+    } else {
+        format!("the guest CPU has no MTE tag storage (MTE field >= 2 needed): {has}")
+    }
+}
+
+/// Skip unless the guest CPU has MTE3 (ID_AA64PFR1_EL1.MTE >= 3), which asymmetric tag
+/// checking needs.
+pub fn require_mte3(ids: &GuestIds) -> Result<(), VmmError> {
+    require_mte(ids)?;
+    if ids.mte_level() < 3 {
+        return Err(VmmError::Unsupported(no_mte_reason(
+            ids,
+            Command::SetTcf,
+            &[tcf::ASYMMETRIC],
+        )));
+    }
+    Ok(())
 }
 
 /// Skip unless the guest CPU has tag storage (MTE2 or later).
@@ -316,6 +355,29 @@ mod tests {
         let finding = checks.finish();
         assert_eq!(finding.outcome, Outcome::Fail);
         assert!(finding.reason.contains("EFAULT (14)"), "{}", finding.reason);
+    }
+
+    #[test]
+    fn a_cpu_without_mte3_skips_asymmetric_checks_naming_the_field() {
+        let ids = |pfr1| GuestIds {
+            id_aa64pfr1_el1: pfr1,
+            ..GuestIds::default()
+        };
+        assert_eq!(require_mte3(&ids(0x321)), Ok(()));
+        match require_mte3(&ids(0x221)) {
+            Err(VmmError::Unsupported(why)) => {
+                assert!(why.contains("MTE3"), "{why}");
+                assert!(
+                    why.contains("ID_AA64PFR1_EL1 = 0x221, MTE field 2"),
+                    "{why}"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match require_mte3(&ids(0x021)) {
+            Err(VmmError::Unsupported(why)) => assert!(why.contains("tag storage"), "{why}"),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

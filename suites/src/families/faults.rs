@@ -1,13 +1,19 @@
-//! Tag-check faults the guest takes (and does not take) under KVM.
+//! Tag-check faults the guest takes (and does not take) under KVM, in each mode SCTLR_EL1.TCF
+//! selects: synchronous (a data abort), asynchronous (TFSR_EL1.TF0, no exception), asymmetric
+//! (reads synchronous, writes asynchronous) and none.
+//!
+//! Every check that expects an access not to fault also makes a control access in the same
+//! guest that must fault (or set TFSR_EL1.TF0) in the mode the check selected, so a guest
+//! that checks tags in another mode than asked for cannot pass it.
 
 use mte_protocol::{
     esr, pattern_word, tcf, with_tag, Command, PAGE_SIZE, PAYLOAD_IPA, TEST_RAM_IPA,
 };
 
-use crate::check::{fault_evidence, require_mte, run, Checks, Finding};
+use crate::check::{describe_esr, fault_evidence, require_mte, require_mte3, run, Checks, Finding};
 use crate::inject::Injection;
 use crate::scenario::Scenario;
-use crate::vmm::{BootOptions, Guest, Vmm, VmmError};
+use crate::vmm::{BootOptions, Guest, Reply, Vmm, VmmError};
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -23,7 +29,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "faults::sync_matching_load_does_not_fault",
         summary: "The same load through a pointer with the granule's own tag completes without a \
-                  fault and reads the data that was written",
+                  fault and reads the data that was written, where a mismatched one faults",
         why: "Tag checks must not fire on matching tags; the control for the mismatch check",
         proven_by: &[Injection::WrongTcf],
         run: sync_matching_load_does_not_fault,
@@ -37,54 +43,165 @@ pub const SCENARIOS: &[Scenario] = &[
         proven_by: &[Injection::WrongTcf],
         run: sync_mismatched_store_faults,
     },
+    Scenario {
+        name: "faults::async_mismatch_sets_tfsr_without_exception",
+        summary: "With SCTLR_EL1.TCF = async, a mismatched store and a mismatched load take no \
+                  exception, complete, and each sets TFSR_EL1.TF0, which is still set after the \
+                  guest has exited to the VMM",
+        why: "Arm ARM: asynchronous tag check faults are recorded in TFSR_EL1.TF0 and the access \
+              completes; KVM must keep the guest's TFSR_EL1 across exits (it saves it with the \
+              rest of the MTE state)",
+        proven_by: &[Injection::WrongTcf],
+        run: async_mismatch_sets_tfsr,
+    },
+    Scenario {
+        name: "faults::async_matching_access_leaves_tfsr_clear",
+        summary: "With SCTLR_EL1.TCF = async, a load and a store through the granule's own tag \
+                  leave TFSR_EL1.TF0 clear, where a mismatched load in the same guest sets it",
+        why: "TF0 must record tag check faults only; a guest kernel reports every TF0 it finds \
+              as a memory-safety bug (Documentation/arch/arm64/memory-tagging-extension.rst)",
+        proven_by: &[Injection::WrongTcf],
+        run: async_matching_access_leaves_tfsr_clear,
+    },
+    Scenario {
+        name: "faults::asymmetric_mismatched_load_faults",
+        summary: "With SCTLR_EL1.TCF = asymmetric (3), a mismatched load raises a synchronous tag \
+                  check fault (DFSC 0b010001)",
+        why: "Arm ARM (FEAT_MTE3): in asymmetric mode reads are checked synchronously; needs \
+              ID_AA64PFR1_EL1.MTE >= 3",
+        proven_by: &[Injection::WrongTcf],
+        run: asymmetric_mismatched_load_faults,
+    },
+    Scenario {
+        name: "faults::asymmetric_mismatched_store_sets_tfsr",
+        summary: "With SCTLR_EL1.TCF = asymmetric (3), a mismatched store takes no exception, is \
+                  performed, and sets TFSR_EL1.TF0",
+        why: "Arm ARM (FEAT_MTE3): in asymmetric mode writes are checked asynchronously; needs \
+              ID_AA64PFR1_EL1.MTE >= 3",
+        proven_by: &[Injection::WrongTcf],
+        run: asymmetric_mismatched_store_sets_tfsr,
+    },
+    Scenario {
+        name: "faults::tcf_none_ignores_mismatches",
+        summary: "With SCTLR_EL1.TCF = none, a mismatched load and store do not fault and leave \
+                  TFSR_EL1 clear, where the same load faulted under sync",
+        why: "Arm ARM: TCF = 0b00, tag check faults have no effect; a guest kernel turns checks \
+              off this way (kasan=off, PR_MTE_TCF_NONE)",
+        proven_by: &[Injection::WrongTcf],
+        run: tcf_none_ignores_mismatches,
+    },
 ];
 
-const GRANULE_TAG: u8 = 0x5;
-const WRONG_TAG: u8 = 0xa;
-const SEED: u64 = 0x6d74_6531;
+/// The tag the prepared granules get, and one that differs.
+pub(crate) const GRANULE_TAG: u8 = 0x5;
+pub(crate) const WRONG_TAG: u8 = 0xa;
+/// The data pattern of the prepared pages.
+pub(crate) const SEED: u64 = 0x6d74_6531;
+/// TFSR_EL1.TF0: a tag check fault in EL1 (TTBR0 addresses) was recorded asynchronously.
+const TFSR_TF0: u64 = 1;
 
-/// Boot, write a data pattern over one page, tag its first granule and select sync checks.
-fn prepare(vmm: &dyn Vmm) -> Result<(Box<dyn Guest>, u64), VmmError> {
-    let mut guest = vmm.boot(&BootOptions::default())?;
+/// Boot a guest with MTE, or skip where the CPU has none.
+pub(crate) fn boot(vmm: &dyn Vmm) -> Result<Box<dyn Guest>, VmmError> {
+    let guest = vmm.boot(&BootOptions::default())?;
     require_mte(&guest.ids())?;
-    let ipa = TEST_RAM_IPA + 32 * PAGE_SIZE;
-    run(
-        guest.as_mut(),
-        Command::FillPattern,
-        &[ipa, PAGE_SIZE, SEED],
-    )?;
-    guest.write_bulk(&[GRANULE_TAG])?;
-    run(guest.as_mut(), Command::TagFromBulk, &[ipa, 16])?;
-    run(guest.as_mut(), Command::SetTcf, &[tcf::SYNC])?;
-    Ok((guest, ipa))
+    Ok(guest)
 }
 
-/// The checks every tag check fault must pass.
-fn check_tag_fault(checks: &mut Checks, reply: &crate::vmm::Reply, ptr: u64, write: bool) {
-    checks.equal(
-        "the access faulted",
-        1,
-        reply.result[if write { 0 } else { 1 }],
-    );
-    checks.equal("exceptions taken", 1, reply.fault.count);
+/// Write the data pattern over `pages` pages at `ipa` and store `tags` from `tags_ipa` on.
+pub(crate) fn prepare(
+    guest: &mut dyn Guest,
+    ipa: u64,
+    pages: u64,
+    tags_ipa: u64,
+    tags: &[u8],
+) -> Result<(), VmmError> {
+    run(guest, Command::FillPattern, &[ipa, pages * PAGE_SIZE, SEED])?;
+    guest.write_bulk(tags)?;
+    run(
+        guest,
+        Command::TagFromBulk,
+        &[tags_ipa, tags.len() as u64 * mte_protocol::GRANULE],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn set_tcf(guest: &mut dyn Guest, mode: u64) -> Result<(), VmmError> {
+    run(guest, Command::SetTcf, &[mode]).map(|_| ())
+}
+
+pub(crate) fn load(guest: &mut dyn Guest, ptr: u64) -> Result<Reply, VmmError> {
+    run(guest, Command::Load, &[ptr])
+}
+
+pub(crate) fn store(guest: &mut dyn Guest, ptr: u64, value: u64) -> Result<Reply, VmmError> {
+    run(guest, Command::Store, &[ptr, value])
+}
+
+/// TFSR_EL1 (read and cleared by the guest).
+pub(crate) fn read_tfsr(guest: &mut dyn Guest) -> Result<u64, VmmError> {
+    Ok(run(guest, Command::ReadTfsr, &[])?.result[0])
+}
+
+/// Whether a Load-like (`result = [value, faulted]`) or Store-like (`result = [faulted]`)
+/// reply says the access faulted.
+fn faulted(reply: &Reply, write: bool) -> u64 {
+    reply.result[if write { 0 } else { 1 }]
+}
+
+/// The checks every synchronous tag check fault must pass, FAR exactly `ptr`.
+pub(crate) fn check_tag_fault(
+    checks: &mut Checks,
+    access: &str,
+    reply: &Reply,
+    ptr: u64,
+    write: bool,
+) {
+    check_tag_fault_within(checks, access, reply, (ptr, ptr), write);
+}
+
+/// The checks every synchronous tag check fault must pass, FAR within `far` (inclusive, bits
+/// 55:0 compared).
+pub(crate) fn check_tag_fault_within(
+    checks: &mut Checks,
+    access: &str,
+    reply: &Reply,
+    far: (u64, u64),
+    write: bool,
+) {
+    checks.equal(&format!("{access}: faulted"), 1, faulted(reply, write));
+    checks.equal(&format!("{access}: exceptions taken"), 1, reply.fault.count);
+    if reply.fault.count == 0 {
+        // Nothing was recorded, so there is no syndrome to compare.
+        return;
+    }
     checks.holds(
-        "ESR_EL1 class and fault status",
+        &format!("{access}: ESR_EL1 class and fault status"),
         esr::ec(reply.fault.esr) == esr::EC_DABT_CUR
             && esr::dfsc(reply.fault.esr) == esr::DFSC_TAG_CHECK,
         "EC 0x25 (data abort, same EL), DFSC 0x11 (tag check)",
-        crate::check::describe_esr(reply.fault.esr),
+        describe_esr(reply.fault.esr),
     );
-    checks.equal("ESR_EL1.WnR (write)", write, esr::is_write(reply.fault.esr));
+    checks.equal(
+        &format!("{access}: ESR_EL1.WnR (write)"),
+        write,
+        esr::is_write(reply.fault.esr),
+    );
     // FAR_EL1[63:60] are UNKNOWN for a tag check fault; the address bits must be exact.
     let address_bits = (1u64 << 56) - 1;
+    let (first, last) = (far.0 & address_bits, far.1 & address_bits);
+    let observed = reply.fault.far & address_bits;
     checks.holds(
-        "FAR_EL1 holds the faulting address",
-        reply.fault.far & address_bits == ptr & address_bits,
-        format!("{:#x} (bits 55:0)", ptr & address_bits),
+        &format!("{access}: FAR_EL1 holds the faulting address"),
+        (first..=last).contains(&observed),
+        if first == last {
+            format!("{first:#x} (bits 55:0)")
+        } else {
+            format!("{first:#x}..={last:#x} (bits 55:0)")
+        },
         format!("{:#x}", reply.fault.far),
     );
     checks.holds(
-        "ELR_EL1 points into the payload",
+        &format!("{access}: ELR_EL1 points into the payload"),
         (PAYLOAD_IPA..TEST_RAM_IPA).contains(&reply.fault.elr),
         format!("{PAYLOAD_IPA:#x}..{TEST_RAM_IPA:#x}"),
         format!("{:#x}", reply.fault.elr),
@@ -92,35 +209,103 @@ fn check_tag_fault(checks: &mut Checks, reply: &crate::vmm::Reply, ptr: u64, wri
     checks.evidence(fault_evidence(reply));
 }
 
+/// An access that must complete without any exception.
+pub(crate) fn check_no_fault(checks: &mut Checks, access: &str, reply: &Reply, write: bool) {
+    checks.equal(&format!("{access}: faulted"), 0, faulted(reply, write));
+    checks.equal(&format!("{access}: exceptions taken"), 0, reply.fault.count);
+    if reply.fault.count != 0 {
+        checks.evidence(fault_evidence(reply));
+    }
+}
+
+/// A 64-bit value the guest read, in hex on both sides.
+pub(crate) fn check_value(checks: &mut Checks, what: &str, expected: u64, observed: u64) {
+    checks.holds(
+        what,
+        expected == observed,
+        format!("{expected:#018x}"),
+        format!("{observed:#018x}"),
+    );
+}
+
+/// TFSR_EL1.TF0 as read now must be `set`.
+pub(crate) fn check_tf0(
+    checks: &mut Checks,
+    guest: &mut dyn Guest,
+    after: &str,
+    set: bool,
+) -> Result<(), VmmError> {
+    let tfsr = read_tfsr(guest)?;
+    checks.holds(
+        &format!("TFSR_EL1.TF0 after {after}"),
+        (tfsr & TFSR_TF0 != 0) == set,
+        if set { "TF0 set" } else { "TF0 clear" },
+        format!("TFSR_EL1 = {tfsr:#x}"),
+    );
+    Ok(())
+}
+
+/// The data pattern's 8 bytes at `offset` from the start of the prepared pages (any alignment).
+pub(crate) fn pattern_bytes_at(offset: u64) -> u64 {
+    let bytes: Vec<u8> = (offset..offset + 8)
+        .map(|o| pattern_word(SEED, o & !7).to_le_bytes()[(o & 7) as usize])
+        .collect();
+    u64::from_le_bytes(bytes.try_into().expect("eight bytes"))
+}
+
+/// Each check's page of test RAM, apart from the other families' (pages 0..32 are `tags`).
+fn page(n: u64) -> u64 {
+    TEST_RAM_IPA + (32 + n) * PAGE_SIZE
+}
+
+/// Boot, write a data pattern over one page, tag its first granule and select `mode`.
+fn prepare_mode(vmm: &dyn Vmm, n: u64, mode: u64) -> Result<(Box<dyn Guest>, u64), VmmError> {
+    let mut guest = boot(vmm)?;
+    if mode == tcf::ASYMMETRIC {
+        require_mte3(&guest.ids())?;
+    }
+    let ipa = page(n);
+    prepare(guest.as_mut(), ipa, 1, ipa, &[GRANULE_TAG])?;
+    set_tcf(guest.as_mut(), mode)?;
+    Ok((guest, ipa))
+}
+
 fn sync_mismatched_load_faults(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare(vmm)?;
+    let (mut guest, ipa) = prepare_mode(vmm, 0, tcf::SYNC)?;
     let ptr = with_tag(ipa, WRONG_TAG);
-    let reply = run(guest.as_mut(), Command::Load, &[ptr])?;
+    let reply = load(guest.as_mut(), ptr)?;
     let mut checks = Checks::new();
-    check_tag_fault(&mut checks, &reply, ptr, false);
+    check_tag_fault(&mut checks, "mismatched load", &reply, ptr, false);
+    // A synchronous fault is reported once, as the exception, never also in TFSR_EL1.
+    check_tf0(&mut checks, guest.as_mut(), "the synchronous fault", false)?;
     Ok(checks.finish())
 }
 
 fn sync_matching_load_does_not_fault(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare(vmm)?;
-    let reply = run(guest.as_mut(), Command::Load, &[with_tag(ipa, GRANULE_TAG)])?;
+    let (mut guest, ipa) = prepare_mode(vmm, 1, tcf::SYNC)?;
     let mut checks = Checks::new();
-    checks.equal("the access faulted", 0, reply.result[1]);
-    checks.equal("exceptions taken", 0, reply.fault.count);
-    checks.equal("value loaded", pattern_word(SEED, 0), reply.result[0]);
+    let reply = load(guest.as_mut(), with_tag(ipa, GRANULE_TAG))?;
+    check_no_fault(&mut checks, "matching load", &reply, false);
+    check_value(
+        &mut checks,
+        "value loaded",
+        pattern_word(SEED, 0),
+        reply.result[0],
+    );
+    // Control: the same granule through another tag faults, so checks were on.
+    let ptr = with_tag(ipa, WRONG_TAG);
+    let reply = load(guest.as_mut(), ptr)?;
+    check_tag_fault(&mut checks, "control: mismatched load", &reply, ptr, false);
     Ok(checks.finish())
 }
 
 fn sync_mismatched_store_faults(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare(vmm)?;
+    let (mut guest, ipa) = prepare_mode(vmm, 2, tcf::SYNC)?;
     let ptr = with_tag(ipa, WRONG_TAG);
-    let reply = run(
-        guest.as_mut(),
-        Command::Store,
-        &[ptr, !pattern_word(SEED, 0)],
-    )?;
+    let reply = store(guest.as_mut(), ptr, !pattern_word(SEED, 0))?;
     let mut checks = Checks::new();
-    check_tag_fault(&mut checks, &reply, ptr, true);
+    check_tag_fault(&mut checks, "mismatched store", &reply, ptr, true);
+    check_tf0(&mut checks, guest.as_mut(), "the synchronous fault", false)?;
     let check = run(
         guest.as_mut(),
         Command::CheckPattern,
@@ -128,4 +313,148 @@ fn sync_mismatched_store_faults(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     )?;
     checks.equal("words changed by the faulting store", 0, check.result[0]);
     Ok(checks.finish())
+}
+
+/// Words of the prepared page that differ from the pattern, and the first one's offset.
+fn changed_words(guest: &mut dyn Guest, ipa: u64) -> Result<(u64, u64), VmmError> {
+    let check = run(guest, Command::CheckPattern, &[ipa, PAGE_SIZE, SEED])?;
+    Ok((check.result[0], check.result[1]))
+}
+
+fn async_mismatch_sets_tfsr(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let (mut guest, ipa) = prepare_mode(vmm, 3, tcf::ASYNC)?;
+    let ptr = with_tag(ipa, WRONG_TAG);
+    let mut checks = Checks::new();
+
+    let reply = store(guest.as_mut(), ptr, !pattern_word(SEED, 0))?;
+    check_no_fault(&mut checks, "mismatched store", &reply, true);
+    check_tf0(&mut checks, guest.as_mut(), "the mismatched store", true)?;
+    checks.equal(
+        "words changed by the store (changed words, first offset)",
+        (1, 0),
+        changed_words(guest.as_mut(), ipa)?,
+    );
+
+    let reply = load(guest.as_mut(), ptr)?;
+    check_no_fault(&mut checks, "mismatched load", &reply, false);
+    check_value(
+        &mut checks,
+        "value loaded",
+        !pattern_word(SEED, 0),
+        reply.result[0],
+    );
+    check_tf0(&mut checks, guest.as_mut(), "the mismatched load", true)?;
+    Ok(checks.finish())
+}
+
+fn async_matching_access_leaves_tfsr_clear(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let (mut guest, ipa) = prepare_mode(vmm, 4, tcf::ASYNC)?;
+    let good = with_tag(ipa, GRANULE_TAG);
+    let mut checks = Checks::new();
+
+    let reply = load(guest.as_mut(), good)?;
+    check_no_fault(&mut checks, "matching load", &reply, false);
+    check_value(
+        &mut checks,
+        "value loaded",
+        pattern_word(SEED, 0),
+        reply.result[0],
+    );
+    let reply = store(guest.as_mut(), good, 0x1234_5678)?;
+    check_no_fault(&mut checks, "matching store", &reply, true);
+    check_tf0(
+        &mut checks,
+        guest.as_mut(),
+        "the matching load and store",
+        false,
+    )?;
+
+    // Control: a mismatched load in the same mode completes and sets TF0.
+    let reply = load(guest.as_mut(), with_tag(ipa, WRONG_TAG))?;
+    check_no_fault(&mut checks, "control: mismatched load", &reply, false);
+    check_value(
+        &mut checks,
+        "control: value loaded",
+        0x1234_5678,
+        reply.result[0],
+    );
+    check_tf0(&mut checks, guest.as_mut(), "the control", true)?;
+    Ok(checks.finish())
+}
+
+fn asymmetric_mismatched_load_faults(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let (mut guest, ipa) = prepare_mode(vmm, 5, tcf::ASYMMETRIC)?;
+    let ptr = with_tag(ipa, WRONG_TAG);
+    let reply = load(guest.as_mut(), ptr)?;
+    let mut checks = Checks::new();
+    check_tag_fault(&mut checks, "mismatched load", &reply, ptr, false);
+    check_tf0(&mut checks, guest.as_mut(), "the synchronous fault", false)?;
+    Ok(checks.finish())
+}
+
+fn asymmetric_mismatched_store_sets_tfsr(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let (mut guest, ipa) = prepare_mode(vmm, 6, tcf::ASYMMETRIC)?;
+    let ptr = with_tag(ipa, WRONG_TAG);
+    let reply = store(guest.as_mut(), ptr, !pattern_word(SEED, 0))?;
+    let mut checks = Checks::new();
+    check_no_fault(&mut checks, "mismatched store", &reply, true);
+    check_tf0(&mut checks, guest.as_mut(), "the mismatched store", true)?;
+    checks.equal(
+        "words changed by the store (changed words, first offset)",
+        (1, 0),
+        changed_words(guest.as_mut(), ipa)?,
+    );
+    Ok(checks.finish())
+}
+
+fn tcf_none_ignores_mismatches(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let (mut guest, ipa) = prepare_mode(vmm, 7, tcf::SYNC)?;
+    let ptr = with_tag(ipa, WRONG_TAG);
+    let mut checks = Checks::new();
+    // Control: under sync the pointer's tag is a mismatch.
+    let reply = load(guest.as_mut(), ptr)?;
+    check_tag_fault(
+        &mut checks,
+        "control: mismatched load under sync",
+        &reply,
+        ptr,
+        false,
+    );
+
+    set_tcf(guest.as_mut(), tcf::NONE)?;
+    let reply = load(guest.as_mut(), ptr)?;
+    check_no_fault(&mut checks, "mismatched load", &reply, false);
+    check_value(
+        &mut checks,
+        "value loaded",
+        pattern_word(SEED, 0),
+        reply.result[0],
+    );
+    let reply = store(guest.as_mut(), ptr, !pattern_word(SEED, 0))?;
+    check_no_fault(&mut checks, "mismatched store", &reply, true);
+    checks.equal(
+        "words changed by the store (changed words, first offset)",
+        (1, 0),
+        changed_words(guest.as_mut(), ipa)?,
+    );
+    check_tf0(
+        &mut checks,
+        guest.as_mut(),
+        "the mismatched accesses",
+        false,
+    )?;
+    Ok(checks.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_bytes_straddle_words() {
+        assert_eq!(pattern_bytes_at(0), pattern_word(SEED, 0));
+        assert_eq!(pattern_bytes_at(16), pattern_word(SEED, 16));
+        let straddling = pattern_word(SEED, 8) >> 32 | pattern_word(SEED, 16) << 32;
+        assert_eq!(pattern_bytes_at(12), straddling);
+    }
 }

@@ -1,0 +1,119 @@
+//! Access forms beyond a plain load and store: the translation controls that decide whether an
+//! access is tag checked at all (TCR_EL1.TBI0 and TCMA0), and loads and stores with SP as the
+//! base register.
+//!
+//! The SP forms run on SP_EL0, so that the runtime's own stack (SP_EL1) stays intact whatever
+//! the test pointer is: `msr spsel, #0`, `mov sp, ptr`, the access, `msr spsel, #1`, all in one
+//! asm block. An abort of the access is taken on SP_EL1 (vector origin "current EL with
+//! SP_EL0"), skipped by `vectors`, and the `eret` resumes with SP_EL0 at the `msr spsel, #1`,
+//! so SP and SPSel are restored on both paths.
+
+use core::arch::asm;
+
+use crate::commands::{Refusal, check_access, require_tag_storage};
+use crate::{mailbox, mmu, vectors};
+
+/// What the SP forms add to SP: the immediate of `[sp, #8]`.
+const SP_OFFSET: u64 = 8;
+
+pub fn set_tag_tcr(tbi0: u64, tcma0: u64) -> Result<(), Refusal> {
+    require_tag_storage()?;
+    if tbi0 > 1 {
+        return Err(0);
+    }
+    if tcma0 > 1 {
+        return Err(1);
+    }
+    // SAFETY: see `set_tag_bits`.
+    let previous = unsafe { mmu::set_tag_bits(tbi0 == 1, tcma0 == 1) };
+    mailbox::set_result(0, previous);
+    Ok(())
+}
+
+/// A pointer SP may hold for the SP forms: 16-byte aligned (SCTLR_EL1.SA may check it), its
+/// accessed word in RAM or the untagged alias.
+fn check_sp_pointer(ptr: u64) -> Result<(), Refusal> {
+    if ptr % 16 != 0 {
+        return Err(0);
+    }
+    check_access(ptr + SP_OFFSET)
+}
+
+pub fn load_via_sp(ptr: u64, writeback: u64) -> Result<(), Refusal> {
+    check_sp_pointer(ptr)?;
+    if writeback > 1 {
+        return Err(1);
+    }
+    let (value, faulted) = vectors::catching_aborts(|| {
+        let mut value = 0u64;
+        // SAFETY: SP_EL1 is untouched (only SP_EL0, which nothing else uses, takes the test
+        // pointer); the accessed word is RAM (checked); an abort is caught and skipped to the
+        // `msr spsel, #1`. Interrupts are masked.
+        unsafe {
+            if writeback == 1 {
+                asm!(
+                    "msr spsel, #0",
+                    "mov sp, {p}",
+                    "ldr {v}, [sp, #{offset}]!",
+                    "msr spsel, #1",
+                    v = inout(reg) value,
+                    p = in(reg) ptr,
+                    offset = const SP_OFFSET,
+                    options(nostack),
+                )
+            } else {
+                asm!(
+                    "msr spsel, #0",
+                    "mov sp, {p}",
+                    "ldr {v}, [sp, #{offset}]",
+                    "msr spsel, #1",
+                    v = inout(reg) value,
+                    p = in(reg) ptr,
+                    offset = const SP_OFFSET,
+                    options(nostack),
+                )
+            }
+        };
+        value
+    });
+    mailbox::set_result(0, value);
+    mailbox::set_result(1, faulted as u64);
+    Ok(())
+}
+
+pub fn store_via_sp(ptr: u64, value: u64, writeback: u64) -> Result<(), Refusal> {
+    check_sp_pointer(ptr)?;
+    if writeback > 1 {
+        return Err(2);
+    }
+    let ((), faulted) = vectors::catching_aborts(|| {
+        // SAFETY: as in `load_via_sp`; the word is RAM the host gave over.
+        unsafe {
+            if writeback == 1 {
+                asm!(
+                    "msr spsel, #0",
+                    "mov sp, {p}",
+                    "str {v}, [sp, #{offset}]!",
+                    "msr spsel, #1",
+                    v = in(reg) value,
+                    p = in(reg) ptr,
+                    offset = const SP_OFFSET,
+                    options(nostack),
+                )
+            } else {
+                asm!(
+                    "msr spsel, #0",
+                    "mov sp, {p}",
+                    "str {v}, [sp, #{offset}]",
+                    "msr spsel, #1",
+                    v = in(reg) value,
+                    p = in(reg) ptr,
+                    offset = const SP_OFFSET,
+                    options(nostack),
+                )
+            }
+        };
+    });
+    mailbox::set_result(0, faulted as u64);
+    Ok(())
+}
