@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use mte_results::stream::Record;
 use mte_results::{
-    Evidence, Feature, Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS, SCHEMA_VERSION,
+    Environment, Evidence, Feature, Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS, SCHEMA_VERSION,
 };
 use mte_suites::inject::{Injecting, Injection};
 use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
@@ -458,7 +458,12 @@ pub fn run(options: &Options) -> bool {
     };
     emit::record(&Record::Hello {
         schema: SCHEMA_VERSION,
-        environment: environment::probe(&options.lane, facts),
+        environment: Environment {
+            // What the lane's verdicts name as their kernel: the kernel under KVM, or the QEMU
+            // that is the VMM in the qemu lane (where uname says only where the runner runs).
+            kernel_release: vmm.kernel_release().to_string(),
+            ..environment::probe(&options.lane, facts)
+        },
         planned,
         available: trials.len(),
         list: args.list,
