@@ -7,6 +7,7 @@
 pub mod check;
 pub mod families;
 pub mod inject;
+pub mod peers;
 pub mod pseudocode;
 pub mod scenario;
 pub mod vmm;

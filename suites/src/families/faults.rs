@@ -276,6 +276,13 @@ fn sync_mismatched_load_faults(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let reply = load(guest.as_mut(), ptr)?;
     let mut checks = Checks::new();
     check_tag_fault(&mut checks, "mismatched load", &reply, ptr, false);
+    // The guest's load starts with 0 in its destination; a precise fault leaves it there.
+    check_value(
+        &mut checks,
+        "destination register after the faulting load",
+        0,
+        reply.result[0],
+    );
     // A synchronous fault is reported once, as the exception, never also in TFSR_EL1.
     check_tf0(&mut checks, guest.as_mut(), "the synchronous fault", false)?;
     Ok(checks.finish())
