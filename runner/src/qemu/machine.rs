@@ -13,12 +13,17 @@ use std::time::{Duration, Instant};
 
 use mte_suites::vmm::VmmError;
 
+use super::qmp::Qmp;
+
 /// How much of the console and of QEMU's messages is kept: enough for any message, bounded
 /// for a guest that prints in a loop.
 const TEXT_LIMIT: u64 = 64 << 10;
 
 const PAYLOAD: &str = "payload.elf";
 const SOCKET: &str = "gdb.sock";
+const QMP_SOCKET: &str = "qmp.sock";
+/// Where an outgoing migration writes the guest's state.
+const MIGRATION: &str = "migration.bin";
 const CONSOLE: &str = "console.log";
 const MESSAGES: &str = "qemu.log";
 
@@ -32,10 +37,12 @@ pub struct Machine {
 impl Machine {
     /// Start QEMU on `image` (a copy of it, so that a payload rebuilt meanwhile cannot differ
     /// from the one whose symbols were read) and connect to its gdbstub, within `limit`.
+    /// With `incoming`, the guest's state comes from that migration file instead.
     pub fn start(
         qemu: &Path,
         image: &[u8],
         mte: bool,
+        incoming: Option<&Path>,
         limit: Duration,
     ) -> Result<(Self, UnixStream), VmmError> {
         let dir = private_dir()?;
@@ -47,7 +54,7 @@ impl Machine {
             .map_err(|e| host("creating QEMU's log", e))?;
         let mut command = Command::new(qemu);
         command
-            .args(arguments(&dir, mte))
+            .args(arguments(&dir, mte, incoming))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(messages);
@@ -96,6 +103,17 @@ impl Machine {
         }
     }
 
+    /// Connect to QEMU's QMP monitor.
+    pub fn qmp(&self, limit: Duration) -> Result<Qmp, VmmError> {
+        Qmp::connect(&self.dir.join(QMP_SOCKET), limit)
+            .map_err(|e| VmmError::Host(format!("{e}; QEMU: {}", self.messages())))
+    }
+
+    /// Where this machine's outgoing migration goes.
+    pub fn migration_file(&self) -> PathBuf {
+        self.dir.join(MIGRATION)
+    }
+
     /// What the guest wrote to its serial port so far.
     pub fn console(&self) -> String {
         read_limited(&self.dir.join(CONSOLE))
@@ -139,14 +157,18 @@ impl Drop for Machine {
 }
 
 /// QEMU's command line: the virt machine with (or without) MTE and nothing else attached,
-/// halted at the payload's entry until the gdbstub resumes it; the console goes to a file.
-fn arguments(dir: &Path, mte: bool) -> Vec<OsString> {
+/// halted at the payload's entry (or, with `incoming`, paused after loading that migration
+/// file) until the gdbstub resumes it; the console goes to a file; a QMP monitor for migration.
+fn arguments(dir: &Path, mte: bool, incoming: Option<&Path>) -> Vec<OsString> {
     let in_dir = |name: &str| dir.join(name).into_os_string();
     let mut serial = OsString::from("file:");
     serial.push(in_dir(CONSOLE));
-    let mut gdb = OsString::from("unix:");
-    gdb.push(in_dir(SOCKET));
-    gdb.push(",server=on,wait=off");
+    let socket = |name: &str| {
+        let mut spec = OsString::from("unix:");
+        spec.push(in_dir(name));
+        spec.push(",server=on,wait=off");
+        spec
+    };
     let machine = format!("virt,mte={},gic-version=3", if mte { "on" } else { "off" });
     let memory = format!("{}M", mte_protocol::RAM_SIZE >> 20);
     let mut args: Vec<OsString> = [
@@ -167,6 +189,11 @@ fn arguments(dir: &Path, mte: bool) -> Vec<OsString> {
         "none",
         "-no-reboot",
         "-S",
+        // A guest stopped by the gdbstub is in the `debug` run state, which a destination
+        // cannot enter from `inmigrate` (QEMU aborts); without the run state in the stream,
+        // the destination stays paused, as -S asks, until the gdbstub resumes it.
+        "-global",
+        "migration.store-global-state=off",
     ]
     .iter()
     .map(OsString::from)
@@ -177,8 +204,15 @@ fn arguments(dir: &Path, mte: bool) -> Vec<OsString> {
         "-kernel".into(),
         in_dir(PAYLOAD),
         "-gdb".into(),
-        gdb,
+        socket(SOCKET),
+        "-qmp".into(),
+        socket(QMP_SOCKET),
     ]);
+    if let Some(file) = incoming {
+        let mut uri = OsString::from("file:");
+        uri.push(file);
+        args.extend(["-incoming".into(), uri]);
+    }
     args
 }
 
@@ -220,7 +254,7 @@ mod tests {
 
     #[test]
     fn the_command_line_names_the_machine_and_the_files_in_its_directory() {
-        let args: Vec<String> = arguments(Path::new("/tmp/q"), true)
+        let args: Vec<String> = arguments(Path::new("/tmp/q"), true, None)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
@@ -233,8 +267,12 @@ mod tests {
         assert_eq!(after("-kernel"), "/tmp/q/payload.elf");
         assert_eq!(after("-serial"), "file:/tmp/q/console.log");
         assert_eq!(after("-gdb"), "unix:/tmp/q/gdb.sock,server=on,wait=off");
+        assert_eq!(after("-qmp"), "unix:/tmp/q/qmp.sock,server=on,wait=off");
         assert!(args.iter().any(|a| a == "-S"));
-        let untagged = arguments(Path::new("/tmp/q"), false);
+        assert!(!args.iter().any(|a| a == "-incoming"));
+        let untagged = arguments(Path::new("/tmp/q"), false, None);
         assert!(untagged.iter().any(|a| a == "virt,mte=off,gic-version=3"));
+        let incoming = arguments(Path::new("/tmp/q"), true, Some(Path::new("/tmp/p/m.bin")));
+        assert!(incoming.ends_with(&["-incoming".into(), "file:/tmp/p/m.bin".into()]));
     }
 }

@@ -10,6 +10,7 @@ mod binary;
 mod gdb;
 mod machine;
 mod memtags;
+mod qmp;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ const SIGTRAP: u8 = 5;
 const STARTUP_LIMIT: Duration = Duration::from_secs(20);
 /// How long the gdbstub of a halted guest may take to answer a request.
 const REPLY_LIMIT: Duration = Duration::from_secs(10);
+/// How long a migration of a guest's 64 MiB to or from a file may take.
+const MIGRATION_LIMIT: Duration = Duration::from_secs(30);
 
 /// A payload image and the address of its doorbell.
 struct Payload {
@@ -143,34 +146,19 @@ impl Vmm for QemuVmm {
 
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
         let payload = self.payload(options.payload)?;
-        let (machine, stream) = Machine::start(
-            &self.binary.path,
-            &payload.image,
-            options.mte,
-            STARTUP_LIMIT,
-        )?;
-        let stub = Connection::handshake(stream, REPLY_LIMIT).map_err(|e| {
-            VmmError::Host(format!(
-                "QEMU's gdbstub did not take the handshake: {e}; QEMU: {}",
-                machine.messages()
-            ))
-        })?;
+        let (machine, stub) = start(&self.binary.path, &payload, options.mte, None)?;
         let _ = self.stub_features.set(stub.features().to_vec());
         let mut guest = QemuGuest {
             stub,
             machine,
-            doorbell: payload.doorbell,
+            qemu: self.binary.path.clone(),
+            payload: Arc::clone(&payload),
             deadline: options.deadline.unwrap_or(self.deadline),
             mte: options.mte,
             ids: GuestIds::default(),
             at_doorbell: false,
             ended: None,
         };
-        let breakpoint = format!("Z0,{:x},{INSTRUCTION}", payload.doorbell);
-        guest
-            .stub
-            .request_ok(&breakpoint, REPLY_LIMIT)
-            .map_err(|e| guest.stub_error("setting the doorbell breakpoint", e))?;
         if let Stop::PoweredOff = guest.run_to_doorbell("boot")? {
             return Err(VmmError::Guest(
                 "the payload powered off before its first doorbell".into(),
@@ -198,6 +186,55 @@ impl Vmm for QemuVmm {
     }
 }
 
+/// Start QEMU on `payload` (from its entry, or from an `incoming` migration file), shake hands
+/// with its gdbstub and set the doorbell's breakpoint.
+fn start(
+    qemu: &Path,
+    payload: &Payload,
+    mte: bool,
+    incoming: Option<&Path>,
+) -> Result<(Machine, Connection), VmmError> {
+    let (machine, stream) = Machine::start(qemu, &payload.image, mte, incoming, STARTUP_LIMIT)?;
+    if incoming.is_some() {
+        // The gdbstub answers only once the guest's state is in place.
+        machine
+            .qmp(REPLY_LIMIT)?
+            .wait_for_migration(MIGRATION_LIMIT)
+            .map_err(|e| {
+                VmmError::Host(format!(
+                    "the incoming QEMU: {e}; QEMU: {}",
+                    machine.messages()
+                ))
+            })?;
+    }
+    let mut stub = Connection::handshake(stream, REPLY_LIMIT).map_err(|e| {
+        VmmError::Host(format!(
+            "QEMU's gdbstub did not take the handshake: {e}; QEMU: {}",
+            machine.messages()
+        ))
+    })?;
+    let breakpoint = format!("Z0,{:x},{INSTRUCTION}", payload.doorbell);
+    stub.request_ok(&breakpoint, REPLY_LIMIT).map_err(|e| {
+        VmmError::Host(format!(
+            "setting the doorbell breakpoint: {e}; QEMU: {}",
+            machine.messages()
+        ))
+    })?;
+    Ok((machine, stub))
+}
+
+/// What QEMU's own migration of a guest measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QemuMigration {
+    /// Bytes of the migration stream.
+    pub bytes: u64,
+    /// QEMU's figures for the outgoing side, in milliseconds.
+    pub total_ms: u64,
+    pub downtime_ms: u64,
+    /// From the source's stop to the destination's gdbstub being ready.
+    pub round_trip: Duration,
+}
+
 /// Why the guest stopped running.
 enum Stop {
     Doorbell,
@@ -209,7 +246,9 @@ enum Stop {
 struct QemuGuest {
     stub: Connection,
     machine: Machine,
-    doorbell: u64,
+    /// What a migration's destination is started from.
+    qemu: PathBuf,
+    payload: Arc<Payload>,
     deadline: Duration,
     mte: bool,
     ids: GuestIds,
@@ -220,12 +259,48 @@ struct QemuGuest {
 }
 
 impl QemuGuest {
+    /// Migrate the guest, stopped at its doorbell, with QEMU's own migration: to a file, then
+    /// into a new QEMU started with `-incoming` on it. The guest goes on in the new QEMU, at
+    /// the same doorbell; the old one is gone.
+    pub fn migrate_through_file(&mut self) -> Result<QemuMigration, VmmError> {
+        self.still_running("migrating")?;
+        if !self.at_doorbell {
+            return Err(VmmError::Host(
+                "a guest is migrated at a doorbell, where its state is the protocol's".into(),
+            ));
+        }
+        let started = Instant::now();
+        let file = self.machine.migration_file();
+        let host = |what: &str, e: String| VmmError::Host(format!("{what}: {e}"));
+        let mut qmp = self.machine.qmp(REPLY_LIMIT)?;
+        let uri = format!("file:{}", file.display());
+        qmp.execute("migrate", serde_json::json!({ "uri": uri }))
+            .map_err(|e| host("QMP migrate", e))?;
+        let status = qmp
+            .wait_for_migration(MIGRATION_LIMIT)
+            .map_err(|e| host("the outgoing migration", e))?;
+        let figure = |key: &str| status.get(key).and_then(serde_json::Value::as_u64);
+        let bytes = std::fs::metadata(&file)
+            .map(|m| m.len())
+            .map_err(|e| host("the migration file", e.to_string()))?;
+        let (machine, stub) = start(&self.qemu, &self.payload, self.mte, Some(&file))?;
+        // The source (and its directory, with the file) goes once the destination has loaded.
+        self.stub = stub;
+        self.machine = machine;
+        Ok(QemuMigration {
+            bytes,
+            total_ms: figure("total-time").unwrap_or_default(),
+            downtime_ms: figure("downtime").unwrap_or_default(),
+            round_trip: started.elapsed(),
+        })
+    }
+
     /// Let the guest run until it rings the doorbell, powers off, or the deadline passes.
     fn run_to_doorbell(&mut self, what: &str) -> Result<Stop, VmmError> {
         if self.at_doorbell {
             // Past the doorbell's store, which must not run.
             self.stub
-                .write_register(PC, self.doorbell + INSTRUCTION, REPLY_LIMIT)
+                .write_register(PC, self.payload.doorbell + INSTRUCTION, REPLY_LIMIT)
                 .map_err(|e| self.stub_error(what, e))?;
         }
         self.at_doorbell = false;
@@ -239,11 +314,11 @@ impl QemuGuest {
                     .stub
                     .read_register(PC, REPLY_LIMIT)
                     .map_err(|e| self.stub_error(what, e))?;
-                if pc != self.doorbell {
+                if pc != self.payload.doorbell {
                     return Err(self.end(format!(
                         "the guest stopped at PC {pc:#x} during {what}, not at the doorbell \
                          ({:#x})",
-                        self.doorbell
+                        self.payload.doorbell
                     )));
                 }
                 self.at_doorbell = true;
