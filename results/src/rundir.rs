@@ -141,13 +141,29 @@ impl RunDir {
         &self.run_id
     }
 
-    /// Record where a lane of the run happens, once its runner has said so: it replaces what
-    /// was recorded for the same lane, and joins the others'.
+    /// Record where a lane of the run happens on one kernel, once its runner has said so: it
+    /// replaces what was recorded for the same lane and kernel release, and joins the others'
+    /// (one lane may run on several kernels).
     pub fn write_environment(&self, environment: &Environment) -> io::Result<()> {
+        self.write_environment_over(&environment.kernel_release, environment)
+    }
+
+    /// As [`RunDir::write_environment`], for an environment first recorded under another kernel
+    /// name, `recorded_as` (the host's name for the kernel before the runner reported its
+    /// release): that record is the one replaced.
+    pub fn write_environment_over(
+        &self,
+        recorded_as: &str,
+        environment: &Environment,
+    ) -> io::Result<()> {
         let environments = {
             let mut all = self.environments.lock().unwrap_or_else(|e| e.into_inner());
-            match all.iter_mut().find(|e| e.lane == environment.lane) {
-                Some(known) => *known = environment.clone(),
+            let position = |kernel: &str| {
+                all.iter()
+                    .position(|e| e.lane == environment.lane && e.kernel_release == kernel)
+            };
+            match position(&environment.kernel_release).or_else(|| position(recorded_as)) {
+                Some(at) => all[at] = environment.clone(),
                 None => all.push(environment.clone()),
             }
             all.clone()
@@ -683,6 +699,46 @@ mod tests {
         );
         let html = fs::read_to_string(run.path().join(REPORT_HTML)).unwrap();
         assert!(html.contains("cow::b"));
+    }
+
+    #[test]
+    fn environments_are_kept_per_lane_and_kernel() {
+        let scratch = Scratch::new();
+        let run = RunDir::create_at(&scratch.0, "emulated", "6.1+6.12", at(START)).unwrap();
+        let on = |lane: &str, kernel: &str, version: &str| Environment {
+            lane: lane.into(),
+            kernel_release: kernel.into(),
+            kernel_version: version.into(),
+            ..Environment::default()
+        };
+        let recorded = || load(run.path()).unwrap().info.environments;
+        run.write_environment(&on("emulated", "6.1.0-56-arm64", "booting"))
+            .unwrap();
+        run.write_environment(&on("emulated", "6.1.0-56-arm64", "#1 SMP"))
+            .unwrap();
+        run.write_environment(&on("emulated", "6.12.95", "#1 SMP"))
+            .unwrap();
+        run.write_environment(&on("qemu", "6.12.95", "#2")).unwrap();
+        let kernels: Vec<(String, String, String)> = recorded()
+            .into_iter()
+            .map(|e| (e.lane, e.kernel_release, e.kernel_version))
+            .collect();
+        assert_eq!(
+            kernels,
+            [
+                ("emulated".into(), "6.1.0-56-arm64".into(), "#1 SMP".into()),
+                ("emulated".into(), "6.12.95".into(), "#1 SMP".into()),
+                ("qemu".into(), "6.12.95".into(), "#2".into()),
+            ]
+        );
+        // A record made under the host's name for a kernel gives way to the runner's.
+        run.write_environment(&on("emulated", "vmlinuz-custom", "booting"))
+            .unwrap();
+        run.write_environment_over("vmlinuz-custom", &on("emulated", "7.0.1", "#3"))
+            .unwrap();
+        let environments = recorded();
+        assert_eq!(environments.len(), 4);
+        assert_eq!(environments[3].kernel_release, "7.0.1");
     }
 
     #[test]

@@ -23,10 +23,11 @@ impl RunSummary {
     }
 }
 
-/// One line per verdict (outcome, lane where the run has several, test, duration and, unless
-/// it passed, the reason), then the run's error if any, then a totals line per lane where there
-/// are several, then the totals line, `N passed, N failed, N skipped, N xfailed`, last and
-/// alone on its line so that tools reading a harness's closing line find it.
+/// One line per verdict (outcome, where it ran when the run has several places, test, duration
+/// and, unless it passed, the reason), then the run's error if any, then a totals line per place
+/// where there are several, then the totals line, `N passed, N failed, N skipped, N xfailed`,
+/// last and alone on its line so that tools reading a harness's closing line find it. A place is
+/// a lane, or a lane and a kernel where one lane ran on several kernels.
 pub fn table(summary: &RunSummary) -> String {
     let name_width = summary
         .verdicts
@@ -34,23 +35,40 @@ pub fn table(summary: &RunSummary) -> String {
         .map(|v| v.test.chars().count())
         .max()
         .unwrap_or(0);
-    let mut lanes: Vec<&str> = Vec::new();
+    let mut places: Vec<(&str, &str)> = Vec::new();
     for v in &summary.verdicts {
-        if !lanes.contains(&v.lane.as_str()) {
-            lanes.push(&v.lane);
+        if !places.contains(&(v.lane.as_str(), v.kernel.as_str())) {
+            places.push((&v.lane, &v.kernel));
         }
     }
-    let several = lanes.len() > 1;
-    let lane_width = lanes.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let several_kernels = places
+        .iter()
+        .any(|(lane, kernel)| places.iter().any(|(l, k)| l == lane && k != kernel));
+    let place_of = |v: &Verdict| {
+        if several_kernels {
+            format!("{} {}", v.lane, v.kernel)
+        } else {
+            v.lane.clone()
+        }
+    };
+    let mut names: Vec<String> = Vec::new();
+    for v in &summary.verdicts {
+        let name = place_of(v);
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let several = names.len() > 1;
+    let place_width = names.iter().map(|l| l.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     for v in &summary.verdicts {
-        let lane = if several {
-            format!("{:<lane_width$}  ", v.lane)
+        let place = if several {
+            format!("{:<place_width$}  ", place_of(v))
         } else {
             String::new()
         };
         let mut line = format!(
-            "{:<5}  {lane}{:<name_width$}  {:>9}",
+            "{:<5}  {place}{:<name_width$}  {:>9}",
             v.outcome.as_str(),
             v.test,
             format_duration(v.duration_ms)
@@ -68,9 +86,13 @@ pub fn table(summary: &RunSummary) -> String {
         let _ = writeln!(out, "error: {}", error.lines().next().unwrap_or_default());
     }
     if several {
-        for lane in lanes {
-            let tally = Tally::of(summary.verdicts.iter().filter(|v| v.lane == lane));
-            let _ = writeln!(out, "{lane} lane: {tally}");
+        for name in &names {
+            let tally = Tally::of(summary.verdicts.iter().filter(|v| place_of(v) == *name));
+            let name = match name.split_once(' ') {
+                Some((lane, kernel)) => format!("{lane} lane on {kernel}"),
+                None => format!("{name} lane"),
+            };
+            let _ = writeln!(out, "{name}: {tally}");
         }
     }
     let _ = writeln!(out, "run took {}", format_duration(summary.wall_ms));
@@ -160,6 +182,41 @@ mod tests {
         assert_eq!(
             *lines.last().unwrap(),
             "1 passed, 0 failed, 1 skipped, 0 xfailed"
+        );
+    }
+
+    #[test]
+    fn a_lane_on_several_kernels_shows_each_kernel() {
+        let on = |lane: &str, kernel: &str| Verdict {
+            lane: lane.into(),
+            kernel: kernel.into(),
+            ..verdict("tags::a", Outcome::Pass, "why")
+        };
+        let summary = RunSummary {
+            verdicts: vec![
+                on("emulated", "6.1.0-56-arm64"),
+                on("emulated", "6.12.95+deb12-arm64"),
+                on("qemu", "6.1.0-cloud"),
+            ],
+            ..RunSummary::default()
+        };
+        let table = table(&summary);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "pass   emulated 6.1.0-56-arm64       tags::a    12.3 ms"
+        );
+        assert!(
+            lines[1].starts_with("pass   emulated 6.12.95+deb12-arm64  tags::a"),
+            "{table}"
+        );
+        assert_eq!(
+            lines[3],
+            "emulated lane on 6.1.0-56-arm64: 1 passed, 0 failed, 0 skipped, 0 xfailed"
+        );
+        assert_eq!(
+            lines[5],
+            "qemu lane on 6.1.0-cloud: 1 passed, 0 failed, 0 skipped, 0 xfailed"
         );
     }
 

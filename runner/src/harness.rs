@@ -144,7 +144,7 @@ type SharedVmm = Arc<dyn Vmm + Send + Sync>;
 
 /// Open the lane's VMM and describe what was found.
 fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>) {
-    let mut facts = Vec::new();
+    let mut facts = crate::machine_setup::features();
     let promise = LANES_PROMISING_MTE
         .iter()
         .find(|(lane, _)| *lane == options.lane)

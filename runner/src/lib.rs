@@ -8,4 +8,5 @@ pub mod environment;
 pub mod harness;
 pub mod init;
 pub mod kvm;
+pub mod machine_setup;
 pub mod qemu;

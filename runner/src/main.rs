@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use mte_runner::{emit, harness, init};
+use mte_runner::{emit, harness, init, machine_setup};
 
 /// Payloads sit beside the runner unless told otherwise.
 fn default_payload_dir() -> PathBuf {
@@ -21,6 +21,7 @@ fn main() {
     let as_init = init::is_init();
     let args = if as_init {
         init::set_up_machine();
+        machine_setup::prepare();
         init::read_args()
     } else {
         std::env::args().skip(1).collect()

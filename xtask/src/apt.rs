@@ -16,6 +16,18 @@ use crate::ui;
 /// The file xtask writes to enable the backports suite, in deb822 form.
 pub const BACKPORTS_SOURCE_FILE: &str = "/etc/apt/sources.list.d/mte-suite-backports.sources";
 
+/// The suites `--kernel newest` looks in, with the codename apt reports for each: they carry
+/// Debian's newest kernels (backports and unstable run ahead of the stable release).
+pub const NEWEST_SUITES: &[(&str, &str)] = &[
+    ("trixie", "trixie"),
+    ("trixie-backports", "trixie-backports"),
+    ("unstable", "sid"),
+];
+/// The source file xtask writes for [`NEWEST_SUITES`], in deb822 form.
+pub const NEWEST_SOURCE_FILE: &str = "/etc/apt/sources.list.d/mte-suite-newest-kernels.sources";
+/// The preferences file that keeps the packages of those suites from ever being installed.
+pub const NEWEST_PIN_FILE: &str = "/etc/apt/preferences.d/mte-suite-newest-kernels";
+
 pub struct Apt {
     sh: Shell,
     updated: bool,
@@ -105,6 +117,86 @@ impl Apt {
         self.update()
     }
 
+    /// Make the suites of [`NEWEST_SUITES`] known to apt, for downloading kernels only: their
+    /// source names the arm64 architecture alone, and a pin keeps apt from installing anything
+    /// from them. Fails, naming them, when apt could not read one of them.
+    pub fn add_newest_suites(&mut self) -> Result<()> {
+        let configured = configured_sources_except(NEWEST_SOURCE_FILE);
+        let missing: Vec<(&str, &str)> = NEWEST_SUITES
+            .iter()
+            .copied()
+            .filter(|(suite, _)| !sources_name_suite(&configured, suite))
+            .collect();
+        let source = newest_source(&missing);
+        let pin = newest_pin(&missing);
+        let written = std::fs::read_to_string(NEWEST_SOURCE_FILE).unwrap_or_default();
+        let mut update_error = None;
+        if !missing.is_empty() && written != source {
+            if !self.can_install() {
+                needs_root(
+                    "the newest kernel is looked up in Debian suites apt does not have yet",
+                    &[
+                        format!(
+                            "printf '{}' > {NEWEST_SOURCE_FILE}",
+                            source.replace('\n', "\\n")
+                        ),
+                        format!("printf '{}' > {NEWEST_PIN_FILE}", pin.replace('\n', "\\n")),
+                        "apt-get update".into(),
+                    ],
+                )?;
+            }
+            let names: Vec<&str> = missing.iter().map(|(suite, _)| *suite).collect();
+            ui::note(&format!(
+                "adding the suites {} in {NEWEST_SOURCE_FILE} (arm64 only, pinned in \
+                 {NEWEST_PIN_FILE} so that nothing is installed from them)",
+                names.join(", ")
+            ));
+            std::fs::write(NEWEST_PIN_FILE, &pin)
+                .with_context(|| format!("writing {NEWEST_PIN_FILE}"))?;
+            std::fs::write(NEWEST_SOURCE_FILE, &source)
+                .with_context(|| format!("writing {NEWEST_SOURCE_FILE}"))?;
+            self.updated = false;
+            update_error = self.update().err();
+        }
+        let unread = |apt: &Apt| -> Result<Vec<&'static str>> {
+            let read = policy_suites(&apt.policy()?);
+            Ok(NEWEST_SUITES
+                .iter()
+                .filter(|(_, codename)| !read.iter().any(|r| r == codename))
+                .map(|(suite, _)| *suite)
+                .collect())
+        };
+        let mut unread_suites = unread(self)?;
+        // Sources added earlier whose lists were never fetched.
+        if !unread_suites.is_empty()
+            && !self.updated
+            && update_error.is_none()
+            && self.can_install()
+        {
+            update_error = self.update().err();
+            unread_suites = unread(self)?;
+        }
+        if unread_suites.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "apt could not read the suite{} {} (needed to find the newest kernel){}; check that \
+             the Debian mirror is reachable and run `apt-get update`, or name a series instead \
+             (--kernel 6.12)",
+            if unread_suites.len() == 1 { "" } else { "s" },
+            unread_suites.join(", "),
+            update_error.map(|e| format!(": {e}")).unwrap_or_default()
+        )
+    }
+
+    /// `apt-cache policy`: the sources apt has read, with their release fields.
+    fn policy(&self) -> Result<String> {
+        Ok(cmd!(self.sh, "apt-cache policy")
+            .quiet()
+            .ignore_stderr()
+            .read()?)
+    }
+
     /// `apt-cache show PACKAGE`: the stanzas of every version apt knows.
     pub fn show(&self, package: &str) -> Result<String> {
         Ok(cmd!(self.sh, "apt-cache show {package}")
@@ -156,23 +248,75 @@ pub fn backports_source(codename: &str) -> String {
     )
 }
 
+/// The deb822 source for the `(suite, codename)` pairs, arm64 only: nothing but kernels is
+/// wanted from them.
+pub fn newest_source(suites: &[(&str, &str)]) -> String {
+    let names: Vec<&str> = suites.iter().map(|(suite, _)| *suite).collect();
+    format!(
+        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {}\nComponents: main\n\
+         Architectures: arm64\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+        names.join(" ")
+    )
+}
+
+/// Preferences that give every package of those suites priority 1: apt never picks them for
+/// an install or an upgrade, yet `apt-get download NAME=VERSION` still fetches them.
+pub fn newest_pin(suites: &[(&str, &str)]) -> String {
+    suites
+        .iter()
+        .map(|(suite, codename)| {
+            format!(
+                "Explanation: {suite}: kernel packages to test, downloaded and unpacked, never installed\n\
+                 Package: *\nPin: release n={codename}\nPin-Priority: 1\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The codenames (`n=`) of the releases in `apt-cache policy` output: the suites whose lists
+/// apt has.
+pub fn policy_suites(policy: &str) -> Vec<String> {
+    policy
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("release "))
+        .flat_map(|fields| fields.split(','))
+        .filter_map(|field| field.strip_prefix("n="))
+        .map(String::from)
+        .collect()
+}
+
+/// [`configured_sources`] without `file`.
+fn configured_sources_except(file: &str) -> String {
+    source_files()
+        .into_iter()
+        .filter(|path| path != Path::new(file))
+        .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The text of every source file apt reads (`sources.list`, `*.list` and `*.sources`).
 pub fn configured_sources() -> String {
-    let mut text = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    source_files()
+        .into_iter()
+        .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `sources.list`, then the `*.list` and `*.sources` of `sources.list.d` in name order.
+fn source_files() -> Vec<PathBuf> {
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        let mut files: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        files.sort();
-        for file in files {
-            if file
-                .extension()
-                .is_some_and(|e| e == "list" || e == "sources")
-            {
-                text.push('\n');
-                text.push_str(&std::fs::read_to_string(&file).unwrap_or_default());
-            }
-        }
+        let mut listed: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "list" || e == "sources"))
+            .collect();
+        listed.sort();
+        files.extend(listed);
     }
-    text
+    files
 }
 
 /// Whether an uncommented line of the sources names `suite` (one-line or deb822 form).
@@ -242,6 +386,39 @@ mod tests {
             &backports_source("bookworm"),
             "bookworm-backports"
         ));
+    }
+
+    #[test]
+    fn the_newest_suites_are_arm64_only_and_pinned_away() {
+        let source = newest_source(NEWEST_SUITES);
+        assert!(source.contains("Suites: trixie trixie-backports unstable\n"));
+        assert!(source.contains("Architectures: arm64\n"));
+        for (suite, _) in NEWEST_SUITES {
+            assert!(sources_name_suite(&source, suite), "{suite}");
+        }
+        let pin = newest_pin(NEWEST_SUITES);
+        assert_eq!(pin.matches("Pin-Priority: 1\n").count(), 3);
+        assert!(pin.contains("Pin: release n=sid\n"));
+        assert!(pin.contains("Pin: release n=trixie-backports\n"));
+        // Stanzas are separated by one blank line.
+        assert_eq!(pin.matches("\n\n").count(), 2);
+    }
+
+    #[test]
+    fn policy_names_the_suites_apt_has_read() {
+        let policy = "\
+Package files:
+ 100 /var/lib/dpkg/status
+     release a=now
+   1 http://deb.debian.org/debian unstable/main arm64 Packages
+     release o=Debian,a=unstable,n=sid,l=Debian,c=main,b=arm64
+     origin deb.debian.org
+ 500 http://deb.debian.org/debian trixie-backports/main arm64 Packages
+     release o=Debian Backports,a=stable-backports,n=trixie-backports,l=Debian Backports,c=main,b=arm64
+Pinned packages:
+";
+        assert_eq!(policy_suites(policy), ["sid", "trixie-backports"]);
+        assert!(policy_suites("").is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-/// The kernel used when neither `--kernel` nor `MTE_KERNEL` names one.
+/// The kernel used when neither `--kernel` nor `MTE_KERNEL` names one: one kernel keeps CI fast.
 pub const DEFAULT_KERNEL: &str = "6.12";
 /// The whole run's deadline when `--timeout` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -18,8 +18,7 @@ struct CommandSpec {
 const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "run",
-        summary:
-            "install what is missing, build, boot the emulated machine once and run the checks",
+        summary: "install what is missing, build, boot the machine once per kernel, run the checks",
         harness_args: true,
     },
     CommandSpec {
@@ -30,12 +29,12 @@ const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "setup",
-        summary: "only check and install the tools and fetch the kernel",
+        summary: "only check and install the tools and fetch the kernels",
         harness_args: false,
     },
     CommandSpec {
         name: "build",
-        summary: "only build the payload, the aarch64 runner and the initramfs",
+        summary: "only build the payload, the aarch64 runner and an initramfs per kernel",
         harness_args: true,
     },
 ];
@@ -90,6 +89,22 @@ fn parse_lanes(text: &str) -> Result<Vec<Lane>, String> {
     Ok(lanes)
 }
 
+/// The kernels of `--kernel 6.1,6.12,newest`, in the order given, each once.
+fn parse_kernels(text: &str) -> Result<Vec<String>, String> {
+    let mut kernels: Vec<String> = Vec::new();
+    for word in text.split(',').map(str::trim) {
+        if word.is_empty() {
+            return Err(format!(
+                "`--kernel {text}` names an empty kernel; give a comma list such as 6.1,6.12,newest"
+            ));
+        }
+        if !kernels.iter().any(|k| k == word) {
+            kernels.push(word.to_string());
+        }
+    }
+    Ok(kernels)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum FlagId {
     Lane,
@@ -122,10 +137,12 @@ const FLAGS: &[FlagSpec] = &[
         id: FlagId::Kernel,
         long: "--kernel",
         short: None,
-        value: Some("SERIES|PATH"),
-        help: "kernel under test: a Debian arm64 series (6.12, 6.1) or a vmlinuz file\n\
-               (default 6.12, or MTE_KERNEL)",
-        commands: &["run", "test", "setup"],
+        value: Some("KERNELS"),
+        help: "kernels under test, a comma list (6.1,6.12,newest): a Debian arm64\n\
+               series, `newest` (the newest any Debian suite has), or a vmlinuz\n\
+               file; the emulated lane boots once per kernel (default 6.12, or\n\
+               MTE_KERNEL)",
+        commands: &["run", "test", "setup", "build"],
     },
     FlagSpec {
         id: FlagId::Timeout,
@@ -149,8 +166,9 @@ const FLAGS: &[FlagSpec] = &[
 pub struct Options {
     /// The lanes to run, in order; each gets its part of the one run directory.
     pub lanes: Vec<Lane>,
-    /// A series like `6.12` or a path to a kernel image; see `kernels::KernelSpec`.
-    pub kernel: String,
+    /// Each a series like `6.12`, `newest`, or a path to a kernel image; see
+    /// `kernels::KernelSpec`. The emulated lane runs once per kernel, in this order.
+    pub kernels: Vec<String>,
     pub timeout: Duration,
     /// Passed untouched to the in-guest harness.
     pub harness_args: Vec<String>,
@@ -184,9 +202,11 @@ pub fn parse(args: &[String], env_kernel: Option<String>) -> Result<Command, Str
         } else {
             DEFAULT_RUN_LANES.to_vec()
         },
-        kernel: env_kernel
-            .filter(|k| !k.is_empty())
-            .unwrap_or_else(|| DEFAULT_KERNEL.to_string()),
+        kernels: parse_kernels(
+            &env_kernel
+                .filter(|k| !k.is_empty())
+                .unwrap_or_else(|| DEFAULT_KERNEL.to_string()),
+        )?,
         timeout: DEFAULT_TIMEOUT,
         harness_args: Vec::new(),
     };
@@ -233,7 +253,7 @@ pub fn parse(args: &[String], env_kernel: Option<String>) -> Result<Command, Str
         match flag.id {
             FlagId::Help => return Ok(Command::Help(usage())),
             FlagId::Lane => options.lanes = parse_lanes(&value.unwrap_or_default())?,
-            FlagId::Kernel => options.kernel = value.unwrap_or_default(),
+            FlagId::Kernel => options.kernels = parse_kernels(&value.unwrap_or_default())?,
             FlagId::Timeout => options.timeout = parse_seconds(&value.unwrap_or_default())?,
         }
     }
@@ -283,6 +303,7 @@ pub fn usage() -> String {
     out.push_str(
         "\nHarness arguments (after `--`) reach the in-guest runner untouched: a name filter,\n\
          --exact, --list, --ignored, --include-ignored, --skip FILTER, --inject MODE.\n\
+         \nExample: cargo xtask run --kernel 6.1,6.12,newest -- tags::\n\
          \nEnvironment: MTE_KERNEL (as --kernel), MTE_QEMU (a qemu-system-aarch64 to use),\n\
          MTE_CACHE_DIR (kernel cache; default ~/.cache/mte-suite).\n\
          \nExit status: 0 all checks passed or were skipped/xfailed, 1 a check failed,\n\
@@ -309,7 +330,7 @@ mod tests {
     #[test]
     fn defaults_apply_without_flags() {
         let o = run_options(parse(&args("run"), None).unwrap());
-        assert_eq!(o.kernel, "6.12");
+        assert_eq!(o.kernels, ["6.12"]);
         assert_eq!(o.timeout, Duration::from_secs(1800));
         assert!(o.harness_args.is_empty());
     }
@@ -317,10 +338,21 @@ mod tests {
     #[test]
     fn environment_sets_the_kernel_and_the_flag_overrides_it() {
         let o = run_options(parse(&args("run"), Some("6.1".into())).unwrap());
-        assert_eq!(o.kernel, "6.1");
+        assert_eq!(o.kernels, ["6.1"]);
         let o =
             run_options(parse(&args("run --kernel /boot/vmlinuz"), Some("6.1".into())).unwrap());
-        assert_eq!(o.kernel, "/boot/vmlinuz");
+        assert_eq!(o.kernels, ["/boot/vmlinuz"]);
+    }
+
+    #[test]
+    fn kernels_parse_as_a_list_in_order_each_once() {
+        let o = run_options(parse(&args("run --kernel 6.1,6.12,newest,6.1"), None).unwrap());
+        assert_eq!(o.kernels, ["6.1", "6.12", "newest"]);
+        let o = run_options(parse(&args("build"), Some("6.12, 6.1".into())).unwrap());
+        assert_eq!(o.kernels, ["6.12", "6.1"]);
+        assert!(parse(&args("run --kernel 6.1,,6.12"), None)
+            .unwrap_err()
+            .contains("empty kernel"));
     }
 
     #[test]
@@ -346,8 +378,8 @@ mod tests {
     fn flags_take_values_separately_or_inline() {
         let o = run_options(parse(&args("test --kernel=6.1 --timeout 60"), None).unwrap());
         assert_eq!(
-            (o.kernel.as_str(), o.timeout),
-            ("6.1", Duration::from_secs(60))
+            (o.kernels.as_slice(), o.timeout),
+            (&["6.1".to_string()][..], Duration::from_secs(60))
         );
     }
 
@@ -361,7 +393,7 @@ mod tests {
             .unwrap(),
         );
         assert_eq!(o.harness_args, args("tags:: --exact --kernel x --"));
-        assert_eq!(o.kernel, "6.12");
+        assert_eq!(o.kernels, ["6.12"]);
     }
 
     #[test]

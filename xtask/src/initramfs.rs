@@ -1,16 +1,20 @@
-//! The initramfs of the emulated machine: the runner as `/init`, its arguments, and the guest
-//! payloads it loads into the nested VMs.
+//! The initramfs of the emulated machine: the runner as `/init`, its arguments, the guest
+//! payloads it loads into the nested VMs, and the kernel modules it loads at boot. The modules
+//! tie an initramfs to its kernel: each kernel gets its own.
 
 use std::io::BufWriter;
 use std::path::Path;
 
 use crate::cpio::CpioWriter;
 use crate::error::{bail, Context, Result};
+use crate::kernel_modules::ModuleSet;
 
 /// Where the runner finds its arguments, one per line.
 pub const ARGS_PATH: &str = "/mte/args";
 /// Where the runner finds the bare-metal payload.
 pub const PAYLOAD_PATH: &str = "/mte/payloads/mte-guest.elf";
+/// Where the runner finds the kernel modules to load: one path a line, in load order.
+pub const MODULES_LIST_PATH: &str = "/mte/modules";
 
 /// The runner's arguments: the lane, then the harness arguments as the person gave them.
 /// (What xtask knows of the kernel package goes into the run's environment, not to the runner.)
@@ -36,17 +40,54 @@ pub fn args_file(args: &[String]) -> Result<String> {
     Ok(text)
 }
 
-/// Write the initramfs to `out`; returns its size in bytes.
-pub fn write(out: &Path, runner: &Path, payload: &Path, args: &[String]) -> Result<u64> {
+/// Where a module goes in the initramfs, as the kernel's own layout has it.
+fn module_path(release: &str, relative: &Path) -> String {
+    format!("/lib/modules/{release}/{}", relative.display())
+}
+
+/// The directories above `paths`, each once, every parent before its children.
+fn parent_directories<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut directories: Vec<String> = Vec::new();
+    for path in paths {
+        let mut at = 0;
+        while let Some(slash) = path[at + 1..].find('/') {
+            at += 1 + slash;
+            let directory = &path[..at];
+            if !directories.iter().any(|d| d == directory) {
+                directories.push(directory.to_string());
+            }
+        }
+    }
+    directories
+}
+
+/// Write the initramfs to `out`; returns its size in bytes. `modules` are loaded at boot
+/// in their order.
+pub fn write(
+    out: &Path,
+    runner: &Path,
+    payload: &Path,
+    args: &[String],
+    modules: &ModuleSet,
+) -> Result<u64> {
     let runner_bytes =
         std::fs::read(runner).with_context(|| format!("reading {}", runner.display()))?;
     let payload_bytes =
         std::fs::read(payload).with_context(|| format!("reading {}", payload.display()))?;
     let args_text = args_file(args)?;
+    let module_paths: Vec<String> = modules
+        .modules
+        .iter()
+        .map(|m| module_path(&modules.release, &m.path))
+        .collect();
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    // Written aside and renamed into place: a machine still booting from the old archive (of
+    // another run on this tree) keeps reading whole, old bytes.
+    let staging = out.with_extension(format!("cpio.{}.tmp", std::process::id()));
+    let file = std::fs::File::create(&staging)
+        .with_context(|| format!("creating {}", staging.display()))?;
     let mut cpio = CpioWriter::new(BufWriter::new(file));
     for dir in ["/dev", "/proc", "/sys", "/mte", "/mte/payloads"] {
         cpio.directory(dir, 0o755)?;
@@ -56,10 +97,22 @@ pub fn write(out: &Path, runner: &Path, payload: &Path, args: &[String]) -> Resu
     cpio.file("/init", 0o755, &runner_bytes)?;
     cpio.file(ARGS_PATH, 0o644, args_text.as_bytes())?;
     cpio.file(PAYLOAD_PATH, 0o644, &payload_bytes)?;
+    if !module_paths.is_empty() {
+        for dir in parent_directories(module_paths.iter().map(String::as_str)) {
+            cpio.directory(&dir, 0o755)?;
+        }
+        for (path, module) in module_paths.iter().zip(&modules.modules) {
+            cpio.file(path, 0o644, &module.bytes)?;
+        }
+        let list: String = module_paths.iter().map(|p| format!("{p}\n")).collect();
+        cpio.file(MODULES_LIST_PATH, 0o644, list.as_bytes())?;
+    }
     cpio.finish()?
         .into_inner()
         .map_err(|e| e.into_error())?
         .sync_all()?;
+    std::fs::rename(&staging, out)
+        .with_context(|| format!("moving {} into place", staging.display()))?;
     Ok(std::fs::metadata(out)?.len())
 }
 
@@ -80,6 +133,36 @@ mod tests {
             ["--lane", "emulated", "tags::", "--exact", "--inject", "drop"]
         );
         assert_eq!(runner_args(&[]), ["--lane", "emulated"]);
+    }
+
+    #[test]
+    fn modules_sit_where_the_kernel_keeps_them_below_their_directories() {
+        let path = module_path(
+            "6.12.95+deb12-arm64",
+            Path::new("kernel/drivers/block/zram/zram.ko"),
+        );
+        assert_eq!(
+            path,
+            "/lib/modules/6.12.95+deb12-arm64/kernel/drivers/block/zram/zram.ko"
+        );
+        let directories = parent_directories([
+            path.as_str(),
+            "/lib/modules/6.12.95+deb12-arm64/kernel/lib/lz4/lz4_compress.ko",
+        ]);
+        assert_eq!(
+            directories,
+            [
+                "/lib",
+                "/lib/modules",
+                "/lib/modules/6.12.95+deb12-arm64",
+                "/lib/modules/6.12.95+deb12-arm64/kernel",
+                "/lib/modules/6.12.95+deb12-arm64/kernel/drivers",
+                "/lib/modules/6.12.95+deb12-arm64/kernel/drivers/block",
+                "/lib/modules/6.12.95+deb12-arm64/kernel/drivers/block/zram",
+                "/lib/modules/6.12.95+deb12-arm64/kernel/lib",
+                "/lib/modules/6.12.95+deb12-arm64/kernel/lib/lz4",
+            ]
+        );
     }
 
     #[test]

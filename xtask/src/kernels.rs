@@ -9,10 +9,13 @@ use xshell::{cmd, Shell};
 use crate::apt::{self, Apt};
 use crate::debian_version;
 use crate::error::{bail, Context, Error, Result};
+use crate::kernel_modules;
 use crate::ui;
 
 /// The metapackage whose versions name the current kernel of each suite.
 const METAPACKAGE: &str = "linux-image-arm64:arm64";
+/// The `--kernel` word for the newest kernel any suite offers.
+pub const NEWEST: &str = "newest";
 /// Written last into a cache entry: an entry without it is incomplete and ignored.
 const CACHE_RECORD: &str = "kernel.json";
 
@@ -21,12 +24,17 @@ const CACHE_RECORD: &str = "kernel.json";
 pub enum KernelSpec {
     /// A kernel series such as `6.12`: the newest Debian arm64 kernel of that series.
     Series(String),
+    /// The newest Debian arm64 kernel of any suite xtask knows (see [`apt::NEWEST_SUITES`]).
+    Newest,
     /// A kernel image file.
     Image(PathBuf),
 }
 
 impl KernelSpec {
     pub fn parse(text: &str) -> Result<KernelSpec> {
+        if text == NEWEST {
+            return Ok(KernelSpec::Newest);
+        }
         let is_series = {
             let mut parts = text.split('.');
             let numeric = |p: Option<&str>| {
@@ -44,7 +52,9 @@ impl KernelSpec {
         if text.contains('/') || path.exists() {
             bail!("--kernel {text}: no such kernel image file");
         }
-        bail!("--kernel {text}: name a series such as 6.12 or 6.1, or a kernel image file");
+        bail!(
+            "--kernel {text}: name a series such as 6.12 or 6.1, `{NEWEST}`, or a kernel image file"
+        );
     }
 }
 
@@ -61,6 +71,12 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// What `uname -r` will say, where the package tells: its `lib/modules/<release>/`.
+    pub fn release(&self) -> Option<String> {
+        let dir = kernel_modules::release_dir(self.tree.as_ref()?).ok()?;
+        Some(dir.file_name()?.to_string_lossy().into_owned())
+    }
+
     /// A short name for the run directory: the series, or the image's file name.
     pub fn hint(&self) -> String {
         match &self.series {
@@ -97,11 +113,12 @@ pub fn cache_root() -> PathBuf {
 
 /// Find the kernel `spec` names, fetching it into the cache if need be.
 pub fn resolve(spec: &KernelSpec, apt: &mut Apt) -> Result<Kernel> {
+    let dir = cache_root().join("kernels");
     match spec {
         KernelSpec::Image(path) => {
             ui::step(&format!("kernel {}", path.display()));
             let image = path.canonicalize()?;
-            ui::note("using the image file as given");
+            ui::note("using the image file as given (no modules: no zram swap)");
             Ok(Kernel {
                 image,
                 package: "file".into(),
@@ -112,31 +129,64 @@ pub fn resolve(spec: &KernelSpec, apt: &mut Apt) -> Result<Kernel> {
         }
         KernelSpec::Series(series) => {
             ui::step(&format!("kernel {series}"));
-            let dir = cache_root().join("kernels");
-            if let Some(kernel) = cached(&dir, series) {
-                ui::note(&format!(
-                    "cached: {} {} ({})",
-                    kernel.package,
-                    kernel.version,
-                    kernel.image.display()
-                ));
+            if let Some(kernel) = cached(&dir, |k| k.series.as_deref() == Some(series)) {
+                note_kernel("cached", &kernel);
                 return Ok(kernel);
             }
-            let kernel = fetch(&dir, series, apt)
+            let kernel = ensure_arm64(apt)
+                .and_then(|()| choose_in_series(series, apt))
+                .and_then(|choice| download(&dir, series, &choice, apt))
                 .with_context(|| format!("fetching the {series} kernel"))?;
+            note_kernel("fetched", &kernel);
+            Ok(kernel)
+        }
+        KernelSpec::Newest => {
+            ui::step(&format!("kernel {NEWEST}"));
+            ensure_arm64(apt)?;
+            apt.add_newest_suites()
+                .with_context(|| format!("--kernel {NEWEST}"))?;
+            let stanzas = parse_stanzas(&apt.show(METAPACKAGE)?);
+            let choice = choose_newest(&stanzas).ok_or_else(|| {
+                Error::msg(format!(
+                    "--kernel {NEWEST}: apt knows no {METAPACKAGE} with a kernel package"
+                ))
+            })?;
             ui::note(&format!(
-                "fetched: {} {} ({})",
-                kernel.package,
-                kernel.version,
-                kernel.image.display()
+                "the newest {METAPACKAGE} is {}, from {}",
+                choice.version, choice.image_package
             ));
+            let found = cached(&dir, |k| {
+                k.package == choice.image_package && k.version == choice.version
+            });
+            if let Some(kernel) = found {
+                note_kernel("cached", &kernel);
+                return Ok(kernel);
+            }
+            let series = series_of(&choice.version).ok_or_else(|| {
+                Error::msg(format!(
+                    "cannot read a series in version {}",
+                    choice.version
+                ))
+            })?;
+            let kernel = download(&dir, &series, &choice, apt)
+                .with_context(|| format!("fetching the {NEWEST} kernel ({})", choice.version))?;
+            note_kernel("fetched", &kernel);
             Ok(kernel)
         }
     }
 }
 
-/// The newest complete cache entry of `series`.
-fn cached(dir: &Path, series: &str) -> Option<Kernel> {
+fn note_kernel(how: &str, kernel: &Kernel) {
+    ui::note(&format!(
+        "{how}: {} {} ({})",
+        kernel.package,
+        kernel.version,
+        kernel.image.display()
+    ));
+}
+
+/// The newest complete cache entry that `wanted` accepts.
+fn cached(dir: &Path, wanted: impl Fn(&Kernel) -> bool) -> Option<Kernel> {
     let entries = std::fs::read_dir(dir).ok()?;
     entries
         .filter_map(|e| e.ok())
@@ -145,10 +195,7 @@ fn cached(dir: &Path, series: &str) -> Option<Kernel> {
             let record: CachedKernel = serde_json::from_str(&text).ok()?;
             let tree = entry.path().join("root");
             let image = tree.join(&record.image);
-            if record.series != series || !image.is_file() {
-                return None;
-            }
-            Some(Kernel {
+            image.is_file().then_some(Kernel {
                 image,
                 package: record.package,
                 version: record.version,
@@ -156,52 +203,63 @@ fn cached(dir: &Path, series: &str) -> Option<Kernel> {
                 tree: Some(tree),
             })
         })
+        .filter(|kernel| wanted(kernel))
         .max_by(|a, b| debian_version::compare(&a.version, &b.version))
 }
 
-fn fetch(dir: &Path, series: &str, apt: &mut Apt) -> Result<Kernel> {
-    if !apt.has_architecture("arm64") {
-        if !apt.can_install() {
-            apt::needs_root(
-                "arm64 packages are not enabled in dpkg",
-                &[
-                    "dpkg --add-architecture arm64".into(),
-                    "apt-get update".into(),
-                ],
-            )?;
-        }
-        apt.add_architecture("arm64")?;
+/// Kernel packages are arm64 packages: dpkg must know the architecture to download them.
+fn ensure_arm64(apt: &mut Apt) -> Result<()> {
+    if apt.has_architecture("arm64") {
+        return Ok(());
     }
-    let choice = match choose(&parse_stanzas(&apt.show(METAPACKAGE)?), series) {
-        Some(choice) => choice,
-        None => {
-            // The lists may be missing, old, or lack the suite that carries this series
-            // (6.12 is in bookworm-backports).
-            if !apt.can_install() {
-                bail!(
-                    "apt knows no {METAPACKAGE} of series {series}; as root, run `apt-get update` \
-                     (and add the backports suite on bookworm)"
-                );
+    if !apt.can_install() {
+        apt::needs_root(
+            "arm64 packages are not enabled in dpkg",
+            &[
+                "dpkg --add-architecture arm64".into(),
+                "apt-get update".into(),
+            ],
+        )?;
+    }
+    apt.add_architecture("arm64")
+}
+
+/// The newest metapackage version of `series` apt knows, refreshing its lists (and adding the
+/// backports suite on bookworm) when they have none.
+fn choose_in_series(series: &str, apt: &mut Apt) -> Result<Choice> {
+    if let Some(choice) = choose(&parse_stanzas(&apt.show(METAPACKAGE)?), series) {
+        return Ok(choice);
+    }
+    // The lists may be missing, old, or lack the suite that carries this series
+    // (6.12 is in bookworm-backports).
+    if !apt.can_install() {
+        bail!(
+            "apt knows no {METAPACKAGE} of series {series}; as root, run `apt-get update` \
+             (and add the backports suite on bookworm)"
+        );
+    }
+    if let Some(codename) = apt::os_codename().filter(|c| c == "bookworm") {
+        apt.add_backports(&codename)?;
+    }
+    apt.update()?;
+    let stanzas = parse_stanzas(&apt.show(METAPACKAGE)?);
+    choose(&stanzas, series).ok_or_else(|| {
+        let known: Vec<&str> = stanzas.iter().map(|s| s.version.as_str()).collect();
+        Error::msg(format!(
+            "no {METAPACKAGE} of series {series} in apt's lists (apt knows: {}); \
+             use one of those series, {NEWEST}, or --kernel PATH",
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
             }
-            if let Some(codename) = apt::os_codename().filter(|c| c == "bookworm") {
-                apt.add_backports(&codename)?;
-            }
-            apt.update()?;
-            let stanzas = parse_stanzas(&apt.show(METAPACKAGE)?);
-            choose(&stanzas, series).ok_or_else(|| {
-                let known: Vec<&str> = stanzas.iter().map(|s| s.version.as_str()).collect();
-                Error::msg(format!(
-                    "no {METAPACKAGE} of series {series} in apt's lists (apt knows: {}); \
-                     use one of those series or --kernel PATH",
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
-                ))
-            })?
-        }
-    };
+        ))
+    })
+}
+
+/// Download the kernel package `choice` names, unpack it into the cache as a kernel of
+/// `series`, and hand it back.
+fn download(dir: &Path, series: &str, choice: &Choice, apt: &mut Apt) -> Result<Kernel> {
     ui::note(&format!(
         "{METAPACKAGE} {} depends on {}",
         choice.version, choice.image_package
@@ -215,23 +273,38 @@ fn fetch(dir: &Path, series: &str, apt: &mut Apt) -> Result<Kernel> {
     let staging = dir.join(format!(".staging-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    let package = format!("{}:arm64", choice.image_package);
-    let deb = match apt.download(&package, &choice.version, &staging) {
-        Ok(deb) => deb,
-        // Old lists can name a version the mirror no longer has.
-        Err(_) if apt.can_install() => {
-            apt.update()?;
-            apt.download(&package, &choice.version, &staging)?
-        }
-        Err(e) => return Err(e),
-    };
-
     let tree = staging.join("root");
-    let sh = Shell::new()?;
-    cmd!(sh, "dpkg-deb -x {deb} {tree}")
-        .run()
-        .context("unpacking the kernel package")?;
-    std::fs::remove_file(&deb)?;
+    // Newer kernels come in parts: the image package then only depends on them.
+    let image_stanzas = parse_stanzas(&apt.show(&format!("{}:arm64", choice.image_package))?);
+    let parts = image_stanzas
+        .iter()
+        .find(|s| s.version == choice.version)
+        .map(|s| split_parts(&s.depends, &choice.image_package))
+        .unwrap_or_default();
+    if !parts.is_empty() {
+        ui::note(&format!(
+            "{} comes in parts: {}",
+            choice.image_package,
+            parts.join(", ")
+        ));
+    }
+    for name in std::iter::once(&choice.image_package).chain(&parts) {
+        let package = format!("{name}:arm64");
+        let deb = match apt.download(&package, &choice.version, &staging) {
+            Ok(deb) => deb,
+            // Old lists can name a version the mirror no longer has.
+            Err(_) if apt.can_install() => {
+                apt.update()?;
+                apt.download(&package, &choice.version, &staging)?
+            }
+            Err(e) => return Err(e),
+        };
+        let sh = Shell::new()?;
+        cmd!(sh, "dpkg-deb -x {deb} {tree}")
+            .run()
+            .with_context(|| format!("unpacking {name}"))?;
+        std::fs::remove_file(&deb)?;
+    }
     let image = find_image(&tree)?;
     let record = CachedKernel {
         series: series.to_string(),
@@ -260,16 +333,52 @@ fn fetch(dir: &Path, series: &str, apt: &mut Apt) -> Result<Kernel> {
     })
 }
 
+/// The packages a kernel's image package is split into, from its Depends: every
+/// `linux-PART-RELEASE` of the same release (`linux-binary-7.3.4+deb13-arm64`, the image;
+/// `linux-modules-...`; `linux-base-...`). A kernel in one package has none.
+pub fn split_parts(depends: &str, image_package: &str) -> Vec<String> {
+    let Some(release) = image_package.strip_prefix("linux-image-") else {
+        return Vec::new();
+    };
+    let suffix = format!("-{release}");
+    let mut parts: Vec<String> = Vec::new();
+    for name in depends
+        .split([',', '|'])
+        .map(|d| d.trim().split([' ', '(']).next().unwrap_or_default())
+        .map(|name| name.split(':').next().unwrap_or(name))
+    {
+        let is_part =
+            name.starts_with("linux-") && name.ends_with(&suffix) && name != image_package;
+        if is_part && !parts.iter().any(|p| p == name) {
+            parts.push(name.to_string());
+        }
+    }
+    parts
+}
+
+/// The kernel image in an unpacked package: `boot/vmlinuz-RELEASE`, or, where the package
+/// keeps everything under its modules directory, `usr/lib/modules/RELEASE/vmlinuz`.
 fn find_image(tree: &Path) -> Result<PathBuf> {
-    let boot = tree.join("boot");
-    let found = std::fs::read_dir(&boot)
-        .with_context(|| format!("the kernel package has no {}", boot.display()))?
+    let in_boot = std::fs::read_dir(tree.join("boot"))
+        .into_iter()
+        .flatten()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
         });
-    found.ok_or_else(|| Error::msg(format!("no vmlinuz-* in {}", boot.display())))
+    let beside_modules = || {
+        kernel_modules::release_dir(tree)
+            .ok()
+            .map(|dir| dir.join("vmlinuz"))
+            .filter(|image| image.is_file())
+    };
+    in_boot.or_else(beside_modules).ok_or_else(|| {
+        Error::msg(format!(
+            "the kernel package has no boot/vmlinuz-* nor usr/lib/modules/*/vmlinuz under {}",
+            tree.display()
+        ))
+    })
 }
 
 /// One package stanza of `apt-cache show`.
@@ -337,6 +446,32 @@ pub fn choose(stanzas: &[Stanza], series: &str) -> Option<Choice> {
             })
         })
         .max_by(|a, b| debian_version::compare(&a.version, &b.version))
+}
+
+/// The image package behind the newest metapackage version of any series.
+pub fn choose_newest(stanzas: &[Stanza]) -> Option<Choice> {
+    stanzas
+        .iter()
+        .filter_map(|s| {
+            Some(Choice {
+                image_package: image_package(&s.depends)?,
+                version: s.version.clone(),
+            })
+        })
+        .max_by(|a, b| debian_version::compare(&a.version, &b.version))
+}
+
+/// The series of a version: `7.3.4-1~bpo13+1` -> `7.3`.
+pub fn series_of(version: &str) -> Option<String> {
+    let upstream = version.split_once(':').map_or(version, |(_, rest)| rest);
+    let upstream = upstream.rsplit_once('-').map_or(upstream, |(up, _)| up);
+    let mut parts = upstream.split('.');
+    let major = parts
+        .next()
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?;
+    let minor = parts.next()?;
+    let minor = &minor[..minor.bytes().take_while(u8::is_ascii_digit).count()];
+    (!minor.is_empty()).then(|| format!("{major}.{minor}"))
 }
 
 /// `6.12.95-1~bpo12+1` is in series `6.12`; `6.1.192-2` is in `6.1` but not in `6.12`, and
@@ -420,6 +555,20 @@ Depends:
         );
         assert_eq!(choose(&stanzas, "7.2"), None);
         assert_eq!(choose(&[], "6.12"), None);
+        assert_eq!(
+            choose_newest(&stanzas).map(|c| c.version).as_deref(),
+            Some("6.12.95-1~bpo12+1")
+        );
+        assert_eq!(choose_newest(&[]), None);
+    }
+
+    #[test]
+    fn the_series_is_read_from_a_version() {
+        assert_eq!(series_of("7.3.4-1~bpo13+1").as_deref(), Some("7.3"));
+        assert_eq!(series_of("6.12.95-1~bpo12+1").as_deref(), Some("6.12"));
+        assert_eq!(series_of("1:6.1.192-2").as_deref(), Some("6.1"));
+        assert_eq!(series_of("7.4~rc2-1~exp1").as_deref(), Some("7.4"));
+        assert_eq!(series_of("7-1"), None);
     }
 
     #[test]
@@ -446,6 +595,25 @@ Depends:
     }
 
     #[test]
+    fn a_kernel_in_parts_names_them_in_its_depends() {
+        let depends = "dracut | initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool, \
+                       linux-base-7.3.4+deb13-arm64 (= 7.3.4-1~bpo13+1), \
+                       linux-binary-7.3.4+deb13-arm64 (= 7.3.4-1~bpo13+1), \
+                       linux-modules-7.3.4+deb13-arm64 (= 7.3.4-1~bpo13+1)";
+        assert_eq!(
+            split_parts(depends, "linux-image-7.3.4+deb13-arm64"),
+            [
+                "linux-base-7.3.4+deb13-arm64",
+                "linux-binary-7.3.4+deb13-arm64",
+                "linux-modules-7.3.4+deb13-arm64"
+            ]
+        );
+        // A kernel in one package: its Depends name other releases' packages, or none.
+        let whole = "kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2)";
+        assert!(split_parts(whole, "linux-image-6.1.0-56-arm64").is_empty());
+    }
+
+    #[test]
     fn kernel_specs_are_series_or_files() {
         assert_eq!(
             KernelSpec::parse("6.12").unwrap(),
@@ -469,6 +637,7 @@ Depends:
             .to_string()
             .contains("series such as"));
         assert!(KernelSpec::parse("6").is_err());
+        assert_eq!(KernelSpec::parse("newest").unwrap(), KernelSpec::Newest);
     }
 
     #[test]
@@ -498,13 +667,17 @@ Depends:
         add("b", "6.1", "6.1.192-2", true);
         add("c", "6.1", "6.1.200-1", false);
         add("d", "6.12", "6.12.95-1~bpo12+1", true);
-        let kernel = cached(&dir, "6.1").unwrap();
+        let in_series =
+            |series: &'static str| move |k: &Kernel| k.series.as_deref() == Some(series);
+        let kernel = cached(&dir, in_series("6.1")).unwrap();
         assert_eq!(
             (kernel.package.as_str(), kernel.version.as_str()),
             ("b", "6.1.192-2")
         );
-        assert_eq!(cached(&dir, "6.12").unwrap().package, "d");
-        assert!(cached(&dir, "7.0").is_none());
+        assert_eq!(cached(&dir, in_series("6.12")).unwrap().package, "d");
+        assert!(cached(&dir, in_series("7.0")).is_none());
+        let exact = cached(&dir, |k| k.package == "a" && k.version == "6.1.176-1");
+        assert_eq!(exact.unwrap().package, "a");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

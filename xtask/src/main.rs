@@ -10,6 +10,7 @@ mod elf;
 mod emulated;
 mod error;
 mod initramfs;
+mod kernel_modules;
 mod kernels;
 mod qemu_lane;
 mod run;

@@ -13,6 +13,7 @@ use crate::cli::{Lane, Options};
 use crate::emulated::{self, Machine};
 use crate::error::{Context, Result};
 use crate::initramfs;
+use crate::kernel_modules::{self, ModuleSet};
 use crate::kernels::{self, Kernel, KernelSpec};
 use crate::qemu_lane::QemuLane;
 use crate::session::{Selection, Session, Source};
@@ -21,8 +22,8 @@ use crate::ui;
 
 /// Where run directories go.
 const RESULTS_ROOT: &str = "target/mte-results";
-/// Where the initramfs of the current build goes.
-const INITRAMFS: &str = "target/mte-emulated/initramfs.cpio";
+/// Where each kernel's initramfs goes: `<this>/<kernel hint>/initramfs.cpio`.
+const INITRAMFS_DIR: &str = "target/mte-emulated";
 
 /// How xtask exits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,92 +43,224 @@ pub struct Finished {
     pub status: Status,
 }
 
-/// `setup`: the tools and the kernel.
-pub fn setup(options: &Options) -> Result<(Tools, Kernel)> {
-    let spec = KernelSpec::parse(&options.kernel)?;
-    let mut apt = Apt::new()?;
-    let tools = tools::ensure(&mut apt)?;
-    let kernel = kernels::resolve(&spec, &mut apt)?;
-    Ok((tools, kernel))
+/// A kernel of the run, as asked for and as found.
+#[derive(Clone, Debug)]
+pub struct KernelUnderTest {
+    /// The `--kernel` word that named it.
+    pub requested: String,
+    pub kernel: Kernel,
 }
 
-/// `build`: payload, runner and initramfs; returns the payload and the initramfs.
-pub fn build(cross: &CrossRoute, harness_args: &[String]) -> Result<(PathBuf, PathBuf)> {
+/// `setup`: the tools and the kernels.
+pub fn setup(options: &Options) -> Result<(Tools, Vec<KernelUnderTest>)> {
+    let specs = kernel_specs(options)?;
+    let mut apt = Apt::new()?;
+    let tools = tools::ensure(&mut apt)?;
+    let kernels = resolve_kernels(&specs, &mut apt)?;
+    Ok((tools, kernels))
+}
+
+/// Every `--kernel` word understood, before anything is installed.
+fn kernel_specs(options: &Options) -> Result<Vec<(String, KernelSpec)>> {
+    options
+        .kernels
+        .iter()
+        .map(|word| Ok((word.clone(), KernelSpec::parse(word)?)))
+        .collect()
+}
+
+/// Each kernel found or fetched, once: two words that name the same package (`7.3` and
+/// `newest`) boot it once.
+fn resolve_kernels(specs: &[(String, KernelSpec)], apt: &mut Apt) -> Result<Vec<KernelUnderTest>> {
+    let mut kernels: Vec<KernelUnderTest> = Vec::new();
+    for (word, spec) in specs {
+        let kernel = kernels::resolve(spec, apt)?;
+        if let Some(tree) = &kernel.tree {
+            kernel_modules::ensure_decompressor(tree, apt)?;
+        }
+        match kernels.iter().find(|k| k.kernel.image == kernel.image) {
+            Some(same) => ui::note(&format!(
+                "--kernel {word} is the kernel of --kernel {}: it runs once",
+                same.requested
+            )),
+            None => kernels.push(KernelUnderTest {
+                requested: word.clone(),
+                kernel,
+            }),
+        }
+    }
+    Ok(kernels)
+}
+
+/// An initramfs built for one kernel.
+#[derive(Clone, Debug)]
+pub struct Initramfs {
+    pub path: PathBuf,
+    /// The modules it loads, or why it has none, for the run's record.
+    pub modules: String,
+}
+
+/// `build`: payload and runner, then an initramfs per kernel; returns the payload and the
+/// initramfs of each kernel, in order.
+pub fn build(
+    cross: &CrossRoute,
+    harness_args: &[String],
+    kernels: &[KernelUnderTest],
+) -> Result<(PathBuf, Vec<Initramfs>)> {
     ui::step("build");
     let payload = build::payload(cross)?;
     let runner = build::runner(cross)?;
     let args = initramfs::runner_args(harness_args);
-    let out = repo_root().join(INITRAMFS);
-    let size = initramfs::write(&out, &runner, &payload, &args).context("writing the initramfs")?;
-    ui::note(&format!(
-        "initramfs: {} ({})",
-        relative(&out).display(),
-        ui::size(size)
-    ));
-    Ok((payload, out))
+    let mut built = Vec::new();
+    for KernelUnderTest { kernel, .. } in kernels {
+        let (modules, described) = machine_modules(kernel);
+        let out = repo_root()
+            .join(INITRAMFS_DIR)
+            .join(path_safe(&kernel.hint()))
+            .join("initramfs.cpio");
+        let size = initramfs::write(&out, &runner, &payload, &args, &modules)
+            .with_context(|| format!("writing the initramfs for {}", kernel.hint()))?;
+        ui::note(&format!(
+            "initramfs: {} ({}; modules: {described})",
+            relative(&out).display(),
+            ui::size(size)
+        ));
+        built.push(Initramfs {
+            path: out,
+            modules: described,
+        });
+    }
+    Ok((payload, built))
 }
 
-/// `build` on its own: it needs only the cross toolchain.
-pub fn build_only(options: &Options) -> Result<PathBuf> {
+/// The modules the machine loads at boot for `kernel`, and what they are in words. A kernel
+/// without them still boots: its machine has no zram swap, and the runner says so.
+fn machine_modules(kernel: &Kernel) -> (ModuleSet, String) {
+    let Some(tree) = &kernel.tree else {
+        return (
+            ModuleSet::default(),
+            "none: the kernel is an image file, without its package's modules".into(),
+        );
+    };
+    match kernel_modules::for_machine(tree) {
+        Ok(set) => {
+            let described = set.describe();
+            (set, described)
+        }
+        Err(e) => {
+            ui::note(&format!(
+                "{}: no zram module packed, so no swap in the machine: {e}",
+                kernel.hint()
+            ));
+            (ModuleSet::default(), format!("none: {e}"))
+        }
+    }
+}
+
+/// A kernel hint as one directory name.
+fn path_safe(hint: &str) -> String {
+    hint.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `build` on its own: the cross toolchain and the kernels.
+pub fn build_only(options: &Options) -> Result<Vec<Initramfs>> {
+    let specs = kernel_specs(options)?;
     let mut apt = Apt::new()?;
     ui::step("tools");
     let cross = tools::ensure_cross(&mut apt)?;
-    build(&cross, &options.harness_args).map(|(_, initramfs)| initramfs)
+    let kernels = resolve_kernels(&specs, &mut apt)?;
+    build(&cross, &options.harness_args, &kernels).map(|(_, initramfs)| initramfs)
 }
 
-/// A lane ready to run.
+/// A lane ready to run: the emulated lane once per kernel.
 enum Prepared {
-    Emulated { machine: Machine, kernel: Kernel },
+    Emulated {
+        machine: Machine,
+        kernel: KernelUnderTest,
+        modules: String,
+    },
     Qemu(QemuLane),
 }
 
-/// `run`: every lane asked for, one after the other, into one run directory; then the summary.
-/// Errors before the run directory exists come back as `Err`; after that, they are the run's
-/// error, recorded with whatever verdicts arrived.
+impl Prepared {
+    fn lane(&self) -> Lane {
+        match self {
+            Prepared::Emulated { .. } => Lane::Emulated,
+            Prepared::Qemu(_) => Lane::Qemu,
+        }
+    }
+}
+
+/// `run`: every lane asked for, one after the other (the emulated lane once per kernel), into
+/// one run directory; then the summary. Errors before the run directory exists come back as
+/// `Err`; after that, they are the run's error, recorded with whatever verdicts arrived, and
+/// the other lanes and kernels still run.
 pub fn run(options: &Options) -> Result<Finished> {
     let started = Instant::now();
     let emulated = options.lanes.contains(&Lane::Emulated);
-    let (tools, kernel) = if emulated {
-        let (tools, kernel) = setup(options)?;
-        (tools, Some(kernel))
+    let (tools, kernels) = if emulated {
+        setup(options)?
     } else {
         let mut apt = Apt::new()?;
-        (tools::ensure(&mut apt)?, None)
+        (tools::ensure(&mut apt)?, Vec::new())
     };
-    let (payload, initramfs) = build(&tools.cross, &options.harness_args)?;
+    let (payload, initramfs) = build(&tools.cross, &options.harness_args, &kernels)?;
     let mut lanes = Vec::new();
     for &lane in &options.lanes {
-        lanes.push(match lane {
-            Lane::Emulated => Prepared::Emulated {
-                machine: Machine {
-                    qemu: tools.qemu.path.clone(),
-                    kernel: kernel.as_ref().expect("resolved above").image.clone(),
-                    initramfs: initramfs.clone(),
-                },
-                kernel: kernel.clone().expect("resolved above"),
-            },
-            Lane::Qemu => Prepared::Qemu(QemuLane::prepare(
+        match lane {
+            Lane::Emulated => {
+                for (kernel, initramfs) in kernels.iter().zip(&initramfs) {
+                    lanes.push(Prepared::Emulated {
+                        machine: Machine {
+                            qemu: tools.qemu.path.clone(),
+                            kernel: kernel.kernel.image.clone(),
+                            initramfs: initramfs.path.clone(),
+                        },
+                        kernel: kernel.clone(),
+                        modules: initramfs.modules.clone(),
+                    });
+                }
+            }
+            Lane::Qemu => lanes.push(Prepared::Qemu(QemuLane::prepare(
                 build::host_runner()?,
                 tools.qemu.path.clone(),
                 &payload,
-            )?),
-        });
+            )?)),
+        }
     }
 
     let lane_names: Vec<&str> = options.lanes.iter().map(|l| l.name()).collect();
-    let hint = match &kernel {
-        Some(kernel) => kernel.hint(),
-        None => format!("qemu-{}", tools.qemu.version),
+    let hint = if kernels.is_empty() {
+        format!("qemu-{}", tools.qemu.version)
+    } else {
+        let hints: Vec<String> = kernels.iter().map(|k| k.kernel.hint()).collect();
+        hints.join("+")
     };
     let run_dir = RunDir::create(repo_root().join(RESULTS_ROOT), &lane_names.join("+"), &hint)
         .context("creating the run directory")?;
     ui::step(&format!("run: {}", relative(run_dir.path()).display()));
 
+    let several_kernels = kernels.len() > 1;
     let mut parts = Vec::new();
     for lane in &lanes {
         let remaining = options.timeout.saturating_sub(started.elapsed());
         let deadlines = emulated::Deadlines::with_overall(remaining);
-        parts.push(run_lane(lane, &tools, options, &run_dir, deadlines));
+        let label = match lane {
+            Prepared::Emulated { kernel, .. } if several_kernels => {
+                format!("emulated lane on {}", kernel.kernel.hint())
+            }
+            _ => format!("{} lane", lane.lane().name()),
+        };
+        let (summary, selection) = run_lane(lane, &tools, options, &run_dir, deadlines);
+        parts.push((label, summary, selection));
     }
     let (summary, selection) = merge(parts, started.elapsed().as_secs_f64() * 1000.0);
 
@@ -147,6 +280,9 @@ pub fn run(options: &Options) -> Result<Finished> {
     } else {
         println!();
         print!("{}", table(&summary));
+        for line in peer_agreement(&summary.verdicts) {
+            println!("{line}");
+        }
         println!(
             "report: {}",
             relative(&run_dir.path().join(REPORT_HTML)).display()
@@ -166,21 +302,31 @@ pub fn run(options: &Options) -> Result<Finished> {
     })
 }
 
-/// Run one lane into the run directory.
+/// Run one lane (for the emulated lane, one kernel) into the run directory.
 fn run_lane(
     lane: &Prepared,
     tools: &Tools,
     options: &Options,
     run_dir: &RunDir,
     deadlines: emulated::Deadlines,
-) -> (Lane, RunSummary, Selection) {
+) -> (RunSummary, Selection) {
     let mut host = common_host_facts(tools, options);
-    let (name, kernel_hint, source) = match lane {
-        Prepared::Emulated { machine, kernel } => {
-            host.extend(emulated_host_facts(kernel, machine));
-            host.push(Feature::new("kernel.requested", &options.kernel));
+    // Until the runner reports the kernel's release, the run's record names it as xtask can.
+    let (kernel_name, source) = match lane {
+        Prepared::Emulated {
+            machine,
+            kernel,
+            modules,
+        } => {
+            host.extend(emulated_host_facts(&kernel.kernel, machine));
+            host.push(Feature::new("kernel.requested", &kernel.requested));
+            host.push(Feature::new("machine.modules", modules));
             host.push(Feature::new("runner.build", format!("{:?}", tools.cross)));
-            (Lane::Emulated, kernel.hint(), Source::Machine)
+            let name = kernel
+                .kernel
+                .release()
+                .unwrap_or_else(|| kernel.kernel.hint());
+            (name, Source::Machine)
         }
         Prepared::Qemu(qemu) => {
             host.push(Feature::new(
@@ -188,25 +334,26 @@ fn run_lane(
                 qemu.command_line(&options.harness_args),
             ));
             (
-                Lane::Qemu,
                 format!("qemu-{}", tools.qemu.version),
                 Source::RunnerProcess,
             )
         }
     };
-    // Until the runner says hello, the run's record holds what the host knows.
-    let _ = run_dir.write_environment(&mte_results::Environment {
-        lane: name.name().into(),
-        kernel_release: kernel_hint,
-        host: host.clone(),
-        ..Default::default()
-    });
-    let mut session = Session::new(run_dir, name.name(), source, host, Instant::now());
+    let mut session = Session::new(
+        run_dir,
+        lane.lane().name(),
+        &kernel_name,
+        source,
+        host,
+        Instant::now(),
+    );
     let ended = match lane {
-        Prepared::Emulated { machine, kernel } => {
+        Prepared::Emulated {
+            machine, kernel, ..
+        } => {
             ui::note(&format!(
                 "emulated lane: kernel booting: {} {} under QEMU {}",
-                kernel.package, kernel.version, tools.qemu.version
+                kernel.kernel.package, kernel.kernel.version, tools.qemu.version
             ));
             emulated::boot(machine, deadlines, |line| session.on_line(line))
         }
@@ -220,16 +367,15 @@ fn run_lane(
             })
         }
     };
-    let (summary, selection) = match ended {
+    match ended {
         Ok(ending) => session.conclude(&ending),
         Err(e) => session.conclude_with_error(e.to_string()),
-    };
-    (name, summary, selection)
+    }
 }
 
 /// The lanes' summaries as one run: environments and verdicts in lane order, and each lane's
-/// error named by its lane when there are several.
-fn merge(parts: Vec<(Lane, RunSummary, Selection)>, wall_ms: f64) -> (RunSummary, Selection) {
+/// error named by its label (a lane, or a lane and its kernel) when there are several.
+fn merge(parts: Vec<(String, RunSummary, Selection)>, wall_ms: f64) -> (RunSummary, Selection) {
     let several = parts.len() > 1;
     let mut summary = RunSummary {
         environments: Vec::new(),
@@ -239,12 +385,12 @@ fn merge(parts: Vec<(Lane, RunSummary, Selection)>, wall_ms: f64) -> (RunSummary
     };
     let mut selection: Option<Selection> = None;
     let mut errors = Vec::new();
-    for (lane, part, part_selection) in parts {
+    for (label, part, part_selection) in parts {
         summary.environments.extend(part.environments);
         summary.verdicts.extend(part.verdicts);
         if let Some(error) = part.error {
             errors.push(if several {
-                format!("{} lane: {error}", lane.name())
+                format!("{label}: {error}")
             } else {
                 error
             });
@@ -329,6 +475,49 @@ fn unproven_checks(verdicts: &[Verdict], all_selected: bool) -> Vec<String> {
         problems.push("no fault-injection proof ran, so no check was shown able to fail".into());
     }
     problems
+}
+
+/// How the checks that cover each of kvm-unit-tests' MTE report lines fared, per lane: one
+/// line for each peer line whose checks ran, e.g. "peer kvm-unit-tests `mte: sync: read`:
+/// emulated pass, qemu fail". A lane passes a line when every covering check passed there.
+fn peer_agreement(verdicts: &[Verdict]) -> Vec<String> {
+    mte_suites::peers::KVM_UNIT_TESTS_MTE
+        .iter()
+        .filter_map(|line| {
+            let covering: Vec<&Verdict> = verdicts
+                .iter()
+                .filter(|v| line.ours.contains(&v.test.as_str()))
+                .collect();
+            let mut lanes: Vec<&str> = Vec::new();
+            for v in &covering {
+                if !lanes.contains(&v.lane.as_str()) {
+                    lanes.push(&v.lane);
+                }
+            }
+            let per_lane: Vec<String> = lanes
+                .iter()
+                .map(|lane| {
+                    let outcomes = covering
+                        .iter()
+                        .filter(|v| v.lane == *lane)
+                        .map(|v| v.outcome);
+                    let worst = outcomes
+                        .clone()
+                        .find(|o| *o == Outcome::Fail)
+                        .or_else(|| outcomes.clone().find(|o| *o != Outcome::Pass))
+                        .unwrap_or(Outcome::Pass);
+                    format!("{lane} {worst}")
+                })
+                .collect();
+            (!per_lane.is_empty()).then(|| {
+                format!(
+                    "peer kvm-unit-tests `{}`: {}",
+                    line.peer,
+                    per_lane.join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 fn host_unit_tests() -> bool {
@@ -432,7 +621,7 @@ mod tests {
                 all,
                 ..Selection::default()
             };
-            (lane, summary, selection)
+            (format!("{} lane", lane.name()), summary, selection)
         };
         let (summary, selection) = merge(
             vec![
@@ -452,6 +641,21 @@ mod tests {
         // One lane keeps its error as it was.
         let (summary, _) = merge(vec![part(Lane::Qemu, Some("x"), true)], 1.0);
         assert_eq!(summary.error.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn the_peer_lines_answer_per_lane() {
+        let mut fault = verdict("faults::sync_mismatched_load_faults", Outcome::Pass);
+        let mut in_qemu = fault.clone();
+        in_qemu.lane = "qemu".into();
+        in_qemu.outcome = Outcome::Fail;
+        fault.lane = "emulated".into();
+        let lines = peer_agreement(&[fault, in_qemu]);
+        assert_eq!(
+            lines,
+            ["peer kvm-unit-tests `mte: sync: read`: emulated pass, qemu fail"]
+        );
+        assert!(peer_agreement(&[verdict("tags::a", Outcome::Pass)]).is_empty());
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Session<'a> {
     selection: Selection,
     started: Instant,
     environment: Environment,
+    /// The kernel name the run's record holds for this lane until the runner reports its own.
+    recorded_as: String,
     planned: Option<usize>,
     first_record_after: Option<Duration>,
     first_verdict_after: Option<Duration>,
@@ -72,25 +74,33 @@ pub struct Session<'a> {
 
 impl<'a> Session<'a> {
     /// `host` holds what xtask knows of the machine and the emulator; it is kept in every
-    /// environment this run writes.
+    /// environment this run writes. Until the runner says hello, the run's record holds these
+    /// facts under `lane` and `kernel`, xtask's name for the kernel.
     pub fn new(
         run: &'a RunDir,
         lane: &str,
+        kernel: &str,
         source: Source,
         host: Vec<Feature>,
         started: Instant,
     ) -> Self {
         let environment = Environment {
             lane: lane.into(),
+            kernel_release: kernel.into(),
             host,
             ..Environment::default()
         };
+        let mut write_error = None;
+        if let Err(e) = run.write_environment(&environment) {
+            write_error = Some(e.to_string());
+        }
         Session {
             run,
             source,
             selection: Selection::default(),
             started,
             environment,
+            recorded_as: kernel.into(),
             planned: None,
             first_record_after: None,
             first_verdict_after: None,
@@ -99,7 +109,7 @@ impl<'a> Session<'a> {
             checks_wall_ms: None,
             aborted: None,
             corrupt: Vec::new(),
-            write_error: None,
+            write_error,
         }
     }
 
@@ -142,9 +152,13 @@ impl<'a> Session<'a> {
                     all: !list && planned == available,
                     words: selection,
                 };
-                if let Err(e) = self.run.write_environment(&self.environment) {
+                if let Err(e) = self
+                    .run
+                    .write_environment_over(&self.recorded_as, &self.environment)
+                {
                     self.note_write_error(e);
                 }
+                self.recorded_as = self.environment.kernel_release.clone();
                 let after = self.first_record_after.unwrap_or_default().as_secs_f64();
                 let what = if self.selection.list {
                     "listing the checks".to_string()
@@ -423,6 +437,7 @@ mod tests {
         Record::Hello {
             schema: mte_results::SCHEMA_VERSION,
             environment: Environment {
+                lane: "emulated".into(),
                 kernel_release: "6.12.95+deb12-arm64".into(),
                 ..Environment::default()
             },
@@ -463,7 +478,14 @@ mod tests {
         let scratch = Scratch::new(name);
         let run = RunDir::create(&scratch.0, "emulated", "6.12").unwrap();
         let host = vec![Feature::new("qemu.version", "10.0.2")];
-        let mut session = Session::new(&run, "emulated", Source::Machine, host, Instant::now());
+        let mut session = Session::new(
+            &run,
+            "emulated",
+            "6.12.95+deb12-arm64",
+            Source::Machine,
+            host,
+            Instant::now(),
+        );
         for line in lines {
             session.on_line(line);
         }
@@ -497,6 +519,31 @@ mod tests {
         assert_eq!(results.lines().count(), 2);
         let console = std::fs::read_to_string(run_dir.path().join("console.log")).unwrap();
         assert_eq!(console.lines().count(), 5);
+    }
+
+    #[test]
+    fn the_runner_s_kernel_release_replaces_the_host_s_name_for_it() {
+        let scratch = Scratch::new("release");
+        let run = RunDir::create(&scratch.0, "emulated", "vmlinuz-custom").unwrap();
+        let recorded = || {
+            let info = std::fs::read_to_string(run.path().join("run.json")).unwrap();
+            let info: mte_results::rundir::RunInfo = serde_json::from_str(&info).unwrap();
+            info.environments
+                .into_iter()
+                .map(|e| e.kernel_release)
+                .collect::<Vec<_>>()
+        };
+        let mut session = Session::new(
+            &run,
+            "emulated",
+            "vmlinuz-custom",
+            Source::Machine,
+            vec![],
+            Instant::now(),
+        );
+        assert_eq!(recorded(), ["vmlinuz-custom"]);
+        session.on_line(&frame(&hello(1)));
+        assert_eq!(recorded(), ["6.12.95+deb12-arm64"]);
     }
 
     #[test]
