@@ -1,18 +1,25 @@
-//! The HTML report: one self-contained static page (inline CSS, no script, no external resource).
+//! The HTML report: one self-contained static page (inline CSS and SVG, no script, no external
+//! resource).
 //!
 //! Everything a page shows beyond the template's own text comes from a guest, a kernel or a VMM,
 //! so it is rendered with autoescaping on: the template is registered under a `.html` name, which
-//! is what switches escaping on. The layout work (tag-map grids, hex formatting, ordering) is
-//! done here in Rust; the template only walks the view built below.
+//! is what switches escaping on. The layout work (tag-map grids and pictures, plots, hex
+//! formatting, ordering) is done here in Rust; the template only walks the view built below, and
+//! its pictures take numbers and escaped text only.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 use tera::{Context, Tera};
 
+use crate::compare::{ChangeKind, Comparison};
+use crate::decode::decode;
+use crate::figures::figures;
 use crate::model::{
     differing_granules, Environment, Evidence, Outcome, TagMapLayout, TagMapLine, Tally, Verdict,
 };
+use crate::picture::{self, TagPicture, TAG_CLASSES};
+use crate::plot::{self, BarChart};
 use crate::summary::{format_duration, RunSummary};
 
 const TEMPLATE: &str = include_str!("../templates/report.html.tera");
@@ -34,17 +41,27 @@ const HTML_TAG_MAP: TagMapLayout = TagMapLayout {
 
 /// Render the report of a run; `title` names the run, normally its run id.
 pub fn render(summary: &RunSummary, title: &str) -> tera::Result<String> {
+    render_compared(summary, title, None)
+}
+
+/// Render the report of a run compared with a baseline: the comparison comes first.
+pub fn render_compared(
+    summary: &RunSummary,
+    title: &str,
+    comparison: Option<&Comparison>,
+) -> tera::Result<String> {
     let mut tera = Tera::default();
     tera.autoescape_on(vec![".html"]);
     tera.set_escape_fn(escape_html);
     tera.add_raw_template(TEMPLATE_NAME, TEMPLATE)?;
-    let context = Context::from_serialize(Page::new(summary, title))?;
+    let context = Context::from_serialize(Page::new(summary, title, comparison))?;
     tera.render(TEMPLATE_NAME, &context)
 }
 
 #[derive(Serialize)]
 struct Page<'a> {
     title: &'a str,
+    comparison: Option<ComparisonView<'a>>,
     environments: &'a [Environment],
     matrix: Matrix,
     tally: Tally,
@@ -52,25 +69,37 @@ struct Page<'a> {
     wall: String,
     error: Option<&'a str>,
     failures: Vec<VerdictView<'a>>,
+    figures: Vec<FigureCard<'a>>,
     verdicts: Vec<VerdictView<'a>>,
+    tag_classes: [&'static str; 16],
 }
 
 impl<'a> Page<'a> {
-    fn new(summary: &'a RunSummary, title: &'a str) -> Self {
+    fn new(summary: &'a RunSummary, title: &'a str, comparison: Option<&'a Comparison>) -> Self {
         let verdicts: Vec<VerdictView> = summary
             .verdicts
             .iter()
             .enumerate()
-            .map(|(i, v)| VerdictView::new(i, v))
+            .map(|(i, v)| VerdictView::new(i, v, false))
             .collect();
-        let failures = verdicts
+        // Only the failures draw their tag maps as pictures: a passing map is all agreement.
+        let failures = summary
+            .verdicts
             .iter()
-            .filter(|v| v.outcome == Outcome::Fail.as_str())
-            .cloned()
+            .enumerate()
+            .filter(|(_, v)| v.outcome == Outcome::Fail)
+            .map(|(i, v)| VerdictView::new(i, v, true))
+            .collect();
+        let figures = summary
+            .verdicts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| FigureCard::new(i, v))
             .collect();
         let tally = summary.tally();
         Page {
             title,
+            comparison: comparison.map(|c| ComparisonView::new(c, &summary.verdicts)),
             environments: &summary.environments,
             matrix: Matrix::new(&summary.verdicts),
             tally,
@@ -78,9 +107,16 @@ impl<'a> Page<'a> {
             wall: format_duration(summary.wall_ms),
             error: summary.error.as_deref(),
             failures,
+            figures,
             verdicts,
+            tag_classes: TAG_CLASSES,
         }
     }
+}
+
+/// The column a verdict belongs to, as the matrix and the comparison name it.
+fn column_of(v: &Verdict) -> String {
+    format!("{} · {}", v.lane, v.kernel)
 }
 
 /// Every check by lane and kernel: one row a check, one column a lane and kernel, in the
@@ -109,7 +145,7 @@ impl Matrix {
         let mut columns: Vec<String> = Vec::new();
         let mut rows: Vec<MatrixRow> = Vec::new();
         for (index, v) in verdicts.iter().enumerate() {
-            let column = format!("{} · {}", v.lane, v.kernel);
+            let column = column_of(v);
             let at = columns
                 .iter()
                 .position(|c| *c == column)
@@ -143,11 +179,136 @@ impl Matrix {
     }
 }
 
+/// The comparison with a baseline, as the top of the page shows it.
+#[derive(Serialize)]
+struct ComparisonView<'a> {
+    baseline: &'a str,
+    baseline_run_id: &'a str,
+    regressions: Vec<String>,
+    rule: String,
+    /// Columns matched across a change of kernel (or left without a partner).
+    renamed_columns: Vec<(String, String)>,
+    groups: Vec<ChangeGroup<'a>>,
+    figures: Vec<FigureMoveRow<'a>>,
+    unchanged: usize,
+}
+
+#[derive(Serialize)]
+struct ChangeGroup<'a> {
+    title: &'static str,
+    regression: bool,
+    changes: Vec<ChangeRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct ChangeRow<'a> {
+    column: &'a str,
+    test: &'a str,
+    before: &'static str,
+    after: &'static str,
+    reason: &'a str,
+    /// The verdict in this report, where there is one.
+    anchor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct FigureMoveRow<'a> {
+    column: &'a str,
+    test: &'a str,
+    what: &'a str,
+    change: String,
+    worse: bool,
+}
+
+impl<'a> ComparisonView<'a> {
+    fn new(c: &'a Comparison, verdicts: &[Verdict]) -> Self {
+        let anchors: HashMap<(String, &str), String> = verdicts
+            .iter()
+            .enumerate()
+            .map(|(i, v)| ((column_of(v), v.test.as_str()), format!("v{i}")))
+            .collect();
+        let outcome = |o: Option<Outcome>| o.map_or("absent", Outcome::as_str);
+        let groups = ChangeKind::ALL
+            .into_iter()
+            .map(|kind| ChangeGroup {
+                title: kind.title(),
+                regression: kind.is_regression(),
+                changes: c
+                    .of_kind(kind)
+                    .map(|change| ChangeRow {
+                        column: &change.column,
+                        test: &change.test,
+                        before: outcome(change.before),
+                        after: outcome(change.after),
+                        reason: &change.reason,
+                        anchor: anchors
+                            .get(&(change.column.clone(), change.test.as_str()))
+                            .filter(|_| change.after.is_some())
+                            .cloned(),
+                    })
+                    .collect(),
+            })
+            .filter(|group| !group.changes.is_empty())
+            .collect();
+        let side = |s: &Option<String>| s.clone().unwrap_or_else(|| "none".into());
+        ComparisonView {
+            baseline: &c.baseline,
+            baseline_run_id: &c.baseline_run_id,
+            regressions: c.regressions(),
+            rule: c.thresholds.describe(),
+            renamed_columns: c
+                .columns
+                .iter()
+                .filter(|m| m.baseline != m.run)
+                .map(|m| (side(&m.baseline), side(&m.run)))
+                .collect(),
+            groups,
+            // Worse first: they are what made the run regress.
+            figures: c
+                .figures
+                .iter()
+                .filter(|f| f.worse())
+                .chain(c.figures.iter().filter(|f| !f.worse()))
+                .map(|f| FigureMoveRow {
+                    column: &f.column,
+                    test: &f.test,
+                    what: &f.what,
+                    change: f.describe(),
+                    worse: f.worse(),
+                })
+                .collect(),
+            unchanged: c.unchanged,
+        }
+    }
+}
+
+/// The plots of one verdict's figures.
+#[derive(Serialize)]
+struct FigureCard<'a> {
+    anchor: String,
+    test: &'a str,
+    column: String,
+    charts: Vec<BarChart>,
+}
+
+impl<'a> FigureCard<'a> {
+    fn new(index: usize, v: &'a Verdict) -> Option<Self> {
+        let charts = plot::charts(&figures(v));
+        (!charts.is_empty()).then(|| FigureCard {
+            anchor: format!("v{index}"),
+            test: &v.test,
+            column: column_of(v),
+            charts,
+        })
+    }
+}
+
 #[derive(Clone, Serialize)]
 struct VerdictView<'a> {
     /// Fragment id of the verdict's row, so a failure links to it.
     anchor: String,
     lane: &'a str,
+    kernel: &'a str,
     test: &'a str,
     outcome: &'static str,
     reason: &'a str,
@@ -156,15 +317,21 @@ struct VerdictView<'a> {
 }
 
 impl<'a> VerdictView<'a> {
-    fn new(index: usize, v: &'a Verdict) -> Self {
+    /// `pictures`: draw tag maps as pictures besides the grid.
+    fn new(index: usize, v: &'a Verdict, pictures: bool) -> Self {
         VerdictView {
             anchor: format!("v{index}"),
             lane: &v.lane,
+            kernel: &v.kernel,
             test: &v.test,
             outcome: v.outcome.as_str(),
             reason: &v.reason,
             duration: format_duration(v.duration_ms),
-            evidence: v.detail.iter().map(EvidenceView::new).collect(),
+            evidence: v
+                .detail
+                .iter()
+                .map(|e| EvidenceView::new(e, pictures))
+                .collect(),
         }
     }
 }
@@ -179,12 +346,21 @@ enum EvidenceView<'a> {
         granules: usize,
         differing: usize,
         rows: Vec<TagRow>,
+        /// The expected and the observed map drawn, for a failure where they differ.
+        pictures: Option<[TagPicture; 2]>,
+        /// Among a failure's evidence, maps that agree keep their grid folded away.
+        brief: bool,
     },
     Fault {
         esr: String,
         far: String,
         elr: String,
+        /// The runner's reading of the ESR.
         decoded: &'a str,
+        /// The report's own reading of ESR and FAR.
+        class: String,
+        far_address: String,
+        pointer_tag: String,
     },
     /// Errno and Values: `label` says what `what` is.
     Compared {
@@ -199,7 +375,7 @@ enum EvidenceView<'a> {
 }
 
 impl<'a> EvidenceView<'a> {
-    fn new(evidence: &'a Evidence) -> Self {
+    fn new(evidence: &'a Evidence, pictures: bool) -> Self {
         match evidence {
             Evidence::TagMaps {
                 expected_from,
@@ -213,6 +389,10 @@ impl<'a> EvidenceView<'a> {
                 let expected: Vec<char> = expected.chars().collect();
                 let observed: Vec<char> = observed.chars().collect();
                 let granules = expected.len().max(observed.len());
+                let lines = HTML_TAG_MAP.lines(granules, &differing);
+                let draw = |map: &[char], other: &[char]| {
+                    picture::draw(*ipa, map, other, &differing, &lines, GRANULES_PER_ROW)
+                };
                 EvidenceView::TagMaps {
                     expected_from,
                     observed_from,
@@ -220,6 +400,10 @@ impl<'a> EvidenceView<'a> {
                     granules,
                     differing: differing.range(..granules).count(),
                     rows: tag_rows(*ipa, &expected, &observed, &differing),
+                    // Maps that agree need no picture: the grid says so in a line.
+                    pictures: (pictures && !differing.is_empty())
+                        .then(|| [draw(&expected, &observed), draw(&observed, &expected)]),
+                    brief: pictures && differing.is_empty(),
                 }
             }
             Evidence::Fault {
@@ -227,12 +411,18 @@ impl<'a> EvidenceView<'a> {
                 far,
                 elr,
                 decoded,
-            } => EvidenceView::Fault {
-                esr: format!("{esr:#010x}"),
-                far: format!("{far:#018x}"),
-                elr: format!("{elr:#018x}"),
-                decoded,
-            },
+            } => {
+                let words = decode(*esr, *far);
+                EvidenceView::Fault {
+                    esr: format!("{esr:#010x}"),
+                    far: format!("{far:#018x}"),
+                    elr: format!("{elr:#018x}"),
+                    decoded,
+                    class: words.sentence(),
+                    far_address: format!("{:#x}", words.address),
+                    pointer_tag: format!("{:#x}", words.pointer_tag),
+                }
+            }
             Evidence::Errno {
                 call,
                 expected,
@@ -333,6 +523,7 @@ fn tag_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::Comparison;
     use crate::model::Feature;
 
     fn verdict(test: &str, outcome: Outcome, reason: &str, detail: Vec<Evidence>) -> Verdict {
@@ -389,16 +580,152 @@ mod tests {
                 tag_maps("0", "<", vec![0]),
             ],
         )]);
+        run.verdicts[0].detail.extend([
+            // A figure whose name is the attack: it lands in a plot's label.
+            Evidence::Values {
+                what: format!("{attack} / ratio"),
+                expected: "measured".into(),
+                observed: "1.5".into(),
+            },
+            Evidence::Values {
+                what: attack.into(),
+                expected: "measured".into(),
+                observed: "2 ms".into(),
+            },
+            Evidence::Fault {
+                esr: 0x9600_0011,
+                far: 0,
+                elr: 0,
+                decoded: attack.into(),
+            },
+        ]);
+        run.verdicts[0].lane = attack.into();
+        run.verdicts[0].kernel = attack.into();
         run.environments[0].kernel_version = attack.into();
         run.environments[0].host.push(Feature::new(attack, attack));
         run.error = Some(attack.into());
-        let html = render(&run, attack).unwrap();
+        let mut baseline = run.clone();
+        baseline.verdicts[0].outcome = Outcome::Pass;
+        baseline.verdicts[0].detail[3] = Evidence::Values {
+            what: format!("{attack} / ratio"),
+            expected: "measured".into(),
+            observed: "1.0".into(),
+        };
+        baseline.error = None;
+        let comparison =
+            Comparison::of(&baseline, &run, Default::default()).named(attack, attack, attack);
+        assert!(!comparison.figures.is_empty() && !comparison.changes.is_empty());
+        let html = render_compared(&run, attack, Some(&comparison)).unwrap();
+        for part in [
+            "id=\"comparison\"",
+            "<svg class=\"tagmap\"",
+            "<svg class=\"plot\"",
+            "id=\"figures\"",
+        ] {
+            assert!(
+                html.contains(part),
+                "{part} missing: the attack must reach every part"
+            );
+        }
         assert!(!html.contains("<script"), "raw tag in the report");
         assert!(
             html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
             "escaped form missing"
         );
         assert!(!html.contains("<td class=\"tag differs\"><</td>"));
+        assert!(html.contains("<title>granule 0: 0 here, &lt; in the other map</title>"));
+        assert!(html.contains("Compared with &lt;script&gt;"));
+    }
+
+    #[test]
+    fn failures_draw_both_tag_maps_with_the_differences_outlined() {
+        let html = render(
+            &summary(vec![verdict(
+                "tags::x",
+                Outcome::Fail,
+                "differs",
+                vec![tag_maps("0123", "0f23", vec![1])],
+            )]),
+            "run",
+        )
+        .unwrap();
+        let failures =
+            &html[html.find("id=\"failures\"").unwrap()..html.find("id=\"matrix\"").unwrap()];
+        assert_eq!(
+            failures.matches("<svg class=\"tagmap\"").count(),
+            2,
+            "{failures}"
+        );
+        assert!(failures.contains("<strong>expected</strong>: guest STG"));
+        assert!(failures.contains("<strong>observed</strong>: host copy"));
+        assert!(
+            failures.contains("class=\"t1 differs\"") && failures.contains("class=\"tf differs\"")
+        );
+        assert!(failures.contains("class=\"t2\"/>"));
+        // The verdict table keeps the text grid only.
+        let table = &html[html.find("id=\"verdicts\"").unwrap()..];
+        assert!(!table.contains("<svg class=\"tagmap\""));
+    }
+
+    #[test]
+    fn faults_read_as_words() {
+        let html = render(
+            &summary(vec![verdict(
+                "faults::sync",
+                Outcome::Fail,
+                "faulted elsewhere",
+                vec![Evidence::Fault {
+                    esr: 0x9600_0051,
+                    far: 0x0a00_0000_4102_0000,
+                    elr: 0x4008_178c,
+                    decoded: "runner's words".into(),
+                }],
+            )]),
+            "run",
+        )
+        .unwrap();
+        assert!(html.contains(
+            "data abort taken without a change of exception level: synchronous tag check fault \
+             (FSC 0x11), on a write"
+        ));
+        assert!(html.contains("address <code>0x41020000</code>, pointer tag <code>0xa</code>"));
+        assert!(html.contains("runner&#39;s words"));
+    }
+
+    #[test]
+    fn figures_are_plotted_per_check() {
+        let html = render(
+            &summary(vec![verdict(
+                "cost::cow",
+                Outcome::Pass,
+                "ok",
+                vec![
+                    Evidence::Values {
+                        what: "per page, MTE VM".into(),
+                        expected: "measured".into(),
+                        observed: "40.0 µs".into(),
+                    },
+                    Evidence::Values {
+                        what: "tagged / untagged".into(),
+                        expected: "measured".into(),
+                        observed: "1.33".into(),
+                    },
+                ],
+            )]),
+            "run",
+        )
+        .unwrap();
+        let figures =
+            &html[html.find("id=\"figures\"").unwrap()..html.find("id=\"verdicts\"").unwrap()];
+        assert_eq!(
+            figures.matches("<svg class=\"plot\"").count(),
+            2,
+            "{figures}"
+        );
+        assert!(
+            figures.contains(">per page, MTE VM</text>") && figures.contains(">40.0 µs</text>")
+        );
+        assert!(figures.contains("class=\"reference\""));
     }
 
     #[test]

@@ -3,29 +3,52 @@
 //!
 //! - [`model`]: verdicts, evidence and the environment of a run; versioned by [`SCHEMA_VERSION`].
 //! - [`stream`]: the framed records the runner prints on its console, and their parser.
+//! - [`shard`]: which checks a shard `K/N` of a run takes.
 //!
 //! With the `report` feature (host side only):
 //! - [`rundir`]: a run's directory: `run.json`, `results.jsonl` as verdicts arrive, the console
 //!   log, the `latest` link, and reading a run back.
 //! - [`summary`]: a finished run as the reports see it, and its terminal table.
 //! - [`junit`]: JUnit XML for CI.
-//! - [`html`]: the self-contained HTML report.
+//! - [`tap`]: TAP version 13, as kvm-unit-tests prints it.
+//! - [`lava`]: `lava-test-case` lines for a LAVA test shell.
+//! - [`html`]: the self-contained HTML report, drawing tag maps with [`picture`] and figures
+//!   with [`plot`], faults read by [`decode`].
+//! - [`figures`]: the numbers a check measured.
+//! - [`compare`]: a run against a baseline run; [`merge`]: several runs as one.
 #![forbid(unsafe_code)]
 
 pub mod model;
+pub mod shard;
 pub mod stream;
 
 #[cfg(test)]
 mod fixtures;
 
 #[cfg(feature = "report")]
+pub mod compare;
+#[cfg(feature = "report")]
+pub mod decode;
+#[cfg(feature = "report")]
+pub mod figures;
+#[cfg(feature = "report")]
 pub mod html;
 #[cfg(feature = "report")]
 pub mod junit;
 #[cfg(feature = "report")]
+pub mod lava;
+#[cfg(feature = "report")]
+pub mod merge;
+#[cfg(feature = "report")]
+pub mod picture;
+#[cfg(feature = "report")]
+pub mod plot;
+#[cfg(feature = "report")]
 pub mod rundir;
 #[cfg(feature = "report")]
 pub mod summary;
+#[cfg(feature = "report")]
+pub mod tap;
 #[cfg(feature = "report")]
 mod utc;
 

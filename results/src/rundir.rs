@@ -6,7 +6,10 @@
 //!                 results.jsonl one verdict a line, appended as each arrives
 //!                 console.log   the raw console, for post-mortem
 //!                 junit.xml     written when the run finishes
+//!                 results.tap   TAP 13, written when the run finishes
+//!                 comparison.json  written by `compare`, which rewrites the report with it
 //!                 report/index.html
+//!                 report/screenshot.png  written by the browser check of `test`
 //! ```
 //!
 //! Verdicts are written the moment they arrive, so a run that dies keeps every result it had;
@@ -22,16 +25,22 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::compare::Comparison;
 use crate::model::{Environment, Verdict};
 use crate::summary::RunSummary;
 use crate::utc::UtcTime;
-use crate::{html, junit, SCHEMA_VERSION};
+use crate::{html, junit, tap, SCHEMA_VERSION};
 
 pub const RUN_JSON: &str = "run.json";
 pub const RESULTS_JSONL: &str = "results.jsonl";
 pub const CONSOLE_LOG: &str = "console.log";
 pub const JUNIT_XML: &str = "junit.xml";
+pub const RESULTS_TAP: &str = "results.tap";
 pub const REPORT_HTML: &str = "report/index.html";
+/// The report as a headless browser drew it.
+pub const REPORT_SCREENSHOT: &str = "report/screenshot.png";
+/// The run compared with a baseline, as `compare` left it.
+pub const COMPARISON_JSON: &str = "comparison.json";
 /// The symlink in the root that points at the newest run.
 pub const LATEST: &str = "latest";
 
@@ -215,18 +224,7 @@ impl RunDir {
             error: summary.error.clone(),
             environments: summary.environments.clone(),
         })?;
-        write_replacing(
-            &self.path.join(JUNIT_XML),
-            junit::render(&summary).as_bytes(),
-        )?;
-        let page = html::render(&summary, &self.run_id).map_err(|e| {
-            io::Error::other(format!("rendering the HTML report: {}", error_chain(&e)))
-        })?;
-        let report = self.path.join(REPORT_HTML);
-        if let Some(dir) = report.parent() {
-            fs::create_dir_all(dir).map_err(|e| with_path(e, dir))?;
-        }
-        write_replacing(&report, page.as_bytes())
+        write_reports(&self.path, &self.run_id, &summary, None)
     }
 
     /// The summary, with the lane and kernel `create` was told filled in where the runner never
@@ -252,10 +250,62 @@ impl RunDir {
     }
 
     fn write_info(&self, info: &RunInfo) -> io::Result<()> {
-        let mut json = serde_json::to_string_pretty(info).map_err(io::Error::other)?;
-        json.push('\n');
-        write_replacing(&self.path.join(RUN_JSON), json.as_bytes())
+        write_info_at(&self.path, info)
     }
+}
+
+/// Write the reports of a run into its directory `dir`: `junit.xml`, `results.tap` and
+/// `report/index.html` (with `comparison` at its top, when there is one).
+pub fn write_reports(
+    dir: &Path,
+    run_id: &str,
+    summary: &RunSummary,
+    comparison: Option<&Comparison>,
+) -> io::Result<()> {
+    write_replacing(&dir.join(JUNIT_XML), junit::render(summary).as_bytes())?;
+    write_replacing(&dir.join(RESULTS_TAP), tap::render(summary).as_bytes())?;
+    let page = html::render_compared(summary, run_id, comparison)
+        .map_err(|e| io::Error::other(format!("rendering the HTML report: {}", error_chain(&e))))?;
+    let report = dir.join(REPORT_HTML);
+    if let Some(parent) = report.parent() {
+        fs::create_dir_all(parent).map_err(|e| with_path(e, parent))?;
+    }
+    write_replacing(&report, page.as_bytes())
+}
+
+/// Write a whole run that was put together elsewhere (a merge) into `dir`: `run.json`,
+/// `results.jsonl` and the reports. `dir` is created if needed; files of the same names there
+/// are replaced.
+pub fn write_run(dir: &Path, info: &RunInfo, verdicts: &[Verdict]) -> io::Result<()> {
+    fs::create_dir_all(dir).map_err(|e| with_path(e, dir))?;
+    let mut lines = String::new();
+    for verdict in verdicts {
+        lines.push_str(&serde_json::to_string(verdict).map_err(io::Error::other)?);
+        lines.push('\n');
+    }
+    write_replacing(&dir.join(RESULTS_JSONL), lines.as_bytes())?;
+    write_info_at(dir, info)?;
+    let loaded = LoadedRun {
+        dir: dir.to_path_buf(),
+        info: info.clone(),
+        verdicts: verdicts.to_vec(),
+        warnings: Vec::new(),
+    };
+    write_reports(dir, &info.run_id, &loaded.summary(), None)
+}
+
+/// Record a comparison in a run's directory and rewrite its report with the comparison first.
+pub fn write_comparison(run: &LoadedRun, comparison: &Comparison) -> io::Result<()> {
+    let mut json = serde_json::to_string_pretty(comparison).map_err(io::Error::other)?;
+    json.push('\n');
+    write_replacing(&run.dir.join(COMPARISON_JSON), json.as_bytes())?;
+    write_reports(&run.dir, &run.info.run_id, &run.summary(), Some(comparison))
+}
+
+fn write_info_at(dir: &Path, info: &RunInfo) -> io::Result<()> {
+    let mut json = serde_json::to_string_pretty(info).map_err(io::Error::other)?;
+    json.push('\n');
+    write_replacing(&dir.join(RUN_JSON), json.as_bytes())
 }
 
 /// Keep letters, digits and `.`, `_`, `+`, `-`: a lane or kernel string becomes one path
@@ -699,6 +749,50 @@ mod tests {
         );
         let html = fs::read_to_string(run.path().join(REPORT_HTML)).unwrap();
         assert!(html.contains("cow::b"));
+    }
+
+    #[test]
+    fn a_merged_run_is_written_whole_and_a_comparison_tops_its_report() {
+        let scratch = Scratch::new();
+        let dir = scratch.0.join("merged");
+        let info = RunInfo {
+            schema: SCHEMA_VERSION,
+            run_id: "merged".into(),
+            started: "2026-11-21T23:55:01Z".into(),
+            finished: Some("2026-11-21T23:59:01Z".into()),
+            wall_ms: Some(10.0),
+            error: None,
+            environments: vec![environment()],
+        };
+        let verdicts = vec![
+            verdict("tags::a", Outcome::Pass),
+            verdict("cow::b", Outcome::Fail),
+        ];
+        write_run(&dir, &info, &verdicts).unwrap();
+        let loaded = load(&dir).unwrap();
+        assert_eq!(loaded.info, info);
+        assert_eq!(loaded.verdicts, verdicts);
+        let tap = fs::read_to_string(dir.join(RESULTS_TAP)).unwrap();
+        assert!(
+            tap.starts_with("TAP version 13\n1..2\nok 1 - tags::a\nnot ok 2 - cow::b\n"),
+            "{tap}"
+        );
+        assert!(!fs::read_to_string(dir.join(REPORT_HTML))
+            .unwrap()
+            .contains("id=\"comparison\""));
+
+        let mut baseline = loaded.summary();
+        baseline.verdicts[1].outcome = Outcome::Pass;
+        let comparison = Comparison::of(&baseline, &loaded.summary(), Default::default())
+            .named("nightly", "old-run", "merged");
+        write_comparison(&loaded, &comparison).unwrap();
+        let html = fs::read_to_string(dir.join(REPORT_HTML)).unwrap();
+        let top = html.find("id=\"comparison\"").expect("comparison section");
+        assert!(top < html.find("id=\"matrix\"").unwrap());
+        assert!(html.contains("Compared with nightly"), "{html}");
+        let kept: Comparison =
+            serde_json::from_str(&fs::read_to_string(dir.join(COMPARISON_JSON)).unwrap()).unwrap();
+        assert_eq!(kept, comparison);
     }
 
     #[test]

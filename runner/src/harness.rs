@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use mte_results::shard::Shard;
 use mte_results::stream::Record;
 use mte_results::{
     Environment, Evidence, Feature, Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS, SCHEMA_VERSION,
@@ -29,13 +30,15 @@ pub struct Options {
     pub deadline: Duration,
     /// The `qemu-system-aarch64` of the qemu lane; a bare name is looked up on PATH.
     pub qemu: PathBuf,
+    /// Run only this shard's checks (and their fault-injection proofs).
+    pub shard: Option<Shard>,
     pub harness_args: Vec<String>,
 }
 
 impl Options {
     pub const USAGE: &'static str =
-        "mte-runner [--lane NAME] [--inject corrupt-tag|misread-report|wrong-tcf] [--payload-dir DIR] \
-        [--deadline SECS] [--qemu PATH] [LIBTEST-ARGS...]";
+        "mte-runner [--lane NAME] [--inject corrupt-tag|misread-report|wrong-tcf|migrate-...] [--payload-dir DIR] \
+        [--deadline SECS] [--qemu PATH] [--shard K/N] [LIBTEST-ARGS...]";
 
     /// Split the runner's options from libtest's. `args` excludes the program name.
     pub fn parse(args: Vec<String>, default_payload_dir: PathBuf) -> Result<Self, String> {
@@ -45,6 +48,7 @@ impl Options {
             payload_dir: default_payload_dir,
             deadline: Duration::from_secs(30),
             qemu: "qemu-system-aarch64".into(),
+            shard: None,
             harness_args: Vec::new(),
         };
         let mut args = args.into_iter();
@@ -67,6 +71,7 @@ impl Options {
                 }
                 "--payload-dir" => options.payload_dir = value("--payload-dir")?.into(),
                 "--qemu" => options.qemu = value("--qemu")?.into(),
+                "--shard" => options.shard = Some(Shard::parse(&value("--shard")?)?),
                 "--deadline" => {
                     let secs = value("--deadline")?;
                     options.deadline = secs
@@ -339,9 +344,12 @@ fn injection_trial(
     })
 }
 
-/// The checks the libtest arguments select, in words; empty for all of them.
-fn describe_selection(args: &Arguments) -> String {
+/// The checks the libtest arguments and the shard select, in words; empty for all of them.
+fn describe_selection(args: &Arguments, shard: Option<Shard>) -> String {
     let mut words = Vec::new();
+    if let Some(shard) = shard {
+        words.push(format!("shard {shard}"));
+    }
     if let Some(filter) = &args.filter {
         words.push(if args.exact {
             format!("exactly {filter}")
@@ -447,7 +455,11 @@ pub fn run(options: &Options) -> bool {
         facts.push(Feature::new("fault injection", injection.name()));
     }
     let tally = SharedTally::default();
-    let trials = trials(&vmm, options.inject, &tally);
+    let mut trials = trials(&vmm, options.inject, &tally);
+    let available = trials.len();
+    if let Some(shard) = options.shard {
+        trials.retain(|t| shard.contains(t.name()));
+    }
     let planned = if args.list {
         0
     } else {
@@ -465,9 +477,9 @@ pub fn run(options: &Options) -> bool {
             ..environment::probe(&options.lane, facts)
         },
         planned,
-        available: trials.len(),
+        available,
         list: args.list,
-        selection: describe_selection(&args),
+        selection: describe_selection(&args, options.shard),
     });
     if args.list {
         for trial in trials.iter().filter(|t| !args.is_filtered_out(t)) {
@@ -506,6 +518,11 @@ mod tests {
         assert_eq!(o.inject, Some(Injection::CorruptTag));
         assert_eq!(o.harness_args, vec!["tags::", "--exact"]);
         assert_eq!(o.payload_dir, PathBuf::from("/p"));
+        assert_eq!(o.shard, None);
+        let o = parse(&["--shard", "2/3", "tags::"]).unwrap();
+        assert_eq!(o.shard.map(|s| s.to_string()).as_deref(), Some("2/3"));
+        assert_eq!(o.harness_args, vec!["tags::"]);
+        assert!(parse(&["--shard", "4/3"]).unwrap_err().contains("K/N"));
     }
 
     #[test]

@@ -171,8 +171,23 @@ pub fn runner(route: &CrossRoute) -> Result<PathBuf> {
     Ok(binary)
 }
 
-/// Build the runner for this machine, for the lanes whose VMM runs here (the qemu lane); returns
-/// its path.
+/// The name a runner outside the emulated machine loads the payload by, as in the initramfs.
+const STAGED_PAYLOAD_NAME: &str = "mte-guest.elf";
+
+/// Copy the payload into `dir` (relative to the repository's top), where a runner on this
+/// machine is pointed with `--payload-dir`; returns the directory.
+pub fn stage_payload(dir: &str, payload: &Path) -> Result<PathBuf> {
+    let payload_dir = repo_root().join(dir);
+    std::fs::create_dir_all(&payload_dir)
+        .with_context(|| format!("creating {}", payload_dir.display()))?;
+    let target = payload_dir.join(STAGED_PAYLOAD_NAME);
+    std::fs::copy(payload, &target)
+        .with_context(|| format!("copying the payload to {}", target.display()))?;
+    Ok(payload_dir)
+}
+
+/// Build the runner for this machine, for the lanes whose VMM runs here (the qemu and host
+/// lanes); returns its path.
 pub fn host_runner() -> Result<PathBuf> {
     let root = repo_root();
     let sh = Shell::new()?;

@@ -1,18 +1,23 @@
 //! `cargo xtask`: checks and installs the tools, builds the aarch64 pieces, boots the emulated
-//! machine and runs the MTE suite in it. `cargo xtask --help` lists the commands.
+//! machine and runs the MTE suite in it (or in QEMU, or on this host's KVM); compares, merges
+//! and reports runs. `cargo xtask --help` lists the commands.
 
 mod apt;
+mod browser;
 mod build;
 mod cli;
+mod compare;
 mod cpio;
 mod debian_version;
 mod elf;
 mod emulated;
 mod error;
+mod host_lane;
 mod initramfs;
 mod kernel_modules;
 mod kernels;
 mod qemu_lane;
+mod reports;
 mod run;
 mod session;
 mod tools;
@@ -40,6 +45,15 @@ fn main() -> ExitCode {
         cli::Command::Test(options) => run::test(&options),
         cli::Command::Setup(options) => report(run::setup(&options).map(|_| Status::Clean)),
         cli::Command::Build(options) => report(run::build_only(&options).map(|_| Status::Clean)),
+        cli::Command::Compare(c) => report(compare::compare_command(
+            &c.baseline,
+            c.run.as_deref(),
+            c.thresholds,
+        )),
+        cli::Command::KeepBaseline { name, run } => report(compare::keep(&name, run.as_deref())),
+        cli::Command::ReportMerge { runs, out } => report(reports::merge_runs(&runs, &out)),
+        cli::Command::ReportCheck { run } => report(reports::check_in_browser(run.as_deref())),
+        cli::Command::LavaResults { run } => report(reports::lava_results(run.as_deref())),
     };
     ExitCode::from(status as u8)
 }

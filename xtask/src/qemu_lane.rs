@@ -5,14 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::build::repo_root;
+use crate::build;
 use crate::emulated::{self, Deadlines, Ending, Flow};
 use crate::error::{Context, Result};
 
 /// Where the qemu lane's runner finds its payloads.
 const PAYLOAD_DIR: &str = "target/mte-qemu/payloads";
-/// The name the runner loads the payload by, as in the emulated machine's initramfs.
-const PAYLOAD_NAME: &str = "mte-guest.elf";
 
 /// The runner on this machine and what it drives.
 #[derive(Clone, Debug)]
@@ -25,21 +23,15 @@ pub struct QemuLane {
 impl QemuLane {
     /// Put the payload where the runner looks for it.
     pub fn prepare(runner: PathBuf, qemu: PathBuf, payload: &Path) -> Result<Self> {
-        let payload_dir = repo_root().join(PAYLOAD_DIR);
-        std::fs::create_dir_all(&payload_dir)
-            .with_context(|| format!("creating {}", payload_dir.display()))?;
-        let target = payload_dir.join(PAYLOAD_NAME);
-        std::fs::copy(payload, &target)
-            .with_context(|| format!("copying the payload to {}", target.display()))?;
         Ok(QemuLane {
             runner,
             qemu,
-            payload_dir,
+            payload_dir: build::stage_payload(PAYLOAD_DIR, payload)?,
         })
     }
 
-    /// The runner's arguments: the lane's own, then the harness arguments untouched.
-    pub fn args(&self, harness_args: &[String]) -> Vec<String> {
+    /// The runner's arguments: the lane's own, then `runner_args` untouched.
+    pub fn args(&self, runner_args: &[String]) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "--lane".into(),
             "qemu".into(),
@@ -48,14 +40,14 @@ impl QemuLane {
             "--payload-dir".into(),
             self.payload_dir.display().to_string(),
         ];
-        args.extend(harness_args.iter().cloned());
+        args.extend(runner_args.iter().cloned());
         args
     }
 
     /// The command line, for the run's record.
-    pub fn command_line(&self, harness_args: &[String]) -> String {
+    pub fn command_line(&self, runner_args: &[String]) -> String {
         std::iter::once(self.runner.display().to_string())
-            .chain(self.args(harness_args))
+            .chain(self.args(runner_args))
             .map(|arg| emulated::shell_quote(&arg))
             .collect::<Vec<_>>()
             .join(" ")
@@ -64,12 +56,12 @@ impl QemuLane {
     /// Run the lane, handing every line of the runner's output to `on_line`.
     pub fn run(
         &self,
-        harness_args: &[String],
+        runner_args: &[String],
         deadlines: Deadlines,
         on_line: impl FnMut(&str) -> Flow,
     ) -> Result<Ending> {
         let mut command = Command::new(&self.runner);
-        command.args(self.args(harness_args));
+        command.args(self.args(runner_args));
         emulated::watch(command, deadlines, on_line)
             .with_context(|| format!("starting {}", self.runner.display()))
     }

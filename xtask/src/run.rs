@@ -10,18 +10,21 @@ use mte_results::{Feature, Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS};
 use crate::apt::{self, Apt};
 use crate::build::{self, relative, repo_root};
 use crate::cli::{Lane, Options};
+use crate::compare;
 use crate::emulated::{self, Machine};
 use crate::error::{Context, Result};
+use crate::host_lane::{self, HostLane, HostMachine};
 use crate::initramfs;
 use crate::kernel_modules::{self, ModuleSet};
 use crate::kernels::{self, Kernel, KernelSpec};
 use crate::qemu_lane::QemuLane;
+use crate::reports;
 use crate::session::{Selection, Session, Source};
 use crate::tools::{self, CrossRoute, Tools};
 use crate::ui;
 
 /// Where run directories go.
-const RESULTS_ROOT: &str = "target/mte-results";
+pub const RESULTS_ROOT: &str = "target/mte-results";
 /// Where each kernel's initramfs goes: `<this>/<kernel hint>/initramfs.cpio`.
 const INITRAMFS_DIR: &str = "target/mte-emulated";
 
@@ -38,6 +41,8 @@ pub enum Status {
 
 /// A finished run.
 pub struct Finished {
+    /// The run's directory.
+    pub dir: PathBuf,
     pub summary: RunSummary,
     pub selection: Selection,
     pub status: Status,
@@ -55,7 +60,7 @@ pub struct KernelUnderTest {
 pub fn setup(options: &Options) -> Result<(Tools, Vec<KernelUnderTest>)> {
     let specs = kernel_specs(options)?;
     let mut apt = Apt::new()?;
-    let tools = tools::ensure(&mut apt)?;
+    let tools = tools::ensure(&mut apt, true)?;
     let kernels = resolve_kernels(&specs, &mut apt)?;
     Ok((tools, kernels))
 }
@@ -100,17 +105,17 @@ pub struct Initramfs {
     pub modules: String,
 }
 
-/// `build`: payload and runner, then an initramfs per kernel; returns the payload and the
-/// initramfs of each kernel, in order.
+/// `build`: payload and runner, then an initramfs per kernel (whose runner is given
+/// `runner_args`); returns the payload and the initramfs of each kernel, in order.
 pub fn build(
     cross: &CrossRoute,
-    harness_args: &[String],
+    runner_args: &[String],
     kernels: &[KernelUnderTest],
 ) -> Result<(PathBuf, Vec<Initramfs>)> {
     ui::step("build");
     let payload = build::payload(cross)?;
     let runner = build::runner(cross)?;
-    let args = initramfs::runner_args(harness_args);
+    let args = initramfs::runner_args(runner_args);
     let mut built = Vec::new();
     for KernelUnderTest { kernel, .. } in kernels {
         let (modules, described) = machine_modules(kernel);
@@ -177,7 +182,7 @@ pub fn build_only(options: &Options) -> Result<Vec<Initramfs>> {
     ui::step("tools");
     let cross = tools::ensure_cross(&mut apt)?;
     let kernels = resolve_kernels(&specs, &mut apt)?;
-    build(&cross, &options.harness_args, &kernels).map(|(_, initramfs)| initramfs)
+    build(&cross, &options.runner_args(), &kernels).map(|(_, initramfs)| initramfs)
 }
 
 /// A lane ready to run: the emulated lane once per kernel.
@@ -186,8 +191,11 @@ enum Prepared {
         machine: Machine,
         kernel: KernelUnderTest,
         modules: String,
+        /// Which of the run's kernels this is, counted from 1, and how many there are.
+        position: (usize, usize),
     },
     Qemu(QemuLane),
+    Host(HostLane, HostMachine),
 }
 
 impl Prepared {
@@ -195,7 +203,24 @@ impl Prepared {
         match self {
             Prepared::Emulated { .. } => Lane::Emulated,
             Prepared::Qemu(_) => Lane::Qemu,
+            Prepared::Host(..) => Lane::Host,
         }
+    }
+}
+
+/// Say before anything is built what the host lane will find here; the runner still runs, and
+/// each check records the same reason as its skip.
+fn announce_host_lane(machine: &HostMachine) {
+    match &machine.unready {
+        None => ui::note(&format!(
+            "host lane: an arm64 host with /dev/kvm and MTE, kernel {}",
+            machine.kernel_release
+        )),
+        Some(why) => ui::note(&format!(
+            "{} the host lane needs an arm64 host with /dev/kvm and MTE, and here {why}: \
+             every check of the host lane will be a skip saying why",
+            ui::yellow("note:")
+        )),
     }
 }
 
@@ -205,47 +230,73 @@ impl Prepared {
 /// the other lanes and kernels still run.
 pub fn run(options: &Options) -> Result<Finished> {
     let started = Instant::now();
+    // A baseline that cannot be found stops the run before it starts, not after.
+    if let Some(baseline) = &options.baseline {
+        compare::resolve_baseline(baseline)?;
+    }
+    let host_machine = options.lanes.contains(&Lane::Host).then(|| {
+        let machine = host_lane::survey();
+        announce_host_lane(&machine);
+        machine
+    });
     let emulated = options.lanes.contains(&Lane::Emulated);
+    let needs_qemu = emulated || options.lanes.contains(&Lane::Qemu);
     let (tools, kernels) = if emulated {
         setup(options)?
     } else {
         let mut apt = Apt::new()?;
-        (tools::ensure(&mut apt)?, Vec::new())
+        (tools::ensure(&mut apt, needs_qemu)?, Vec::new())
     };
-    let (payload, initramfs) = build(&tools.cross, &options.harness_args, &kernels)?;
+    let runner_args = options.runner_args();
+    let (payload, initramfs) = build(&tools.cross, &runner_args, &kernels)?;
+    let host_runner = if options
+        .lanes
+        .iter()
+        .any(|l| matches!(l, Lane::Qemu | Lane::Host))
+    {
+        Some(build::host_runner()?)
+    } else {
+        None
+    };
     let mut lanes = Vec::new();
     for &lane in &options.lanes {
         match lane {
             Lane::Emulated => {
-                for (kernel, initramfs) in kernels.iter().zip(&initramfs) {
+                for (index, (kernel, initramfs)) in kernels.iter().zip(&initramfs).enumerate() {
                     lanes.push(Prepared::Emulated {
                         machine: Machine {
-                            qemu: tools.qemu.path.clone(),
+                            qemu: tools.qemu().path.clone(),
                             kernel: kernel.kernel.image.clone(),
                             initramfs: initramfs.path.clone(),
                         },
                         kernel: kernel.clone(),
                         modules: initramfs.modules.clone(),
+                        position: (index + 1, kernels.len()),
                     });
                 }
             }
             Lane::Qemu => lanes.push(Prepared::Qemu(QemuLane::prepare(
-                build::host_runner()?,
-                tools.qemu.path.clone(),
+                host_runner.clone().expect("built for the qemu lane"),
+                tools.qemu().path.clone(),
                 &payload,
             )?)),
+            Lane::Host => lanes.push(Prepared::Host(
+                HostLane::prepare(
+                    host_runner.clone().expect("built for the host lane"),
+                    &payload,
+                )?,
+                host_machine.clone().expect("surveyed for the host lane"),
+            )),
         }
     }
 
     let lane_names: Vec<&str> = options.lanes.iter().map(|l| l.name()).collect();
-    let hint = if kernels.is_empty() {
-        format!("qemu-{}", tools.qemu.version)
-    } else {
-        let hints: Vec<String> = kernels.iter().map(|k| k.kernel.hint()).collect();
-        hints.join("+")
-    };
-    let run_dir = RunDir::create(repo_root().join(RESULTS_ROOT), &lane_names.join("+"), &hint)
-        .context("creating the run directory")?;
+    let run_dir = RunDir::create(
+        repo_root().join(RESULTS_ROOT),
+        &lane_names.join("+"),
+        &run_hint(&tools, &kernels, host_machine.as_ref()),
+    )
+    .context("creating the run directory")?;
     ui::step(&format!("run: {}", relative(run_dir.path()).display()));
 
     let several_kernels = kernels.len() > 1;
@@ -264,9 +315,11 @@ pub fn run(options: &Options) -> Result<Finished> {
     }
     let (summary, selection) = merge(parts, started.elapsed().as_secs_f64() * 1000.0);
 
+    let dir = run_dir.path().to_path_buf();
     if let Err(e) = run_dir.finish(&summary) {
         println!("{} writing the reports: {e}", ui::red("error:"));
         return Ok(Finished {
+            dir,
             summary,
             selection,
             status: Status::Error,
@@ -288,18 +341,46 @@ pub fn run(options: &Options) -> Result<Finished> {
             relative(&run_dir.path().join(REPORT_HTML)).display()
         );
     }
-    let status = if summary.error.is_some() {
+    let mut status = if summary.error.is_some() {
         Status::Error
     } else if summary.verdicts.iter().any(|v| v.outcome == Outcome::Fail) {
         Status::Failed
     } else {
         Status::Clean
     };
+    if let (Some(baseline), false) = (&options.baseline, selection.list) {
+        // Against a baseline, what counts is whether the run regressed: failures the baseline
+        // had already are known ones.
+        match compare::compare(baseline, &dir, options.thresholds) {
+            Ok(regressed_or_not) if status != Status::Error => status = regressed_or_not,
+            Ok(_) => {}
+            Err(e) => {
+                println!("{} comparing with {baseline}: {e}", ui::red("error:"));
+                status = Status::Error;
+            }
+        }
+    }
     Ok(Finished {
+        dir,
         summary,
         selection,
         status,
     })
+}
+
+/// The part of the run id after the time and lanes: the emulated lane's kernels, else QEMU's
+/// version for the qemu lane, and this machine's kernel for the host lane.
+fn run_hint(tools: &Tools, kernels: &[KernelUnderTest], host: Option<&HostMachine>) -> String {
+    let mut parts: Vec<String> = kernels.iter().map(|k| k.kernel.hint()).collect();
+    if parts.is_empty() {
+        if let Some(qemu) = &tools.qemu {
+            parts.push(format!("qemu-{}", qemu.version));
+        }
+    }
+    if let Some(host) = host {
+        parts.push(host.kernel_release.clone());
+    }
+    parts.join("+")
 }
 
 /// Run one lane (for the emulated lane, one kernel) into the run directory.
@@ -311,12 +392,14 @@ fn run_lane(
     deadlines: emulated::Deadlines,
 ) -> (RunSummary, Selection) {
     let mut host = common_host_facts(tools, options);
+    let runner_args = options.runner_args();
     // Until the runner reports the kernel's release, the run's record names it as xtask can.
     let (kernel_name, source) = match lane {
         Prepared::Emulated {
             machine,
             kernel,
             modules,
+            ..
         } => {
             host.extend(emulated_host_facts(&kernel.kernel, machine));
             host.push(Feature::new("kernel.requested", &kernel.requested));
@@ -331,12 +414,20 @@ fn run_lane(
         Prepared::Qemu(qemu) => {
             host.push(Feature::new(
                 "runner.command",
-                qemu.command_line(&options.harness_args),
+                qemu.command_line(&runner_args),
             ));
             (
-                format!("qemu-{}", tools.qemu.version),
+                format!("qemu-{}", tools.qemu().version),
                 Source::RunnerProcess,
             )
+        }
+        Prepared::Host(host_lane, machine) => {
+            host.extend(machine.facts.iter().cloned());
+            host.push(Feature::new(
+                "runner.command",
+                host_lane.command_line(&runner_args),
+            ));
+            (machine.kernel_release.clone(), Source::RunnerProcess)
         }
     };
     let mut session = Session::new(
@@ -349,22 +440,32 @@ fn run_lane(
     );
     let ended = match lane {
         Prepared::Emulated {
-            machine, kernel, ..
+            machine,
+            kernel,
+            position: (index, count),
+            ..
         } => {
-            ui::note(&format!(
-                "emulated lane: kernel booting: {} {} under QEMU {}",
-                kernel.kernel.package, kernel.kernel.version, tools.qemu.version
+            ui::step(&format!(
+                "emulated lane, kernel {index} of {count}: booting {} {} under QEMU {}",
+                kernel.kernel.package,
+                kernel.kernel.version,
+                tools.qemu().version
             ));
             emulated::boot(machine, deadlines, |line| session.on_line(line))
         }
         Prepared::Qemu(qemu) => {
-            ui::note(&format!(
+            ui::step(&format!(
                 "qemu lane: QEMU {} is the VMM, one process per guest",
-                tools.qemu.version
+                tools.qemu().version
             ));
-            qemu.run(&options.harness_args, deadlines, |line| {
-                session.on_line(line)
-            })
+            qemu.run(&runner_args, deadlines, |line| session.on_line(line))
+        }
+        Prepared::Host(host_lane, machine) => {
+            ui::step(&format!(
+                "host lane: the runner is the VMM on this machine's KVM, kernel {}",
+                machine.kernel_release
+            ));
+            host_lane.run(&runner_args, deadlines, |line| session.on_line(line))
         }
     };
     match ended {
@@ -420,16 +521,25 @@ pub fn test(options: &Options) -> Status {
             ui::red("error:")
         );
     }
-    let (tally, unproven, mut status) = match run(options) {
+    let (tally, unproven, mut status, rendered) = match run(options) {
         Ok(finished) => {
             let unproven = unproven_checks(&finished.summary.verdicts, finished.selection.all);
-            (finished.summary.tally(), unproven, finished.status)
+            let rendered = finished.selection.list || report_renders(&finished.dir);
+            (
+                finished.summary.tally(),
+                unproven,
+                finished.status,
+                rendered,
+            )
         }
         Err(e) => {
             eprintln!("{} {e}", ui::red("error:"));
-            (Tally::default(), Vec::new(), Status::Error)
+            (Tally::default(), Vec::new(), Status::Error, true)
         }
     };
+    if status == Status::Clean && !rendered {
+        status = Status::Failed;
+    }
     if status == Status::Clean && tally.pass == 0 {
         println!("{} the run recorded no pass verdict", ui::red("error:"));
         status = Status::Failed;
@@ -454,6 +564,19 @@ pub fn test(options: &Options) -> Status {
     status
 }
 
+/// Whether the run's report renders in a headless browser as the run says (or no browser could
+/// be had, which the step reports as a skip).
+fn report_renders(dir: &std::path::Path) -> bool {
+    let checked = reports::load(dir).and_then(|run| Ok((run, Apt::new()?)));
+    match checked {
+        Ok((run, mut apt)) => reports::browser_step(&run, &mut apt),
+        Err(e) => {
+            println!("{} browser check: {e}", ui::red("error:"));
+            false
+        }
+    }
+}
+
 /// Why the run does not show that its checks can fail: a fault-injection proof that did not
 /// pass (a skip proves nothing either), or, in a run of every check, no proof at all.
 fn unproven_checks(verdicts: &[Verdict], all_selected: bool) -> Vec<String> {
@@ -461,13 +584,30 @@ fn unproven_checks(verdicts: &[Verdict], all_selected: bool) -> Vec<String> {
         .iter()
         .filter(|v| v.test.starts_with(FAULT_INJECTION_PROOFS))
         .collect();
+    // A proof that could not be made (skipped or xfailed) only matters where its check passed:
+    // a check that skipped or xfailed in that lane claims nothing that needs proving.
+    let check_passed = |proof: &Verdict| {
+        let check = proof.test[FAULT_INJECTION_PROOFS.len()..]
+            .split_once("::")
+            .map(|(_injection, check)| check);
+        verdicts.iter().any(|v| {
+            Some(v.test.as_str()) == check
+                && v.lane == proof.lane
+                && v.kernel == proof.kernel
+                && v.outcome == Outcome::Pass
+        })
+    };
     let mut problems: Vec<String> = proofs
         .iter()
-        .filter(|v| v.outcome != Outcome::Pass)
+        .filter(|v| match v.outcome {
+            Outcome::Pass => false,
+            Outcome::Fail => true,
+            Outcome::Skip | Outcome::Xfail => check_passed(v),
+        })
         .map(|v| {
             format!(
-                "fault-injection proof {} was {}: {}",
-                v.test, v.outcome, v.reason
+                "fault-injection proof {} was {} in the {} lane on {}: {}",
+                v.test, v.outcome, v.lane, v.kernel, v.reason
             )
         })
         .collect();
@@ -544,9 +684,12 @@ fn common_host_facts(tools: &Tools, options: &Options) -> Vec<Feature> {
         l.strip_prefix("PRETTY_NAME=")
             .map(|v| v.trim_matches('"').to_string())
     });
-    let mut facts = vec![
-        Feature::new("qemu.version", tools.qemu.version),
-        Feature::new("qemu.banner", &tools.qemu.banner),
+    let mut facts = Vec::new();
+    if let Some(qemu) = &tools.qemu {
+        facts.push(Feature::new("qemu.version", qemu.version));
+        facts.push(Feature::new("qemu.banner", &qemu.banner));
+    }
+    facts.extend([
         Feature::new("harness.args", options.harness_args.join(" ")),
         Feature::new("host.arch", std::env::consts::ARCH),
         Feature::new("host.kernel", read("/proc/sys/kernel/osrelease").trim()),
@@ -556,7 +699,10 @@ fn common_host_facts(tools: &Tools, options: &Options) -> Vec<Feature> {
         ),
         Feature::new("xtask.version", env!("CARGO_PKG_VERSION")),
         Feature::new("xtask.root", apt::is_root()),
-    ];
+    ]);
+    if let Some(shard) = options.shard {
+        facts.push(Feature::new("shard", shard));
+    }
     if let Some(model) = cpu_model {
         facts.push(Feature::new("host.cpu", model));
     }
@@ -668,6 +814,16 @@ mod tests {
         assert!(skipped[0].contains("was skip"), "{skipped:?}");
         assert_eq!(unproven_checks(std::slice::from_ref(&check), true).len(), 1);
         // A filtered run may leave the proofs out.
-        assert!(unproven_checks(&[check], false).is_empty());
+        assert!(unproven_checks(std::slice::from_ref(&check), false).is_empty());
+        // A check that skipped (or xfailed) has nothing to prove; one that failed fails anyway.
+        let skipped_check = verdict("tags::a", Outcome::Skip);
+        assert!(unproven_checks(&[skipped_check, proof(Outcome::Skip)], true).is_empty());
+        let failed_proof = unproven_checks(&[check.clone(), proof(Outcome::Fail)], true);
+        assert_eq!(failed_proof.len(), 1);
+        // The proof answers for its check in its own lane only: a pass elsewhere claims
+        // nothing here.
+        let mut elsewhere = check;
+        elsewhere.lane = "qemu".into();
+        assert!(unproven_checks(&[elsewhere, proof(Outcome::Skip)], true).is_empty());
     }
 }

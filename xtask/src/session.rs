@@ -68,6 +68,8 @@ pub struct Session<'a> {
     checks_wall_ms: Option<f64>,
     /// Why the runner gave up, from its Abort record.
     aborted: Option<String>,
+    /// Failures so far, for the progress lines.
+    failed: usize,
     corrupt: Vec<String>,
     write_error: Option<String>,
 }
@@ -108,6 +110,7 @@ impl<'a> Session<'a> {
             done: None,
             checks_wall_ms: None,
             aborted: None,
+            failed: 0,
             corrupt: Vec::new(),
             write_error,
         }
@@ -143,7 +146,16 @@ impl<'a> Session<'a> {
                 selection,
                 ..
             } => {
-                let host = std::mem::take(&mut self.environment.host);
+                let mut host = std::mem::take(&mut self.environment.host);
+                // Kept with the environment, so that a merge of shards says which each was.
+                host.push(Feature::new(
+                    "runner.selection",
+                    if selection.is_empty() {
+                        "every check"
+                    } else {
+                        selection.as_str()
+                    },
+                ));
                 self.environment = environment;
                 self.environment.host = host;
                 self.planned = Some(planned);
@@ -180,6 +192,9 @@ impl<'a> Session<'a> {
                 if let Err(e) = self.run.append_verdict(&verdict) {
                     self.note_write_error(e);
                 }
+                if verdict.outcome == Outcome::Fail {
+                    self.failed += 1;
+                }
                 self.verdicts.push(verdict);
                 self.print_progress(self.verdicts.last().expect("just pushed"));
                 Flow::Continue
@@ -207,6 +222,8 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// `[12/178 emulated 6.12.95+deb12-arm64, 1 failed] FAIL  tags::x  3.2 ms`: how far the
+    /// lane is, where it runs, and how many checks failed so far.
     fn print_progress(&self, verdict: &Verdict) {
         let planned = self.planned.map_or("?".to_string(), |p| p.to_string());
         let outcome = match verdict.outcome {
@@ -215,9 +232,15 @@ impl<'a> Session<'a> {
             Outcome::Skip => ui::yellow("skip "),
             Outcome::Xfail => ui::yellow("xfail"),
         };
+        let failed = match self.failed {
+            0 => String::new(),
+            n => ui::red(&format!(", {n} failed")),
+        };
         println!(
-            "    [{}/{planned}] {outcome} {} {}",
+            "    [{}/{planned} {} {}{failed}] {outcome} {} {}",
             self.verdicts.len(),
+            self.environment.lane,
+            self.environment.kernel_release,
             verdict.test,
             ui::dim(&mte_results::summary::format_duration(verdict.duration_ms))
         );

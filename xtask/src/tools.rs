@@ -1,5 +1,6 @@
-//! The tools a run needs, checked and, where xtask may, installed: QEMU with MTE under TCG, and
-//! a Rust toolchain that builds for aarch64 (bare metal and static Linux).
+//! The tools a run needs, checked and, where xtask may, installed: QEMU with MTE under TCG, a
+//! Rust toolchain that builds for aarch64 (bare metal and static Linux), and the headless browser
+//! that `test` opens the report in.
 
 use std::path::{Path, PathBuf};
 
@@ -75,16 +76,49 @@ impl CrossRoute {
 
 #[derive(Clone, Debug)]
 pub struct Tools {
-    pub qemu: Qemu,
+    /// Checked only when a lane needs it: the host lane runs without QEMU.
+    pub qemu: Option<Qemu>,
     pub cross: CrossRoute,
 }
 
-/// Check every tool, installing what is missing where possible.
-pub fn ensure(apt: &mut Apt) -> Result<Tools> {
+impl Tools {
+    /// QEMU, for a lane that asked [`ensure`] for it.
+    pub fn qemu(&self) -> &Qemu {
+        self.qemu
+            .as_ref()
+            .expect("the lanes that need QEMU have it checked first")
+    }
+}
+
+/// Check every tool, installing what is missing where possible; QEMU only `with_qemu`.
+pub fn ensure(apt: &mut Apt, with_qemu: bool) -> Result<Tools> {
     ui::step("tools");
-    let qemu = ensure_qemu(apt)?;
+    let qemu = with_qemu.then(|| ensure_qemu(apt)).transpose()?;
     let cross = ensure_cross(apt)?;
     Ok(Tools { qemu, cross })
+}
+
+/// The names Debian's and other distributions' Chromium go by.
+const CHROMIUM_NAMES: &[&str] = &["chromium", "chromium-browser"];
+
+/// A headless Chromium for the report check: found on PATH, or installed from Debian's
+/// `chromium` package. `Err` is why there is none, for the check to say when it skips.
+pub fn ensure_chromium(apt: &mut Apt) -> std::result::Result<PathBuf, String> {
+    let found = || CHROMIUM_NAMES.iter().find_map(|name| apt::on_path(name));
+    if let Some(path) = found() {
+        ui::note(&format!("chromium ({}): ok", path.display()));
+        return Ok(path);
+    }
+    if !apt.can_install() {
+        return Err(
+            "chromium is not installed, and xtask cannot install it without root and \
+                    apt-get (as root: apt-get install -y chromium)"
+                .into(),
+        );
+    }
+    apt.install(&["chromium"], None)
+        .map_err(|e| format!("chromium cannot be installed: {e}"))?;
+    found().ok_or_else(|| "chromium is still not on PATH after installing it".to_string())
 }
 
 /// The first `x.y[.z]` after "version" in `qemu-system-aarch64 --version`.

@@ -1,0 +1,721 @@
+//! A run against a baseline run: what got worse, what got better, and whether that is a
+//! regression.
+//!
+//! Verdicts are matched per column, a column being a lane on a kernel. Columns with the same
+//! lane and kernel release match; then, per lane, the one column left in each run matches the
+//! other, so a lane's run on a new kernel build is compared with its run on the old one (that is
+//! what a baseline is for). Columns left over have their checks appear or disappear.
+//!
+//! Each check that changed falls in one class, the first that fits:
+//! - new failure: fails now, and did not (or did not run) in the baseline;
+//! - new skip: skips now, and ran in the baseline (its coverage is lost);
+//! - fixed: failed in the baseline, passes (or xfails) now;
+//! - changed: any other change of outcome (a skip that runs now, pass and xfail swapped);
+//! - appeared / disappeared: in one run only (a new check, a filter, a shard).
+//!
+//! A figure ([`crate::figures`]) moved when it changed by more than [`Thresholds::relative`] of
+//! its baseline value *and* by more than a floor that keeps noise in tiny numbers out: 1 µs for a
+//! timing, 0.05 for a ratio. Larger is worse for both kinds.
+//!
+//! The run regressed when it has a new failure, a new skip, a figure that moved up, or an error
+//! the baseline did not have (a lane that ended early). Checks that appeared or disappeared are
+//! listed, never counted: a filtered or sharded run would otherwise always regress.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::figures::{figures, format_figure, FigureKind};
+use crate::model::{Outcome, Verdict};
+use crate::summary::RunSummary;
+
+/// When a figure counts as moved.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Fraction of the baseline value, e.g. 0.25 for 25 %.
+    pub relative: f64,
+    /// Smallest change of a timing that counts, in milliseconds.
+    pub timing_floor_ms: f64,
+    /// Smallest change of a ratio that counts.
+    pub ratio_floor: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            relative: 0.25,
+            timing_floor_ms: 0.001,
+            ratio_floor: 0.05,
+        }
+    }
+}
+
+impl Thresholds {
+    fn floor(&self, kind: FigureKind) -> f64 {
+        match kind {
+            FigureKind::Timing => self.timing_floor_ms,
+            FigureKind::Ratio => self.ratio_floor,
+        }
+    }
+
+    fn moved(&self, kind: FigureKind, before: f64, after: f64) -> bool {
+        let change = (after - before).abs();
+        change > self.relative * before.abs() && change > self.floor(kind)
+    }
+
+    /// The rule in words, for the reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "more than {:.0} % and more than {} (timings) or {} (ratios)",
+            self.relative * 100.0,
+            format_figure(FigureKind::Timing, self.timing_floor_ms),
+            format_figure(FigureKind::Ratio, self.ratio_floor)
+        )
+    }
+}
+
+/// How a check changed against the baseline; see the module's documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    NewFailure,
+    NewSkip,
+    Fixed,
+    Changed,
+    Appeared,
+    Disappeared,
+}
+
+impl ChangeKind {
+    pub const ALL: [ChangeKind; 6] = [
+        ChangeKind::NewFailure,
+        ChangeKind::NewSkip,
+        ChangeKind::Fixed,
+        ChangeKind::Changed,
+        ChangeKind::Appeared,
+        ChangeKind::Disappeared,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            ChangeKind::NewFailure => "new failures",
+            ChangeKind::NewSkip => "new skips",
+            ChangeKind::Fixed => "fixed",
+            ChangeKind::Changed => "other changes of outcome",
+            ChangeKind::Appeared => "checks only in this run",
+            ChangeKind::Disappeared => "checks only in the baseline",
+        }
+    }
+
+    pub fn is_regression(self) -> bool {
+        matches!(self, ChangeKind::NewFailure | ChangeKind::NewSkip)
+    }
+}
+
+/// One check whose outcome differs from the baseline's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub kind: ChangeKind,
+    /// The column, `lane · kernel`, as this run names it (the baseline's for a check that
+    /// disappeared).
+    pub column: String,
+    pub test: String,
+    pub before: Option<Outcome>,
+    pub after: Option<Outcome>,
+    /// This run's reason (the baseline's for a check that disappeared).
+    pub reason: String,
+}
+
+/// A figure that moved beyond the thresholds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FigureMove {
+    pub column: String,
+    pub test: String,
+    pub what: String,
+    pub kind: FigureKind,
+    pub before: f64,
+    pub after: f64,
+}
+
+impl FigureMove {
+    /// Larger is worse, for timings and ratios alike.
+    pub fn worse(&self) -> bool {
+        self.after > self.before
+    }
+
+    /// The change in percent of the baseline value; `None` from a zero baseline.
+    pub fn percent(&self) -> Option<f64> {
+        (self.before != 0.0).then(|| (self.after - self.before) / self.before.abs() * 100.0)
+    }
+
+    /// `30.0 µs → 45.0 µs (+50 %)`.
+    pub fn describe(&self) -> String {
+        let percent = self
+            .percent()
+            .map_or(String::new(), |p| format!(" ({p:+.0} %)"));
+        format!(
+            "{} → {}{percent}",
+            format_figure(self.kind, self.before),
+            format_figure(self.kind, self.after)
+        )
+    }
+}
+
+/// How a column of this run was matched with one of the baseline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnMatch {
+    pub baseline: Option<String>,
+    pub run: Option<String>,
+}
+
+/// A run compared with a baseline; kept as `comparison.json` in the run's directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// The baseline as it was named: a kept name or a directory.
+    pub baseline: String,
+    pub baseline_run_id: String,
+    pub run_id: String,
+    pub thresholds: Thresholds,
+    pub columns: Vec<ColumnMatch>,
+    pub changes: Vec<Change>,
+    pub figures: Vec<FigureMove>,
+    /// Checks with the same outcome in both runs.
+    pub unchanged: usize,
+    /// This run's error, when the baseline ended cleanly and this run did not.
+    pub run_error: Option<String>,
+}
+
+/// A lane on a kernel.
+type Column = (String, String);
+
+fn label((lane, kernel): &Column) -> String {
+    format!("{lane} · {kernel}")
+}
+
+/// Columns in the order their first verdict arrived, each with its verdicts by check.
+fn columns(verdicts: &[Verdict]) -> Vec<(Column, Vec<&Verdict>)> {
+    let mut out: Vec<(Column, Vec<&Verdict>)> = Vec::new();
+    for v in verdicts {
+        let column = (v.lane.clone(), v.kernel.clone());
+        match out.iter_mut().find(|(c, _)| *c == column) {
+            Some((_, list)) => list.push(v),
+            None => out.push((column, vec![v])),
+        }
+    }
+    out
+}
+
+/// Pairs of column indices (baseline, run); `None` where a column has no partner.
+fn match_columns(baseline: &[Column], run: &[Column]) -> Vec<(Option<usize>, Option<usize>)> {
+    let mut partner_of_run: Vec<Option<usize>> = run
+        .iter()
+        .map(|c| baseline.iter().position(|b| b == c))
+        .collect();
+    let taken = |partners: &[Option<usize>], b: usize| partners.contains(&Some(b));
+    for (r, column) in run.iter().enumerate() {
+        if partner_of_run[r].is_some() {
+            continue;
+        }
+        let lane = &column.0;
+        let run_left: Vec<usize> = (0..run.len())
+            .filter(|&i| partner_of_run[i].is_none() && &run[i].0 == lane)
+            .collect();
+        let baseline_left: Vec<usize> = (0..baseline.len())
+            .filter(|&b| !taken(&partner_of_run, b) && &baseline[b].0 == lane)
+            .collect();
+        if run_left.len() == 1 && baseline_left.len() == 1 {
+            partner_of_run[r] = Some(baseline_left[0]);
+        }
+    }
+    let mut pairs: Vec<(Option<usize>, Option<usize>)> = partner_of_run
+        .iter()
+        .enumerate()
+        .map(|(r, b)| (*b, Some(r)))
+        .collect();
+    for b in 0..baseline.len() {
+        if !taken(&partner_of_run, b) {
+            pairs.push((Some(b), None));
+        }
+    }
+    pairs
+}
+
+fn classify(before: Option<Outcome>, after: Option<Outcome>) -> Option<ChangeKind> {
+    use Outcome::*;
+    Some(match (before, after) {
+        (b, Some(Fail)) if b != Some(Fail) => ChangeKind::NewFailure,
+        (Some(b), Some(Skip)) if b != Skip => ChangeKind::NewSkip,
+        (Some(Fail), Some(Pass | Xfail)) => ChangeKind::Fixed,
+        (Some(b), Some(a)) if b != a => ChangeKind::Changed,
+        (None, Some(_)) => ChangeKind::Appeared,
+        (Some(_), None) => ChangeKind::Disappeared,
+        _ => return None,
+    })
+}
+
+impl Comparison {
+    /// Compare `run` with `baseline`; the names are left empty for the caller to fill in.
+    pub fn of(baseline: &RunSummary, run: &RunSummary, thresholds: Thresholds) -> Comparison {
+        let base_columns = columns(&baseline.verdicts);
+        let run_columns = columns(&run.verdicts);
+        let base_keys: Vec<Column> = base_columns.iter().map(|(c, _)| c.clone()).collect();
+        let run_keys: Vec<Column> = run_columns.iter().map(|(c, _)| c.clone()).collect();
+        let mut comparison = Comparison {
+            baseline: String::new(),
+            baseline_run_id: String::new(),
+            run_id: String::new(),
+            thresholds,
+            columns: Vec::new(),
+            changes: Vec::new(),
+            figures: Vec::new(),
+            unchanged: 0,
+            run_error: match (&baseline.error, &run.error) {
+                (None, Some(error)) => Some(error.clone()),
+                _ => None,
+            },
+        };
+        for (b, r) in match_columns(&base_keys, &run_keys) {
+            comparison.columns.push(ColumnMatch {
+                baseline: b.map(|b| label(&base_keys[b])),
+                run: r.map(|r| label(&run_keys[r])),
+            });
+            let empty = Vec::new();
+            let base_verdicts = b.map_or(&empty, |b| &base_columns[b].1);
+            let run_verdicts = r.map_or(&empty, |r| &run_columns[r].1);
+            let column = label(r.map_or_else(|| &base_keys[b.unwrap()], |r| &run_keys[r]));
+            comparison.compare_column(&column, base_verdicts, run_verdicts);
+        }
+        comparison
+    }
+
+    fn compare_column(&mut self, column: &str, baseline: &[&Verdict], run: &[&Verdict]) {
+        let mut before: HashMap<&str, &Verdict> = HashMap::new();
+        for v in baseline {
+            before.entry(v.test.as_str()).or_insert(v);
+        }
+        let mut seen: HashMap<&str, ()> = HashMap::new();
+        for v in run {
+            if seen.insert(&v.test, ()).is_some() {
+                continue;
+            }
+            let old = before.get(v.test.as_str()).copied();
+            match classify(old.map(|o| o.outcome), Some(v.outcome)) {
+                Some(kind) => self.changes.push(Change {
+                    kind,
+                    column: column.to_string(),
+                    test: v.test.clone(),
+                    before: old.map(|o| o.outcome),
+                    after: Some(v.outcome),
+                    reason: v.reason.clone(),
+                }),
+                None => self.unchanged += 1,
+            }
+            if let Some(old) = old {
+                self.compare_figures(column, old, v);
+            }
+        }
+        for v in baseline {
+            if !seen.contains_key(v.test.as_str()) {
+                seen.insert(&v.test, ());
+                self.changes.push(Change {
+                    kind: ChangeKind::Disappeared,
+                    column: column.to_string(),
+                    test: v.test.clone(),
+                    before: Some(v.outcome),
+                    after: None,
+                    reason: v.reason.clone(),
+                });
+            }
+        }
+    }
+
+    fn compare_figures(&mut self, column: &str, baseline: &Verdict, run: &Verdict) {
+        let old = figures(baseline);
+        let mut compared: Vec<&str> = Vec::new();
+        for new in figures(run) {
+            if compared.contains(&new.what) {
+                continue;
+            }
+            compared.push(new.what);
+            let Some(old) = old
+                .iter()
+                .find(|o| o.what == new.what && o.kind == new.kind)
+            else {
+                continue;
+            };
+            if self.thresholds.moved(new.kind, old.value, new.value) {
+                self.figures.push(FigureMove {
+                    column: column.to_string(),
+                    test: run.test.clone(),
+                    what: new.what.to_string(),
+                    kind: new.kind,
+                    before: old.value,
+                    after: new.value,
+                });
+            }
+        }
+    }
+
+    /// Fill in what the baseline and the run are called.
+    pub fn named(mut self, baseline: &str, baseline_run_id: &str, run_id: &str) -> Self {
+        self.baseline = baseline.to_string();
+        self.baseline_run_id = baseline_run_id.to_string();
+        self.run_id = run_id.to_string();
+        self
+    }
+
+    pub fn of_kind(&self, kind: ChangeKind) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(move |c| c.kind == kind)
+    }
+
+    pub fn figures_worse(&self) -> usize {
+        self.figures.iter().filter(|f| f.worse()).count()
+    }
+
+    /// What made the run regress, in words; empty when it did not.
+    pub fn regressions(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        let count =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        for (kind, one, many) in [
+            (ChangeKind::NewFailure, "new failure", "new failures"),
+            (ChangeKind::NewSkip, "new skip", "new skips"),
+        ] {
+            let n = self.of_kind(kind).count();
+            if n > 0 {
+                reasons.push(count(n, one, many));
+            }
+        }
+        let worse = self.figures_worse();
+        if worse > 0 {
+            reasons.push(count(worse, "figure worse", "figures worse"));
+        }
+        if let Some(error) = &self.run_error {
+            reasons.push(format!("the run ended early: {error}"));
+        }
+        reasons
+    }
+
+    pub fn regressed(&self) -> bool {
+        !self.regressions().is_empty()
+    }
+
+    /// The comparison for a terminal: every change, the figures that moved, the verdict.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "compared with {} ({})",
+            self.baseline, self.baseline_run_id
+        );
+        for column in &self.columns {
+            let side = |s: &Option<String>| s.clone().unwrap_or_else(|| "(none)".into());
+            if column.baseline != column.run {
+                let _ = writeln!(
+                    out,
+                    "  column {} → {}",
+                    side(&column.baseline),
+                    side(&column.run)
+                );
+            }
+        }
+        for kind in ChangeKind::ALL {
+            let changes: Vec<&Change> = self.of_kind(kind).collect();
+            if changes.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "{} ({}):", kind.title(), changes.len());
+            for c in changes {
+                let outcome = |o: Option<Outcome>| o.map_or("absent", Outcome::as_str);
+                let reason = shortened(c.reason.lines().next().unwrap_or_default());
+                let _ = writeln!(
+                    out,
+                    "  {}  {}  {} → {}  {reason}",
+                    c.column,
+                    c.test,
+                    outcome(c.before),
+                    outcome(c.after)
+                );
+            }
+        }
+        if !self.figures.is_empty() {
+            let _ = writeln!(
+                out,
+                "figures that moved {} ({}):",
+                self.thresholds.describe(),
+                self.figures.len()
+            );
+            for f in &self.figures {
+                let _ = writeln!(
+                    out,
+                    "  {}  {}  {}  {}: {}",
+                    if f.worse() { "worse " } else { "better" },
+                    f.column,
+                    f.test,
+                    f.what,
+                    f.describe()
+                );
+            }
+        }
+        let _ = writeln!(out, "unchanged: {} checks", self.unchanged);
+        let regressions = self.regressions();
+        if regressions.is_empty() {
+            let _ = writeln!(out, "no regression");
+        } else {
+            let _ = writeln!(out, "regressed: {}", regressions.join(", "));
+        }
+        out
+    }
+}
+
+/// Longest reason a line of the terminal text shows; the report has them whole.
+const REASON_CHARS: usize = 120;
+
+fn shortened(reason: &str) -> String {
+    match reason.char_indices().nth(REASON_CHARS) {
+        Some((at, _)) => format!("{}…", &reason[..at]),
+        None => reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Evidence;
+
+    fn v(test: &str, outcome: Outcome) -> Verdict {
+        crate::fixtures::verdict(test, outcome, &format!("{test} {outcome}"))
+    }
+
+    fn on(kernel: &str, mut verdict: Verdict) -> Verdict {
+        verdict.kernel = kernel.into();
+        verdict
+    }
+
+    fn run(verdicts: Vec<Verdict>) -> RunSummary {
+        RunSummary {
+            verdicts,
+            ..RunSummary::default()
+        }
+    }
+
+    fn kinds(c: &Comparison) -> Vec<(ChangeKind, &str)> {
+        c.changes
+            .iter()
+            .map(|c| (c.kind, c.test.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn each_change_falls_in_its_class() {
+        use Outcome::*;
+        let baseline = run(vec![
+            v("still_passes", Pass),
+            v("breaks", Pass),
+            v("loses_coverage", Pass),
+            v("gets_fixed", Fail),
+            v("now_runs", Skip),
+            v("goes_away", Pass),
+            v("still_fails", Fail),
+        ]);
+        let now = run(vec![
+            v("still_passes", Pass),
+            v("breaks", Fail),
+            v("loses_coverage", Skip),
+            v("gets_fixed", Pass),
+            v("now_runs", Pass),
+            v("is_new", Pass),
+            v("is_new_and_fails", Fail),
+            v("still_fails", Fail),
+        ]);
+        let c = Comparison::of(&baseline, &now, Thresholds::default());
+        assert_eq!(
+            kinds(&c),
+            [
+                (ChangeKind::NewFailure, "breaks"),
+                (ChangeKind::NewSkip, "loses_coverage"),
+                (ChangeKind::Fixed, "gets_fixed"),
+                (ChangeKind::Changed, "now_runs"),
+                (ChangeKind::Appeared, "is_new"),
+                (ChangeKind::NewFailure, "is_new_and_fails"),
+                (ChangeKind::Disappeared, "goes_away"),
+            ]
+        );
+        assert_eq!(c.unchanged, 2);
+        assert!(c.regressed());
+        assert_eq!(c.regressions(), ["2 new failures", "1 new skip"]);
+        let text = c.text();
+        assert!(text.contains("new failures (2):"), "{text}");
+        assert!(
+            text.contains("emulated · 6.12.95  breaks  pass → fail  breaks fail"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("regressed: 2 new failures, 1 new skip\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn fixes_and_vanished_checks_are_no_regression() {
+        use Outcome::*;
+        let baseline = run(vec![v("a", Fail), v("b", Pass)]);
+        let now = run(vec![v("a", Pass)]);
+        let c = Comparison::of(&baseline, &now, Thresholds::default());
+        assert!(!c.regressed(), "{c:?}");
+        assert!(c.text().ends_with("no regression\n"));
+    }
+
+    #[test]
+    fn a_lane_on_a_new_kernel_is_compared_with_its_old_kernel() {
+        use Outcome::*;
+        let baseline = run(vec![
+            on("6.12.90", v("a", Pass)),
+            Verdict {
+                lane: "qemu".into(),
+                ..on("qemu-9.2", v("a", Pass))
+            },
+        ]);
+        let now = run(vec![on("6.12.95", v("a", Fail))]);
+        let c = Comparison::of(&baseline, &now, Thresholds::default());
+        assert_eq!(
+            c.columns,
+            [
+                ColumnMatch {
+                    baseline: Some("emulated · 6.12.90".into()),
+                    run: Some("emulated · 6.12.95".into())
+                },
+                ColumnMatch {
+                    baseline: Some("qemu · qemu-9.2".into()),
+                    run: None
+                },
+            ]
+        );
+        assert_eq!(
+            kinds(&c),
+            [
+                (ChangeKind::NewFailure, "a"),
+                (ChangeKind::Disappeared, "a")
+            ]
+        );
+        assert_eq!(c.changes[1].column, "qemu · qemu-9.2");
+    }
+
+    #[test]
+    fn several_kernels_of_a_lane_match_by_release_only() {
+        use Outcome::*;
+        let baseline = run(vec![on("6.1", v("a", Pass)), on("6.12", v("a", Pass))]);
+        let now = run(vec![on("6.1", v("a", Pass)), on("6.13", v("a", Pass))]);
+        let c = Comparison::of(&baseline, &now, Thresholds::default());
+        // 6.1 matches 6.1; the one column left on each side (6.12, 6.13) match each other.
+        assert_eq!(c.unchanged, 2);
+        assert!(c.changes.is_empty());
+        let now = run(vec![
+            on("6.1", v("a", Pass)),
+            on("6.13", v("a", Pass)),
+            on("6.14", v("a", Pass)),
+        ]);
+        let c = Comparison::of(&baseline, &now, Thresholds::default());
+        assert_eq!(
+            kinds(&c),
+            [
+                (ChangeKind::Appeared, "a"),
+                (ChangeKind::Appeared, "a"),
+                (ChangeKind::Disappeared, "a")
+            ]
+        );
+    }
+
+    fn measured(test: &str, values: &[(&str, &str)]) -> Verdict {
+        let mut verdict = v(test, Outcome::Pass);
+        verdict.detail = values
+            .iter()
+            .map(|(what, observed)| Evidence::Values {
+                what: what.to_string(),
+                expected: "measured".into(),
+                observed: observed.to_string(),
+            })
+            .collect();
+        verdict
+    }
+
+    #[test]
+    fn figures_move_past_both_the_share_and_the_floor() {
+        let baseline = run(vec![measured(
+            "cost::cow",
+            &[
+                ("per page, MTE VM", "40.0 µs"),
+                ("per page, VM without MTE", "30.0 µs"),
+                ("tagged / untagged", "1.33"),
+                ("tiny", "0.2 µs"),
+                ("fork", "2.0 ms"),
+            ],
+        )]);
+        let now = run(vec![measured(
+            "cost::cow",
+            &[
+                ("per page, MTE VM", "60.0 µs"),         // +50 %: worse
+                ("per page, VM without MTE", "20.0 µs"), // -33 %: better
+                ("tagged / untagged", "1.40"),           // +5 %: within
+                ("tiny", "0.9 µs"),                      // +350 %, but under 1 µs
+                ("fork", "2.4 ms"),                      // +20 %: within
+            ],
+        )]);
+        let c = Comparison::of(&baseline, &now, Thresholds::default());
+        let moved: Vec<(&str, bool)> = c
+            .figures
+            .iter()
+            .map(|f| (f.what.as_str(), f.worse()))
+            .collect();
+        assert_eq!(
+            moved,
+            [
+                ("per page, MTE VM", true),
+                ("per page, VM without MTE", false)
+            ]
+        );
+        assert_eq!(c.figures[0].describe(), "40.0 µs → 60.0 µs (+50 %)");
+        assert_eq!(c.regressions(), ["1 figure worse"]);
+        let text = c.text();
+        assert!(
+            text.contains("worse   emulated · 6.12.95  cost::cow  per page, MTE VM: 40.0 µs → 60.0 µs (+50 %)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn long_reasons_are_cut_in_the_terminal_text() {
+        assert_eq!(shortened("short"), "short");
+        let long = "é".repeat(200);
+        assert_eq!(shortened(&long).chars().count(), REASON_CHARS + 1);
+    }
+
+    #[test]
+    fn a_run_that_ended_early_regressed() {
+        let baseline = run(vec![v("a", Outcome::Pass)]);
+        let mut now = run(vec![v("a", Outcome::Pass)]);
+        now.error = Some("emulated lane: the kernel panicked".into());
+        let c = Comparison::of(&baseline, &now, Thresholds::default());
+        assert_eq!(
+            c.regressions(),
+            ["the run ended early: emulated lane: the kernel panicked"]
+        );
+    }
+
+    #[test]
+    fn a_comparison_round_trips_through_json() {
+        let c = Comparison::of(
+            &run(vec![measured("t", &[("x", "1 ms")])]),
+            &run(vec![measured("t", &[("x", "3 ms")])]),
+            Thresholds::default(),
+        )
+        .named(
+            "nightly",
+            "20261121-000000-host-6.12",
+            "20261122-000000-host-6.12",
+        );
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Comparison>(&json).unwrap(), c);
+    }
+}

@@ -1,0 +1,171 @@
+//! LAVA result lines: `lava-test-case NAME --result pass|fail|skip`, one per verdict, for a
+//! lab's LAVA test shell to run after the suite (see lab/lava/mte-suite.yaml).
+//!
+//! - pass and xfail are `pass` (an xfail is documented behaviour, as in JUnit); fail is `fail`;
+//!   skip is `skip`;
+//! - each figure ([`crate::figures`]) of a check is a case of its own, `CHECK.WHAT`, with
+//!   `--measurement VALUE --units ms` (timings) or `--units ratio`, so a lab's charts get them;
+//! - a run that ended early adds `lava-test-case run --result fail`.
+//!
+//! The lines are run by a shell, so a name holds only `A-Z a-z 0-9 . _ -` (what LAVA accepts in
+//! a test case name): `::` becomes `.`, anything else `_`. Nothing a guest or kernel printed can
+//! reach the shell as anything but those characters.
+
+use std::fmt::Write as _;
+
+use crate::figures::{figures, FigureKind};
+use crate::model::Outcome;
+use crate::summary::RunSummary;
+
+/// The `lava-test-case` lines of a run.
+pub fn render(summary: &RunSummary) -> String {
+    let first = summary.verdicts.first();
+    let several_columns = summary
+        .verdicts
+        .iter()
+        .any(|v| first.is_some_and(|f| f.lane != v.lane || f.kernel != v.kernel));
+    let mut out = String::new();
+    for v in &summary.verdicts {
+        let name = if several_columns {
+            case_name(&format!("{}.{}.{}", v.lane, v.kernel, v.test))
+        } else {
+            case_name(&v.test)
+        };
+        let result = match v.outcome {
+            Outcome::Pass | Outcome::Xfail => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Skip => "skip",
+        };
+        let _ = writeln!(out, "lava-test-case {name} --result {result}");
+        for figure in figures(v) {
+            let units = match figure.kind {
+                FigureKind::Timing => "ms",
+                FigureKind::Ratio => "ratio",
+            };
+            let _ = writeln!(
+                out,
+                "lava-test-case {name}.{} --result pass --measurement {} --units {units}",
+                case_name(figure.what),
+                decimal(figure.value)
+            );
+        }
+    }
+    if summary.error.is_some() {
+        out.push_str("lava-test-case run --result fail\n");
+    }
+    out
+}
+
+/// A number in plain decimals (nanosecond precision for milliseconds), without trailing zeros.
+fn decimal(value: f64) -> String {
+    let text = format!("{value:.6}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    match text {
+        "" | "-" | "-0" => "0".to_string(),
+        text => text.to_string(),
+    }
+}
+
+/// A name LAVA and a shell both take as it is.
+pub fn case_name(text: &str) -> String {
+    let mut name = String::with_capacity(text.len());
+    for c in text.replace("::", ".").chars() {
+        let c = if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
+            c
+        } else {
+            '_'
+        };
+        // Runs of replaced characters read as one.
+        if !(c == '_' && name.ends_with('_')) {
+            name.push(c);
+        }
+    }
+    let name = name.trim_matches(['_', '.']);
+    if name.is_empty() {
+        "unnamed".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::verdict;
+    use crate::model::{Evidence, Verdict};
+
+    #[test]
+    fn each_verdict_is_a_lava_test_case() {
+        let mut cost = verdict("cost::cow", Outcome::Pass, "ok");
+        cost.detail = vec![
+            Evidence::Values {
+                what: "copy-on-write per page, MTE VM".into(),
+                expected: "measured".into(),
+                observed: "30.5 µs".into(),
+            },
+            Evidence::Values {
+                what: "copy-on-write, tagged / untagged".into(),
+                expected: "measured".into(),
+                observed: "1.25".into(),
+            },
+        ];
+        let lines = render(&RunSummary {
+            verdicts: vec![
+                verdict("tags::a", Outcome::Pass, "ok"),
+                verdict("tags::b", Outcome::Fail, "differs"),
+                verdict("swap::c", Outcome::Skip, "no swap"),
+                verdict("shared::d", Outcome::Xfail, "before 6.2"),
+                cost,
+            ],
+            error: Some("ended early".into()),
+            ..RunSummary::default()
+        });
+        assert_eq!(
+            lines,
+            "lava-test-case tags.a --result pass\n\
+             lava-test-case tags.b --result fail\n\
+             lava-test-case swap.c --result skip\n\
+             lava-test-case shared.d --result pass\n\
+             lava-test-case cost.cow --result pass\n\
+             lava-test-case cost.cow.copy-on-write_per_page_MTE_VM --result pass --measurement 0.0305 --units ms\n\
+             lava-test-case cost.cow.copy-on-write_tagged_untagged --result pass --measurement 1.25 --units ratio\n\
+             lava-test-case run --result fail\n"
+        );
+    }
+
+    #[test]
+    fn several_lanes_prefix_their_names() {
+        let qemu = Verdict {
+            lane: "qemu".into(),
+            kernel: "qemu-10.0.2".into(),
+            ..verdict("tags::a", Outcome::Pass, "ok")
+        };
+        let lines = render(&RunSummary {
+            verdicts: vec![verdict("tags::a", Outcome::Pass, "ok"), qemu],
+            ..RunSummary::default()
+        });
+        assert_eq!(
+            lines,
+            "lava-test-case emulated.6.12.95.tags.a --result pass\n\
+             lava-test-case qemu.qemu-10.0.2.tags.a --result pass\n"
+        );
+    }
+
+    #[test]
+    fn measurements_are_plain_decimals() {
+        assert_eq!(decimal(0.0305), "0.0305");
+        assert_eq!(decimal(2500.0), "2500");
+        assert_eq!(decimal(0.0), "0");
+        assert_eq!(decimal(-0.0000001), "0");
+    }
+
+    #[test]
+    fn names_cannot_reach_the_shell() {
+        assert_eq!(case_name("a; rm -rf / #`$(x)`"), "a_rm_-rf_x");
+        assert_eq!(case_name("\u{1b}[31m"), "31m");
+        assert_eq!(case_name("::"), "unnamed");
+        for c in case_name("<>|&'\"\n\\ é").chars() {
+            assert!(c.is_ascii_alphanumeric() || "._-".contains(c), "{c:?}");
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Several run directories as one run: the shards of a fleet, or lanes run on different
+//! machines, merged into one set of verdicts and environments with one report.
+//!
+//! Verdicts keep the order of the runs given, then their own. A check that more than one run
+//! reported in the same lane on the same kernel (overlapping shards, or one run given twice)
+//! keeps its first verdict, with a warning. Environments of the same lane and kernel are kept
+//! once: the first, with the ids of every run they came from added as a host fact, and a fact
+//! that differs between them (the shard, the lane's timings) holding each run's value in turn,
+//! `; ` between them.
+
+use crate::model::{Environment, Feature, Verdict};
+use crate::rundir::{LoadedRun, RunInfo};
+use crate::SCHEMA_VERSION;
+
+/// The host fact that names the runs a merged environment came from.
+pub const MERGED_FROM: &str = "merged.from";
+
+/// Runs merged into one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Merged {
+    pub info: RunInfo,
+    pub verdicts: Vec<Verdict>,
+    /// What a person should know: duplicates dropped, runs that ended early.
+    pub warnings: Vec<String>,
+}
+
+/// Merge `runs` into a run called `run_id`.
+pub fn merge(runs: &[LoadedRun], run_id: &str) -> Merged {
+    let mut verdicts: Vec<Verdict> = Vec::new();
+    let mut environments: Vec<(Environment, Vec<String>)> = Vec::new();
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
+    let mut duplicates = 0;
+    for run in runs {
+        let id = &run.info.run_id;
+        for env in &run.info.environments {
+            let same = |(e, _): &&mut (Environment, Vec<String>)| {
+                e.lane == env.lane && e.kernel_release == env.kernel_release
+            };
+            match environments.iter_mut().find(same) {
+                Some((kept, from)) => {
+                    from.push(id.clone());
+                    join_facts(&mut kept.host, &env.host);
+                    join_facts(&mut kept.features, &env.features);
+                }
+                None => environments.push((env.clone(), vec![id.clone()])),
+            }
+        }
+        for v in &run.verdicts {
+            let seen = verdicts
+                .iter()
+                .any(|k| k.test == v.test && k.lane == v.lane && k.kernel == v.kernel);
+            if seen {
+                duplicates += 1;
+            } else {
+                verdicts.push(v.clone());
+            }
+        }
+        if let Some(error) = run.summary().error {
+            errors.push(format!("{id}: {error}"));
+        }
+        warnings.extend(run.warnings.iter().cloned());
+    }
+    if duplicates > 0 {
+        warnings.push(format!(
+            "{duplicates} verdict{} reported by more than one run (the same check, lane and \
+             kernel) kept the first run's: do the shards overlap, or was a run given twice?",
+            if duplicates == 1 { " was" } else { "s were" }
+        ));
+    }
+    let environments = environments
+        .into_iter()
+        .map(|(mut env, from)| {
+            env.host.push(Feature::new(MERGED_FROM, from.join(", ")));
+            env
+        })
+        .collect();
+    // RFC 3339 UTC times sort as text.
+    let started = runs.iter().map(|r| r.info.started.clone()).min();
+    let finished = runs
+        .iter()
+        .map(|r| r.info.finished.clone())
+        .collect::<Option<Vec<String>>>()
+        .and_then(|all| all.into_iter().max());
+    // Shards run side by side: the merged run took as long as its longest part.
+    let wall_ms = runs
+        .iter()
+        .filter_map(|r| r.info.wall_ms)
+        .fold(None, |longest: Option<f64>, ms| {
+            Some(longest.map_or(ms, |l| l.max(ms)))
+        });
+    let info = RunInfo {
+        schema: SCHEMA_VERSION,
+        run_id: run_id.to_string(),
+        started: started.unwrap_or_default(),
+        finished,
+        wall_ms,
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+        environments,
+    };
+    Merged {
+        info,
+        verdicts,
+        warnings,
+    }
+}
+
+/// Add `more` to `facts`: a new name as it is, another value of a known name after the values
+/// already there.
+fn join_facts(facts: &mut Vec<Feature>, more: &[Feature]) {
+    for fact in more {
+        match facts.iter_mut().find(|f| f.name == fact.name) {
+            Some(known) if known.value.split("; ").any(|v| v == fact.value) => {}
+            Some(known) => {
+                known.value.push_str("; ");
+                known.value.push_str(&fact.value);
+            }
+            None => facts.push(fact.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Outcome;
+    use std::path::PathBuf;
+
+    fn loaded(id: &str, started: &str, verdicts: Vec<Verdict>, error: Option<&str>) -> LoadedRun {
+        LoadedRun {
+            dir: PathBuf::from(id),
+            info: RunInfo {
+                schema: SCHEMA_VERSION,
+                run_id: id.into(),
+                started: started.into(),
+                finished: Some(started.replace("T00", "T01")),
+                wall_ms: Some(if id.ends_with('1') { 10.0 } else { 20.0 }),
+                error: error.map(String::from),
+                environments: vec![Environment {
+                    lane: "host".into(),
+                    kernel_release: "6.12.95".into(),
+                    host: vec![
+                        Feature::new("shard", format!("{}/2", &id[id.len() - 1..])),
+                        Feature::new("host.machine", "lab-7"),
+                    ],
+                    ..Environment::default()
+                }],
+            },
+            verdicts,
+            warnings: vec![],
+        }
+    }
+
+    fn v(test: &str) -> Verdict {
+        Verdict {
+            lane: "host".into(),
+            ..crate::fixtures::verdict(test, Outcome::Pass, "ok")
+        }
+    }
+
+    #[test]
+    fn shards_merge_into_one_run() {
+        let merged = merge(
+            &[
+                loaded("shard1", "2026-11-22T00:00:05Z", vec![v("a"), v("c")], None),
+                loaded("shard2", "2026-11-22T00:00:01Z", vec![v("b")], None),
+            ],
+            "merged",
+        );
+        let tests: Vec<&str> = merged.verdicts.iter().map(|v| v.test.as_str()).collect();
+        assert_eq!(tests, ["a", "c", "b"]);
+        assert_eq!(merged.info.run_id, "merged");
+        assert_eq!(merged.info.started, "2026-11-22T00:00:01Z");
+        assert_eq!(
+            merged.info.finished.as_deref(),
+            Some("2026-11-22T01:00:05Z")
+        );
+        assert_eq!(merged.info.wall_ms, Some(20.0));
+        assert_eq!(merged.info.error, None);
+        assert_eq!(merged.info.environments.len(), 1);
+        let from = merged.info.environments[0].host.last().unwrap();
+        assert_eq!(
+            (from.name.as_str(), from.value.as_str()),
+            (MERGED_FROM, "shard1, shard2")
+        );
+        assert!(merged.warnings.is_empty());
+    }
+
+    #[test]
+    fn overlaps_and_errors_are_told() {
+        let merged = merge(
+            &[
+                loaded("shard1", "2026-11-22T00:00:00Z", vec![v("a")], None),
+                loaded(
+                    "shard2",
+                    "2026-11-22T00:00:00Z",
+                    vec![v("a")],
+                    Some("panic"),
+                ),
+            ],
+            "m",
+        );
+        assert_eq!(merged.verdicts.len(), 1);
+        assert_eq!(merged.info.error.as_deref(), Some("shard2: panic"));
+        assert!(merged.warnings[0].starts_with("1 verdict was reported by more than one run"));
+    }
+}

@@ -1,0 +1,173 @@
+//! TAP version 13, as kvm-unit-tests and kselftest print it, for labs whose tooling reads TAP.
+//!
+//! - pass: `ok N - name`;
+//! - fail: `not ok N - name`, with the reason and the evidence in a YAML block below it;
+//! - skip: `ok N - name # SKIP reason`;
+//! - xfail: `not ok N - name # TODO reason`: TAP's expected failure, which does not fail the run;
+//! - a run that ended early adds `not ok N - run` with the error, as JUnit's `<error>` does.
+//!
+//! A name is the check's name; where the run has several lanes or kernels, `lane kernel: check`.
+//! Text from a guest or a kernel can break no line: `#` in a name is escaped, line breaks and
+//! control characters in a name or a directive become spaces, and the YAML blocks hold text
+//! only as indented literal blocks.
+
+use std::fmt::Write as _;
+
+use crate::model::{Outcome, Verdict};
+use crate::summary::RunSummary;
+
+/// The TAP document of a run.
+pub fn render(summary: &RunSummary) -> String {
+    let several_columns = summary
+        .verdicts
+        .iter()
+        .any(|v| v.lane != summary.verdicts[0].lane || v.kernel != summary.verdicts[0].kernel);
+    let name = |v: &Verdict| {
+        if several_columns {
+            format!("{} {}: {}", v.lane, v.kernel, v.test)
+        } else {
+            v.test.clone()
+        }
+    };
+    let planned = summary.verdicts.len() + usize::from(summary.error.is_some());
+    let mut tap = format!("TAP version 13\n1..{planned}\n");
+    for (i, v) in summary.verdicts.iter().enumerate() {
+        let n = i + 1;
+        let name = description(&name(v));
+        let reason = one_line(&v.reason);
+        match v.outcome {
+            Outcome::Pass => {
+                let _ = writeln!(tap, "ok {n} - {name}");
+            }
+            Outcome::Skip => {
+                let _ = writeln!(tap, "ok {n} - {name} # SKIP {reason}");
+            }
+            Outcome::Xfail => {
+                let _ = writeln!(tap, "not ok {n} - {name} # TODO {reason}");
+            }
+            Outcome::Fail => {
+                let _ = writeln!(tap, "not ok {n} - {name}");
+                let evidence: Vec<String> = v.detail.iter().map(ToString::to_string).collect();
+                yaml_block(&mut tap, &v.reason, &evidence.join("\n\n"));
+            }
+        }
+    }
+    if let Some(error) = &summary.error {
+        let _ = writeln!(tap, "not ok {planned} - run");
+        yaml_block(&mut tap, error, "");
+    }
+    tap
+}
+
+/// A TAP 13 diagnostic block: the reason and the evidence as YAML literal blocks.
+fn yaml_block(tap: &mut String, reason: &str, evidence: &str) {
+    tap.push_str("  ---\n");
+    literal(tap, "message", reason);
+    if !evidence.is_empty() {
+        literal(tap, "evidence", evidence);
+    }
+    tap.push_str("  ...\n");
+}
+
+fn literal(tap: &mut String, key: &str, text: &str) {
+    let _ = writeln!(tap, "  {key}: |-");
+    for line in text.lines() {
+        let _ = writeln!(tap, "    {}", printable(line));
+    }
+}
+
+/// A test description: one line, `#` escaped so it never starts a directive.
+fn description(name: &str) -> String {
+    one_line(name).replace('\\', "\\\\").replace('#', "\\#")
+}
+
+fn one_line(text: &str) -> String {
+    printable(&text.replace(['\n', '\r'], " "))
+}
+
+/// Control characters (an escape sequence from a console, say) as U+FFFD; tabs as spaces.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::verdict;
+    use crate::model::Evidence;
+
+    #[test]
+    fn outcomes_read_as_tap_13() {
+        let mut fail = verdict("tags::b", Outcome::Fail, "tags differ");
+        fail.detail = vec![Evidence::Note {
+            text: "first\nsecond".into(),
+        }];
+        let tap = render(&RunSummary {
+            verdicts: vec![
+                verdict("tags::a", Outcome::Pass, "agree"),
+                fail,
+                verdict("swap::c", Outcome::Skip, "no swap"),
+                verdict("shared::d", Outcome::Xfail, "refused before 6.2"),
+            ],
+            ..RunSummary::default()
+        });
+        assert_eq!(
+            tap,
+            "TAP version 13\n1..4\nok 1 - tags::a\nnot ok 2 - tags::b\n  ---\n  message: |-\n    \
+             tags differ\n  evidence: |-\n    first\n    second\n  ...\nok 3 - swap::c # SKIP no \
+             swap\nnot ok 4 - shared::d # TODO refused before 6.2\n"
+        );
+    }
+
+    #[test]
+    fn several_lanes_name_theirs_and_an_early_end_is_a_failure() {
+        let qemu = Verdict {
+            lane: "qemu".into(),
+            kernel: "qemu-10.0.2".into(),
+            ..verdict("tags::a", Outcome::Pass, "ok")
+        };
+        let tap = render(&RunSummary {
+            verdicts: vec![verdict("tags::a", Outcome::Pass, "ok"), qemu],
+            error: Some("qemu lane: the runner gave up".into()),
+            ..RunSummary::default()
+        });
+        let lines: Vec<&str> = tap.lines().collect();
+        assert_eq!(lines[1], "1..3");
+        assert_eq!(lines[2], "ok 1 - emulated 6.12.95: tags::a");
+        assert_eq!(lines[3], "ok 2 - qemu qemu-10.0.2: tags::a");
+        assert_eq!(lines[4], "not ok 3 - run");
+        assert_eq!(lines[7], "    qemu lane: the runner gave up");
+    }
+
+    #[test]
+    fn hostile_text_cannot_forge_lines() {
+        let hostile = "x # SKIP\nok 99 - forged\r\u{1b}[31m";
+        let mut fail = verdict(hostile, Outcome::Fail, hostile);
+        fail.detail = vec![Evidence::Note {
+            text: "  ...\nok 98 - forged".into(),
+        }];
+        let tap = render(&RunSummary {
+            verdicts: vec![fail, verdict(hostile, Outcome::Skip, hostile)],
+            ..RunSummary::default()
+        });
+        for line in tap.lines() {
+            assert!(!line.starts_with("ok 9"), "forged: {line:?}\n{tap}");
+        }
+        assert!(
+            tap.contains("not ok 1 - x \\# SKIP ok 99 - forged \u{fffd}[31m\n"),
+            "{tap}"
+        );
+        // The evidence's own "..." stays inside the block, indented past the terminator.
+        assert!(
+            tap.contains("\n      ...\n    ok 98 - forged\n  ...\n"),
+            "{tap}"
+        );
+        assert_eq!(tap.matches("\n  ...\n").count(), 1, "{tap}");
+    }
+}

@@ -1,0 +1,143 @@
+//! Commands on run directories that exist already: merging shards into one run, checking a
+//! report in a browser, and printing a run's verdicts as LAVA result lines.
+
+use std::path::{Path, PathBuf};
+
+use mte_results::merge::merge;
+use mte_results::rundir::{self, LoadedRun, LATEST, REPORT_HTML};
+use mte_results::summary::table;
+use mte_results::{lava, Outcome};
+
+use crate::apt::Apt;
+use crate::browser::{self, BrowserCheck};
+use crate::build::{relative, repo_root};
+use crate::error::{bail, Context, Result};
+use crate::run::{Status, RESULTS_ROOT};
+use crate::ui;
+
+/// A run directory as given, or the latest run.
+pub fn run_dir(given: Option<&Path>) -> PathBuf {
+    given.map_or_else(
+        || repo_root().join(RESULTS_ROOT).join(LATEST),
+        Path::to_path_buf,
+    )
+}
+
+/// Read a run directory, passing on what its loading warned about (on stderr: stdout may be
+/// result lines a shell runs).
+pub fn load(dir: &Path) -> Result<LoadedRun> {
+    let run = rundir::load(dir).map_err(|e| crate::error::Error::msg(e.to_string()))?;
+    for warning in &run.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(run)
+}
+
+/// `report merge DIR... --out DIR`: the runs as one run in `out`, with its reports.
+pub fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<Status> {
+    let loaded: Vec<LoadedRun> = runs.iter().map(|dir| load(dir)).collect::<Result<_>>()?;
+    let out_canonical = out.canonicalize().ok();
+    for run in &loaded {
+        if out_canonical.is_some() && run.dir.canonicalize().ok() == out_canonical {
+            bail!(
+                "--out {} is one of the runs merged: give a new directory",
+                out.display()
+            );
+        }
+    }
+    let run_id = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "merged".into());
+    let merged = merge(&loaded, &run_id);
+    for warning in &merged.warnings {
+        ui::note(&format!("{} {warning}", ui::yellow("warning:")));
+    }
+    rundir::write_run(out, &merged.info, &merged.verdicts)
+        .with_context(|| format!("writing the merged run to {}", out.display()))?;
+    let summary = load(out)?.summary();
+    print!("{}", table(&summary));
+    println!(
+        "merged {} runs into {}; report: {}",
+        loaded.len(),
+        relative(out).display(),
+        relative(&out.join(REPORT_HTML)).display()
+    );
+    Ok(if summary.error.is_some() {
+        Status::Error
+    } else if summary.verdicts.iter().any(|v| v.outcome == Outcome::Fail) {
+        Status::Failed
+    } else {
+        Status::Clean
+    })
+}
+
+/// `report check [RUN]`: the report in a headless browser; fails when it does not render as
+/// the run says.
+pub fn check_in_browser(run: Option<&Path>) -> Result<Status> {
+    let run = load(&run_dir(run))?;
+    let mut apt = Apt::new()?;
+    Ok(if browser_step(&run, &mut apt) {
+        Status::Clean
+    } else {
+        Status::Failed
+    })
+}
+
+/// The browser check as a step of a command: prints what it found; false when it failed.
+pub fn browser_step(run: &LoadedRun, apt: &mut Apt) -> bool {
+    ui::step("report in a headless browser");
+    match browser::check(run, apt) {
+        Ok(BrowserCheck::Passed {
+            screenshot,
+            rows,
+            columns,
+        }) => {
+            ui::note(&format!(
+                "the page renders; its matrix shows the run's {rows} checks in {columns} \
+                 column{}; screenshot: {}",
+                if columns == 1 { "" } else { "s" },
+                relative(&screenshot).display()
+            ));
+            true
+        }
+        Ok(BrowserCheck::Skipped(why)) => {
+            ui::note(&format!("{} skipped: {why}", ui::yellow("browser check")));
+            true
+        }
+        Err(e) => {
+            println!("{} browser check: {e}", ui::red("error:"));
+            false
+        }
+    }
+}
+
+/// `lava-results [RUN]`: the run's verdicts as `lava-test-case` lines on stdout.
+pub fn lava_results(run: Option<&Path>) -> Result<Status> {
+    let run = load(&run_dir(run))?;
+    print!("{}", lava::render(&run.summary()));
+    Ok(Status::Clean)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::build::repo_root;
+    use crate::cli::{parse, Command};
+
+    /// The lab's LAVA definition runs commands this xtask takes.
+    #[test]
+    fn the_lava_definition_runs_commands_that_exist() {
+        let definition = std::fs::read_to_string(repo_root().join("lab/lava/mte-suite.yaml"))
+            .expect("lab/lava/mte-suite.yaml");
+        for (line, command) in [
+            ("cargo xtask run --lane host", "run --lane host --shard 2/4"),
+            ("cargo xtask lava-results", "lava-results"),
+            ("cargo xtask compare \"$BASELINE\"", "compare nightly"),
+        ] {
+            assert!(definition.contains(line), "{line} missing");
+            let args: Vec<String> = command.split(' ').map(String::from).collect();
+            let parsed = parse(&args, None).unwrap();
+            assert!(!matches!(parsed, Command::Help(_)), "{command}");
+        }
+    }
+}
