@@ -19,7 +19,7 @@ use mte_protocol::{
     UNTAGGED_ALIAS_VA, granules, pattern_word, tag_of, tcf, with_tag,
 };
 
-use crate::{access, instructions, mailbox, mte, power, vectors};
+use crate::{access, instructions, mailbox, migrate, mte, power, vectors};
 
 pub use mte_protocol::refusal::{NO_MTE, PROHIBITED, UNKNOWN_COMMAND};
 
@@ -80,6 +80,7 @@ fn execute(command: Command, args: &[u64; 8]) -> Result<(), Refusal> {
         Command::LoadTagsBlock => instructions::load_tags_block(args[0]),
         Command::DcTags => instructions::dc_tags(args[0], args[1]),
         Command::ReadData => read_data(args[0], args[1]),
+        Command::RetagUntilStopped => migrate::retag_until_stopped(args[0], args[1]),
     }
 }
 

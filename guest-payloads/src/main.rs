@@ -20,6 +20,7 @@ mod commands;
 mod entry;
 mod instructions;
 mod mailbox;
+mod migrate;
 mod mmu;
 mod mte;
 mod power;

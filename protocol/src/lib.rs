@@ -191,7 +191,16 @@ pub enum Command {
     /// `args = [addr, len]`: copy the bytes of the range to the bulk buffer through the
     /// untagged alias (so neither checking nor changing tags).
     ReadData = 22,
+    /// `args = [addr, len]`: re-tag the range pass after pass, each pass giving every granule a
+    /// fresh random tag (IRG+STG) and setting `result[0]` to the passes done, until the host
+    /// writes a nonzero value to `args[STOP_ARG]` while it runs; then read every granule's tag
+    /// with LDG into the bulk buffer (the tags the guest leaves behind). Its writes change tags
+    /// only, never data: what a migration's dirty tracking must still notice.
+    RetagUntilStopped = 23,
 }
+
+/// The mailbox argument the host sets (nonzero) to end [`Command::RetagUntilStopped`].
+pub const STOP_ARG: usize = 7;
 
 impl Command {
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -219,6 +228,7 @@ impl Command {
             20 => Self::LoadTagsBlock,
             21 => Self::DcTags,
             22 => Self::ReadData,
+            23 => Self::RetagUntilStopped,
             _ => return None,
         })
     }
@@ -465,10 +475,10 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for v in 0..=22 {
+        for v in 0..=23 {
             assert_eq!(Command::from_u32(v).unwrap() as u32, v);
         }
-        assert!(Command::from_u32(23).is_none());
+        assert!(Command::from_u32(24).is_none());
         for v in 0..=4 {
             assert_eq!(Status::from_u32(v).unwrap() as u32, v);
         }

@@ -18,6 +18,10 @@ fn default_payload_dir() -> PathBuf {
 }
 
 fn main() {
+    // A migration destination the runner started from its own executable.
+    if let Some(code) = mte_runner::kvm::incoming_if_asked() {
+        std::process::exit(code);
+    }
     let as_init = init::is_init();
     let args = if as_init {
         init::set_up_machine();

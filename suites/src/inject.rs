@@ -5,6 +5,11 @@ use mte_protocol::{Command, GuestIds};
 use mte_results::{Evidence, Outcome};
 
 use crate::check::Finding;
+use crate::host_mm::{
+    Advice, Backing, ChildReport, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection,
+    RaceLog, RacePlan, SwapDevice, TagPeer,
+};
+use crate::migrate::{MigrationPlan, MigrationReport, StreamFault};
 use crate::vmm::{AbiVm, BootOptions, Guest, Reply, Vmm, VmmError};
 
 /// What to break. Each injection breaks one path a verdict rests on; a check names the ones
@@ -21,13 +26,28 @@ pub enum Injection {
     /// sync -> async -> asymmetric -> none), so the guest checks tags otherwise than the check
     /// believes.
     WrongTcf,
+    /// Migration: page records travel without their tags.
+    MigrateDropTags,
+    /// Migration: page records carry all-zero tag bytes.
+    MigrateZeroTags,
+    /// Migration: each page's tags travel shifted by one granule.
+    MigrateShiftTags,
+    /// Pre-copy: a page resent in a later round carries the tags of its first round.
+    MigrateStaleTags,
+    /// Post-copy: the guest is woken before a page's tags are in place.
+    MigrateLateTags,
 }
 
 impl Injection {
-    pub const ALL: [Injection; 3] = [
+    pub const ALL: [Injection; 8] = [
         Injection::CorruptTag,
         Injection::MisreadReport,
         Injection::WrongTcf,
+        Injection::MigrateDropTags,
+        Injection::MigrateZeroTags,
+        Injection::MigrateShiftTags,
+        Injection::MigrateStaleTags,
+        Injection::MigrateLateTags,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +55,11 @@ impl Injection {
             Injection::CorruptTag => "corrupt-tag",
             Injection::MisreadReport => "misread-report",
             Injection::WrongTcf => "wrong-tcf",
+            Injection::MigrateDropTags => "migrate-drop-tags",
+            Injection::MigrateZeroTags => "migrate-zero-tags",
+            Injection::MigrateShiftTags => "migrate-shift-tags",
+            Injection::MigrateStaleTags => "migrate-stale-tags",
+            Injection::MigrateLateTags => "migrate-late-tags",
         }
     }
 
@@ -42,18 +67,31 @@ impl Injection {
         Self::ALL.into_iter().find(|i| i.name() == name)
     }
 
+    /// The fault a migration stream suffers under this injection.
+    pub fn stream_fault(self) -> Option<StreamFault> {
+        Some(match self {
+            Injection::MigrateDropTags => StreamFault::DropTags,
+            Injection::MigrateZeroTags => StreamFault::ZeroTags,
+            Injection::MigrateShiftTags => StreamFault::ShiftTags,
+            Injection::MigrateStaleTags => StreamFault::StaleTags,
+            Injection::MigrateLateTags => StreamFault::LateTags,
+            Injection::CorruptTag | Injection::MisreadReport | Injection::WrongTcf => return None,
+        })
+    }
+
     /// Whether a failed finding failed because of this injection: on a comparison the
-    /// injection breaks, not on an error that would fail the check anyway. A corrupt tag must
-    /// show as a differing tag map; the others as any comparison that went wrong.
+    /// injection breaks, not on an error that would fail the check anyway. A corrupt tag, or
+    /// tags broken on their way through a migration, must show as a differing tag map; the
+    /// others as any comparison that went wrong.
     pub fn caught_by(self, finding: &Finding) -> bool {
         if finding.outcome != Outcome::Fail || !finding.refuted {
             return false;
         }
         match self {
-            Injection::CorruptTag => finding.detail.iter().any(
+            Injection::MisreadReport | Injection::WrongTcf => true,
+            _ => finding.detail.iter().any(
                 |evidence| matches!(evidence, Evidence::TagMaps { mismatches, .. } if !mismatches.is_empty()),
             ),
-            Injection::MisreadReport | Injection::WrongTcf => true,
         }
     }
 
@@ -153,6 +191,122 @@ impl Guest for InjectingGuest {
     fn console(&self) -> String {
         self.inner.console()
     }
+    fn ram_backing(&self) -> Result<Backing, VmmError> {
+        self.inner.ram_backing()
+    }
+    fn madvise(&mut self, ipa: u64, len: u64, advice: Advice) -> Result<(), VmmError> {
+        self.inner.madvise(ipa, len, advice)
+    }
+    fn protect(&mut self, ipa: u64, len: u64, prot: Protection) -> Result<(), VmmError> {
+        self.inner.protect(ipa, len, prot)
+    }
+    fn page_states(&mut self, ipa: u64, len: u64) -> Result<Vec<PageState>, VmmError> {
+        self.inner.page_states(ipa, len)
+    }
+    fn swap_devices(&self) -> Result<Vec<SwapDevice>, VmmError> {
+        self.inner.swap_devices()
+    }
+    fn vmstat(&self) -> Result<Vec<(String, u64)>, VmmError> {
+        self.inner.vmstat()
+    }
+    fn ksm_state(&self) -> Result<KsmState, VmmError> {
+        self.inner.ksm_state()
+    }
+    fn ksm_set(&mut self, knob: KsmKnob, value: u64) -> Result<(), VmmError> {
+        self.inner.ksm_set(knob, value)
+    }
+    fn fork(&mut self, plan: &ForkPlan) -> Result<Box<dyn ForkedChild>, VmmError> {
+        Ok(Box::new(InjectingChild {
+            inner: self.inner.fork(plan)?,
+            injection: self.injection,
+        }))
+    }
+    fn tag_peer(&mut self) -> Result<Box<dyn TagPeer>, VmmError> {
+        Ok(Box::new(InjectingPeer {
+            inner: self.inner.tag_peer()?,
+            injection: self.injection,
+        }))
+    }
+    fn race(
+        &mut self,
+        plan: &RacePlan,
+        command: Command,
+        args: &[u64],
+    ) -> Result<(Reply, RaceLog), VmmError> {
+        let mut args = args.to_vec();
+        self.injection.command_args(command, &mut args);
+        let mut plan = plan.clone();
+        if let crate::host_mm::HostTagOp::Write(tags) = &mut plan.op {
+            self.injection.host_tags(tags);
+        }
+        let (reply, mut log) = self.inner.race(&plan, command, &args)?;
+        for (_, tags) in &mut log.reads {
+            self.injection.host_tags(tags);
+        }
+        Ok((reply, log))
+    }
+    fn migrate(self: Box<Self>, plan: &MigrationPlan) -> Result<Box<dyn Guest>, VmmError> {
+        let mut plan = plan.clone();
+        if let Some(fault) = self.injection.stream_fault() {
+            plan.fault = Some(fault);
+        }
+        // The destination's host tag path and reports stay broken as the source's were.
+        Ok(Box::new(InjectingGuest {
+            inner: self.inner.migrate(&plan)?,
+            injection: self.injection,
+        }))
+    }
+    fn migration_report(&mut self) -> Result<MigrationReport, VmmError> {
+        self.inner.migration_report()
+    }
+}
+
+/// A forked child whose tag reports come through the broken host tag path.
+struct InjectingChild {
+    inner: Box<dyn ForkedChild>,
+    injection: Injection,
+}
+
+impl ForkedChild for InjectingChild {
+    fn pid(&self) -> u32 {
+        self.inner.pid()
+    }
+    fn finish(self: Box<Self>) -> Result<ChildReport, VmmError> {
+        let mut report = self.inner.finish()?;
+        for tags in [
+            &mut report.tags_at_fork,
+            &mut report.tags_after_own_writes,
+            &mut report.tags_after_parent,
+        ] {
+            self.injection.host_tags(tags);
+        }
+        Ok(report)
+    }
+}
+
+/// A second VM whose tag copies go through the broken host tag path.
+struct InjectingPeer {
+    inner: Box<dyn TagPeer>,
+    injection: Injection,
+}
+
+impl TagPeer for InjectingPeer {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn read_tags(&mut self, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError> {
+        let mut tags = self.inner.read_tags(ipa, len)?;
+        self.injection.host_tags(&mut tags);
+        Ok(tags)
+    }
+    fn write_tags(&mut self, ipa: u64, tags: &[u8]) -> Result<(), VmmError> {
+        let mut tags = tags.to_vec();
+        self.injection.host_tags(&mut tags);
+        self.inner.write_tags(ipa, &tags)
+    }
+    fn read_data(&mut self, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError> {
+        self.inner.read_data(ipa, len)
+    }
 }
 
 #[cfg(test)]
@@ -172,6 +326,20 @@ mod tests {
             assert_eq!(Injection::parse(injection.name()), Some(injection));
         }
         assert_eq!(Injection::parse("nope"), None);
+    }
+
+    #[test]
+    fn only_migration_injections_break_the_stream() {
+        let faulting: Vec<_> = Injection::ALL
+            .into_iter()
+            .filter_map(Injection::stream_fault)
+            .collect();
+        assert_eq!(faulting.len(), 5);
+        assert_eq!(Injection::CorruptTag.stream_fault(), None);
+        assert_eq!(
+            Injection::parse("migrate-late-tags").and_then(Injection::stream_fault),
+            Some(StreamFault::LateTags)
+        );
     }
 
     #[test]

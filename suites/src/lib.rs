@@ -5,8 +5,11 @@
 //! scenarios lives in its own module under [`families`]; [`all`] is the table the runner reads.
 
 pub mod check;
+pub mod expectations;
 pub mod families;
+pub mod host_mm;
 pub mod inject;
+pub mod migrate;
 pub mod peers;
 pub mod pseudocode;
 pub mod scenario;

@@ -4,6 +4,12 @@
 
 use mte_protocol::{Command, FaultRecord, GuestIds, Status};
 
+use crate::host_mm::{
+    Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, RaceLog,
+    RacePlan, SwapDevice, TagPeer,
+};
+use crate::migrate::{MigrationPlan, MigrationReport};
+
 /// Why a step could not be taken.
 #[derive(Clone, Debug, PartialEq)]
 pub enum VmmError {
@@ -67,6 +73,95 @@ pub trait Guest {
 
     /// What the guest printed on its console so far.
     fn console(&self) -> String;
+
+    // Host memory-management steps on the guest's RAM (see [`crate::host_mm`]). Only a VMM
+    // that owns the mapping of guest RAM can take them; the others keep these defaults, and
+    // the checks that need them skip.
+
+    /// What backs the guest's RAM memslot, as the VMM made it.
+    fn ram_backing(&self) -> Result<Backing, VmmError> {
+        Err(not_here("choosing what backs guest RAM"))
+    }
+
+    /// madvise(2) on the VMM's mapping of `[ipa, ipa + len)` (page aligned).
+    fn madvise(&mut self, _ipa: u64, _len: u64, advice: Advice) -> Result<(), VmmError> {
+        Err(not_here(&format!(
+            "{} on the VMM's mapping of guest RAM",
+            advice.name()
+        )))
+    }
+
+    /// mprotect(2) of the VMM's mapping of `[ipa, ipa + len)` (page aligned).
+    fn protect(&mut self, _ipa: u64, _len: u64, _prot: Protection) -> Result<(), VmmError> {
+        Err(not_here("mprotect of the VMM's mapping of guest RAM"))
+    }
+
+    /// The host kernel's view of each page of `[ipa, ipa + len)` in the VMM's mapping.
+    fn page_states(&mut self, _ipa: u64, _len: u64) -> Result<Vec<PageState>, VmmError> {
+        Err(not_here("mincore and /proc/self/pagemap of guest RAM"))
+    }
+
+    /// The active swap devices of the host kernel (/proc/swaps).
+    fn swap_devices(&self) -> Result<Vec<SwapDevice>, VmmError> {
+        Err(not_here("the VMM host's swap"))
+    }
+
+    /// The host kernel's memory counters (/proc/vmstat), by name.
+    fn vmstat(&self) -> Result<Vec<(String, u64)>, VmmError> {
+        Err(not_here("the VMM host's /proc/vmstat"))
+    }
+
+    /// The host kernel's KSM state (/sys/kernel/mm/ksm).
+    fn ksm_state(&self) -> Result<KsmState, VmmError> {
+        Err(not_here("the VMM host's KSM"))
+    }
+
+    /// Set a KSM knob of the host kernel.
+    fn ksm_set(&mut self, _knob: KsmKnob, _value: u64) -> Result<(), VmmError> {
+        Err(not_here("the VMM host's KSM"))
+    }
+
+    /// Fork the VMM while the guest is stopped at its doorbell; the child follows `plan` and
+    /// waits for [`ForkedChild::finish`] after its first look.
+    fn fork(&mut self, _plan: &ForkPlan) -> Result<Box<dyn ForkedChild>, VmmError> {
+        Err(not_here("forking the VMM"))
+    }
+
+    /// A second VM (with MTE) whose RAM memslot is a second mapping of this guest's memory.
+    fn tag_peer(&mut self) -> Result<Box<dyn TagPeer>, VmmError> {
+        Err(not_here("a second VM on the same memory"))
+    }
+
+    /// Run one guest command while host threads copy tags of the same pages as `plan` says.
+    fn race(
+        &mut self,
+        _plan: &RacePlan,
+        _command: Command,
+        _args: &[u64],
+    ) -> Result<(Reply, RaceLog), VmmError> {
+        Err(not_here("host tag copies concurrent with the guest"))
+    }
+
+    // Migration (see [`crate::migrate`]): the KVM lanes move the guest with the runner's own
+    // engine; other lanes keep these defaults until their VMM's migration is driven.
+
+    /// Move the guest, stopped at its doorbell, to a destination VM as `plan` says. What
+    /// comes back is the destination, stopped after the same doorbell; the source is gone.
+    fn migrate(self: Box<Self>, _plan: &MigrationPlan) -> Result<Box<dyn Guest>, VmmError> {
+        Err(not_here("migration by the suite's own engine"))
+    }
+
+    /// What the migration that made this guest did and cost (for post-copy: so far).
+    fn migration_report(&mut self) -> Result<MigrationReport, VmmError> {
+        Err(not_here("migration by the suite's own engine"))
+    }
+}
+
+/// What a lane answers for a host step its VMM does not offer.
+fn not_here(step: &str) -> VmmError {
+    VmmError::Unsupported(format!(
+        "{step}: a step of the KVM lanes, where the suite's runner is the VMM"
+    ))
 }
 
 /// How to boot a guest.
@@ -78,6 +173,9 @@ pub struct BootOptions {
     pub mte: bool,
     /// How long the guest may take to reach each doorbell; the lane's default if `None`.
     pub deadline: Option<std::time::Duration>,
+    /// What backs the RAM memslot. Lanes that cannot choose it answer
+    /// [`Guest::ram_backing`] with [`VmmError::Unsupported`].
+    pub backing: Backing,
 }
 
 impl Default for BootOptions {
@@ -86,6 +184,7 @@ impl Default for BootOptions {
             payload: "mte-guest.elf",
             mte: true,
             deadline: None,
+            backing: Backing::PrivateAnonymous,
         }
     }
 }

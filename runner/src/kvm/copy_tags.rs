@@ -1,7 +1,7 @@
 //! KVM_ARM_MTE_COPY_TAGS, which kvm-ioctls does not wrap.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use kvm_ioctls::VmFd;
 
@@ -36,9 +36,19 @@ pub const KVM_ARM_TAGS_FROM_GUEST: u64 = 1;
 /// `args.addr` must point to at least `args.length / 16` writable bytes (or the kernel must be
 /// expected to reject `args` before touching it).
 pub unsafe fn copy_mte_tags_raw(vm: &VmFd, args: &KvmArmCopyMteTags) -> io::Result<usize> {
+    // SAFETY: as the caller vouches.
+    unsafe { copy_mte_tags_fd(vm.as_raw_fd(), args) }
+}
+
+/// [`copy_mte_tags_raw`] on a raw VM descriptor (for threads and processes that hold no
+/// `VmFd`). It neither allocates nor locks.
+///
+/// # Safety
+/// As [`copy_mte_tags_raw`]; `vm` must be a VM descriptor.
+pub unsafe fn copy_mte_tags_fd(vm: RawFd, args: &KvmArmCopyMteTags) -> io::Result<usize> {
     // SAFETY: the kernel reads `args` (a live, correctly laid out struct) and accesses user memory
     // only at `args.addr`, which the caller vouches for.
-    let ret = unsafe { libc::ioctl(vm.as_raw_fd(), KVM_ARM_MTE_COPY_TAGS as _, args as *const _) };
+    let ret = unsafe { libc::ioctl(vm, KVM_ARM_MTE_COPY_TAGS as _, args as *const _) };
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -1,12 +1,26 @@
-//! Guest RAM: an anonymous mapping the VMM shares with KVM through a memslot.
+//! Guest RAM: the VMM's mapping that a memslot hands to KVM, with its backing (private or
+//! shared anonymous memory, a memfd, a file), and what the VMM can do to it and learn about it
+//! (madvise, mprotect, mincore, /proc/self/pagemap, /proc/kpageflags).
 
+use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
-/// An anonymous private mapping, unmapped on drop.
+use mte_suites::host_mm::{Backing, PageState};
+use mte_suites::vmm::VmmError;
+
+use super::backing;
+
+/// A mapping of guest RAM, unmapped on drop.
 pub struct GuestRam {
     base: NonNull<u8>,
     size: usize,
+    backing: Backing,
+    /// The memfd or file behind the mapping, kept so that it can be mapped again.
+    file: Option<Arc<OwnedFd>>,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; access goes through &self/&mut self
@@ -15,15 +29,46 @@ pub struct GuestRam {
 unsafe impl Send for GuestRam {}
 
 impl GuestRam {
+    /// Private anonymous memory, as VMMs use by default.
     pub fn new(size: usize) -> io::Result<Self> {
-        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        Self::map(size, Backing::PrivateAnonymous, None)
+    }
+
+    /// Memory with the given backing (a memfd or a file is created for it, and unlinked).
+    pub fn with_backing(size: usize, backing: Backing) -> Result<Self, VmmError> {
+        let file = backing::open(backing, size)?.map(Arc::new);
+        Self::map(size, backing, file).map_err(|e| VmmError::Sys {
+            call: format!("mmap of guest RAM on {}", backing.describe()),
+            errno: e.raw_os_error().unwrap_or(0),
+        })
+    }
+
+    /// A second mapping of the same memory: only for backings with a file.
+    pub fn second_mapping(&self) -> io::Result<Option<GuestRam>> {
+        match &self.file {
+            Some(file) => Self::map(self.size, self.backing, Some(Arc::clone(file))).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn map(size: usize, backing: Backing, file: Option<Arc<OwnedFd>>) -> io::Result<Self> {
+        let sharing = match backing {
+            Backing::PrivateAnonymous | Backing::RamfsFile { shared: false } => libc::MAP_PRIVATE,
+            _ => libc::MAP_SHARED,
+        };
+        let (flags, fd) = match &file {
+            Some(file) => (sharing, file.as_raw_fd()),
+            None => (sharing | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1),
+        };
+        // SAFETY: a fresh mapping (anonymous, or of a file we own); no existing memory is
+        // affected.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 size,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
+                flags,
+                fd,
                 0,
             )
         };
@@ -33,6 +78,8 @@ impl GuestRam {
         Ok(GuestRam {
             base: NonNull::new(ptr.cast()).expect("mmap never returns null"),
             size,
+            backing,
+            file,
         })
     }
 
@@ -42,6 +89,10 @@ impl GuestRam {
 
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    pub fn backing(&self) -> Backing {
+        self.backing
     }
 
     fn check(&self, offset: usize, len: usize) {
@@ -67,11 +118,84 @@ impl GuestRam {
             unsafe { self.base.as_ptr().add(offset + i).write_volatile(*byte) };
         }
     }
+
+    /// madvise(2) of `[offset, offset + len)` (page aligned).
+    pub fn madvise(&self, offset: usize, len: usize, advice: i32) -> io::Result<()> {
+        self.check(offset, len);
+        // SAFETY: advice on a range of our own mapping; none of the advice used unmaps it.
+        let ret = unsafe { libc::madvise(self.base.as_ptr().add(offset).cast(), len, advice) };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// mprotect(2) of `[offset, offset + len)` (page aligned).
+    pub fn mprotect(&self, offset: usize, len: usize, prot: i32) -> io::Result<()> {
+        self.check(offset, len);
+        // SAFETY: a range of our own mapping; the host writes guest RAM only through `write`,
+        // which the callers do not use while the range is read-only.
+        let ret = unsafe { libc::mprotect(self.base.as_ptr().add(offset).cast(), len, prot) };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// What the kernel says about each page of `[offset, offset + len)`.
+    pub fn page_states(&self, offset: usize, len: usize) -> io::Result<Vec<PageState>> {
+        self.check(offset, len);
+        let page = page_size();
+        let start = self.host_address() as usize + offset;
+        let pages = len.div_ceil(page);
+        let mut incore = vec![0u8; pages];
+        // SAFETY: a range of our own mapping, and a vector of one byte a page.
+        if unsafe { libc::mincore((start as *mut u8).cast(), len, incore.as_mut_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut entries = vec![0u8; pages * 8];
+        File::open("/proc/self/pagemap")?.read_exact_at(&mut entries, (start / page * 8) as u64)?;
+        let kpageflags = File::open("/proc/kpageflags").ok();
+        let mut states = Vec::with_capacity(pages);
+        for (i, entry) in entries.chunks_exact(8).enumerate() {
+            let entry = u64::from_le_bytes(entry.try_into().expect("8 bytes"));
+            let present = (entry >> 63) & 1 == 1;
+            let pfn = if present { entry & ((1 << 55) - 1) } else { 0 };
+            let flags = match (&kpageflags, pfn) {
+                (Some(file), pfn) if pfn != 0 => {
+                    let mut word = [0u8; 8];
+                    file.read_exact_at(&mut word, pfn * 8)
+                        .map_or(0, |()| u64::from_le_bytes(word))
+                }
+                _ => 0,
+            };
+            states.push(PageState {
+                resident: incore[i] & 1 == 1,
+                present,
+                swapped: (entry >> 62) & 1 == 1,
+                exclusive: (entry >> 56) & 1 == 1,
+                pfn,
+                zero_page: (flags >> KPF_ZERO_PAGE) & 1 == 1,
+                huge: (flags >> KPF_THP) & 1 == 1,
+            });
+        }
+        Ok(states)
+    }
+}
+
+/// Bits of /proc/kpageflags (Documentation/admin-guide/mm/pagemap.rst).
+const KPF_THP: u64 = 22;
+const KPF_ZERO_PAGE: u64 = 24;
+
+/// The host kernel's page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
 impl Drop for GuestRam {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly what new() mapped; KVM's memslot dies with the VM fd, which
+        // SAFETY: unmapping exactly what map() mapped; KVM's memslot dies with the VM fd, which
         // is dropped before this (field order of the owners).
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.size) };
     }
@@ -95,5 +219,53 @@ mod tests {
     fn out_of_range_access_panics() {
         let ram = GuestRam::new(4096).unwrap();
         ram.read(4095, &mut [0u8; 2]);
+    }
+
+    #[test]
+    fn a_memfd_mapped_twice_shares_its_bytes() {
+        let mut ram = GuestRam::with_backing(1 << 16, Backing::Memfd).unwrap();
+        let second = ram
+            .second_mapping()
+            .unwrap()
+            .expect("a memfd can be mapped again");
+        ram.write(4096, &[7, 8, 9]);
+        let mut out = [0u8; 3];
+        second.read(4096, &mut out);
+        assert_eq!(out, [7, 8, 9]);
+        assert_ne!(ram.host_address(), second.host_address());
+        assert!(GuestRam::new(4096)
+            .unwrap()
+            .second_mapping()
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn dontneed_on_private_memory_frees_the_pages() {
+        let page = page_size();
+        let mut ram = GuestRam::new(4 * page).unwrap();
+        ram.write(0, &vec![1u8; 4 * page]);
+        let states = ram.page_states(0, 4 * page).unwrap();
+        assert!(states.iter().all(|s| s.present && s.resident), "{states:?}");
+        ram.madvise(0, 2 * page, libc::MADV_DONTNEED).unwrap();
+        let states = ram.page_states(0, 4 * page).unwrap();
+        assert!(!states[0].present && !states[1].present && states[2].present);
+        let mut out = [9u8; 1];
+        ram.read(0, &mut out);
+        assert_eq!(out, [0]);
+    }
+
+    #[test]
+    fn a_read_only_range_still_reads() {
+        let page = page_size();
+        let mut ram = GuestRam::new(2 * page).unwrap();
+        ram.write(page, &[5]);
+        ram.mprotect(page, page, libc::PROT_READ).unwrap();
+        let mut out = [0u8; 1];
+        ram.read(page, &mut out);
+        assert_eq!(out, [5]);
+        ram.mprotect(page, page, libc::PROT_READ | libc::PROT_WRITE)
+            .unwrap();
+        ram.write(page, &[6]);
     }
 }

@@ -1,13 +1,23 @@
 //! The KVM backend: a minimal VMM on kvm-ioctls that boots one payload per VM and talks to it
 //! through the mailbox and the doorbell.
 
+mod backing;
 pub mod copy_tags;
 pub mod elf;
+mod fork;
+mod host;
 pub mod memory;
+mod migrate;
+mod peer;
+mod race;
+mod raw;
 mod vcpu;
 pub mod watchdog;
 
+pub use migrate::incoming_if_asked;
+
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +29,10 @@ use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use mte_protocol::{
     offsets, Command, GuestIds, Mailbox, Status, BULK_IPA, BULK_SIZE, DOORBELL_IPA, MAILBOX_IPA,
     RAM_IPA, RAM_SIZE, UART_IPA,
+};
+use mte_suites::host_mm::{
+    Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, RaceLog,
+    RacePlan, SwapDevice, TagPeer,
 };
 use mte_suites::vmm::{AbiVm, BootOptions, CopyTagsArgs, Guest, Reply, Vmm, VmmError};
 
@@ -107,33 +121,39 @@ impl KvmVmm {
         Ok(payload)
     }
 
-    /// A VM with its RAM memslot, and MTE enabled if asked (before any vCPU, as KVM requires).
-    fn create_vm(&self, mte: bool) -> Result<Vm, VmmError> {
-        let vm = self.kvm.create_vm().map_err(sys("KVM_CREATE_VM"))?;
+    /// A VM with its RAM memslot on `backing`, and MTE enabled if asked (before any vCPU, as
+    /// KVM requires).
+    fn create_vm(&self, mte: bool, backing: Backing) -> Result<Vm, VmmError> {
         if mte {
             self.mte_capable()?;
-            let cap = kvm_enable_cap {
-                cap: KVM_CAP_ARM_MTE,
-                ..Default::default()
-            };
-            vm.enable_cap(&cap)
-                .map_err(sys("KVM_ENABLE_CAP(KVM_CAP_ARM_MTE)"))?;
         }
-        let ram = GuestRam::new(RAM_SIZE as usize).map_err(|e| {
-            VmmError::Host(format!("mmap of {} MiB of guest RAM: {e}", RAM_SIZE >> 20))
-        })?;
-        let region = kvm_userspace_memory_region {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: RAM_IPA,
-            memory_size: RAM_SIZE,
-            userspace_addr: ram.host_address(),
-        };
-        // SAFETY: `ram` is a live mapping of memory_size bytes; `Vm` keeps it until after the
-        // VM fd is closed.
-        unsafe { vm.set_user_memory_region(region) }.map_err(sys("KVM_SET_USER_MEMORY_REGION"))?;
-        Ok(Vm { fd: vm, ram })
+        let ram = GuestRam::with_backing(RAM_SIZE as usize, backing)?;
+        new_vm(&self.kvm, mte, ram)
     }
+}
+
+/// A VM whose RAM memslot is `ram`, with MTE if asked.
+fn new_vm(kvm: &Kvm, mte: bool, ram: GuestRam) -> Result<Vm, VmmError> {
+    let vm = kvm.create_vm().map_err(sys("KVM_CREATE_VM"))?;
+    if mte {
+        let cap = kvm_enable_cap {
+            cap: KVM_CAP_ARM_MTE,
+            ..Default::default()
+        };
+        vm.enable_cap(&cap)
+            .map_err(sys("KVM_ENABLE_CAP(KVM_CAP_ARM_MTE)"))?;
+    }
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: RAM_IPA,
+        memory_size: ram.size() as u64,
+        userspace_addr: ram.host_address(),
+    };
+    // SAFETY: `ram` is a live mapping of memory_size bytes; `Vm` keeps it until after the
+    // VM fd is closed.
+    unsafe { vm.set_user_memory_region(region) }.map_err(sys("KVM_SET_USER_MEMORY_REGION"))?;
+    Ok(Vm { fd: vm, ram })
 }
 
 /// A VM and the RAM of its memslot. Field order is drop order: the VM fd goes before the
@@ -154,7 +174,7 @@ impl Vmm for KvmVmm {
 
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
         let payload = self.payload(options.payload)?;
-        let mut vm = self.create_vm(options.mte)?;
+        let mut vm = self.create_vm(options.mte, options.backing)?;
         for segment in &payload.segments {
             vm.ram
                 .write((segment.ipa - RAM_IPA) as usize, &segment.data);
@@ -196,7 +216,7 @@ impl Vmm for KvmVmm {
     }
 
     fn abi_vm(&self, mte: bool) -> Result<Box<dyn AbiVm>, VmmError> {
-        let vm = self.create_vm(mte)?;
+        let vm = self.create_vm(mte, Backing::PrivateAnonymous)?;
         // SAFETY: sysconf has no preconditions.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
         Ok(Box::new(KvmAbiVm {
@@ -389,6 +409,90 @@ impl Guest for KvmGuest {
     fn console(&self) -> String {
         String::from_utf8_lossy(&self.console).into_owned()
     }
+
+    fn ram_backing(&self) -> Result<Backing, VmmError> {
+        Ok(self.vm.ram.backing())
+    }
+
+    fn madvise(&mut self, ipa: u64, len: u64, advice: Advice) -> Result<(), VmmError> {
+        let offset = ram_range(ipa, len)?;
+        self.vm
+            .ram
+            .madvise(offset, len as usize, advice.value())
+            .map_err(|e| io_error(&format!("madvise({})", advice.name()), e))
+    }
+
+    fn protect(&mut self, ipa: u64, len: u64, prot: Protection) -> Result<(), VmmError> {
+        let offset = ram_range(ipa, len)?;
+        let (bits, name) = match prot {
+            Protection::ReadOnly => (libc::PROT_READ, "PROT_READ"),
+            Protection::ReadWrite => (libc::PROT_READ | libc::PROT_WRITE, "PROT_READ|PROT_WRITE"),
+        };
+        self.vm
+            .ram
+            .mprotect(offset, len as usize, bits)
+            .map_err(|e| io_error(&format!("mprotect({name})"), e))
+    }
+
+    fn page_states(&mut self, ipa: u64, len: u64) -> Result<Vec<PageState>, VmmError> {
+        let offset = ram_range(ipa, len)?;
+        self.vm
+            .ram
+            .page_states(offset, len as usize)
+            .map_err(|e| io_error("mincore and /proc/self/pagemap", e))
+    }
+
+    fn swap_devices(&self) -> Result<Vec<SwapDevice>, VmmError> {
+        host::swap_devices()
+    }
+
+    fn vmstat(&self) -> Result<Vec<(String, u64)>, VmmError> {
+        host::vmstat()
+    }
+
+    fn ksm_state(&self) -> Result<KsmState, VmmError> {
+        host::ksm_state()
+    }
+
+    fn ksm_set(&mut self, knob: KsmKnob, value: u64) -> Result<(), VmmError> {
+        host::ksm_set(knob, value)
+    }
+
+    fn fork(&mut self, plan: &ForkPlan) -> Result<Box<dyn ForkedChild>, VmmError> {
+        Ok(Box::new(fork::spawn(&self.vm.ram, plan, self.deadline)?))
+    }
+
+    fn tag_peer(&mut self) -> Result<Box<dyn TagPeer>, VmmError> {
+        Ok(Box::new(peer::KvmPeer::open(&self.vm.ram)?))
+    }
+
+    fn race(
+        &mut self,
+        plan: &RacePlan,
+        command: Command,
+        args: &[u64],
+    ) -> Result<(Reply, RaceLog), VmmError> {
+        let vm = self.vm.fd.as_raw_fd();
+        race::race(vm, plan, || self.exec(command, args))
+    }
+
+    fn migrate(
+        self: Box<Self>,
+        plan: &mte_suites::migrate::MigrationPlan,
+    ) -> Result<Box<dyn Guest>, VmmError> {
+        migrate::migrate(*self, plan)
+    }
+}
+
+/// The offset into guest RAM of a page-aligned range inside it.
+fn ram_range(ipa: u64, len: u64) -> Result<usize, VmmError> {
+    let page = memory::page_size() as u64;
+    if ipa < RAM_IPA || ipa % page != 0 || len % page != 0 || ipa - RAM_IPA + len > RAM_SIZE {
+        return Err(VmmError::Host(format!(
+            "{ipa:#x}+{len:#x} is not a page-aligned range of guest RAM"
+        )));
+    }
+    Ok((ipa - RAM_IPA) as usize)
 }
 
 fn io_error(call: &str, e: std::io::Error) -> VmmError {

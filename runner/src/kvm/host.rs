@@ -1,0 +1,73 @@
+//! What the VMM's host kernel offers every VM: swap devices and KSM.
+
+use mte_suites::host_mm::{parse_proc_swaps, KsmKnob, KsmState, SwapDevice};
+use mte_suites::vmm::VmmError;
+
+const KSM: &str = "/sys/kernel/mm/ksm";
+
+/// The active swap devices (/proc/swaps).
+pub fn swap_devices() -> Result<Vec<SwapDevice>, VmmError> {
+    let text = std::fs::read_to_string("/proc/swaps").map_err(|e| {
+        VmmError::Unsupported(format!(
+            "/proc/swaps cannot be read ({e}): a kernel without swap support"
+        ))
+    })?;
+    Ok(parse_proc_swaps(&text))
+}
+
+/// The memory counters of /proc/vmstat.
+pub fn vmstat() -> Result<Vec<(String, u64)>, VmmError> {
+    let text = std::fs::read_to_string("/proc/vmstat")
+        .map_err(|e| VmmError::Unsupported(format!("/proc/vmstat cannot be read ({e})")))?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(' ')?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+fn ksm_read(file: &str) -> Result<Option<u64>, VmmError> {
+    let path = format!("{KSM}/{file}");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| VmmError::Host(format!("{path} holds {text:?}, not a number"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(VmmError::Host(format!("reading {path}: {e}"))),
+    }
+}
+
+/// The KSM knobs and counters.
+pub fn ksm_state() -> Result<KsmState, VmmError> {
+    if !std::path::Path::new(KSM).is_dir() {
+        return Err(VmmError::Unsupported(format!(
+            "the host kernel has no KSM ({KSM} is missing: built without CONFIG_KSM, or sysfs \
+             is not mounted)"
+        )));
+    }
+    let required = |file: &str| {
+        ksm_read(file)?.ok_or_else(|| VmmError::Host(format!("{KSM}/{file} is missing")))
+    };
+    Ok(KsmState {
+        run: required("run")?,
+        pages_to_scan: required("pages_to_scan")?,
+        sleep_millisecs: required("sleep_millisecs")?,
+        full_scans: required("full_scans")?,
+        pages_shared: required("pages_shared")?,
+        pages_sharing: required("pages_sharing")?,
+        use_zero_pages: ksm_read("use_zero_pages")?,
+    })
+}
+
+/// Write a KSM knob.
+pub fn ksm_set(knob: KsmKnob, value: u64) -> Result<(), VmmError> {
+    let path = format!("{KSM}/{}", knob.file());
+    std::fs::write(&path, value.to_string()).map_err(|e| VmmError::Sys {
+        call: format!("write {value} to {path}"),
+        errno: e.raw_os_error().unwrap_or(0),
+    })
+}

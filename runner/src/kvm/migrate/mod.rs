@@ -1,0 +1,55 @@
+//! A reference migration engine for MTE guests: the source VM's memory, tags and vCPU state
+//! into a versioned stream ([`stream`]) and out of it into a destination VM, which resumes
+//! after the doorbell the source stopped at. Methods: stop-and-copy into a VM of this process
+//! ([`engine`]) or of a new process started from this executable ([`process`]), iterative
+//! pre-copy with KVM dirty logging ([`engine`], [`dirty`]), and post-copy with userfaultfd
+//! ([`postcopy`]). Faults a stream may suffer on the way ([`send::in_transit`]) serve the
+//! suite's fault injection.
+//!
+//! The stream carries what the guest has (RAM, tags, every register KVM_GET_REG_LIST names),
+//! not how the VM was built: both ends create their VM and vCPU the same way (MTE on, one vCPU,
+//! PSCI 0.2), as a VMM's configuration would on both hosts.
+
+mod arrived;
+mod control;
+mod dirty;
+mod engine;
+mod postcopy;
+mod process;
+mod receive;
+mod send;
+mod source;
+pub mod stream;
+mod uffd;
+mod vcpu_state;
+
+use mte_suites::migrate::{Method, MigrationPlan};
+use mte_suites::vmm::{Guest, VmmError};
+
+use super::KvmGuest;
+use arrived::MigratedGuest;
+
+pub use process::incoming_if_asked;
+
+/// Move `source` to a destination as `plan` says.
+pub(super) fn migrate(source: KvmGuest, plan: &MigrationPlan) -> Result<Box<dyn Guest>, VmmError> {
+    let fault = plan.fault;
+    let (inner, report) = match &plan.method {
+        Method::StopAndCopy => engine::stop_and_copy(source, fault)?,
+        Method::PreCopy {
+            workload,
+            max_rounds,
+        } => engine::pre_copy(source, workload, *max_rounds, fault)?,
+        Method::StopAndCopyNewProcess => {
+            return Ok(Box::new(process::stop_and_copy_to_new_process(
+                source, fault,
+            )?))
+        }
+        Method::PostCopy => return Ok(Box::new(postcopy::post_copy(source, fault)?)),
+    };
+    Ok(Box::new(MigratedGuest {
+        server: None,
+        inner,
+        report,
+    }))
+}

@@ -1,0 +1,541 @@
+//! Migration round trips with tags: the guest tags memory and fills it with a pattern, moves to
+//! a destination VM (stop-and-copy, into a new VMM process, iterative pre-copy while it keeps
+//! re-tagging, post-copy with pages on demand), and there the guest reads every tag back (LDG)
+//! and checks every data word, and the host reads the tags too. Each check also records what
+//! the move cost: tag bytes per page, rounds, downtime, the tag part's time per GiB.
+
+use mte_protocol::{
+    esr, granules, with_tag, Command, GuestIds, PAGE_SIZE, RAM_IPA, RAM_SIZE, TEST_RAM_IPA,
+};
+use mte_results::Evidence;
+
+use crate::check::{require_mte, run, Checks, Finding};
+use crate::inject::Injection;
+use crate::migrate::{Method, MigrationPlan, MigrationReport, Workload};
+use crate::scenario::Scenario;
+use crate::vmm::{BootOptions, Guest, Vmm, VmmError};
+
+const WHY_COPY_TAGS: &str = "api.rst (KVM_CAP_ARM_MTE): 'the VMM needs to manually save/restore \
+    the tags as appropriate if the VM is migrated', with KVM_ARM_MTE_COPY_TAGS; tags are data and \
+    are copied while the guest is paused. KVM_GET_REG_LIST lists GCR_EL1, RGSR_EL1, TFSR_EL1 and \
+    TFSRE0_EL1 when MTE is on, and KVM_RUN with immediate_exit completes the pending MMIO exit, \
+    so that the destination resumes after the doorbell";
+
+/// Injections that break the tags of the stream itself, and the host's and guest's reports.
+const STREAM_PROOFS: &[Injection] = &[
+    Injection::CorruptTag,
+    Injection::MisreadReport,
+    Injection::MigrateDropTags,
+    Injection::MigrateZeroTags,
+    Injection::MigrateShiftTags,
+];
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "migration::stop_and_copy_keeps_random_tags",
+        summary: "Random tags (IRG) and the data under them arrive intact when the paused guest \
+                  is copied to a new VM of the same VMM, and cost 128 bytes a 4 KiB page; the \
+                  vCPU's MTE registers and tag checking come along",
+        why: WHY_COPY_TAGS,
+        proven_by: STREAM_PROOFS,
+        run: stop_and_copy_random,
+    },
+    Scenario {
+        name: "migration::stop_and_copy_keeps_sparse_tags",
+        summary: "Sparse tags (one granule in 16 tagged, the rest 0) arrive granule for granule, \
+                  no tag moved to a neighbour",
+        why: WHY_COPY_TAGS,
+        proven_by: STREAM_PROOFS,
+        run: stop_and_copy_sparse,
+    },
+    Scenario {
+        name: "migration::stop_and_copy_of_untagged_memory_sends_no_tags",
+        summary: "Memory whose tags are all 0 arrives with tags 0 and its data, and the stream \
+                  carries no tag bytes for it (nor any byte for pages never written)",
+        why: "Pages whose tags are all 0 need no tag bytes in the stream: a fresh page of an MTE \
+              guest has tags 0, which KVM ensures when it first maps it (sanitise_mte_tags); \
+              untagged memory should cost a migration nothing extra",
+        proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
+        run: stop_and_copy_untagged,
+    },
+    Scenario {
+        name: "migration::stop_and_copy_into_a_new_process",
+        summary: "The paused guest streamed through a socket into a new VMM process (the runner \
+                  started again in its destination mode) arrives there with every tag and data \
+                  word, and runs on in that process",
+        why: "A migration's destination is another VMM process (usually on another host): \
+              nothing may rest on state the source process shares with it; api.rst \
+              (KVM_CAP_ARM_MTE) leaves saving and restoring tags to the VMM",
+        proven_by: STREAM_PROOFS,
+        run: stop_and_copy_new_process,
+    },
+    Scenario {
+        name: "migration::precopy_carries_tags_rewritten_during_rounds",
+        summary: "While the guest re-tags a range over and over (STG only, its data never \
+                  changes), KVM dirty logging reports those pages in every round, each round \
+                  resends their data and tags, and after the final paused round the destination \
+                  has the tags the guest last stored",
+        why: "A tag store is a write: the Arm ARM checks STG against write permission, so KVM's \
+              write-protection for dirty logging (KVM_MEM_LOG_DIRTY_PAGES) must see tag-only \
+              writes, or pre-copy would leave stale tags on the destination; a VMM that resends \
+              a dirty page must resend its tags with it",
+        proven_by: &[
+            Injection::CorruptTag,
+            Injection::MisreadReport,
+            Injection::MigrateDropTags,
+            Injection::MigrateZeroTags,
+            Injection::MigrateShiftTags,
+            Injection::MigrateStaleTags,
+        ],
+        run: precopy_retagging,
+    },
+    Scenario {
+        name: "migration::postcopy_brings_data_and_tags_before_the_guest_touches_a_page",
+        summary: "With post-copy (userfaultfd, missing pages), every page the guest touches \
+                  arrives with its data and its tags before the guest is woken: its LDG reads \
+                  the source's tags and its data checks out",
+        why: "In post-copy the data and the tags of a page must both be in place before the \
+              guest can touch it: the engine fills a page with UFFDIO_COPY and \
+              UFFDIO_COPY_MODE_DONTWAKE, writes its tags with KVM_ARM_MTE_COPY_TAGS \
+              (TO_GUEST; the page is present, so no fault and no deadlock), and only then \
+              UFFDIO_WAKE; a page woken before its tags is mapped by KVM with tags 0 \
+              (sanitise_mte_tags), which the guest must catch",
+        proven_by: &[
+            Injection::CorruptTag,
+            Injection::MisreadReport,
+            Injection::MigrateDropTags,
+            Injection::MigrateZeroTags,
+            Injection::MigrateShiftTags,
+            Injection::MigrateLateTags,
+        ],
+        run: postcopy_on_demand,
+    },
+];
+
+/// The range each check tags and fills: 64 pages, whose tag map fits the bulk buffer.
+const PAGES: u64 = 64;
+const REGION: u64 = TEST_RAM_IPA;
+const LEN: u64 = PAGES * PAGE_SIZE;
+/// Where the destination's IRG is sampled, away from the region.
+const SCRATCH: u64 = TEST_RAM_IPA + (4 << 20);
+const SCRATCH_LEN: u64 = 4 * PAGE_SIZE;
+/// The upper half of RAM: no check and no part of the payload writes there.
+const NEVER_WRITTEN: u64 = RAM_IPA + RAM_SIZE / 2;
+const SEED: u64 = 0x6d69_6772_6174_6521;
+/// What the bulk buffer holds where the guest did not write.
+const NOT_WRITTEN: u8 = 0xff;
+/// Pre-copy rounds after the first full one.
+const PRECOPY_ROUNDS: u32 = 4;
+
+// The regions stay apart, inside RAM, and the region's tag map fits the bulk buffer.
+const _: () = {
+    assert!(REGION + LEN <= SCRATCH && SCRATCH + SCRATCH_LEN <= NEVER_WRITTEN);
+    assert!(LEN / mte_protocol::GRANULE <= mte_protocol::BULK_SIZE);
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TagKind {
+    Random,
+    Sparse,
+    Untagged,
+}
+
+impl TagKind {
+    fn name(self) -> &'static str {
+        match self {
+            TagKind::Random => "random",
+            TagKind::Sparse => "sparse",
+            TagKind::Untagged => "all-zero",
+        }
+    }
+}
+
+/// One granule in 16 tagged (with a tag that varies), the others 0.
+fn sparse_pattern(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            if i % 16 == 5 {
+                (i / 16 % 15 + 1) as u8
+            } else {
+                0
+            }
+        })
+        .collect()
+}
+
+fn boot_tagged(vmm: &dyn Vmm) -> Result<Box<dyn Guest>, VmmError> {
+    let guest = vmm.boot(&BootOptions::default())?;
+    require_mte(&guest.ids())?;
+    Ok(guest)
+}
+
+/// Run a command that writes one tag per granule of `len` to the bulk buffer, and read them;
+/// the buffer is poisoned first, so a guest that wrote nothing is caught.
+fn tags_from_guest(
+    guest: &mut dyn Guest,
+    command: Command,
+    ipa: u64,
+    len: u64,
+) -> Result<Vec<u8>, VmmError> {
+    guest.write_bulk(&vec![NOT_WRITTEN; granules(len)])?;
+    run(guest, command, &[ipa, len])?;
+    guest.read_bulk(granules(len))
+}
+
+/// Tag the region as `kind` says and fill it with the pattern; the tags the guest stored.
+fn prepare(guest: &mut dyn Guest, kind: TagKind) -> Result<Vec<u8>, VmmError> {
+    let tags = match kind {
+        TagKind::Random => tags_from_guest(guest, Command::TagRandom, REGION, LEN)?,
+        TagKind::Sparse => {
+            let pattern = sparse_pattern(granules(LEN));
+            guest.write_bulk(&pattern)?;
+            run(guest, Command::TagFromBulk, &[REGION, LEN])?;
+            pattern
+        }
+        TagKind::Untagged => vec![0; granules(LEN)],
+    };
+    run(guest, Command::FillPattern, &[REGION, LEN, SEED])?;
+    Ok(tags)
+}
+
+/// The destination's guest and host against what the source guest stored, and the data.
+fn verify_arrival(
+    guest: &mut dyn Guest,
+    expected: &[u8],
+    checks: &mut Checks,
+) -> Result<(), VmmError> {
+    // The guest looks first: in post-copy its LDG is what brings the pages.
+    let ldg = tags_from_guest(guest, Command::ReadTags, REGION, LEN)?;
+    checks.tags_equal(
+        REGION,
+        ("tags the source guest stored", expected),
+        ("destination guest LDG", &ldg),
+    );
+    let reply = run(guest, Command::CheckPattern, &[REGION, LEN, SEED])?;
+    checks.equal(
+        "data words on the destination that differ from what the source guest wrote",
+        0,
+        reply.result[0],
+    );
+    let host = guest.host_read_tags(REGION, LEN)?;
+    checks.tags_equal(
+        REGION,
+        ("tags the source guest stored", expected),
+        ("destination host KVM_ARM_TAGS_FROM_GUEST", &host),
+    );
+    Ok(())
+}
+
+/// Tag checking goes on at the destination: a load through the granule's own tag passes, one
+/// through another tag takes a synchronous tag check fault (SCTLR_EL1.TCF came along).
+fn verify_tag_checking(
+    guest: &mut dyn Guest,
+    expected: &[u8],
+    checks: &mut Checks,
+) -> Result<(), VmmError> {
+    let tag = expected[0] & 0xf;
+    let right = run(guest, Command::Load, &[with_tag(REGION, tag)])?;
+    checks.equal(
+        "faults of a destination load through the granule's own tag",
+        0,
+        right.result[1],
+    );
+    let wrong = run(guest, Command::Load, &[with_tag(REGION, (tag + 1) % 16)])?;
+    checks.equal(
+        "a destination load through another tag takes a tag check fault (DFSC)",
+        (1, esr::DFSC_TAG_CHECK),
+        (wrong.result[1], esr::dfsc(wrong.fault.esr)),
+    );
+    Ok(())
+}
+
+/// GCR_EL1 came along: IRG on the destination still never chooses the tag the runtime
+/// excludes (GCR_EL1.Exclude = 0x0001, tag 0).
+fn verify_gcr(guest: &mut dyn Guest, checks: &mut Checks) -> Result<(), VmmError> {
+    let chosen = tags_from_guest(guest, Command::TagRandom, SCRATCH, SCRATCH_LEN)?;
+    let zeros = chosen.iter().filter(|&&t| t == 0).count();
+    checks.holds(
+        "IRG on the destination honours the source's GCR_EL1.Exclude (tag 0 excluded)",
+        zeros == 0 && chosen.len() == granules(SCRATCH_LEN),
+        format!("no tag 0 in {} IRG choices", granules(SCRATCH_LEN)),
+        format!("{zeros} of {} choices were tag 0", chosen.len()),
+    );
+    Ok(())
+}
+
+/// What the report says of the vCPU: exit completed, MTE registers listed (GCR_EL1 as the
+/// guest set it at boot), read back alike.
+fn verify_vcpu(report: &MigrationReport, ids: &GuestIds, checks: &mut Checks) {
+    checks.equal(
+        "PC after completing the doorbell's exit (KVM_RUN with immediate_exit): past its store",
+        format!("{:#x}", report.pc_at_exit + 4),
+        format!("{:#x}", report.pc_after_completion),
+    );
+    let names: Vec<&str> = report
+        .mte_registers
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    checks.equal(
+        "MTE system registers in the source's KVM_GET_REG_LIST",
+        vec!["GCR_EL1", "RGSR_EL1", "TFSR_EL1", "TFSRE0_EL1"],
+        names,
+    );
+    let gcr = report
+        .mte_registers
+        .iter()
+        .find(|(name, _)| name == "GCR_EL1")
+        .map(|&(_, value)| format!("{value:#x}"));
+    checks.equal(
+        "GCR_EL1 moved, against what the guest set at boot",
+        Some(format!("{:#x}", ids.gcr_el1)),
+        gcr,
+    );
+    checks.equal(
+        "registers the destination reads back otherwise than the source had them",
+        Vec::<String>::new(),
+        report.registers_differing.clone(),
+    );
+    checks.evidence(Evidence::Values {
+        what: "vCPU registers moved (KVM_GET_REG_LIST), and the MTE ones".into(),
+        expected: "every listed register".into(),
+        observed: format!(
+            "{} registers; {}",
+            report.registers,
+            report
+                .mte_registers
+                .iter()
+                .map(|(n, v)| format!("{n} = {v:#x}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    });
+}
+
+/// The figures every check records: tag bytes a page for its kind of tags, the stream, the
+/// tag part's time per GiB.
+fn record_costs(report: &MigrationReport, kind: TagKind, checks: &mut Checks) {
+    let per_page = report.tag_bytes_per_page(REGION, LEN);
+    let observed = per_page.map_or("no page record".into(), |b| format!("{b:.1} B"));
+    let what = format!("tag bytes per migrated 4 KiB page, {} tags", kind.name());
+    match kind {
+        TagKind::Random => checks.holds(&what, per_page == Some(128.0), "128 B", observed),
+        TagKind::Sparse => checks.holds(
+            &what,
+            per_page.is_some_and(|b| b > 0.0 && b <= 128.0),
+            "more than 0, at most 128 B",
+            observed,
+        ),
+        TagKind::Untagged => checks.holds(&what, per_page == Some(0.0), "0 B", observed),
+    };
+    checks.evidence(Evidence::Values {
+        what: "how it moved".into(),
+        expected: "-".into(),
+        observed: format!(
+            "{}; {} page records, {} stream bytes, downtime {:.1} ms",
+            report.how,
+            report.pages.len(),
+            report.stream_bytes,
+            report.downtime.as_secs_f64() * 1e3
+        ),
+    });
+    let rate = |per_gib: Option<std::time::Duration>, time: std::time::Duration, bytes: u64| {
+        per_gib.map_or("nothing measured".into(), |d| {
+            format!(
+                "{:.0} ms per GiB ({:.2} ms over {} KiB)",
+                d.as_secs_f64() * 1e3,
+                time.as_secs_f64() * 1e3,
+                bytes >> 10
+            )
+        })
+    };
+    checks.evidence(Evidence::Values {
+        what: "host time per GiB for the tag part, extrapolated linearly from what was measured"
+            .into(),
+        expected: "a measurement (KVM_ARM_MTE_COPY_TAGS; on this lane's CPU)".into(),
+        observed: format!(
+            "reading at the source (FROM_GUEST): {}; writing at the destination (TO_GUEST, \
+             pages with tags): {}",
+            rate(
+                report.tag_read_per_gib(),
+                report.tag_read_time,
+                report.tag_read_bytes
+            ),
+            rate(
+                report.tag_write_per_gib(),
+                report.tag_write_time,
+                report.tag_write_bytes
+            ),
+        ),
+    });
+}
+
+fn stop_and_copy(vmm: &dyn Vmm, kind: TagKind, method: Method) -> Result<Finding, VmmError> {
+    let mut guest = boot_tagged(vmm)?;
+    let expected = prepare(guest.as_mut(), kind)?;
+    let mut guest = guest.migrate(&MigrationPlan::new(method))?;
+    let report = guest.migration_report()?;
+    let mut checks = Checks::new();
+    verify_arrival(guest.as_mut(), &expected, &mut checks)?;
+    verify_tag_checking(guest.as_mut(), &expected, &mut checks)?;
+    verify_gcr(guest.as_mut(), &mut checks)?;
+    verify_vcpu(&report, &guest.ids(), &mut checks);
+    record_costs(&report, kind, &mut checks);
+    if kind == TagKind::Untagged {
+        let never: Vec<_> = report
+            .pages_in(NEVER_WRITTEN, RAM_IPA + RAM_SIZE - NEVER_WRITTEN)
+            .collect();
+        let bytes: u64 = never
+            .iter()
+            .map(|p| (p.data_bytes + p.tag_bytes) as u64)
+            .sum();
+        checks.holds(
+            "data and tag bytes for pages never written (the upper half of RAM)",
+            !never.is_empty() && bytes == 0,
+            "0 B over every such page",
+            format!("{bytes} B over {} page records", never.len()),
+        );
+    }
+    Ok(checks.finish())
+}
+
+fn stop_and_copy_random(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    stop_and_copy(vmm, TagKind::Random, Method::StopAndCopy)
+}
+
+fn stop_and_copy_sparse(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    stop_and_copy(vmm, TagKind::Sparse, Method::StopAndCopy)
+}
+
+fn stop_and_copy_untagged(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    stop_and_copy(vmm, TagKind::Untagged, Method::StopAndCopy)
+}
+
+fn stop_and_copy_new_process(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    stop_and_copy(vmm, TagKind::Random, Method::StopAndCopyNewProcess)
+}
+
+fn precopy_retagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut guest = boot_tagged(vmm)?;
+    prepare(guest.as_mut(), TagKind::Random)?;
+    let plan = MigrationPlan::new(Method::PreCopy {
+        workload: Workload {
+            command: Command::RetagUntilStopped,
+            args: vec![REGION, LEN],
+        },
+        max_rounds: PRECOPY_ROUNDS,
+    });
+    let mut guest = guest.migrate(&plan)?;
+    let report = guest.migration_report()?;
+    let mut checks = Checks::new();
+    let passes = report.workload.map_or(0, |r| r.result[0]);
+    checks.holds(
+        "passes of the guest's re-tagging while rounds copied",
+        passes >= 2,
+        "at least 2",
+        passes.to_string(),
+    );
+    // The tags the guest left behind, as its LDG read them at the source before it stopped
+    // (the bulk buffer came along as data).
+    let expected = guest.read_bulk(granules(LEN))?;
+    let region_pages: Vec<u64> = (0..PAGES).map(|p| REGION + p * PAGE_SIZE).collect();
+    let rounds = &report.rounds;
+    // The rounds after the first full copy that ran with the guest: each waited for a whole
+    // pass of re-tagging since the previous look at the dirty log.
+    let missing: Vec<usize> = rounds
+        .iter()
+        .skip(1)
+        .filter(|r| !r.paused)
+        .map(|r| region_pages.iter().filter(|p| !r.dirty.contains(p)).count())
+        .collect();
+    checks.holds(
+        "re-tagged pages (tag-only writes) the dirty log missed, round by round",
+        !missing.is_empty() && missing.iter().all(|&m| m == 0),
+        format!("0 of {PAGES} in every round after the first"),
+        format!("{missing:?} of {PAGES}"),
+    );
+    verify_arrival(guest.as_mut(), &expected, &mut checks)?;
+    verify_vcpu(&report, &guest.ids(), &mut checks);
+    checks.evidence(Evidence::Values {
+        what: "pre-copy rounds and downtime".into(),
+        expected: format!(
+            "at most {} rounds after the first, then a paused one",
+            PRECOPY_ROUNDS
+        ),
+        observed: format!(
+            "{} rounds ({}); downtime {:.1} ms (final round {:.1} ms)",
+            rounds.len(),
+            rounds
+                .iter()
+                .map(|r| format!(
+                    "{} pages{}",
+                    r.pages_sent,
+                    if r.paused { " paused" } else { "" }
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            report.downtime.as_secs_f64() * 1e3,
+            rounds
+                .last()
+                .map_or(0.0, |r| r.duration.as_secs_f64() * 1e3)
+        ),
+    });
+    record_costs(&report, TagKind::Random, &mut checks);
+    Ok(checks.finish())
+}
+
+fn postcopy_on_demand(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut guest = boot_tagged(vmm)?;
+    let expected = prepare(guest.as_mut(), TagKind::Random)?;
+    let mut guest = guest.migrate(&MigrationPlan::new(Method::PostCopy))?;
+    let mut checks = Checks::new();
+    verify_arrival(guest.as_mut(), &expected, &mut checks)?;
+    verify_tag_checking(guest.as_mut(), &expected, &mut checks)?;
+    verify_gcr(guest.as_mut(), &mut checks)?;
+    let report = guest.migration_report()?;
+    let region_pages: Vec<u64> = (0..PAGES).map(|p| REGION + p * PAGE_SIZE).collect();
+    let brought = region_pages
+        .iter()
+        .filter(|p| report.on_demand.contains(p))
+        .count();
+    checks.equal(
+        "pages of the region brought on demand (the guest's LDG touched them first)",
+        PAGES as usize,
+        brought,
+    );
+    let tagged = report.pages.iter().filter(|p| p.tag_bytes > 0).count() as u64;
+    checks.equal(
+        "pages with tags whose tags were in place before the wake",
+        tagged,
+        report.tags_before_wake,
+    );
+    verify_vcpu(&report, &guest.ids(), &mut checks);
+    checks.evidence(Evidence::Values {
+        what: "post-copy: pages brought on demand, and the downtime".into(),
+        expected: "-".into(),
+        observed: format!(
+            "{} pages on demand (first {:#x}); downtime {:.1} ms (vCPU state only)",
+            report.on_demand.len(),
+            report.on_demand.first().copied().unwrap_or(0),
+            report.downtime.as_secs_f64() * 1e3
+        ),
+    });
+    record_costs(&report, TagKind::Random, &mut checks);
+    Ok(checks.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_tags_are_mostly_zero_and_never_all_alike() {
+        let p = sparse_pattern(granules(LEN));
+        let tagged = p.iter().filter(|&&t| t != 0).count();
+        assert_eq!(tagged, p.len() / 16);
+        assert!(p.iter().all(|&t| t < 16));
+        assert!((1..16).all(|t| p.contains(&t)));
+        // Every page carries some tag, so it costs the full 128 bytes.
+        assert!(p.chunks(256).all(|page| page.iter().any(|&t| t != 0)));
+    }
+}

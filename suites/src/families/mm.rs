@@ -1,0 +1,481 @@
+//! Other memory management of the VMM's mapping of private guest RAM: KSM, MADV_DONTNEED and
+//! mprotect.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use mte_protocol::{granules, PAGE_SIZE};
+
+use crate::check::{Checks, Finding};
+use crate::host_mm::{Advice, Backing, KsmKnob, KsmState, PageState, Protection};
+use crate::inject::Injection;
+use crate::scenario::Scenario;
+use crate::vmm::{Guest, Vmm, VmmError};
+
+use super::mm_common::{
+    boot_tagged, boot_untagged, expect_pattern, expect_zero_data, guest_fill, guest_ldg,
+    guest_store_tags, guest_tag_random, letters, no_forks_meanwhile, nonzero_tags, note, pages,
+    require_backing,
+};
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "mm::ksm_never_merges_tagged_pages",
+        summary: "With KSM running over MADV_MERGEABLE guest RAM, identical-data pages of an \
+                  MTE VM (zero-data pages with non-zero tags among them, use_zero_pages on) are \
+                  never merged and keep their tags and data, while identical pages of a VM \
+                  without MTE, scanned at the same time, are merged (the control that shows \
+                  KSM works here)",
+        why: "arm64 overrides memcmp_pages() (arch/arm64/kernel/mte.c): pages whose data is \
+              identical never compare equal when either has PG_mte_tagged, so KSM neither \
+              merges them nor maps the zero page in their place, which would lose the tags",
+        proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
+        run: ksm_never_merges_tagged_pages,
+    },
+    Scenario {
+        name: "mm::dontneed_gives_fresh_zero_tagged_pages",
+        summary: "MADV_DONTNEED on tagged private anonymous guest RAM discards the pages with \
+                  their tags: the next touch, by the guest (LDG) or by the host \
+                  (KVM_ARM_MTE_COPY_TAGS), finds zero data and zero tags, and the page takes \
+                  new tags as any fresh page does",
+        why: "madvise(2): after MADV_DONTNEED, private anonymous memory is refilled with \
+              zero-fill-on-demand pages; a page's tags live with the page, and KVM zeroes the \
+              tags of a page it maps for the first time (sanitise_mte_tags()), so stale tags \
+              never reappear",
+        proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
+        run: dontneed_gives_fresh_zero_tagged_pages,
+    },
+    Scenario {
+        name: "mm::thp_split_keeps_tags_of_zero_data_pages",
+        summary: "When a transparent huge page of guest RAM is split (MADV_PAGEOUT of one of its \
+                  pages), its tagged subpages, those whose data is zero among them, stay mapped \
+                  with their tags and data: none is replaced by the shared zero page",
+        why: "\"mm: remap unused subpages to shared zeropage when splitting isolated thp\" \
+              (6.12) maps zero-filled subpages of a splitting THP to the zero page, whose tags \
+              are zero; \"mm/thp: fix MTE tag mismatch when replacing zero-filled subpages\" \
+              (2025, backported to 6.12.y) makes it compare with pages_identical(), which \
+              arm64's memcmp_pages() answers with \"different\" for tagged pages",
+        proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
+        run: thp_split_keeps_tags_of_zero_data_pages,
+    },
+    Scenario {
+        name: "mm::mprotect_keeps_tags",
+        summary: "mprotect(PROT_READ) of the VMM's mapping of tagged guest RAM, and back to \
+                  PROT_READ|PROT_WRITE, keeps the tags: host and guest read them while the \
+                  mapping is read-only, and again after the guest writes once it is writable",
+        why: "mprotect changes the VMM's page table entries, which KVM follows through MMU \
+              notifiers (stage 2 is unmapped or write-protected and faulted in again); the \
+              refault must find the page already tagged (PG_mte_tagged) and leave its tags",
+        proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
+        run: mprotect_keeps_tags,
+    },
+];
+
+const KSM_FIRST_PAGE: u64 = 96;
+/// Identical-data pages (in each VM).
+const KSM_IDENTICAL: u64 = 16;
+/// Zero-data pages with non-zero tags (in the MTE VM).
+const KSM_ZERO: u64 = 8;
+const KSM_SEED: u64 = 0x45e;
+/// How long KSM may take to merge the control's pages and scan everything twice.
+const KSM_DEADLINE: Duration = Duration::from_secs(30);
+/// KSM settings for the check: scan everything in each pass, with short sleeps.
+const KSM_SETTINGS: [(KsmKnob, u64); 3] = [
+    (KsmKnob::PagesToScan, 4096),
+    (KsmKnob::SleepMillisecs, 10),
+    (KsmKnob::Run, 1),
+];
+
+/// KSM is one for the whole host: checks (and their fault-injection proofs, which may run at
+/// the same time) take turns.
+static KSM_TURN: Mutex<()> = Mutex::new(());
+
+fn ksm_never_merges_tagged_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let _turn = KSM_TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    let _forks = no_forks_meanwhile();
+    let mut tagged = boot_tagged(vmm, Backing::PrivateAnonymous)?;
+    require_backing(tagged.as_ref(), Backing::PrivateAnonymous)?;
+    let saved = tagged.ksm_state()?;
+    let mut plain = boot_untagged(vmm)?;
+
+    let (base, len) = pages(KSM_FIRST_PAGE, KSM_IDENTICAL + KSM_ZERO);
+    let (zero_ipa, zero_len) = pages(KSM_FIRST_PAGE + KSM_IDENTICAL, KSM_ZERO);
+    let (same_ipa, same_len) = pages(KSM_FIRST_PAGE, KSM_IDENTICAL);
+    let tags = nonzero_tags(KSM_SEED, granules(len));
+    guest_store_tags(tagged.as_mut(), base, &tags)?;
+    for page in (same_ipa..same_ipa + same_len).step_by(PAGE_SIZE as usize) {
+        // The same pattern from each page's start: identical pages.
+        guest_fill(tagged.as_mut(), page, PAGE_SIZE, KSM_SEED)?;
+        guest_fill(plain.as_mut(), page, PAGE_SIZE, KSM_SEED)?;
+    }
+    // Frame numbers tell merged pages apart: without them there is nothing to see.
+    frames(tagged.page_states(base, len)?)?;
+    tagged.madvise(base, len, Advice::Mergeable)?;
+    plain.madvise(same_ipa, same_len, Advice::Mergeable)?;
+
+    let mut checks = Checks::new();
+    let run = scan(tagged.as_mut(), plain.as_mut(), &saved, same_ipa, same_len);
+    let restored = restore(tagged.as_mut(), &saved);
+    let (after, waited) = run?;
+    restored?;
+
+    // Pages KSM merged share one frame.
+    let plain_frames = frames(plain.page_states(same_ipa, same_len)?)?;
+    let distinct_plain: BTreeSet<u64> = plain_frames.iter().copied().collect();
+    checks.holds(
+        "control: KSM merged the identical pages of the VM without MTE into one frame",
+        distinct_plain.len() == 1,
+        format!("{KSM_IDENTICAL} pages on 1 frame"),
+        format!(
+            "{KSM_IDENTICAL} pages on {} frames {:x?}",
+            distinct_plain.len(),
+            distinct_plain
+        ),
+    );
+    checks.holds(
+        "control: pages_sharing rose",
+        after.pages_sharing > saved.pages_sharing,
+        format!("more than {}", saved.pages_sharing),
+        after.pages_sharing.to_string(),
+    );
+    let tagged_states = tagged.page_states(base, len)?;
+    let zero_pages = tagged_states.iter().filter(|s| s.zero_page).count();
+    let tagged_frames = frames(tagged_states)?;
+    let distinct_tagged: BTreeSet<u64> = tagged_frames.iter().copied().collect();
+    let shared_with_plain = distinct_tagged.intersection(&distinct_plain).count();
+    checks.holds(
+        "no page of the MTE VM was merged (each on its own frame, none shared with the other \
+         VM, none the zero page)",
+        distinct_tagged.len() == tagged_frames.len() && shared_with_plain == 0 && zero_pages == 0,
+        format!("{} frames, 0 shared, 0 zero pages", tagged_frames.len()),
+        format!(
+            "{} frames, {shared_with_plain} shared, {zero_pages} zero pages",
+            distinct_tagged.len()
+        ),
+    );
+    note(
+        &mut checks,
+        format!(
+            "KSM ran {} full scans in {waited:?} (pages_shared {} -> {}, pages_sharing {} -> {})",
+            after.full_scans - saved.full_scans,
+            saved.pages_shared,
+            after.pages_shared,
+            saved.pages_sharing,
+            after.pages_sharing
+        ),
+    );
+
+    let host = tagged.host_read_tags(base, len)?;
+    checks.tags_equal(
+        base,
+        ("tags the guest stored", &tags),
+        ("host after KSM scans", &host),
+    );
+    let ldg = guest_ldg(tagged.as_mut(), base, len)?;
+    checks.tags_equal(
+        base,
+        ("tags the guest stored", &tags),
+        ("guest LDG after KSM scans", &ldg),
+    );
+    for page in (same_ipa..same_ipa + same_len).step_by(PAGE_SIZE as usize) {
+        expect_pattern(
+            &mut checks,
+            &format!("MTE guest, page {page:#x} after KSM scans"),
+            tagged.as_mut(),
+            page,
+            PAGE_SIZE,
+            KSM_SEED,
+        )?;
+    }
+    expect_zero_data(
+        &mut checks,
+        "MTE guest, zero-data pages after KSM scans",
+        tagged.as_mut(),
+        zero_ipa,
+        zero_len,
+    )?;
+    plain.madvise(same_ipa, same_len, Advice::Unmergeable)?;
+    tagged.madvise(base, len, Advice::Unmergeable)?;
+    Ok(checks.finish())
+}
+
+/// Run KSM until the control's pages are merged and two full scans went by after that,
+/// within the deadline.
+fn scan(
+    tagged: &mut dyn Guest,
+    plain: &mut dyn Guest,
+    saved: &KsmState,
+    ipa: u64,
+    len: u64,
+) -> Result<(KsmState, Duration), VmmError> {
+    if saved.use_zero_pages.is_some() {
+        tagged.ksm_set(KsmKnob::UseZeroPages, 1)?;
+    }
+    for (knob, value) in KSM_SETTINGS {
+        tagged.ksm_set(knob, value)?;
+    }
+    let started = Instant::now();
+    let mut merged_at_scan = None;
+    loop {
+        let state = tagged.ksm_state()?;
+        if merged_at_scan.is_none() {
+            // A page KSM is replacing is briefly unmapped (frame 0): not merged yet.
+            let frames: BTreeSet<u64> =
+                plain.page_states(ipa, len)?.iter().map(|s| s.pfn).collect();
+            if frames.len() == 1 && !frames.contains(&0) {
+                merged_at_scan = Some(state.full_scans);
+            }
+        }
+        let scans_since = state.full_scans.saturating_sub(saved.full_scans);
+        let settled = merged_at_scan.is_some_and(|at| state.full_scans >= at + 2);
+        if (settled && scans_since >= 2) || started.elapsed() > KSM_DEADLINE {
+            return Ok((state, started.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The frame of each page; pages KSM merged share one. Skips where frame numbers are hidden
+/// (no CAP_SYS_ADMIN): nothing would tell merged pages apart then.
+fn frames(states: Vec<PageState>) -> Result<Vec<u64>, VmmError> {
+    if states.iter().any(|s| s.pfn == 0) {
+        return Err(VmmError::Unsupported(
+            "/proc/self/pagemap hides page frame numbers here (no CAP_SYS_ADMIN), and merged \
+             pages cannot be told apart without them"
+                .into(),
+        ));
+    }
+    Ok(states.iter().map(|s| s.pfn).collect())
+}
+
+/// Put KSM back as it was.
+fn restore(guest: &mut dyn Guest, saved: &KsmState) -> Result<(), VmmError> {
+    guest.ksm_set(KsmKnob::Run, saved.run)?;
+    guest.ksm_set(KsmKnob::PagesToScan, saved.pages_to_scan)?;
+    guest.ksm_set(KsmKnob::SleepMillisecs, saved.sleep_millisecs)?;
+    if let Some(value) = saved.use_zero_pages {
+        guest.ksm_set(KsmKnob::UseZeroPages, value)?;
+    }
+    Ok(())
+}
+
+const DONTNEED_FIRST_PAGE: u64 = 160;
+
+fn dontneed_gives_fresh_zero_tagged_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let _forks = no_forks_meanwhile();
+    let mut guest = boot_tagged(vmm, Backing::PrivateAnonymous)?;
+    require_backing(guest.as_ref(), Backing::PrivateAnonymous)?;
+    let (base, len) = pages(DONTNEED_FIRST_PAGE, 8);
+    let (guest_first, half) = pages(DONTNEED_FIRST_PAGE, 4);
+    let (host_first, _) = pages(DONTNEED_FIRST_PAGE + 4, 4);
+    let tags = nonzero_tags(0xd0d0, granules(len));
+    let zeros = vec![0u8; granules(half)];
+    let mut checks = Checks::new();
+
+    guest_store_tags(guest.as_mut(), base, &tags)?;
+    guest_fill(guest.as_mut(), base, len, 0xd0d0)?;
+    let host = guest.host_read_tags(base, len)?;
+    checks.tags_equal(
+        base,
+        ("tags the guest stored", &tags),
+        ("host before MADV_DONTNEED", &host),
+    );
+    guest.madvise(base, len, Advice::DontNeed)?;
+    let states = guest.page_states(base, len)?;
+    checks.holds(
+        "MADV_DONTNEED freed every page (neither mapped nor resident)",
+        states.iter().all(|s| !s.present && !s.resident),
+        "-".repeat(states.len()),
+        letters(&states),
+    );
+
+    // The guest touches the first half first, the host the second half.
+    let ldg = guest_ldg(guest.as_mut(), guest_first, half)?;
+    checks.tags_equal(
+        guest_first,
+        ("zero tags", &zeros),
+        ("guest LDG, first touch after MADV_DONTNEED", &ldg),
+    );
+    let host = guest.host_read_tags(guest_first, half)?;
+    checks.tags_equal(
+        guest_first,
+        ("zero tags", &zeros),
+        ("host, after the guest's touch", &host),
+    );
+    let host = guest.host_read_tags(host_first, half)?;
+    checks.tags_equal(
+        host_first,
+        ("zero tags", &zeros),
+        ("host, first touch after MADV_DONTNEED", &host),
+    );
+    let ldg = guest_ldg(guest.as_mut(), host_first, half)?;
+    checks.tags_equal(
+        host_first,
+        ("zero tags", &zeros),
+        ("guest LDG, after the host's touch", &ldg),
+    );
+    expect_zero_data(
+        &mut checks,
+        "guest after MADV_DONTNEED",
+        guest.as_mut(),
+        base,
+        len,
+    )?;
+
+    // The fresh pages take tags as any page does.
+    let chosen = guest_tag_random(guest.as_mut(), base, len)?;
+    let host = guest.host_read_tags(base, len)?;
+    checks.tags_equal(
+        base,
+        ("tags the guest stored afterwards (IRG)", &chosen),
+        ("host", &host),
+    );
+    Ok(checks.finish())
+}
+
+/// The first page of the transparent huge page (2 MiB of 4 KiB pages) the check splits.
+const THP_FIRST_PAGE: u64 = 8 * 512;
+
+fn thp_split_keeps_tags_of_zero_data_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let _forks = no_forks_meanwhile();
+    let mut guest = boot_tagged(vmm, Backing::PrivateAnonymous)?;
+    require_backing(guest.as_ref(), Backing::PrivateAnonymous)?;
+    let (base, len) = pages(THP_FIRST_PAGE, 16);
+    let (zero_ipa, zero_len) = pages(THP_FIRST_PAGE, 8);
+    let (data_ipa, data_len) = pages(THP_FIRST_PAGE + 8, 8);
+    let tags = nonzero_tags(0x74b, granules(len));
+    let mut checks = Checks::new();
+
+    // The first touch maps the whole huge page; half of the pages get data, all get tags.
+    guest_store_tags(guest.as_mut(), base, &tags)?;
+    guest_fill(guest.as_mut(), data_ipa, data_len, 0x74b)?;
+    let before = guest.page_states(base, len)?;
+    if !before.iter().all(|s| s.huge) {
+        return Err(VmmError::Unsupported(format!(
+            "guest RAM is not backed by a transparent huge page here (pages: {}; see \
+             /sys/kernel/mm/transparent_hugepage/enabled)",
+            letters(&before)
+        )));
+    }
+    // Paging out one page of the huge page, next to the checked ones, splits it.
+    let (last, page) = pages(THP_FIRST_PAGE + 16, 1);
+    guest.madvise(last, page, Advice::PageOut)?;
+    let after = guest.page_states(base, len)?;
+    checks.holds(
+        "the huge page was split; every checked page is still mapped, none is the zero page \
+         (h huge, R small page, z zero page)",
+        after.iter().all(|s| !s.huge && s.present && !s.zero_page),
+        "R".repeat(after.len()),
+        format!("{} (before: {})", letters(&after), letters(&before)),
+    );
+    let host = guest.host_read_tags(base, len)?;
+    checks.tags_equal(
+        base,
+        ("tags the guest stored", &tags),
+        ("host after the split", &host),
+    );
+    let ldg = guest_ldg(guest.as_mut(), base, len)?;
+    checks.tags_equal(
+        base,
+        ("tags the guest stored", &tags),
+        ("guest LDG after the split", &ldg),
+    );
+    expect_zero_data(
+        &mut checks,
+        "guest, zero-data pages after the split",
+        guest.as_mut(),
+        zero_ipa,
+        zero_len,
+    )?;
+    expect_pattern(
+        &mut checks,
+        "guest, data pages after the split",
+        guest.as_mut(),
+        data_ipa,
+        data_len,
+        0x74b,
+    )?;
+
+    // For comparison, the same split in a VM without MTE, whose zero-filled pages have no
+    // tags to lose: whether this kernel maps them to the zero page.
+    let mut plain = boot_untagged(vmm)?;
+    guest_fill(plain.as_mut(), data_ipa, data_len, 0x74b)?;
+    let before = plain.page_states(base, len)?;
+    plain.madvise(last, page, Advice::PageOut)?;
+    let after = plain.page_states(base, len)?;
+    note(
+        &mut checks,
+        format!(
+            "the same split in a VM without MTE: {} before, {} after ({} of the 8 zero-filled \
+             pages on the zero page: {})",
+            letters(&before),
+            letters(&after),
+            after[..8].iter().filter(|s| s.zero_page).count(),
+            if after[..8].iter().any(|s| s.zero_page) {
+                "this kernel remaps zero-filled subpages of a split THP"
+            } else {
+                "this kernel keeps zero-filled subpages of a split THP"
+            }
+        ),
+    );
+    Ok(checks.finish())
+}
+
+const MPROTECT_FIRST_PAGE: u64 = 192;
+
+fn mprotect_keeps_tags(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut guest = boot_tagged(vmm, Backing::PrivateAnonymous)?;
+    require_backing(guest.as_ref(), Backing::PrivateAnonymous)?;
+    let (ipa, len) = pages(MPROTECT_FIRST_PAGE, 8);
+    let tags = nonzero_tags(0x3e07, granules(len));
+    let mut checks = Checks::new();
+
+    guest_store_tags(guest.as_mut(), ipa, &tags)?;
+    guest_fill(guest.as_mut(), ipa, len, 0x3e07)?;
+    guest.protect(ipa, len, Protection::ReadOnly)?;
+    let host = guest.host_read_tags(ipa, len)?;
+    checks.tags_equal(
+        ipa,
+        ("tags the guest stored", &tags),
+        ("host, mapping read-only", &host),
+    );
+    let ldg = guest_ldg(guest.as_mut(), ipa, len)?;
+    checks.tags_equal(
+        ipa,
+        ("tags the guest stored", &tags),
+        ("guest LDG, mapping read-only", &ldg),
+    );
+    expect_pattern(
+        &mut checks,
+        "guest, mapping read-only",
+        guest.as_mut(),
+        ipa,
+        len,
+        0x3e07,
+    )?;
+
+    guest.protect(ipa, len, Protection::ReadWrite)?;
+    guest_fill(guest.as_mut(), ipa, len, 0x3e08)?;
+    let host = guest.host_read_tags(ipa, len)?;
+    checks.tags_equal(
+        ipa,
+        ("tags the guest stored", &tags),
+        ("host, writable again and written", &host),
+    );
+    let ldg = guest_ldg(guest.as_mut(), ipa, len)?;
+    checks.tags_equal(
+        ipa,
+        ("tags the guest stored", &tags),
+        ("guest LDG, writable again and written", &ldg),
+    );
+    expect_pattern(
+        &mut checks,
+        "guest, writable again",
+        guest.as_mut(),
+        ipa,
+        len,
+        0x3e08,
+    )?;
+    Ok(checks.finish())
+}
