@@ -10,7 +10,7 @@ use crate::host_mm::{
     RaceLog, RacePlan, SwapDevice, TagPeer,
 };
 use crate::migrate::{MigrationPlan, MigrationReport, StreamFault};
-use crate::vmm::{AbiVm, BootOptions, Guest, Reply, Vmm, VmmError};
+use crate::vmm::{AbiVm, BootOptions, Guest, Reply, Vmm, VmmError, VmmMigration};
 
 /// What to break. Each injection breaks one path a verdict rests on; a check names the ones
 /// that must turn it red ([`crate::Scenario::proven_by`]).
@@ -258,6 +258,16 @@ impl Guest for InjectingGuest {
     }
     fn migration_report(&mut self) -> Result<MigrationReport, VmmError> {
         self.inner.migration_report()
+    }
+    fn migrate_by_vmm(self: Box<Self>) -> Result<(Box<dyn Guest>, VmmMigration), VmmError> {
+        let (inner, migration) = self.inner.migrate_by_vmm()?;
+        Ok((
+            Box::new(InjectingGuest {
+                inner,
+                injection: self.injection,
+            }),
+            migration,
+        ))
     }
 }
 

@@ -155,6 +155,29 @@ pub trait Guest {
     fn migration_report(&mut self) -> Result<MigrationReport, VmmError> {
         Err(not_here("migration by the suite's own engine"))
     }
+
+    /// Move the guest, stopped at its doorbell, with the VMM's own migration (QEMU: `migrate`
+    /// to a file, then a new QEMU started with `-incoming` on it). What comes back is the
+    /// destination, stopped at the same doorbell, and what the VMM said of the move.
+    fn migrate_by_vmm(self: Box<Self>) -> Result<(Box<dyn Guest>, VmmMigration), VmmError> {
+        Err(VmmError::Unsupported(
+            "the VMM's own migration: a step of the qemu lane (the KVM lanes' VMM is the \
+             suite's runner, whose migration the other migration checks take)"
+                .into(),
+        ))
+    }
+}
+
+/// What a VMM's own migration said of itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VmmMigration {
+    /// How, in words, e.g. "QEMU 10.0.2: migrate to file, -incoming in a new QEMU".
+    pub how: String,
+    /// Bytes of the migration stream.
+    pub stream_bytes: u64,
+    /// The VMM's own figures for the move and its downtime.
+    pub total: std::time::Duration,
+    pub downtime: std::time::Duration,
 }
 
 /// What a lane answers for a host step its VMM does not offer.

@@ -21,7 +21,7 @@ use mte_protocol::{
     granules, offsets, Command, GuestIds, Mailbox, Status, BULK_IPA, BULK_SIZE, GRANULE,
     MAILBOX_IPA,
 };
-use mte_suites::vmm::{AbiVm, BootOptions, Guest, Reply, Vmm, VmmError};
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, Reply, Vmm, VmmError, VmmMigration};
 
 use binary::QemuBinary;
 pub use binary::Version;
@@ -223,18 +223,6 @@ fn start(
     Ok((machine, stub))
 }
 
-/// What QEMU's own migration of a guest measured.
-#[derive(Clone, Debug, PartialEq)]
-pub struct QemuMigration {
-    /// Bytes of the migration stream.
-    pub bytes: u64,
-    /// QEMU's figures for the outgoing side, in milliseconds.
-    pub total_ms: u64,
-    pub downtime_ms: u64,
-    /// From the source's stop to the destination's gdbstub being ready.
-    pub round_trip: Duration,
-}
-
 /// Why the guest stopped running.
 enum Stop {
     Doorbell,
@@ -262,7 +250,7 @@ impl QemuGuest {
     /// Migrate the guest, stopped at its doorbell, with QEMU's own migration: to a file, then
     /// into a new QEMU started with `-incoming` on it. The guest goes on in the new QEMU, at
     /// the same doorbell; the old one is gone.
-    pub fn migrate_through_file(&mut self) -> Result<QemuMigration, VmmError> {
+    fn migrate_through_file(&mut self) -> Result<VmmMigration, VmmError> {
         self.still_running("migrating")?;
         if !self.at_doorbell {
             return Err(VmmError::Host(
@@ -287,11 +275,16 @@ impl QemuGuest {
         // The source (and its directory, with the file) goes once the destination has loaded.
         self.stub = stub;
         self.machine = machine;
-        Ok(QemuMigration {
-            bytes,
-            total_ms: figure("total-time").unwrap_or_default(),
-            downtime_ms: figure("downtime").unwrap_or_default(),
-            round_trip: started.elapsed(),
+        let millis = |key: &str| Duration::from_millis(figure(key).unwrap_or_default());
+        Ok(VmmMigration {
+            how: format!(
+                "QEMU: migrate to a file, -incoming in a new QEMU ({:.0} ms from the source's \
+                 stop to the destination's gdbstub)",
+                started.elapsed().as_secs_f64() * 1e3
+            ),
+            stream_bytes: bytes,
+            total: millis("total-time"),
+            downtime: millis("downtime"),
         })
     }
 
@@ -538,5 +531,10 @@ impl Guest for QemuGuest {
 
     fn console(&self) -> String {
         self.machine.console()
+    }
+
+    fn migrate_by_vmm(mut self: Box<Self>) -> Result<(Box<dyn Guest>, VmmMigration), VmmError> {
+        let migration = self.migrate_through_file()?;
+        Ok((self, migration))
     }
 }
