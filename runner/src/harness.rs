@@ -36,8 +36,7 @@ pub struct Options {
 }
 
 impl Options {
-    pub const USAGE: &'static str =
-        "mte-runner [--lane NAME] [--inject corrupt-tag|misread-report|wrong-tcf|migrate-...] [--payload-dir DIR] \
+    pub const USAGE: &'static str = "mte-runner [--lane NAME] [--inject MODE] [--payload-dir DIR] \
         [--deadline SECS] [--qemu PATH] [--shard K/N] [LIBTEST-ARGS...]";
 
     /// Split the runner's options from libtest's. `args` excludes the program name.

@@ -10,7 +10,7 @@ use crate::host_mm::{
     RaceLog, RacePlan, SwapDevice, TagPeer,
 };
 use crate::migrate::{MigrationPlan, MigrationReport, StreamFault};
-use crate::vmm::{AbiVm, BootOptions, Guest, Reply, Vmm, VmmError, VmmMigration};
+use crate::vmm::{AbiVm, BootOptions, CopyTagsArgs, Guest, Reply, Vmm, VmmError, VmmMigration};
 
 /// What to break. Each injection breaks one path a verdict rests on; a check names the ones
 /// that must turn it red ([`crate::Scenario::proven_by`]).
@@ -36,10 +36,16 @@ pub enum Injection {
     MigrateStaleTags,
     /// Post-copy: the guest is woken before a page's tags are in place.
     MigrateLateTags,
+    /// The ABI path: every KVM_ARM_MTE_COPY_TAGS reaches the kernel with half its length, and
+    /// KVM_ENABLE_CAP(KVM_CAP_ARM_MTE) answers success whatever the kernel said: a VMM that
+    /// gets its requests and its errors wrong.
+    TamperAbi,
+    /// The VMM's deadline: a guest given a deadline runs under five times that.
+    LateDeadline,
 }
 
 impl Injection {
-    pub const ALL: [Injection; 8] = [
+    pub const ALL: [Injection; 10] = [
         Injection::CorruptTag,
         Injection::MisreadReport,
         Injection::WrongTcf,
@@ -48,6 +54,8 @@ impl Injection {
         Injection::MigrateShiftTags,
         Injection::MigrateStaleTags,
         Injection::MigrateLateTags,
+        Injection::TamperAbi,
+        Injection::LateDeadline,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +68,8 @@ impl Injection {
             Injection::MigrateShiftTags => "migrate-shift-tags",
             Injection::MigrateStaleTags => "migrate-stale-tags",
             Injection::MigrateLateTags => "migrate-late-tags",
+            Injection::TamperAbi => "tamper-abi",
+            Injection::LateDeadline => "late-deadline",
         }
     }
 
@@ -75,7 +85,11 @@ impl Injection {
             Injection::MigrateShiftTags => StreamFault::ShiftTags,
             Injection::MigrateStaleTags => StreamFault::StaleTags,
             Injection::MigrateLateTags => StreamFault::LateTags,
-            Injection::CorruptTag | Injection::MisreadReport | Injection::WrongTcf => return None,
+            Injection::CorruptTag
+            | Injection::MisreadReport
+            | Injection::WrongTcf
+            | Injection::TamperAbi
+            | Injection::LateDeadline => return None,
         })
     }
 
@@ -88,7 +102,10 @@ impl Injection {
             return false;
         }
         match self {
-            Injection::MisreadReport | Injection::WrongTcf => true,
+            Injection::MisreadReport
+            | Injection::WrongTcf
+            | Injection::TamperAbi
+            | Injection::LateDeadline => true,
             _ => finding.detail.iter().any(
                 |evidence| matches!(evidence, Evidence::TagMaps { mismatches, .. } if !mismatches.is_empty()),
             ),
@@ -136,7 +153,11 @@ impl Vmm for Injecting<'_> {
     }
 
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
-        let inner = self.inner.boot(options)?;
+        let mut options = options.clone();
+        if self.injection == Injection::LateDeadline {
+            options.deadline = options.deadline.map(|d| d * 5);
+        }
+        let inner = self.inner.boot(&options)?;
         Ok(Box::new(InjectingGuest {
             inner,
             injection: self.injection,
@@ -144,7 +165,11 @@ impl Vmm for Injecting<'_> {
     }
 
     fn abi_vm(&self, mte: bool) -> Result<Box<dyn AbiVm>, VmmError> {
-        self.inner.abi_vm(mte)
+        let inner = self.inner.abi_vm(mte)?;
+        Ok(match self.injection {
+            Injection::TamperAbi => Box::new(TamperingAbiVm { inner }),
+            _ => inner,
+        })
     }
 
     fn kernel_release(&self) -> &str {
@@ -268,6 +293,32 @@ impl Guest for InjectingGuest {
             }),
             migration,
         ))
+    }
+}
+
+/// A VM whose ABI calls a broken VMM makes: half the length asked for, and every
+/// KVM_ENABLE_CAP reported done.
+struct TamperingAbiVm {
+    inner: Box<dyn AbiVm>,
+}
+
+impl AbiVm for TamperingAbiVm {
+    fn copy_tags_raw(&mut self, mut args: CopyTagsArgs, buffer: &mut [u8]) -> Result<i64, i32> {
+        args.length /= 2;
+        self.inner.copy_tags_raw(args, buffer)
+    }
+    fn enable_mte(&mut self) -> Result<(), i32> {
+        let _ = self.inner.enable_mte();
+        Ok(())
+    }
+    fn create_vcpu(&mut self) -> Result<(), i32> {
+        self.inner.create_vcpu()
+    }
+    fn ram(&self) -> (u64, u64) {
+        self.inner.ram()
+    }
+    fn page_size(&self) -> u64 {
+        self.inner.page_size()
     }
 }
 

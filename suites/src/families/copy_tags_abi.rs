@@ -6,6 +6,7 @@
 use mte_protocol::GRANULE;
 
 use crate::check::{Checks, Finding};
+use crate::inject::Injection;
 use crate::scenario::Scenario;
 use crate::vmm::{AbiVm, CopyTagsArgs, Vmm, VmmError, TAGS_FROM_GUEST, TAGS_TO_GUEST};
 
@@ -26,28 +27,28 @@ pub const SCENARIOS: &[Scenario] = &[
         summary: "KVM_ARM_MTE_COPY_TAGS returns the number of bytes of guest memory whose tags it \
                   copied, in both directions",
         why: API,
-        proven_by: &[],
+        proven_by: &[Injection::TamperAbi],
         run: returns_bytes_copied,
     },
     Scenario {
         name: "copy_tags_abi::unaligned_ipa_is_einval",
         summary: "A guest_ipa that is not page aligned fails with EINVAL",
         why: API,
-        proven_by: &[],
+        proven_by: &[Injection::TamperAbi],
         run: unaligned_ipa_is_einval,
     },
     Scenario {
         name: "copy_tags_abi::unaligned_length_is_einval",
         summary: "A length that is not page aligned fails with EINVAL",
         why: API,
-        proven_by: &[],
+        proven_by: &[Injection::TamperAbi],
         run: unaligned_length_is_einval,
     },
     Scenario {
         name: "copy_tags_abi::ipa_without_memslot_is_efault",
         summary: "A guest_ipa that no memslot covers fails with EFAULT",
         why: API,
-        proven_by: &[],
+        proven_by: &[Injection::TamperAbi],
         run: ipa_without_memslot_is_efault,
     },
     Scenario {
@@ -55,21 +56,21 @@ pub const SCENARIOS: &[Scenario] = &[
         summary:
             "Flags other than KVM_ARM_TAGS_TO_GUEST / KVM_ARM_TAGS_FROM_GUEST fail with EINVAL",
         why: API,
-        proven_by: &[],
+        proven_by: &[Injection::TamperAbi],
         run: unknown_flags_are_einval,
     },
     Scenario {
         name: "copy_tags_abi::nonzero_reserved_is_einval",
         summary: "A non-zero reserved field fails with EINVAL",
         why: API,
-        proven_by: &[],
+        proven_by: &[Injection::TamperAbi],
         run: nonzero_reserved_is_einval,
     },
     Scenario {
         name: "copy_tags_abi::vm_without_mte_is_einval",
         summary: "On a VM that did not enable KVM_CAP_ARM_MTE, the ioctl fails with EINVAL",
         why: API,
-        proven_by: &[],
+        proven_by: &[Injection::TamperAbi],
         run: vm_without_mte_is_einval,
     },
     Scenario {
@@ -77,7 +78,7 @@ pub const SCENARIOS: &[Scenario] = &[
         summary: "Enabling KVM_CAP_ARM_MTE after a vCPU exists fails with EINVAL",
         why: "Documentation/virt/kvm/api.rst, KVM_CAP_ARM_MTE: the capability must be enabled \
               before creating any vCPUs",
-        proven_by: &[],
+        proven_by: &[Injection::TamperAbi],
         run: mte_cap_after_vcpu_is_einval,
     },
 ];
