@@ -11,7 +11,8 @@
 //! from `addr`, and go through the untagged alias, so they neither check nor change tags.
 //!
 //! The access forms beyond a plain load and store live in `access`, the tag instructions in
-//! `instructions`; this module dispatches and keeps the argument checks they share.
+//! `instructions`, their timing in `timing`; this module dispatches and keeps the argument
+//! checks they share.
 
 use core::arch::asm;
 use mte_protocol::{
@@ -19,7 +20,7 @@ use mte_protocol::{
     UNTAGGED_ALIAS_VA, granules, pattern_word, tag_of, tcf, with_tag,
 };
 
-use crate::{access, instructions, mailbox, migrate, mte, power, vectors};
+use crate::{access, instructions, mailbox, migrate, mte, power, timing, vectors};
 
 pub use mte_protocol::refusal::{NO_MTE, PROHIBITED, UNKNOWN_COMMAND};
 
@@ -81,6 +82,9 @@ fn execute(command: Command, args: &[u64; 8]) -> Result<(), Refusal> {
         Command::DcTags => instructions::dc_tags(args[0], args[1]),
         Command::ReadData => read_data(args[0], args[1]),
         Command::RetagUntilStopped => migrate::retag_until_stopped(args[0], args[1]),
+        Command::TimeInstructions => {
+            timing::time_instructions(args[0], args[1], args[2], args[3])
+        }
     }
 }
 

@@ -27,6 +27,7 @@ mod power;
 #[cfg(feature = "selftest")]
 mod selftest;
 mod sysreg;
+mod timing;
 mod vectors;
 
 use mte_protocol::{GuestIds, PROTOCOL_VERSION};

@@ -197,6 +197,12 @@ pub enum Command {
     /// with LDG into the bulk buffer (the tags the guest leaves behind). Its writes change tags
     /// only, never data: what a migration's dirty tracking must still notice.
     RetagUntilStopped = 23,
+    /// `args = [family, addr, passes, tcf]`: with SCTLR_EL1.TCF = `tcf` (a [`tcf`] value) for
+    /// the duration, run `passes` passes of one [`timed`] instruction family over the 4 KiB
+    /// page at `addr` (page aligned, in test RAM), timed with the guest's virtual counter.
+    /// `result = [CNTVCT_EL0 ticks of all passes, CNTFRQ_EL0]`. Leaves the page's tags (and,
+    /// for the zeroing forms, its data) as the last pass wrote them.
+    TimeInstructions = 24,
 }
 
 /// The mailbox argument the host sets (nonzero) to end [`Command::RetagUntilStopped`].
@@ -229,6 +235,7 @@ impl Command {
             21 => Self::DcTags,
             22 => Self::ReadData,
             23 => Self::RetagUntilStopped,
+            24 => Self::TimeInstructions,
             _ => return None,
         })
     }
@@ -253,6 +260,32 @@ pub mod tag_store {
     pub const ST2G: u64 = 2;
     pub const STZ2G: u64 = 3;
     pub const STGP: u64 = 4;
+}
+
+/// The instruction families [`Command::TimeInstructions`] times, each over a whole 4 KiB page.
+pub mod timed {
+    /// `stg`: one granule's tag per instruction (256 a page).
+    pub const STG: u64 = 0;
+    /// `st2g`: two granules' tags per instruction (128 a page).
+    pub const ST2G: u64 = 1;
+    /// `stzg`: one granule's tag and zero data (256 a page).
+    pub const STZG: u64 = 2;
+    /// `dc gzva`: the tags and zero data of a DCZID_EL0.BS block per instruction.
+    pub const DC_GZVA: u64 = 3;
+    /// `stgm`: the tags of a GMID_EL1.BS block per instruction (EL1 only).
+    pub const STGM: u64 = 4;
+    /// `str`: 64-bit data stores through a pointer whose tag matches the page's (512 a page):
+    /// the tag-checked access the other families are compared with.
+    pub const STR: u64 = 5;
+    /// Every family, in order, with the name the host reports it under.
+    pub const ALL: [(u64, &str); 6] = [
+        (STG, "stg"),
+        (ST2G, "st2g"),
+        (STZG, "stzg"),
+        (DC_GZVA, "dc_gzva"),
+        (STGM, "stgm"),
+        (STR, "str"),
+    ];
 }
 
 /// The operations of [`Command::DcTags`].
@@ -475,10 +508,10 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for v in 0..=23 {
+        for v in 0..=24 {
             assert_eq!(Command::from_u32(v).unwrap() as u32, v);
         }
-        assert!(Command::from_u32(24).is_none());
+        assert!(Command::from_u32(25).is_none());
         for v in 0..=4 {
             assert_eq!(Status::from_u32(v).unwrap() as u32, v);
         }

@@ -495,6 +495,7 @@ mod tests {
 
     fn run(verdicts: Vec<Verdict>) -> RunSummary {
         RunSummary {
+            benchmarks: Vec::new(),
             verdicts,
             ..RunSummary::default()
         }

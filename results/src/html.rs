@@ -18,6 +18,7 @@ use crate::figures::figures;
 use crate::model::{
     differing_granules, Environment, Evidence, Outcome, TagMapLayout, TagMapLine, Tally, Verdict,
 };
+use crate::perf_view::{bench_view, speed_view, BenchColumnView, SpeedView};
 use crate::picture::{self, TagPicture, TAG_CLASSES};
 use crate::plot::{self, BarChart};
 use crate::summary::{format_duration, RunSummary};
@@ -72,6 +73,10 @@ struct Page<'a> {
     figures: Vec<FigureCard<'a>>,
     verdicts: Vec<VerdictView<'a>>,
     tag_classes: [&'static str; 16],
+    /// Whether the run made checks (a run of `bench` makes benchmarks only).
+    checks: bool,
+    speed: Option<SpeedView>,
+    bench: Vec<BenchColumnView>,
 }
 
 impl<'a> Page<'a> {
@@ -110,6 +115,9 @@ impl<'a> Page<'a> {
             figures,
             verdicts,
             tag_classes: TAG_CLASSES,
+            checks: !summary.verdicts.is_empty() || summary.benchmarks.is_empty(),
+            speed: speed_view(summary),
+            bench: bench_view(&summary.benchmarks),
         }
     }
 }
@@ -535,6 +543,7 @@ mod tests {
 
     fn summary(verdicts: Vec<Verdict>) -> RunSummary {
         RunSummary {
+            benchmarks: Vec::new(),
             environments: vec![Environment {
                 lane: "emulated".into(),
                 kernel_release: "6.12.95".into(),
@@ -863,6 +872,68 @@ mod tests {
             escape_html("a\u{1b}[31m\0\"'&\n"),
             "a\u{fffd}[31m\u{fffd}&quot;&#39;&amp;\n"
         );
+    }
+
+    #[test]
+    fn a_bench_run_shows_its_ratios_first_and_no_check_sections() {
+        use crate::bench::{Benchmark, Estimate, Estimates, Versus};
+        let estimate = |ns: f64| Estimate {
+            point_ns: ns,
+            lower_ns: ns,
+            upper_ns: ns,
+        };
+        let measured = |id: &str, ns: f64, versus: Option<&str>| Benchmark {
+            schema: crate::SCHEMA_VERSION,
+            id: id.into(),
+            lane: "emulated".into(),
+            kernel: "6.12.95".into(),
+            outcome: Outcome::Pass,
+            reason: "<b>what</b>".into(),
+            bytes_per_iteration: None,
+            estimates: Some(Estimates {
+                median: estimate(ns),
+                mean: estimate(ns),
+                std_dev_ns: 0.0,
+                confidence_level: 0.95,
+                samples: 10,
+                iterations: 10,
+            }),
+            versus: versus.map(|b| Versus {
+                baseline: b.into(),
+                ratio: "tagged / untagged".into(),
+            }),
+            figures: Vec::new(),
+            criterion: None,
+        };
+        let mut run = summary(vec![]);
+        run.benchmarks = vec![
+            measured("swap/in/tagged", 3000.0, Some("swap/in/untagged")),
+            measured("swap/in/untagged", 1000.0, None),
+        ];
+        let html = render(&run, "bench").unwrap();
+        let section = &html[html.find("id=\"benchmarks\"").unwrap()..];
+        let ratios = section.find("in/tagged: tagged / untagged").unwrap();
+        let medians = section.find("Medians by group").unwrap();
+        assert!(ratios < medians);
+        assert!(section.contains("class=\"whisker\""));
+        assert!(html.contains("&lt;b&gt;what&lt;/b&gt;"));
+        for absent in ["id=\"verdicts\"", "class=\"tally\"", "id=\"speed\""] {
+            assert!(!html.contains(absent), "{absent} in a bench run's report");
+        }
+    }
+
+    #[test]
+    fn a_check_run_states_the_suite_s_speed_and_targets() {
+        let html = render(
+            &summary(vec![verdict("tags::a", Outcome::Pass, "ok", vec![])]),
+            "run",
+        )
+        .unwrap();
+        let section = &html[html.find("id=\"speed\"").unwrap()..];
+        assert!(section.contains("suite speed: 1 checks in 30.0 s"));
+        assert!(section.contains("kvm-unit-tests&#39; mte group"));
+        assert!(section.contains("not judged"), "{section}");
+        assert!(!html.contains("id=\"benchmarks\""));
     }
 
     #[test]

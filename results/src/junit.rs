@@ -274,6 +274,7 @@ mod tests {
 
     fn summary(verdicts: Vec<Verdict>) -> RunSummary {
         RunSummary {
+            benchmarks: Vec::new(),
             environments: vec![Environment {
                 lane: "emulated".into(),
                 kernel_release: "6.12.95".into(),

@@ -110,6 +110,7 @@ mod tests {
             },
         ];
         let lines = render(&RunSummary {
+            benchmarks: Vec::new(),
             verdicts: vec![
                 verdict("tags::a", Outcome::Pass, "ok"),
                 verdict("tags::b", Outcome::Fail, "differs"),
@@ -141,6 +142,7 @@ mod tests {
             ..verdict("tags::a", Outcome::Pass, "ok")
         };
         let lines = render(&RunSummary {
+            benchmarks: Vec::new(),
             verdicts: vec![verdict("tags::a", Outcome::Pass, "ok"), qemu],
             ..RunSummary::default()
         });

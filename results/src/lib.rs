@@ -2,7 +2,9 @@
 //! reports it).
 //!
 //! - [`model`]: verdicts, evidence and the environment of a run; versioned by [`SCHEMA_VERSION`].
-//! - [`stream`]: the framed records the runner prints on its console, and their parser.
+//! - [`bench`]: what the performance suite measured, one record a benchmark.
+//! - [`stream`]: the framed records the runner prints on its console, and their parser;
+//!   [`base64`] carries an artifact's bytes in one, and [`artifact`] says where it is kept.
 //! - [`shard`]: which checks a shard `K/N` of a run takes.
 //!
 //! With the `report` feature (host side only):
@@ -16,8 +18,13 @@
 //!   with [`plot`], faults read by [`decode`].
 //! - [`figures`]: the numbers a check measured.
 //! - [`compare`]: a run against a baseline run; [`merge`]: several runs as one.
+//! - [`bench_summary`]: a run's benchmarks with their ratios (`bench.json`), and criterion's
+//!   files; [`speed`]: the suite's own speed.
 #![forbid(unsafe_code)]
 
+pub mod artifact;
+pub mod base64;
+pub mod bench;
 pub mod model;
 pub mod shard;
 pub mod stream;
@@ -25,6 +32,8 @@ pub mod stream;
 #[cfg(test)]
 mod fixtures;
 
+#[cfg(feature = "report")]
+pub mod bench_summary;
 #[cfg(feature = "report")]
 pub mod compare;
 #[cfg(feature = "report")]
@@ -40,11 +49,15 @@ pub mod lava;
 #[cfg(feature = "report")]
 pub mod merge;
 #[cfg(feature = "report")]
+mod perf_view;
+#[cfg(feature = "report")]
 pub mod picture;
 #[cfg(feature = "report")]
 pub mod plot;
 #[cfg(feature = "report")]
 pub mod rundir;
+#[cfg(feature = "report")]
+pub mod speed;
 #[cfg(feature = "report")]
 pub mod summary;
 #[cfg(feature = "report")]

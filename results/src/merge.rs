@@ -128,6 +128,7 @@ mod tests {
 
     fn loaded(id: &str, started: &str, verdicts: Vec<Verdict>, error: Option<&str>) -> LoadedRun {
         LoadedRun {
+            benchmarks: Vec::new(),
             dir: PathBuf::from(id),
             info: RunInfo {
                 schema: SCHEMA_VERSION,

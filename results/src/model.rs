@@ -330,6 +330,72 @@ impl std::fmt::Display for Evidence {
     }
 }
 
+/// Tag maps of at most this many granules (16 KiB of memory) are kept whole in evidence. Longer
+/// ones are kept in brief where their digits tell nothing more: maps that agree, and the maps
+/// of an injected failure that a fault-injection proof caught. Megabytes of digits would only
+/// slow the emulated machine's console, which carries every record at a few hundred KiB/s.
+pub const TAG_MAP_KEPT_WHOLE: usize = 1024;
+
+/// A tag map (hex, one digit a granule) in brief: its length, how many granules carry each
+/// tag, and the CRC-32 of its digits, e.g. `16384 granules; tag 1 ×1093, tag 2 ×1092, ...;
+/// CRC-32 0x1c291ca3`.
+pub fn tag_map_summary(hex: &str) -> String {
+    let mut counts: Vec<(char, usize)> = Vec::new();
+    for digit in hex.chars() {
+        match counts.iter_mut().find(|(d, _)| *d == digit) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((digit, 1)),
+        }
+    }
+    counts.sort();
+    let tags: Vec<String> = counts
+        .iter()
+        .map(|(digit, n)| format!("tag {digit} ×{n}"))
+        .collect();
+    format!(
+        "{} granules; {}; CRC-32 {:#010x}",
+        hex.chars().count(),
+        tags.join(", "),
+        crate::stream::crc32(hex.as_bytes())
+    )
+}
+
+impl Evidence {
+    /// This evidence, with tag maps longer than [`TAG_MAP_KEPT_WHOLE`] granules kept as a
+    /// summary of each side ([`tag_map_summary`]) and where they differ.
+    pub fn with_long_tag_maps_in_brief(self) -> Evidence {
+        match self {
+            Evidence::TagMaps {
+                expected_from,
+                observed_from,
+                ipa,
+                expected,
+                observed,
+                mismatches,
+            } if expected.len().max(observed.len()) > TAG_MAP_KEPT_WHOLE => {
+                let differing = differing_granules(&expected, &observed, &mismatches);
+                let mut observed_summary = tag_map_summary(&observed);
+                match differing.first() {
+                    Some(first) => observed_summary.push_str(&format!(
+                        "; differs in {} granules, the first at granule {first}",
+                        differing.len()
+                    )),
+                    None => observed_summary.push_str("; agrees in every granule"),
+                }
+                Evidence::Values {
+                    what: format!(
+                        "tag maps from IPA {ipa:#x} in brief (longer than {TAG_MAP_KEPT_WHOLE} \
+                         granules): {observed_from} against {expected_from}"
+                    ),
+                    expected: tag_map_summary(&expected),
+                    observed: observed_summary,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 /// How a tag map shows a byte that is no 4-bit tag (a buffer the guest never wrote, say).
 pub const NOT_A_TAG: char = '?';
 
@@ -371,6 +437,47 @@ pub fn differing_granules(expected: &str, observed: &str, listed: &[usize]) -> B
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_tag_maps_are_kept_in_brief_and_short_ones_whole() {
+        let maps = |expected: &str, observed: &str, mismatches: Vec<usize>| Evidence::TagMaps {
+            expected_from: "guest STG".into(),
+            observed_from: "host".into(),
+            ipa: 0x4100_0000,
+            expected: expected.into(),
+            observed: observed.into(),
+            mismatches,
+        };
+        let short = maps("0123", "0123", vec![]);
+        assert_eq!(short.clone().with_long_tag_maps_in_brief(), short);
+        let long = "12".repeat(TAG_MAP_KEPT_WHOLE);
+        match maps(&long, &long, vec![]).with_long_tag_maps_in_brief() {
+            Evidence::Values {
+                what,
+                expected,
+                observed,
+            } => {
+                assert!(
+                    what.starts_with("tag maps from IPA 0x41000000 in brief"),
+                    "{what}"
+                );
+                assert!(what.ends_with("host against guest STG"), "{what}");
+                assert!(expected.starts_with("2048 granules; tag 1 ×1024, tag 2 ×1024; CRC-32 0x"));
+                assert_eq!(observed, format!("{expected}; agrees in every granule"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let zeros = "0".repeat(2 * TAG_MAP_KEPT_WHOLE);
+        let all: Vec<usize> = (0..2 * TAG_MAP_KEPT_WHOLE).collect();
+        match maps(&long, &zeros, all).with_long_tag_maps_in_brief() {
+            Evidence::Values { observed, .. } => assert!(
+                observed.ends_with("differs in 2048 granules, the first at granule 0"),
+                "{observed}"
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_ne!(tag_map_summary("12"), tag_map_summary("21"));
+    }
 
     #[test]
     fn verdict_json_has_the_promised_fields() {

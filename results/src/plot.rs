@@ -1,12 +1,13 @@
 //! Bar charts of a check's figures ([`crate::figures`]): one chart for its timings, one for its
-//! ratios, a bar a figure with its name above it and its value beside it.
+//! ratios, a bar a figure with its name above it and its value beside it. Benchmarks draw the
+//! same bars with their confidence intervals as whiskers ([`interval_chart`]).
 //!
 //! As with the tag-map pictures, only the geometry is computed here; the template draws it as
 //! inline SVG.
 
 use serde::Serialize;
 
-use crate::figures::{Figure, FigureKind};
+use crate::figures::{format_figure, Figure, FigureKind};
 
 const WIDTH: u32 = 640;
 /// The longest bar; the value is written after it.
@@ -36,6 +37,26 @@ pub struct Bar {
     pub bar_width: u32,
     pub value_x: u32,
     pub value_y: u32,
+    /// The value's interval, as a line across the bar's end.
+    pub whisker: Option<Whisker>,
+}
+
+/// An interval drawn over a bar: from `x1` to `x2` at height `y`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Whisker {
+    pub x1: u32,
+    pub x2: u32,
+    pub y: u32,
+}
+
+/// A value with its interval, to draw as a bar with a whisker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Interval {
+    pub label: String,
+    /// Milliseconds for timings, the ratio itself for ratios; so are the bounds.
+    pub value: f64,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
 }
 
 /// The charts of `figures`: timings first, then ratios; none for a kind without figures.
@@ -53,7 +74,26 @@ pub fn charts(figures: &[Figure<'_>]) -> Vec<BarChart> {
 }
 
 fn chart(title: &'static str, kind: FigureKind, figures: &[&Figure<'_>]) -> BarChart {
-    let largest = figures.iter().map(|f| f.value.max(0.0)).fold(0.0, f64::max);
+    let intervals: Vec<Interval> = figures
+        .iter()
+        .map(|f| Interval {
+            label: f.what.to_string(),
+            value: f.value,
+            lower: None,
+            upper: None,
+        })
+        .collect();
+    interval_chart(title, kind, &intervals)
+}
+
+/// A chart of `intervals`, scaled to the largest value or bound; for ratios with the line at
+/// 1.0 (as much with as without).
+pub fn interval_chart(title: &'static str, kind: FigureKind, intervals: &[Interval]) -> BarChart {
+    let largest = intervals
+        .iter()
+        .map(|i| i.value.max(i.upper.unwrap_or(0.0)).max(0.0))
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
     // Ratios are drawn against 1.0 even when all are below it, so the reference line shows.
     let scale_to = match kind {
         FigureKind::Ratio => largest.max(1.0),
@@ -66,27 +106,39 @@ fn chart(title: &'static str, kind: FigureKind, figures: &[&Figure<'_>]) -> BarC
             0
         }
     };
-    let bars = figures
+    let bars = intervals
         .iter()
         .enumerate()
-        .map(|(i, f)| {
+        .map(|(i, interval)| {
             let top = i as u32 * ROW;
-            let bar_width = length(f.value).max(1);
+            let bar_width = length(interval.value).max(1);
+            let whisker = match (interval.lower, interval.upper) {
+                (Some(lower), Some(upper)) if lower.is_finite() && upper.is_finite() => {
+                    Some(Whisker {
+                        x1: length(lower),
+                        x2: length(upper).max(length(lower) + 1),
+                        y: top + 15 + BAR_HEIGHT / 2,
+                    })
+                }
+                _ => None,
+            };
+            let value_x = whisker.as_ref().map_or(bar_width, |w| w.x2.max(bar_width)) + 6;
             Bar {
-                label: f.what.to_string(),
-                value: f.display(),
+                label: interval.label.clone(),
+                value: format_figure(kind, interval.value),
                 label_y: top + 11,
                 bar_y: top + 15,
                 bar_width,
-                value_x: bar_width + 6,
+                value_x,
                 value_y: top + 15 + BAR_HEIGHT - 1,
+                whisker,
             }
         })
         .collect();
     BarChart {
         title,
         width: WIDTH,
-        height: figures.len() as u32 * ROW,
+        height: intervals.len() as u32 * ROW,
         bars,
         reference_x: (kind == FigureKind::Ratio).then(|| length(1.0)),
     }
@@ -120,6 +172,28 @@ mod tests {
         let ratios = &charts[1];
         assert_eq!(ratios.bars[0].bar_width, BAR_SPAN / 2);
         assert_eq!(ratios.reference_x, Some(BAR_SPAN));
+    }
+
+    #[test]
+    fn intervals_draw_whiskers_within_the_scale() {
+        let chart = interval_chart(
+            "ratios",
+            FigureKind::Ratio,
+            &[Interval {
+                label: "tagged / untagged".into(),
+                value: 2.0,
+                lower: Some(1.5),
+                upper: Some(2.5),
+            }],
+        );
+        let bar = &chart.bars[0];
+        // Scaled to the upper bound, the largest thing drawn.
+        assert_eq!(bar.bar_width, BAR_SPAN * 4 / 5);
+        let whisker = bar.whisker.as_ref().unwrap();
+        assert_eq!((whisker.x1, whisker.x2), (BAR_SPAN * 3 / 5, BAR_SPAN));
+        assert_eq!(bar.value_x, BAR_SPAN + 6);
+        assert_eq!(chart.reference_x, Some(BAR_SPAN * 2 / 5));
+        assert_eq!(bar.value, "2.00");
     }
 
     #[test]

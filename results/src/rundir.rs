@@ -4,6 +4,9 @@
 //! <root>/latest -> <run-id>     the newest run (a relative symlink)
 //! <root>/<run-id>/run.json      where and when it ran (RunInfo), rewritten whole
 //!                 results.jsonl one verdict a line, appended as each arrives
+//!                 benchmarks.jsonl  one benchmark a line, as each arrives (a run of `bench`)
+//!                 bench.json    the benchmarks with their ratios, when the run finishes
+//!                 criterion/<lane>-<kernel>/<benchmark>/new/*.json  criterion's own files
 //!                 console.log   the raw console, for post-mortem
 //!                 junit.xml     written when the run finishes
 //!                 results.tap   TAP 13, written when the run finishes
@@ -25,6 +28,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bench::Benchmark;
+use crate::bench_summary::{write_criterion_files, BenchSummary};
 use crate::compare::Comparison;
 use crate::model::{Environment, Verdict};
 use crate::summary::RunSummary;
@@ -33,6 +38,10 @@ use crate::{html, junit, tap, SCHEMA_VERSION};
 
 pub const RUN_JSON: &str = "run.json";
 pub const RESULTS_JSONL: &str = "results.jsonl";
+pub const BENCHMARKS_JSONL: &str = "benchmarks.jsonl";
+pub const BENCH_JSON: &str = "bench.json";
+/// criterion's files of the run's benchmarks, as criterion lays them out.
+pub const CRITERION_DIR: &str = "criterion";
 pub const CONSOLE_LOG: &str = "console.log";
 pub const JUNIT_XML: &str = "junit.xml";
 pub const RESULTS_TAP: &str = "results.tap";
@@ -82,6 +91,8 @@ pub struct RunDir {
     environments: Mutex<Vec<Environment>>,
     results: File,
     console: File,
+    /// `benchmarks.jsonl`, created with the first benchmark.
+    benchmarks: Mutex<Option<File>>,
 }
 
 impl RunDir {
@@ -119,6 +130,7 @@ impl RunDir {
         let run = RunDir {
             results: open_new(RESULTS_JSONL)?,
             console: open_new(CONSOLE_LOG)?,
+            benchmarks: Mutex::new(None),
             path,
             run_id,
             started: started.rfc3339(),
@@ -199,6 +211,27 @@ impl RunDir {
             .map_err(|e| with_path(e, &self.path.join(RESULTS_JSONL)))
     }
 
+    /// Append one benchmark to `benchmarks.jsonl`, as [`RunDir::append_verdict`] does a
+    /// verdict.
+    pub fn append_benchmark(&self, benchmark: &Benchmark) -> io::Result<()> {
+        let mut line = serde_json::to_string(benchmark).map_err(io::Error::other)?;
+        line.push('\n');
+        let path = self.path.join(BENCHMARKS_JSONL);
+        let mut file = self.benchmarks.lock().unwrap_or_else(|e| e.into_inner());
+        if file.is_none() {
+            *file = Some(
+                OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+                    .map_err(|e| with_path(e, &path))?,
+            );
+        }
+        let file = file.as_mut().expect("opened above");
+        file.write_all(line.as_bytes())
+            .map_err(|e| with_path(e, &path))
+    }
+
     /// Append one line of the raw console to `console.log`.
     pub fn append_log(&self, line: &str) -> io::Result<()> {
         let mut text = String::with_capacity(line.len() + 1);
@@ -262,6 +295,14 @@ pub fn write_reports(
     summary: &RunSummary,
     comparison: Option<&Comparison>,
 ) -> io::Result<()> {
+    if !summary.benchmarks.is_empty() {
+        let mut json = serde_json::to_string_pretty(&BenchSummary::of(&summary.benchmarks))
+            .map_err(io::Error::other)?;
+        json.push('\n');
+        write_replacing(&dir.join(BENCH_JSON), json.as_bytes())?;
+        write_criterion_files(&dir.join(CRITERION_DIR), &summary.benchmarks)
+            .map_err(|e| with_path(e, &dir.join(CRITERION_DIR)))?;
+    }
     write_replacing(&dir.join(JUNIT_XML), junit::render(summary).as_bytes())?;
     write_replacing(&dir.join(RESULTS_TAP), tap::render(summary).as_bytes())?;
     let page = html::render_compared(summary, run_id, comparison)
@@ -289,6 +330,7 @@ pub fn write_run(dir: &Path, info: &RunInfo, verdicts: &[Verdict]) -> io::Result
         dir: dir.to_path_buf(),
         info: info.clone(),
         verdicts: verdicts.to_vec(),
+        benchmarks: Vec::new(),
         warnings: Vec::new(),
     };
     write_reports(dir, &info.run_id, &loaded.summary(), None)
@@ -407,6 +449,8 @@ pub struct LoadedRun {
     pub dir: PathBuf,
     pub info: RunInfo,
     pub verdicts: Vec<Verdict>,
+    /// The benchmarks of a run of `bench` (`benchmarks.jsonl`); none for a run of checks.
+    pub benchmarks: Vec<Benchmark>,
     /// Problems that did not stop the load (an unfinished last line), each naming file and line.
     pub warnings: Vec<String>,
 }
@@ -422,6 +466,7 @@ impl LoadedRun {
             }
         };
         RunSummary {
+            benchmarks: self.benchmarks.clone(),
             environments: self.info.environments.clone(),
             verdicts: self.verdicts.clone(),
             wall_ms: self.info.wall_ms.unwrap_or_default(),
@@ -494,17 +539,33 @@ impl std::error::Error for LoadError {
     }
 }
 
-/// Read a run directory (or the `latest` link) back: `run.json` and every verdict of
-/// `results.jsonl`. An unfinished last line, left by a run killed while writing it, is skipped
-/// with a warning; any other damaged line is an error naming the file and line.
+/// Read a run directory (or the `latest` link) back: `run.json`, every verdict of
+/// `results.jsonl` and, for a run of `bench`, every benchmark of `benchmarks.jsonl`. An
+/// unfinished last line, left by a run killed while writing it, is skipped with a warning; any
+/// other damaged line is an error naming the file and line.
 pub fn load(dir: impl AsRef<Path>) -> Result<LoadedRun, LoadError> {
     let dir = dir.as_ref();
     let info = read_info(&dir.join(RUN_JSON))?;
-    let (verdicts, warnings) = read_verdicts(&dir.join(RESULTS_JSONL))?;
+    let (verdicts, mut warnings) = read_verdicts(&dir.join(RESULTS_JSONL))?;
+    let benchmarks_path = dir.join(BENCHMARKS_JSONL);
+    let benchmarks = if benchmarks_path.exists() {
+        let (benchmarks, more) = read_lines(&benchmarks_path, |line, bytes| {
+            serde_json::from_slice::<Benchmark>(bytes).map_err(|e| LoadError::BadVerdict {
+                path: benchmarks_path.clone(),
+                line,
+                reason: e.to_string(),
+            })
+        })?;
+        warnings.extend(more);
+        benchmarks
+    } else {
+        Vec::new()
+    };
     Ok(LoadedRun {
         dir: dir.to_path_buf(),
         info,
         verdicts,
+        benchmarks,
         warnings,
     })
 }
@@ -535,23 +596,32 @@ fn read_info(path: &Path) -> Result<RunInfo, LoadError> {
 }
 
 fn read_verdicts(path: &Path) -> Result<(Vec<Verdict>, Vec<String>), LoadError> {
+    read_lines(path, |line, bytes| parse_verdict(path, line, bytes))
+}
+
+/// Every line of a JSON-lines file, parsed: an error for a damaged line, a warning for an
+/// unfinished last one.
+fn read_lines<T>(
+    path: &Path,
+    parse: impl Fn(usize, &[u8]) -> Result<T, LoadError>,
+) -> Result<(Vec<T>, Vec<String>), LoadError> {
     let bytes = fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    // Every verdict is written with its newline in one go: bytes after the last newline are a
+    // Every line is written with its newline in one go: bytes after the last newline are a
     // line the run was writing when it died.
     let (complete, unfinished) = match bytes.iter().rposition(|&b| b == b'\n') {
         Some(last) => bytes.split_at(last + 1),
         None => (&[][..], &bytes[..]),
     };
-    let mut verdicts = Vec::new();
+    let mut parsed = Vec::new();
     let mut line_number = 0;
     for line in complete.split_inclusive(|&b| b == b'\n') {
         line_number += 1;
         let line = line.trim_ascii();
         if !line.is_empty() {
-            verdicts.push(parse_verdict(path, line_number, line)?);
+            parsed.push(parse(line_number, line)?);
         }
     }
     let mut warnings = Vec::new();
@@ -559,8 +629,8 @@ fn read_verdicts(path: &Path) -> Result<(Vec<Verdict>, Vec<String>), LoadError> 
     if !unfinished.is_empty() {
         line_number += 1;
         // Cut exactly before its newline, the line is whole and worth keeping.
-        match parse_verdict(path, line_number, unfinished) {
-            Ok(verdict) => verdicts.push(verdict),
+        match parse(line_number, unfinished) {
+            Ok(value) => parsed.push(value),
             Err(_) => warnings.push(format!(
                 "{}:{line_number}: skipped an unfinished last line ({} bytes): the run was cut short while writing it",
                 path.display(),
@@ -568,7 +638,7 @@ fn read_verdicts(path: &Path) -> Result<(Vec<Verdict>, Vec<String>), LoadError> 
             )),
         }
     }
-    Ok((verdicts, warnings))
+    Ok((parsed, warnings))
 }
 
 fn parse_verdict(path: &Path, line: usize, bytes: &[u8]) -> Result<Verdict, LoadError> {
@@ -726,6 +796,7 @@ mod tests {
         assert!(during.summary().error.unwrap().contains("did not finish"));
 
         let summary = RunSummary {
+            benchmarks: Vec::new(),
             environments: vec![environment()],
             verdicts: verdicts.clone(),
             wall_ms: 1234.0,
@@ -840,6 +911,7 @@ mod tests {
         let scratch = Scratch::new();
         let run = RunDir::create_at(&scratch.0, "emulated", "6.12.95", at(START)).unwrap();
         run.finish(&RunSummary {
+            benchmarks: Vec::new(),
             error: Some("QEMU exited early: status 1".into()),
             ..RunSummary::default()
         })

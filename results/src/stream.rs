@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::bench::Benchmark;
 use crate::model::{Environment, Tally, Verdict};
 
 /// Marks the start of a record on a console line.
@@ -28,9 +29,19 @@ pub enum Record {
         list: bool,
         /// The selection in words (filter, --exact, --skip, --ignored); empty for every check.
         selection: String,
+        /// The performance suite: `planned` and `available` count benchmarks, which arrive as
+        /// Benchmark records instead of verdicts.
+        #[serde(default)]
+        bench: bool,
     },
     /// One check's verdict, sent as soon as it is known.
     Verdict(Verdict),
+    /// One benchmark's result, sent as soon as criterion has analysed it.
+    Benchmark(Box<Benchmark>),
+    /// A file a check leaves for the host side to keep with the run, e.g. a migration stream
+    /// saved on this kernel for the next kernel of the run to restore. `name` is a plain file
+    /// name (letters, digits, `_`, `-`, `.`); the bytes travel as base64.
+    Artifact { name: String, bytes_base64: String },
     /// Progress or diagnostics worth keeping in the run log.
     Log { text: String },
     /// Last record of a run: the runner finished normally.
@@ -79,21 +90,36 @@ pub fn parse_line(line: &str) -> Line {
     }
 }
 
-/// CRC-32 (IEEE 802.3, reflected), bitwise: records are small and few.
+/// CRC-32 (IEEE 802.3, reflected), a byte at a time through a table: records and migration
+/// streams run to megabytes, and the emulated machine computes it at emulation speed.
 pub fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
+        crc = CRC32_TABLE[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+/// The CRC of each byte value, computed when the crate compiles.
+const CRC32_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
             crc = if crc & 1 != 0 {
                 (crc >> 1) ^ 0xedb8_8320
             } else {
                 crc >> 1
             };
+            bit += 1;
         }
+        table[i] = crc;
+        i += 1;
     }
-    !crc
-}
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -102,6 +128,33 @@ mod tests {
     #[test]
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b""), 0);
+        // Bit by bit, as the polynomial defines it: the table must agree on every byte value.
+        let bitwise = |bytes: &[u8]| {
+            let mut crc = !0u32;
+            for &b in bytes {
+                crc ^= b as u32;
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 {
+                        (crc >> 1) ^ 0xedb8_8320
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            !crc
+        };
+        let all: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        assert_eq!(crc32(&all), bitwise(&all));
+    }
+
+    #[test]
+    fn hello_records_of_older_runners_read_as_check_runs() {
+        let line = r#"{"record":"hello","schema":2,"environment":{"lane":"emulated","kernel_release":"6.12","kernel_version":"","machine":"","runner_version":"","features":[],"host":[]},"planned":1,"available":1,"list":false,"selection":""}"#;
+        match serde_json::from_str::<Record>(line).unwrap() {
+            Record::Hello { bench, .. } => assert!(!bench),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]
@@ -112,6 +165,23 @@ mod tests {
         let line = format!("[    1.234] noise{}\r\n", frame(&rec));
         assert_eq!(parse_line(&line), Line::Record(Box::new(rec)));
         assert_eq!(parse_line("[    0.000] Booting Linux"), Line::Text);
+    }
+
+    #[test]
+    fn artifacts_round_trip_with_their_bytes() {
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        let rec = Record::Artifact {
+            name: "migration-sparse.stream".into(),
+            bytes_base64: crate::base64::encode(&bytes),
+        };
+        let Line::Record(parsed) = parse_line(&frame(&rec)) else {
+            panic!("an artifact record parses");
+        };
+        assert_eq!(*parsed, rec);
+        let Record::Artifact { bytes_base64, .. } = *parsed else {
+            unreachable!()
+        };
+        assert_eq!(crate::base64::decode(&bytes_base64).unwrap(), bytes);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::bench::Benchmark;
 use crate::model::{Environment, Outcome, Tally, Verdict};
 
 /// Everything the reports need about one run.
@@ -11,6 +12,8 @@ pub struct RunSummary {
     pub environments: Vec<Environment>,
     /// In the order they arrived.
     pub verdicts: Vec<Verdict>,
+    /// The performance suite's results, in the order they arrived (a run of `bench`).
+    pub benchmarks: Vec<Benchmark>,
     /// Wall time of the whole run, boot included, in milliseconds.
     pub wall_ms: f64,
     /// Why the run ended before every check reported, e.g. "QEMU exited early: ...".
@@ -127,6 +130,7 @@ mod tests {
     #[test]
     fn table_aligns_verdicts_and_ends_with_the_totals_line() {
         let summary = RunSummary {
+            benchmarks: Vec::new(),
             verdicts: vec![
                 verdict("tags::first_touch", Outcome::Pass, "tags agree"),
                 verdict("cow::fork", Outcome::Fail, "child sees tag 0\nsecond line"),
@@ -161,6 +165,7 @@ mod tests {
             ..verdict("tags::a", outcome, "why")
         };
         let summary = RunSummary {
+            benchmarks: Vec::new(),
             verdicts: vec![
                 in_lane("emulated", Outcome::Pass),
                 in_lane("qemu", Outcome::Skip),
@@ -193,6 +198,7 @@ mod tests {
             ..verdict("tags::a", Outcome::Pass, "why")
         };
         let summary = RunSummary {
+            benchmarks: Vec::new(),
             verdicts: vec![
                 on("emulated", "6.1.0-56-arm64"),
                 on("emulated", "6.12.95+deb12-arm64"),

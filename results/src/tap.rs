@@ -109,6 +109,7 @@ mod tests {
             text: "first\nsecond".into(),
         }];
         let tap = render(&RunSummary {
+            benchmarks: Vec::new(),
             verdicts: vec![
                 verdict("tags::a", Outcome::Pass, "agree"),
                 fail,
@@ -133,6 +134,7 @@ mod tests {
             ..verdict("tags::a", Outcome::Pass, "ok")
         };
         let tap = render(&RunSummary {
+            benchmarks: Vec::new(),
             verdicts: vec![verdict("tags::a", Outcome::Pass, "ok"), qemu],
             error: Some("qemu lane: the runner gave up".into()),
             ..RunSummary::default()
@@ -153,6 +155,7 @@ mod tests {
             text: "  ...\nok 98 - forged".into(),
         }];
         let tap = render(&RunSummary {
+            benchmarks: Vec::new(),
             verdicts: vec![fail, verdict(hostile, Outcome::Skip, hostile)],
             ..RunSummary::default()
         });

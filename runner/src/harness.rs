@@ -32,12 +32,14 @@ pub struct Options {
     pub qemu: PathBuf,
     /// Run only this shard's checks (and their fault-injection proofs).
     pub shard: Option<Shard>,
+    /// Run the performance suite (`crate::bench`) instead of the checks.
+    pub bench: bool,
     pub harness_args: Vec<String>,
 }
 
 impl Options {
     pub const USAGE: &'static str = "mte-runner [--lane NAME] [--inject MODE] [--payload-dir DIR] \
-        [--deadline SECS] [--qemu PATH] [--shard K/N] [LIBTEST-ARGS...]";
+        [--deadline SECS] [--qemu PATH] [--shard K/N] [--bench] [LIBTEST-ARGS...]";
 
     /// Split the runner's options from libtest's. `args` excludes the program name.
     pub fn parse(args: Vec<String>, default_payload_dir: PathBuf) -> Result<Self, String> {
@@ -48,6 +50,7 @@ impl Options {
             deadline: Duration::from_secs(30),
             qemu: "qemu-system-aarch64".into(),
             shard: None,
+            bench: false,
             harness_args: Vec::new(),
         };
         let mut args = args.into_iter();
@@ -71,6 +74,7 @@ impl Options {
                 "--payload-dir" => options.payload_dir = value("--payload-dir")?.into(),
                 "--qemu" => options.qemu = value("--qemu")?.into(),
                 "--shard" => options.shard = Some(Shard::parse(&value("--shard")?)?),
+                "--bench" => options.bench = true,
                 "--deadline" => {
                     let secs = value("--deadline")?;
                     options.deadline = secs
@@ -400,7 +404,15 @@ fn judge_injected(scenario: &str, injection: Injection, inner: Finding) -> Findi
         expected: "fail, on what was injected".into(),
         observed: inner.outcome.to_string(),
     }];
-    detail.extend(inner.detail);
+    // A proof that caught its injection keeps the injected failure's long tag maps in brief:
+    // that they differ, and where, is all they prove; a proof that failed keeps them whole.
+    detail.extend(inner.detail.into_iter().map(|evidence| {
+        if outcome == Outcome::Pass {
+            evidence.with_long_tag_maps_in_brief()
+        } else {
+            evidence
+        }
+    }));
     Finding {
         outcome,
         reason,
@@ -417,7 +429,22 @@ pub fn injection_trial_name(scenario: &Scenario, injection: Injection) -> String
     )
 }
 
-/// Every trial: the scenarios, then (unless the whole run is injected) the injection proofs.
+/// Families whose checks take long or wait (deadlines, swap, whole-RAM migrations, cost
+/// measurements): they start first, so that the many short checks fill the test threads
+/// around them instead of a long one trailing alone at the end of the run.
+const LONG_FAMILIES: &[&str] = &["harness::", "migration::", "swap::", "cost::"];
+
+/// Whether the trial `name` (a check, or a proof of one) is of a long family.
+fn is_long(name: &str) -> bool {
+    let check = name
+        .strip_prefix(FAULT_INJECTION_PROOFS)
+        .and_then(|rest| rest.split_once("::"))
+        .map_or(name, |(_injection, check)| check);
+    LONG_FAMILIES.iter().any(|family| check.starts_with(family))
+}
+
+/// Every trial: the scenarios, then (unless the whole run is injected) the injection proofs;
+/// those of long families first.
 fn trials(vmm: &SharedVmm, inject: Option<Injection>, tally: &SharedTally) -> Vec<Trial> {
     let scenarios = mte_suites::all();
     let mut trials: Vec<Trial> = scenarios
@@ -439,6 +466,7 @@ fn trials(vmm: &SharedVmm, inject: Option<Injection>, tally: &SharedTally) -> Ve
             }
         }
     }
+    trials.sort_by_key(|trial| !is_long(trial.name()));
     trials
 }
 
@@ -479,6 +507,7 @@ pub fn run(options: &Options) -> bool {
         available,
         list: args.list,
         selection: describe_selection(&args, options.shard),
+        bench: false,
     });
     if args.list {
         for trial in trials.iter().filter(|t| !args.is_filtered_out(t)) {
@@ -557,6 +586,28 @@ mod tests {
     }
 
     #[test]
+    fn long_families_start_first_with_their_proofs() {
+        assert!(is_long("migration::stop_and_copy_keeps_random_tags"));
+        assert!(is_long(
+            "fault_injection::late_deadline::harness::stuck_guest"
+        ));
+        assert!(!is_long("tags::guest_tags_seen_by_host"));
+        assert!(!is_long("fault_injection::corrupt_tag::tags::x"));
+        let vmm: SharedVmm = Arc::new(Unavailable {
+            lane: "t".into(),
+            kernel_release: "k".into(),
+            reason: "r".into(),
+            promised: false,
+        });
+        let names: Vec<bool> = trials(&vmm, None, &SharedTally::default())
+            .iter()
+            .map(|t| is_long(t.name()))
+            .collect();
+        let first_short = names.iter().position(|long| !long).unwrap();
+        assert!(names[first_short..].iter().all(|long| !long));
+    }
+
+    #[test]
     fn every_injectable_scenario_has_a_proof_trial() {
         let vmm: SharedVmm = Arc::new(Unavailable {
             lane: "t".into(),
@@ -603,6 +654,23 @@ mod tests {
         };
         assert_eq!(judge(passed), Outcome::Fail);
         assert_eq!(judge(Finding::skip("no MTE")), Outcome::Skip);
+        let long = Evidence::TagMaps {
+            expected_from: "guest".into(),
+            observed_from: "host".into(),
+            ipa: 0,
+            expected: "1".repeat(mte_results::TAG_MAP_KEPT_WHOLE + 1),
+            observed: "0".repeat(mte_results::TAG_MAP_KEPT_WHOLE + 1),
+            mismatches: (0..=mte_results::TAG_MAP_KEPT_WHOLE).collect(),
+        };
+        let caught = Finding {
+            refuted: true,
+            ..Finding::fail("differs").with(long)
+        };
+        let proof = judge_injected("tags::x", Injection::CorruptTag, caught);
+        assert_eq!(proof.outcome, Outcome::Pass);
+        assert!(
+            matches!(&proof.detail[1], Evidence::Values { what, .. } if what.contains("in brief"))
+        );
     }
 
     fn unavailable(promised: bool) -> Unavailable {

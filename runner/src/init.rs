@@ -7,6 +7,9 @@ use std::ffi::CString;
 /// Where xtask puts the run's arguments (one per line) and the payloads.
 pub const ARGS_FILE: &str = "/mte/args";
 pub const PAYLOAD_DIR: &str = "/mte/payloads";
+/// Where criterion writes its files in the performance suite (`--bench`); the records carry
+/// them out of the machine.
+pub const CRITERION_DIR: &str = "/mte/criterion";
 
 /// Whether this process is the machine's init.
 pub fn is_init() -> bool {

@@ -1,7 +1,10 @@
-//! The runner: the VMM backends and the harness that runs the scenarios against them.
+//! The runner: the VMM backends, the harness that runs the scenarios against them, and the
+//! performance suite (`--bench`).
 //!
 //! In the emulated lane it is the machine's /init; in the host and qemu lanes a plain program.
 
+pub mod artifacts;
+pub mod bench;
 pub mod boot_check;
 pub mod emit;
 pub mod environment;

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use mte_runner::{emit, harness, init, machine_setup};
+use mte_runner::{bench, emit, harness, init, machine_setup};
 
 /// Payloads sit beside the runner unless told otherwise.
 fn default_payload_dir() -> PathBuf {
@@ -31,6 +31,7 @@ fn main() {
         std::env::args().skip(1).collect()
     };
     let run = || match harness::Options::parse(args, default_payload_dir()) {
+        Ok(options) if options.bench => bench::run(&options),
         Ok(options) => harness::run(&options),
         Err(message) => {
             emit::abort(format!("bad arguments: {message}"));

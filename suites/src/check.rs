@@ -87,13 +87,19 @@ impl Checks {
                 ipa + mismatches[0] as u64 * mte_protocol::GRANULE,
             ));
         }
-        self.evidence.push(Evidence::TagMaps {
+        let maps = Evidence::TagMaps {
             expected_from: expected_from.into(),
             observed_from: observed_from.into(),
             ipa,
             expected: tags_to_hex(expected),
             observed: tags_to_hex(observed),
             mismatches,
+        };
+        // Long maps that agree say no more than their summaries; maps that differ stay whole.
+        self.evidence.push(if ok {
+            maps.with_long_tag_maps_in_brief()
+        } else {
+            maps
         });
         ok
     }
@@ -147,6 +153,11 @@ impl Checks {
             observed,
         });
         ok
+    }
+
+    /// Whether every comparison so far held.
+    pub fn all_held(&self) -> bool {
+        self.failures.is_empty()
     }
 
     pub fn evidence(&mut self, evidence: Evidence) {
@@ -345,6 +356,23 @@ mod tests {
             }
             other => panic!("unexpected evidence {other:?}"),
         }
+    }
+
+    #[test]
+    fn long_maps_that_agree_are_kept_in_brief_and_those_that_differ_whole() {
+        let long = vec![3u8; mte_results::TAG_MAP_KEPT_WHOLE + 1];
+        let mut checks = Checks::new();
+        assert!(checks.tags_equal(0, ("guest", &long), ("host", &long)));
+        let mut changed = long.clone();
+        changed[7] = 4;
+        assert!(!checks.tags_equal(0, ("guest", &long), ("host", &changed)));
+        let finding = checks.finish();
+        assert!(
+            matches!(&finding.detail[0], Evidence::Values { what, .. } if what.contains("in brief"))
+        );
+        assert!(
+            matches!(&finding.detail[1], Evidence::TagMaps { mismatches, .. } if mismatches == &vec![7])
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::host_mm::{
     Advice, Backing, ChildReport, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection,
     RaceLog, RacePlan, SwapDevice, TagPeer,
 };
-use crate::migrate::{MigrationPlan, MigrationReport, StreamFault};
+use crate::migrate::{IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault};
 use crate::vmm::{AbiVm, BootOptions, CopyTagsArgs, Guest, Reply, Vmm, VmmError, VmmMigration};
 
 /// What to break. Each injection breaks one path a verdict rests on; a check names the ones
@@ -179,6 +179,30 @@ impl Vmm for Injecting<'_> {
     fn mte_capable(&self) -> Result<(), VmmError> {
         self.inner.mte_capable()
     }
+
+    /// The stream's fault, if any, breaks the tags as the stream is read: the restoring side
+    /// breaks its own copy, and the stream another kernel saved stays whole.
+    fn restore(
+        &self,
+        stream: &[u8],
+        fault: Option<StreamFault>,
+    ) -> Result<Box<dyn Guest>, VmmError> {
+        let fault = self.injection.stream_fault().or(fault);
+        Ok(Box::new(InjectingGuest {
+            inner: self.inner.restore(stream, fault)?,
+            injection: self.injection,
+        }))
+    }
+
+    /// Nothing made under an injection leaves the run's kernel: the next kernel must find the
+    /// artifact of the run without one.
+    fn keep_artifact(&self, _name: &str, _bytes: &[u8]) -> Result<bool, VmmError> {
+        Ok(false)
+    }
+
+    fn incoming_stream(&self, name: &str) -> Result<Option<IncomingStream>, VmmError> {
+        self.inner.incoming_stream(name)
+    }
 }
 
 struct InjectingGuest {
@@ -283,6 +307,9 @@ impl Guest for InjectingGuest {
     }
     fn migration_report(&mut self) -> Result<MigrationReport, VmmError> {
         self.inner.migration_report()
+    }
+    fn save(self: Box<Self>, fault: Option<StreamFault>) -> Result<SavedStream, VmmError> {
+        self.inner.save(self.injection.stream_fault().or(fault))
     }
     fn migrate_by_vmm(self: Box<Self>) -> Result<(Box<dyn Guest>, VmmMigration), VmmError> {
         let (inner, migration) = self.inner.migrate_by_vmm()?;

@@ -3,6 +3,7 @@
 //! guest with the runner's own engine; a lane whose VMM migrates otherwise (QEMU's migrate and
 //! -incoming) answers the same step its own way.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mte_protocol::Command;
@@ -128,6 +129,9 @@ pub struct MigrationReport {
     /// otherwise than the source had them.
     pub registers: usize,
     pub registers_differing: Vec<String>,
+    /// Restored from a stream of another kernel: the registers this kernel refused (unknown
+    /// here, or a value it does not take), each with the saved value and the one it kept.
+    pub registers_refused: Vec<String>,
     /// The MTE system registers in the list, by name, with their values.
     pub mte_registers: Vec<(String, u64)>,
     /// PC when the doorbell's exit reached the VMM, and after the exit was completed: the
@@ -170,6 +174,42 @@ impl MigrationReport {
     }
 }
 
+/// A guest saved into a migration stream held in memory, to be restored elsewhere (on the run's
+/// next kernel): the stream's bytes, and its page records as decoded back from those bytes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SavedStream {
+    pub bytes: Vec<u8>,
+    pub page_size: u64,
+    /// Every page record of the stream, in order.
+    pub pages: Vec<SentPage>,
+    /// The tags of each page record that carries some (one a granule), by IPA.
+    pub tags: BTreeMap<u64, Vec<u8>>,
+}
+
+impl SavedStream {
+    /// The tags the stream gives `[ipa, ipa + len)` (page aligned), one a granule: 0 for a
+    /// page whose record carries none, or that has no record.
+    pub fn tags_in(&self, ipa: u64, len: u64) -> Vec<u8> {
+        let per_page = (self.page_size / mte_protocol::GRANULE) as usize;
+        (0..len / self.page_size)
+            .flat_map(|n| match self.tags.get(&(ipa + n * self.page_size)) {
+                Some(tags) => tags.clone(),
+                None => vec![0; per_page],
+            })
+            .collect()
+    }
+}
+
+/// A migration stream the run's previous kernel saved, as this boot found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncomingStream {
+    pub bytes: Vec<u8>,
+    /// The kernel release it was saved on.
+    pub saved_on: String,
+    /// Where it was found.
+    pub path: String,
+}
+
 fn per_gib(time: Duration, bytes: u64) -> Option<Duration> {
     (bytes > 0).then(|| time.mul_f64((1u64 << 30) as f64 / bytes as f64))
 }
@@ -196,6 +236,22 @@ mod tests {
         assert_eq!(report.tag_bytes_per_page(0x1000, 0x2000), Some(64.0));
         assert_eq!(report.tag_bytes_per_page(0x9000, 0x1000), Some(128.0));
         assert_eq!(report.tag_bytes_per_page(0x5000, 0x1000), None);
+    }
+
+    #[test]
+    fn a_saved_stream_gives_zero_tags_where_a_page_carries_none() {
+        let mut tags = BTreeMap::new();
+        tags.insert(0x2000, vec![7; 256]);
+        let saved = SavedStream {
+            page_size: 4096,
+            tags,
+            ..Default::default()
+        };
+        let range = saved.tags_in(0x1000, 0x3000);
+        assert_eq!(range.len(), 3 * 256);
+        assert!(range[..256].iter().all(|&t| t == 0));
+        assert!(range[256..512].iter().all(|&t| t == 7));
+        assert!(range[512..].iter().all(|&t| t == 0));
     }
 
     #[test]

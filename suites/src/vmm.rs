@@ -8,7 +8,7 @@ use crate::host_mm::{
     Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, RaceLog,
     RacePlan, SwapDevice, TagPeer,
 };
-use crate::migrate::{MigrationPlan, MigrationReport};
+use crate::migrate::{IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault};
 
 /// Why a step could not be taken.
 #[derive(Clone, Debug, PartialEq)]
@@ -156,6 +156,13 @@ pub trait Guest {
         Err(not_here("migration by the suite's own engine"))
     }
 
+    /// Save the guest, stopped at its doorbell, into a migration stream in memory (pages of
+    /// zeros left out), broken on the way as `fault` says; the guest is gone after. The stream
+    /// goes to another kernel's [`Vmm::restore`].
+    fn save(self: Box<Self>, _fault: Option<StreamFault>) -> Result<SavedStream, VmmError> {
+        Err(not_here("saving a guest into the suite's migration stream"))
+    }
+
     /// Move the guest, stopped at its doorbell, with the VMM's own migration (QEMU: `migrate`
     /// to a file, then a new QEMU started with `-incoming` on it). What comes back is the
     /// destination, stopped at the same doorbell, and what the VMM said of the move.
@@ -259,6 +266,29 @@ pub trait Vmm: Sync {
 
     /// The kernel release under test, e.g. `6.12.95+deb12-arm64`.
     fn kernel_release(&self) -> &str;
+
+    /// A guest in a new VM from a saved migration stream ([`Guest::save`], maybe on another
+    /// kernel), stopped after the doorbell it was saved at; `fault` breaks the stream's tags as
+    /// it is read (fault injection).
+    fn restore(
+        &self,
+        _stream: &[u8],
+        _fault: Option<StreamFault>,
+    ) -> Result<Box<dyn Guest>, VmmError> {
+        Err(not_here("restoring the suite's migration stream"))
+    }
+
+    /// Hand `bytes` to the host side, which keeps them with the run under `name` and gives
+    /// them to the run's next kernel. Ok(false) where nothing is kept.
+    fn keep_artifact(&self, _name: &str, _bytes: &[u8]) -> Result<bool, VmmError> {
+        Ok(false)
+    }
+
+    /// The migration stream `name` that the run's previous kernel saved, if this boot was
+    /// given one.
+    fn incoming_stream(&self, _name: &str) -> Result<Option<IncomingStream>, VmmError> {
+        Ok(None)
+    }
 }
 
 /// The symbolic name of an errno value, for evidence a person reads.

@@ -36,6 +36,15 @@ const COMMANDS: &[CommandSpec] = &[
         positionals: "",
     },
     CommandSpec {
+        name: "bench",
+        summary: "the performance suite: criterion benchmarks of what MTE costs a KVM guest\n\
+                  (tag copies, a VM's life, first touch, copy-on-write, swap, migration, tag\n\
+                  instructions); bench.json, criterion's files and the report in the run\n\
+                  directory; harness arguments select benchmarks by name",
+        harness_args: true,
+        positionals: "",
+    },
+    CommandSpec {
         name: "setup",
         summary: "only check and install the tools and fetch the kernels",
         harness_args: false,
@@ -115,6 +124,9 @@ pub const ARM64_HOST: bool = cfg!(target_arch = "aarch64");
 /// The lanes `run` takes without `--lane`: the emulated lane, the suite's main job.
 pub const DEFAULT_RUN_LANES: &[Lane] = &[Lane::Emulated];
 
+/// The lanes `bench` takes: those where the runner is the VMM on a KVM.
+pub const BENCH_LANES: &[Lane] = &[Lane::Emulated, Lane::Host];
+
 /// `emulated`, `qemu`, `host`, `all`, or a comma-separated list, in the order given.
 fn parse_lanes(text: &str, arm64: bool) -> Result<Vec<Lane>, String> {
     let mut lanes = Vec::new();
@@ -139,7 +151,9 @@ fn parse_lanes(text: &str, arm64: bool) -> Result<Vec<Lane>, String> {
     Ok(lanes)
 }
 
-/// The kernels of `--kernel 6.1,6.12,newest`, in the order given, each once.
+/// The kernels of `--kernel 6.1,6.12,newest`, in the order given; a word repeated right after
+/// itself once, while a kernel named again after another boots again (`6.1,6.12,6.1`: a
+/// migration round trip).
 fn parse_kernels(text: &str) -> Result<Vec<String>, String> {
     let mut kernels: Vec<String> = Vec::new();
     for word in text.split(',').map(str::trim) {
@@ -148,7 +162,7 @@ fn parse_kernels(text: &str) -> Result<Vec<String>, String> {
                 "`--kernel {text}` names an empty kernel; give a comma list such as 6.1,6.12,newest"
             ));
         }
-        if !kernels.iter().any(|k| k == word) {
+        if kernels.last().map(String::as_str) != Some(word) {
             kernels.push(word.to_string());
         }
     }
@@ -185,8 +199,8 @@ const FLAGS: &[FlagSpec] = &[
         help: "where the VMM under test runs: emulated (KVM in the emulated machine),\n\
                qemu (QEMU as the VMM), host (this machine's KVM: an arm64 host with\n\
                /dev/kvm and MTE), all (host only on arm64), or a comma list\n\
-               (default: run emulated; test all)",
-        commands: &["run", "test"],
+               (default: run emulated; test all; bench takes emulated or host)",
+        commands: &["run", "test", "bench"],
     },
     FlagSpec {
         id: FlagId::Kernel,
@@ -197,7 +211,7 @@ const FLAGS: &[FlagSpec] = &[
                series, `newest` (the newest any Debian suite has), or a vmlinuz\n\
                file; the emulated lane boots once per kernel (default 6.12, or\n\
                MTE_KERNEL)",
-        commands: &["run", "test", "setup", "build"],
+        commands: &["run", "test", "bench", "setup", "build"],
     },
     FlagSpec {
         id: FlagId::Timeout,
@@ -205,7 +219,7 @@ const FLAGS: &[FlagSpec] = &[
         short: None,
         value: Some("SECS"),
         help: "deadline of the whole run, boot included (default 1800)",
-        commands: &["run", "test"],
+        commands: &["run", "test", "bench"],
     },
     FlagSpec {
         id: FlagId::Shard,
@@ -252,6 +266,7 @@ const FLAGS: &[FlagSpec] = &[
         commands: &[
             "run",
             "test",
+            "bench",
             "setup",
             "build",
             "compare",
@@ -275,15 +290,20 @@ pub struct Options {
     /// Compare the run with this baseline at its end.
     pub baseline: Option<String>,
     pub thresholds: Thresholds,
+    /// Run the performance suite instead of the checks.
+    pub bench: bool,
     /// Passed untouched to the in-guest harness.
     pub harness_args: Vec<String>,
 }
 
 impl Options {
-    /// What the runner is given after its lane's own options: the shard, then the harness
-    /// arguments untouched.
+    /// What the runner is given after its lane's own options: `--bench` for the performance
+    /// suite, the shard, then the harness arguments untouched.
     pub fn runner_args(&self) -> Vec<String> {
         let mut args = Vec::new();
+        if self.bench {
+            args.push("--bench".to_string());
+        }
         if let Some(shard) = self.shard {
             args.push("--shard".to_string());
             args.push(shard.to_string());
@@ -306,6 +326,7 @@ pub struct CompareOptions {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     Run(Options),
+    Bench(Options),
     Test(Options),
     Setup(Options),
     Build(Options),
@@ -361,6 +382,7 @@ fn parse_on(args: &[String], env_kernel: Option<String>, arm64: bool) -> Result<
         shard: None,
         baseline: None,
         thresholds: Thresholds::default(),
+        bench: spec.name == "bench",
         harness_args: Vec::new(),
     };
     let mut positionals: Vec<String> = Vec::new();
@@ -437,6 +459,16 @@ fn parse_on(args: &[String], env_kernel: Option<String>, arm64: bool) -> Result<
     let optional_run = |at: usize| positionals.get(at).map(PathBuf::from);
     Ok(match spec.name {
         "run" => Command::Run(options),
+        "bench" => {
+            if let Some(lane) = options.lanes.iter().find(|l| !BENCH_LANES.contains(l)) {
+                return Err(format!(
+                    "`bench` drives KVM, in the emulated machine or on this host: lanes \
+                     emulated and host, not {}",
+                    lane.name()
+                ));
+            }
+            Command::Bench(options)
+        }
         "test" => Command::Test(options),
         "setup" => Command::Setup(options),
         "build" => Command::Build(options),
@@ -559,7 +591,11 @@ mod tests {
 
     fn run_options(cmd: Command) -> Options {
         match cmd {
-            Command::Run(o) | Command::Test(o) | Command::Setup(o) | Command::Build(o) => o,
+            Command::Run(o)
+            | Command::Bench(o)
+            | Command::Test(o)
+            | Command::Setup(o)
+            | Command::Build(o) => o,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -582,9 +618,9 @@ mod tests {
     }
 
     #[test]
-    fn kernels_parse_as_a_list_in_order_each_once() {
-        let o = run_options(parse(&args("run --kernel 6.1,6.12,newest,6.1"), None).unwrap());
-        assert_eq!(o.kernels, ["6.1", "6.12", "newest"]);
+    fn kernels_parse_as_a_list_in_order_repeating_only_after_another() {
+        let o = run_options(parse(&args("run --kernel 6.1,6.1,6.12,newest,6.1"), None).unwrap());
+        assert_eq!(o.kernels, ["6.1", "6.12", "newest", "6.1"]);
         let o = run_options(parse(&args("build"), Some("6.12, 6.1".into())).unwrap());
         assert_eq!(o.kernels, ["6.12", "6.1"]);
         assert!(parse(&args("run --kernel 6.1,,6.12"), None)
@@ -634,6 +670,23 @@ mod tests {
             .contains("K/N"));
         let o = run_options(parse(&args("build --shard 1/2"), None).unwrap());
         assert_eq!(o.runner_args(), args("--shard 1/2"));
+    }
+
+    #[test]
+    fn bench_asks_the_runner_for_the_benchmarks_in_a_kvm_lane() {
+        let o = run_options(parse(&args("bench -- copy_tags"), None).unwrap());
+        assert!(o.bench);
+        assert_eq!(o.lanes, [Lane::Emulated]);
+        assert_eq!(o.runner_args(), args("--bench copy_tags"));
+        let o = run_options(parse(&args("bench --lane host --kernel 6.1"), None).unwrap());
+        assert_eq!(o.lanes, [Lane::Host]);
+        assert_eq!(o.kernels, ["6.1"]);
+        assert!(parse(&args("bench --lane qemu"), None)
+            .unwrap_err()
+            .contains("not qemu"));
+        assert!(parse(&args("bench --shard 1/2"), None).is_err());
+        assert!(!run_options(parse(&args("run"), None).unwrap()).bench);
+        assert!(!run_options(parse(&args("test"), None).unwrap()).bench);
     }
 
     #[test]

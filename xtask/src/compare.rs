@@ -187,6 +187,7 @@ mod tests {
             duration_ms: 1.0,
         };
         let run = LoadedRun {
+            benchmarks: Vec::new(),
             dir: PathBuf::new(),
             info: mte_results::RunInfo {
                 schema: mte_results::SCHEMA_VERSION,

@@ -1,9 +1,12 @@
 //! The initramfs of the emulated machine: the runner as `/init`, its arguments, the guest
-//! payloads it loads into the nested VMs, and the kernel modules it loads at boot. The modules
-//! tie an initramfs to its kernel: each kernel gets its own.
+//! payloads it loads into the nested VMs, the kernel modules it loads at boot, and what the run's
+//! previous kernel left for this one. The modules tie an initramfs to its kernel: each kernel
+//! gets its own.
 
 use std::io::BufWriter;
 use std::path::Path;
+
+use mte_results::artifact::INCOMING_DIR;
 
 use crate::cpio::CpioWriter;
 use crate::error::{bail, Context, Result};
@@ -62,13 +65,15 @@ fn parent_directories<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Strin
 }
 
 /// Write the initramfs to `out`; returns its size in bytes. `modules` are loaded at boot
-/// in their order.
+/// in their order; `incoming` are files (by name) the previous kernel of the run left for this
+/// one, put in `mte_results::artifact::INCOMING_DIR`.
 pub fn write(
     out: &Path,
     runner: &Path,
     payload: &Path,
     args: &[String],
     modules: &ModuleSet,
+    incoming: &[(String, Vec<u8>)],
 ) -> Result<u64> {
     let runner_bytes =
         std::fs::read(runner).with_context(|| format!("reading {}", runner.display()))?;
@@ -106,6 +111,12 @@ pub fn write(
         }
         let list: String = module_paths.iter().map(|p| format!("{p}\n")).collect();
         cpio.file(MODULES_LIST_PATH, 0o644, list.as_bytes())?;
+    }
+    if !incoming.is_empty() {
+        cpio.directory(INCOMING_DIR, 0o755)?;
+        for (name, bytes) in incoming {
+            cpio.file(&format!("{INCOMING_DIR}/{name}"), 0o644, bytes)?;
+        }
     }
     cpio.finish()?
         .into_inner()

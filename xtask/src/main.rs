@@ -3,6 +3,8 @@
 //! and reports runs. `cargo xtask --help` lists the commands.
 
 mod apt;
+mod artifacts;
+mod bench;
 mod browser;
 mod build;
 mod cli;
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
             Status::Clean
         }
         cli::Command::Run(options) => report(run::run(&options).map(|finished| finished.status)),
+        cli::Command::Bench(options) => report(run::run(&options).map(|finished| finished.status)),
         cli::Command::Test(options) => run::test(&options),
         cli::Command::Setup(options) => report(run::setup(&options).map(|_| Status::Clean)),
         cli::Command::Build(options) => report(run::build_only(&options).map(|_| Status::Clean)),

@@ -3,11 +3,15 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use mte_results::rundir::{RunDir, REPORT_HTML};
+use mte_results::bench_summary::BenchSummary;
+use mte_results::rundir::{RunDir, BENCH_JSON, CRITERION_DIR, REPORT_HTML};
+use mte_results::speed::SuiteSpeed;
 use mte_results::summary::{table, RunSummary};
 use mte_results::{Feature, Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS};
 
 use crate::apt::{self, Apt};
+use crate::artifacts::{Incoming, Kept};
+use crate::bench;
 use crate::build::{self, relative, repo_root};
 use crate::cli::{Lane, Options};
 use crate::compare;
@@ -74,8 +78,9 @@ fn kernel_specs(options: &Options) -> Result<Vec<(String, KernelSpec)>> {
         .collect()
 }
 
-/// Each kernel found or fetched, once: two words that name the same package (`7.3` and
-/// `newest`) boot it once.
+/// Each kernel found or fetched. A word that names the kernel of the word before it (`7.3`
+/// then `newest`) boots it once; a kernel named again after another boots again, as the way
+/// back of a migration round trip (`6.1,6.12,6.1`).
 fn resolve_kernels(specs: &[(String, KernelSpec)], apt: &mut Apt) -> Result<Vec<KernelUnderTest>> {
     let mut kernels: Vec<KernelUnderTest> = Vec::new();
     for (word, spec) in specs {
@@ -83,7 +88,7 @@ fn resolve_kernels(specs: &[(String, KernelSpec)], apt: &mut Apt) -> Result<Vec<
         if let Some(tree) = &kernel.tree {
             kernel_modules::ensure_decompressor(tree, apt)?;
         }
-        match kernels.iter().find(|k| k.kernel.image == kernel.image) {
+        match kernels.last().filter(|k| k.kernel.image == kernel.image) {
             Some(same) => ui::note(&format!(
                 "--kernel {word} is the kernel of --kernel {}: it runs once",
                 same.requested
@@ -105,37 +110,81 @@ pub struct Initramfs {
     pub modules: String,
 }
 
+/// What `build` made.
+pub struct Built {
+    pub payload: PathBuf,
+    /// The aarch64 runner, `/init` of every initramfs.
+    pub runner: PathBuf,
+    /// The initramfs of each kernel, in order.
+    pub initramfs: Vec<Initramfs>,
+}
+
 /// `build`: payload and runner, then an initramfs per kernel (whose runner is given
-/// `runner_args`); returns the payload and the initramfs of each kernel, in order.
+/// `runner_args`).
 pub fn build(
     cross: &CrossRoute,
     runner_args: &[String],
     kernels: &[KernelUnderTest],
-) -> Result<(PathBuf, Vec<Initramfs>)> {
+) -> Result<Built> {
     ui::step("build");
     let payload = build::payload(cross)?;
     let runner = build::runner(cross)?;
-    let args = initramfs::runner_args(runner_args);
-    let mut built = Vec::new();
+    let mut initramfs = Vec::new();
     for KernelUnderTest { kernel, .. } in kernels {
-        let (modules, described) = machine_modules(kernel);
-        let out = repo_root()
-            .join(INITRAMFS_DIR)
-            .join(path_safe(&kernel.hint()))
-            .join("initramfs.cpio");
-        let size = initramfs::write(&out, &runner, &payload, &args, &modules)
-            .with_context(|| format!("writing the initramfs for {}", kernel.hint()))?;
-        ui::note(&format!(
-            "initramfs: {} ({}; modules: {described})",
-            relative(&out).display(),
-            ui::size(size)
-        ));
-        built.push(Initramfs {
-            path: out,
-            modules: described,
-        });
+        let written = write_initramfs(kernel, &runner, &payload, runner_args, None)?;
+        initramfs.push(written);
     }
-    Ok((payload, built))
+    Ok(Built {
+        payload,
+        runner,
+        initramfs,
+    })
+}
+
+/// The initramfs of `kernel`, with what the run's previous kernel left for it, if anything.
+fn write_initramfs(
+    kernel: &Kernel,
+    runner: &std::path::Path,
+    payload: &std::path::Path,
+    runner_args: &[String],
+    incoming: Option<&Incoming>,
+) -> Result<Initramfs> {
+    let (modules, described) = machine_modules(kernel);
+    let out = repo_root()
+        .join(INITRAMFS_DIR)
+        .join(path_safe(&kernel.hint()))
+        .join("initramfs.cpio");
+    let files = match incoming {
+        Some(incoming) => incoming
+            .files()
+            .context("reading the artifacts of the previous kernel")?,
+        None => Vec::new(),
+    };
+    let args = initramfs::runner_args(runner_args);
+    let size = initramfs::write(&out, runner, payload, &args, &modules, &files)
+        .with_context(|| format!("writing the initramfs for {}", kernel.hint()))?;
+    let passed_on = match incoming {
+        Some(incoming) => format!(
+            "; from {}: {}",
+            incoming.saved_on,
+            incoming
+                .artifacts
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => String::new(),
+    };
+    ui::note(&format!(
+        "initramfs: {} ({}; modules: {described}{passed_on})",
+        relative(&out).display(),
+        ui::size(size)
+    ));
+    Ok(Initramfs {
+        path: out,
+        modules: described,
+    })
 }
 
 /// The modules the machine loads at boot for `kernel`, and what they are in words. A kernel
@@ -182,7 +231,7 @@ pub fn build_only(options: &Options) -> Result<Vec<Initramfs>> {
     ui::step("tools");
     let cross = tools::ensure_cross(&mut apt)?;
     let kernels = resolve_kernels(&specs, &mut apt)?;
-    build(&cross, &options.runner_args(), &kernels).map(|(_, initramfs)| initramfs)
+    build(&cross, &options.runner_args(), &kernels).map(|built| built.initramfs)
 }
 
 /// A lane ready to run: the emulated lane once per kernel.
@@ -248,7 +297,8 @@ pub fn run(options: &Options) -> Result<Finished> {
         (tools::ensure(&mut apt, needs_qemu)?, Vec::new())
     };
     let runner_args = options.runner_args();
-    let (payload, initramfs) = build(&tools.cross, &runner_args, &kernels)?;
+    let built = build(&tools.cross, &runner_args, &kernels)?;
+    let (payload, initramfs) = (&built.payload, &built.initramfs);
     let host_runner = if options
         .lanes
         .iter()
@@ -262,7 +312,7 @@ pub fn run(options: &Options) -> Result<Finished> {
     for &lane in &options.lanes {
         match lane {
             Lane::Emulated => {
-                for (index, (kernel, initramfs)) in kernels.iter().zip(&initramfs).enumerate() {
+                for (index, (kernel, initramfs)) in kernels.iter().zip(initramfs).enumerate() {
                     lanes.push(Prepared::Emulated {
                         machine: Machine {
                             qemu: tools.qemu().path.clone(),
@@ -278,12 +328,12 @@ pub fn run(options: &Options) -> Result<Finished> {
             Lane::Qemu => lanes.push(Prepared::Qemu(QemuLane::prepare(
                 host_runner.clone().expect("built for the qemu lane"),
                 tools.qemu().path.clone(),
-                &payload,
+                payload,
             )?)),
             Lane::Host => lanes.push(Prepared::Host(
                 HostLane::prepare(
                     host_runner.clone().expect("built for the host lane"),
-                    &payload,
+                    payload,
                 )?,
                 host_machine.clone().expect("surveyed for the host lane"),
             )),
@@ -301,6 +351,8 @@ pub fn run(options: &Options) -> Result<Finished> {
 
     let several_kernels = kernels.len() > 1;
     let mut parts = Vec::new();
+    // What the emulated lane's last boot left for the next kernel.
+    let mut incoming: Option<Incoming> = None;
     for lane in &lanes {
         let remaining = options.timeout.saturating_sub(started.elapsed());
         let deadlines = emulated::Deadlines::with_overall(remaining);
@@ -310,7 +362,31 @@ pub fn run(options: &Options) -> Result<Finished> {
             }
             _ => format!("{} lane", lane.lane().name()),
         };
-        let (summary, selection) = run_lane(lane, &tools, options, &run_dir, deadlines);
+        if let (Prepared::Emulated { kernel, .. }, Some(incoming)) = (lane, incoming.take()) {
+            // Rewritten in place: the machine that booted from it before has exited.
+            let written = write_initramfs(
+                &kernel.kernel,
+                &built.runner,
+                payload,
+                &runner_args,
+                Some(&incoming),
+            );
+            if let Err(e) = written {
+                println!(
+                    "{} {}: the artifacts of {} are not passed on: {e}",
+                    ui::red("error:"),
+                    kernel.kernel.hint(),
+                    incoming.saved_on
+                );
+            }
+        }
+        let (summary, selection, kept) = run_lane(lane, &tools, options, &run_dir, deadlines);
+        if let (Prepared::Emulated { .. }, false) = (lane, kept.is_empty()) {
+            incoming = summary.environments.first().map(|e| Incoming {
+                saved_on: e.kernel_release.clone(),
+                artifacts: kept,
+            });
+        }
         parts.push((label, summary, selection));
     }
     let (summary, selection) = merge(parts, started.elapsed().as_secs_f64() * 1000.0);
@@ -330,6 +406,23 @@ pub fn run(options: &Options) -> Result<Finished> {
         if let Some(error) = &summary.error {
             println!("{} {error}", ui::red("error:"));
         }
+    } else if selection.bench {
+        println!();
+        print!("{}", bench::table(&BenchSummary::of(&summary.benchmarks)));
+        if let Some(error) = &summary.error {
+            println!("{} {error}", ui::red("error:"));
+        }
+        if !summary.benchmarks.is_empty() {
+            println!(
+                "bench: {}, criterion's files in {}",
+                relative(&run_dir.path().join(BENCH_JSON)).display(),
+                relative(&run_dir.path().join(CRITERION_DIR)).display()
+            );
+        }
+        println!(
+            "report: {}",
+            relative(&run_dir.path().join(REPORT_HTML)).display()
+        );
     } else {
         println!();
         print!("{}", table(&summary));
@@ -340,10 +433,25 @@ pub fn run(options: &Options) -> Result<Finished> {
             "report: {}",
             relative(&run_dir.path().join(REPORT_HTML)).display()
         );
+        if let Some(speed) = SuiteSpeed::of(&summary) {
+            println!("{}", speed.line());
+            for (target, met) in speed.targets() {
+                match met {
+                    Some(true) => println!("  target {}: {target}", ui::green("met")),
+                    Some(false) => println!("  target {}: {target}", ui::red("not met")),
+                    None => {}
+                }
+            }
+        }
     }
+    let failed = summary.verdicts.iter().any(|v| v.outcome == Outcome::Fail)
+        || summary
+            .benchmarks
+            .iter()
+            .any(|b| b.outcome == Outcome::Fail);
     let mut status = if summary.error.is_some() {
         Status::Error
-    } else if summary.verdicts.iter().any(|v| v.outcome == Outcome::Fail) {
+    } else if failed {
         Status::Failed
     } else {
         Status::Clean
@@ -383,14 +491,15 @@ fn run_hint(tools: &Tools, kernels: &[KernelUnderTest], host: Option<&HostMachin
     parts.join("+")
 }
 
-/// Run one lane (for the emulated lane, one kernel) into the run directory.
+/// Run one lane (for the emulated lane, one kernel) into the run directory; with the artifacts
+/// its runner sent.
 fn run_lane(
     lane: &Prepared,
     tools: &Tools,
     options: &Options,
     run_dir: &RunDir,
     deadlines: emulated::Deadlines,
-) -> (RunSummary, Selection) {
+) -> (RunSummary, Selection, Vec<Kept>) {
     let mut host = common_host_facts(tools, options);
     let runner_args = options.runner_args();
     // Until the runner reports the kernel's release, the run's record names it as xtask can.
@@ -468,10 +577,12 @@ fn run_lane(
             host_lane.run(&runner_args, deadlines, |line| session.on_line(line))
         }
     };
-    match ended {
+    let kept = session.take_kept_artifacts();
+    let (summary, selection) = match ended {
         Ok(ending) => session.conclude(&ending),
         Err(e) => session.conclude_with_error(e.to_string()),
-    }
+    };
+    (summary, selection, kept)
 }
 
 /// The lanes' summaries as one run: environments and verdicts in lane order, and each lane's
@@ -479,6 +590,7 @@ fn run_lane(
 fn merge(parts: Vec<(String, RunSummary, Selection)>, wall_ms: f64) -> (RunSummary, Selection) {
     let several = parts.len() > 1;
     let mut summary = RunSummary {
+        benchmarks: Vec::new(),
         environments: Vec::new(),
         verdicts: Vec::new(),
         wall_ms,
@@ -489,6 +601,7 @@ fn merge(parts: Vec<(String, RunSummary, Selection)>, wall_ms: f64) -> (RunSumma
     for (label, part, part_selection) in parts {
         summary.environments.extend(part.environments);
         summary.verdicts.extend(part.verdicts);
+        summary.benchmarks.extend(part.benchmarks);
         if let Some(error) = part.error {
             errors.push(if several {
                 format!("{label}: {error}")
@@ -502,6 +615,7 @@ fn merge(parts: Vec<(String, RunSummary, Selection)>, wall_ms: f64) -> (RunSumma
                 list: so_far.list || part_selection.list,
                 words: so_far.words,
                 all: so_far.all && part_selection.all,
+                bench: so_far.bench || part_selection.bench,
             },
         });
     }
@@ -755,6 +869,7 @@ mod tests {
             let mut v = verdict("tags::a", Outcome::Pass);
             v.lane = lane.name().into();
             let summary = RunSummary {
+                benchmarks: Vec::new(),
                 environments: vec![mte_results::Environment {
                     lane: lane.name().into(),
                     ..Default::default()

@@ -4,11 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use mte_results::bench::Benchmark;
 use mte_results::rundir::RunDir;
 use mte_results::stream::{parse_line, Line, Record};
 use mte_results::summary::RunSummary;
 use mte_results::{Environment, Feature, Outcome, Tally, Verdict};
 
+use crate::artifacts::{self, Kept};
 use crate::emulated::{End, Ending, Flow};
 use crate::ui;
 
@@ -21,6 +23,8 @@ pub struct Selection {
     pub words: String,
     /// Every check the runner knows was selected to run.
     pub all: bool,
+    /// The runner runs the performance suite: benchmarks instead of checks.
+    pub bench: bool,
 }
 
 /// What carries a lane's records to xtask.
@@ -63,6 +67,7 @@ pub struct Session<'a> {
     first_record_after: Option<Duration>,
     first_verdict_after: Option<Duration>,
     verdicts: Vec<Verdict>,
+    benchmarks: Vec<Benchmark>,
     done: Option<Tally>,
     /// The runner's own wall time for the checks, from its Done record.
     checks_wall_ms: Option<f64>,
@@ -72,6 +77,8 @@ pub struct Session<'a> {
     failed: usize,
     corrupt: Vec<String>,
     write_error: Option<String>,
+    /// Artifacts the runner sent, kept in the run directory, for the run's next kernel.
+    kept: Vec<Kept>,
 }
 
 impl<'a> Session<'a> {
@@ -107,13 +114,20 @@ impl<'a> Session<'a> {
             first_record_after: None,
             first_verdict_after: None,
             verdicts: Vec::new(),
+            benchmarks: Vec::new(),
             done: None,
             checks_wall_ms: None,
             aborted: None,
             failed: 0,
             corrupt: Vec::new(),
             write_error,
+            kept: Vec::new(),
         }
+    }
+
+    /// The artifacts kept so far (the next kernel's incoming files), taken out of the session.
+    pub fn take_kept_artifacts(&mut self) -> Vec<Kept> {
+        std::mem::take(&mut self.kept)
     }
 
     /// Take one console line.
@@ -144,6 +158,7 @@ impl<'a> Session<'a> {
                 available,
                 list,
                 selection,
+                bench,
                 ..
             } => {
                 let mut host = std::mem::take(&mut self.environment.host);
@@ -163,6 +178,7 @@ impl<'a> Session<'a> {
                     list,
                     all: !list && planned == available,
                     words: selection,
+                    bench,
                 };
                 if let Err(e) = self
                     .run
@@ -172,11 +188,12 @@ impl<'a> Session<'a> {
                 }
                 self.recorded_as = self.environment.kernel_release.clone();
                 let after = self.first_record_after.unwrap_or_default().as_secs_f64();
+                let things = if bench { "benchmark" } else { "check" };
                 let what = if self.selection.list {
-                    "listing the checks".to_string()
+                    format!("listing the {things}s")
                 } else {
                     format!(
-                        "{planned} check{} planned",
+                        "{planned} {things}{} planned",
                         if planned == 1 { "" } else { "s" }
                     )
                 };
@@ -197,6 +214,42 @@ impl<'a> Session<'a> {
                 }
                 self.verdicts.push(verdict);
                 self.print_progress(self.verdicts.last().expect("just pushed"));
+                Flow::Continue
+            }
+            Record::Artifact { name, bytes_base64 } => {
+                let release = &self.environment.kernel_release;
+                match artifacts::keep(self.run.path(), release, &name, &bytes_base64) {
+                    Ok(kept) => {
+                        println!(
+                            "    {}",
+                            ui::dim(&format!(
+                                "artifact kept: {} ({})",
+                                kept.path.display(),
+                                ui::size(kept.bytes as u64)
+                            ))
+                        );
+                        self.kept.push(kept);
+                    }
+                    Err(e) => {
+                        println!("    {} {e}", ui::red("artifact not kept:"));
+                        self.corrupt.push(e);
+                    }
+                }
+                Flow::Continue
+            }
+            Record::Benchmark(benchmark) => {
+                if let Err(e) = self.run.append_benchmark(&benchmark) {
+                    self.note_write_error(e);
+                }
+                println!(
+                    "    [{}/{} {} {}] {}",
+                    self.benchmarks.len() + 1,
+                    self.planned.map_or("?".to_string(), |p| p.to_string()),
+                    self.environment.lane,
+                    self.environment.kernel_release,
+                    crate::bench::progress(&benchmark)
+                );
+                self.benchmarks.push(*benchmark);
                 Flow::Continue
             }
             Record::Log { text } => {
@@ -289,6 +342,7 @@ impl<'a> Session<'a> {
         let error = self.run_error(ending);
         self.record_timings();
         let summary = RunSummary {
+            benchmarks: self.benchmarks,
             environments: vec![self.environment],
             verdicts: self.verdicts,
             wall_ms: self.started.elapsed().as_secs_f64() * 1000.0,
@@ -366,16 +420,29 @@ impl<'a> Session<'a> {
             return None;
         }
         if self.planned == Some(0) {
+            let (things, command) = if self.selection.bench {
+                ("benchmark", "bench")
+            } else {
+                ("check", "run")
+            };
             return Some(if self.selection.words.is_empty() {
-                "the runner planned no checks".to_string()
+                format!("the runner planned no {things}s")
             } else {
                 format!(
-                    "no check matches {}; `cargo xtask run -- --list` lists them",
+                    "no {things} matches {}; `cargo xtask {command} -- --list` lists them",
                     self.selection.words
                 )
             });
         }
-        let arrived = Tally::of(&self.verdicts);
+        let (arrived, results) = if self.selection.bench {
+            let mut tally = Tally::default();
+            for b in &self.benchmarks {
+                tally.add(b.outcome);
+            }
+            (tally, self.benchmarks.len())
+        } else {
+            (Tally::of(&self.verdicts), self.verdicts.len())
+        };
         if let Some(reported) = self.done {
             if reported != arrived {
                 return Some(format!(
@@ -384,9 +451,11 @@ impl<'a> Session<'a> {
             }
         }
         match self.planned {
-            Some(planned) if planned != self.verdicts.len() => Some(format!(
-                "the runner planned {planned} checks but reported {} verdicts",
-                self.verdicts.len()
+            Some(planned) if planned != results && self.selection.bench => Some(format!(
+                "the runner planned {planned} benchmarks but reported {results}"
+            )),
+            Some(planned) if planned != results => Some(format!(
+                "the runner planned {planned} checks but reported {results} verdicts"
             )),
             _ => None,
         }
@@ -468,6 +537,7 @@ mod tests {
             available: planned,
             list: false,
             selection: String::new(),
+            bench: false,
         }
     }
 
@@ -479,6 +549,7 @@ mod tests {
             available: 18,
             list,
             selection: selection.into(),
+            bench: false,
         }
     }
 

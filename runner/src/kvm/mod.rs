@@ -11,6 +11,7 @@ mod migrate;
 mod peer;
 mod race;
 mod raw;
+pub mod timing;
 mod vcpu;
 pub mod watchdog;
 
@@ -121,6 +122,16 @@ impl KvmVmm {
         Ok(payload)
     }
 
+    /// Copy the payload `name` into the VM's RAM; returns its entry point.
+    fn load_payload(&self, vm: &mut Vm, name: &'static str) -> Result<u64, VmmError> {
+        let payload = self.payload(name)?;
+        for segment in &payload.segments {
+            vm.ram
+                .write((segment.ipa - RAM_IPA) as usize, &segment.data);
+        }
+        Ok(payload.entry)
+    }
+
     /// A VM with its RAM memslot on `backing`, and MTE enabled if asked (before any vCPU, as
     /// KVM requires).
     fn create_vm(&self, mte: bool, backing: Backing) -> Result<Vm, VmmError> {
@@ -136,13 +147,23 @@ impl KvmVmm {
 fn new_vm(kvm: &Kvm, mte: bool, ram: GuestRam) -> Result<Vm, VmmError> {
     let vm = kvm.create_vm().map_err(sys("KVM_CREATE_VM"))?;
     if mte {
-        let cap = kvm_enable_cap {
-            cap: KVM_CAP_ARM_MTE,
-            ..Default::default()
-        };
-        vm.enable_cap(&cap)
-            .map_err(sys("KVM_ENABLE_CAP(KVM_CAP_ARM_MTE)"))?;
+        enable_mte(&vm)?;
     }
+    add_ram_memslot(vm, ram)
+}
+
+/// KVM_ENABLE_CAP(KVM_CAP_ARM_MTE): before any vCPU exists, as KVM requires.
+fn enable_mte(vm: &VmFd) -> Result<(), VmmError> {
+    let cap = kvm_enable_cap {
+        cap: KVM_CAP_ARM_MTE,
+        ..Default::default()
+    };
+    vm.enable_cap(&cap)
+        .map_err(sys("KVM_ENABLE_CAP(KVM_CAP_ARM_MTE)"))
+}
+
+/// Hand `ram` to the VM as its RAM memslot.
+fn add_ram_memslot(vm: VmFd, ram: GuestRam) -> Result<Vm, VmmError> {
     let region = kvm_userspace_memory_region {
         slot: 0,
         flags: 0,
@@ -154,6 +175,16 @@ fn new_vm(kvm: &Kvm, mte: bool, ram: GuestRam) -> Result<Vm, VmmError> {
     // VM fd is closed.
     unsafe { vm.set_user_memory_region(region) }.map_err(sys("KVM_SET_USER_MEMORY_REGION"))?;
     Ok(Vm { fd: vm, ram })
+}
+
+/// vCPU 0 of `vm`, initialised to start at `entry`.
+fn add_vcpu(vm: &Vm, entry: u64) -> Result<VcpuFd, VmmError> {
+    let vcpu = vm.fd.create_vcpu(0).map_err(sys("KVM_CREATE_VCPU"))?;
+    vcpu::init(&vm.fd, &vcpu, entry).map_err(|(call, errno)| VmmError::Sys {
+        call: call.into(),
+        errno,
+    })?;
+    Ok(vcpu)
 }
 
 /// A VM and the RAM of its memslot. Field order is drop order: the VM fd goes before the
@@ -173,26 +204,10 @@ impl Vmm for KvmVmm {
     }
 
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
-        let payload = self.payload(options.payload)?;
         let mut vm = self.create_vm(options.mte, options.backing)?;
-        for segment in &payload.segments {
-            vm.ram
-                .write((segment.ipa - RAM_IPA) as usize, &segment.data);
-        }
-        let vcpu = vm.fd.create_vcpu(0).map_err(sys("KVM_CREATE_VCPU"))?;
-        vcpu::init(&vm.fd, &vcpu, payload.entry).map_err(|(call, errno)| VmmError::Sys {
-            call: call.into(),
-            errno,
-        })?;
-        let mut guest = KvmGuest {
-            vcpu,
-            vm,
-            watchdog: Watchdog::for_current_thread(),
-            deadline: options.deadline.unwrap_or(self.deadline),
-            console: Vec::new(),
-            ids: GuestIds::default(),
-            powered_off: false,
-        };
+        let entry = self.load_payload(&mut vm, options.payload)?;
+        let vcpu = add_vcpu(&vm, entry)?;
+        let mut guest = KvmGuest::new(vcpu, vm, options.deadline.unwrap_or(self.deadline));
         guest.run_to_doorbell("boot")?;
         guest.ids = crate::boot_check::booted_ids(&guest.mailbox(), options.payload)?;
         if options.mte && guest.ids.mte_level() < 2 {
@@ -213,6 +228,25 @@ impl Vmm for KvmVmm {
                 "KVM has no KVM_CAP_ARM_MTE (a CPU without MTE, or a kernel before 5.13)".into(),
             ))
         }
+    }
+
+    fn restore(
+        &self,
+        stream: &[u8],
+        fault: Option<mte_suites::migrate::StreamFault>,
+    ) -> Result<Box<dyn Guest>, VmmError> {
+        migrate::restore(stream, fault, self.deadline)
+    }
+
+    fn keep_artifact(&self, name: &str, bytes: &[u8]) -> Result<bool, VmmError> {
+        crate::artifacts::keep(name, bytes).map(|()| true)
+    }
+
+    fn incoming_stream(
+        &self,
+        name: &str,
+    ) -> Result<Option<mte_suites::migrate::IncomingStream>, VmmError> {
+        crate::artifacts::incoming(name)
     }
 
     fn abi_vm(&self, mte: bool) -> Result<Box<dyn AbiVm>, VmmError> {
@@ -249,6 +283,19 @@ struct KvmGuest {
 }
 
 impl KvmGuest {
+    /// A guest not yet run, whose every step may take up to `deadline`.
+    fn new(vcpu: VcpuFd, vm: Vm, deadline: Duration) -> Self {
+        KvmGuest {
+            vcpu,
+            vm,
+            watchdog: Watchdog::for_current_thread(),
+            deadline,
+            console: Vec::new(),
+            ids: GuestIds::default(),
+            powered_off: false,
+        }
+    }
+
     fn mailbox(&self) -> Mailbox {
         let mut bytes = [0u8; std::mem::size_of::<Mailbox>()];
         self.vm
@@ -481,6 +528,13 @@ impl Guest for KvmGuest {
         plan: &mte_suites::migrate::MigrationPlan,
     ) -> Result<Box<dyn Guest>, VmmError> {
         migrate::migrate(*self, plan)
+    }
+
+    fn save(
+        self: Box<Self>,
+        fault: Option<mte_suites::migrate::StreamFault>,
+    ) -> Result<mte_suites::migrate::SavedStream, VmmError> {
+        migrate::save(*self, fault)
     }
 }
 

@@ -2,7 +2,7 @@
 //! the report of how it came, and (post-copy) the page server it still depends on.
 
 use mte_protocol::{Command, GuestIds};
-use mte_suites::migrate::MigrationReport;
+use mte_suites::migrate::{MigrationPlan, MigrationReport};
 use mte_suites::vmm::{Guest, Reply, VmmError};
 
 use super::postcopy::PageServer;
@@ -66,6 +66,18 @@ impl Guest for MigratedGuest {
 
     fn console(&self) -> String {
         self.inner.console()
+    }
+
+    /// On again: a guest that arrived whole moves as any guest of this process does; one that
+    /// a post-copy source still serves pages to cannot leave before they have all arrived.
+    fn migrate(self: Box<Self>, plan: &MigrationPlan) -> Result<Box<dyn Guest>, VmmError> {
+        if self.server.is_some() {
+            return Err(VmmError::Unsupported(
+                "migrating a post-copy destination while its source still serves it pages".into(),
+            ));
+        }
+        let MigratedGuest { inner, .. } = *self;
+        super::migrate(inner, plan)
     }
 
     fn migration_report(&mut self) -> Result<MigrationReport, VmmError> {

@@ -97,6 +97,16 @@ pub fn resume(
     registers: &[Register],
     carried: Carried,
 ) -> Result<(KvmGuest, Vec<String>), VmmError> {
+    resume_with(vm, carried, |vcpu| vcpu_state::restore(vcpu, registers))
+}
+
+/// The destination's vCPU, its registers written by `restore`, as a guest of this thread; with
+/// what `restore` returned.
+pub fn resume_with<T>(
+    vm: Vm,
+    carried: Carried,
+    restore: impl FnOnce(&kvm_ioctls::VcpuFd) -> Result<T, VmmError>,
+) -> Result<(KvmGuest, T), VmmError> {
     let vcpu_fd = vm.fd.create_vcpu(0).map_err(|e| VmmError::Sys {
         call: "KVM_CREATE_VCPU on the destination".into(),
         errno: e.errno(),
@@ -105,7 +115,7 @@ pub fn resume(
         call: format!("{call} on the destination"),
         errno,
     })?;
-    let differing = vcpu_state::restore(&vcpu_fd, registers)?;
+    let restored = restore(&vcpu_fd)?;
     let guest = KvmGuest {
         vcpu: vcpu_fd,
         vm,
@@ -115,7 +125,7 @@ pub fn resume(
         ids: carried.ids,
         powered_off: false,
     };
-    Ok((guest, differing))
+    Ok((guest, restored))
 }
 
 /// A pipe, both ends close-on-exec.

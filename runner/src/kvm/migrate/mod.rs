@@ -3,8 +3,9 @@
 //! after the doorbell the source stopped at. Methods: stop-and-copy into a VM of this process
 //! ([`engine`]) or of a new process started from this executable ([`process`]), iterative
 //! pre-copy with KVM dirty logging ([`engine`], [`dirty`]), and post-copy with userfaultfd
-//! ([`postcopy`]). Faults a stream may suffer on the way ([`send::in_transit`]) serve the
-//! suite's fault injection.
+//! ([`postcopy`]); and a stream saved into memory and restored from it ([`saved`]), to carry a
+//! guest to another kernel. Faults a stream may suffer on the way ([`send::in_transit`]) serve
+//! the suite's fault injection.
 //!
 //! The stream carries what the guest has (RAM, tags, every register KVM_GET_REG_LIST names),
 //! not how the VM was built: both ends create their VM and vCPU the same way (MTE on, one vCPU,
@@ -17,19 +18,34 @@ mod engine;
 mod postcopy;
 mod process;
 mod receive;
+mod saved;
 mod send;
 mod source;
 pub mod stream;
 mod uffd;
 mod vcpu_state;
 
-use mte_suites::migrate::{Method, MigrationPlan};
+use mte_suites::migrate::{Method, MigrationPlan, SavedStream, StreamFault};
 use mte_suites::vmm::{Guest, VmmError};
 
 use super::KvmGuest;
 use arrived::MigratedGuest;
 
 pub use process::incoming_if_asked;
+
+/// Save `source` into a stream in memory ([`saved`]).
+pub(super) fn save(source: KvmGuest, fault: Option<StreamFault>) -> Result<SavedStream, VmmError> {
+    saved::save(source, fault)
+}
+
+/// A guest restored from a saved stream ([`saved`]).
+pub(super) fn restore(
+    stream: &[u8],
+    fault: Option<StreamFault>,
+    deadline: std::time::Duration,
+) -> Result<Box<dyn Guest>, VmmError> {
+    Ok(Box::new(saved::restore(stream, fault, deadline)?))
+}
 
 /// Move `source` to a destination as `plan` says.
 pub(super) fn migrate(source: KvmGuest, plan: &MigrationPlan) -> Result<Box<dyn Guest>, VmmError> {

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use kvm_ioctls::Kvm;
 use mte_protocol::{GRANULE, RAM_IPA};
+use mte_suites::migrate::StreamFault;
 use mte_suites::vmm::VmmError;
 
+use super::send::in_transit;
 use super::stream::{Decoder, Page, Record, Register, StreamError};
 use crate::kvm::copy_tags::{copy_mte_tags_fd, KvmArmCopyMteTags, KVM_ARM_TAGS_TO_GUEST};
 use crate::kvm::memory::{page_size, GuestRam};
@@ -75,6 +77,16 @@ pub fn vm_for(
 /// Read a whole stream (up to its `End`) into a new VM. With `alone`, nothing may follow the
 /// stream on `input`.
 pub fn receive<R: Read>(input: R, alone: bool) -> Result<Arrival, VmmError> {
+    receive_broken(input, alone, None)
+}
+
+/// As [`receive`], each page broken by `fault` as it is read (fault injection on the receiving
+/// side, for a stream whose bytes must stay whole).
+pub fn receive_broken<R: Read>(
+    input: R,
+    alone: bool,
+    fault: Option<StreamFault>,
+) -> Result<Arrival, VmmError> {
     let mut decoder = Decoder::new(input).map_err(stream_error)?;
     check_page_size(&decoder)?;
     let mut destination: Option<Destination> = None;
@@ -91,10 +103,15 @@ pub fn receive<R: Read>(input: R, alone: bool) -> Result<Arrival, VmmError> {
                 })?;
                 destination = Some(Destination::new(vm));
             }
-            Record::Page(page) => destination
-                .as_mut()
-                .expect("the decoder refuses pages before Memory")
-                .apply(&page)?,
+            Record::Page(mut page) => {
+                if let Some(fault) = fault {
+                    in_transit(fault, &mut page, None);
+                }
+                destination
+                    .as_mut()
+                    .expect("the decoder refuses pages before Memory")
+                    .apply(&page)?
+            }
             Record::Registers(r) => registers = r,
             Record::RoundEnd { .. } => rounds += 1,
             Record::End { .. } => {}

@@ -23,6 +23,9 @@ pub struct Sender<W: Write> {
     /// Time reading tags at the source, and the guest RAM it covered.
     pub tag_read_time: Duration,
     pub tag_read_bytes: u64,
+    /// Pages with neither data nor tags are not sent: for a stream restored into a fresh VM,
+    /// whose pages are zero until written.
+    leave_out_zero_pages: bool,
 }
 
 const WRITE_CALL: &str = "write of the migration stream";
@@ -49,7 +52,14 @@ impl<W: Write> Sender<W> {
             sent: Vec::new(),
             tag_read_time: Duration::ZERO,
             tag_read_bytes: 0,
+            leave_out_zero_pages: false,
         })
+    }
+
+    /// The same sender, sending no record for a page of zeros with tags 0.
+    pub fn leaving_out_zero_pages(mut self) -> Self {
+        self.leave_out_zero_pages = true;
+        self
     }
 
     pub fn record(&mut self, record: &Record) -> Result<(), VmmError> {
@@ -80,7 +90,9 @@ impl<W: Write> Sender<W> {
         self.encoder.bytes()
     }
 
-    /// Every page of guest RAM, in batches (one tag read a batch). Returns the records sent.
+    /// Every page of guest RAM, in batches (one tag read a batch). A page never mapped goes as
+    /// zeros without being read: on a guest's RAM most pages are, and reading them would fault
+    /// each in to find zeros. Returns the records sent.
     pub fn send_all(
         &mut self,
         memory: &SourceMemory,
@@ -91,13 +103,19 @@ impl<W: Write> Sender<W> {
         let mut at = 0;
         while at < memory.size {
             let len = batch.min(memory.size - at);
+            let never_mapped = memory.never_mapped(base + at, len);
             let started = Instant::now();
-            let tags = memory.tags(base + at, len)?;
-            self.count_tag_read(started, len);
+            let (tags, read) = memory.tags_except(base + at, len, &never_mapped)?;
+            self.count_tag_read(started, read);
             let per_page = (memory.page_size / 16) as usize;
             for (i, page_tags) in tags.chunks(per_page).enumerate() {
                 let ipa = base + at + i as u64 * memory.page_size;
-                self.send(Page::new(ipa, &memory.data(ipa), page_tags), round)?;
+                let page = if never_mapped[i] {
+                    Page::zeros(ipa)
+                } else {
+                    Page::new(ipa, &memory.data(ipa), page_tags)
+                };
+                self.send(page, round)?;
             }
             at += len;
         }
@@ -133,6 +151,9 @@ impl<W: Write> Sender<W> {
 
     /// Put a page on its way, as the stream's fault (if any) has it arrive.
     pub fn send(&mut self, mut page: Page, round: u32) -> Result<(), VmmError> {
+        if self.leave_out_zero_pages && page.data.is_none() && page.tags.is_none() {
+            return Ok(());
+        }
         if self.fault == Some(StreamFault::StaleTags) {
             let first = self
                 .first_tags
@@ -151,7 +172,6 @@ impl<W: Write> Sender<W> {
         self.record(&Record::Page(page))
     }
 
-    #[cfg(test)]
     pub fn into_inner(self) -> W {
         self.encoder.into_inner()
     }
@@ -224,6 +244,23 @@ mod tests {
         let mut late = page.clone();
         in_transit(StreamFault::LateTags, &mut late, None);
         assert_eq!(late, page);
+    }
+
+    #[test]
+    fn pages_of_zeros_can_be_left_out() {
+        let mut sender = Sender::new(Vec::new(), 4096, None)
+            .unwrap()
+            .leaving_out_zero_pages();
+        sender.memory(0, 1 << 20).unwrap();
+        sender.send(Page::new(0, &[0; 4096], &[0; 256]), 0).unwrap();
+        sender
+            .send(Page::new(0x1000, &[0; 4096], &[1; 256]), 0)
+            .unwrap();
+        sender
+            .send(Page::new(0x2000, &[1; 4096], &[0; 256]), 0)
+            .unwrap();
+        let ipas: Vec<u64> = sender.sent.iter().map(|p| p.ipa).collect();
+        assert_eq!(ipas, [0x1000, 0x2000]);
     }
 
     #[test]

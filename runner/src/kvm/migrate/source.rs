@@ -4,9 +4,11 @@
 use std::os::fd::{AsRawFd, RawFd};
 
 use mte_protocol::{granules, offsets, GRANULE, MAILBOX_IPA, PAGE_SIZE, RAM_IPA, STOP_ARG};
+use mte_suites::host_mm::Backing;
 use mte_suites::vmm::VmmError;
 
 use crate::kvm::copy_tags::{copy_mte_tags_fd, KvmArmCopyMteTags, KVM_ARM_TAGS_FROM_GUEST};
+use crate::kvm::memory;
 use crate::kvm::Vm;
 
 /// Tags are read this many bytes of guest RAM at a time: one ioctl for many pages.
@@ -20,6 +22,8 @@ pub struct SourceMemory {
     hva: *const u8,
     pub size: u64,
     pub page_size: u64,
+    /// Private anonymous RAM, whose pages never mapped read as zeros (data and tags).
+    private_anonymous: bool,
 }
 
 // SAFETY: the mapping and the VM outlive every thread given a copy (the engine's threads are
@@ -34,7 +38,55 @@ impl SourceMemory {
             hva: vm.ram.host_address() as *const u8,
             size: vm.ram.size() as u64,
             page_size: crate::kvm::memory::page_size() as u64,
+            private_anonymous: vm.ram.backing() == Backing::PrivateAnonymous,
         }
+    }
+
+    /// For each page of `[ipa, ipa + len)`, whether it was never mapped: zero data and zero
+    /// tags, known without reading either (the guest never touched it, nor did KVM map it for
+    /// the guest). All `false` where that cannot be known: RAM of another backing, or no
+    /// pagemap.
+    pub fn never_mapped(&self, ipa: u64, len: u64) -> Vec<bool> {
+        let pages = (len / self.page_size) as usize;
+        let offset = self.offset(ipa, len);
+        if !self.private_anonymous {
+            return vec![false; pages];
+        }
+        match memory::pagemap(self.hva as usize + offset, pages) {
+            Ok(entries) => entries.into_iter().map(memory::never_mapped).collect(),
+            Err(_) => vec![false; pages],
+        }
+    }
+
+    /// The tags of `[ipa, ipa + len)` as [`SourceMemory::tags`] reads them, but zeros for the
+    /// pages `skip` marks, which are not read. Returns the tags and the bytes of guest RAM
+    /// actually read.
+    pub fn tags_except(
+        &self,
+        ipa: u64,
+        len: u64,
+        skip: &[bool],
+    ) -> Result<(Vec<u8>, u64), VmmError> {
+        let per_page = granules(self.page_size);
+        let mut tags = vec![0u8; granules(len)];
+        let mut read = 0;
+        let mut page = 0;
+        while page < skip.len() {
+            if skip[page] {
+                page += 1;
+                continue;
+            }
+            let run = skip[page..].iter().take_while(|&&s| !s).count();
+            let at = page * per_page;
+            let run_tags = self.tags(
+                ipa + page as u64 * self.page_size,
+                run as u64 * self.page_size,
+            )?;
+            tags[at..at + run_tags.len()].copy_from_slice(&run_tags);
+            read += run as u64 * self.page_size;
+            page += run;
+        }
+        Ok((tags, read))
     }
 
     pub fn vm_fd(&self) -> RawFd {

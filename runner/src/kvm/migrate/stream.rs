@@ -93,6 +93,15 @@ impl Page {
         }
     }
 
+    /// The record of a page of zeros with tags 0.
+    pub fn zeros(ipa: u64) -> Self {
+        Page {
+            ipa,
+            data: None,
+            tags: None,
+        }
+    }
+
     /// Bytes of packed tags this page costs in the stream.
     pub fn tag_bytes(&self) -> usize {
         self.tags.as_ref().map_or(0, |t| t.len().div_ceil(2))
@@ -365,7 +374,6 @@ impl<W: Write> Encoder<W> {
         self.out.flush()
     }
 
-    #[cfg(test)]
     pub fn into_inner(self) -> W {
         self.out
     }

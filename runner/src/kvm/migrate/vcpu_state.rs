@@ -137,18 +137,7 @@ pub fn save(vcpu: &VcpuFd) -> Result<Vec<Register>, VmmError> {
 /// Write `registers` into a vCPU that has not run, then read each back. Returns the names of
 /// those read back otherwise (counters that move on their own left aside).
 pub fn restore(vcpu: &VcpuFd, registers: &[Register]) -> Result<Vec<String>, VmmError> {
-    let refused: Vec<String> = registers
-        .iter()
-        .filter_map(|r| {
-            vcpu.set_one_reg(r.id, &r.value).err().map(|e| {
-                format!(
-                    "{} ({})",
-                    describe(r.id),
-                    mte_suites::vmm::errno_name(e.errno())
-                )
-            })
-        })
-        .collect();
+    let (accepted, refused) = write_each(vcpu, registers);
     if !refused.is_empty() {
         return Err(VmmError::Host(format!(
             "KVM_SET_ONE_REG refused {} of {} registers: {}",
@@ -157,6 +146,47 @@ pub fn restore(vcpu: &VcpuFd, registers: &[Register]) -> Result<Vec<String>, Vmm
             refused.join(", ")
         )));
     }
+    read_back(vcpu, &accepted)
+}
+
+/// As [`restore`], for registers saved under another kernel: one this kernel refuses (a
+/// register it does not list, or a value it does not take, as an ID register naming features
+/// it offers otherwise) keeps this kernel's value, as a VMM restoring across kernel versions
+/// must settle. Returns those read back otherwise, and those refused with both values.
+pub fn restore_across_kernels(
+    vcpu: &VcpuFd,
+    registers: &[Register],
+) -> Result<(Vec<String>, Vec<String>), VmmError> {
+    let (accepted, refused) = write_each(vcpu, registers);
+    Ok((read_back(vcpu, &accepted)?, refused))
+}
+
+/// Write each register; those KVM took, and those it refused in words.
+fn write_each<'a>(vcpu: &VcpuFd, registers: &'a [Register]) -> (Vec<&'a Register>, Vec<String>) {
+    let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+    for r in registers {
+        match vcpu.set_one_reg(r.id, &r.value) {
+            Ok(_) => accepted.push(r),
+            Err(e) => {
+                let mut kept = vec![0u8; r.value.len()];
+                let kept = match vcpu.get_one_reg(r.id, &mut kept) {
+                    Ok(_) => format!("kept {}", hex_le(&kept)),
+                    Err(_) => "not a register here".into(),
+                };
+                refused.push(format!(
+                    "{} ({}: saved {}, {kept})",
+                    describe(r.id),
+                    mte_suites::vmm::errno_name(e.errno()),
+                    hex_le(&r.value)
+                ));
+            }
+        }
+    }
+    (accepted, refused)
+}
+
+/// The names of `registers` read back otherwise than written.
+fn read_back(vcpu: &VcpuFd, registers: &[&Register]) -> Result<Vec<String>, VmmError> {
     let mut differing = Vec::new();
     for r in registers.iter().filter(|r| !MOVING.contains(&r.id)) {
         let mut value = vec![0u8; r.value.len()];
@@ -167,6 +197,12 @@ pub fn restore(vcpu: &VcpuFd, registers: &[Register]) -> Result<Vec<String>, Vmm
         }
     }
     Ok(differing)
+}
+
+/// A little-endian register value as one hex number.
+fn hex_le(value: &[u8]) -> String {
+    let digits: String = value.iter().rev().map(|b| format!("{b:02x}")).collect();
+    format!("0x{}", digits.trim_start_matches('0').max("0"))
 }
 
 #[cfg(test)]
@@ -182,6 +218,12 @@ mod tests {
         assert_eq!(register_size(PC), 8);
         assert_eq!(describe(MTE_REGISTERS[2].1), "TFSR_EL1");
         assert_eq!(describe(0x42), "register 0x42");
+    }
+
+    #[test]
+    fn values_print_as_one_hex_number() {
+        assert_eq!(hex_le(&0x10_2010u64.to_le_bytes()), "0x102010");
+        assert_eq!(hex_le(&[0; 8]), "0x0");
     }
 
     #[test]

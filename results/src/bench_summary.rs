@@ -1,0 +1,381 @@
+//! A run's benchmarks as the reports show them (`bench.json`): per lane and kernel, each
+//! benchmark's median with its interval and throughput, and the ratios of the pairs the
+//! benchmarks declared, which carry from one machine to another where the times do not. With
+//! it, criterion's own files, laid out as criterion lays them out (`criterion/`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bench::{Benchmark, Quantity, BYTES};
+use crate::figures::{format_figure, FigureKind};
+use crate::model::Outcome;
+use crate::SCHEMA_VERSION;
+
+/// The contents of `bench.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchSummary {
+    pub schema: u32,
+    /// One per lane and kernel, in the order they reported.
+    pub columns: Vec<BenchColumn>,
+}
+
+/// The benchmarks of one lane on one kernel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchColumn {
+    pub lane: String,
+    pub kernel: String,
+    /// The ratios first: they are what carries across machines.
+    pub ratios: Vec<Ratio>,
+    pub benchmarks: Vec<BenchLine>,
+}
+
+/// One benchmark's result in a line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchLine {
+    pub id: String,
+    pub outcome: Outcome,
+    /// What an iteration does; for a skip or a fail, why.
+    pub reason: String,
+    /// One iteration, in nanoseconds: the median with its confidence interval, and the mean.
+    pub median_ns: Option<f64>,
+    pub lower_ns: Option<f64>,
+    pub upper_ns: Option<f64>,
+    pub mean_ns: Option<f64>,
+    pub samples: Option<usize>,
+    pub bytes_per_iteration: Option<u64>,
+    /// Bytes of guest memory per second at the median.
+    pub bytes_per_second: Option<f64>,
+    pub figures: Vec<Quantity>,
+}
+
+/// A benchmark's median against its baseline's, or one of its byte counts against the
+/// baseline's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ratio {
+    /// What the ratio says, e.g. `tagged / untagged`.
+    pub what: String,
+    /// What is set against what: `median time`, or a quantity's name.
+    pub of: String,
+    pub numerator: String,
+    pub denominator: String,
+    pub value: f64,
+    /// From the medians' intervals: the numerator's lower bound over the denominator's upper,
+    /// and the other way round. None for quantities, which are exact.
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+}
+
+/// What a ratio of median times is of.
+pub const MEDIAN_TIME: &str = "median time";
+
+impl BenchSummary {
+    pub fn of(benchmarks: &[Benchmark]) -> Self {
+        let mut columns: Vec<BenchColumn> = Vec::new();
+        for b in benchmarks {
+            let at = match columns
+                .iter()
+                .position(|c| c.lane == b.lane && c.kernel == b.kernel)
+            {
+                Some(at) => at,
+                None => {
+                    columns.push(BenchColumn {
+                        lane: b.lane.clone(),
+                        kernel: b.kernel.clone(),
+                        ratios: Vec::new(),
+                        benchmarks: Vec::new(),
+                    });
+                    columns.len() - 1
+                }
+            };
+            columns[at].benchmarks.push(BenchLine::of(b));
+        }
+        for column in &mut columns {
+            let of_column: Vec<&Benchmark> = benchmarks
+                .iter()
+                .filter(|b| b.lane == column.lane && b.kernel == column.kernel)
+                .collect();
+            column.ratios = ratios(&of_column);
+        }
+        BenchSummary {
+            schema: SCHEMA_VERSION,
+            columns,
+        }
+    }
+}
+
+impl BenchLine {
+    pub fn of(b: &Benchmark) -> Self {
+        let median = b.estimates.as_ref().map(|e| e.median);
+        BenchLine {
+            id: b.id.clone(),
+            outcome: b.outcome,
+            reason: b.reason.clone(),
+            median_ns: median.map(|m| m.point_ns),
+            lower_ns: median.map(|m| m.lower_ns),
+            upper_ns: median.map(|m| m.upper_ns),
+            mean_ns: b.estimates.as_ref().map(|e| e.mean.point_ns),
+            samples: b.estimates.as_ref().map(|e| e.samples),
+            bytes_per_iteration: b.bytes_per_iteration,
+            bytes_per_second: match (b.bytes_per_iteration, median) {
+                (Some(bytes), Some(m)) if m.point_ns > 0.0 => Some(bytes as f64 * 1e9 / m.point_ns),
+                _ => None,
+            },
+            figures: b.figures.clone(),
+        }
+    }
+}
+
+/// The ratios the benchmarks of one column declared, in their order: of the median times, and
+/// of each byte count both sides measured. A pair where either side has no result, or the
+/// denominator is zero, gives none.
+pub fn ratios(benchmarks: &[&Benchmark]) -> Vec<Ratio> {
+    let mut found = Vec::new();
+    for b in benchmarks {
+        let Some(versus) = &b.versus else { continue };
+        let Some(base) = benchmarks.iter().find(|o| o.id == versus.baseline) else {
+            continue;
+        };
+        let ratio = |of: &str, value: f64, lower: Option<f64>, upper: Option<f64>| Ratio {
+            what: versus.ratio.clone(),
+            of: of.into(),
+            numerator: b.id.clone(),
+            denominator: base.id.clone(),
+            value,
+            lower,
+            upper,
+        };
+        if let (Some(n), Some(d)) = (&b.estimates, &base.estimates) {
+            let (n, d) = (n.median, d.median);
+            if d.point_ns > 0.0 {
+                let over = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+                found.push(ratio(
+                    MEDIAN_TIME,
+                    n.point_ns / d.point_ns,
+                    over(n.lower_ns, d.upper_ns),
+                    over(n.upper_ns, d.lower_ns),
+                ));
+            }
+        }
+        for q in b.figures.iter().filter(|q| q.unit == BYTES) {
+            let theirs = base
+                .figures
+                .iter()
+                .find(|o| o.what == q.what && o.unit == BYTES);
+            if let Some(theirs) = theirs.filter(|t| t.value > 0.0) {
+                found.push(ratio(&q.what, q.value / theirs.value, None, None));
+            }
+        }
+    }
+    found
+}
+
+/// A time in nanoseconds for a person, in the unit that reads best.
+pub fn format_ns(ns: f64) -> String {
+    format_figure(FigureKind::Timing, ns / 1e6)
+}
+
+/// Bytes per second for a person, in binary units.
+pub fn format_rate(bytes_per_second: f64) -> String {
+    const UNITS: [&str; 4] = ["B/s", "KiB/s", "MiB/s", "GiB/s"];
+    let mut value = bytes_per_second;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+impl BenchLine {
+    /// The median, its interval and the throughput, for a person.
+    pub fn describe(&self) -> Option<String> {
+        let median = self.median_ns?;
+        let mut text = format!("median {}", format_ns(median));
+        if let (Some(lower), Some(upper)) = (self.lower_ns, self.upper_ns) {
+            text.push_str(&format!(" [{}, {}]", format_ns(lower), format_ns(upper)));
+        }
+        if let Some(rate) = self.bytes_per_second {
+            text.push_str(&format!(", {}", format_rate(rate)));
+        }
+        Some(text)
+    }
+}
+
+impl Ratio {
+    /// `numerator: what = value [lower, upper]`, for a person.
+    pub fn describe(&self) -> String {
+        let of = if self.of == MEDIAN_TIME {
+            String::new()
+        } else {
+            format!(", {}", self.of)
+        };
+        let interval = match (self.lower, self.upper) {
+            (Some(lower), Some(upper)) => format!(" [{lower:.2}, {upper:.2}]"),
+            _ => String::new(),
+        };
+        format!(
+            "{}: {}{of} = {:.2}{interval}",
+            self.numerator, self.what, self.value
+        )
+    }
+}
+
+/// Where a benchmark's criterion files go below the run's `criterion/` directory:
+/// `<lane>-<kernel>/<criterion's directory>`, every part made a plain name (a record cannot
+/// send a file outside the run directory).
+pub fn criterion_path(lane: &str, kernel: &str, directory: &str) -> PathBuf {
+    let plain = |part: &str| -> String {
+        let name: String = part
+            .chars()
+            .map(|c| {
+                if matches!(c, '/' | '\\') || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        match name.as_str() {
+            "" | "." | ".." => "_".to_string(),
+            _ => name,
+        }
+    };
+    let mut path = PathBuf::from(plain(&format!("{lane}-{kernel}")));
+    for part in directory.split('/') {
+        path.push(plain(part));
+    }
+    path
+}
+
+/// Write criterion's files of every measured benchmark below `dir`, as criterion lays them
+/// out: `<lane>-<kernel>/<directory>/new/{sample,estimates,benchmark}.json`.
+pub fn write_criterion_files(dir: &Path, benchmarks: &[Benchmark]) -> std::io::Result<()> {
+    for b in benchmarks {
+        let Some(files) = &b.criterion else { continue };
+        let new = dir
+            .join(criterion_path(&b.lane, &b.kernel, &files.directory))
+            .join("new");
+        std::fs::create_dir_all(&new)?;
+        for (name, json) in files.files() {
+            std::fs::write(new.join(name), serde_json::to_vec(json)?)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{Estimate, Estimates, Versus};
+
+    fn measured(id: &str, median: f64, versus: Option<&str>) -> Benchmark {
+        Benchmark {
+            schema: SCHEMA_VERSION,
+            id: id.into(),
+            lane: "emulated".into(),
+            kernel: "6.12".into(),
+            outcome: Outcome::Pass,
+            reason: "r".into(),
+            bytes_per_iteration: Some(4096),
+            estimates: Some(Estimates {
+                median: Estimate {
+                    point_ns: median,
+                    lower_ns: median * 0.9,
+                    upper_ns: median * 1.1,
+                },
+                mean: Estimate {
+                    point_ns: median,
+                    lower_ns: median,
+                    upper_ns: median,
+                },
+                std_dev_ns: 1.0,
+                confidence_level: 0.95,
+                samples: 10,
+                iterations: 100,
+            }),
+            versus: versus.map(|baseline| Versus {
+                baseline: baseline.into(),
+                ratio: "tagged / untagged".into(),
+            }),
+            figures: Vec::new(),
+            criterion: None,
+        }
+    }
+
+    #[test]
+    fn pairs_become_ratios_with_intervals_from_the_medians() {
+        let tagged = measured("g/f/tagged", 300.0, Some("g/f/untagged"));
+        let untagged = measured("g/f/untagged", 100.0, None);
+        let found = ratios(&[&tagged, &untagged]);
+        assert_eq!(found.len(), 1);
+        let r = &found[0];
+        assert_eq!(
+            (r.numerator.as_str(), r.of.as_str()),
+            ("g/f/tagged", MEDIAN_TIME)
+        );
+        assert!((r.value - 3.0).abs() < 1e-12);
+        assert!((r.lower.unwrap() - 270.0 / 110.0).abs() < 1e-12);
+        assert!((r.upper.unwrap() - 330.0 / 90.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn byte_counts_are_set_against_each_other_and_missing_sides_give_nothing() {
+        let bytes = |value: f64| Quantity {
+            what: "stream bytes".into(),
+            value,
+            unit: BYTES.into(),
+        };
+        let mut with = measured("m/s/with tags", 200.0, Some("m/s/without tags"));
+        with.figures = vec![bytes(3000.0)];
+        let mut without = measured("m/s/without tags", 100.0, None);
+        without.figures = vec![bytes(1000.0)];
+        let found = ratios(&[&with, &without]);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[1].of, "stream bytes");
+        assert_eq!((found[1].value, found[1].lower), (3.0, None));
+        // A skipped baseline: no ratio of times; nor of bytes it never counted.
+        without.estimates = None;
+        without.figures.clear();
+        assert!(ratios(&[&with, &without]).is_empty());
+        assert!(ratios(&[&with]).is_empty());
+    }
+
+    #[test]
+    fn columns_keep_lanes_and_kernels_apart_with_throughput() {
+        let a = measured("g/f/x", 1000.0, None);
+        let mut b = a.clone();
+        b.kernel = "6.1".into();
+        let summary = BenchSummary::of(&[a, b]);
+        assert_eq!(summary.columns.len(), 2);
+        let line = &summary.columns[0].benchmarks[0];
+        // 4096 bytes in a microsecond.
+        assert!((line.bytes_per_second.unwrap() - 4.096e9).abs() < 1.0);
+    }
+
+    #[test]
+    fn results_read_in_units_that_suit_them() {
+        assert_eq!(format_rate(3.0 * 1024.0 * 1024.0), "3.0 MiB/s");
+        assert_eq!(format_rate(512.0), "512.0 B/s");
+        assert_eq!(format_ns(12_300.0), "12.3 µs");
+        let tagged = measured("g/f/tagged", 300.0, Some("g/f/untagged"));
+        let untagged = measured("g/f/untagged", 100.0, None);
+        let line = BenchLine::of(&tagged).describe().unwrap();
+        assert_eq!(line, "median 300 ns [270 ns, 330 ns], 12.7 GiB/s");
+        assert_eq!(
+            ratios(&[&tagged, &untagged])[0].describe(),
+            "g/f/tagged: tagged / untagged = 3.00 [2.45, 3.67]"
+        );
+    }
+
+    #[test]
+    fn criterion_paths_stay_inside_the_run() {
+        assert_eq!(
+            criterion_path("emulated", "6.12", "copy_tags/from_guest/4 KiB"),
+            PathBuf::from("emulated-6.12/copy_tags/from_guest/4 KiB")
+        );
+        let escaped = criterion_path("x", "k", "../../etc//passwd");
+        assert_eq!(escaped, PathBuf::from("x-k/_/_/etc/_/passwd"));
+        assert!(!criterion_path("..", "", "/abs").is_absolute());
+    }
+}

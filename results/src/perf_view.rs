@@ -1,0 +1,299 @@
+//! The report's views of performance: a run's benchmarks (the ratios first, then the medians by
+//! group, with their intervals) and the suite's own speed. Layout only; the template draws it.
+
+use serde::Serialize;
+
+use crate::bench::Benchmark;
+use crate::bench_summary::{format_ns, format_rate, BenchSummary, MEDIAN_TIME};
+use crate::figures::FigureKind;
+use crate::model::Outcome;
+use crate::plot::{interval_chart, BarChart, Interval};
+use crate::speed::{SuiteSpeed, KVM_UNIT_TESTS_MTE};
+use crate::summary::{format_duration, RunSummary};
+
+/// The benchmarks of one lane on one kernel.
+#[derive(Serialize)]
+pub struct BenchColumnView {
+    pub lane: String,
+    pub kernel: String,
+    /// The ratios of the declared pairs, with their intervals, against the line at 1.0: a
+    /// chart a group, each to its own scale (tag copies cost tens of plain copies, the rest
+    /// near one).
+    pub ratios: Vec<BenchGroupView>,
+    pub groups: Vec<BenchGroupView>,
+    pub rows: Vec<BenchRow>,
+}
+
+/// The medians (or ratios) of one group of benchmarks (`copy_tags`, `swap`, ...), with their
+/// intervals.
+#[derive(Serialize)]
+pub struct BenchGroupView {
+    pub name: String,
+    pub chart: BarChart,
+}
+
+/// One benchmark in the table.
+#[derive(Serialize)]
+pub struct BenchRow {
+    pub id: String,
+    pub outcome: &'static str,
+    pub median: String,
+    pub interval: String,
+    pub mean: String,
+    pub throughput: String,
+    pub samples: String,
+    pub figures: String,
+    pub reason: String,
+}
+
+/// The part of a benchmark id before its first `/`.
+fn group_of(id: &str) -> &str {
+    id.split('/').next().unwrap_or(id)
+}
+
+/// The groups of `ids`, each once, in order of first appearance.
+fn groups<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut names: Vec<&str> = Vec::new();
+    for id in ids {
+        let name = group_of(id);
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// The benchmarks of a run, by lane and kernel.
+pub fn bench_view(benchmarks: &[Benchmark]) -> Vec<BenchColumnView> {
+    BenchSummary::of(benchmarks)
+        .columns
+        .into_iter()
+        .map(|column| {
+            let ratios = groups(column.ratios.iter().map(|r| r.numerator.as_str()))
+                .into_iter()
+                .map(|name| {
+                    let intervals: Vec<Interval> = column
+                        .ratios
+                        .iter()
+                        .filter(|r| group_of(&r.numerator) == name)
+                        .map(|r| {
+                            let which = r.numerator[name.len()..].trim_start_matches('/');
+                            Interval {
+                                label: if r.of == MEDIAN_TIME {
+                                    format!("{which}: {}", r.what)
+                                } else {
+                                    format!("{which}: {}, {}", r.what, r.of)
+                                },
+                                value: r.value,
+                                lower: r.lower,
+                                upper: r.upper,
+                            }
+                        })
+                        .collect();
+                    BenchGroupView {
+                        name: name.to_string(),
+                        chart: interval_chart("ratios", FigureKind::Ratio, &intervals),
+                    }
+                })
+                .collect();
+            let mut groups_of_medians: Vec<BenchGroupView> = Vec::new();
+            for name in groups(column.benchmarks.iter().map(|b| b.id.as_str())) {
+                let intervals: Vec<Interval> = column
+                    .benchmarks
+                    .iter()
+                    .filter(|b| group_of(&b.id) == name)
+                    .filter_map(|b| {
+                        Some(Interval {
+                            label: b.id[name.len()..].trim_start_matches('/').to_string(),
+                            value: b.median_ns? / 1e6,
+                            lower: b.lower_ns.map(|ns| ns / 1e6),
+                            upper: b.upper_ns.map(|ns| ns / 1e6),
+                        })
+                    })
+                    .collect();
+                if !intervals.is_empty() {
+                    groups_of_medians.push(BenchGroupView {
+                        name: name.to_string(),
+                        chart: interval_chart("timings", FigureKind::Timing, &intervals),
+                    });
+                }
+            }
+            let rows = column
+                .benchmarks
+                .iter()
+                .map(|b| BenchRow {
+                    id: b.id.clone(),
+                    outcome: if b.outcome == Outcome::Pass {
+                        "measured"
+                    } else {
+                        b.outcome.as_str()
+                    },
+                    median: b.median_ns.map(format_ns).unwrap_or_default(),
+                    interval: match (b.lower_ns, b.upper_ns) {
+                        (Some(l), Some(u)) => format!("{} – {}", format_ns(l), format_ns(u)),
+                        _ => String::new(),
+                    },
+                    mean: b.mean_ns.map(format_ns).unwrap_or_default(),
+                    throughput: b.bytes_per_second.map(format_rate).unwrap_or_default(),
+                    samples: b.samples.map(|n| n.to_string()).unwrap_or_default(),
+                    figures: b
+                        .figures
+                        .iter()
+                        .map(|q| format!("{}: {} {}", q.what, q.value, q.unit))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    reason: b.reason.clone(),
+                })
+                .collect();
+            BenchColumnView {
+                lane: column.lane,
+                kernel: column.kernel,
+                ratios,
+                groups: groups_of_medians,
+                rows,
+            }
+        })
+        .collect()
+}
+
+/// The suite's speed, as the report states it.
+#[derive(Serialize)]
+pub struct SpeedView {
+    pub line: String,
+    pub checks: usize,
+    pub wall: String,
+    pub checks_per_second: String,
+    pub median_check: String,
+    pub times_peer: String,
+    pub peer: String,
+    pub targets: Vec<TargetView>,
+    pub lanes: Vec<LaneSpeedView>,
+}
+
+#[derive(Serialize)]
+pub struct TargetView {
+    pub text: String,
+    /// `met`, `not met`, or `not judged` for a run the targets are not for.
+    pub verdict: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct LaneSpeedView {
+    pub lane: String,
+    pub kernel: String,
+    pub checks: usize,
+    pub wall: String,
+    pub boot: String,
+    pub checks_time: String,
+    pub median_check: String,
+    pub slowest: Vec<(String, String)>,
+}
+
+/// The speed of a run of checks; none for a run without verdicts.
+pub fn speed_view(summary: &RunSummary) -> Option<SpeedView> {
+    let speed = SuiteSpeed::of(summary)?;
+    let seconds = |s: Option<f64>| s.map_or("not recorded".to_string(), |s| format!("{s:.2} s"));
+    Some(SpeedView {
+        line: speed.line(),
+        checks: speed.checks,
+        wall: format!("{:.1} s", speed.wall_s),
+        checks_per_second: format!("{:.1}", speed.checks_per_second),
+        median_check: format_duration(speed.median_check_ms),
+        times_peer: format!("{:.1}×", speed.times_peer),
+        peer: format!(
+            "{}: {} entries, {} checks in {} s wall, {:.1} checks/s",
+            KVM_UNIT_TESTS_MTE.name,
+            KVM_UNIT_TESTS_MTE.entries,
+            KVM_UNIT_TESTS_MTE.checks,
+            KVM_UNIT_TESTS_MTE.wall_s,
+            KVM_UNIT_TESTS_MTE.checks_per_second()
+        ),
+        targets: speed
+            .targets()
+            .into_iter()
+            .map(|(text, met)| TargetView {
+                text,
+                verdict: match met {
+                    Some(true) => "met",
+                    Some(false) => "not met",
+                    None => "not judged (not the full default run)",
+                },
+            })
+            .collect(),
+        lanes: speed
+            .lanes
+            .iter()
+            .map(|lane| LaneSpeedView {
+                lane: lane.lane.clone(),
+                kernel: lane.kernel.clone(),
+                checks: lane.checks,
+                wall: seconds(lane.wall_s),
+                boot: seconds(lane.boot_s),
+                checks_time: seconds(lane.checks_s),
+                median_check: format_duration(lane.median_check_ms),
+                slowest: lane
+                    .slowest
+                    .iter()
+                    .map(|(test, ms)| (test.clone(), format_duration(*ms)))
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{Estimate, Estimates, Versus};
+
+    fn measured(id: &str, median_ns: f64) -> Benchmark {
+        let estimate = Estimate {
+            point_ns: median_ns,
+            lower_ns: median_ns * 0.9,
+            upper_ns: median_ns * 1.1,
+        };
+        Benchmark {
+            schema: crate::SCHEMA_VERSION,
+            id: id.into(),
+            lane: "emulated".into(),
+            kernel: "6.12".into(),
+            outcome: Outcome::Pass,
+            reason: "what it does".into(),
+            bytes_per_iteration: Some(4096),
+            estimates: Some(Estimates {
+                median: estimate,
+                mean: estimate,
+                std_dev_ns: 1.0,
+                confidence_level: 0.95,
+                samples: 10,
+                iterations: 10,
+            }),
+            versus: None,
+            figures: Vec::new(),
+            criterion: None,
+        }
+    }
+
+    #[test]
+    fn columns_lead_with_their_ratios_and_chart_each_group() {
+        let mut tagged = measured("swap/in/tagged", 2e6);
+        tagged.versus = Some(Versus {
+            baseline: "swap/in/untagged".into(),
+            ratio: "tagged / untagged".into(),
+        });
+        let untagged = measured("swap/in/untagged", 1e6);
+        let copy = measured("copy_tags/from_guest/4 KiB", 1e3);
+        let view = bench_view(&[tagged, untagged, copy]);
+        assert_eq!(view.len(), 1);
+        assert_eq!(view[0].ratios.len(), 1);
+        let ratios = &view[0].ratios[0];
+        assert_eq!(ratios.name, "swap");
+        assert_eq!(ratios.chart.bars[0].label, "in/tagged: tagged / untagged");
+        assert_eq!(ratios.chart.bars[0].value, "2.00");
+        let names: Vec<&str> = view[0].groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["swap", "copy_tags"]);
+        assert_eq!(view[0].groups[0].chart.bars[0].label, "in/tagged");
+        assert_eq!(view[0].rows[2].throughput, "3.8 GiB/s");
+        assert_eq!(view[0].rows[0].median, "2.00 ms");
+    }
+}

@@ -1,0 +1,48 @@
+//! Artifacts in and out of this boot: a file a check keeps goes to the host side as a record;
+//! a file the run's previous kernel kept is found where xtask put it in this machine.
+
+use std::io::ErrorKind;
+
+use mte_results::artifact::{check_name, incoming_path, INCOMING_DIR, SAVED_ON_FILE};
+use mte_results::stream::Record;
+use mte_suites::migrate::IncomingStream;
+use mte_suites::vmm::VmmError;
+
+use crate::emit;
+
+/// Send `bytes` to the host side, which keeps them with the run under `name`.
+pub fn keep(name: &str, bytes: &[u8]) -> Result<(), VmmError> {
+    check_name(name).map_err(VmmError::Host)?;
+    emit::record(&Record::Artifact {
+        name: name.into(),
+        bytes_base64: mte_results::base64::encode(bytes),
+    });
+    Ok(())
+}
+
+/// The artifact `name` the run's previous kernel kept, with that kernel's release; None when
+/// this boot was given none.
+pub fn incoming(name: &str) -> Result<Option<IncomingStream>, VmmError> {
+    check_name(name).map_err(VmmError::Host)?;
+    let path = incoming_path(name);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(VmmError::Sys {
+                call: format!("read of {path}"),
+                errno: e.raw_os_error().unwrap_or(0),
+            })
+        }
+    };
+    let saved_on = std::fs::read_to_string(format!("{INCOMING_DIR}/{SAVED_ON_FILE}"))
+        .map(|text| text.trim().to_string())
+        .ok()
+        .filter(|release| !release.is_empty())
+        .unwrap_or_else(|| "a kernel the run did not name".into());
+    Ok(Some(IncomingStream {
+        bytes,
+        saved_on,
+        path,
+    }))
+}
