@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::model::{Outcome, Verdict};
 use crate::summary::{format_duration, RunSummary};
 
 /// A peer's run of its MTE checks: what the suite is set against.
@@ -54,7 +55,9 @@ pub struct LaneSpeed {
 /// A run's speed.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SuiteSpeed {
+    /// Checks that ran (passed, failed or xfailed); skips are left out.
     pub checks: usize,
+    pub skipped: usize,
     /// The whole run, as xtask timed it: tools, build, boots, checks, reports.
     pub wall_s: f64,
     pub checks_per_second: f64,
@@ -80,7 +83,14 @@ const SLOWEST_SHOWN: usize = 5;
 impl SuiteSpeed {
     /// The speed of a run of checks; `None` for a run without verdicts (a listing, a bench).
     pub fn of(summary: &RunSummary) -> Option<Self> {
-        let checks = summary.verdicts.len();
+        // A skipped check ran nothing; counting it would flatter the rate.
+        let ran: Vec<&Verdict> = summary
+            .verdicts
+            .iter()
+            .filter(|v| v.outcome != Outcome::Skip)
+            .collect();
+        let checks = ran.len();
+        let skipped = summary.verdicts.len() - checks;
         if checks == 0 || summary.wall_ms <= 0.0 {
             return None;
         }
@@ -90,8 +100,7 @@ impl SuiteSpeed {
             .environments
             .iter()
             .map(|env| {
-                let mut durations: Vec<(String, f64)> = summary
-                    .verdicts
+                let mut durations: Vec<(String, f64)> = ran
                     .iter()
                     .filter(|v| v.lane == env.lane && v.kernel == env.kernel_release)
                     .map(|v| (v.test.clone(), v.duration_ms))
@@ -130,9 +139,10 @@ impl SuiteSpeed {
         };
         Some(SuiteSpeed {
             checks,
+            skipped,
             wall_s,
             checks_per_second,
-            median_check_ms: median(summary.verdicts.iter().map(|v| v.duration_ms)),
+            median_check_ms: median(ran.iter().map(|v| v.duration_ms)),
             times_peer,
             lanes,
             full_default_run,
@@ -143,9 +153,13 @@ impl SuiteSpeed {
 
     /// `suite speed: N checks in X s, Y checks/s, Z× kvm-unit-tests' mte group`.
     pub fn line(&self) -> String {
+        let skipped = match self.skipped {
+            0 => String::new(),
+            n => format!(" ({n} skipped, not counted)"),
+        };
         format!(
-            "suite speed: {} checks in {:.1} s, {:.1} checks/s, {:.1}× {} ({} checks in {} s); \
-             median check {}",
+            "suite speed: {} checks{skipped} in {:.1} s, {:.1} checks/s, {:.1}× {} ({} checks in \
+             {} s); median check {}",
             self.checks,
             self.wall_s,
             self.checks_per_second,
@@ -271,6 +285,22 @@ mod tests {
         let mut filtered = summary(&[10.0], 1000.0);
         filtered.environments[0].host[0].value = "tags::".into();
         assert_eq!(SuiteSpeed::of(&filtered).unwrap().targets()[0].1, None);
+    }
+
+    #[test]
+    fn skipped_checks_do_not_count() {
+        let mut run = summary(&[10.0, 30.0, 20.0], 1000.0);
+        run.verdicts[0].outcome = Outcome::Skip;
+        let speed = SuiteSpeed::of(&run).unwrap();
+        assert_eq!((speed.checks, speed.skipped), (2, 1));
+        assert!((speed.checks_per_second - 2.0).abs() < 1e-12);
+        assert!(speed
+            .line()
+            .starts_with("suite speed: 2 checks (1 skipped, not counted) in 1.0 s"));
+        for verdict in &mut run.verdicts {
+            verdict.outcome = Outcome::Skip;
+        }
+        assert_eq!(SuiteSpeed::of(&run), None);
     }
 
     #[test]

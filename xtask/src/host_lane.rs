@@ -6,66 +6,19 @@
 //! reason; xtask says so before the run, from what it sees of the machine here.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use mte_results::Feature;
 
-use crate::build;
-use crate::emulated::{self, Deadlines, Ending, Flow};
-use crate::error::{Context, Result};
+use crate::error::Result;
+use crate::runner_process::RunnerProcess;
 
 /// Where the host lane's runner finds its payloads.
 const PAYLOAD_DIR: &str = "target/mte-host/payloads";
 
-/// The runner on this machine.
-#[derive(Clone, Debug)]
-pub struct HostLane {
-    pub runner: PathBuf,
-    pub payload_dir: PathBuf,
-}
-
-impl HostLane {
-    /// Put the payload where the runner looks for it.
-    pub fn prepare(runner: PathBuf, payload: &Path) -> Result<Self> {
-        Ok(HostLane {
-            runner,
-            payload_dir: build::stage_payload(PAYLOAD_DIR, payload)?,
-        })
-    }
-
-    /// The runner's arguments: the lane's own, then `runner_args` untouched.
-    pub fn args(&self, runner_args: &[String]) -> Vec<String> {
-        let mut args: Vec<String> = vec![
-            "--lane".into(),
-            "host".into(),
-            "--payload-dir".into(),
-            self.payload_dir.display().to_string(),
-        ];
-        args.extend(runner_args.iter().cloned());
-        args
-    }
-
-    /// The command line, for the run's record.
-    pub fn command_line(&self, runner_args: &[String]) -> String {
-        std::iter::once(self.runner.display().to_string())
-            .chain(self.args(runner_args))
-            .map(|arg| emulated::shell_quote(&arg))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    /// Run the lane, handing every line of the runner's output to `on_line`.
-    pub fn run(
-        &self,
-        runner_args: &[String],
-        deadlines: Deadlines,
-        on_line: impl FnMut(&str) -> Flow,
-    ) -> Result<Ending> {
-        let mut command = Command::new(&self.runner);
-        command.args(self.args(runner_args));
-        emulated::watch(command, deadlines, on_line)
-            .with_context(|| format!("starting {}", self.runner.display()))
-    }
+/// The host lane's runner.
+pub fn prepare(runner: PathBuf, payload: &Path) -> Result<RunnerProcess> {
+    let lane_args = vec!["--lane".into(), "host".into()];
+    RunnerProcess::prepare(runner, lane_args, PAYLOAD_DIR, payload)
 }
 
 /// What this machine is, as far as the host lane is concerned.
@@ -260,23 +213,6 @@ fn arm_part_name(part: u16) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_runner_is_told_its_lane_and_payloads_before_the_other_arguments() {
-        let lane = HostLane {
-            runner: "/r/mte-runner".into(),
-            payload_dir: "/p".into(),
-        };
-        assert_eq!(
-            lane.args(&["--shard".into(), "1/2".into(), "tags::".into()])
-                .join(" "),
-            "--lane host --payload-dir /p --shard 1/2 tags::"
-        );
-        assert_eq!(
-            lane.command_line(&["a b".into()]),
-            "/r/mte-runner --lane host --payload-dir /p 'a b'"
-        );
-    }
 
     #[test]
     fn the_mte_level_comes_from_the_hwcaps() {

@@ -21,6 +21,7 @@ mod kernels;
 mod qemu_lane;
 mod reports;
 mod run;
+mod runner_process;
 mod session;
 mod tools;
 mod ui;

@@ -17,12 +17,13 @@ use crate::cli::{Lane, Options};
 use crate::compare;
 use crate::emulated::{self, Machine};
 use crate::error::{Context, Result};
-use crate::host_lane::{self, HostLane, HostMachine};
+use crate::host_lane::{self, HostMachine};
 use crate::initramfs;
 use crate::kernel_modules::{self, ModuleSet};
 use crate::kernels::{self, Kernel, KernelSpec};
-use crate::qemu_lane::QemuLane;
+use crate::qemu_lane;
 use crate::reports;
+use crate::runner_process::RunnerProcess;
 use crate::session::{Selection, Session, Source};
 use crate::tools::{self, CrossRoute, Tools};
 use crate::ui;
@@ -243,8 +244,8 @@ enum Prepared {
         /// Which of the run's kernels this is, counted from 1, and how many there are.
         position: (usize, usize),
     },
-    Qemu(QemuLane),
-    Host(HostLane, HostMachine),
+    Qemu(RunnerProcess),
+    Host(RunnerProcess, HostMachine),
 }
 
 impl Prepared {
@@ -325,13 +326,13 @@ pub fn run(options: &Options) -> Result<Finished> {
                     });
                 }
             }
-            Lane::Qemu => lanes.push(Prepared::Qemu(QemuLane::prepare(
+            Lane::Qemu => lanes.push(Prepared::Qemu(qemu_lane::prepare(
                 host_runner.clone().expect("built for the qemu lane"),
-                tools.qemu().path.clone(),
+                &tools.qemu().path,
                 payload,
             )?)),
             Lane::Host => lanes.push(Prepared::Host(
-                HostLane::prepare(
+                host_lane::prepare(
                     host_runner.clone().expect("built for the host lane"),
                     payload,
                 )?,
