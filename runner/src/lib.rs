@@ -12,4 +12,5 @@ pub mod harness;
 pub mod init;
 pub mod kvm;
 pub mod machine_setup;
+pub mod payload;
 pub mod qemu;

@@ -1,6 +1,6 @@
 //! A payload ready to be copied into guest RAM, from its checked ELF image.
 
-use mte_protocol::elf::{parse_payload, PT_LOAD};
+use mte_protocol::elf::{Elf, PT_LOAD};
 
 /// A loadable segment: bytes to copy; the rest of its memory size stays zero (fresh RAM).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,9 +17,9 @@ pub struct Payload {
 }
 
 impl Payload {
-    /// Parse and check against the guest memory layout (see `mte_protocol::elf`).
-    pub fn parse(image: &[u8]) -> Result<Self, String> {
-        let elf = parse_payload(image).map_err(|e| e.to_string())?;
+    /// The loadable segments and entry point of an image already checked against the guest
+    /// memory layout (by `mte_protocol::elf::parse_payload`).
+    pub fn from_elf(elf: &Elf<'_>) -> Self {
         let segments = elf
             .program_headers()
             .filter(|h| h.kind == PT_LOAD)
@@ -31,9 +31,9 @@ impl Payload {
                     .to_vec(),
             })
             .collect();
-        Ok(Payload {
+        Payload {
             entry: elf.entry,
             segments,
-        })
+        }
     }
 }

@@ -106,18 +106,8 @@ impl KvmVmm {
             return Ok(Arc::clone(payload));
         }
         let path = self.payload_dir.join(name);
-        let image = std::fs::read(&path).map_err(|e| {
-            VmmError::Host(format!(
-                "payload {} cannot be read ({e}); build it with `cargo xtask build`",
-                path.display()
-            ))
-        })?;
-        let payload = Arc::new(Payload::parse(&image).map_err(|e| {
-            VmmError::Host(format!(
-                "payload {} is corrupt: {e}; rebuild it with `cargo xtask build`",
-                path.display()
-            ))
-        })?);
+        let (_, payload) = crate::payload::read(&path, |elf| Ok(Payload::from_elf(elf)))?;
+        let payload = Arc::new(payload);
         cache.insert(name, Arc::clone(&payload));
         Ok(payload)
     }

@@ -110,24 +110,14 @@ impl QemuVmm {
             return Ok(Arc::clone(payload));
         }
         let path = self.payload_dir.join(name);
-        let image = std::fs::read(&path).map_err(|e| {
-            VmmError::Host(format!(
-                "payload {} cannot be read ({e}); build it with `cargo xtask build`",
-                path.display()
-            ))
-        })?;
-        let elf = mte_protocol::elf::parse_payload(&image).map_err(|e| {
-            VmmError::Host(format!(
-                "payload {} is corrupt: {e}; rebuild it with `cargo xtask build`",
-                path.display()
-            ))
-        })?;
-        let doorbell = elf.symbol(DOORBELL_SYMBOL).ok_or_else(|| {
-            VmmError::Host(format!(
-                "payload {} has no symbol {DOORBELL_SYMBOL} (stripped, or older than the \
-                 qemu lane); rebuild it with `cargo xtask build`",
-                path.display()
-            ))
+        let (image, doorbell) = crate::payload::read(&path, |elf| {
+            elf.symbol(DOORBELL_SYMBOL).ok_or_else(|| {
+                VmmError::Host(format!(
+                    "payload {} has no symbol {DOORBELL_SYMBOL} (stripped, or older than the \
+                     qemu lane); rebuild it with `cargo xtask build`",
+                    path.display()
+                ))
+            })
         })?;
         let payload = Arc::new(Payload { image, doorbell });
         cache.insert(name, Arc::clone(&payload));
