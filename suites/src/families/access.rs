@@ -134,6 +134,58 @@ fn check_reads_back(
     Ok(())
 }
 
+/// The value the stores that must not be checked write, and their read-backs expect.
+const STORED: u64 = 0x7c3a;
+
+/// How an access that must not be checked reaches memory.
+#[derive(Clone, Copy)]
+enum Via {
+    /// An ordinary base register holding the pointer.
+    Pointer(u64),
+    /// SP holding the pointer, the word at [`SP_OFFSET`] from it, no writeback.
+    SpImmediate(u64),
+}
+
+impl Via {
+    fn load(self, guest: &mut dyn Guest) -> Result<Reply, VmmError> {
+        match self {
+            Via::Pointer(ptr) => load(guest, ptr),
+            Via::SpImmediate(ptr) => load_via_sp(guest, ptr, false),
+        }
+    }
+
+    fn store(self, guest: &mut dyn Guest, value: u64) -> Result<Reply, VmmError> {
+        match self {
+            Via::Pointer(ptr) => store(guest, ptr, value),
+            Via::SpImmediate(ptr) => store_via_sp(guest, ptr, value, false),
+        }
+    }
+}
+
+/// The names in the evidence of [`check_unchecked_load_and_store`]'s checks.
+struct Names<'a> {
+    load: &'a str,
+    value: &'a str,
+    store: &'a str,
+}
+
+/// A load `via` that must not fault and must read `expected`, then a store of [`STORED`] `via`
+/// that must not fault. The caller reads the store back.
+fn check_unchecked_load_and_store(
+    checks: &mut Checks,
+    guest: &mut dyn Guest,
+    via: Via,
+    expected: u64,
+    names: Names<'_>,
+) -> Result<(), VmmError> {
+    let reply = via.load(guest)?;
+    check_no_fault(checks, names.load, &reply, false);
+    check_value(checks, names.value, expected, reply.result[0]);
+    let reply = via.store(guest, STORED)?;
+    check_no_fault(checks, names.store, &reply, true);
+    Ok(())
+}
+
 fn tcma0_leaves_tag_0_pointers_unchecked(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut guest, ipa) = prepare_page(vmm, 0)?;
     let tag0 = with_tag(ipa, 0);
@@ -148,22 +200,23 @@ fn tcma0_leaves_tag_0_pointers_unchecked(vmm: &dyn Vmm) -> Result<Finding, VmmEr
     );
 
     set_tag_tcr(guest.as_mut(), true, true)?;
-    let reply = load(guest.as_mut(), tag0)?;
-    check_no_fault(&mut checks, "tag-0 load, TCMA0 = 1", &reply, false);
-    check_value(
+    check_unchecked_load_and_store(
         &mut checks,
-        "tag-0 load: value",
+        guest.as_mut(),
+        Via::Pointer(tag0),
         pattern_bytes_at(0),
-        reply.result[0],
-    );
-    let reply = store(guest.as_mut(), tag0, 0x7c3a)?;
-    check_no_fault(&mut checks, "tag-0 store, TCMA0 = 1", &reply, true);
+        Names {
+            load: "tag-0 load, TCMA0 = 1",
+            value: "tag-0 load: value",
+            store: "tag-0 store, TCMA0 = 1",
+        },
+    )?;
     check_reads_back(
         &mut checks,
         guest.as_mut(),
         "the tag-0 store",
         with_tag(ipa, GRANULE_TAG),
-        0x7c3a,
+        STORED,
     )?;
     Ok(checks.finish())
 }
@@ -223,16 +276,17 @@ fn tbi0_off_leaves_accesses_unchecked(vmm: &dyn Vmm) -> Result<Finding, VmmError
         "TBI0 = 1",
         format!("TCR_EL1 = {before:#x}"),
     );
-    let reply = load(guest.as_mut(), tag0)?;
-    check_no_fault(&mut checks, "tag-0 load, TBI0 = 0", &reply, false);
-    check_value(
+    check_unchecked_load_and_store(
         &mut checks,
-        "tag-0 load: value",
+        guest.as_mut(),
+        Via::Pointer(tag0),
         pattern_bytes_at(0),
-        reply.result[0],
-    );
-    let reply = store(guest.as_mut(), tag0, 0x7c3a)?;
-    check_no_fault(&mut checks, "tag-0 store, TBI0 = 0", &reply, true);
+        Names {
+            load: "tag-0 load, TBI0 = 0",
+            value: "tag-0 load: value",
+            store: "tag-0 store, TBI0 = 0",
+        },
+    )?;
 
     set_tag_tcr(guest.as_mut(), true, false)?;
     let reply = load(guest.as_mut(), tag0)?;
@@ -248,7 +302,7 @@ fn tbi0_off_leaves_accesses_unchecked(vmm: &dyn Vmm) -> Result<Finding, VmmError
         guest.as_mut(),
         "the TBI0 = 0 store",
         with_tag(ipa, GRANULE_TAG),
-        0x7c3a,
+        STORED,
     )?;
     Ok(checks.finish())
 }
@@ -267,22 +321,23 @@ fn untagged_alias_is_unchecked(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         false,
     );
 
-    let reply = load(guest.as_mut(), alias)?;
-    check_no_fault(&mut checks, "untagged alias load", &reply, false);
-    check_value(
+    check_unchecked_load_and_store(
         &mut checks,
-        "untagged alias load: value",
+        guest.as_mut(),
+        Via::Pointer(alias),
         pattern_bytes_at(0),
-        reply.result[0],
-    );
-    let reply = store(guest.as_mut(), alias, 0x7c3a)?;
-    check_no_fault(&mut checks, "untagged alias store", &reply, true);
+        Names {
+            load: "untagged alias load",
+            value: "untagged alias load: value",
+            store: "untagged alias store",
+        },
+    )?;
     check_reads_back(
         &mut checks,
         guest.as_mut(),
         "the alias store",
         with_tag(ipa, GRANULE_TAG),
-        0x7c3a,
+        STORED,
     )?;
     Ok(checks.finish())
 }
@@ -318,22 +373,23 @@ fn sp_based_immediate_offset_is_unchecked(vmm: &dyn Vmm) -> Result<Finding, VmmE
         false,
     );
 
-    let reply = load_via_sp(guest.as_mut(), bad, false)?;
-    check_no_fault(&mut checks, "ldr [sp, #8]", &reply, false);
-    check_value(
+    check_unchecked_load_and_store(
         &mut checks,
-        "ldr [sp, #8]: value",
+        guest.as_mut(),
+        Via::SpImmediate(bad),
         pattern_bytes_at(SP_OFFSET),
-        reply.result[0],
-    );
-    let reply = store_via_sp(guest.as_mut(), bad, 0x7c3a, false)?;
-    check_no_fault(&mut checks, "str [sp, #8]", &reply, true);
+        Names {
+            load: "ldr [sp, #8]",
+            value: "ldr [sp, #8]: value",
+            store: "str [sp, #8]",
+        },
+    )?;
     check_reads_back(
         &mut checks,
         guest.as_mut(),
         "the SP-based store",
         with_tag(ipa, GRANULE_TAG) + SP_OFFSET,
-        0x7c3a,
+        STORED,
     )?;
     Ok(checks.finish())
 }
