@@ -4,7 +4,7 @@
 use mte_protocol::{esr, tcf, Command, GuestIds, Status};
 use mte_results::{tag_mismatches, tags_to_hex, Evidence, Outcome};
 
-use crate::vmm::{errno_name, Guest, Reply, VmmError};
+use crate::vmm::{errno_name, BootOptions, Guest, Reply, Vmm, VmmError};
 
 /// A scenario's result before the runner stamps it with name, lane, kernel and time.
 #[derive(Clone, Debug, PartialEq)]
@@ -260,6 +260,40 @@ pub fn require_mte3(ids: &GuestIds) -> Result<(), VmmError> {
         )));
     }
     Ok(())
+}
+
+/// Boot a guest as `options` say; skip where its CPU has no tag storage.
+pub fn boot_tagged(vmm: &dyn Vmm, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
+    let guest = vmm.boot(options)?;
+    require_mte(&guest.ids())?;
+    Ok(guest)
+}
+
+/// What the bulk buffer holds where the guest did not write: no tag, and no plausible result.
+pub const NOT_WRITTEN: u8 = 0xff;
+
+/// Poison the first `len` bytes of the bulk buffer, run `command`, read them back: a guest
+/// that reports nothing is caught.
+pub fn bulk_report(
+    guest: &mut dyn Guest,
+    len: usize,
+    command: Command,
+    args: &[u64],
+) -> Result<Vec<u8>, VmmError> {
+    guest.write_bulk(&vec![NOT_WRITTEN; len])?;
+    run(guest, command, args)?;
+    guest.read_bulk(len)
+}
+
+/// The tag map a command reports for `[ipa, ipa + len)`, one tag per granule (ReadTags for
+/// LDG, TagRandom for the tags IRG chose).
+pub fn tag_map_report(
+    guest: &mut dyn Guest,
+    command: Command,
+    ipa: u64,
+    len: u64,
+) -> Result<Vec<u8>, VmmError> {
+    bulk_report(guest, mte_protocol::granules(len), command, &[ipa, len])
 }
 
 /// Skip unless the guest CPU has tag storage (MTE2 or later).

@@ -10,7 +10,7 @@ use mte_protocol::{
     esr, pattern_word, tcf, with_tag, Command, PAGE_SIZE, PAYLOAD_IPA, TEST_RAM_IPA,
 };
 
-use crate::check::{describe_esr, fault_evidence, require_mte, require_mte3, run, Checks, Finding};
+use crate::check::{boot_tagged, describe_esr, fault_evidence, require_mte3, run, Checks, Finding};
 use crate::inject::Injection;
 use crate::scenario::Scenario;
 use crate::vmm::{BootOptions, Guest, Reply, Vmm, VmmError};
@@ -102,9 +102,7 @@ const TFSR_TF0: u64 = 1;
 
 /// Boot a guest with MTE, or skip where the CPU has none.
 pub(crate) fn boot(vmm: &dyn Vmm) -> Result<Box<dyn Guest>, VmmError> {
-    let guest = vmm.boot(&BootOptions::default())?;
-    require_mte(&guest.ids())?;
-    Ok(guest)
+    boot_tagged(vmm, &BootOptions::default())
 }
 
 /// Write the data pattern over `pages` pages at `ipa` and store `tags` from `tags_ipa` on.

@@ -9,7 +9,7 @@ use mte_protocol::{
 };
 use mte_results::Evidence;
 
-use crate::check::{require_mte, run, Checks, Finding};
+use crate::check::{boot_tagged, run, tag_map_report, Checks, Finding};
 use crate::inject::Injection;
 use crate::migrate::{Method, MigrationPlan, MigrationReport, Workload};
 use crate::scenario::Scenario;
@@ -172,8 +172,6 @@ const SCRATCH_LEN: u64 = 4 * PAGE_SIZE;
 /// The upper half of RAM: no check and no part of the payload writes there.
 const NEVER_WRITTEN: u64 = RAM_IPA + RAM_SIZE / 2;
 const SEED: u64 = 0x6d69_6772_6174_6521;
-/// What the bulk buffer holds where the guest did not write.
-const NOT_WRITTEN: u8 = 0xff;
 /// Pre-copy rounds after the first full one.
 const PRECOPY_ROUNDS: u32 = 4;
 
@@ -213,29 +211,10 @@ fn sparse_pattern(n: usize) -> Vec<u8> {
         .collect()
 }
 
-fn boot_tagged(vmm: &dyn Vmm) -> Result<Box<dyn Guest>, VmmError> {
-    let guest = vmm.boot(&BootOptions::default())?;
-    require_mte(&guest.ids())?;
-    Ok(guest)
-}
-
-/// Run a command that writes one tag per granule of `len` to the bulk buffer, and read them;
-/// the buffer is poisoned first, so a guest that wrote nothing is caught.
-fn tags_from_guest(
-    guest: &mut dyn Guest,
-    command: Command,
-    ipa: u64,
-    len: u64,
-) -> Result<Vec<u8>, VmmError> {
-    guest.write_bulk(&vec![NOT_WRITTEN; granules(len)])?;
-    run(guest, command, &[ipa, len])?;
-    guest.read_bulk(granules(len))
-}
-
 /// Tag the region as `kind` says and fill it with the pattern; the tags the guest stored.
 fn prepare(guest: &mut dyn Guest, kind: TagKind) -> Result<Vec<u8>, VmmError> {
     let tags = match kind {
-        TagKind::Random => tags_from_guest(guest, Command::TagRandom, REGION, LEN)?,
+        TagKind::Random => tag_map_report(guest, Command::TagRandom, REGION, LEN)?,
         TagKind::Sparse => {
             let pattern = sparse_pattern(granules(LEN));
             guest.write_bulk(&pattern)?;
@@ -255,7 +234,7 @@ fn verify_arrival(
     checks: &mut Checks,
 ) -> Result<(), VmmError> {
     // The guest looks first: in post-copy its LDG is what brings the pages.
-    let ldg = tags_from_guest(guest, Command::ReadTags, REGION, LEN)?;
+    let ldg = tag_map_report(guest, Command::ReadTags, REGION, LEN)?;
     checks.tags_equal(
         REGION,
         ("tags the source guest stored", expected),
@@ -302,7 +281,7 @@ fn verify_tag_checking(
 /// GCR_EL1 came along: IRG on the destination still never chooses the tag the runtime
 /// excludes (GCR_EL1.Exclude = 0x0001, tag 0).
 fn verify_gcr(guest: &mut dyn Guest, checks: &mut Checks) -> Result<(), VmmError> {
-    let chosen = tags_from_guest(guest, Command::TagRandom, SCRATCH, SCRATCH_LEN)?;
+    let chosen = tag_map_report(guest, Command::TagRandom, SCRATCH, SCRATCH_LEN)?;
     let zeros = chosen.iter().filter(|&&t| t == 0).count();
     checks.holds(
         "IRG on the destination honours the source's GCR_EL1.Exclude (tag 0 excluded)",
@@ -421,7 +400,7 @@ fn record_costs(report: &MigrationReport, kind: TagKind, checks: &mut Checks) {
 }
 
 fn stop_and_copy(vmm: &dyn Vmm, kind: TagKind, method: Method) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm)?;
+    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
     let expected = prepare(guest.as_mut(), kind)?;
     let mut guest = guest.migrate(&MigrationPlan::new(method))?;
     let report = guest.migration_report()?;
@@ -466,7 +445,7 @@ fn stop_and_copy_new_process(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 }
 
 fn precopy_retagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm)?;
+    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
     prepare(guest.as_mut(), TagKind::Random)?;
     let plan = MigrationPlan::new(Method::PreCopy {
         workload: Workload {
@@ -535,7 +514,7 @@ fn precopy_retagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 }
 
 fn postcopy_on_demand(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm)?;
+    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
     let expected = prepare(guest.as_mut(), TagKind::Random)?;
     let mut guest = guest.migrate(&MigrationPlan::new(Method::PostCopy))?;
     let mut checks = Checks::new();
@@ -577,7 +556,7 @@ fn postcopy_on_demand(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 /// Save the guest with the sparse pattern into a stream and, when the stream holds what the
 /// guest wrote, hand it over for the run's next kernel.
 fn stream_saved_for_the_next_kernel(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm)?;
+    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
     let expected = prepare(guest.as_mut(), TagKind::Sparse)?;
     let mut checks = Checks::new();
     let host = guest.host_read_tags(REGION, LEN)?;
@@ -694,7 +673,7 @@ fn stream_from_another_kernel_restores_tags(vmm: &dyn Vmm) -> Result<Finding, Vm
 }
 
 fn vmm_migration_keeps_tags(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut source = boot_tagged(vmm)?;
+    let mut source = boot_tagged(vmm, &BootOptions::default())?;
     let expected = prepare(source.as_mut(), TagKind::Random)?;
     let (mut guest, migration) = source.migrate_by_vmm()?;
     let mut checks = Checks::new();

@@ -4,10 +4,10 @@
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use mte_protocol::{granules, pattern_word, Command, PAGE_SIZE};
+use mte_protocol::{pattern_word, Command, PAGE_SIZE};
 use mte_results::Evidence;
 
-use crate::check::{require_mte, run, Checks};
+use crate::check::{self, run, tag_map_report, Checks};
 use crate::host_mm::{Backing, PageState};
 use crate::vmm::{BootOptions, Guest, Vmm, VmmError};
 
@@ -26,9 +26,6 @@ pub fn forking() -> RwLockWriteGuard<'static, ()> {
 pub fn no_forks_meanwhile() -> RwLockReadGuard<'static, ()> {
     FORKS.read().unwrap_or_else(PoisonError::into_inner)
 }
-
-/// What the bulk buffer holds where the guest did not write: no tag is 0xff.
-const NOT_WRITTEN: u8 = 0xff;
 
 /// A small deterministic generator (SplitMix64), so that a seed replays a check exactly.
 #[derive(Clone, Debug)]
@@ -73,12 +70,13 @@ pub fn pages(first_page: u64, count: u64) -> (u64, u64) {
 
 /// Boot a guest with MTE on `backing`; skip where the guest CPU has no tag storage.
 pub fn boot_tagged(vmm: &dyn Vmm, backing: Backing) -> Result<Box<dyn Guest>, VmmError> {
-    let guest = vmm.boot(&BootOptions {
-        backing,
-        ..BootOptions::default()
-    })?;
-    require_mte(&guest.ids())?;
-    Ok(guest)
+    check::boot_tagged(
+        vmm,
+        &BootOptions {
+            backing,
+            ..BootOptions::default()
+        },
+    )
 }
 
 /// Boot a guest without MTE (its pages are never tagged): the control of cost measurements.
@@ -104,9 +102,7 @@ pub fn require_backing(guest: &dyn Guest, wanted: Backing) -> Result<(), VmmErro
 
 /// The guest's LDG of every granule of the range.
 pub fn guest_ldg(guest: &mut dyn Guest, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError> {
-    guest.write_bulk(&vec![NOT_WRITTEN; granules(len)])?;
-    run(guest, Command::ReadTags, &[ipa, len])?;
-    guest.read_bulk(granules(len))
+    tag_map_report(guest, Command::ReadTags, ipa, len)
 }
 
 /// The guest stores `tags` (one per granule) over the range with STG.
@@ -122,9 +118,7 @@ pub fn guest_store_tags(guest: &mut dyn Guest, ipa: u64, tags: &[u8]) -> Result<
 
 /// The guest tags every granule of the range with IRG+STG; returns the tags it chose.
 pub fn guest_tag_random(guest: &mut dyn Guest, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError> {
-    guest.write_bulk(&vec![NOT_WRITTEN; granules(len)])?;
-    run(guest, Command::TagRandom, &[ipa, len])?;
-    guest.read_bulk(granules(len))
+    tag_map_report(guest, Command::TagRandom, ipa, len)
 }
 
 /// The guest fills the range with the data pattern of `seed` (untagged alias: tags untouched).

@@ -12,7 +12,7 @@ use mte_protocol::{
 };
 
 use super::faults::boot;
-use crate::check::{run, Checks, Finding};
+use crate::check::{bulk_report, run, Checks, Finding, NOT_WRITTEN};
 use crate::inject::Injection;
 use crate::pseudocode::{addg, gmi, ldgm_tags, ldgm_unused_bits, stgm_register, subg};
 use crate::scenario::Scenario;
@@ -144,24 +144,9 @@ pub const SCENARIOS: &[Scenario] = &[
     },
 ];
 
-/// What the bulk buffer holds where the guest did not write: no tag, and no plausible result.
-const NOT_WRITTEN: u8 = 0xff;
-
 /// Each check's pages of test RAM, apart from the other families'.
 fn page(n: u64) -> u64 {
     TEST_RAM_IPA + (128 + 4 * n) * PAGE_SIZE
-}
-
-/// Poison the first `len` bytes of the bulk buffer, run `command`, read them back.
-fn bulk_report(
-    guest: &mut dyn Guest,
-    len: usize,
-    command: Command,
-    args: &[u64],
-) -> Result<Vec<u8>, VmmError> {
-    guest.write_bulk(&vec![NOT_WRITTEN; len])?;
-    run(guest, command, args)?;
-    guest.read_bulk(len)
 }
 
 fn words(bytes: &[u8]) -> Vec<u64> {

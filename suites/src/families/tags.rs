@@ -3,7 +3,7 @@
 
 use mte_protocol::{granules, Command, PAGE_SIZE, TEST_RAM_IPA};
 
-use crate::check::{require_mte, run, Checks, Finding};
+use crate::check::{boot_tagged, tag_map_report, Checks, Finding};
 use crate::inject::Injection;
 use crate::scenario::Scenario;
 use crate::vmm::{BootOptions, Guest, Vmm, VmmError};
@@ -42,36 +42,14 @@ pub const SCENARIOS: &[Scenario] = &[
 const PAGES: u64 = 4;
 const LEN: u64 = PAGES * PAGE_SIZE;
 
-fn boot_tagged(vmm: &dyn Vmm) -> Result<Box<dyn Guest>, VmmError> {
-    let guest = vmm.boot(&BootOptions::default())?;
-    require_mte(&guest.ids())?;
-    Ok(guest)
-}
-
-/// Run a command that reports one tag per granule in the bulk buffer, and read them. The
-/// buffer is first filled with a byte that is no tag, so a guest that wrote nothing is caught.
-fn tags_from_guest(
-    guest: &mut dyn Guest,
-    command: Command,
-    ipa: u64,
-    len: u64,
-) -> Result<Vec<u8>, VmmError> {
-    guest.write_bulk(&vec![NOT_WRITTEN; granules(len)])?;
-    run(guest, command, &[ipa, len])?;
-    guest.read_bulk(granules(len))
-}
-
-/// What the bulk buffer holds where the guest did not write.
-const NOT_WRITTEN: u8 = 0xff;
-
 fn guest_ldg(guest: &mut dyn Guest, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError> {
-    tags_from_guest(guest, Command::ReadTags, ipa, len)
+    tag_map_report(guest, Command::ReadTags, ipa, len)
 }
 
 fn guest_tags_seen_by_host(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm)?;
+    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
     let ipa = TEST_RAM_IPA;
-    let chosen = tags_from_guest(guest.as_mut(), Command::TagRandom, ipa, LEN)?;
+    let chosen = tag_map_report(guest.as_mut(), Command::TagRandom, ipa, LEN)?;
     let ldg = guest_ldg(guest.as_mut(), ipa, LEN)?;
     let host = guest.host_read_tags(ipa, LEN)?;
 
@@ -110,7 +88,7 @@ fn host_pattern(n: usize) -> Vec<u8> {
 }
 
 fn host_tags_seen_by_guest(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm)?;
+    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
     let ipa = TEST_RAM_IPA + 8 * PAGE_SIZE;
     let pattern = host_pattern(granules(LEN));
     guest.host_write_tags(ipa, &pattern)?;
@@ -126,7 +104,7 @@ fn host_tags_seen_by_guest(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 }
 
 fn untouched_pages_read_zero(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm)?;
+    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
     let host_first = TEST_RAM_IPA + 16 * PAGE_SIZE;
     let guest_first = TEST_RAM_IPA + 24 * PAGE_SIZE;
     let zeros = vec![0u8; granules(LEN)];
