@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::Outcome;
+use crate::model::{Lane, Outcome};
 
 /// One benchmark's record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -17,8 +17,7 @@ pub struct Benchmark {
     pub schema: u32,
     /// criterion's id, `group/function/parameter`, e.g. `copy_tags/from_guest/4 KiB`.
     pub id: String,
-    /// `emulated` or `host`.
-    pub lane: String,
+    pub lane: Lane,
     /// The release of the kernel under test.
     pub kernel: String,
     /// `pass` once measured; `skip` where the lane cannot take its steps; `fail` where a step
@@ -138,6 +137,7 @@ impl CriterionFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Lane;
     use serde_json::json;
 
     fn interval(point: f64, lower: f64, upper: f64) -> Value {
@@ -180,7 +180,7 @@ mod tests {
         let b = Benchmark {
             schema: crate::SCHEMA_VERSION,
             id: "copy_tags/from_guest/4 KiB".into(),
-            lane: "host".into(),
+            lane: Lane::Host,
             kernel: "6.18".into(),
             outcome: Outcome::Skip,
             reason: "no /dev/kvm".into(),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench::{Benchmark, Quantity, BYTES};
 use crate::figures::{format_figure, FigureKind};
-use crate::model::Outcome;
+use crate::model::{Lane, Outcome};
 use crate::SCHEMA_VERSION;
 
 /// The contents of `bench.json`.
@@ -23,7 +23,7 @@ pub struct BenchSummary {
 /// The benchmarks of one lane on one kernel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenchColumn {
-    pub lane: String,
+    pub lane: Lane,
     pub kernel: String,
     /// The ratios first: they are what carries across machines.
     pub ratios: Vec<Ratio>,
@@ -80,7 +80,7 @@ impl BenchSummary {
                 Some(at) => at,
                 None => {
                     columns.push(BenchColumn {
-                        lane: b.lane.clone(),
+                        lane: b.lane,
                         kernel: b.kernel.clone(),
                         ratios: Vec::new(),
                         benchmarks: Vec::new(),
@@ -224,7 +224,7 @@ impl Ratio {
 /// Where a benchmark's criterion files go below the run's `criterion/` directory:
 /// `<lane>-<kernel>/<criterion's directory>`, every part made a plain name (a record cannot
 /// send a file outside the run directory).
-pub fn criterion_path(lane: &str, kernel: &str, directory: &str) -> PathBuf {
+pub fn criterion_path(lane: Lane, kernel: &str, directory: &str) -> PathBuf {
     let plain = |part: &str| -> String {
         let name: String = part
             .chars()
@@ -254,7 +254,7 @@ pub fn write_criterion_files(dir: &Path, benchmarks: &[Benchmark]) -> std::io::R
     for b in benchmarks {
         let Some(files) = &b.criterion else { continue };
         let new = dir
-            .join(criterion_path(&b.lane, &b.kernel, &files.directory))
+            .join(criterion_path(b.lane, &b.kernel, &files.directory))
             .join("new");
         std::fs::create_dir_all(&new)?;
         for (name, json) in files.files() {
@@ -268,12 +268,13 @@ pub fn write_criterion_files(dir: &Path, benchmarks: &[Benchmark]) -> std::io::R
 mod tests {
     use super::*;
     use crate::bench::{Estimate, Estimates, Versus};
+    use crate::model::Lane;
 
     fn measured(id: &str, median: f64, versus: Option<&str>) -> Benchmark {
         Benchmark {
             schema: SCHEMA_VERSION,
             id: id.into(),
-            lane: "emulated".into(),
+            lane: Lane::Emulated,
             kernel: "6.12".into(),
             outcome: Outcome::Pass,
             reason: "r".into(),
@@ -371,11 +372,11 @@ mod tests {
     #[test]
     fn criterion_paths_stay_inside_the_run() {
         assert_eq!(
-            criterion_path("emulated", "6.12", "copy_tags/from_guest/4 KiB"),
+            criterion_path(Lane::Emulated, "6.12", "copy_tags/from_guest/4 KiB"),
             PathBuf::from("emulated-6.12/copy_tags/from_guest/4 KiB")
         );
-        let escaped = criterion_path("x", "k", "../../etc//passwd");
-        assert_eq!(escaped, PathBuf::from("x-k/_/_/etc/_/passwd"));
-        assert!(!criterion_path("..", "", "/abs").is_absolute());
+        let escaped = criterion_path(Lane::Host, "k", "../../etc//passwd");
+        assert_eq!(escaped, PathBuf::from("host-k/_/_/etc/_/passwd"));
+        assert!(!criterion_path(Lane::Host, "..", "/abs").is_absolute());
     }
 }

@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::figures::{figures, format_figure, FigureKind};
-use crate::model::{Outcome, Verdict};
+use crate::model::{Lane, Outcome, Verdict};
 use crate::summary::RunSummary;
 
 /// When a figure counts as moved.
@@ -187,7 +187,7 @@ pub struct Comparison {
 }
 
 /// A lane on a kernel.
-type Column = (String, String);
+type Column = (Lane, String);
 
 fn label((lane, kernel): &Column) -> String {
     format!("{lane} · {kernel}")
@@ -197,7 +197,7 @@ fn label((lane, kernel): &Column) -> String {
 fn columns(verdicts: &[Verdict]) -> Vec<(Column, Vec<&Verdict>)> {
     let mut out: Vec<(Column, Vec<&Verdict>)> = Vec::new();
     for v in verdicts {
-        let column = (v.lane.clone(), v.kernel.clone());
+        let column = (v.lane, v.kernel.clone());
         match out.iter_mut().find(|(c, _)| *c == column) {
             Some((_, list)) => list.push(v),
             None => out.push((column, vec![v])),
@@ -483,6 +483,7 @@ fn shortened(reason: &str) -> String {
 mod tests {
     use super::*;
     use crate::model::Evidence;
+    use crate::model::Lane;
 
     fn v(test: &str, outcome: Outcome) -> Verdict {
         crate::fixtures::verdict(test, outcome, &format!("{test} {outcome}"))
@@ -574,7 +575,7 @@ mod tests {
         let baseline = run(vec![
             on("6.12.90", v("a", Pass)),
             Verdict {
-                lane: "qemu".into(),
+                lane: Lane::Qemu,
                 ..on("qemu-9.2", v("a", Pass))
             },
         ]);

@@ -315,7 +315,7 @@ impl<'a> FigureCard<'a> {
 struct VerdictView<'a> {
     /// Fragment id of the verdict's row, so a failure links to it.
     anchor: String,
-    lane: &'a str,
+    lane: &'static str,
     kernel: &'a str,
     test: &'a str,
     outcome: &'static str,
@@ -329,7 +329,7 @@ impl<'a> VerdictView<'a> {
     fn new(index: usize, v: &'a Verdict, pictures: bool) -> Self {
         VerdictView {
             anchor: format!("v{index}"),
-            lane: &v.lane,
+            lane: v.lane.name(),
             kernel: &v.kernel,
             test: &v.test,
             outcome: v.outcome.as_str(),
@@ -533,6 +533,7 @@ mod tests {
     use super::*;
     use crate::compare::Comparison;
     use crate::model::Feature;
+    use crate::model::Lane;
 
     fn verdict(test: &str, outcome: Outcome, reason: &str, detail: Vec<Evidence>) -> Verdict {
         Verdict {
@@ -545,7 +546,7 @@ mod tests {
         RunSummary {
             benchmarks: Vec::new(),
             environments: vec![Environment {
-                lane: "emulated".into(),
+                lane: Lane::Emulated,
                 kernel_release: "6.12.95".into(),
                 kernel_version: "#1 SMP Debian 6.12.95-1".into(),
                 machine: "aarch64".into(),
@@ -608,7 +609,6 @@ mod tests {
                 decoded: attack.into(),
             },
         ]);
-        run.verdicts[0].lane = attack.into();
         run.verdicts[0].kernel = attack.into();
         run.environments[0].kernel_version = attack.into();
         run.environments[0].host.push(Feature::new(attack, attack));
@@ -776,7 +776,7 @@ mod tests {
     #[test]
     fn lanes_stand_side_by_side_in_the_matrix() {
         let in_lane = |test: &str, lane: &str, kernel: &str, outcome| Verdict {
-            lane: lane.into(),
+            lane: lane.parse().unwrap(),
             kernel: kernel.into(),
             ..verdict(test, outcome, "why", vec![])
         };
@@ -885,7 +885,7 @@ mod tests {
         let measured = |id: &str, ns: f64, versus: Option<&str>| Benchmark {
             schema: crate::SCHEMA_VERSION,
             id: id.into(),
-            lane: "emulated".into(),
+            lane: Lane::Emulated,
             kernel: "6.12.95".into(),
             outcome: Outcome::Pass,
             reason: "<b>what</b>".into(),

@@ -51,7 +51,7 @@ struct Suite<'a> {
 fn group_by_lane_and_kernel(summary: &RunSummary) -> Vec<Suite<'_>> {
     let mut suites: Vec<Suite> = Vec::new();
     for verdict in &summary.verdicts {
-        let name = suite_name(&verdict.lane, &verdict.kernel);
+        let name = suite_name(verdict.lane.name(), &verdict.kernel);
         match suites.iter_mut().find(|s| s.name == name) {
             Some(suite) => suite.verdicts.push(verdict),
             None => suites.push(Suite {
@@ -70,7 +70,7 @@ fn group_by_lane_and_kernel(summary: &RunSummary) -> Vec<Suite<'_>> {
             .or(summary.environments.first());
         let name = env.map_or_else(
             || suite_name("", ""),
-            |env| suite_name(&env.lane, &env.kernel_release),
+            |env| suite_name(env.lane.name(), &env.kernel_release),
         );
         match suites.iter_mut().find(|s| s.name == name) {
             Some(suite) => suite.run_error = Some(error),
@@ -114,11 +114,11 @@ fn write_suite(xml: &mut String, summary: &RunSummary, suite: &Suite) {
         count(Outcome::Skip),
         seconds(total_ms),
     );
-    let lane = suite.verdicts.first().map(|v| v.lane.as_str());
+    let lane = suite.verdicts.first().map(|v| v.lane);
     if let Some(env) = summary
         .environments
         .iter()
-        .find(|env| Some(env.lane.as_str()) == lane)
+        .find(|env| Some(env.lane) == lane)
         .or(summary.environments.first())
     {
         write_properties(xml, env);
@@ -180,7 +180,7 @@ fn write_suite(xml: &mut String, summary: &RunSummary, suite: &Suite) {
 /// The lane's environment, so a CI page shows which kernel and VMM a result belongs to.
 fn write_properties(xml: &mut String, env: &Environment) {
     let mut properties = vec![
-        ("lane".to_string(), env.lane.as_str()),
+        ("lane".to_string(), env.lane.name()),
         ("kernel_release".to_string(), env.kernel_release.as_str()),
         ("kernel_version".to_string(), env.kernel_version.as_str()),
         ("machine".to_string(), env.machine.as_str()),
@@ -263,6 +263,7 @@ fn escape(s: &str, attribute: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Lane;
     use crate::model::{Evidence, Feature};
 
     fn verdict(test: &str, outcome: Outcome, reason: &str) -> Verdict {
@@ -276,7 +277,7 @@ mod tests {
         RunSummary {
             benchmarks: Vec::new(),
             environments: vec![Environment {
-                lane: "emulated".into(),
+                lane: Lane::Emulated,
                 kernel_release: "6.12.95".into(),
                 host: vec![Feature::new("qemu", "9.2.0")],
                 ..Environment::default()
@@ -446,7 +447,6 @@ mod tests {
         let hostile =
             "<script>alert(\"x\")</script> ]]> it's & \u{1b}[31m red \0 nul\r\n\ttab \u{ffff}";
         let mut fail = verdict(hostile, Outcome::Fail, hostile);
-        fail.lane = hostile.into();
         fail.kernel = hostile.into();
         fail.detail = vec![
             Evidence::Note {

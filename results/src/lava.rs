@@ -92,6 +92,7 @@ pub fn case_name(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::verdict;
+    use crate::model::Lane;
     use crate::model::{Evidence, Verdict};
 
     #[test]
@@ -137,7 +138,7 @@ mod tests {
     #[test]
     fn several_lanes_prefix_their_names() {
         let qemu = Verdict {
-            lane: "qemu".into(),
+            lane: Lane::Qemu,
             kernel: "qemu-10.0.2".into(),
             ..verdict("tags::a", Outcome::Pass, "ok")
         };

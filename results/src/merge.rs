@@ -123,6 +123,7 @@ fn join_facts(facts: &mut Vec<Feature>, more: &[Feature]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Lane;
     use crate::model::Outcome;
     use std::path::PathBuf;
 
@@ -138,7 +139,7 @@ mod tests {
                 wall_ms: Some(if id.ends_with('1') { 10.0 } else { 20.0 }),
                 error: error.map(String::from),
                 environments: vec![Environment {
-                    lane: "host".into(),
+                    lane: Lane::Host,
                     kernel_release: "6.12.95".into(),
                     host: vec![
                         Feature::new("shard", format!("{}/2", &id[id.len() - 1..])),
@@ -154,7 +155,7 @@ mod tests {
 
     fn v(test: &str) -> Verdict {
         Verdict {
-            lane: "host".into(),
+            lane: Lane::Host,
             ..crate::fixtures::verdict(test, Outcome::Pass, "ok")
         }
     }

@@ -37,6 +37,64 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// Where the VMM under test runs (see README.md); records keep the lane's name.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lane {
+    /// KVM inside an emulated arm64 machine (QEMU TCG with EL2 and MTE) running the kernel
+    /// under test: the suite's default lane.
+    #[default]
+    Emulated,
+    /// QEMU itself as the VMM: the payloads boot directly in qemu-system-aarch64.
+    Qemu,
+    /// The runner natively on this machine, on its own KVM: an arm64 host with MTE.
+    Host,
+}
+
+impl Lane {
+    /// Every lane, in the order runs take them and reports list them.
+    pub const ALL: [Lane; 3] = [Lane::Emulated, Lane::Qemu, Lane::Host];
+
+    /// The lane's name, as `--lane` takes it and records keep it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Emulated => "emulated",
+            Lane::Qemu => "qemu",
+            Lane::Host => "host",
+        }
+    }
+
+    /// Whether the suite's runner is the VMM (on a KVM) in this lane, rather than QEMU.
+    pub fn runner_is_vmm(self) -> bool {
+        match self {
+            Lane::Emulated | Lane::Host => true,
+            Lane::Qemu => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Lane {
+    type Err = String;
+
+    fn from_str(word: &str) -> Result<Self, Self::Err> {
+        Lane::ALL
+            .into_iter()
+            .find(|lane| lane.name() == word)
+            .ok_or_else(|| {
+                let names: Vec<_> = Lane::ALL.iter().map(|l| l.name()).collect();
+                format!("unknown lane `{word}`; lanes: {}", names.join(", "))
+            })
+    }
+}
+
 /// Name prefix of the runner's fault-injection proofs (`fault_injection::MODE::CHECK`), which
 /// pass only when the injection turned their check red; the test gate looks for them.
 pub const FAULT_INJECTION_PROOFS: &str = "fault_injection::";
@@ -47,8 +105,7 @@ pub struct Verdict {
     pub schema: u32,
     /// The check's full name, e.g. `tags::guest_stg_matches_host_fetch`.
     pub test: String,
-    /// `emulated`, `host` or `qemu`.
-    pub lane: String,
+    pub lane: Lane,
     /// The release of the kernel under test (`uname -r` where the VMM ran).
     pub kernel: String,
     pub outcome: Outcome,
@@ -103,7 +160,7 @@ pub enum Evidence {
 /// Where a run happened; written once per run to `run.json`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
-    pub lane: String,
+    pub lane: Lane,
     /// `uname -r` of the kernel under test.
     pub kernel_release: String,
     /// `uname -v`.
@@ -437,6 +494,7 @@ pub fn differing_granules(expected: &str, observed: &str, listed: &[usize]) -> B
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Lane;
 
     #[test]
     fn long_tag_maps_are_kept_in_brief_and_short_ones_whole() {
@@ -484,7 +542,7 @@ mod tests {
         let v = Verdict {
             schema: crate::SCHEMA_VERSION,
             test: "t".into(),
-            lane: "emulated".into(),
+            lane: Lane::Emulated,
             kernel: "6.12".into(),
             outcome: Outcome::Xfail,
             reason: "r".into(),

@@ -146,7 +146,7 @@ pub fn bench_view(benchmarks: &[Benchmark]) -> Vec<BenchColumnView> {
                 })
                 .collect();
             BenchColumnView {
-                lane: column.lane,
+                lane: column.lane.to_string(),
                 kernel: column.kernel,
                 ratios,
                 groups: groups_of_medians,
@@ -224,7 +224,7 @@ pub fn speed_view(summary: &RunSummary) -> Option<SpeedView> {
             .lanes
             .iter()
             .map(|lane| LaneSpeedView {
-                lane: lane.lane.clone(),
+                lane: lane.lane.to_string(),
                 kernel: lane.kernel.clone(),
                 checks: lane.checks,
                 wall: seconds(lane.wall_s),
@@ -245,6 +245,7 @@ pub fn speed_view(summary: &RunSummary) -> Option<SpeedView> {
 mod tests {
     use super::*;
     use crate::bench::{Estimate, Estimates, Versus};
+    use crate::model::Lane;
 
     fn measured(id: &str, median_ns: f64) -> Benchmark {
         let estimate = Estimate {
@@ -255,7 +256,7 @@ mod tests {
         Benchmark {
             schema: crate::SCHEMA_VERSION,
             id: id.into(),
-            lane: "emulated".into(),
+            lane: Lane::Emulated,
             kernel: "6.12".into(),
             outcome: Outcome::Pass,
             reason: "what it does".into(),

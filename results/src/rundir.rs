@@ -263,18 +263,20 @@ impl RunDir {
     /// The summary, with the lane and kernel `create` was told filled in where the runner never
     /// reported them (a guest that died during boot), so the reports still say what ran.
     fn with_identity<'a>(&self, summary: &'a RunSummary) -> Cow<'a, RunSummary> {
-        let known = |env: &Environment| !env.lane.is_empty() && !env.kernel_release.is_empty();
+        let known = |env: &Environment| !env.kernel_release.is_empty();
         if !summary.environments.is_empty() && summary.environments.iter().all(known) {
             return Cow::Borrowed(summary);
         }
         let mut filled = summary.clone();
         if filled.environments.is_empty() {
-            filled.environments.push(Environment::default());
+            // The directory's label starts with the run's first lane (`emulated+qemu`).
+            let first_lane = self.lane.split('+').next().and_then(|w| w.parse().ok());
+            filled.environments.push(Environment {
+                lane: first_lane.unwrap_or_default(),
+                ..Environment::default()
+            });
         }
         for env in &mut filled.environments {
-            if env.lane.is_empty() {
-                env.lane = self.lane.clone();
-            }
             if env.kernel_release.is_empty() {
                 env.kernel_release = self.kernel_hint.clone();
             }
@@ -669,6 +671,7 @@ fn parse_verdict(path: &Path, line: usize, bytes: &[u8]) -> Result<Verdict, Load
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Lane;
     use crate::model::{Evidence, Feature, Outcome};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, UNIX_EPOCH};
@@ -704,7 +707,7 @@ mod tests {
         Verdict {
             schema: SCHEMA_VERSION,
             test: test.into(),
-            lane: "emulated".into(),
+            lane: Lane::Emulated,
             kernel: "6.12.95".into(),
             outcome,
             reason: format!("{test} {outcome}"),
@@ -722,7 +725,7 @@ mod tests {
 
     fn environment() -> Environment {
         Environment {
-            lane: "emulated".into(),
+            lane: Lane::Emulated,
             kernel_release: "6.12.95".into(),
             kernel_version: "#1 SMP".into(),
             machine: "aarch64".into(),
@@ -871,7 +874,7 @@ mod tests {
         let scratch = Scratch::new();
         let run = RunDir::create_at(&scratch.0, "emulated", "6.1+6.12", at(START)).unwrap();
         let on = |lane: &str, kernel: &str, version: &str| Environment {
-            lane: lane.into(),
+            lane: lane.parse().unwrap(),
             kernel_release: kernel.into(),
             kernel_version: version.into(),
             ..Environment::default()
@@ -886,7 +889,7 @@ mod tests {
         run.write_environment(&on("qemu", "6.12.95", "#2")).unwrap();
         let kernels: Vec<(String, String, String)> = recorded()
             .into_iter()
-            .map(|e| (e.lane, e.kernel_release, e.kernel_version))
+            .map(|e| (e.lane.to_string(), e.kernel_release, e.kernel_version))
             .collect();
         assert_eq!(
             kernels,
@@ -924,7 +927,7 @@ mod tests {
             "{junit}"
         );
         let loaded = load(run.path()).unwrap();
-        assert_eq!(loaded.info.environments[0].lane, "emulated");
+        assert_eq!(loaded.info.environments[0].lane, Lane::Emulated);
         assert_eq!(
             loaded.summary().error.as_deref(),
             Some("QEMU exited early: status 1")

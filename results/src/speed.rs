@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::model::{Outcome, Verdict};
+use crate::model::{Lane, Outcome, Verdict};
 use crate::summary::{format_duration, RunSummary};
 
 /// A peer's run of its MTE checks: what the suite is set against.
@@ -39,7 +39,7 @@ pub const TARGET_TIMES_PEER: f64 = 10.0;
 /// One lane on one kernel: its checks and where its time went, from the timings xtask kept.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LaneSpeed {
-    pub lane: String,
+    pub lane: Lane,
     pub kernel: String,
     pub checks: usize,
     /// From the start of the lane's machine (or runner) to its end.
@@ -73,7 +73,7 @@ pub struct SuiteSpeed {
 }
 
 /// The lane of the full default run, and how xtask records that the runner ran every check.
-const DEFAULT_LANE: &str = "emulated";
+const DEFAULT_LANE: Lane = Lane::Emulated;
 const SELECTION_FEATURE: &str = "runner.selection";
 const EVERY_CHECK: &str = "every check";
 
@@ -114,7 +114,7 @@ impl SuiteSpeed {
                 let median_check_ms = median(durations.iter().map(|(_, ms)| *ms));
                 durations.sort_by(|a, b| b.1.total_cmp(&a.1));
                 LaneSpeed {
-                    lane: env.lane.clone(),
+                    lane: env.lane,
                     kernel: env.kernel_release.clone(),
                     checks: durations.len(),
                     wall_s: timing("timing.lane_wall"),
@@ -243,7 +243,7 @@ mod tests {
         RunSummary {
             benchmarks: Vec::new(),
             environments: vec![Environment {
-                lane: "emulated".into(),
+                lane: Lane::Emulated,
                 kernel_release: "6.12".into(),
                 host: vec![
                     Feature::new("runner.selection", "every check"),

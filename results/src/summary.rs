@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::bench::Benchmark;
-use crate::model::{Environment, Outcome, Tally, Verdict};
+use crate::model::{Environment, Lane, Outcome, Tally, Verdict};
 
 /// Everything the reports need about one run.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -38,10 +38,10 @@ pub fn table(summary: &RunSummary) -> String {
         .map(|v| v.test.chars().count())
         .max()
         .unwrap_or(0);
-    let mut places: Vec<(&str, &str)> = Vec::new();
+    let mut places: Vec<(Lane, &str)> = Vec::new();
     for v in &summary.verdicts {
-        if !places.contains(&(v.lane.as_str(), v.kernel.as_str())) {
-            places.push((&v.lane, &v.kernel));
+        if !places.contains(&(v.lane, v.kernel.as_str())) {
+            places.push((v.lane, &v.kernel));
         }
     }
     let several_kernels = places
@@ -51,7 +51,7 @@ pub fn table(summary: &RunSummary) -> String {
         if several_kernels {
             format!("{} {}", v.lane, v.kernel)
         } else {
-            v.lane.clone()
+            v.lane.to_string()
         }
     };
     let mut names: Vec<String> = Vec::new();
@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn several_lanes_show_their_lane_and_their_own_totals() {
         let in_lane = |lane: &str, outcome| Verdict {
-            lane: lane.into(),
+            lane: lane.parse().unwrap(),
             ..verdict("tags::a", outcome, "why")
         };
         let summary = RunSummary {
@@ -193,7 +193,7 @@ mod tests {
     #[test]
     fn a_lane_on_several_kernels_shows_each_kernel() {
         let on = |lane: &str, kernel: &str| Verdict {
-            lane: lane.into(),
+            lane: lane.parse().unwrap(),
             kernel: kernel.into(),
             ..verdict("tags::a", Outcome::Pass, "why")
         };

@@ -101,6 +101,7 @@ mod tests {
     use super::*;
     use crate::fixtures::verdict;
     use crate::model::Evidence;
+    use crate::model::Lane;
 
     #[test]
     fn outcomes_read_as_tap_13() {
@@ -129,7 +130,7 @@ mod tests {
     #[test]
     fn several_lanes_name_theirs_and_an_early_end_is_a_failure() {
         let qemu = Verdict {
-            lane: "qemu".into(),
+            lane: Lane::Qemu,
             kernel: "qemu-10.0.2".into(),
             ..verdict("tags::a", Outcome::Pass, "ok")
         };

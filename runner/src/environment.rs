@@ -1,6 +1,6 @@
 //! What the runner can see of the machine it runs on, for the run's environment record.
 
-use mte_results::{Environment, Feature};
+use mte_results::{Environment, Feature, Lane};
 
 /// `uname` fields: (release, version, machine).
 pub fn uname() -> (String, String, String) {
@@ -40,7 +40,7 @@ fn read_trimmed(path: &str) -> Option<String> {
 }
 
 /// The environment as far as the runner sees it; the backend adds its own facts.
-pub fn probe(lane: &str, extra: Vec<Feature>) -> Environment {
+pub fn probe(lane: Lane, extra: Vec<Feature>) -> Environment {
     let (kernel_release, kernel_version, machine) = uname();
     let mut features = Vec::new();
     if let Some(flags) = cpu_features() {
@@ -61,7 +61,7 @@ pub fn probe(lane: &str, extra: Vec<Feature>) -> Environment {
     ));
     features.extend(extra);
     Environment {
-        lane: lane.into(),
+        lane,
         kernel_release,
         kernel_version,
         machine,

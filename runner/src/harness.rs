@@ -10,7 +10,8 @@ use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use mte_results::shard::Shard;
 use mte_results::stream::Record;
 use mte_results::{
-    Environment, Evidence, Feature, Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS, SCHEMA_VERSION,
+    Environment, Evidence, Feature, Lane, Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS,
+    SCHEMA_VERSION,
 };
 use mte_suites::inject::{Injecting, Injection};
 use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
@@ -24,7 +25,7 @@ use crate::qemu::QemuVmm;
 /// The runner's own options; everything else goes to libtest-mimic.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
-    pub lane: String,
+    pub lane: Lane,
     pub inject: Option<Injection>,
     pub payload_dir: PathBuf,
     pub deadline: Duration,
@@ -44,7 +45,7 @@ impl Options {
     /// Split the runner's options from libtest's. `args` excludes the program name.
     pub fn parse(args: Vec<String>, default_payload_dir: PathBuf) -> Result<Self, String> {
         let mut options = Options {
-            lane: "host".into(),
+            lane: Lane::Host,
             inject: None,
             payload_dir: default_payload_dir,
             deadline: Duration::from_secs(30),
@@ -60,7 +61,7 @@ impl Options {
                     .ok_or_else(|| format!("{name} needs a value ({})", Self::USAGE))
             };
             match arg.as_str() {
-                "--lane" => options.lane = value("--lane")?,
+                "--lane" => options.lane = value("--lane")?.parse()?,
                 "--inject" => {
                     let mode = value("--inject")?;
                     let names: Vec<_> = Injection::ALL.iter().map(|i| i.name()).collect();
@@ -106,15 +107,15 @@ impl Options {
 /// Lanes that promise a VMM with MTE, and what they promise: the emulated machine is started
 /// with virtualization=on,mte=on, the qemu lane's guests with mte=on. There a VMM or MTE that
 /// is missing is a failure of what is under test, never a reason to skip.
-const LANES_PROMISING_MTE: &[(&str, &str)] = &[
-    ("emulated", "machine is built with KVM and MTE"),
-    ("qemu", "QEMU runs its guests with mte=on"),
+const LANES_PROMISING_MTE: &[(Lane, &str)] = &[
+    (Lane::Emulated, "machine is built with KVM and MTE"),
+    (Lane::Qemu, "QEMU runs its guests with mte=on"),
 ];
 
 /// A VMM that is not there: every step fails for the same reason, as a skip where the lane may
 /// lack it, as a fail where the lane promised it.
 struct Unavailable {
-    lane: String,
+    lane: Lane,
     kernel_release: String,
     reason: String,
     promised: bool,
@@ -131,8 +132,8 @@ impl Unavailable {
 }
 
 impl Vmm for Unavailable {
-    fn lane(&self) -> &str {
-        &self.lane
+    fn lane(&self) -> Lane {
+        self.lane
     }
     fn kernel_release(&self) -> &str {
         &self.kernel_release
@@ -158,14 +159,14 @@ fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>
         .find(|(lane, _)| *lane == options.lane)
         .map(|&(_, promise)| promise);
     let promised = promise.is_some();
-    let missing = if options.lane == "qemu" {
+    let missing = if options.lane == Lane::Qemu {
         match open_qemu(options, &mut facts) {
             Ok(qemu) => return (qemu, facts),
             Err(e) => e,
         }
     } else {
         let opened = KvmVmm::open(
-            &options.lane,
+            options.lane,
             kernel_release,
             options.payload_dir.clone(),
             options.deadline,
@@ -206,7 +207,7 @@ fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>
         None => why,
     };
     let vmm = Unavailable {
-        lane: options.lane.clone(),
+        lane: options.lane,
         kernel_release: kernel_release.into(),
         reason,
         promised,
@@ -217,7 +218,7 @@ fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>
 /// QEMU as the VMM, after one probe boot: the lane promises MTE, so any error is the lane's.
 fn open_qemu(options: &Options, facts: &mut Vec<Feature>) -> Result<SharedVmm, VmmError> {
     let qemu = QemuVmm::open(
-        &options.lane,
+        options.lane,
         options.qemu.clone(),
         options.payload_dir.clone(),
         options.deadline,
@@ -260,7 +261,7 @@ fn verdict(test: &str, vmm: &dyn Vmm, finding: Finding, started: Instant) -> Ver
     Verdict {
         schema: SCHEMA_VERSION,
         test: test.into(),
-        lane: vmm.lane().into(),
+        lane: vmm.lane(),
         kernel: vmm.kernel_release().into(),
         outcome: finding.outcome,
         reason: finding.reason,
@@ -501,7 +502,7 @@ pub fn run(options: &Options) -> bool {
             // What the lane's verdicts name as their kernel: the kernel under KVM, or the QEMU
             // that is the VMM in the qemu lane (where uname says only where the runner runs).
             kernel_release: vmm.kernel_release().to_string(),
-            ..environment::probe(&options.lane, facts)
+            ..environment::probe(options.lane, facts)
         },
         planned,
         available,
@@ -542,7 +543,7 @@ mod tests {
             "corrupt-tag",
         ])
         .unwrap();
-        assert_eq!(o.lane, "emulated");
+        assert_eq!(o.lane, Lane::Emulated);
         assert_eq!(o.inject, Some(Injection::CorruptTag));
         assert_eq!(o.harness_args, vec!["tags::", "--exact"]);
         assert_eq!(o.payload_dir, PathBuf::from("/p"));
@@ -594,7 +595,7 @@ mod tests {
         assert!(!is_long("tags::guest_tags_seen_by_host"));
         assert!(!is_long("fault_injection::corrupt_tag::tags::x"));
         let vmm: SharedVmm = Arc::new(Unavailable {
-            lane: "t".into(),
+            lane: Lane::Host,
             kernel_release: "k".into(),
             reason: "r".into(),
             promised: false,
@@ -610,7 +611,7 @@ mod tests {
     #[test]
     fn every_injectable_scenario_has_a_proof_trial() {
         let vmm: SharedVmm = Arc::new(Unavailable {
-            lane: "t".into(),
+            lane: Lane::Host,
             kernel_release: "k".into(),
             reason: "r".into(),
             promised: false,
@@ -675,7 +676,7 @@ mod tests {
 
     fn unavailable(promised: bool) -> Unavailable {
         Unavailable {
-            lane: "host".into(),
+            lane: Lane::Host,
             kernel_release: "k".into(),
             reason: "no arm64 KVM".into(),
             promised,

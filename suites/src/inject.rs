@@ -2,7 +2,7 @@
 //! can show its tag comparisons turn red when tags go wrong.
 
 use mte_protocol::{Command, GuestIds};
-use mte_results::{Evidence, Outcome};
+use mte_results::{Evidence, Lane, Outcome};
 
 use crate::check::Finding;
 use crate::host_mm::{
@@ -148,7 +148,7 @@ pub struct Injecting<'a> {
 }
 
 impl Vmm for Injecting<'_> {
-    fn lane(&self) -> &str {
+    fn lane(&self) -> Lane {
         self.inner.lane()
     }
 

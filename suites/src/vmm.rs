@@ -3,6 +3,7 @@
 //! them and so runs wherever its steps exist.
 
 use mte_protocol::{Command, FaultRecord, GuestIds, Status};
+use mte_results::Lane;
 
 use crate::host_mm::{
     Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, RaceLog,
@@ -251,8 +252,8 @@ pub trait AbiVm {
 
 /// The VMM under test, as a lane offers it.
 pub trait Vmm: Sync {
-    /// `emulated`, `host` or `qemu`.
-    fn lane(&self) -> &str;
+    /// Where this VMM runs.
+    fn lane(&self) -> Lane;
 
     /// Boot a payload and run it to its first doorbell.
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError>;

@@ -76,12 +76,13 @@ pub fn table(summary: &BenchSummary) -> String {
 mod tests {
     use super::*;
     use mte_results::bench::{Estimate, Estimates, Versus};
+    use mte_results::Lane;
 
     fn benchmark(id: &str, outcome: Outcome, median: f64) -> Benchmark {
         Benchmark {
             schema: mte_results::SCHEMA_VERSION,
             id: id.into(),
-            lane: "emulated".into(),
+            lane: Lane::Emulated,
             kernel: "6.12".into(),
             outcome,
             reason: "why\nmore".into(),

@@ -374,7 +374,7 @@ mod tests {
         Verdict {
             schema: SCHEMA_VERSION,
             test: test.into(),
-            lane: lane.into(),
+            lane: lane.parse().unwrap(),
             kernel: "6.12".into(),
             outcome,
             reason: String::new(),

@@ -85,37 +85,15 @@ const COMMANDS: &[CommandSpec] = &[
     },
 ];
 
-/// Where the VMM under test runs; see README.md.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lane {
-    /// KVM inside an emulated arm64 machine (QEMU TCG with EL2 and MTE) running the kernel
-    /// under test.
-    Emulated,
-    /// QEMU itself as the VMM: the payloads boot directly in qemu-system-aarch64.
-    Qemu,
-    /// The runner natively on this machine, on its own KVM: an arm64 host with MTE.
-    Host,
-}
+pub use mte_results::Lane;
 
-impl Lane {
-    pub const ALL: [Lane; 3] = [Lane::Emulated, Lane::Qemu, Lane::Host];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Lane::Emulated => "emulated",
-            Lane::Qemu => "qemu",
-            Lane::Host => "host",
-        }
-    }
-
-    /// The lanes `all` means here: the host lane only on an arm64 machine, the only kind whose
-    /// KVM can run an arm64 guest.
-    pub fn all_here(arm64: bool) -> Vec<Lane> {
-        Lane::ALL
-            .into_iter()
-            .filter(|&lane| lane != Lane::Host || arm64)
-            .collect()
-    }
+/// The lanes `all` means here: the host lane only on an arm64 machine, the only kind whose KVM
+/// can run an arm64 guest.
+pub fn lanes_here(arm64: bool) -> Vec<Lane> {
+    Lane::ALL
+        .into_iter()
+        .filter(|&lane| lane != Lane::Host || arm64)
+        .collect()
 }
 
 /// Whether xtask runs on an arm64 machine.
@@ -132,7 +110,7 @@ fn parse_lanes(text: &str, arm64: bool) -> Result<Vec<Lane>, String> {
     let mut lanes = Vec::new();
     for word in text.split(',').map(str::trim) {
         let named: Vec<Lane> = match word {
-            "all" => Lane::all_here(arm64),
+            "all" => lanes_here(arm64),
             _ => match Lane::ALL.into_iter().find(|l| l.name() == word) {
                 Some(lane) => vec![lane],
                 None => {
@@ -369,7 +347,7 @@ fn parse_on(args: &[String], env_kernel: Option<String>, arm64: bool) -> Result<
 
     let mut options = Options {
         lanes: if spec.name == "test" {
-            Lane::all_here(arm64)
+            lanes_here(arm64)
         } else {
             DEFAULT_RUN_LANES.to_vec()
         },

@@ -150,6 +150,7 @@ fn slimmed(run: &LoadedRun) -> LoadedRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mte_results::Lane;
 
     #[test]
     fn baseline_names_are_single_plain_components() {
@@ -179,7 +180,7 @@ mod tests {
         let verdict = |outcome| mte_results::Verdict {
             schema: mte_results::SCHEMA_VERSION,
             test: "t".into(),
-            lane: "host".into(),
+            lane: Lane::Host,
             kernel: "k".into(),
             outcome,
             reason: String::new(),

@@ -5,6 +5,7 @@
 //! Anywhere else the runner finds no arm64 KVM with MTE and every check is a skip with the
 //! reason; xtask says so before the run, from what it sees of the machine here.
 
+use mte_results::Lane;
 use std::path::{Path, PathBuf};
 
 use mte_results::Feature;
@@ -17,7 +18,7 @@ const PAYLOAD_DIR: &str = "target/mte-host/payloads";
 
 /// The host lane's runner.
 pub fn prepare(runner: PathBuf, payload: &Path) -> Result<RunnerProcess> {
-    let lane_args = vec!["--lane".into(), "host".into()];
+    let lane_args = vec!["--lane".into(), Lane::Host.to_string()];
     RunnerProcess::prepare(runner, lane_args, PAYLOAD_DIR, payload)
 }
 

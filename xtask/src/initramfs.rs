@@ -3,6 +3,7 @@
 //! previous kernel left for this one. The modules tie an initramfs to its kernel: each kernel
 //! gets its own.
 
+use mte_results::Lane;
 use std::io::BufWriter;
 use std::path::Path;
 
@@ -22,7 +23,7 @@ pub const MODULES_LIST_PATH: &str = "/mte/modules";
 /// The runner's arguments: the lane, then the harness arguments as the person gave them.
 /// (What xtask knows of the kernel package goes into the run's environment, not to the runner.)
 pub fn runner_args(harness_args: &[String]) -> Vec<String> {
-    let mut args = vec!["--lane".to_string(), "emulated".to_string()];
+    let mut args = vec!["--lane".to_string(), Lane::Emulated.to_string()];
     args.extend(harness_args.iter().cloned());
     args
 }

@@ -1,6 +1,7 @@
 //! The qemu lane: QEMU is the VMM under test. The runner, built for this machine, boots every
 //! payload directly in qemu-system-aarch64 and drives it over the gdbstub.
 
+use mte_results::Lane;
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
@@ -13,7 +14,7 @@ const PAYLOAD_DIR: &str = "target/mte-qemu/payloads";
 pub fn prepare(runner: PathBuf, qemu: &Path, payload: &Path) -> Result<RunnerProcess> {
     let lane_args = vec![
         "--lane".into(),
-        "qemu".into(),
+        Lane::Qemu.to_string(),
         "--qemu".into(),
         qemu.display().to_string(),
     ];

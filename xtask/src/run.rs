@@ -542,7 +542,7 @@ fn run_lane(
     };
     let mut session = Session::new(
         run_dir,
-        lane.lane().name(),
+        lane.lane(),
         &kernel_name,
         source,
         host,
@@ -743,10 +743,10 @@ fn peer_agreement(verdicts: &[Verdict]) -> Vec<String> {
                 .iter()
                 .filter(|v| line.ours.contains(&v.test.as_str()))
                 .collect();
-            let mut lanes: Vec<&str> = Vec::new();
+            let mut lanes: Vec<Lane> = Vec::new();
             for v in &covering {
-                if !lanes.contains(&v.lane.as_str()) {
-                    lanes.push(&v.lane);
+                if !lanes.contains(&v.lane) {
+                    lanes.push(v.lane);
                 }
             }
             let per_lane: Vec<String> = lanes
@@ -855,7 +855,7 @@ mod tests {
         Verdict {
             schema: mte_results::SCHEMA_VERSION,
             test: test.into(),
-            lane: "emulated".into(),
+            lane: Lane::Emulated,
             kernel: "6.12".into(),
             outcome,
             reason: "why".into(),
@@ -868,11 +868,11 @@ mod tests {
     fn lanes_merge_in_order_and_name_their_errors() {
         let part = |lane: Lane, error: Option<&str>, all: bool| {
             let mut v = verdict("tags::a", Outcome::Pass);
-            v.lane = lane.name().into();
+            v.lane = lane;
             let summary = RunSummary {
                 benchmarks: Vec::new(),
                 environments: vec![mte_results::Environment {
-                    lane: lane.name().into(),
+                    lane,
                     ..Default::default()
                 }],
                 verdicts: vec![v],
@@ -892,8 +892,8 @@ mod tests {
             ],
             5.0,
         );
-        let lanes: Vec<&str> = summary.verdicts.iter().map(|v| v.lane.as_str()).collect();
-        assert_eq!(lanes, ["emulated", "qemu"]);
+        let lanes: Vec<Lane> = summary.verdicts.iter().map(|v| v.lane).collect();
+        assert_eq!(lanes, [Lane::Emulated, Lane::Qemu]);
         assert_eq!(summary.environments.len(), 2);
         assert_eq!(
             summary.error.as_deref(),
@@ -909,9 +909,9 @@ mod tests {
     fn the_peer_lines_answer_per_lane() {
         let mut fault = verdict("faults::sync_mismatched_load_faults", Outcome::Pass);
         let mut in_qemu = fault.clone();
-        in_qemu.lane = "qemu".into();
+        in_qemu.lane = Lane::Qemu;
         in_qemu.outcome = Outcome::Fail;
-        fault.lane = "emulated".into();
+        fault.lane = Lane::Emulated;
         let lines = peer_agreement(&[fault, in_qemu]);
         assert_eq!(
             lines,
@@ -939,7 +939,7 @@ mod tests {
         // The proof answers for its check in its own lane only: a pass elsewhere claims
         // nothing here.
         let mut elsewhere = check;
-        elsewhere.lane = "qemu".into();
+        elsewhere.lane = Lane::Qemu;
         assert!(unproven_checks(&[elsewhere, proof(Outcome::Skip)], true).is_empty());
     }
 }

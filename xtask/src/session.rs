@@ -8,7 +8,7 @@ use mte_results::bench::Benchmark;
 use mte_results::rundir::RunDir;
 use mte_results::stream::{parse_line, Line, Record};
 use mte_results::summary::RunSummary;
-use mte_results::{Environment, Feature, Outcome, Tally, Verdict};
+use mte_results::{Environment, Feature, Lane, Outcome, Tally, Verdict};
 
 use crate::artifacts::{self, Kept};
 use crate::emulated::{End, Ending, Flow};
@@ -87,14 +87,14 @@ impl<'a> Session<'a> {
     /// facts under `lane` and `kernel`, xtask's name for the kernel.
     pub fn new(
         run: &'a RunDir,
-        lane: &str,
+        lane: Lane,
         kernel: &str,
         source: Source,
         host: Vec<Feature>,
         started: Instant,
     ) -> Self {
         let environment = Environment {
-            lane: lane.into(),
+            lane,
             kernel_release: kernel.into(),
             host,
             ..Environment::default()
@@ -516,7 +516,7 @@ mod tests {
         Record::Verdict(Verdict {
             schema: mte_results::SCHEMA_VERSION,
             test: test.into(),
-            lane: "emulated".into(),
+            lane: Lane::Emulated,
             kernel: "6.12.95+deb12-arm64".into(),
             outcome,
             reason: format!("{outcome}"),
@@ -529,7 +529,7 @@ mod tests {
         Record::Hello {
             schema: mte_results::SCHEMA_VERSION,
             environment: Environment {
-                lane: "emulated".into(),
+                lane: Lane::Emulated,
                 kernel_release: "6.12.95+deb12-arm64".into(),
                 ..Environment::default()
             },
@@ -574,7 +574,7 @@ mod tests {
         let host = vec![Feature::new("qemu.version", "10.0.2")];
         let mut session = Session::new(
             &run,
-            "emulated",
+            Lane::Emulated,
             "6.12.95+deb12-arm64",
             Source::Machine,
             host,
@@ -629,7 +629,7 @@ mod tests {
         };
         let mut session = Session::new(
             &run,
-            "emulated",
+            Lane::Emulated,
             "vmlinuz-custom",
             Source::Machine,
             vec![],

@@ -15,7 +15,7 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use libtest_mimic::Arguments;
 use mte_results::bench::{Benchmark, Estimates, Quantity};
 use mte_results::stream::Record;
-use mte_results::{Outcome, Tally, SCHEMA_VERSION};
+use mte_results::{Lane, Outcome, Tally, SCHEMA_VERSION};
 use mte_suites::vmm::VmmError;
 
 use super::{criterion_files, Declared};
@@ -96,7 +96,7 @@ pub struct Bench {
     output: PathBuf,
     /// Whether `output` is a directory of this run's own, removed at the end.
     own_output: bool,
-    lane: String,
+    lane: Lane,
     kernel: String,
     selection: Selection,
     tally: Tally,
@@ -104,7 +104,7 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn new(lane: &str, kernel: &str, selection: Selection) -> Self {
+    pub fn new(lane: Lane, kernel: &str, selection: Selection) -> Self {
         let (output, own_output) = if crate::init::is_init() {
             (PathBuf::from(crate::init::CRITERION_DIR), false)
         } else {
@@ -126,7 +126,7 @@ impl Bench {
             criterion,
             output,
             own_output,
-            lane: lane.into(),
+            lane,
             kernel: kernel.into(),
             selection,
             tally: Tally::default(),
@@ -247,7 +247,7 @@ impl Bench {
         Benchmark {
             schema: SCHEMA_VERSION,
             id: declared.id(),
-            lane: self.lane.clone(),
+            lane: self.lane,
             kernel: self.kernel.clone(),
             outcome: Outcome::Skip,
             reason: String::new(),

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use mte_results::bench::Versus;
 use mte_results::stream::Record;
-use mte_results::{Environment, Feature, SCHEMA_VERSION};
+use mte_results::{Environment, Feature, Lane, SCHEMA_VERSION};
 use mte_suites::vmm::{Vmm, VmmError};
 
 use crate::emit;
@@ -87,7 +87,7 @@ pub fn declared() -> Vec<Declared> {
 }
 
 /// Lanes whose VMM is promised to have KVM with MTE: there its absence fails the benchmarks.
-const LANES_PROMISING_KVM: &[&str] = &["emulated"];
+const LANES_PROMISING_KVM: &[Lane] = &[Lane::Emulated];
 
 /// Run the benchmarks the libtest arguments select; returns whether none failed.
 pub fn run(options: &Options) -> bool {
@@ -105,7 +105,7 @@ pub fn run(options: &Options) -> bool {
         schema: SCHEMA_VERSION,
         environment: Environment {
             kernel_release: kernel_release.clone(),
-            ..environment::probe(&options.lane, facts)
+            ..environment::probe(options.lane, facts)
         },
         planned: if args.list { 0 } else { planned.len() },
         available: all.len(),
@@ -123,7 +123,7 @@ pub fn run(options: &Options) -> bool {
         });
         return true;
     }
-    let mut bench = Bench::new(&options.lane, &kernel_release, selection);
+    let mut bench = Bench::new(options.lane, &kernel_release, selection);
     match vmm {
         Ok(vmm) => {
             copy_tags::run(&mut bench, &vmm);
@@ -145,9 +145,9 @@ pub fn run(options: &Options) -> bool {
 /// The lane's KVM with MTE, or why there is none: unsupported where the lane may lack it,
 /// a host error where the lane promised it.
 fn open(options: &Options, kernel: &str, facts: &mut Vec<Feature>) -> Result<KvmVmm, VmmError> {
-    let promised = LANES_PROMISING_KVM.contains(&options.lane.as_str());
+    let promised = LANES_PROMISING_KVM.contains(&options.lane);
     let opened = KvmVmm::open(
-        &options.lane,
+        options.lane,
         kernel,
         options.payload_dir.clone(),
         options.deadline,

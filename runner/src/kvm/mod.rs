@@ -31,6 +31,7 @@ use mte_protocol::{
     offsets, Command, GuestIds, Mailbox, Status, BULK_IPA, BULK_SIZE, DOORBELL_IPA, MAILBOX_IPA,
     RAM_IPA, RAM_SIZE, UART_IPA,
 };
+use mte_results::Lane;
 use mte_suites::host_mm::{
     Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, RaceLog,
     RacePlan, SwapDevice, TagPeer,
@@ -52,7 +53,7 @@ fn sys(call: &str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError + '_ {
 /// KVM as the VMM under test, on this machine.
 pub struct KvmVmm {
     kvm: Kvm,
-    lane: String,
+    lane: Lane,
     kernel_release: String,
     payload_dir: PathBuf,
     payloads: Mutex<HashMap<&'static str, Arc<Payload>>>,
@@ -63,7 +64,7 @@ pub struct KvmVmm {
 impl KvmVmm {
     /// Open /dev/kvm. Fails with [`VmmError::Unsupported`] where no arm64 KVM exists.
     pub fn open(
-        lane: &str,
+        lane: Lane,
         kernel_release: &str,
         payload_dir: PathBuf,
         deadline: Duration,
@@ -82,7 +83,7 @@ impl KvmVmm {
         })?;
         Ok(KvmVmm {
             kvm,
-            lane: lane.into(),
+            lane,
             kernel_release: kernel_release.into(),
             payload_dir,
             payloads: Mutex::new(HashMap::new()),
@@ -185,8 +186,8 @@ struct Vm {
 }
 
 impl Vmm for KvmVmm {
-    fn lane(&self) -> &str {
-        &self.lane
+    fn lane(&self) -> Lane {
+        self.lane
     }
 
     fn kernel_release(&self) -> &str {

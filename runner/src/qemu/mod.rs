@@ -21,6 +21,7 @@ use mte_protocol::{
     granules, offsets, Command, GuestIds, Mailbox, Status, BULK_IPA, BULK_SIZE, GRANULE,
     MAILBOX_IPA,
 };
+use mte_results::Lane;
 use mte_suites::vmm::{AbiVm, BootOptions, Guest, Reply, Vmm, VmmError, VmmMigration};
 
 use binary::QemuBinary;
@@ -52,7 +53,7 @@ struct Payload {
 
 /// QEMU as the VMM under test, one process per guest.
 pub struct QemuVmm {
-    lane: String,
+    lane: Lane,
     binary: QemuBinary,
     /// `qemu-x.y.z`: the lane has no guest kernel, so QEMU's version stands in for it.
     release: String,
@@ -68,14 +69,14 @@ impl QemuVmm {
     /// Check the QEMU at `qemu` (a bare name is looked up on PATH): it must run and be 9.2 or
     /// newer, else [`VmmError::Unsupported`] says what to install.
     pub fn open(
-        lane: &str,
+        lane: Lane,
         qemu: PathBuf,
         payload_dir: PathBuf,
         deadline: Duration,
     ) -> Result<Self, VmmError> {
         let binary = QemuBinary::probe(&qemu)?;
         Ok(QemuVmm {
-            lane: lane.into(),
+            lane,
             release: format!("qemu-{}", binary.version),
             binary,
             payload_dir,
@@ -126,8 +127,8 @@ impl QemuVmm {
 }
 
 impl Vmm for QemuVmm {
-    fn lane(&self) -> &str {
-        &self.lane
+    fn lane(&self) -> Lane {
+        self.lane
     }
 
     fn kernel_release(&self) -> &str {
