@@ -34,16 +34,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match cli::parse(&args, std::env::var("MTE_KERNEL").ok()) {
         Ok(command) => command,
-        Err(message) => {
-            eprintln!("{} {message}", ui::red("error:"));
-            return ExitCode::from(Status::Error as u8);
+        // `--help` too: clap prints it on stdout with status 0, a mistake on stderr with 2.
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(e.exit_code() as u8);
         }
     };
     let status = match command {
-        cli::Command::Help(text) => {
-            print!("{text}");
-            Status::Clean
-        }
         cli::Command::Run(options) => report(run::run(&options).map(|finished| finished.status)),
         cli::Command::Bench(options) => report(run::run(&options).map(|finished| finished.status)),
         cli::Command::Test(options) => run::test(&options),

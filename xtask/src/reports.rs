@@ -122,7 +122,7 @@ pub fn lava_results(run: Option<&Path>) -> Result<Status> {
 #[cfg(test)]
 mod tests {
     use crate::build::repo_root;
-    use crate::cli::{parse, Command};
+    use crate::cli::parse;
 
     /// The lab's LAVA definition runs commands this xtask takes.
     #[test]
@@ -136,8 +136,7 @@ mod tests {
         ] {
             assert!(definition.contains(line), "{line} missing");
             let args: Vec<String> = command.split(' ').map(String::from).collect();
-            let parsed = parse(&args, None).unwrap();
-            assert!(!matches!(parsed, Command::Help(_)), "{command}");
+            assert!(parse(&args, None).is_ok(), "{command}");
         }
     }
 }
