@@ -15,8 +15,8 @@ use mte_results::rundir::{LoadedRun, REPORT_HTML, REPORT_SCREENSHOT};
 use mte_results::Verdict;
 
 use crate::apt::Apt;
-use crate::error::{bail, Context, Result};
 use crate::tools;
+use anyhow::{anyhow, bail, Context, Result};
 
 /// The window the page is drawn in.
 const WINDOW: (u32, u32) = (1400, 2000);
@@ -71,7 +71,7 @@ pub fn check(run: &LoadedRun, apt: &mut Apt) -> Result<BrowserCheck> {
         ])
         .context("drawing the report into a screenshot")?;
         let dom = headless(&["--dump-dom".to_string()]).context("dumping the report's DOM")?;
-        Ok::<_, crate::error::Error>(dom)
+        Ok::<_, anyhow::Error>(dom)
     })();
     let _ = std::fs::remove_dir_all(&profile);
     let dom = result?;
@@ -91,9 +91,8 @@ pub fn check(run: &LoadedRun, apt: &mut Apt) -> Result<BrowserCheck> {
         ),
         None => bail!("{} is not a PNG image", screenshot.display()),
     }
-    let seen = matrix_in_dom(&dom).map_err(|why| {
-        crate::error::Error::msg(format!("the report as the browser built it: {why}"))
-    })?;
+    let seen =
+        matrix_in_dom(&dom).map_err(|why| anyhow!("the report as the browser built it: {why}"))?;
     let expected = expected_matrix(&run.verdicts);
     if let Some(difference) = first_difference(&expected, &seen) {
         bail!("the matrix the browser shows differs from the run's verdicts: {difference}");

@@ -6,9 +6,9 @@ use std::time::Instant;
 use xshell::{cmd, Cmd, Shell};
 
 use crate::elf;
-use crate::error::{bail, Context, Result};
 use crate::tools::{CrossRoute, DEBIAN_RUSTC};
 use crate::ui;
+use anyhow::{bail, Context, Result};
 
 /// The payload's own workspace, at the repository's top.
 pub const PAYLOAD_WORKSPACE: &str = "guest-payloads";

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mte_results::stream::MARKER;
 
-use crate::error::{Context, Result};
+use anyhow::{Context, Result};
 
 /// After a kernel panic, how many more lines (the backtrace) are kept.
 const PANIC_TAIL_LINES: usize = 30;

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use mte_results::Feature;
 
-use crate::error::Result;
 use crate::runner_process::RunnerProcess;
+use anyhow::Result;
 
 /// Where the host lane's runner finds its payloads.
 const PAYLOAD_DIR: &str = "target/mte-host/payloads";

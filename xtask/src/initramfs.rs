@@ -10,8 +10,8 @@ use std::path::Path;
 use mte_results::artifact::INCOMING_DIR;
 
 use crate::cpio::CpioWriter;
-use crate::error::{bail, Context, Result};
 use crate::kernel_modules::ModuleSet;
+use anyhow::{bail, Context, Result};
 
 /// Where the runner finds its arguments, one per line.
 pub const ARGS_PATH: &str = "/mte/args";

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::apt::{self, Apt};
-use crate::error::{bail, Context, Error, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 /// What the machine needs beyond the kernel image: zram, the swap device.
 pub const WANTED: &[&str] = &["zram"];
@@ -145,12 +145,9 @@ pub fn for_machine(tree: &Path) -> Result<ModuleSet> {
         }
     }
     let order = load_order(&wanted, |name| {
-        let path = index.get(name).ok_or_else(|| {
-            Error::msg(format!(
-                "the kernel has no module `{name}` under {}",
-                dir.display()
-            ))
-        })?;
+        let path = index
+            .get(name)
+            .ok_or_else(|| anyhow!("the kernel has no module `{name}` under {}", dir.display()))?;
         let bytes = read_module(path)?;
         let depends = modinfo(&bytes)
             .with_context(|| format!("reading the .modinfo of {}", path.display()))?
@@ -325,7 +322,7 @@ fn section<'a>(elf: &'a [u8], name: &str) -> Result<&'a [u8]> {
     if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
         bail!("not a 64-bit little-endian ELF object");
     }
-    let truncated = || Error::msg("the ELF object is truncated");
+    let truncated = || anyhow!("the ELF object is truncated");
     let read = |at: usize, len: usize| -> Result<u64> {
         let bytes = at
             .checked_add(len)
@@ -481,7 +478,7 @@ mod tests {
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, deps)| deps.iter().map(|d| d.to_string()).collect())
-                .ok_or_else(|| Error::msg(format!("no module {name}")))
+                .ok_or_else(|| anyhow!("no module {name}"))
         }
     }
 

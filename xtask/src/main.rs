@@ -13,7 +13,6 @@ mod cpio;
 mod debian_version;
 mod elf;
 mod emulated;
-mod error;
 mod host_lane;
 mod initramfs;
 mod kernel_modules;
@@ -60,9 +59,9 @@ fn main() -> ExitCode {
 }
 
 /// A step's error ends xtask with status 2 and the message.
-fn report(result: error::Result<Status>) -> Status {
+fn report(result: anyhow::Result<Status>) -> Status {
     result.unwrap_or_else(|e| {
-        eprintln!("{} {e}", ui::red("error:"));
+        eprintln!("{} {e:#}", ui::red("error:"));
         Status::Error
     })
 }

@@ -4,8 +4,8 @@
 use mte_results::Lane;
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
 use crate::runner_process::RunnerProcess;
+use anyhow::Result;
 
 /// Where the qemu lane's runner finds its payloads.
 const PAYLOAD_DIR: &str = "target/mte-qemu/payloads";

@@ -11,9 +11,9 @@ use mte_results::{lava, Outcome};
 use crate::apt::Apt;
 use crate::browser::{self, BrowserCheck};
 use crate::build::{relative, repo_root};
-use crate::error::{bail, Context, Result};
 use crate::run::{Status, RESULTS_ROOT};
 use crate::ui;
+use anyhow::{bail, Context, Result};
 
 /// A run directory as given, or the latest run.
 pub fn run_dir(given: Option<&Path>) -> PathBuf {
@@ -26,7 +26,7 @@ pub fn run_dir(given: Option<&Path>) -> PathBuf {
 /// Read a run directory, passing on what its loading warned about (on stderr: stdout may be
 /// result lines a shell runs).
 pub fn load(dir: &Path) -> Result<LoadedRun> {
-    let run = rundir::load(dir).map_err(|e| crate::error::Error::msg(e.to_string()))?;
+    let run = rundir::load(dir).map_err(anyhow::Error::msg)?;
     for warning in &run.warnings {
         eprintln!("warning: {warning}");
     }
@@ -106,7 +106,7 @@ pub fn browser_step(run: &LoadedRun, apt: &mut Apt) -> bool {
             true
         }
         Err(e) => {
-            println!("{} browser check: {e}", ui::red("error:"));
+            println!("{} browser check: {e:#}", ui::red("error:"));
             false
         }
     }

@@ -16,7 +16,6 @@ use crate::build::{self, relative, repo_root};
 use crate::cli::{Lane, Options};
 use crate::compare;
 use crate::emulated::{self, Machine};
-use crate::error::{Context, Result};
 use crate::host_lane::{self, HostMachine};
 use crate::initramfs;
 use crate::kernel_modules::{self, ModuleSet};
@@ -27,6 +26,7 @@ use crate::runner_process::RunnerProcess;
 use crate::session::{Selection, Session, Source};
 use crate::tools::{self, CrossRoute, Tools};
 use crate::ui;
+use anyhow::{Context, Result};
 
 /// Where run directories go.
 pub const RESULTS_ROOT: &str = "target/mte-results";
@@ -204,10 +204,10 @@ fn machine_modules(kernel: &Kernel) -> (ModuleSet, String) {
         }
         Err(e) => {
             ui::note(&format!(
-                "{}: no zram module packed, so no swap in the machine: {e}",
+                "{}: no zram module packed, so no swap in the machine: {e:#}",
                 kernel.hint()
             ));
-            (ModuleSet::default(), format!("none: {e}"))
+            (ModuleSet::default(), format!("none: {e:#}"))
         }
     }
 }
@@ -374,7 +374,7 @@ pub fn run(options: &Options) -> Result<Finished> {
             );
             if let Err(e) = written {
                 println!(
-                    "{} {}: the artifacts of {} are not passed on: {e}",
+                    "{} {}: the artifacts of {} are not passed on: {e:#}",
                     ui::red("error:"),
                     kernel.kernel.hint(),
                     incoming.saved_on
@@ -464,7 +464,7 @@ pub fn run(options: &Options) -> Result<Finished> {
             Ok(regressed_or_not) if status != Status::Error => status = regressed_or_not,
             Ok(_) => {}
             Err(e) => {
-                println!("{} comparing with {baseline}: {e}", ui::red("error:"));
+                println!("{} comparing with {baseline}: {e:#}", ui::red("error:"));
                 status = Status::Error;
             }
         }
@@ -581,7 +581,7 @@ fn run_lane(
     let kept = session.take_kept_artifacts();
     let (summary, selection) = match ended {
         Ok(ending) => session.conclude(&ending),
-        Err(e) => session.conclude_with_error(e.to_string()),
+        Err(e) => session.conclude_with_error(format!("{e:#}")),
     };
     (summary, selection, kept)
 }
@@ -648,7 +648,7 @@ pub fn test(options: &Options) -> Status {
             )
         }
         Err(e) => {
-            eprintln!("{} {e}", ui::red("error:"));
+            eprintln!("{} {e:#}", ui::red("error:"));
             (Tally::default(), Vec::new(), Status::Error, true)
         }
     };
@@ -686,7 +686,7 @@ fn report_renders(dir: &std::path::Path) -> bool {
     match checked {
         Ok((run, mut apt)) => reports::browser_step(&run, &mut apt),
         Err(e) => {
-            println!("{} browser check: {e}", ui::red("error:"));
+            println!("{} browser check: {e:#}", ui::red("error:"));
             false
         }
     }

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::build;
 use crate::emulated::{self, Deadlines, Ending, Flow};
-use crate::error::{Context, Result};
+use anyhow::{Context, Result};
 
 /// The runner on this machine, and the arguments that make it one lane.
 #[derive(Clone, Debug)]

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
 use crate::apt::{self, Apt};
-use crate::error::{bail, Context, Result};
 use crate::ui;
+use anyhow::{anyhow, bail, Context, Result};
 
 /// QEMU's TCG gained what the emulated lane relies on by 9.2 (MTE with virtualization=on, and
 /// the memory-tagging gdbstub packets the qemu lane uses).
@@ -117,7 +117,7 @@ pub fn ensure_chromium(apt: &mut Apt) -> std::result::Result<PathBuf, String> {
         );
     }
     apt.install(&["chromium"], None)
-        .map_err(|e| format!("chromium cannot be installed: {e}"))?;
+        .map_err(|e| format!("chromium cannot be installed: {e:#}"))?;
     found().ok_or_else(|| "chromium is still not on PATH after installing it".to_string())
 }
 
@@ -140,9 +140,8 @@ fn probe_qemu(sh: &Shell, path: &Path) -> Result<Qemu> {
         .ignore_stderr()
         .read()
         .with_context(|| format!("running {} --version", path.display()))?;
-    let version = parse_qemu_version(&text).ok_or_else(|| {
-        crate::error::Error::msg(format!("cannot read a version in `{}`", text.trim()))
-    })?;
+    let version = parse_qemu_version(&text)
+        .ok_or_else(|| anyhow!("cannot read a version in `{}`", text.trim()))?;
     Ok(Qemu {
         path: path.to_path_buf(),
         version,
@@ -218,9 +217,7 @@ fn ensure_qemu(apt: &mut Apt) -> Result<Qemu> {
     }
     apt.install(&["qemu-system-arm"], backports.as_deref())?;
     let path = apt::on_path("qemu-system-aarch64").ok_or_else(|| {
-        crate::error::Error::msg(
-            "qemu-system-aarch64 is still not on PATH after installing qemu-system-arm",
-        )
+        anyhow!("qemu-system-aarch64 is still not on PATH after installing qemu-system-arm")
     })?;
     let qemu = probe_qemu(&sh, &path)?;
     if qemu.version < QEMU_MINIMUM {
