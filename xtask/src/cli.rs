@@ -9,6 +9,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use mte_results::compare::Thresholds;
 use mte_results::shard::Shard;
 
+use crate::lanes;
+
 pub use mte_results::Lane;
 
 /// The kernel used when neither `--kernel` nor `MTE_KERNEL` names one: one kernel keeps CI fast.
@@ -16,12 +18,11 @@ pub const DEFAULT_KERNEL: &str = "6.12";
 /// The whole run's deadline when `--timeout` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
-/// The lanes `all` means here: the host lane only on an arm64 machine, the only kind whose KVM
-/// can run an arm64 guest.
+/// The lanes `all` means on a machine that is arm64 or not (the host lane only on arm64).
 pub fn lanes_here(arm64: bool) -> Vec<Lane> {
     Lane::ALL
         .into_iter()
-        .filter(|&lane| lane != Lane::Host || arm64)
+        .filter(|&lane| lanes::driver(lane).in_all(arm64))
         .collect()
 }
 

@@ -13,8 +13,8 @@ use mte_results::{Evidence, Outcome};
 
 use crate::build::{relative, repo_root};
 use crate::reports::{load, run_dir};
-use crate::run::Status;
 use crate::ui;
+use crate::Status;
 use anyhow::{bail, Context, Result};
 
 /// Where named baselines are kept.

@@ -3,16 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
+use mte_results::lava;
 use mte_results::merge::merge;
 use mte_results::rundir::{self, LoadedRun, LATEST, REPORT_HTML};
 use mte_results::summary::table;
-use mte_results::{lava, Outcome};
 
 use crate::apt::Apt;
 use crate::browser::{self, BrowserCheck};
 use crate::build::{relative, repo_root};
-use crate::run::{Status, RESULTS_ROOT};
+use crate::run::RESULTS_ROOT;
 use crate::ui;
+use crate::Status;
 use anyhow::{bail, Context, Result};
 
 /// A run directory as given, or the latest run.
@@ -63,13 +64,7 @@ pub fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<Status> {
         relative(out).display(),
         relative(&out.join(REPORT_HTML)).display()
     );
-    Ok(if summary.error.is_some() {
-        Status::Error
-    } else if summary.verdicts.iter().any(|v| v.outcome == Outcome::Fail) {
-        Status::Failed
-    } else {
-        Status::Clean
-    })
+    Ok(Status::of(&summary))
 }
 
 /// `report check [RUN]`: the report in a headless browser; fails when it does not render as
