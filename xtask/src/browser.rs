@@ -367,18 +367,12 @@ pub fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mte_results::{Outcome, SCHEMA_VERSION};
+    use mte_results::{Lane, Outcome};
 
-    fn verdict(test: &str, lane: &str, outcome: Outcome) -> Verdict {
+    fn verdict(test: &str, lane: Lane, outcome: Outcome) -> Verdict {
         Verdict {
-            schema: SCHEMA_VERSION,
-            test: test.into(),
-            lane: lane.parse().unwrap(),
-            kernel: "6.12".into(),
-            outcome,
-            reason: String::new(),
-            detail: vec![],
-            duration_ms: 1.0,
+            lane,
+            ..crate::testing::verdict(test, outcome)
         }
     }
 
@@ -395,9 +389,9 @@ mod tests {
     #[test]
     fn the_matrix_is_read_from_the_dom_as_the_run_expects_it() {
         let verdicts = [
-            verdict("tags::a & b", "emulated", Outcome::Pass),
-            verdict("abi::b", "emulated", Outcome::Skip),
-            verdict("tags::a & b", "qemu", Outcome::Fail),
+            verdict("tags::a & b", Lane::Emulated, Outcome::Pass),
+            verdict("abi::b", Lane::Emulated, Outcome::Skip),
+            verdict("tags::a & b", Lane::Qemu, Outcome::Fail),
         ];
         let expected = expected_matrix(&verdicts);
         let seen = matrix_in_dom(DOM).unwrap();
@@ -415,7 +409,7 @@ mod tests {
             difference.starts_with("row \"abi::b\" shows [\"skip\""),
             "{difference}"
         );
-        changed.push(verdict("new::c", "qemu", Outcome::Pass));
+        changed.push(verdict("new::c", Lane::Qemu, Outcome::Pass));
         assert_eq!(
             first_difference(&expected_matrix(&changed), &seen).unwrap(),
             "2 rows, expected 3"

@@ -129,20 +129,8 @@ fn host_unit_tests() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::verdict;
     use mte_results::Lane;
-
-    fn verdict(test: &str, outcome: Outcome) -> Verdict {
-        Verdict {
-            schema: mte_results::SCHEMA_VERSION,
-            test: test.into(),
-            lane: Lane::Emulated,
-            kernel: "6.12".into(),
-            outcome,
-            reason: "why".into(),
-            detail: vec![],
-            duration_ms: 1.0,
-        }
-    }
 
     #[test]
     fn a_run_must_show_its_checks_can_fail() {

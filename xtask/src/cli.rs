@@ -117,27 +117,8 @@ fn parse_on(
 ) -> Result<Command, clap::Error> {
     let words = std::iter::once("cargo xtask").chain(args.iter().map(String::as_str));
     let line = CommandLine::try_parse_from(words).map_err(|e| with_harness_tip(e, args))?;
-    let kernels = env_kernel.filter(|k| !k.is_empty());
-    let kernels = parse_kernels(kernels.as_deref().unwrap_or(DEFAULT_KERNEL)).map_err(|e| {
-        CommandLine::command().error(ErrorKind::ValueValidation, format!("MTE_KERNEL {e}"))
-    })?;
-    // A command's options: its defaults, then its flags.
-    let options = |lanes: Vec<Lane>, bench, flags: &[&dyn Flag]| {
-        let mut options = Options {
-            lanes,
-            kernels: kernels.0.clone(),
-            timeout: DEFAULT_TIMEOUT,
-            shard: None,
-            baseline: None,
-            thresholds: Thresholds::default(),
-            bench,
-            harness_args: Vec::new(),
-        };
-        for flag in flags {
-            flag.apply(&mut options, arm64);
-        }
-        options
-    };
+    let defaults = Defaults::new(env_kernel, arm64)?;
+    let options = |lanes, bench, flags: &[&dyn Flag]| defaults.options(lanes, bench, flags);
     let run_lanes = DEFAULT_RUN_LANES.to_vec();
     Ok(match line.command {
         Cmd::Run {
@@ -173,17 +154,7 @@ fn parse_on(
             harness,
         } => {
             let options = options(run_lanes, true, &[&lane, &kernel, &timeout, &harness]);
-            if let Some(lane) = options.lanes.iter().find(|l| !l.runner_is_vmm()) {
-                let why = format!(
-                    "`bench` drives KVM, in the emulated machine or on this host: lanes \
-                     emulated and host, not {lane}"
-                );
-                let mut line = CommandLine::command();
-                line.build();
-                let bench = line.find_subcommand_mut("bench").expect("declared below");
-                return Err(bench.error(ErrorKind::ValueValidation, why));
-            }
-            Command::Bench(options)
+            Command::Bench(only_kvm_lanes(options)?)
         }
         Cmd::Setup { kernel } => Command::Setup(options(run_lanes, false, &[&kernel])),
         Cmd::Build {
@@ -205,6 +176,61 @@ fn parse_on(
         Cmd::Report(ReportCmd::Check { run }) => Command::ReportCheck { run },
         Cmd::LavaResults { run } => Command::LavaResults { run },
     })
+}
+
+/// What a command takes when its flags do not say.
+struct Defaults {
+    /// `MTE_KERNEL`'s kernels, else the default one.
+    kernels: Vec<String>,
+    /// Whether this machine is arm64, for what `--lane all` means.
+    arm64: bool,
+}
+
+impl Defaults {
+    fn new(env_kernel: Option<String>, arm64: bool) -> Result<Defaults, clap::Error> {
+        let env_kernel = env_kernel.filter(|k| !k.is_empty());
+        let kernels = parse_kernels(env_kernel.as_deref().unwrap_or(DEFAULT_KERNEL));
+        let kernels = kernels.map_err(|e| {
+            CommandLine::command().error(ErrorKind::ValueValidation, format!("MTE_KERNEL {e}"))
+        })?;
+        Ok(Defaults {
+            kernels: kernels.0,
+            arm64,
+        })
+    }
+
+    /// A command's options: its defaults, then its flags.
+    fn options(&self, lanes: Vec<Lane>, bench: bool, flags: &[&dyn Flag]) -> Options {
+        let mut options = Options {
+            lanes,
+            kernels: self.kernels.clone(),
+            timeout: DEFAULT_TIMEOUT,
+            shard: None,
+            baseline: None,
+            thresholds: Thresholds::default(),
+            bench,
+            harness_args: Vec::new(),
+        };
+        for flag in flags {
+            flag.apply(&mut options, self.arm64);
+        }
+        options
+    }
+}
+
+/// `bench` options whose lanes all have the runner as the VMM on a KVM.
+fn only_kvm_lanes(options: Options) -> Result<Options, clap::Error> {
+    let Some(lane) = options.lanes.iter().find(|l| !l.runner_is_vmm()) else {
+        return Ok(options);
+    };
+    let why = format!(
+        "`bench` drives KVM, in the emulated machine or on this host: lanes emulated and \
+         host, not {lane}"
+    );
+    let mut line = CommandLine::command();
+    line.build();
+    let bench = line.find_subcommand_mut("bench").expect("declared below");
+    Err(bench.error(ErrorKind::ValueValidation, why))
 }
 
 /// clap's error for a stray word, with where it belongs: harness arguments (a name filter, say)

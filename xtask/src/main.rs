@@ -23,6 +23,8 @@ mod reports;
 mod run;
 mod runner_process;
 mod session;
+#[cfg(test)]
+mod testing;
 mod tools;
 mod ui;
 

@@ -7,9 +7,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use mte_results::rundir::RunDir;
 use mte_results::summary::RunSummary;
-use mte_results::Lane;
+use mte_results::{Feature, Lane};
 
-use crate::artifacts::Incoming;
+use crate::artifacts::{Incoming, Kept};
 use crate::build::{relative, repo_root};
 use crate::cli::Options;
 use crate::compare;
@@ -62,7 +62,7 @@ pub fn run(options: &Options) -> Result<Finished> {
 /// The run directory, named by the lanes and by what they run on.
 fn create_run_dir(options: &Options, ground: &Groundwork) -> Result<RunDir> {
     let names: Vec<&str> = options.lanes.iter().map(|l| l.name()).collect();
-    // What each lane runs on, in the lanes' own order.
+    // What the lanes run on: the kernels, QEMU, this host (the order of `Lane::ALL`).
     let hint: Vec<String> = Lane::ALL
         .into_iter()
         .filter(|lane| options.lanes.contains(lane))
@@ -101,37 +101,53 @@ fn run_each(
         if let Some(incoming) = handed_on.take() {
             run.receive(&incoming);
         }
-        let mut facts = facts::common(&ground.tools, options);
-        let recorded = run.record();
-        facts.extend(recorded.facts);
-        let mut session = Session::new(
-            run_dir,
-            run.lane(),
-            &recorded.kernel,
-            recorded.source,
-            facts,
-            Instant::now(),
-        );
-        ui::step(&run.heading());
-        let ended = run.execute(deadlines, &mut |line| session.on_line(line));
-        let kept = session.take_kept_artifacts();
-        let (summary, selection) = match ended {
-            Ok(ending) => session.conclude(&ending),
-            Err(e) => session.conclude_with_error(format!("{e:#}")),
-        };
+        let facts = facts::common(&ground.tools, options);
+        let (part, kept) = run_one(run.as_ref(), facts, run_dir, deadlines);
         if run.hands_on_artifacts() && !kept.is_empty() {
-            handed_on = summary.environments.first().map(|e| Incoming {
+            handed_on = part.summary.environments.first().map(|e| Incoming {
                 saved_on: e.kernel_release.clone(),
                 artifacts: kept,
             });
         }
-        parts.push(Part {
-            label: run.label(),
-            summary,
-            selection,
-        });
+        parts.push(part);
     }
     parts
+}
+
+/// One run as a session of the run directory, recorded with `facts` and what the lane adds;
+/// with the artifacts its runner sent.
+fn run_one(
+    run: &dyn LaneRun,
+    mut facts: Vec<Feature>,
+    run_dir: &RunDir,
+    deadlines: Deadlines,
+) -> (Part, Vec<Kept>) {
+    let recorded = run.record();
+    facts.extend(recorded.facts);
+    let mut session = Session::new(
+        run_dir,
+        run.lane(),
+        &recorded.kernel,
+        recorded.source,
+        facts,
+        Instant::now(),
+    );
+    ui::step(&run.heading());
+    let ended = run.execute(deadlines, &mut |line| session.on_line(line));
+    let kept = session.take_kept_artifacts();
+    let (summary, selection) = match ended {
+        Ok(ending) => session.conclude(&ending),
+        Err(e) => session.conclude_with_error(format!("{e:#}")),
+    };
+    let label = run.label();
+    (
+        Part {
+            label,
+            summary,
+            selection,
+        },
+        kept,
+    )
 }
 
 /// The lanes' summaries as one run: environments and verdicts in lane order, and each lane's
@@ -222,20 +238,8 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mte_results::{Outcome, Verdict};
-
-    fn verdict(test: &str, outcome: Outcome) -> Verdict {
-        Verdict {
-            schema: mte_results::SCHEMA_VERSION,
-            test: test.into(),
-            lane: Lane::Emulated,
-            kernel: "6.12".into(),
-            outcome,
-            reason: "why".into(),
-            detail: vec![],
-            duration_ms: 1.0,
-        }
-    }
+    use crate::testing::verdict;
+    use mte_results::Outcome;
 
     #[test]
     fn lanes_merge_in_order_and_name_their_errors() {

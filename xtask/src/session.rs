@@ -484,14 +484,8 @@ mod tests {
 
     fn verdict(test: &str, outcome: Outcome) -> Record {
         Record::Verdict(Verdict {
-            schema: mte_results::SCHEMA_VERSION,
-            test: test.into(),
-            lane: Lane::Emulated,
             kernel: "6.12.95+deb12-arm64".into(),
-            outcome,
-            reason: format!("{outcome}"),
-            detail: vec![],
-            duration_ms: 1.0,
+            ..crate::testing::verdict(test, outcome)
         })
     }
 

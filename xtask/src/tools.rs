@@ -149,37 +149,50 @@ fn probe_qemu(sh: &Shell, path: &Path) -> Result<Qemu> {
     })
 }
 
+/// QEMU 9.2 or newer: the one `MTE_QEMU` names, else the one on PATH, else installed.
 fn ensure_qemu(apt: &mut Apt) -> Result<Qemu> {
     let sh = Shell::new()?;
     if let Some(path) = std::env::var_os("MTE_QEMU").filter(|p| !p.is_empty()) {
-        // A person chose this QEMU: check it, never replace it.
-        let qemu = probe_qemu(&sh, Path::new(&path)).context("MTE_QEMU")?;
-        if qemu.version < QEMU_MINIMUM {
-            bail!(
-                "MTE_QEMU={} is QEMU {}; the suite needs {QEMU_MINIMUM} or newer",
-                qemu.path.display(),
-                qemu.version
-            );
-        }
-        ui::note(&format!(
-            "qemu-system-aarch64 {} ({}, from MTE_QEMU): ok",
-            qemu.version,
-            qemu.path.display()
-        ));
-        return Ok(qemu);
+        return chosen_qemu(&sh, Path::new(&path));
     }
+    match qemu_on_path(&sh)? {
+        Some(qemu) => Ok(qemu),
+        None => install_qemu(&sh, apt),
+    }
+}
 
+/// `qemu-system-aarch64 10.0.2 (/usr/bin/qemu-system-aarch64): ok`
+fn note_qemu(qemu: &Qemu, whence: &str, how: &str) {
+    ui::note(&format!(
+        "qemu-system-aarch64 {} ({}{whence}): {how}",
+        qemu.version,
+        qemu.path.display()
+    ));
+}
+
+/// A person chose this QEMU: check it, never replace it.
+fn chosen_qemu(sh: &Shell, path: &Path) -> Result<Qemu> {
+    let qemu = probe_qemu(sh, path).context("MTE_QEMU")?;
+    if qemu.version < QEMU_MINIMUM {
+        bail!(
+            "MTE_QEMU={} is QEMU {}; the suite needs {QEMU_MINIMUM} or newer",
+            qemu.path.display(),
+            qemu.version
+        );
+    }
+    note_qemu(&qemu, ", from MTE_QEMU", "ok");
+    Ok(qemu)
+}
+
+/// The QEMU on PATH, if it is new enough.
+fn qemu_on_path(sh: &Shell) -> Result<Option<Qemu>> {
     let found = apt::on_path("qemu-system-aarch64")
-        .map(|p| probe_qemu(&sh, &p))
+        .map(|p| probe_qemu(sh, &p))
         .transpose()?;
-    match &found {
+    match found {
         Some(qemu) if qemu.version >= QEMU_MINIMUM => {
-            ui::note(&format!(
-                "qemu-system-aarch64 {} ({}): ok",
-                qemu.version,
-                qemu.path.display()
-            ));
-            return Ok(found.unwrap());
+            note_qemu(&qemu, "", "ok");
+            return Ok(Some(qemu));
         }
         Some(qemu) => ui::note(&format!(
             "qemu-system-aarch64 {} is older than {QEMU_MINIMUM}",
@@ -187,8 +200,12 @@ fn ensure_qemu(apt: &mut Apt) -> Result<Qemu> {
         )),
         None => ui::note("qemu-system-aarch64: not found"),
     }
+    Ok(None)
+}
 
-    // Bookworm's own QEMU is 7.2: take it from the backports suite there.
+/// Install qemu-system-arm: bookworm's own QEMU is 7.2, so there from the backports suite.
+/// Without root, the commands to run as root.
+fn install_qemu(sh: &Shell, apt: &mut Apt) -> Result<Qemu> {
     let codename = apt::os_codename().unwrap_or_default();
     let backports = (codename == "bookworm").then(|| format!("{codename}-backports"));
     if !apt.can_install() {
@@ -219,7 +236,7 @@ fn ensure_qemu(apt: &mut Apt) -> Result<Qemu> {
     let path = apt::on_path("qemu-system-aarch64").ok_or_else(|| {
         anyhow!("qemu-system-aarch64 is still not on PATH after installing qemu-system-arm")
     })?;
-    let qemu = probe_qemu(&sh, &path)?;
+    let qemu = probe_qemu(sh, &path)?;
     if qemu.version < QEMU_MINIMUM {
         bail!(
             "installed QEMU is {} and the suite needs {QEMU_MINIMUM}; \
@@ -227,11 +244,7 @@ fn ensure_qemu(apt: &mut Apt) -> Result<Qemu> {
             qemu.version
         );
     }
-    ui::note(&format!(
-        "qemu-system-aarch64 {} ({}): installed",
-        qemu.version,
-        qemu.path.display()
-    ));
+    note_qemu(&qemu, "", "installed");
     Ok(qemu)
 }
 

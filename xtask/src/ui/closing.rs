@@ -155,6 +155,7 @@ fn first_line(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::verdict;
     use mte_results::bench::{Benchmark, Estimate, Estimates, Versus};
 
     fn benchmark(id: &str, outcome: Outcome, median: f64) -> Benchmark {
@@ -205,19 +206,6 @@ mod tests {
         assert!(ratios < medians, "{text}");
         assert!(text.contains("swap/out/tagged   skip: why\n"), "{text}");
         assert!(!text.contains("more"));
-    }
-
-    fn verdict(test: &str, outcome: Outcome) -> Verdict {
-        Verdict {
-            schema: mte_results::SCHEMA_VERSION,
-            test: test.into(),
-            lane: Lane::Emulated,
-            kernel: "6.12".into(),
-            outcome,
-            reason: "why".into(),
-            detail: vec![],
-            duration_ms: 1.0,
-        }
     }
 
     #[test]
