@@ -281,20 +281,16 @@ pub fn policy_suites(policy: &str) -> Vec<String> {
         .collect()
 }
 
+/// The text of every source file apt reads (`sources.list`, `*.list` and `*.sources`).
+pub fn configured_sources() -> String {
+    configured_sources_except("")
+}
+
 /// [`configured_sources`] without `file`.
 fn configured_sources_except(file: &str) -> String {
     source_files()
         .into_iter()
         .filter(|path| path != Path::new(file))
-        .map(|path| std::fs::read_to_string(path).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The text of every source file apt reads (`sources.list`, `*.list` and `*.sources`).
-pub fn configured_sources() -> String {
-    source_files()
-        .into_iter()
         .map(|path| std::fs::read_to_string(path).unwrap_or_default())
         .collect::<Vec<_>>()
         .join("\n")

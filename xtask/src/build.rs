@@ -33,11 +33,13 @@ pub fn relative(path: &Path) -> &Path {
     path.strip_prefix(repo_root()).unwrap_or(path)
 }
 
-/// The cargo that runs xtask, so that builds use the same toolchain unless told otherwise.
-fn cargo() -> PathBuf {
-    std::env::var_os("CARGO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("cargo"))
+/// A shell in `dir`, with the cargo that runs xtask, so that builds use the same toolchain
+/// unless told otherwise.
+fn cargo_in(dir: &Path) -> Result<(Shell, PathBuf)> {
+    let sh = Shell::new()?;
+    sh.change_dir(dir);
+    let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
+    Ok((sh, cargo))
 }
 
 /// Run a build with `env`, which is printed first: the command line alone would not say how
@@ -69,9 +71,7 @@ pub fn payload(route: &CrossRoute) -> Result<PathBuf> {
             workspace.display()
         );
     }
-    let sh = Shell::new()?;
-    sh.change_dir(&workspace);
-    let cargo = cargo();
+    let (sh, cargo) = cargo_in(&workspace)?;
     let target_dir = workspace.join("target");
     let mut build = cmd!(
         sh,
@@ -140,9 +140,7 @@ fn payload_linker_configured(workspace: &Path) -> bool {
 /// Build the runner as a static aarch64 Linux executable; returns its path.
 pub fn runner(route: &CrossRoute) -> Result<PathBuf> {
     let root = repo_root();
-    let sh = Shell::new()?;
-    sh.change_dir(&root);
-    let cargo = cargo();
+    let (sh, cargo) = cargo_in(&root)?;
     let target = route.runner_target();
     let target_dir = root.join(RUNNER_TARGET_DIR);
     let env_prefix = format!("CARGO_TARGET_{}", target.to_uppercase().replace('-', "_"));
@@ -206,9 +204,7 @@ pub fn stage_payload(dir: &str, payload: &Path) -> Result<PathBuf> {
 /// lanes); returns its path.
 pub fn host_runner() -> Result<PathBuf> {
     let root = repo_root();
-    let sh = Shell::new()?;
-    sh.change_dir(&root);
-    let cargo = cargo();
+    let (sh, cargo) = cargo_in(&root)?;
     let build = cmd!(sh, "{cargo} build --release -p {RUNNER_PACKAGE}");
     let started = Instant::now();
     run_with_env(build, &[]).context("building the runner for this machine failed")?;

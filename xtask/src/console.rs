@@ -7,6 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use mte_results::stream::MARKER;
 
 /// After a kernel panic, how many more lines (the backtrace) are kept.
@@ -93,6 +94,18 @@ fn shell_quote(arg: &str) -> String {
     } else {
         format!("'{}'", arg.replace('\'', r"'\''"))
     }
+}
+
+/// Start `program` with `args` and watch it as [`watch`] does.
+pub fn run(
+    program: &Path,
+    args: &[String],
+    deadlines: Deadlines,
+    on_line: &mut dyn FnMut(&str) -> Flow,
+) -> anyhow::Result<Ending> {
+    let mut command = Command::new(program);
+    command.args(args);
+    watch(command, deadlines, on_line).with_context(|| format!("starting {}", program.display()))
 }
 
 /// Run `command` with its stdout as the console, under `deadlines`, handing every line to

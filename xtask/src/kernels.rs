@@ -336,11 +336,7 @@ pub fn split_parts(depends: &str, image_package: &str) -> Vec<String> {
     };
     let suffix = format!("-{release}");
     let mut parts: Vec<String> = Vec::new();
-    for name in depends
-        .split([',', '|'])
-        .map(|d| d.trim().split([' ', '(']).next().unwrap_or_default())
-        .map(|name| name.split(':').next().unwrap_or(name))
-    {
+    for name in depends_names(depends) {
         let is_part =
             name.starts_with("linux-") && name.ends_with(&suffix) && name != image_package;
         if is_part && !parts.iter().any(|p| p == name) {
@@ -430,22 +426,17 @@ pub struct Choice {
 }
 
 pub fn choose(stanzas: &[Stanza], series: &str) -> Option<Choice> {
-    stanzas
-        .iter()
-        .filter(|s| in_series(&s.version, series))
-        .filter_map(|s| {
-            Some(Choice {
-                image_package: image_package(&s.depends)?,
-                version: s.version.clone(),
-            })
-        })
-        .max_by(|a, b| debian_version::compare(&a.version, &b.version))
+    newest(stanzas.iter().filter(|s| in_series(&s.version, series)))
 }
 
 /// The image package behind the newest metapackage version of any series.
 pub fn choose_newest(stanzas: &[Stanza]) -> Option<Choice> {
+    newest(stanzas.iter())
+}
+
+/// The image package behind the newest of these metapackage versions.
+fn newest<'a>(stanzas: impl Iterator<Item = &'a Stanza>) -> Option<Choice> {
     stanzas
-        .iter()
         .filter_map(|s| {
             Some(Choice {
                 image_package: image_package(&s.depends)?,
@@ -479,11 +470,18 @@ pub fn in_series(version: &str, series: &str) -> bool {
 
 /// The `linux-image-*` package a metapackage's Depends names.
 fn image_package(depends: &str) -> Option<String> {
+    depends_names(depends)
+        .find(|name| name.starts_with("linux-image-"))
+        .map(String::from)
+}
+
+/// The package names of a Depends field, alternatives included, without versions or
+/// architectures: `a (>= 1) | b:arm64, c` -> `a`, `b`, `c`.
+fn depends_names(depends: &str) -> impl Iterator<Item = &str> {
     depends
         .split([',', '|'])
         .map(|d| d.trim().split([' ', '(']).next().unwrap_or_default())
-        .find(|name| name.starts_with("linux-image-"))
-        .map(|name| name.split(':').next().unwrap_or(name).to_string())
+        .map(|name| name.split(':').next().unwrap_or(name))
 }
 
 #[cfg(test)]

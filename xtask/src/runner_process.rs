@@ -3,9 +3,8 @@
 //! emulated machine's console.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mte_results::{Feature, Lane};
 
 use crate::build;
@@ -85,10 +84,7 @@ impl LaneRun for RunnerProcess {
         deadlines: Deadlines,
         on_line: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Ending> {
-        let mut command = Command::new(&self.runner);
-        command.args(&self.args);
-        console::watch(command, deadlines, on_line)
-            .with_context(|| format!("starting {}", self.runner.display()))
+        console::run(&self.runner, &self.args, deadlines, on_line)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use xshell::{cmd, Shell};
+use xshell::{cmd, Cmd, Shell};
 
 use crate::apt::{self, Apt};
 use crate::ui;
@@ -248,17 +248,18 @@ fn install_qemu(sh: &Shell, apt: &mut Apt) -> Result<Qemu> {
     Ok(qemu)
 }
 
+/// What `command` prints, or nothing if it fails: for probes whose failure says "not here".
+fn output(command: Cmd<'_>) -> String {
+    command.quiet().ignore_stderr().read().unwrap_or_default()
+}
+
 /// Which route the installed toolchains allow, if any.
 fn detect_cross(sh: &Shell) -> Option<CrossRoute> {
     // The static runner links against glibc for arm64: the cross gcc alone is not enough.
     let has_gnu_linker =
         apt::on_path("aarch64-linux-gnu-gcc").is_some() && Path::new(CROSS_LIBC).is_file();
     if apt::on_path("rustup").is_some() {
-        let installed = cmd!(sh, "rustup target list --installed")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .unwrap_or_default();
+        let installed = output(cmd!(sh, "rustup target list --installed"));
         let has = |t: &str| installed.lines().any(|l| l.trim() == t);
         if has("aarch64-unknown-none") {
             if has("aarch64-unknown-linux-musl") {
@@ -284,19 +285,11 @@ fn debian_route_ready(sh: &Shell, has_gnu_linker: bool) -> bool {
         return false;
     }
     let rustc = DEBIAN_RUSTC;
-    let libdir = cmd!(
+    let libdir = output(cmd!(
         sh,
         "{rustc} --print target-libdir --target aarch64-unknown-linux-gnu"
-    )
-    .quiet()
-    .ignore_stderr()
-    .read()
-    .unwrap_or_default();
-    let sysroot = cmd!(sh, "{rustc} --print sysroot")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .unwrap_or_default();
+    ));
+    let sysroot = output(cmd!(sh, "{rustc} --print sysroot"));
     let has_std = std::fs::read_dir(libdir.trim())
         .map(|d| {
             d.filter_map(|e| e.ok())
@@ -319,10 +312,7 @@ fn describe(sh: &Shell, route: &CrossRoute) -> String {
         }
         CrossRoute::Debian => {
             let rustc = DEBIAN_RUSTC;
-            let version = cmd!(sh, "{rustc} --version")
-                .quiet()
-                .read()
-                .unwrap_or_default();
+            let version = output(cmd!(sh, "{rustc} --version"));
             let version: Vec<&str> = version.split_whitespace().take(2).collect();
             format!(
                 "Debian {} ({DEBIAN_RUSTC}) with the arm64 std, rust-src and aarch64-linux-gnu-gcc",

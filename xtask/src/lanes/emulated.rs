@@ -4,9 +4,8 @@
 //! next kernel's initramfs carries.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mte_results::{Feature, Lane};
 
 use super::{LaneDriver, LaneRun, Needs, Recorded};
@@ -149,10 +148,7 @@ impl LaneRun for Boot {
         deadlines: Deadlines,
         on_line: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Ending> {
-        let mut command = Command::new(&self.machine.qemu);
-        command.args(self.machine.args());
-        console::watch(command, deadlines, on_line)
-            .with_context(|| format!("starting {}", self.machine.qemu.display()))
+        console::run(&self.machine.qemu, &self.machine.args(), deadlines, on_line)
     }
 }
 
