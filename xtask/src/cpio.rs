@@ -91,7 +91,10 @@ mod tests {
             let mut reader = Reader::new(archive).unwrap();
             let entry = reader.entry();
             if entry.is_trailer() {
-                assert!(reader.finish().unwrap().is_empty(), "nothing follows the trailer");
+                assert!(
+                    reader.finish().unwrap().is_empty(),
+                    "nothing follows the trailer"
+                );
                 return entries;
             }
             let (name, mode) = (entry.name().to_string(), entry.mode());
