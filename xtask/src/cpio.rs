@@ -84,8 +84,11 @@ mod tests {
     use super::*;
     use cpio::newc::Reader;
 
-    /// Read an archive back as the kernel does: each entry's name, mode, device and data.
-    fn parse(mut archive: &[u8]) -> Vec<(String, u32, (u32, u32), Vec<u8>)> {
+    /// An entry read back: name, mode, device numbers and data.
+    type Entry = (String, u32, (u32, u32), Vec<u8>);
+
+    /// Read an archive back as the kernel does.
+    fn parse(mut archive: &[u8]) -> Vec<Entry> {
         let mut entries = Vec::new();
         loop {
             let mut reader = Reader::new(archive).unwrap();
