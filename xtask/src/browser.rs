@@ -271,6 +271,10 @@ pub fn first_difference(expected: &MatrixSeen, seen: &MatrixSeen) -> Option<Stri
         })
 }
 
+// The page is the suite's own markup and the matrix a plain table in it: the few string scans
+// below read it back from the browser's DOM; an HTML parser crate (scraper: html5ever and
+// selectors) would be most of xtask's build for this one table.
+
 /// The inner HTML of each `<tag ...>...</tag>` in `html` (not nested in itself).
 fn elements<'a>(html: &'a str, tag: &str) -> Vec<&'a str> {
     let open = format!("<{tag}");
