@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use xshell::{cmd, Shell};
 
-use crate::error::{bail, Context, Result};
 use crate::ui;
+use anyhow::{anyhow, bail, Context, Result};
 
 /// The file xtask writes to enable the backports suite, in deb822 form.
 pub const BACKPORTS_SOURCE_FILE: &str = "/etc/apt/sources.list.d/mte-suite-backports.sources";
@@ -185,7 +185,7 @@ impl Apt {
              (--kernel 6.12)",
             if unread_suites.len() == 1 { "" } else { "s" },
             unread_suites.join(", "),
-            update_error.map(|e| format!(": {e}")).unwrap_or_default()
+            update_error.map(|e| format!(": {e:#}")).unwrap_or_default()
         )
     }
 
@@ -226,12 +226,7 @@ impl Apt {
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with(&format!("{}_", strip_arch(package))))
             });
-        debs.ok_or_else(|| {
-            crate::error::Error::msg(format!(
-                "apt-get download {spec} left no .deb in {}",
-                dir.display()
-            ))
-        })
+        debs.ok_or_else(|| anyhow!("apt-get download {spec} left no .deb in {}", dir.display()))
     }
 }
 
@@ -286,20 +281,16 @@ pub fn policy_suites(policy: &str) -> Vec<String> {
         .collect()
 }
 
+/// The text of every source file apt reads (`sources.list`, `*.list` and `*.sources`).
+pub fn configured_sources() -> String {
+    configured_sources_except("")
+}
+
 /// [`configured_sources`] without `file`.
 fn configured_sources_except(file: &str) -> String {
     source_files()
         .into_iter()
         .filter(|path| path != Path::new(file))
-        .map(|path| std::fs::read_to_string(path).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The text of every source file apt reads (`sources.list`, `*.list` and `*.sources`).
-pub fn configured_sources() -> String {
-    source_files()
-        .into_iter()
         .map(|path| std::fs::read_to_string(path).unwrap_or_default())
         .collect::<Vec<_>>()
         .join("\n")

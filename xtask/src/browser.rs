@@ -15,8 +15,8 @@ use mte_results::rundir::{LoadedRun, REPORT_HTML, REPORT_SCREENSHOT};
 use mte_results::Verdict;
 
 use crate::apt::Apt;
-use crate::error::{bail, Context, Result};
 use crate::tools;
+use anyhow::{anyhow, bail, Context, Result};
 
 /// The window the page is drawn in.
 const WINDOW: (u32, u32) = (1400, 2000);
@@ -71,7 +71,7 @@ pub fn check(run: &LoadedRun, apt: &mut Apt) -> Result<BrowserCheck> {
         ])
         .context("drawing the report into a screenshot")?;
         let dom = headless(&["--dump-dom".to_string()]).context("dumping the report's DOM")?;
-        Ok::<_, crate::error::Error>(dom)
+        Ok::<_, anyhow::Error>(dom)
     })();
     let _ = std::fs::remove_dir_all(&profile);
     let dom = result?;
@@ -91,9 +91,8 @@ pub fn check(run: &LoadedRun, apt: &mut Apt) -> Result<BrowserCheck> {
         ),
         None => bail!("{} is not a PNG image", screenshot.display()),
     }
-    let seen = matrix_in_dom(&dom).map_err(|why| {
-        crate::error::Error::msg(format!("the report as the browser built it: {why}"))
-    })?;
+    let seen =
+        matrix_in_dom(&dom).map_err(|why| anyhow!("the report as the browser built it: {why}"))?;
     let expected = expected_matrix(&run.verdicts);
     if let Some(difference) = first_difference(&expected, &seen) {
         bail!("the matrix the browser shows differs from the run's verdicts: {difference}");
@@ -127,18 +126,15 @@ fn run_with_deadline(mut command: Command, deadline: Duration) -> Result<String>
         .stderr(Stdio::piped())
         .spawn()
         .context("starting the browser")?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let read_all = |mut stream: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().expect("piped")));
+    let err = read_all(Box::new(child.stderr.take().expect("piped")));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -275,6 +271,10 @@ pub fn first_difference(expected: &MatrixSeen, seen: &MatrixSeen) -> Option<Stri
         })
 }
 
+// The page is the suite's own markup and the matrix a plain table in it: the few string scans
+// below read it back from the browser's DOM; an HTML parser crate (scraper: html5ever and
+// selectors) would be most of xtask's build for this one table.
+
 /// The inner HTML of each `<tag ...>...</tag>` in `html` (not nested in itself).
 fn elements<'a>(html: &'a str, tag: &str) -> Vec<&'a str> {
     let open = format!("<{tag}");
@@ -368,18 +368,12 @@ pub fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mte_results::{Outcome, SCHEMA_VERSION};
+    use mte_results::{Lane, Outcome};
 
-    fn verdict(test: &str, lane: &str, outcome: Outcome) -> Verdict {
+    fn verdict(test: &str, lane: Lane, outcome: Outcome) -> Verdict {
         Verdict {
-            schema: SCHEMA_VERSION,
-            test: test.into(),
-            lane: lane.parse().unwrap(),
-            kernel: "6.12".into(),
-            outcome,
-            reason: String::new(),
-            detail: vec![],
-            duration_ms: 1.0,
+            lane,
+            ..crate::testing::verdict(test, outcome)
         }
     }
 
@@ -396,9 +390,9 @@ mod tests {
     #[test]
     fn the_matrix_is_read_from_the_dom_as_the_run_expects_it() {
         let verdicts = [
-            verdict("tags::a & b", "emulated", Outcome::Pass),
-            verdict("abi::b", "emulated", Outcome::Skip),
-            verdict("tags::a & b", "qemu", Outcome::Fail),
+            verdict("tags::a & b", Lane::Emulated, Outcome::Pass),
+            verdict("abi::b", Lane::Emulated, Outcome::Skip),
+            verdict("tags::a & b", Lane::Qemu, Outcome::Fail),
         ];
         let expected = expected_matrix(&verdicts);
         let seen = matrix_in_dom(DOM).unwrap();
@@ -416,7 +410,7 @@ mod tests {
             difference.starts_with("row \"abi::b\" shows [\"skip\""),
             "{difference}"
         );
-        changed.push(verdict("new::c", "qemu", Outcome::Pass));
+        changed.push(verdict("new::c", Lane::Qemu, Outcome::Pass));
         assert_eq!(
             first_difference(&expected_matrix(&changed), &seen).unwrap(),
             "2 rows, expected 3"

@@ -6,9 +6,9 @@ use std::time::Instant;
 use xshell::{cmd, Cmd, Shell};
 
 use crate::elf;
-use crate::error::{bail, Context, Result};
 use crate::tools::{CrossRoute, DEBIAN_RUSTC};
 use crate::ui;
+use anyhow::{anyhow, bail, Context, Result};
 
 /// The payload's own workspace, at the repository's top.
 pub const PAYLOAD_WORKSPACE: &str = "guest-payloads";
@@ -33,11 +33,13 @@ pub fn relative(path: &Path) -> &Path {
     path.strip_prefix(repo_root()).unwrap_or(path)
 }
 
-/// The cargo that runs xtask, so that builds use the same toolchain unless told otherwise.
-fn cargo() -> PathBuf {
-    std::env::var_os("CARGO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("cargo"))
+/// A shell in `dir`, with the cargo that runs xtask, so that builds use the same toolchain
+/// unless told otherwise.
+fn cargo_in(dir: &Path) -> Result<(Shell, PathBuf)> {
+    let sh = Shell::new()?;
+    sh.change_dir(dir);
+    let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
+    Ok((sh, cargo))
 }
 
 /// Run a build with `env`, which is printed first: the command line alone would not say how
@@ -69,9 +71,7 @@ pub fn payload(route: &CrossRoute) -> Result<PathBuf> {
             workspace.display()
         );
     }
-    let sh = Shell::new()?;
-    sh.change_dir(&workspace);
-    let cargo = cargo();
+    let (sh, cargo) = cargo_in(&workspace)?;
     let target_dir = workspace.join("target");
     let mut build = cmd!(
         sh,
@@ -99,21 +99,36 @@ pub fn payload(route: &CrossRoute) -> Result<PathBuf> {
         .join(PAYLOAD_TARGET)
         .join("release")
         .join(PAYLOAD_BINARY);
-    let bytes = std::fs::read(&elf_path)
-        .with_context(|| format!("the payload build left no {}", elf_path.display()))?;
-    if let Err(why) = elf::check_payload(&bytes) {
-        bail!(
-            "{} cannot be loaded as the guest payload: {why}",
-            elf_path.display()
-        );
-    }
+    check_built(&elf_path, started, "payload", "", |bytes| {
+        elf::check_payload(bytes).map_err(|why| {
+            anyhow!(
+                "{} cannot be loaded as the guest payload: {why}",
+                elf_path.display()
+            )
+        })
+    })?;
+    Ok(elf_path)
+}
+
+/// Read what the `what` build left at `path`, check it, and say what it is:
+/// `payload: PATH (24 KiB, 60.4 s)`.
+fn check_built(
+    path: &Path,
+    started: Instant,
+    what: &str,
+    kind: &str,
+    check: impl FnOnce(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("the {what} build left no {}", path.display()))?;
+    check(&bytes)?;
     ui::note(&format!(
-        "payload: {} ({}, {:.1} s)",
-        relative(&elf_path).display(),
+        "{what}: {} ({kind}{}, {:.1} s)",
+        relative(path).display(),
         ui::size(bytes.len() as u64),
         started.elapsed().as_secs_f64()
     ));
-    Ok(elf_path)
+    Ok(())
 }
 
 fn payload_linker_configured(workspace: &Path) -> bool {
@@ -125,9 +140,7 @@ fn payload_linker_configured(workspace: &Path) -> bool {
 /// Build the runner as a static aarch64 Linux executable; returns its path.
 pub fn runner(route: &CrossRoute) -> Result<PathBuf> {
     let root = repo_root();
-    let sh = Shell::new()?;
-    sh.change_dir(&root);
-    let cargo = cargo();
+    let (sh, cargo) = cargo_in(&root)?;
     let target = route.runner_target();
     let target_dir = root.join(RUNNER_TARGET_DIR);
     let env_prefix = format!("CARGO_TARGET_{}", target.to_uppercase().replace('-', "_"));
@@ -153,21 +166,22 @@ pub fn runner(route: &CrossRoute) -> Result<PathBuf> {
     let started = Instant::now();
     run_with_env(build, &env).context("building the runner for aarch64 failed")?;
     let binary = target_dir.join(target).join("release").join(RUNNER_PACKAGE);
-    let bytes = std::fs::read(&binary)
-        .with_context(|| format!("the runner build left no {}", binary.display()))?;
-    if let Err(why) = elf::check_static_aarch64(&bytes) {
-        bail!(
-            "{} cannot be the emulated machine's /init: {why}. It must be a static aarch64 \
-             executable (target {target}, -C target-feature=+crt-static, linker {linker})",
-            binary.display()
-        );
-    }
-    ui::note(&format!(
-        "runner: {} (static aarch64 ELF, {}, {:.1} s)",
-        relative(&binary).display(),
-        ui::size(bytes.len() as u64),
-        started.elapsed().as_secs_f64()
-    ));
+    check_built(
+        &binary,
+        started,
+        "runner",
+        "static aarch64 ELF, ",
+        |bytes| {
+            elf::check_static_aarch64(bytes).map_err(|why| {
+                anyhow!(
+                    "{} cannot be the emulated machine's /init: {why}. It must be a static \
+                 aarch64 executable (target {target}, -C target-feature=+crt-static, linker \
+                 {linker})",
+                    binary.display()
+                )
+            })
+        },
+    )?;
     Ok(binary)
 }
 
@@ -190,9 +204,7 @@ pub fn stage_payload(dir: &str, payload: &Path) -> Result<PathBuf> {
 /// lanes); returns its path.
 pub fn host_runner() -> Result<PathBuf> {
     let root = repo_root();
-    let sh = Shell::new()?;
-    sh.change_dir(&root);
-    let cargo = cargo();
+    let (sh, cargo) = cargo_in(&root)?;
     let build = cmd!(sh, "{cargo} build --release -p {RUNNER_PACKAGE}");
     let started = Instant::now();
     run_with_env(build, &[]).context("building the runner for this machine failed")?;

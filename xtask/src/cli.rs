@@ -1,98 +1,28 @@
-//! The command line: every command and flag is declared once, in [`COMMANDS`] and [`FLAGS`],
-//! and both the parser and `--help` read them from there.
+//! The command line, declared once with clap: the parser, its errors and `--help` all come from
+//! the declarations below.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use mte_results::compare::Thresholds;
 use mte_results::shard::Shard;
+
+use crate::lanes;
+
+pub use mte_results::Lane;
 
 /// The kernel used when neither `--kernel` nor `MTE_KERNEL` names one: one kernel keeps CI fast.
 pub const DEFAULT_KERNEL: &str = "6.12";
 /// The whole run's deadline when `--timeout` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
-struct CommandSpec {
-    name: &'static str,
-    summary: &'static str,
-    /// Whether arguments after `--` are accepted (they go to the in-guest harness).
-    harness_args: bool,
-    /// The positional arguments as `--help` shows them; empty when there are none.
-    positionals: &'static str,
-}
-
-const COMMANDS: &[CommandSpec] = &[
-    CommandSpec {
-        name: "run",
-        summary: "install what is missing, build, boot the machine once per kernel, run the checks",
-        harness_args: true,
-        positionals: "",
-    },
-    CommandSpec {
-        name: "test",
-        summary: "what CI runs: the host unit tests, then `run`, then the report in a headless\n\
-                  browser; fails on any fail, error or no pass",
-        harness_args: true,
-        positionals: "",
-    },
-    CommandSpec {
-        name: "bench",
-        summary: "the performance suite: criterion benchmarks of what MTE costs a KVM guest\n\
-                  (tag copies, a VM's life, first touch, copy-on-write, swap, migration, tag\n\
-                  instructions); bench.json, criterion's files and the report in the run\n\
-                  directory; harness arguments select benchmarks by name",
-        harness_args: true,
-        positionals: "",
-    },
-    CommandSpec {
-        name: "setup",
-        summary: "only check and install the tools and fetch the kernels",
-        harness_args: false,
-        positionals: "",
-    },
-    CommandSpec {
-        name: "build",
-        summary: "only build the payload, the aarch64 runner and an initramfs per kernel",
-        harness_args: true,
-        positionals: "",
-    },
-    CommandSpec {
-        name: "compare",
-        summary: "compare RUN (default: the latest) with BASELINE (a run directory, or a name\n\
-                  kept under results/baselines/); exit 1 when it regressed",
-        harness_args: false,
-        positionals: "BASELINE [RUN]",
-    },
-    CommandSpec {
-        name: "baseline",
-        summary: "keep RUN (default: the latest) as results/baselines/NAME, for `compare NAME`",
-        harness_args: false,
-        positionals: "NAME [RUN]",
-    },
-    CommandSpec {
-        name: "report",
-        summary: "`report merge DIR... --out DIR`: several runs (shards) as one run and report;\n\
-                  `report check [RUN]`: open the report in a headless browser and keep a\n\
-                  screenshot",
-        harness_args: false,
-        positionals: "merge DIR... | check [RUN]",
-    },
-    CommandSpec {
-        name: "lava-results",
-        summary: "print RUN's verdicts (default: the latest) as `lava-test-case` lines",
-        harness_args: false,
-        positionals: "[RUN]",
-    },
-];
-
-pub use mte_results::Lane;
-
-/// The lanes `all` means here: the host lane only on an arm64 machine, the only kind whose KVM
-/// can run an arm64 guest.
+/// The lanes `all` means on a machine that is arm64 or not (the host lane only on arm64).
 pub fn lanes_here(arm64: bool) -> Vec<Lane> {
     Lane::ALL
         .into_iter()
-        .filter(|&lane| lane != Lane::Host || arm64)
+        .filter(|&lane| lanes::driver(lane).in_all(arm64))
         .collect()
 }
 
@@ -101,159 +31,6 @@ pub const ARM64_HOST: bool = cfg!(target_arch = "aarch64");
 
 /// The lanes `run` takes without `--lane`: the emulated lane, the suite's main job.
 pub const DEFAULT_RUN_LANES: &[Lane] = &[Lane::Emulated];
-
-/// The lanes `bench` takes: those where the runner is the VMM on a KVM.
-pub const BENCH_LANES: &[Lane] = &[Lane::Emulated, Lane::Host];
-
-/// `emulated`, `qemu`, `host`, `all`, or a comma-separated list, in the order given.
-fn parse_lanes(text: &str, arm64: bool) -> Result<Vec<Lane>, String> {
-    let mut lanes = Vec::new();
-    for word in text.split(',').map(str::trim) {
-        let named: Vec<Lane> = match word {
-            "all" => lanes_here(arm64),
-            _ => match Lane::ALL.into_iter().find(|l| l.name() == word) {
-                Some(lane) => vec![lane],
-                None => {
-                    return Err(format!(
-                        "unknown lane `{word}`; lanes: emulated, qemu, host (or all)"
-                    ))
-                }
-            },
-        };
-        for lane in named {
-            if !lanes.contains(&lane) {
-                lanes.push(lane);
-            }
-        }
-    }
-    Ok(lanes)
-}
-
-/// The kernels of `--kernel 6.1,6.12,newest`, in the order given; a word repeated right after
-/// itself once, while a kernel named again after another boots again (`6.1,6.12,6.1`: a
-/// migration round trip).
-fn parse_kernels(text: &str) -> Result<Vec<String>, String> {
-    let mut kernels: Vec<String> = Vec::new();
-    for word in text.split(',').map(str::trim) {
-        if word.is_empty() {
-            return Err(format!(
-                "`--kernel {text}` names an empty kernel; give a comma list such as 6.1,6.12,newest"
-            ));
-        }
-        if kernels.last().map(String::as_str) != Some(word) {
-            kernels.push(word.to_string());
-        }
-    }
-    Ok(kernels)
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum FlagId {
-    Lane,
-    Kernel,
-    Timeout,
-    Shard,
-    Baseline,
-    Threshold,
-    Out,
-    Help,
-}
-
-struct FlagSpec {
-    id: FlagId,
-    long: &'static str,
-    short: Option<&'static str>,
-    value: Option<&'static str>,
-    help: &'static str,
-    commands: &'static [&'static str],
-}
-
-const FLAGS: &[FlagSpec] = &[
-    FlagSpec {
-        id: FlagId::Lane,
-        long: "--lane",
-        short: None,
-        value: Some("LANES"),
-        help: "where the VMM under test runs: emulated (KVM in the emulated machine),\n\
-               qemu (QEMU as the VMM), host (this machine's KVM: an arm64 host with\n\
-               /dev/kvm and MTE), all (host only on arm64), or a comma list\n\
-               (default: run emulated; test all; bench takes emulated or host)",
-        commands: &["run", "test", "bench"],
-    },
-    FlagSpec {
-        id: FlagId::Kernel,
-        long: "--kernel",
-        short: None,
-        value: Some("KERNELS"),
-        help: "kernels under test, a comma list (6.1,6.12,newest): a Debian arm64\n\
-               series, `newest` (the newest any Debian suite has), or a vmlinuz\n\
-               file; the emulated lane boots once per kernel (default 6.12, or\n\
-               MTE_KERNEL)",
-        commands: &["run", "test", "bench", "setup", "build"],
-    },
-    FlagSpec {
-        id: FlagId::Timeout,
-        long: "--timeout",
-        short: None,
-        value: Some("SECS"),
-        help: "deadline of the whole run, boot included (default 1800)",
-        commands: &["run", "test", "bench"],
-    },
-    FlagSpec {
-        id: FlagId::Shard,
-        long: "--shard",
-        short: None,
-        value: Some("K/N"),
-        help: "run shard K of N: a fixed part of the checks (by a stable hash of\n\
-               their names), each check in exactly one shard; merge the shards'\n\
-               runs with `report merge`",
-        commands: &["run", "test", "build"],
-    },
-    FlagSpec {
-        id: FlagId::Baseline,
-        long: "--baseline",
-        short: None,
-        value: Some("BASELINE"),
-        help: "after the run, compare it with BASELINE as `compare` does; the exit\n\
-               status then says whether it regressed",
-        commands: &["run"],
-    },
-    FlagSpec {
-        id: FlagId::Threshold,
-        long: "--threshold",
-        short: None,
-        value: Some("PCT"),
-        help: "how far a figure may move before it counts, in percent (default 25;\n\
-               and always more than 1 µs for a timing, 0.05 for a ratio)",
-        commands: &["compare", "run"],
-    },
-    FlagSpec {
-        id: FlagId::Out,
-        long: "--out",
-        short: None,
-        value: Some("DIR"),
-        help: "where `report merge` writes the merged run",
-        commands: &["report"],
-    },
-    FlagSpec {
-        id: FlagId::Help,
-        long: "--help",
-        short: Some("-h"),
-        value: None,
-        help: "print this help",
-        commands: &[
-            "run",
-            "test",
-            "bench",
-            "setup",
-            "build",
-            "compare",
-            "baseline",
-            "report",
-            "lava-results",
-        ],
-    },
-];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
@@ -324,239 +101,488 @@ pub enum Command {
     LavaResults {
         run: Option<PathBuf>,
     },
-    /// Print this text and exit successfully.
-    Help(String),
 }
 
-/// Parse the arguments after `cargo xtask`. `env_kernel` is `MTE_KERNEL`, if set.
-pub fn parse(args: &[String], env_kernel: Option<String>) -> Result<Command, String> {
+/// Parse the arguments after `cargo xtask`. `env_kernel` is `MTE_KERNEL`, if set. `--help`
+/// comes back as an error of kind [`ErrorKind::DisplayHelp`], whose exit code is 0.
+pub fn parse(args: &[String], env_kernel: Option<String>) -> Result<Command, clap::Error> {
     parse_on(args, env_kernel, ARM64_HOST)
 }
 
 /// As [`parse`], on a machine that is arm64 or not.
-fn parse_on(args: &[String], env_kernel: Option<String>, arm64: bool) -> Result<Command, String> {
-    let Some((name, rest)) = args.split_first() else {
-        return Err(format!("no command given\n\n{}", usage()));
-    };
-    if matches!(name.as_str(), "help" | "--help" | "-h") {
-        return Ok(Command::Help(usage()));
-    }
-    let Some(spec) = COMMANDS.iter().find(|c| c.name == name) else {
-        return Err(format!("unknown command `{name}`\n\n{}", usage()));
-    };
-
-    let mut options = Options {
-        lanes: if spec.name == "test" {
-            lanes_here(arm64)
-        } else {
-            DEFAULT_RUN_LANES.to_vec()
-        },
-        kernels: parse_kernels(
-            &env_kernel
-                .filter(|k| !k.is_empty())
-                .unwrap_or_else(|| DEFAULT_KERNEL.to_string()),
-        )?,
-        timeout: DEFAULT_TIMEOUT,
-        shard: None,
-        baseline: None,
-        thresholds: Thresholds::default(),
-        bench: spec.name == "bench",
-        harness_args: Vec::new(),
-    };
-    let mut positionals: Vec<String> = Vec::new();
-    let mut out: Option<PathBuf> = None;
-    let mut rest = rest.iter();
-    while let Some(arg) = rest.next() {
-        if arg == "--" {
-            if !spec.harness_args {
-                return Err(format!("`{name}` takes no harness arguments"));
-            }
-            options.harness_args = rest.cloned().collect();
-            break;
+fn parse_on(
+    args: &[String],
+    env_kernel: Option<String>,
+    arm64: bool,
+) -> Result<Command, clap::Error> {
+    let words = std::iter::once("cargo xtask").chain(args.iter().map(String::as_str));
+    let line = CommandLine::try_parse_from(words).map_err(|e| with_harness_tip(e, args))?;
+    let defaults = Defaults::new(env_kernel, arm64)?;
+    let options = |lanes, bench, flags: &[&dyn Flag]| defaults.options(lanes, bench, flags);
+    let run_lanes = DEFAULT_RUN_LANES.to_vec();
+    Ok(match line.command {
+        Cmd::Run {
+            lane,
+            kernel,
+            timeout,
+            shard,
+            baseline,
+            threshold,
+            harness,
+        } => Command::Run(options(
+            run_lanes,
+            false,
+            &[
+                &lane, &kernel, &timeout, &shard, &baseline, &threshold, &harness,
+            ],
+        )),
+        Cmd::Test {
+            lane,
+            kernel,
+            timeout,
+            shard,
+            harness,
+        } => Command::Test(options(
+            lanes_here(arm64),
+            false,
+            &[&lane, &kernel, &timeout, &shard, &harness],
+        )),
+        Cmd::Bench {
+            lane,
+            kernel,
+            timeout,
+            harness,
+        } => {
+            let options = options(run_lanes, true, &[&lane, &kernel, &timeout, &harness]);
+            Command::Bench(only_kvm_lanes(options)?)
         }
-        if !spec.positionals.is_empty() && !arg.starts_with('-') {
-            positionals.push(arg.clone());
-            continue;
-        }
-        let (flag_name, inline_value) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let Some(flag) = FLAGS.iter().find(|f| {
-            (f.long == flag_name || f.short == Some(flag_name)) && f.commands.contains(&spec.name)
-        }) else {
-            let hint = if spec.harness_args && !arg.starts_with('-') {
-                format!("; harness arguments go after `--`: cargo xtask {name} -- {arg}")
-            } else {
-                String::new()
-            };
-            return Err(format!(
-                "`{name}` does not take `{arg}`{hint}\n\n{}",
-                usage()
-            ));
-        };
-        let value = match (flag.value, inline_value) {
-            (None, None) => None,
-            (None, Some(_)) => return Err(format!("`{}` takes no value", flag.long)),
-            (Some(_), Some(value)) => Some(value),
-            (Some(metavar), None) => match rest.next() {
-                Some(value) => Some(value.clone()),
-                None => {
-                    return Err(format!(
-                        "`{}` needs a value: {} {metavar}",
-                        flag.long, flag.long
-                    ))
-                }
-            },
-        };
-        let value = value.unwrap_or_default();
-        match flag.id {
-            FlagId::Help => return Ok(Command::Help(usage())),
-            FlagId::Lane => options.lanes = parse_lanes(&value, arm64)?,
-            FlagId::Kernel => options.kernels = parse_kernels(&value)?,
-            FlagId::Timeout => options.timeout = parse_seconds(&value)?,
-            FlagId::Shard => options.shard = Some(Shard::parse(&value)?),
-            FlagId::Baseline => options.baseline = Some(value),
-            FlagId::Threshold => options.thresholds.relative = parse_percent(&value)?,
-            FlagId::Out => out = Some(PathBuf::from(value)),
-        }
-    }
-
-    let count = |range: std::ops::RangeInclusive<usize>| {
-        if range.contains(&positionals.len()) {
-            Ok(())
-        } else {
-            Err(format!(
-                "`{name}` takes {}, not `{}`\n\n{}",
-                spec.positionals,
-                positionals.join(" "),
-                usage()
-            ))
-        }
-    };
-    let optional_run = |at: usize| positionals.get(at).map(PathBuf::from);
-    Ok(match spec.name {
-        "run" => Command::Run(options),
-        "bench" => {
-            if let Some(lane) = options.lanes.iter().find(|l| !BENCH_LANES.contains(l)) {
-                return Err(format!(
-                    "`bench` drives KVM, in the emulated machine or on this host: lanes \
-                     emulated and host, not {}",
-                    lane.name()
-                ));
-            }
-            Command::Bench(options)
-        }
-        "test" => Command::Test(options),
-        "setup" => Command::Setup(options),
-        "build" => Command::Build(options),
-        "compare" => {
-            count(1..=2)?;
-            Command::Compare(CompareOptions {
-                baseline: positionals[0].clone(),
-                run: optional_run(1),
-                thresholds: options.thresholds,
-            })
-        }
-        "baseline" => {
-            count(1..=2)?;
-            Command::KeepBaseline {
-                name: positionals[0].clone(),
-                run: optional_run(1),
-            }
-        }
-        "report" => match positionals.first().map(String::as_str) {
-            Some("merge") => {
-                count(2..=usize::MAX)?;
-                let out =
-                    out.ok_or("`report merge` needs `--out DIR`: where the merged run goes")?;
-                Command::ReportMerge {
-                    runs: positionals[1..].iter().map(PathBuf::from).collect(),
-                    out,
-                }
-            }
-            Some("check") => {
-                count(1..=2)?;
-                Command::ReportCheck {
-                    run: optional_run(1),
-                }
-            }
-            _ => {
-                return Err(format!(
-                    "`report` takes `merge DIR... --out DIR` or `check [RUN]`\n\n{}",
-                    usage()
-                ))
-            }
-        },
-        "lava-results" => {
-            count(0..=1)?;
-            Command::LavaResults {
-                run: optional_run(0),
-            }
-        }
-        other => unreachable!("command `{other}` is declared but not dispatched"),
+        Cmd::Setup { kernel } => Command::Setup(options(run_lanes, false, &[&kernel])),
+        Cmd::Build {
+            kernel,
+            shard,
+            harness,
+        } => Command::Build(options(run_lanes, false, &[&kernel, &shard, &harness])),
+        Cmd::Compare {
+            threshold,
+            baseline,
+            run,
+        } => Command::Compare(CompareOptions {
+            baseline,
+            run,
+            thresholds: options(run_lanes, false, &[&threshold]).thresholds,
+        }),
+        Cmd::Baseline { name, run } => Command::KeepBaseline { name, run },
+        Cmd::Report(ReportCmd::Merge { runs, out }) => Command::ReportMerge { runs, out },
+        Cmd::Report(ReportCmd::Check { run }) => Command::ReportCheck { run },
+        Cmd::LavaResults { run } => Command::LavaResults { run },
     })
+}
+
+/// What a command takes when its flags do not say.
+struct Defaults {
+    /// `MTE_KERNEL`'s kernels, else the default one.
+    kernels: Vec<String>,
+    /// Whether this machine is arm64, for what `--lane all` means.
+    arm64: bool,
+}
+
+impl Defaults {
+    fn new(env_kernel: Option<String>, arm64: bool) -> Result<Defaults, clap::Error> {
+        let env_kernel = env_kernel.filter(|k| !k.is_empty());
+        let kernels = parse_kernels(env_kernel.as_deref().unwrap_or(DEFAULT_KERNEL));
+        let kernels = kernels.map_err(|e| {
+            CommandLine::command().error(ErrorKind::ValueValidation, format!("MTE_KERNEL {e}"))
+        })?;
+        Ok(Defaults {
+            kernels: kernels.0,
+            arm64,
+        })
+    }
+
+    /// A command's options: its defaults, then its flags.
+    fn options(&self, lanes: Vec<Lane>, bench: bool, flags: &[&dyn Flag]) -> Options {
+        let mut options = Options {
+            lanes,
+            kernels: self.kernels.clone(),
+            timeout: DEFAULT_TIMEOUT,
+            shard: None,
+            baseline: None,
+            thresholds: Thresholds::default(),
+            bench,
+            harness_args: Vec::new(),
+        };
+        for flag in flags {
+            flag.apply(&mut options, self.arm64);
+        }
+        options
+    }
+}
+
+/// `bench` options whose lanes all have the runner as the VMM on a KVM.
+fn only_kvm_lanes(options: Options) -> Result<Options, clap::Error> {
+    let Some(lane) = options.lanes.iter().find(|l| !l.runner_is_vmm()) else {
+        return Ok(options);
+    };
+    let why = format!(
+        "`bench` drives KVM, in the emulated machine or on this host: lanes emulated and \
+         host, not {lane}"
+    );
+    let mut line = CommandLine::command();
+    line.build();
+    let bench = line.find_subcommand_mut("bench").expect("declared below");
+    Err(bench.error(ErrorKind::ValueValidation, why))
+}
+
+/// clap's error for a stray word, with where it belongs: harness arguments (a name filter, say)
+/// go after `--`, and a command without a harness takes none.
+fn with_harness_tip(mut e: clap::Error, args: &[String]) -> clap::Error {
+    let (ErrorKind::UnknownArgument, Some(ContextValue::String(stray)), Some(name)) =
+        (e.kind(), e.get(ContextKind::InvalidArg), args.first())
+    else {
+        return e;
+    };
+    let takes_harness = CommandLine::command()
+        .find_subcommand(name)
+        .is_some_and(|c| c.get_arguments().any(|a| a.is_last_set()));
+    let tip = if !takes_harness && args.iter().any(|a| a == "--") {
+        format!("`{name}` takes no harness arguments")
+    } else if takes_harness && !stray.starts_with('-') {
+        format!("harness arguments go after `--`: cargo xtask {name} -- {stray}")
+    } else {
+        return e;
+    };
+    let tip = ContextValue::StyledStrs(vec![tip.into()]);
+    e.insert(ContextKind::Suggested, tip);
+    e
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build and run the MTE KVM conformance suite.",
+    after_help = AFTER_HELP
+)]
+struct CommandLine {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+const AFTER_HELP: &str = "\
+Harness arguments (after `--`) reach the in-guest runner untouched: a name filter,
+--exact, --list, --ignored, --include-ignored, --skip FILTER, --inject MODE.
+
+Examples: cargo xtask run --kernel 6.1,6.12,newest -- tags::
+          cargo xtask run --lane host --shard 1/4 --baseline nightly
+
+Environment: MTE_KERNEL (as --kernel), MTE_QEMU (a qemu-system-aarch64 to use),
+MTE_CACHE_DIR (kernel cache; default ~/.cache/mte-suite).
+
+Exit status: 0 all checks passed or were skipped/xfailed, 1 a check failed,
+2 a setup or run error (the message says what to do). With a baseline (`compare`,
+`run --baseline`): 0 no regression, 1 regressed, 2 bad input or a run error.";
+
+/// The commands, each with its flags: a flag is declared once, below, and flattened into the
+/// commands that take it.
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Install what is missing, build, boot the machine once per kernel, run the checks
+    #[command(after_help = AFTER_HELP)]
+    Run {
+        #[command(flatten)]
+        lane: LaneFlag,
+        #[command(flatten)]
+        kernel: KernelFlag,
+        #[command(flatten)]
+        timeout: TimeoutFlag,
+        #[command(flatten)]
+        shard: ShardFlag,
+        #[command(flatten)]
+        baseline: BaselineFlag,
+        #[command(flatten)]
+        threshold: ThresholdFlag,
+        #[command(flatten)]
+        harness: HarnessArgs,
+    },
+    /// What CI runs: the host unit tests, `run`, then the report in a headless browser
+    ///
+    /// Fails on any fail, error or no pass.
+    #[command(after_help = AFTER_HELP)]
+    Test {
+        #[command(flatten)]
+        lane: LaneFlag,
+        #[command(flatten)]
+        kernel: KernelFlag,
+        #[command(flatten)]
+        timeout: TimeoutFlag,
+        #[command(flatten)]
+        shard: ShardFlag,
+        #[command(flatten)]
+        harness: HarnessArgs,
+    },
+    /// The performance suite: criterion benchmarks of what MTE costs a KVM guest
+    ///
+    /// Tag copies, a VM's life, first touch, copy-on-write, swap, migration, tag
+    /// instructions; bench.json, criterion's files and the report in the run
+    /// directory; harness arguments select benchmarks by name.
+    #[command(verbatim_doc_comment, after_help = AFTER_HELP)]
+    Bench {
+        #[command(flatten)]
+        lane: LaneFlag,
+        #[command(flatten)]
+        kernel: KernelFlag,
+        #[command(flatten)]
+        timeout: TimeoutFlag,
+        #[command(flatten)]
+        harness: HarnessArgs,
+    },
+    /// Only check and install the tools and fetch the kernels
+    Setup {
+        #[command(flatten)]
+        kernel: KernelFlag,
+    },
+    /// Only build the payload, the aarch64 runner and an initramfs per kernel
+    Build {
+        #[command(flatten)]
+        kernel: KernelFlag,
+        #[command(flatten)]
+        shard: ShardFlag,
+        #[command(flatten)]
+        harness: HarnessArgs,
+    },
+    /// Compare RUN (default: the latest) with BASELINE; exit 1 when it regressed
+    Compare {
+        #[command(flatten)]
+        threshold: ThresholdFlag,
+        /// A run directory, or a name kept under results/baselines/
+        baseline: String,
+        /// The run compared (default: the latest)
+        run: Option<PathBuf>,
+    },
+    /// Keep RUN (default: the latest) as results/baselines/NAME, for `compare NAME`
+    Baseline {
+        /// The baseline's name: letters, digits, `.`, `_`, `-` and `+`
+        name: String,
+        /// The run kept (default: the latest)
+        run: Option<PathBuf>,
+    },
+    /// Merge runs (shards) into one run and report, or check a report in a headless browser
+    #[command(subcommand)]
+    Report(ReportCmd),
+    /// Print RUN's verdicts (default: the latest) as `lava-test-case` lines
+    LavaResults {
+        /// The run (default: the latest)
+        run: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportCmd {
+    /// Several runs (shards) as one run, with one report
+    Merge {
+        /// The run directories, in the order their verdicts are taken
+        #[arg(required = true, value_name = "DIR")]
+        runs: Vec<PathBuf>,
+        /// Where the merged run goes
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Open the report in a headless browser and keep a screenshot
+    Check {
+        /// The run (default: the latest)
+        run: Option<PathBuf>,
+    },
+}
+
+/// A flag's part in [`Options`]; `arm64` says what `--lane all` means here.
+trait Flag {
+    fn apply(&self, options: &mut Options, arm64: bool);
+}
+
+#[derive(Args, Debug)]
+struct LaneFlag {
+    /// Where the VMM under test runs: emulated (KVM in the emulated machine),
+    /// qemu (QEMU as the VMM), host (this machine's KVM: an arm64 host with
+    /// /dev/kvm and MTE), all (host only on arm64), or a comma list
+    /// (default: run emulated; test all; bench takes emulated or host)
+    #[arg(verbatim_doc_comment, long = "lane", value_name = "LANES", value_parser = parse_lane_words)]
+    words: Option<LaneWords>,
+}
+
+impl Flag for LaneFlag {
+    fn apply(&self, options: &mut Options, arm64: bool) {
+        if let Some(words) = &self.words {
+            options.lanes = words.lanes(arm64);
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct KernelFlag {
+    /// Kernels under test, a comma list (6.1,6.12,newest): a Debian arm64
+    /// series, `newest` (the newest any Debian suite has), or a vmlinuz
+    /// file; the emulated lane boots once per kernel (default 6.12, or
+    /// MTE_KERNEL)
+    #[arg(verbatim_doc_comment, long = "kernel", value_name = "KERNELS", value_parser = parse_kernels)]
+    kernels: Option<Kernels>,
+}
+
+impl Flag for KernelFlag {
+    fn apply(&self, options: &mut Options, _: bool) {
+        if let Some(kernels) = &self.kernels {
+            options.kernels.clone_from(&kernels.0);
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct TimeoutFlag {
+    /// Deadline of the whole run, boot included (default 1800)
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
+    timeout: Option<Duration>,
+}
+
+impl Flag for TimeoutFlag {
+    fn apply(&self, options: &mut Options, _: bool) {
+        options.timeout = self.timeout.unwrap_or(options.timeout);
+    }
+}
+
+#[derive(Args, Debug)]
+struct ShardFlag {
+    /// Run shard K of N: a fixed part of the checks (by a stable hash of
+    /// their names), each check in exactly one shard; merge the shards'
+    /// runs with `report merge`
+    #[arg(verbatim_doc_comment, long, value_name = "K/N", value_parser = Shard::parse)]
+    shard: Option<Shard>,
+}
+
+impl Flag for ShardFlag {
+    fn apply(&self, options: &mut Options, _: bool) {
+        options.shard = self.shard;
+    }
+}
+
+#[derive(Args, Debug)]
+struct BaselineFlag {
+    /// After the run, compare it with BASELINE as `compare` does; the exit
+    /// status then says whether it regressed
+    #[arg(verbatim_doc_comment, long, value_name = "BASELINE")]
+    baseline: Option<String>,
+}
+
+impl Flag for BaselineFlag {
+    fn apply(&self, options: &mut Options, _: bool) {
+        options.baseline.clone_from(&self.baseline);
+    }
+}
+
+#[derive(Args, Debug)]
+struct ThresholdFlag {
+    /// How far a figure may move before it counts, in percent (default 25;
+    /// and always more than 1 µs for a timing, 0.05 for a ratio)
+    #[arg(verbatim_doc_comment, long = "threshold", value_name = "PCT", value_parser = parse_percent, allow_negative_numbers = true)]
+    fraction: Option<f64>,
+}
+
+impl Flag for ThresholdFlag {
+    fn apply(&self, options: &mut Options, _: bool) {
+        let relative = &mut options.thresholds.relative;
+        *relative = self.fraction.unwrap_or(*relative);
+    }
+}
+
+#[derive(Args, Debug)]
+struct HarnessArgs {
+    /// Arguments for the in-guest harness, untouched: a name filter,
+    /// --exact, --list, --ignored, --include-ignored, --skip FILTER,
+    /// --inject MODE
+    #[arg(verbatim_doc_comment, last = true, value_name = "HARNESS-ARGS")]
+    args: Vec<String>,
+}
+
+impl Flag for HarnessArgs {
+    fn apply(&self, options: &mut Options, _: bool) {
+        options.harness_args.clone_from(&self.args);
+    }
+}
+
+/// A word of `--lane`: a lane, or `all`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum LaneWord {
+    All,
+    One(Lane),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct LaneWords(Vec<LaneWord>);
+
+/// `emulated`, `qemu`, `host`, `all`, or a comma-separated list.
+fn parse_lane_words(text: &str) -> Result<LaneWords, String> {
+    text.split(',')
+        .map(str::trim)
+        .map(|word| match word {
+            "all" => Ok(LaneWord::All),
+            _ => word
+                .parse()
+                .map(LaneWord::One)
+                .map_err(|e| format!("{e} (or all)")),
+        })
+        .collect::<Result<_, _>>()
+        .map(LaneWords)
+}
+
+impl LaneWords {
+    /// The lanes named, in the order given, each once.
+    fn lanes(&self, arm64: bool) -> Vec<Lane> {
+        let mut lanes = Vec::new();
+        for word in &self.0 {
+            let named = match *word {
+                LaneWord::All => lanes_here(arm64),
+                LaneWord::One(lane) => vec![lane],
+            };
+            for lane in named {
+                if !lanes.contains(&lane) {
+                    lanes.push(lane);
+                }
+            }
+        }
+        lanes
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Kernels(Vec<String>);
+
+/// The kernels of `--kernel 6.1,6.12,newest`, in the order given; a word repeated right after
+/// itself once, while a kernel named again after another boots again (`6.1,6.12,6.1`: a
+/// migration round trip).
+fn parse_kernels(text: &str) -> Result<Kernels, String> {
+    let mut kernels: Vec<String> = Vec::new();
+    for word in text.split(',').map(str::trim) {
+        if word.is_empty() {
+            return Err("names an empty kernel; give a comma list such as 6.1,6.12,newest".into());
+        }
+        if kernels.last().map(String::as_str) != Some(word) {
+            kernels.push(word.to_string());
+        }
+    }
+    Ok(Kernels(kernels))
 }
 
 /// A percentage above 0, as a fraction.
 fn parse_percent(text: &str) -> Result<f64, String> {
     match text.trim_end_matches('%').parse::<f64>() {
         Ok(percent) if percent > 0.0 && percent.is_finite() => Ok(percent / 100.0),
-        _ => Err(format!(
-            "`--threshold` wants a percentage above 0, such as 25, not `{text}`"
-        )),
+        _ => Err("wants a percentage above 0, such as 25".into()),
     }
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     match text.parse::<u64>() {
         Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
-        _ => Err(format!(
-            "`--timeout` wants a whole number of seconds above 0, not `{text}`"
-        )),
+        _ => Err("wants a whole number of seconds above 0".into()),
     }
-}
-
-/// The help text, built from the declarations above.
-pub fn usage() -> String {
-    let mut out = String::from(
-        "Build and run the MTE KVM conformance suite.\n\n\
-         Usage: cargo xtask COMMAND [FLAGS] [ARGS] [-- HARNESS-ARGS...]\n\nCommands:\n",
-    );
-    for c in COMMANDS {
-        let summary = c.summary.replace('\n', &format!("\n{:15}", ""));
-        out.push_str(&format!("  {:<12} {summary}\n", c.name));
-        if !c.positionals.is_empty() {
-            out.push_str(&format!("{:15}args: {}\n", "", c.positionals));
-        }
-    }
-    out.push_str("\nFlags:\n");
-    for f in FLAGS {
-        let name = match (f.short, f.value) {
-            (Some(short), _) => format!("{short}, {}", f.long),
-            (None, Some(value)) => format!("{} {value}", f.long),
-            (None, None) => f.long.to_string(),
-        };
-        // Continuation lines of the help line up under its first line.
-        let help = f.help.replace('\n', &format!("\n{:25}", ""));
-        out.push_str(&format!(
-            "  {name:<22} {help}\n{:25}for: {}\n",
-            "",
-            f.commands.join(", ")
-        ));
-    }
-    out.push_str(
-        "\nHarness arguments (after `--`) reach the in-guest runner untouched: a name filter,\n\
-         --exact, --list, --ignored, --include-ignored, --skip FILTER, --inject MODE.\n\
-         \nExamples: cargo xtask run --kernel 6.1,6.12,newest -- tags::\n\
-         \x20         cargo xtask run --lane host --shard 1/4 --baseline nightly\n\
-         \nEnvironment: MTE_KERNEL (as --kernel), MTE_QEMU (a qemu-system-aarch64 to use),\n\
-         MTE_CACHE_DIR (kernel cache; default ~/.cache/mte-suite).\n\
-         \nExit status: 0 all checks passed or were skipped/xfailed, 1 a check failed,\n\
-         2 a setup or run error (the message says what to do). With a baseline (`compare`,\n\
-         `run --baseline`): 0 no regression, 1 regressed, 2 bad input or a run error.\n",
-    );
-    out
 }
 
 #[cfg(test)]
@@ -576,6 +602,13 @@ mod tests {
             | Command::Build(o) => o,
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    /// The message a person sees for a mistake on the command line.
+    fn error(line: &str) -> String {
+        let e = parse(&args(line), None).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{line}: {e}");
+        e.to_string()
     }
 
     #[test]
@@ -601,9 +634,7 @@ mod tests {
         assert_eq!(o.kernels, ["6.1", "6.12", "newest", "6.1"]);
         let o = run_options(parse(&args("build"), Some("6.12, 6.1".into())).unwrap());
         assert_eq!(o.kernels, ["6.12", "6.1"]);
-        assert!(parse(&args("run --kernel 6.1,,6.12"), None)
-            .unwrap_err()
-            .contains("empty kernel"));
+        assert!(error("run --kernel 6.1,,6.12").contains("empty kernel"));
     }
 
     #[test]
@@ -620,9 +651,7 @@ mod tests {
         assert_eq!(o.lanes, [Lane::Qemu, Lane::Emulated]);
         let o = run_options(parse(&args("test --lane=qemu"), None).unwrap());
         assert_eq!(o.lanes, [Lane::Qemu]);
-        assert!(parse(&args("run --lane kvm"), None)
-            .unwrap_err()
-            .contains("unknown lane `kvm`"));
+        assert!(error("run --lane kvm").contains("unknown lane `kvm`"));
     }
 
     #[test]
@@ -643,9 +672,7 @@ mod tests {
     fn shards_reach_the_runner_before_the_harness_arguments() {
         let o = run_options(parse(&args("run --shard 2/4 -- tags::"), None).unwrap());
         assert_eq!(o.runner_args(), args("--shard 2/4 tags::"));
-        assert!(parse(&args("run --shard 5/4"), None)
-            .unwrap_err()
-            .contains("K/N"));
+        assert!(error("run --shard 5/4").contains("K/N"));
         let o = run_options(parse(&args("build --shard 1/2"), None).unwrap());
         assert_eq!(o.runner_args(), args("--shard 1/2"));
     }
@@ -659,10 +686,8 @@ mod tests {
         let o = run_options(parse(&args("bench --lane host --kernel 6.1"), None).unwrap());
         assert_eq!(o.lanes, [Lane::Host]);
         assert_eq!(o.kernels, ["6.1"]);
-        assert!(parse(&args("bench --lane qemu"), None)
-            .unwrap_err()
-            .contains("not qemu"));
-        assert!(parse(&args("bench --shard 1/2"), None).is_err());
+        assert!(error("bench --lane qemu").contains("not qemu"));
+        assert!(error("bench --shard 1/2").contains("--shard"));
         assert!(!run_options(parse(&args("run"), None).unwrap()).bench);
         assert!(!run_options(parse(&args("test"), None).unwrap()).bench);
     }
@@ -681,13 +706,9 @@ mod tests {
         };
         assert_eq!(c.run, Some(PathBuf::from("target/x")));
         assert!((c.thresholds.relative - 0.10).abs() < 1e-12);
-        assert!(parse(&args("compare"), None)
-            .unwrap_err()
-            .contains("BASELINE [RUN]"));
-        assert!(parse(&args("compare a b c"), None).is_err());
-        assert!(parse(&args("compare a --threshold -3"), None)
-            .unwrap_err()
-            .contains("percentage"));
+        assert!(error("compare").contains("<BASELINE>"));
+        assert!(error("compare a b c").contains("'c'"));
+        assert!(error("compare a --threshold -3").contains("percentage"));
         let o = run_options(parse(&args("run --baseline nightly --threshold 50"), None).unwrap());
         assert_eq!(o.baseline.as_deref(), Some("nightly"));
         assert!((o.thresholds.relative - 0.5).abs() < 1e-12);
@@ -702,17 +723,13 @@ mod tests {
                 out: "m".into()
             }
         );
-        assert!(parse(&args("report merge a b"), None)
-            .unwrap_err()
-            .contains("--out DIR"));
-        assert!(parse(&args("report merge --out m"), None).is_err());
+        assert!(error("report merge a b").contains("--out <DIR>"));
+        assert!(error("report merge --out m").contains("<DIR>"));
         assert_eq!(
             parse(&args("report check"), None).unwrap(),
             Command::ReportCheck { run: None }
         );
-        assert!(parse(&args("report frobnicate"), None)
-            .unwrap_err()
-            .contains("merge DIR..."));
+        assert!(error("report frobnicate").contains("'frobnicate'"));
         assert_eq!(
             parse(&args("lava-results target/r"), None).unwrap(),
             Command::LavaResults {
@@ -752,41 +769,65 @@ mod tests {
 
     #[test]
     fn mistakes_are_explained() {
-        assert!(parse(&args("frobnicate"), None)
-            .unwrap_err()
-            .contains("unknown command"));
-        assert!(parse(&[], None).unwrap_err().contains("no command"));
-        assert!(parse(&args("run --timeout"), None)
-            .unwrap_err()
-            .contains("needs a value"));
-        assert!(parse(&args("run --timeout soon"), None)
-            .unwrap_err()
-            .contains("whole number"));
-        assert!(parse(&args("run tags::"), None)
-            .unwrap_err()
-            .contains("cargo xtask run -- tags::"));
-        assert!(parse(&args("build --timeout 3"), None)
-            .unwrap_err()
-            .contains("does not take"));
-        assert!(parse(&args("setup -- x"), None)
-            .unwrap_err()
-            .contains("no harness arguments"));
-        assert!(parse(&args("run --help=yes"), None)
-            .unwrap_err()
-            .contains("takes no value"));
+        assert!(error("frobnicate").contains("unrecognized subcommand 'frobnicate'"));
+        // No command: the list of commands, as a mistake.
+        let none = parse(&[], None).unwrap_err();
+        assert_eq!(
+            (none.kind(), none.exit_code()),
+            (ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand, 2)
+        );
+        assert!(error("run --timeout").contains("a value is required"));
+        assert!(error("run --timeout soon").contains("whole number"));
+        assert!(error("run tags::")
+            .contains("harness arguments go after `--`: cargo xtask run -- tags::"));
+        assert!(error("build --timeout 3").contains("unexpected argument '--timeout'"));
+        assert!(error("setup -- x").contains("`setup` takes no harness arguments"));
+        assert!(!error("compare a b c").contains("harness"));
+        assert!(error("run --help=yes").contains("--help"));
     }
 
     #[test]
-    fn help_lists_every_command_and_flag() {
-        let Command::Help(text) = parse(&args("run -h"), None).unwrap() else {
-            panic!()
+    fn help_lists_every_command_and_its_flags() {
+        let help = |line: &str| {
+            let e = parse(&args(line), None).unwrap_err();
+            assert_eq!(
+                (e.kind(), e.exit_code()),
+                (ErrorKind::DisplayHelp, 0),
+                "{line}"
+            );
+            e.to_string()
         };
-        for c in COMMANDS {
-            assert!(text.contains(c.name));
+        let top = help("--help");
+        for command in [
+            "run",
+            "test",
+            "bench",
+            "setup",
+            "build",
+            "compare",
+            "baseline",
+            "report",
+            "lava-results",
+        ] {
+            assert!(top.contains(command), "{command}");
         }
-        for f in FLAGS {
-            assert!(text.contains(f.long));
+        assert!(top.contains("Exit status"));
+        let run = help("run -h");
+        for flag in [
+            "--lane",
+            "--kernel",
+            "--timeout",
+            "--shard",
+            "--baseline",
+            "--threshold",
+            "HARNESS-ARGS",
+        ] {
+            assert!(run.contains(flag), "{flag}");
         }
-        assert!(matches!(parse(&args("help"), None), Ok(Command::Help(_))));
+        assert!(help("report merge --help").contains("--out"));
+        assert!(matches!(
+            parse(&args("help"), None).unwrap_err().kind(),
+            ErrorKind::DisplayHelp
+        ));
     }
 }

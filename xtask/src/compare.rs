@@ -12,10 +12,10 @@ use mte_results::rundir::{self, LoadedRun, RESULTS_JSONL, RUN_JSON};
 use mte_results::{Evidence, Outcome};
 
 use crate::build::{relative, repo_root};
-use crate::error::{bail, Context, Result};
 use crate::reports::{load, run_dir};
-use crate::run::Status;
 use crate::ui;
+use crate::Status;
+use anyhow::{bail, Context, Result};
 
 /// Where named baselines are kept.
 const BASELINES: &str = "results/baselines";
@@ -117,9 +117,7 @@ pub fn keep(name: &str, run: Option<&Path>) -> Result<Status> {
         .with_context(|| format!("copying {RUN_JSON} to {}", dir.display()))?;
     let mut lines = String::new();
     for verdict in &kept.verdicts {
-        lines.push_str(
-            &serde_json::to_string(verdict).map_err(|e| crate::error::Error::msg(e.to_string()))?,
-        );
+        lines.push_str(&serde_json::to_string(verdict).context("writing a verdict as JSON")?);
         lines.push('\n');
     }
     std::fs::write(dir.join(RESULTS_JSONL), lines)

@@ -1,5 +1,8 @@
 //! Debian package version ordering (`[epoch:]upstream[-revision]`, with `~` sorting before
 //! everything), so that "the newest kernel of a series" means what apt means by it.
+//!
+//! Written here rather than taken from the `debversion` crate: that crate brings regex, chrono
+//! and num-bigint for what is dpkg's short comparison algorithm.
 
 use std::cmp::Ordering;
 

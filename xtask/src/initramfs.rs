@@ -3,15 +3,114 @@
 //! previous kernel left for this one. The modules tie an initramfs to its kernel: each kernel
 //! gets its own.
 
-use mte_results::Lane;
 use std::io::BufWriter;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use anyhow::{bail, Context, Result};
 use mte_results::artifact::INCOMING_DIR;
+use mte_results::Lane;
 
+use crate::artifacts::Incoming;
+use crate::build::{relative, repo_root};
 use crate::cpio::CpioWriter;
-use crate::error::{bail, Context, Result};
-use crate::kernel_modules::ModuleSet;
+use crate::kernel_modules::{self, ModuleSet};
+use crate::kernels::Kernel;
+use crate::ui;
+
+/// Where each kernel's initramfs goes: `<this>/<kernel hint>/initramfs.cpio`.
+const INITRAMFS_DIR: &str = "target/mte-emulated";
+
+/// An initramfs built for one kernel.
+#[derive(Clone, Debug)]
+pub struct Initramfs {
+    pub path: PathBuf,
+    /// The modules it loads, or why it has none, for the run's record.
+    pub modules: String,
+}
+
+/// Write the initramfs of `kernel`, whose runner is given `runner_args`, with what the run's
+/// previous kernel left for it, if anything.
+pub fn for_kernel(
+    kernel: &Kernel,
+    runner: &Path,
+    payload: &Path,
+    runner_args: &[String],
+    incoming: Option<&Incoming>,
+) -> Result<Initramfs> {
+    let (modules, described) = machine_modules(kernel);
+    let out = repo_root()
+        .join(INITRAMFS_DIR)
+        .join(path_safe(&kernel.hint()))
+        .join("initramfs.cpio");
+    let files = match incoming {
+        Some(incoming) => incoming
+            .files()
+            .context("reading the artifacts of the previous kernel")?,
+        None => Vec::new(),
+    };
+    let args = self::runner_args(runner_args);
+    let size = write(&out, runner, payload, &args, &modules, &files)
+        .with_context(|| format!("writing the initramfs for {}", kernel.hint()))?;
+    let passed_on = match incoming {
+        Some(incoming) => format!(
+            "; from {}: {}",
+            incoming.saved_on,
+            incoming
+                .artifacts
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => String::new(),
+    };
+    ui::note(&format!(
+        "initramfs: {} ({}; modules: {described}{passed_on})",
+        relative(&out).display(),
+        ui::size(size)
+    ));
+    Ok(Initramfs {
+        path: out,
+        modules: described,
+    })
+}
+
+/// The modules the machine loads at boot for `kernel`, and what they are in words. A kernel
+/// without them still boots: its machine has no zram swap, and the runner says so.
+fn machine_modules(kernel: &Kernel) -> (ModuleSet, String) {
+    let Some(tree) = &kernel.tree else {
+        return (
+            ModuleSet::default(),
+            "none: the kernel is an image file, without its package's modules".into(),
+        );
+    };
+    match kernel_modules::for_machine(tree) {
+        Ok(set) => {
+            let described = set.describe();
+            (set, described)
+        }
+        Err(e) => {
+            ui::note(&format!(
+                "{}: no zram module packed, so no swap in the machine: {e:#}",
+                kernel.hint()
+            ));
+            (ModuleSet::default(), format!("none: {e:#}"))
+        }
+    }
+}
+
+/// A kernel hint as one directory name.
+fn path_safe(hint: &str) -> String {
+    hint.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
 
 /// Where the runner finds its arguments, one per line.
 pub const ARGS_PATH: &str = "/mte/args";

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::apt::{self, Apt};
-use crate::error::{bail, Context, Error, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use object::{Object, ObjectSection};
 
 /// What the machine needs beyond the kernel image: zram, the swap device.
 pub const WANTED: &[&str] = &["zram"];
@@ -145,12 +146,9 @@ pub fn for_machine(tree: &Path) -> Result<ModuleSet> {
         }
     }
     let order = load_order(&wanted, |name| {
-        let path = index.get(name).ok_or_else(|| {
-            Error::msg(format!(
-                "the kernel has no module `{name}` under {}",
-                dir.display()
-            ))
-        })?;
+        let path = index
+            .get(name)
+            .ok_or_else(|| anyhow!("the kernel has no module `{name}` under {}", dir.display()))?;
         let bytes = read_module(path)?;
         let depends = modinfo(&bytes)
             .with_context(|| format!("reading the .modinfo of {}", path.display()))?
@@ -306,10 +304,14 @@ pub fn load_order(
     Ok(order)
 }
 
-/// The `key=value` strings of an ELF64 little-endian object's `.modinfo` section.
+/// The `key=value` strings of a module's `.modinfo` section.
 pub fn modinfo(elf: &[u8]) -> Result<Vec<(String, String)>> {
-    let section = section(elf, ".modinfo")?;
-    Ok(section
+    let object = object::File::parse(elf).context("not an ELF object")?;
+    let section = object
+        .section_by_name(".modinfo")
+        .context("the ELF object has no .modinfo section")?;
+    let data = section.data().context("the ELF object is truncated")?;
+    Ok(data
         .split(|&b| b == 0)
         .filter_map(|entry| {
             let text = std::str::from_utf8(entry).ok()?;
@@ -317,57 +319,6 @@ pub fn modinfo(elf: &[u8]) -> Result<Vec<(String, String)>> {
             Some((key.to_string(), value.to_string()))
         })
         .collect())
-}
-
-/// The bytes of the section called `name`.
-fn section<'a>(elf: &'a [u8], name: &str) -> Result<&'a [u8]> {
-    const SECTION_HEADER_SIZE: usize = 64;
-    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
-        bail!("not a 64-bit little-endian ELF object");
-    }
-    let truncated = || Error::msg("the ELF object is truncated");
-    let read = |at: usize, len: usize| -> Result<u64> {
-        let bytes = at
-            .checked_add(len)
-            .and_then(|end| elf.get(at..end))
-            .ok_or_else(truncated)?;
-        let mut word = [0u8; 8];
-        word[..len].copy_from_slice(bytes);
-        Ok(u64::from_le_bytes(word))
-    };
-    let shoff = read(40, 8)? as usize;
-    let shentsize = read(58, 2)? as usize;
-    let shnum = read(60, 2)? as usize;
-    let shstrndx = read(62, 2)? as usize;
-    if shentsize < SECTION_HEADER_SIZE {
-        bail!("the ELF object has no usable section headers");
-    }
-    let header = |index: usize| -> Result<(u64, u64, u64)> {
-        let at = index
-            .checked_mul(shentsize)
-            .and_then(|o| o.checked_add(shoff))
-            .ok_or_else(truncated)?;
-        Ok((read(at, 4)?, read(at + 24, 8)?, read(at + 32, 8)?))
-    };
-    let bytes_of = |offset: u64, size: u64| -> Result<&'a [u8]> {
-        let start = offset as usize;
-        start
-            .checked_add(size as usize)
-            .and_then(|end| elf.get(start..end))
-            .ok_or_else(truncated)
-    };
-    let (_, names_offset, names_size) = header(shstrndx)?;
-    let names = bytes_of(names_offset, names_size)?;
-    for index in 0..shnum {
-        let (name_at, offset, size) = header(index)?;
-        let this = names
-            .get(name_at as usize..)
-            .and_then(|rest| rest.split(|&b| b == 0).next());
-        if this == Some(name.as_bytes()) {
-            return bytes_of(offset, size);
-        }
-    }
-    bail!("the ELF object has no {name} section")
 }
 
 #[cfg(test)]
@@ -385,7 +336,7 @@ mod tests {
             names.push(0);
         }
         let mut bytes = vec![0u8; 64];
-        bytes[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        bytes[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
         let mut placed = Vec::new();
         for (_, contents) in sections {
             placed.push((bytes.len() as u64, contents.len() as u64));
@@ -481,7 +432,7 @@ mod tests {
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, deps)| deps.iter().map(|d| d.to_string()).collect())
-                .ok_or_else(|| Error::msg(format!("no module {name}")))
+                .ok_or_else(|| anyhow!("no module {name}"))
         }
     }
 

@@ -8,9 +8,9 @@ use xshell::{cmd, Shell};
 
 use crate::apt::{self, Apt};
 use crate::debian_version;
-use crate::error::{bail, Context, Error, Result};
 use crate::kernel_modules;
 use crate::ui;
+use anyhow::{anyhow, bail, Context, Result};
 
 /// The metapackage whose versions name the current kernel of each suite.
 const METAPACKAGE: &str = "linux-image-arm64:arm64";
@@ -147,9 +147,7 @@ pub fn resolve(spec: &KernelSpec, apt: &mut Apt) -> Result<Kernel> {
                 .with_context(|| format!("--kernel {NEWEST}"))?;
             let stanzas = parse_stanzas(&apt.show(METAPACKAGE)?);
             let choice = choose_newest(&stanzas).ok_or_else(|| {
-                Error::msg(format!(
-                    "--kernel {NEWEST}: apt knows no {METAPACKAGE} with a kernel package"
-                ))
+                anyhow!("--kernel {NEWEST}: apt knows no {METAPACKAGE} with a kernel package")
             })?;
             ui::note(&format!(
                 "the newest {METAPACKAGE} is {}, from {}",
@@ -162,12 +160,8 @@ pub fn resolve(spec: &KernelSpec, apt: &mut Apt) -> Result<Kernel> {
                 note_kernel("cached", &kernel);
                 return Ok(kernel);
             }
-            let series = series_of(&choice.version).ok_or_else(|| {
-                Error::msg(format!(
-                    "cannot read a series in version {}",
-                    choice.version
-                ))
-            })?;
+            let series = series_of(&choice.version)
+                .ok_or_else(|| anyhow!("cannot read a series in version {}", choice.version))?;
             let kernel = download(&dir, &series, &choice, apt)
                 .with_context(|| format!("fetching the {NEWEST} kernel ({})", choice.version))?;
             note_kernel("fetched", &kernel);
@@ -245,7 +239,7 @@ fn choose_in_series(series: &str, apt: &mut Apt) -> Result<Choice> {
     let stanzas = parse_stanzas(&apt.show(METAPACKAGE)?);
     choose(&stanzas, series).ok_or_else(|| {
         let known: Vec<&str> = stanzas.iter().map(|s| s.version.as_str()).collect();
-        Error::msg(format!(
+        anyhow!(
             "no {METAPACKAGE} of series {series} in apt's lists (apt knows: {}); \
              use one of those series, {NEWEST}, or --kernel PATH",
             if known.is_empty() {
@@ -253,7 +247,7 @@ fn choose_in_series(series: &str, apt: &mut Apt) -> Result<Choice> {
             } else {
                 known.join(", ")
             }
-        ))
+        )
     })
 }
 
@@ -342,11 +336,7 @@ pub fn split_parts(depends: &str, image_package: &str) -> Vec<String> {
     };
     let suffix = format!("-{release}");
     let mut parts: Vec<String> = Vec::new();
-    for name in depends
-        .split([',', '|'])
-        .map(|d| d.trim().split([' ', '(']).next().unwrap_or_default())
-        .map(|name| name.split(':').next().unwrap_or(name))
-    {
+    for name in depends_names(depends) {
         let is_part =
             name.starts_with("linux-") && name.ends_with(&suffix) && name != image_package;
         if is_part && !parts.iter().any(|p| p == name) {
@@ -374,10 +364,10 @@ fn find_image(tree: &Path) -> Result<PathBuf> {
             .filter(|image| image.is_file())
     };
     in_boot.or_else(beside_modules).ok_or_else(|| {
-        Error::msg(format!(
+        anyhow!(
             "the kernel package has no boot/vmlinuz-* nor usr/lib/modules/*/vmlinuz under {}",
             tree.display()
-        ))
+        )
     })
 }
 
@@ -436,22 +426,17 @@ pub struct Choice {
 }
 
 pub fn choose(stanzas: &[Stanza], series: &str) -> Option<Choice> {
-    stanzas
-        .iter()
-        .filter(|s| in_series(&s.version, series))
-        .filter_map(|s| {
-            Some(Choice {
-                image_package: image_package(&s.depends)?,
-                version: s.version.clone(),
-            })
-        })
-        .max_by(|a, b| debian_version::compare(&a.version, &b.version))
+    newest(stanzas.iter().filter(|s| in_series(&s.version, series)))
 }
 
 /// The image package behind the newest metapackage version of any series.
 pub fn choose_newest(stanzas: &[Stanza]) -> Option<Choice> {
+    newest(stanzas.iter())
+}
+
+/// The image package behind the newest of these metapackage versions.
+fn newest<'a>(stanzas: impl Iterator<Item = &'a Stanza>) -> Option<Choice> {
     stanzas
-        .iter()
         .filter_map(|s| {
             Some(Choice {
                 image_package: image_package(&s.depends)?,
@@ -485,11 +470,18 @@ pub fn in_series(version: &str, series: &str) -> bool {
 
 /// The `linux-image-*` package a metapackage's Depends names.
 fn image_package(depends: &str) -> Option<String> {
+    depends_names(depends)
+        .find(|name| name.starts_with("linux-image-"))
+        .map(String::from)
+}
+
+/// The package names of a Depends field, alternatives included, without versions or
+/// architectures: `a (>= 1) | b:arm64, c` -> `a`, `b`, `c`.
+fn depends_names(depends: &str) -> impl Iterator<Item = &str> {
     depends
         .split([',', '|'])
         .map(|d| d.trim().split([' ', '(']).next().unwrap_or_default())
-        .find(|name| name.starts_with("linux-image-"))
-        .map(|name| name.split(':').next().unwrap_or(name).to_string())
+        .map(|name| name.split(':').next().unwrap_or(name))
 }
 
 #[cfg(test)]

@@ -4,68 +4,97 @@
 
 mod apt;
 mod artifacts;
-mod bench;
 mod browser;
 mod build;
+mod ci;
 mod cli;
 mod compare;
+mod console;
 mod cpio;
 mod debian_version;
 mod elf;
-mod emulated;
-mod error;
-mod host_lane;
+mod facts;
+mod groundwork;
 mod initramfs;
 mod kernel_modules;
 mod kernels;
-mod qemu_lane;
+mod lanes;
 mod reports;
 mod run;
 mod runner_process;
 mod session;
+#[cfg(test)]
+mod testing;
 mod tools;
 mod ui;
 
 use std::process::ExitCode;
 
-use run::Status;
+use mte_results::summary::RunSummary;
+use mte_results::Outcome;
+
+use cli::Command;
+
+/// How xtask exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Every check passed, skipped or xfailed, and the run completed.
+    Clean = 0,
+    /// A check failed (or, for `test`, nothing passed).
+    Failed = 1,
+    /// Setup or the run itself went wrong.
+    Error = 2,
+}
+
+impl Status {
+    /// A run's: its error, else a failed check or benchmark.
+    pub fn of(summary: &RunSummary) -> Status {
+        let failed = summary.verdicts.iter().any(|v| v.outcome == Outcome::Fail)
+            || (summary.benchmarks.iter()).any(|b| b.outcome == Outcome::Fail);
+        if summary.error.is_some() {
+            Status::Error
+        } else if failed {
+            Status::Failed
+        } else {
+            Status::Clean
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match cli::parse(&args, std::env::var("MTE_KERNEL").ok()) {
         Ok(command) => command,
-        Err(message) => {
-            eprintln!("{} {message}", ui::red("error:"));
-            return ExitCode::from(Status::Error as u8);
+        // `--help` too: clap prints it on stdout with status 0, a mistake on stderr with 2.
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(e.exit_code() as u8);
         }
     };
     let status = match command {
-        cli::Command::Help(text) => {
-            print!("{text}");
-            Status::Clean
+        Command::Run(options) | Command::Bench(options) => {
+            report(run::run(&options).map(|finished| finished.status))
         }
-        cli::Command::Run(options) => report(run::run(&options).map(|finished| finished.status)),
-        cli::Command::Bench(options) => report(run::run(&options).map(|finished| finished.status)),
-        cli::Command::Test(options) => run::test(&options),
-        cli::Command::Setup(options) => report(run::setup(&options).map(|_| Status::Clean)),
-        cli::Command::Build(options) => report(run::build_only(&options).map(|_| Status::Clean)),
-        cli::Command::Compare(c) => report(compare::compare_command(
+        Command::Test(options) => ci::test(&options),
+        Command::Setup(options) => report(groundwork::setup(&options).map(|()| Status::Clean)),
+        Command::Build(options) => report(groundwork::build_only(&options).map(|()| Status::Clean)),
+        Command::Compare(c) => report(compare::compare_command(
             &c.baseline,
             c.run.as_deref(),
             c.thresholds,
         )),
-        cli::Command::KeepBaseline { name, run } => report(compare::keep(&name, run.as_deref())),
-        cli::Command::ReportMerge { runs, out } => report(reports::merge_runs(&runs, &out)),
-        cli::Command::ReportCheck { run } => report(reports::check_in_browser(run.as_deref())),
-        cli::Command::LavaResults { run } => report(reports::lava_results(run.as_deref())),
+        Command::KeepBaseline { name, run } => report(compare::keep(&name, run.as_deref())),
+        Command::ReportMerge { runs, out } => report(reports::merge_runs(&runs, &out)),
+        Command::ReportCheck { run } => report(reports::check_in_browser(run.as_deref())),
+        Command::LavaResults { run } => report(reports::lava_results(run.as_deref())),
     };
     ExitCode::from(status as u8)
 }
 
-/// A step's error ends xtask with status 2 and the message.
-fn report(result: error::Result<Status>) -> Status {
+/// A step's error ends xtask with status 2 and the message, each step on the way up named.
+fn report(result: anyhow::Result<Status>) -> Status {
     result.unwrap_or_else(|e| {
-        eprintln!("{} {e}", ui::red("error:"));
+        eprintln!("{} {e:#}", ui::red("error:"));
         Status::Error
     })
 }

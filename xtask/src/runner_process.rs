@@ -3,65 +3,88 @@
 //! emulated machine's console.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use anyhow::Result;
+use mte_results::{Feature, Lane};
 
 use crate::build;
-use crate::emulated::{self, Deadlines, Ending, Flow};
-use crate::error::{Context, Result};
+use crate::console::{self, Deadlines, Ending, Flow};
+use crate::groundwork::Groundwork;
+use crate::lanes::{LaneRun, Recorded};
+use crate::session::Source;
 
-/// The runner on this machine, and the arguments that make it one lane.
-#[derive(Clone, Debug)]
-pub struct RunnerProcess {
-    pub runner: PathBuf,
-    /// `--lane NAME` and the lane's own options, before the payload directory.
+/// A lane the runner process runs, as the lane describes it.
+pub struct ProcessLane {
+    pub lane: Lane,
+    /// `--lane NAME` and the lane's own options.
     pub lane_args: Vec<String>,
-    pub payload_dir: PathBuf,
+    /// Where its runner finds the payloads, under the repository.
+    pub payload_dir: &'static str,
+    pub heading: String,
+    /// The kernel as the lane names it until the runner reports.
+    pub kernel: String,
+    /// What the lane knows of where it runs.
+    pub facts: Vec<Feature>,
 }
 
-impl RunnerProcess {
-    /// Put the payload where the runner looks for it (`payload_dir`, under the repository).
-    pub fn prepare(
-        runner: PathBuf,
-        lane_args: Vec<String>,
-        payload_dir: &str,
-        payload: &Path,
-    ) -> Result<Self> {
-        Ok(RunnerProcess {
-            runner,
-            lane_args,
-            payload_dir: build::stage_payload(payload_dir, payload)?,
-        })
+/// The lane's one run: the payload put where the runner looks for it, and the runner's
+/// arguments.
+pub fn prepare(lane: ProcessLane, ground: &Groundwork) -> Result<Vec<Box<dyn LaneRun>>> {
+    let runner = ground
+        .host_runner
+        .clone()
+        .expect("built for a lane that needs it");
+    let payload_dir = build::stage_payload(lane.payload_dir, &ground.built.payload)?;
+    let args = args(&lane.lane_args, &payload_dir, &ground.runner_args);
+    Ok(vec![Box::new(RunnerProcess { lane, runner, args })])
+}
+
+/// The runner's arguments: the lane's own, the payloads, then the run's untouched.
+fn args(lane_args: &[String], payload_dir: &Path, runner_args: &[String]) -> Vec<String> {
+    let payloads = [
+        "--payload-dir".to_string(),
+        payload_dir.display().to_string(),
+    ];
+    [lane_args, &payloads, runner_args].concat()
+}
+
+/// The runner as one lane's process.
+struct RunnerProcess {
+    lane: ProcessLane,
+    runner: PathBuf,
+    args: Vec<String>,
+}
+
+impl LaneRun for RunnerProcess {
+    fn lane(&self) -> Lane {
+        self.lane.lane
     }
 
-    /// The runner's arguments: the lane's own, the payloads, then `runner_args` untouched.
-    pub fn args(&self, runner_args: &[String]) -> Vec<String> {
-        let mut args = self.lane_args.clone();
-        args.push("--payload-dir".into());
-        args.push(self.payload_dir.display().to_string());
-        args.extend(runner_args.iter().cloned());
-        args
+    fn label(&self) -> String {
+        format!("{} lane", self.lane.lane)
     }
 
-    /// The command line, for the run's record.
-    pub fn command_line(&self, runner_args: &[String]) -> String {
-        std::iter::once(self.runner.display().to_string())
-            .chain(self.args(runner_args))
-            .map(|arg| emulated::shell_quote(&arg))
-            .collect::<Vec<_>>()
-            .join(" ")
+    fn heading(&self) -> String {
+        self.lane.heading.clone()
     }
 
-    /// Run the lane, handing every line of the runner's output to `on_line`.
-    pub fn run(
+    fn record(&self) -> Recorded {
+        let command = console::command_line(&self.runner, &self.args);
+        let mut facts = self.lane.facts.clone();
+        facts.push(Feature::new("runner.command", command));
+        Recorded {
+            kernel: self.lane.kernel.clone(),
+            source: Source::RunnerProcess,
+            facts,
+        }
+    }
+
+    fn execute(
         &self,
-        runner_args: &[String],
         deadlines: Deadlines,
-        on_line: impl FnMut(&str) -> Flow,
+        on_line: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Ending> {
-        let mut command = Command::new(&self.runner);
-        command.args(self.args(runner_args));
-        emulated::watch(command, deadlines, on_line)
-            .with_context(|| format!("starting {}", self.runner.display()))
+        console::run(&self.runner, &self.args, deadlines, on_line)
     }
 }
 
@@ -71,20 +94,12 @@ mod tests {
 
     #[test]
     fn the_lane_and_the_payloads_come_before_the_harness_arguments() {
-        let lane = RunnerProcess {
-            runner: "/r/mte-runner".into(),
-            lane_args: ["--lane", "qemu", "--qemu", "/usr/bin/qemu-system-aarch64"]
-                .map(String::from)
-                .to_vec(),
-            payload_dir: "/p".into(),
-        };
-        let args = lane.args(&["tags::".into(), "--exact".into()]);
+        let lane_args = ["--lane", "qemu", "--qemu", "/usr/bin/qemu-system-aarch64"];
+        let harness = ["tags::", "--exact"].map(String::from);
+        let args = args(&lane_args.map(String::from), Path::new("/p"), &harness);
         assert_eq!(
             args.join(" "),
             "--lane qemu --qemu /usr/bin/qemu-system-aarch64 --payload-dir /p tags:: --exact"
         );
-        assert!(lane
-            .command_line(&["a b".into()])
-            .ends_with("--payload-dir /p 'a b'"));
     }
 }

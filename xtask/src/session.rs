@@ -11,8 +11,8 @@ use mte_results::summary::RunSummary;
 use mte_results::{Environment, Feature, Lane, Outcome, Tally, Verdict};
 
 use crate::artifacts::{self, Kept};
-use crate::emulated::{End, Ending, Flow};
-use crate::ui;
+use crate::console::{End, Ending, Flow};
+use crate::ui::progress;
 
 /// Which checks the runner selected, as its Hello record says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -138,7 +138,7 @@ impl<'a> Session<'a> {
         match parse_line(line) {
             Line::Text => Flow::Continue,
             Line::Corrupt(reason) => {
-                println!("    {} {reason}", ui::red("corrupt record:"));
+                progress::corrupt_record(&reason);
                 self.corrupt.push(reason);
                 Flow::Continue
             }
@@ -161,147 +161,101 @@ impl<'a> Session<'a> {
                 bench,
                 ..
             } => {
-                let mut host = std::mem::take(&mut self.environment.host);
-                // Kept with the environment, so that a merge of shards says which each was.
-                host.push(Feature::new(
-                    "runner.selection",
-                    if selection.is_empty() {
-                        "every check"
-                    } else {
-                        selection.as_str()
-                    },
-                ));
-                self.environment = environment;
-                self.environment.host = host;
-                self.planned = Some(planned);
-                self.selection = Selection {
+                let selection = Selection {
                     list,
                     all: !list && planned == available,
                     words: selection,
                     bench,
                 };
-                if let Err(e) = self
-                    .run
-                    .write_environment_over(&self.recorded_as, &self.environment)
-                {
-                    self.note_write_error(e);
-                }
-                self.recorded_as = self.environment.kernel_release.clone();
-                let after = self.first_record_after.unwrap_or_default().as_secs_f64();
-                let things = if bench { "benchmark" } else { "check" };
-                let what = if self.selection.list {
-                    format!("listing the {things}s")
-                } else {
-                    format!(
-                        "{planned} {things}{} planned",
-                        if planned == 1 { "" } else { "s" }
-                    )
-                };
-                ui::note(&format!(
-                    "runner up {after:.1} s after boot, on {} ({}): {what}",
-                    self.environment.kernel_release, self.environment.machine,
-                ));
-                Flow::Continue
+                self.on_hello(environment, selection, planned);
             }
-            Record::Verdict(verdict) => {
-                self.first_verdict_after
-                    .get_or_insert_with(|| self.started.elapsed());
-                if let Err(e) = self.run.append_verdict(&verdict) {
-                    self.note_write_error(e);
-                }
-                if verdict.outcome == Outcome::Fail {
-                    self.failed += 1;
-                }
-                self.verdicts.push(verdict);
-                self.print_progress(self.verdicts.last().expect("just pushed"));
-                Flow::Continue
-            }
-            Record::Artifact { name, bytes_base64 } => {
-                let release = &self.environment.kernel_release;
-                match artifacts::keep(self.run.path(), release, &name, &bytes_base64) {
-                    Ok(kept) => {
-                        println!(
-                            "    {}",
-                            ui::dim(&format!(
-                                "artifact kept: {} ({})",
-                                kept.path.display(),
-                                ui::size(kept.bytes as u64)
-                            ))
-                        );
-                        self.kept.push(kept);
-                    }
-                    Err(e) => {
-                        println!("    {} {e}", ui::red("artifact not kept:"));
-                        self.corrupt.push(e);
-                    }
-                }
-                Flow::Continue
-            }
-            Record::Benchmark(benchmark) => {
-                if let Err(e) = self.run.append_benchmark(&benchmark) {
-                    self.note_write_error(e);
-                }
-                println!(
-                    "    [{}/{} {} {}] {}",
-                    self.benchmarks.len() + 1,
-                    self.planned.map_or("?".to_string(), |p| p.to_string()),
-                    self.environment.lane,
-                    self.environment.kernel_release,
-                    crate::bench::progress(&benchmark)
-                );
-                self.benchmarks.push(*benchmark);
-                Flow::Continue
-            }
-            Record::Log { text } => {
-                for line in text.lines() {
-                    // Asked for a list, the runner sends it as log records: print it plainly.
-                    if self.selection.list {
-                        println!("{line}");
-                    } else {
-                        println!("    {}", ui::dim(&format!("runner: {line}")));
-                    }
-                }
-                Flow::Continue
-            }
+            Record::Verdict(verdict) => self.on_verdict(verdict),
+            Record::Artifact { name, bytes_base64 } => self.on_artifact(&name, &bytes_base64),
+            Record::Benchmark(benchmark) => self.on_benchmark(*benchmark),
+            // Asked for a list, the runner sends it as log records.
+            Record::Log { text } => progress::runner_log(&text, self.selection.list),
             Record::Abort { reason } => {
                 self.aborted = Some(reason);
-                Flow::Finished
+                return Flow::Finished;
             }
             Record::Done { tally, wall_ms } => {
                 self.done = Some(tally);
                 self.checks_wall_ms = Some(wall_ms);
-                Flow::Finished
+                return Flow::Finished;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// The runner's environment replaces what xtask recorded for the lane, keeping xtask's
+    /// facts and the selection (so that a merge of shards says which each was).
+    fn on_hello(&mut self, environment: Environment, selection: Selection, planned: usize) {
+        let mut host = std::mem::take(&mut self.environment.host);
+        let selected = match selection.words.as_str() {
+            "" => "every check",
+            words => words,
+        };
+        host.push(Feature::new("runner.selection", selected));
+        self.environment = environment;
+        self.environment.host = host;
+        self.planned = Some(planned);
+        self.selection = selection;
+        if let Err(e) = self
+            .run
+            .write_environment_over(&self.recorded_as, &self.environment)
+        {
+            self.note_write_error(e);
+        }
+        self.recorded_as = self.environment.kernel_release.clone();
+        let after = self.first_record_after.unwrap_or_default();
+        progress::runner_up(after, &self.environment, &self.selection, planned);
+    }
+
+    fn on_verdict(&mut self, verdict: Verdict) {
+        self.first_verdict_after
+            .get_or_insert_with(|| self.started.elapsed());
+        if let Err(e) = self.run.append_verdict(&verdict) {
+            self.note_write_error(e);
+        }
+        if verdict.outcome == Outcome::Fail {
+            self.failed += 1;
+        }
+        let at = progress::Position {
+            done: self.verdicts.len() + 1,
+            planned: self.planned,
+            environment: &self.environment,
+            failed: self.failed,
+        };
+        progress::verdict(&at, &verdict);
+        self.verdicts.push(verdict);
+    }
+
+    fn on_artifact(&mut self, name: &str, bytes_base64: &str) {
+        let release = &self.environment.kernel_release;
+        match artifacts::keep(self.run.path(), release, name, bytes_base64) {
+            Ok(kept) => {
+                progress::artifact_kept(&kept);
+                self.kept.push(kept);
+            }
+            Err(e) => {
+                progress::artifact_not_kept(&e);
+                self.corrupt.push(e);
             }
         }
     }
 
-    /// `[12/178 emulated 6.12.95+deb12-arm64, 1 failed] FAIL  tags::x  3.2 ms`: how far the
-    /// lane is, where it runs, and how many checks failed so far.
-    fn print_progress(&self, verdict: &Verdict) {
-        let planned = self.planned.map_or("?".to_string(), |p| p.to_string());
-        let outcome = match verdict.outcome {
-            Outcome::Pass => ui::green("pass "),
-            Outcome::Fail => ui::red("FAIL "),
-            Outcome::Skip => ui::yellow("skip "),
-            Outcome::Xfail => ui::yellow("xfail"),
-        };
-        let failed = match self.failed {
-            0 => String::new(),
-            n => ui::red(&format!(", {n} failed")),
-        };
-        println!(
-            "    [{}/{planned} {} {}{failed}] {outcome} {} {}",
-            self.verdicts.len(),
-            self.environment.lane,
-            self.environment.kernel_release,
-            verdict.test,
-            ui::dim(&mte_results::summary::format_duration(verdict.duration_ms))
-        );
-        if verdict.outcome != Outcome::Pass {
-            if let Some(reason) = verdict.reason.lines().next() {
-                println!("           {}", ui::dim(reason));
-            }
+    fn on_benchmark(&mut self, benchmark: Benchmark) {
+        if let Err(e) = self.run.append_benchmark(&benchmark) {
+            self.note_write_error(e);
         }
+        let at = progress::Position {
+            done: self.benchmarks.len() + 1,
+            planned: self.planned,
+            environment: &self.environment,
+            failed: 0,
+        };
+        progress::benchmark(&at, &benchmark);
+        self.benchmarks.push(benchmark);
     }
 
     /// Where the lane's time went, from the start of its machine or runner: the suite's own
@@ -332,7 +286,7 @@ impl<'a> Session<'a> {
 
     fn note_write_error(&mut self, error: std::io::Error) {
         if self.write_error.is_none() {
-            println!("    {} {error}", ui::red("cannot write the run directory:"));
+            progress::cannot_write(&error);
             self.write_error = Some(error.to_string());
         }
     }
@@ -361,18 +315,33 @@ impl<'a> Session<'a> {
         (summary, selection)
     }
 
+    /// What went wrong with the lane's run, if anything, in the order it matters: the runner
+    /// gave up, the process ended badly, the stream was damaged, the selection was empty,
+    /// records went missing.
     fn run_error(&self, ending: &Ending) -> Option<String> {
+        if let Some(reason) = &self.aborted {
+            return Some(format!("the runner gave up: {reason}"));
+        }
+        if let Some(error) = self.ending_error(ending).or_else(|| self.stream_error()) {
+            return Some(error);
+        }
+        // A listing has no verdicts to count.
+        if self.selection.list {
+            return None;
+        }
+        self.nothing_planned().or_else(|| self.records_lost())
+    }
+
+    /// How the process ended, when that was not how a complete run ends.
+    fn ending_error(&self, ending: &Ending) -> Option<String> {
         let console = self.run.path().join(mte_results::rundir::CONSOLE_LOG);
+        let console = console.display();
         let stderr = ending
             .qemu_stderr
             .last()
             .map(|l| format!(" (QEMU said: {l})"))
             .unwrap_or_default();
-        let console = console.display();
-        if let Some(reason) = &self.aborted {
-            return Some(format!("the runner gave up: {reason}"));
-        }
-        let ended = match &ending.end {
+        match &ending.end {
             End::Exited(status) if self.done.is_some() && self.source.clean_exit(status) => None,
             End::KilledAfterFinish => None,
             End::Exited(status) if self.done.is_some() => Some(format!(
@@ -401,54 +370,55 @@ impl<'a> Session<'a> {
                 "the kernel panicked: {}; see {console}",
                 without_timestamp(line)
             )),
-        };
-        if ended.is_some() {
-            return ended;
         }
+    }
+
+    /// The run directory could not be written, or records arrived damaged.
+    fn stream_error(&self) -> Option<String> {
         if let Some(e) = &self.write_error {
             return Some(format!("the run directory could not be written: {e}"));
         }
-        if !self.corrupt.is_empty() {
-            return Some(format!(
-                "corrupt stream: {} damaged record{} (verdicts may be missing); first: {}",
-                self.corrupt.len(),
-                if self.corrupt.len() == 1 { "" } else { "s" },
-                self.corrupt[0]
-            ));
-        }
-        if self.selection.list {
+        let first = self.corrupt.first()?;
+        Some(format!(
+            "corrupt stream: {} damaged record{} (verdicts may be missing); first: {first}",
+            self.corrupt.len(),
+            if self.corrupt.len() == 1 { "" } else { "s" },
+        ))
+    }
+
+    /// The runner selected nothing to run.
+    fn nothing_planned(&self) -> Option<String> {
+        if self.planned != Some(0) {
             return None;
         }
-        if self.planned == Some(0) {
-            let (things, command) = if self.selection.bench {
-                ("benchmark", "bench")
-            } else {
-                ("check", "run")
-            };
-            return Some(if self.selection.words.is_empty() {
-                format!("the runner planned no {things}s")
-            } else {
-                format!(
-                    "no {things} matches {}; `cargo xtask {command} -- --list` lists them",
-                    self.selection.words
-                )
-            });
-        }
-        let (arrived, results) = if self.selection.bench {
-            let mut tally = Tally::default();
-            for b in &self.benchmarks {
-                tally.add(b.outcome);
-            }
-            (tally, self.benchmarks.len())
-        } else {
-            (Tally::of(&self.verdicts), self.verdicts.len())
+        let (things, command) = match self.selection.bench {
+            true => ("benchmark", "bench"),
+            false => ("check", "run"),
         };
-        if let Some(reported) = self.done {
-            if reported != arrived {
-                return Some(format!(
-                    "the runner reported {reported} but {arrived} arrived: records were lost"
-                ));
+        Some(match self.selection.words.as_str() {
+            "" => format!("the runner planned no {things}s"),
+            words => {
+                format!("no {things} matches {words}; `cargo xtask {command} -- --list` lists them")
             }
+        })
+    }
+
+    /// Fewer (or other) results arrived than the runner planned or reported.
+    fn records_lost(&self) -> Option<String> {
+        let (arrived, results) = match self.selection.bench {
+            true => {
+                let mut tally = Tally::default();
+                for b in &self.benchmarks {
+                    tally.add(b.outcome);
+                }
+                (tally, self.benchmarks.len())
+            }
+            false => (Tally::of(&self.verdicts), self.verdicts.len()),
+        };
+        if let Some(reported) = self.done.filter(|reported| *reported != arrived) {
+            return Some(format!(
+                "the runner reported {reported} but {arrived} arrived: records were lost"
+            ));
         }
         match self.planned {
             Some(planned) if planned != results && self.selection.bench => Some(format!(
@@ -514,14 +484,8 @@ mod tests {
 
     fn verdict(test: &str, outcome: Outcome) -> Record {
         Record::Verdict(Verdict {
-            schema: mte_results::SCHEMA_VERSION,
-            test: test.into(),
-            lane: Lane::Emulated,
             kernel: "6.12.95+deb12-arm64".into(),
-            outcome,
-            reason: format!("{outcome}"),
-            detail: vec![],
-            duration_ms: 1.0,
+            ..crate::testing::verdict(test, outcome)
         })
     }
 

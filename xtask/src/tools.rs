@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use xshell::{cmd, Shell};
+use xshell::{cmd, Cmd, Shell};
 
 use crate::apt::{self, Apt};
-use crate::error::{bail, Context, Result};
 use crate::ui;
+use anyhow::{anyhow, bail, Context, Result};
 
 /// QEMU's TCG gained what the emulated lane relies on by 9.2 (MTE with virtualization=on, and
 /// the memory-tagging gdbstub packets the qemu lane uses).
@@ -117,7 +117,7 @@ pub fn ensure_chromium(apt: &mut Apt) -> std::result::Result<PathBuf, String> {
         );
     }
     apt.install(&["chromium"], None)
-        .map_err(|e| format!("chromium cannot be installed: {e}"))?;
+        .map_err(|e| format!("chromium cannot be installed: {e:#}"))?;
     found().ok_or_else(|| "chromium is still not on PATH after installing it".to_string())
 }
 
@@ -140,9 +140,8 @@ fn probe_qemu(sh: &Shell, path: &Path) -> Result<Qemu> {
         .ignore_stderr()
         .read()
         .with_context(|| format!("running {} --version", path.display()))?;
-    let version = parse_qemu_version(&text).ok_or_else(|| {
-        crate::error::Error::msg(format!("cannot read a version in `{}`", text.trim()))
-    })?;
+    let version = parse_qemu_version(&text)
+        .ok_or_else(|| anyhow!("cannot read a version in `{}`", text.trim()))?;
     Ok(Qemu {
         path: path.to_path_buf(),
         version,
@@ -150,37 +149,50 @@ fn probe_qemu(sh: &Shell, path: &Path) -> Result<Qemu> {
     })
 }
 
+/// QEMU 9.2 or newer: the one `MTE_QEMU` names, else the one on PATH, else installed.
 fn ensure_qemu(apt: &mut Apt) -> Result<Qemu> {
     let sh = Shell::new()?;
     if let Some(path) = std::env::var_os("MTE_QEMU").filter(|p| !p.is_empty()) {
-        // A person chose this QEMU: check it, never replace it.
-        let qemu = probe_qemu(&sh, Path::new(&path)).context("MTE_QEMU")?;
-        if qemu.version < QEMU_MINIMUM {
-            bail!(
-                "MTE_QEMU={} is QEMU {}; the suite needs {QEMU_MINIMUM} or newer",
-                qemu.path.display(),
-                qemu.version
-            );
-        }
-        ui::note(&format!(
-            "qemu-system-aarch64 {} ({}, from MTE_QEMU): ok",
-            qemu.version,
-            qemu.path.display()
-        ));
-        return Ok(qemu);
+        return chosen_qemu(&sh, Path::new(&path));
     }
+    match qemu_on_path(&sh)? {
+        Some(qemu) => Ok(qemu),
+        None => install_qemu(&sh, apt),
+    }
+}
 
+/// `qemu-system-aarch64 10.0.2 (/usr/bin/qemu-system-aarch64): ok`
+fn note_qemu(qemu: &Qemu, whence: &str, how: &str) {
+    ui::note(&format!(
+        "qemu-system-aarch64 {} ({}{whence}): {how}",
+        qemu.version,
+        qemu.path.display()
+    ));
+}
+
+/// A person chose this QEMU: check it, never replace it.
+fn chosen_qemu(sh: &Shell, path: &Path) -> Result<Qemu> {
+    let qemu = probe_qemu(sh, path).context("MTE_QEMU")?;
+    if qemu.version < QEMU_MINIMUM {
+        bail!(
+            "MTE_QEMU={} is QEMU {}; the suite needs {QEMU_MINIMUM} or newer",
+            qemu.path.display(),
+            qemu.version
+        );
+    }
+    note_qemu(&qemu, ", from MTE_QEMU", "ok");
+    Ok(qemu)
+}
+
+/// The QEMU on PATH, if it is new enough.
+fn qemu_on_path(sh: &Shell) -> Result<Option<Qemu>> {
     let found = apt::on_path("qemu-system-aarch64")
-        .map(|p| probe_qemu(&sh, &p))
+        .map(|p| probe_qemu(sh, &p))
         .transpose()?;
-    match &found {
+    match found {
         Some(qemu) if qemu.version >= QEMU_MINIMUM => {
-            ui::note(&format!(
-                "qemu-system-aarch64 {} ({}): ok",
-                qemu.version,
-                qemu.path.display()
-            ));
-            return Ok(found.unwrap());
+            note_qemu(&qemu, "", "ok");
+            return Ok(Some(qemu));
         }
         Some(qemu) => ui::note(&format!(
             "qemu-system-aarch64 {} is older than {QEMU_MINIMUM}",
@@ -188,8 +200,12 @@ fn ensure_qemu(apt: &mut Apt) -> Result<Qemu> {
         )),
         None => ui::note("qemu-system-aarch64: not found"),
     }
+    Ok(None)
+}
 
-    // Bookworm's own QEMU is 7.2: take it from the backports suite there.
+/// Install qemu-system-arm: bookworm's own QEMU is 7.2, so there from the backports suite.
+/// Without root, the commands to run as root.
+fn install_qemu(sh: &Shell, apt: &mut Apt) -> Result<Qemu> {
     let codename = apt::os_codename().unwrap_or_default();
     let backports = (codename == "bookworm").then(|| format!("{codename}-backports"));
     if !apt.can_install() {
@@ -218,11 +234,9 @@ fn ensure_qemu(apt: &mut Apt) -> Result<Qemu> {
     }
     apt.install(&["qemu-system-arm"], backports.as_deref())?;
     let path = apt::on_path("qemu-system-aarch64").ok_or_else(|| {
-        crate::error::Error::msg(
-            "qemu-system-aarch64 is still not on PATH after installing qemu-system-arm",
-        )
+        anyhow!("qemu-system-aarch64 is still not on PATH after installing qemu-system-arm")
     })?;
-    let qemu = probe_qemu(&sh, &path)?;
+    let qemu = probe_qemu(sh, &path)?;
     if qemu.version < QEMU_MINIMUM {
         bail!(
             "installed QEMU is {} and the suite needs {QEMU_MINIMUM}; \
@@ -230,12 +244,13 @@ fn ensure_qemu(apt: &mut Apt) -> Result<Qemu> {
             qemu.version
         );
     }
-    ui::note(&format!(
-        "qemu-system-aarch64 {} ({}): installed",
-        qemu.version,
-        qemu.path.display()
-    ));
+    note_qemu(&qemu, "", "installed");
     Ok(qemu)
+}
+
+/// What `command` prints, or nothing if it fails: for probes whose failure says "not here".
+fn output(command: Cmd<'_>) -> String {
+    command.quiet().ignore_stderr().read().unwrap_or_default()
 }
 
 /// Which route the installed toolchains allow, if any.
@@ -244,11 +259,7 @@ fn detect_cross(sh: &Shell) -> Option<CrossRoute> {
     let has_gnu_linker =
         apt::on_path("aarch64-linux-gnu-gcc").is_some() && Path::new(CROSS_LIBC).is_file();
     if apt::on_path("rustup").is_some() {
-        let installed = cmd!(sh, "rustup target list --installed")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .unwrap_or_default();
+        let installed = output(cmd!(sh, "rustup target list --installed"));
         let has = |t: &str| installed.lines().any(|l| l.trim() == t);
         if has("aarch64-unknown-none") {
             if has("aarch64-unknown-linux-musl") {
@@ -274,19 +285,11 @@ fn debian_route_ready(sh: &Shell, has_gnu_linker: bool) -> bool {
         return false;
     }
     let rustc = DEBIAN_RUSTC;
-    let libdir = cmd!(
+    let libdir = output(cmd!(
         sh,
         "{rustc} --print target-libdir --target aarch64-unknown-linux-gnu"
-    )
-    .quiet()
-    .ignore_stderr()
-    .read()
-    .unwrap_or_default();
-    let sysroot = cmd!(sh, "{rustc} --print sysroot")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .unwrap_or_default();
+    ));
+    let sysroot = output(cmd!(sh, "{rustc} --print sysroot"));
     let has_std = std::fs::read_dir(libdir.trim())
         .map(|d| {
             d.filter_map(|e| e.ok())
@@ -309,10 +312,7 @@ fn describe(sh: &Shell, route: &CrossRoute) -> String {
         }
         CrossRoute::Debian => {
             let rustc = DEBIAN_RUSTC;
-            let version = cmd!(sh, "{rustc} --version")
-                .quiet()
-                .read()
-                .unwrap_or_default();
+            let version = output(cmd!(sh, "{rustc} --version"));
             let version: Vec<&str> = version.split_whitespace().take(2).collect();
             format!(
                 "Debian {} ({DEBIAN_RUSTC}) with the arm64 std, rust-src and aarch64-linux-gnu-gcc",

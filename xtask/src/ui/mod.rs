@@ -1,4 +1,9 @@
-//! What xtask prints: step headers, indented notes, and colour only where a person is watching.
+//! What xtask prints: step headers, indented notes, errors, and colour only where a person is
+//! watching; the lines of a run as its records arrive ([`progress`]) and at its end
+//! ([`closing`]).
+
+pub mod closing;
+pub mod progress;
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -45,6 +50,11 @@ pub fn step(title: &str) {
 /// A fact found or an action taken within a step.
 pub fn note(text: &str) {
     println!("    {text}");
+}
+
+/// A step's error that does not stop xtask, on stdout with the run's other lines.
+pub fn error(text: &str) {
+    println!("{} {text}", red("error:"));
 }
 
 /// A size for people: bytes, KiB or MiB.

@@ -5,37 +5,91 @@
 //! Anywhere else the runner finds no arm64 KVM with MTE and every check is a skip with the
 //! reason; xtask says so before the run, from what it sees of the machine here.
 
-use mte_results::Lane;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::OnceLock;
 
-use mte_results::Feature;
+use anyhow::Result;
+use mte_results::{Feature, Lane};
 
-use crate::error::Result;
-use crate::runner_process::RunnerProcess;
+use super::{LaneDriver, LaneRun, Needs};
+use crate::groundwork::Groundwork;
+use crate::runner_process::{self, ProcessLane};
+use crate::ui;
 
-/// Where the host lane's runner finds its payloads.
-const PAYLOAD_DIR: &str = "target/mte-host/payloads";
+pub struct HostLane;
 
-/// The host lane's runner.
-pub fn prepare(runner: PathBuf, payload: &Path) -> Result<RunnerProcess> {
-    let lane_args = vec!["--lane".into(), Lane::Host.to_string()];
-    RunnerProcess::prepare(runner, lane_args, PAYLOAD_DIR, payload)
+impl LaneDriver for HostLane {
+    fn needs(&self) -> Needs {
+        Needs {
+            kernels: false,
+            qemu: false,
+            host_runner: true,
+        }
+    }
+
+    /// Only an arm64 machine's KVM can run an arm64 guest.
+    fn in_all(&self, arm64: bool) -> bool {
+        arm64
+    }
+
+    /// What the lane will find here; the runner still runs, and each check records the same
+    /// reason as its skip.
+    fn announce(&self) {
+        let machine = machine();
+        match &machine.unready {
+            None => ui::note(&format!(
+                "host lane: an arm64 host with /dev/kvm and MTE, kernel {}",
+                machine.kernel_release
+            )),
+            Some(why) => ui::note(&format!(
+                "{} the host lane needs an arm64 host with /dev/kvm and MTE, and here {why}: \
+                 every check of the host lane will be a skip saying why",
+                ui::yellow("note:")
+            )),
+        }
+    }
+
+    fn run_hint(&self, _: &Groundwork) -> Vec<String> {
+        vec![machine().kernel_release.clone()]
+    }
+
+    fn prepare(&self, ground: &Groundwork) -> Result<Vec<Box<dyn LaneRun>>> {
+        let machine = machine();
+        let lane = ProcessLane {
+            lane: Lane::Host,
+            lane_args: vec!["--lane".into(), Lane::Host.to_string()],
+            payload_dir: "target/mte-host/payloads",
+            heading: format!(
+                "host lane: the runner is the VMM on this machine's KVM, kernel {}",
+                machine.kernel_release
+            ),
+            kernel: machine.kernel_release.clone(),
+            facts: machine.facts.clone(),
+        };
+        runner_process::prepare(lane, ground)
+    }
+}
+
+/// This machine, surveyed once.
+fn machine() -> &'static HostMachine {
+    static MACHINE: OnceLock<HostMachine> = OnceLock::new();
+    MACHINE.get_or_init(survey)
 }
 
 /// What this machine is, as far as the host lane is concerned.
 #[derive(Clone, Debug, PartialEq)]
-pub struct HostMachine {
+struct HostMachine {
     /// The running kernel's release.
-    pub kernel_release: String,
+    kernel_release: String,
     /// Facts for the run's record: CPU (MIDR, MTE level), machine, KVM.
-    pub facts: Vec<Feature>,
+    facts: Vec<Feature>,
     /// Why the lane's checks cannot run here; `None` on an arm64 host with /dev/kvm and MTE.
-    pub unready: Option<String>,
+    unready: Option<String>,
 }
 
 /// Look at this machine: `/proc/cpuinfo`, the MIDR of CPU 0, the device tree's model or the
 /// DMI names, /dev/kvm.
-pub fn survey() -> HostMachine {
+fn survey() -> HostMachine {
     let read = |path: &str| std::fs::read_to_string(path).ok();
     let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
     let midr = read("/sys/devices/system/cpu/cpu0/regs/identification/midr_el1");
@@ -77,7 +131,7 @@ pub fn survey() -> HostMachine {
 
 /// What the kernel's hwcaps say of MTE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MteLevel {
+enum MteLevel {
     /// No `Features` line: not an arm64 CPU.
     NotArm64,
     None,
@@ -99,7 +153,7 @@ impl MteLevel {
 }
 
 /// The MTE level from `/proc/cpuinfo`'s `Features` line (the hwcaps, as arm64 prints them).
-pub fn mte_level(cpuinfo: &str) -> MteLevel {
+fn mte_level(cpuinfo: &str) -> MteLevel {
     let Some(features) = cpuinfo.lines().find_map(|l| {
         l.strip_prefix("Features")
             .map(|rest| rest.trim_start_matches([' ', '\t', ':']))
@@ -115,7 +169,7 @@ pub fn mte_level(cpuinfo: &str) -> MteLevel {
 }
 
 /// Why the host lane's checks cannot run here, if they cannot.
-pub fn unready(arch: &str, kvm: bool, mte: MteLevel) -> Option<String> {
+fn unready(arch: &str, kvm: bool, mte: MteLevel) -> Option<String> {
     let mut missing = Vec::new();
     if arch != "aarch64" {
         missing.push(format!("this machine is {arch}"));
@@ -130,7 +184,7 @@ pub fn unready(arch: &str, kvm: bool, mte: MteLevel) -> Option<String> {
 }
 
 /// The machine's name: the device tree's model (NUL-terminated), else the DMI vendor and product.
-pub fn machine_model(
+fn machine_model(
     devicetree: Option<Vec<u8>>,
     vendor: Option<String>,
     product: Option<String>,
@@ -158,7 +212,7 @@ fn parse_hex(text: &str) -> Option<u64> {
 }
 
 /// MIDR_EL1 in words: implementer, part, variant and revision.
-pub fn describe_midr(midr: u64) -> String {
+fn describe_midr(midr: u64) -> String {
     let implementer = ((midr >> 24) & 0xff) as u8;
     let variant = (midr >> 20) & 0xf;
     let part = ((midr >> 4) & 0xfff) as u16;

@@ -1,0 +1,404 @@
+//! A process whose stdout carries a lane's records, as the emulated machine's console or a
+//! runner's output does: read line by line under deadlines, with its stderr kept for errors.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mte_results::stream::MARKER;
+
+/// After a kernel panic, how many more lines (the backtrace) are kept.
+const PANIC_TAIL_LINES: usize = 30;
+/// The process's own messages (stderr) kept for error reports.
+const STDERR_KEPT: usize = 20;
+
+/// When a process that is still running is stopped.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// The whole run, boot included.
+    pub overall: Duration,
+    /// No console line for this long: the machine is taken to be stuck.
+    pub silence: Duration,
+    /// After the runner's last record, the time it has to power the machine off.
+    pub power_off: Duration,
+    /// After a kernel panic, the time given to print the backtrace.
+    pub panic_tail: Duration,
+}
+
+impl Deadlines {
+    pub fn with_overall(overall: Duration) -> Self {
+        Deadlines {
+            overall,
+            silence: Duration::from_secs(300),
+            power_off: Duration::from_secs(30),
+            panic_tail: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the console consumer tells the process after each line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// The runner said its last word: the process should end now.
+    Finished,
+}
+
+/// How the process's run ended.
+#[derive(Debug)]
+pub enum End {
+    /// It exited by itself (the runner powered off, or QEMU failed).
+    Exited(ExitStatus),
+    /// The run was complete but the process did not end in time; it was killed.
+    KilledAfterFinish,
+    /// The overall deadline passed; it was killed.
+    Deadline(Duration),
+    /// Nothing came out of the console for this long; it was killed.
+    Silent(Duration),
+    /// The kernel panicked: the panic line. The process was stopped after the backtrace.
+    Panic(String),
+}
+
+#[derive(Debug)]
+pub struct Ending {
+    pub end: End,
+    /// The process's last messages on stderr.
+    pub qemu_stderr: Vec<String>,
+}
+
+enum Event {
+    Console(String),
+    Stderr(String),
+    ConsoleClosed,
+}
+
+/// The command line as a person would type it, for the run's record.
+pub fn command_line(program: &Path, args: &[String]) -> String {
+    std::iter::once(program.display().to_string())
+        .chain(args.iter().cloned())
+        .map(|a| shell_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_=,./:+~%@".contains(&b))
+    {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// Start `program` with `args` and watch it as [`watch`] does.
+pub fn run(
+    program: &Path,
+    args: &[String],
+    deadlines: Deadlines,
+    on_line: &mut dyn FnMut(&str) -> Flow,
+) -> anyhow::Result<Ending> {
+    let mut command = Command::new(program);
+    command.args(args);
+    watch(command, deadlines, on_line).with_context(|| format!("starting {}", program.display()))
+}
+
+/// Run `command` with its stdout as the console, under `deadlines`, handing every line to
+/// `on_line`; its stderr lines reach `on_line` too, prefixed with `qemu: `.
+pub fn watch(
+    mut command: Command,
+    deadlines: Deadlines,
+    on_line: &mut dyn FnMut(&str) -> Flow,
+) -> std::io::Result<Ending> {
+    // No stdin: QEMU leaves the terminal alone, and CI has none to give. The process stays in
+    // this process group, so Ctrl-C stops it together with xtask.
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (events, inbox) = mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    spawn_line_reader(stdout, events.clone(), Event::Console, true);
+    spawn_line_reader(stderr, events, Event::Stderr, false);
+    let mut watch = Watch {
+        deadlines,
+        on_line,
+        started: Instant::now(),
+        last_line: Instant::now(),
+        finished_at: None,
+        panic: None,
+        stderr: Vec::new(),
+    };
+    let end = watch.until_end(&mut child, &inbox)?;
+    watch.drain_stderr(&inbox);
+    Ok(Ending {
+        end,
+        qemu_stderr: watch.stderr,
+    })
+}
+
+/// A kernel panic seen on the console: its line, when, and the lines since.
+struct Panic {
+    line: String,
+    at: Instant,
+    tail: usize,
+}
+
+/// The state of a watched process between its lines.
+struct Watch<'a> {
+    deadlines: Deadlines,
+    on_line: &'a mut dyn FnMut(&str) -> Flow,
+    started: Instant,
+    last_line: Instant,
+    /// When the runner said its last word.
+    finished_at: Option<Instant>,
+    panic: Option<Panic>,
+    stderr: Vec<String>,
+}
+
+impl Watch<'_> {
+    /// Take events until the process ends or is stopped.
+    fn until_end(&mut self, child: &mut Child, inbox: &Receiver<Event>) -> std::io::Result<End> {
+        loop {
+            let wait = self
+                .next_deadline()
+                .saturating_duration_since(Instant::now());
+            let event = inbox.recv_timeout(wait);
+            let now = Instant::now();
+            match event {
+                Ok(Event::Console(line)) => {
+                    if let Some(panic_line) = self.on_console(&line, now) {
+                        kill(child);
+                        return Ok(End::Panic(panic_line));
+                    }
+                }
+                Ok(Event::Stderr(line)) => {
+                    self.last_line = now;
+                    self.on_stderr(line);
+                }
+                Ok(Event::ConsoleClosed) | Err(RecvTimeoutError::Disconnected) => {
+                    let status = child.wait()?;
+                    return Ok(match self.panic.take() {
+                        Some(panic) => End::Panic(panic.line),
+                        None => End::Exited(status),
+                    });
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    kill(child);
+                    return Ok(self.timed_out(now));
+                }
+            }
+        }
+    }
+
+    /// The earliest deadline now in force.
+    fn next_deadline(&self) -> Instant {
+        let mut deadline =
+            (self.started + self.deadlines.overall).min(self.last_line + self.deadlines.silence);
+        if let Some(at) = self.finished_at {
+            deadline = deadline.min(at + self.deadlines.power_off);
+        }
+        if let Some(panic) = &self.panic {
+            deadline = deadline.min(panic.at + self.deadlines.panic_tail);
+        }
+        deadline
+    }
+
+    /// Hand on a console line and follow a panic's backtrace; the panic line once the
+    /// backtrace is complete.
+    fn on_console(&mut self, line: &str, now: Instant) -> Option<String> {
+        self.last_line = now;
+        if (self.on_line)(line) == Flow::Finished && self.finished_at.is_none() {
+            self.finished_at = Some(now);
+        }
+        match &mut self.panic {
+            Some(panic) => panic.tail += 1,
+            // A record may quote a panic; only the kernel's own line counts.
+            None if line.contains("Kernel panic") && !line.contains(MARKER) => {
+                self.panic = Some(Panic {
+                    line: line.trim().to_string(),
+                    at: now,
+                    tail: 0,
+                })
+            }
+            None => {}
+        }
+        let panic = self.panic.as_ref()?;
+        (panic.tail >= PANIC_TAIL_LINES).then(|| panic.line.clone())
+    }
+
+    fn on_stderr(&mut self, line: String) {
+        (self.on_line)(&format!("qemu: {line}"));
+        if self.stderr.len() == STDERR_KEPT {
+            self.stderr.remove(0);
+        }
+        self.stderr.push(line);
+    }
+
+    /// Which deadline passed at `now`.
+    fn timed_out(&mut self, now: Instant) -> End {
+        if let Some(panic) = self.panic.take() {
+            End::Panic(panic.line)
+        } else if self
+            .finished_at
+            .is_some_and(|at| now >= at + self.deadlines.power_off)
+        {
+            End::KilledAfterFinish
+        } else if now >= self.started + self.deadlines.overall {
+            End::Deadline(self.deadlines.overall)
+        } else {
+            End::Silent(self.deadlines.silence)
+        }
+    }
+
+    /// The process's last words on stderr may still be in flight after its stdout closed.
+    fn drain_stderr(&mut self, inbox: &Receiver<Event>) {
+        let until = Instant::now() + Duration::from_millis(300);
+        while let Ok(event) = inbox.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            if let Event::Stderr(line) = event {
+                (self.on_line)(&format!("qemu: {line}"));
+                self.stderr.push(line);
+            }
+        }
+    }
+}
+
+/// Forward each line of `stream` (lossily decoded, `\r` dropped); `closed` adds a
+/// [`Event::ConsoleClosed`] at the end.
+fn spawn_line_reader(
+    stream: impl Read + Send + 'static,
+    events: mpsc::Sender<Event>,
+    wrap: fn(String) -> Event,
+    closed: bool,
+) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buffer = Vec::new();
+        loop {
+            buffer.clear();
+            match reader.read_until(b'\n', &mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buffer);
+                    let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
+                    if events.send(wrap(line)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if closed {
+            let _ = events.send(Event::ConsoleClosed);
+        }
+    });
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_quoted_for_a_shell() {
+        let args = ["-append", "console=ttyAMA0 quiet", "it's"].map(String::from);
+        assert_eq!(
+            command_line(Path::new("/usr/bin/qemu"), &args),
+            r"/usr/bin/qemu -append 'console=ttyAMA0 quiet' 'it'\''s'"
+        );
+    }
+
+    fn script(text: &str) -> Command {
+        let mut command = Command::new("sh");
+        command.args(["-c", text]);
+        command
+    }
+
+    fn short(overall_ms: u64, silence_ms: u64) -> Deadlines {
+        Deadlines {
+            overall: Duration::from_millis(overall_ms),
+            silence: Duration::from_millis(silence_ms),
+            power_off: Duration::from_millis(300),
+            panic_tail: Duration::from_millis(300),
+        }
+    }
+
+    /// Run `text` as the machine; returns how it ended and the lines seen.
+    fn watch_script(text: &str, deadlines: Deadlines, finish_on: &str) -> (Ending, Vec<String>) {
+        let mut lines = Vec::new();
+        let ending = watch(script(text), deadlines, &mut |line| {
+            lines.push(line.to_string());
+            if line == finish_on {
+                Flow::Finished
+            } else {
+                Flow::Continue
+            }
+        })
+        .unwrap();
+        (ending, lines)
+    }
+
+    #[test]
+    fn every_line_arrives_and_the_exit_is_reported() {
+        let (ending, lines) = watch_script(
+            "printf 'a\\r\\nb\\n'; echo oops >&2; exit 3",
+            short(5000, 5000),
+            "",
+        );
+        assert!(
+            matches!(ending.end, End::Exited(s) if s.code() == Some(3)),
+            "{ending:?}"
+        );
+        // The two streams interleave in any order; each keeps its own.
+        let console: Vec<&String> = lines.iter().filter(|l| !l.starts_with("qemu: ")).collect();
+        assert_eq!(console, ["a", "b"]);
+        assert!(lines.contains(&"qemu: oops".to_string()));
+        assert_eq!(ending.qemu_stderr, ["oops"]);
+    }
+
+    #[test]
+    fn silence_and_the_overall_deadline_stop_the_machine() {
+        let (ending, _) = watch_script("echo hi; sleep 10", short(5000, 300), "");
+        assert!(matches!(ending.end, End::Silent(_)), "{ending:?}");
+        let (ending, lines) = watch_script(
+            "while true; do echo tick; sleep 0.05; done",
+            short(400, 5000),
+            "",
+        );
+        assert!(matches!(ending.end, End::Deadline(_)), "{ending:?}");
+        assert!(lines.len() > 2);
+    }
+
+    #[test]
+    fn a_finished_run_that_does_not_power_off_is_stopped_quietly() {
+        let (ending, _) = watch_script("echo done; sleep 10", short(5000, 5000), "done");
+        assert!(matches!(ending.end, End::KilledAfterFinish), "{ending:?}");
+    }
+
+    #[test]
+    fn a_panic_keeps_the_backtrace_then_stops_the_machine() {
+        let text = "echo '[ 1.0] Kernel panic - not syncing: x'; for i in $(seq 40); do echo \"frame $i\"; done; sleep 10";
+        let (ending, lines) = watch_script(text, short(5000, 5000), "");
+        assert!(
+            matches!(&ending.end, End::Panic(line) if line == "[ 1.0] Kernel panic - not syncing: x"),
+            "{ending:?}"
+        );
+        assert!(lines.len() > 30 && lines.len() <= 32, "{}", lines.len());
+        let (ending, _) = watch_script(
+            "echo 'Kernel panic - not syncing: y'; sleep 10",
+            short(5000, 5000),
+            "",
+        );
+        assert!(matches!(&ending.end, End::Panic(_)), "{ending:?}");
+    }
+}

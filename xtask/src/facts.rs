@@ -1,0 +1,53 @@
+//! What xtask records of this machine and of the run in every lane's environment.
+
+use mte_results::Feature;
+
+use crate::apt;
+use crate::cli::Options;
+use crate::tools::Tools;
+
+/// What xtask knows of this machine and of the run, for every lane.
+pub fn common(tools: &Tools, options: &Options) -> Vec<Feature> {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']));
+    let memory = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_string()));
+    let os = read("/etc/os-release").lines().find_map(|l| {
+        l.strip_prefix("PRETTY_NAME=")
+            .map(|v| v.trim_matches('"').to_string())
+    });
+    let mut facts = Vec::new();
+    if let Some(qemu) = &tools.qemu {
+        facts.push(Feature::new("qemu.version", qemu.version));
+        facts.push(Feature::new("qemu.banner", &qemu.banner));
+    }
+    facts.extend([
+        Feature::new("harness.args", options.harness_args.join(" ")),
+        Feature::new("host.arch", std::env::consts::ARCH),
+        Feature::new("host.kernel", read("/proc/sys/kernel/osrelease").trim()),
+        Feature::new(
+            "host.cpus",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+        ),
+        Feature::new("xtask.version", env!("CARGO_PKG_VERSION")),
+        Feature::new("xtask.root", apt::is_root()),
+    ]);
+    if let Some(shard) = options.shard {
+        facts.push(Feature::new("shard", shard));
+    }
+    if let Some(model) = cpu_model {
+        facts.push(Feature::new("host.cpu", model));
+    }
+    if let Some(memory) = memory {
+        facts.push(Feature::new("host.memory", memory));
+    }
+    if let Some(os) = os {
+        facts.push(Feature::new("host.os", os));
+    }
+    facts
+}

@@ -1,0 +1,235 @@
+//! The emulated lane: QEMU (TCG, with EL2 and MTE) boots each kernel under test with the runner
+//! as `/init`; the runner is the VMM on that kernel's KVM, and its records come over the
+//! machine's console. A kernel's runner may send artifacts (a saved migration stream) that the
+//! next kernel's initramfs carries.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use mte_results::{Feature, Lane};
+
+use super::{LaneDriver, LaneRun, Needs, Recorded};
+use crate::artifacts::Incoming;
+use crate::console::{self, Deadlines, Ending, Flow};
+use crate::groundwork::{Groundwork, KernelUnderTest};
+use crate::initramfs;
+use crate::session::Source;
+use crate::tools::Version;
+use crate::ui;
+
+pub struct EmulatedLane;
+
+impl LaneDriver for EmulatedLane {
+    fn needs(&self) -> Needs {
+        Needs {
+            kernels: true,
+            qemu: true,
+            host_runner: false,
+        }
+    }
+
+    fn run_hint(&self, ground: &Groundwork) -> Vec<String> {
+        ground.kernels.iter().map(|k| k.kernel.hint()).collect()
+    }
+
+    fn prepare(&self, ground: &Groundwork) -> Result<Vec<Box<dyn LaneRun>>> {
+        let qemu = ground.tools.qemu();
+        let count = ground.kernels.len();
+        let boots = ground.kernels.iter().zip(&ground.built.initramfs);
+        Ok(boots
+            .enumerate()
+            .map(|(index, (kernel, initramfs))| {
+                Box::new(Boot {
+                    machine: Machine {
+                        qemu: qemu.path.clone(),
+                        kernel: kernel.kernel.image.clone(),
+                        initramfs: initramfs.path.clone(),
+                    },
+                    kernel: kernel.clone(),
+                    modules: initramfs.modules.clone(),
+                    position: (index + 1, count),
+                    qemu_version: qemu.version,
+                    runner_build: format!("{:?}", ground.tools.cross),
+                    runner: ground.built.runner.clone(),
+                    payload: ground.built.payload.clone(),
+                    runner_args: ground.runner_args.clone(),
+                }) as Box<dyn LaneRun>
+            })
+            .collect())
+    }
+}
+
+/// One kernel's boot.
+struct Boot {
+    machine: Machine,
+    kernel: KernelUnderTest,
+    /// What its initramfs loads, in words.
+    modules: String,
+    /// Which of the run's kernels this is, counted from 1, and how many there are.
+    position: (usize, usize),
+    qemu_version: Version,
+    /// How the runner was built, for the record.
+    runner_build: String,
+    /// What its initramfs is made of, to make it again with what the kernel before left.
+    runner: PathBuf,
+    payload: PathBuf,
+    runner_args: Vec<String>,
+}
+
+impl LaneRun for Boot {
+    fn lane(&self) -> Lane {
+        Lane::Emulated
+    }
+
+    fn label(&self) -> String {
+        match self.position {
+            (_, 1) => "emulated lane".into(),
+            _ => format!("emulated lane on {}", self.kernel.kernel.hint()),
+        }
+    }
+
+    fn heading(&self) -> String {
+        let (index, count) = self.position;
+        let kernel = &self.kernel.kernel;
+        format!(
+            "emulated lane, kernel {index} of {count}: booting {} {} under QEMU {}",
+            kernel.package, kernel.version, self.qemu_version
+        )
+    }
+
+    fn record(&self) -> Recorded {
+        let kernel = &self.kernel.kernel;
+        let tree = kernel.tree.as_ref();
+        Recorded {
+            kernel: kernel.release().unwrap_or_else(|| kernel.hint()),
+            source: Source::Machine,
+            facts: vec![
+                Feature::new("qemu.command", self.machine.command_line()),
+                Feature::new("kernel.package", &kernel.package),
+                Feature::new("kernel.package_version", &kernel.version),
+                Feature::new("kernel.image", kernel.image.display()),
+                Feature::new(
+                    "kernel.tree",
+                    tree.map_or(String::new(), |t| t.display().to_string()),
+                ),
+                Feature::new("kernel.requested", &self.kernel.requested),
+                Feature::new("machine.modules", &self.modules),
+                Feature::new("runner.build", &self.runner_build),
+            ],
+        }
+    }
+
+    fn hands_on_artifacts(&self) -> bool {
+        true
+    }
+
+    /// Its initramfs, rewritten in place with what the kernel before left: the machine that
+    /// booted from it before has exited.
+    fn receive(&mut self, incoming: &Incoming) {
+        let kernel = &self.kernel.kernel;
+        let written = initramfs::for_kernel(
+            kernel,
+            &self.runner,
+            &self.payload,
+            &self.runner_args,
+            Some(incoming),
+        );
+        if let Err(e) = written {
+            ui::error(&format!(
+                "{}: the artifacts of {} are not passed on: {e:#}",
+                kernel.hint(),
+                incoming.saved_on
+            ));
+        }
+    }
+
+    fn execute(
+        &self,
+        deadlines: Deadlines,
+        on_line: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Ending> {
+        console::run(&self.machine.qemu, &self.machine.args(), deadlines, on_line)
+    }
+}
+
+/// The machine to boot.
+#[derive(Clone, Debug)]
+struct Machine {
+    qemu: PathBuf,
+    kernel: PathBuf,
+    initramfs: PathBuf,
+}
+
+impl Machine {
+    /// QEMU's arguments. `virtualization=on` gives the guest EL2 so its kernel runs KVM;
+    /// `mte=on` with `-cpu max` gives it MTE (and MTE3); `pauth-impdef` keeps pointer
+    /// authentication cheap under TCG. The console is the first serial port on stdout; there is
+    /// no monitor, display or network, and `-no-reboot` turns the runner's power-off (and a
+    /// panic's reboot) into QEMU's exit.
+    fn args(&self) -> Vec<String> {
+        let path = |p: &Path| p.display().to_string();
+        [
+            "-M",
+            "virt,virtualization=on,mte=on,gic-version=3",
+            "-cpu",
+            "max,pauth-impdef=on",
+            "-smp",
+            "2",
+            "-m",
+            "2048",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-nic",
+            "none",
+            "-no-reboot",
+            "-kernel",
+            &path(&self.kernel),
+            "-initrd",
+            &path(&self.initramfs),
+            "-append",
+            "console=ttyAMA0 rdinit=/init quiet panic=-1",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// The command line as a person would type it, for the run's record.
+    fn command_line(&self) -> String {
+        console::command_line(&self.qemu, &self.args())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine() -> Machine {
+        Machine {
+            qemu: "/usr/bin/qemu-system-aarch64".into(),
+            kernel: "/k/vmlinuz-6.12".into(),
+            initramfs: "/t/initramfs.cpio".into(),
+        }
+    }
+
+    #[test]
+    fn the_machine_has_el2_mte_and_a_console_on_stdout() {
+        let args = machine().args().join(" ");
+        assert!(args.contains("-M virt,virtualization=on,mte=on,gic-version=3"));
+        assert!(args.contains("-serial stdio"));
+        assert!(args.contains("-no-reboot"));
+        assert!(args.ends_with("-kernel /k/vmlinuz-6.12 -initrd /t/initramfs.cpio -append console=ttyAMA0 rdinit=/init quiet panic=-1"));
+    }
+
+    #[test]
+    fn the_command_line_is_quoted_for_a_shell() {
+        let line = machine().command_line();
+        assert!(line.starts_with(
+            "/usr/bin/qemu-system-aarch64 -M virt,virtualization=on,mte=on,gic-version=3 "
+        ));
+        assert!(line.ends_with("-append 'console=ttyAMA0 rdinit=/init quiet panic=-1'"));
+    }
+}

@@ -1,0 +1,139 @@
+//! The lines a lane's run prints as its records arrive: the runner up, each verdict or
+//! benchmark with how far the lane is, artifacts, the runner's own log, damaged records.
+
+use std::time::Duration;
+
+use mte_results::bench::Benchmark;
+use mte_results::bench_summary::BenchLine;
+use mte_results::summary::format_duration;
+use mte_results::{Environment, Outcome, Verdict};
+
+use super::{dim, green, note, red, size, yellow};
+use crate::artifacts::Kept;
+use crate::session::Selection;
+
+/// How far a lane is, and where it runs: `[12/178 emulated 6.12.95+deb12-arm64, 1 failed]`.
+pub struct Position<'a> {
+    /// The results so far, this one included.
+    pub done: usize,
+    pub planned: Option<usize>,
+    pub environment: &'a Environment,
+    /// Failures so far (checks only).
+    pub failed: usize,
+}
+
+impl std::fmt::Display for Position<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let planned = self.planned.map_or("?".to_string(), |p| p.to_string());
+        let failed = match self.failed {
+            0 => String::new(),
+            n => red(&format!(", {n} failed")),
+        };
+        let Environment {
+            lane,
+            kernel_release,
+            ..
+        } = self.environment;
+        write!(
+            f,
+            "[{}/{planned} {lane} {kernel_release}{failed}]",
+            self.done
+        )
+    }
+}
+
+/// The runner's first record: when it came, where the runner is, what it plans.
+pub fn runner_up(
+    after: Duration,
+    environment: &Environment,
+    selection: &Selection,
+    planned: usize,
+) {
+    let things = if selection.bench {
+        "benchmark"
+    } else {
+        "check"
+    };
+    let what = if selection.list {
+        format!("listing the {things}s")
+    } else {
+        let plural = if planned == 1 { "" } else { "s" };
+        format!("{planned} {things}{plural} planned")
+    };
+    note(&format!(
+        "runner up {:.1} s after boot, on {} ({}): {what}",
+        after.as_secs_f64(),
+        environment.kernel_release,
+        environment.machine,
+    ));
+}
+
+/// `[12/178 emulated 6.12.95+deb12-arm64, 1 failed] FAIL  tags::x  3.2 ms`, and the first line
+/// of the reason of anything but a pass.
+pub fn verdict(at: &Position, verdict: &Verdict) {
+    let outcome = match verdict.outcome {
+        Outcome::Pass => green("pass "),
+        Outcome::Fail => red("FAIL "),
+        Outcome::Skip => yellow("skip "),
+        Outcome::Xfail => yellow("xfail"),
+    };
+    println!(
+        "    {at} {outcome} {} {}",
+        verdict.test,
+        dim(&format_duration(verdict.duration_ms))
+    );
+    if verdict.outcome != Outcome::Pass {
+        if let Some(reason) = verdict.reason.lines().next() {
+            println!("           {}", dim(reason));
+        }
+    }
+}
+
+/// One benchmark as it arrives: `bench ID  median ... [lower, upper], rate`, or why not.
+pub fn benchmark(at: &Position, benchmark: &Benchmark) {
+    let first_line = benchmark.reason.lines().next().unwrap_or_default();
+    let result = match benchmark.outcome {
+        Outcome::Pass => {
+            let line = BenchLine::of(benchmark);
+            let described = line.describe().unwrap_or_default();
+            format!("{} {}  {}", green("bench"), benchmark.id, dim(&described))
+        }
+        Outcome::Skip | Outcome::Xfail => {
+            format!("{} {}  {}", yellow("skip "), benchmark.id, dim(first_line))
+        }
+        Outcome::Fail => format!("{} {}  {first_line}", red("FAIL "), benchmark.id),
+    };
+    println!("    {at} {result}");
+}
+
+pub fn artifact_kept(kept: &Kept) {
+    let what = format!(
+        "artifact kept: {} ({})",
+        kept.path.display(),
+        size(kept.bytes as u64)
+    );
+    println!("    {}", dim(&what));
+}
+
+pub fn artifact_not_kept(why: &str) {
+    println!("    {} {why}", red("artifact not kept:"));
+}
+
+/// The runner's log lines; a listing (which comes as log records) printed plainly.
+pub fn runner_log(text: &str, listing: bool) {
+    for line in text.lines() {
+        if listing {
+            println!("{line}");
+        } else {
+            println!("    {}", dim(&format!("runner: {line}")));
+        }
+    }
+}
+
+pub fn corrupt_record(reason: &str) {
+    println!("    {} {reason}", red("corrupt record:"));
+}
+
+pub fn cannot_write(error: &std::io::Error) {
+    println!("    {} {error}", red("cannot write the run directory:"));
+}
