@@ -33,7 +33,7 @@ use crate::bench_summary::{write_criterion_files, BenchSummary};
 use crate::compare::Comparison;
 use crate::model::{Environment, Verdict};
 use crate::summary::RunSummary;
-use crate::utc::UtcTime;
+use crate::utc;
 use crate::{html, junit, tap, SCHEMA_VERSION};
 
 pub const RUN_JSON: &str = "run.json";
@@ -110,11 +110,10 @@ impl RunDir {
         kernel_hint: &str,
         now: SystemTime,
     ) -> io::Result<RunDir> {
-        let started = UtcTime::from_system(now);
         fs::create_dir_all(root).map_err(|e| with_path(e, root))?;
         let base = format!(
             "{}-{}-{}",
-            started.compact(),
+            utc::compact(now),
             path_safe(lane),
             path_safe(kernel_hint)
         );
@@ -133,7 +132,7 @@ impl RunDir {
             benchmarks: Mutex::new(None),
             path,
             run_id,
-            started: started.rfc3339(),
+            started: utc::rfc3339(now),
             lane: lane.to_string(),
             kernel_hint: kernel_hint.to_string(),
             environments: Mutex::new(Vec::new()),
@@ -252,7 +251,7 @@ impl RunDir {
             schema: SCHEMA_VERSION,
             run_id: self.run_id.clone(),
             started: self.started.clone(),
-            finished: Some(UtcTime::now().rfc3339()),
+            finished: Some(utc::rfc3339(SystemTime::now())),
             wall_ms: Some(summary.wall_ms),
             error: summary.error.clone(),
             environments: summary.environments.clone(),
