@@ -817,7 +817,7 @@ mod tests {
         assert_eq!(console, "[    0.000] Booting Linux\nrunner: done\n");
         let junit = fs::read_to_string(run.path().join(JUNIT_XML)).unwrap();
         assert!(
-            junit.contains(r#"tests="3" failures="1" errors="0" skipped="1""#),
+            junit.contains(r#"tests="3" skipped="1" failures="1" errors="0""#),
             "{junit}"
         );
         let html = fs::read_to_string(run.path().join(REPORT_HTML)).unwrap();
@@ -921,7 +921,7 @@ mod tests {
         let junit = fs::read_to_string(run.path().join(JUNIT_XML)).unwrap();
         assert!(
             junit.contains(
-                r#"<testsuite name="emulated.6.12.95" tests="1" failures="0" errors="1""#
+                r#"<testsuite name="emulated.6.12.95" tests="1" skipped="0" errors="1" failures="0""#
             ),
             "{junit}"
         );
