@@ -15,13 +15,12 @@ use tera::{Context, Tera};
 use crate::compare::{ChangeKind, Comparison};
 use crate::decode::decode;
 use crate::figures::figures;
-use crate::model::{
-    differing_granules, Environment, Evidence, Outcome, TagMapLayout, TagMapLine, Tally, Verdict,
-};
+use crate::model::{Environment, Evidence, Outcome, Tally, Verdict};
 use crate::perf_view::{bench_view, speed_view, BenchColumnView, SpeedView};
 use crate::picture::{self, TagPicture, TAG_CLASSES};
 use crate::plot::{self, BarChart};
 use crate::summary::{format_duration, RunSummary};
+use crate::tag_map::{differing_granules, TagMapLayout, TagMapLine};
 
 const TEMPLATE: &str = include_str!("../templates/report.html.tera");
 /// The `.html` suffix is what makes the template autoescaped.

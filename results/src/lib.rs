@@ -2,6 +2,7 @@
 //! reports it).
 //!
 //! - [`model`]: verdicts, evidence and the environment of a run; versioned by [`SCHEMA_VERSION`].
+//! - [`tag_map`]: tag maps, the evidence most checks carry: where two differ, and their layout.
 //! - [`bench`]: what the performance suite measured, one record a benchmark.
 //! - [`stream`]: the framed records the runner prints on its console, and their parser;
 //!   [`base64`] carries an artifact's bytes in one, and [`artifact`] says where it is kept.
@@ -28,6 +29,7 @@ pub mod bench;
 pub mod model;
 pub mod shard;
 pub mod stream;
+pub mod tag_map;
 
 #[cfg(test)]
 mod fixtures;
@@ -70,6 +72,10 @@ pub use model::*;
 pub use rundir::{load, LoadError, LoadedRun, RunDir, RunInfo};
 #[cfg(feature = "report")]
 pub use summary::RunSummary;
+pub use tag_map::{
+    differing_granules, tag_map_summary, tag_mismatches, tags_to_hex, TagMapLayout, TagMapLine,
+    NOT_A_TAG,
+};
 
 /// Version of the JSON written to `results.jsonl` and `run.json`; bump on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 2;

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::model::TagMapLine;
+use crate::tag_map::TagMapLine;
 
 /// Side of a granule's square, and the gap between squares, in pixels.
 const CELL: u32 = 7;
