@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench::{Benchmark, Quantity, BYTES};
 use crate::figures::{format_figure, FigureKind};
+use crate::group::in_order_of_first;
 use crate::model::{Lane, Outcome};
 use crate::SCHEMA_VERSION;
 
@@ -71,32 +72,15 @@ pub const MEDIAN_TIME: &str = "median time";
 
 impl BenchSummary {
     pub fn of(benchmarks: &[Benchmark]) -> Self {
-        let mut columns: Vec<BenchColumn> = Vec::new();
-        for b in benchmarks {
-            let at = match columns
-                .iter()
-                .position(|c| c.lane == b.lane && c.kernel == b.kernel)
-            {
-                Some(at) => at,
-                None => {
-                    columns.push(BenchColumn {
-                        lane: b.lane,
-                        kernel: b.kernel.clone(),
-                        ratios: Vec::new(),
-                        benchmarks: Vec::new(),
-                    });
-                    columns.len() - 1
-                }
-            };
-            columns[at].benchmarks.push(BenchLine::of(b));
-        }
-        for column in &mut columns {
-            let of_column: Vec<&Benchmark> = benchmarks
-                .iter()
-                .filter(|b| b.lane == column.lane && b.kernel == column.kernel)
-                .collect();
-            column.ratios = ratios(&of_column);
-        }
+        let columns = in_order_of_first(benchmarks, |b| (b.lane, b.kernel.as_str()))
+            .into_iter()
+            .map(|((lane, kernel), of_column)| BenchColumn {
+                lane,
+                kernel: kernel.to_string(),
+                ratios: ratios(&of_column),
+                benchmarks: of_column.into_iter().map(BenchLine::of).collect(),
+            })
+            .collect();
         BenchSummary {
             schema: SCHEMA_VERSION,
             columns,

@@ -15,11 +15,12 @@ use tera::{Context, Tera};
 use crate::compare::{ChangeKind, Comparison};
 use crate::decode::decode;
 use crate::figures::figures;
+use crate::group::in_order_of_first;
 use crate::model::{Environment, Evidence, Outcome, Tally, Verdict};
 use crate::perf_view::{bench_view, speed_view, BenchColumnView, SpeedView};
 use crate::picture::{self, TagPicture, TAG_CLASSES};
 use crate::plot::{self, BarChart};
-use crate::summary::{format_duration, RunSummary};
+use crate::summary::{column_name, format_duration, RunSummary};
 use crate::tag_map::{differing_granules, TagMapLayout, TagMapLine};
 
 const TEMPLATE: &str = include_str!("../templates/report.html.tera");
@@ -121,11 +122,6 @@ impl<'a> Page<'a> {
     }
 }
 
-/// The column a verdict belongs to, as the matrix and the comparison name it.
-fn column_of(v: &Verdict) -> String {
-    format!("{} · {}", v.lane, v.kernel)
-}
-
 /// Every check by lane and kernel: one row a check, one column a lane and kernel, in the
 /// order they first reported; a cell links to its verdict.
 #[derive(Serialize)]
@@ -149,39 +145,27 @@ struct MatrixCell {
 
 impl Matrix {
     fn new(verdicts: &[Verdict]) -> Self {
-        let mut columns: Vec<String> = Vec::new();
-        let mut rows: Vec<MatrixRow> = Vec::new();
-        for (index, v) in verdicts.iter().enumerate() {
-            let column = column_of(v);
-            let at = columns
-                .iter()
-                .position(|c| *c == column)
-                .unwrap_or_else(|| {
-                    columns.push(column);
-                    columns.len() - 1
-                });
-            let row = match rows.iter().position(|r| r.test == v.test) {
-                Some(row) => row,
-                None => {
-                    rows.push(MatrixRow {
-                        test: v.test.clone(),
-                        cells: Vec::new(),
-                    });
-                    rows.len() - 1
-                }
-            };
-            let cells = &mut rows[row].cells;
-            if cells.len() <= at {
-                cells.resize(at + 1, None);
-            }
-            cells[at] = Some(MatrixCell {
-                outcome: v.outcome.as_str(),
-                anchor: format!("v{index}"),
-            });
-        }
-        for row in &mut rows {
-            row.cells.resize(columns.len(), None);
-        }
+        let column_of = |v: &Verdict| column_name(v.lane, &v.kernel);
+        let columns: Vec<String> = in_order_of_first(verdicts, |v| column_of(v))
+            .into_iter()
+            .map(|(column, _)| column)
+            .collect();
+        let rows = in_order_of_first(verdicts.iter().enumerate(), |(_, v)| v.test.as_str())
+            .into_iter()
+            .map(|(test, of_test)| MatrixRow {
+                test: test.to_string(),
+                // A check reported twice in a column shows its last verdict.
+                cells: (columns.iter())
+                    .map(|column| {
+                        let (index, v) = of_test.iter().rfind(|(_, v)| column_of(v) == *column)?;
+                        Some(MatrixCell {
+                            outcome: v.outcome.as_str(),
+                            anchor: format!("v{index}"),
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
         Matrix { columns, rows }
     }
 }
@@ -232,7 +216,12 @@ impl<'a> ComparisonView<'a> {
         let anchors: HashMap<(String, &str), String> = verdicts
             .iter()
             .enumerate()
-            .map(|(i, v)| ((column_of(v), v.test.as_str()), format!("v{i}")))
+            .map(|(i, v)| {
+                (
+                    (column_name(v.lane, &v.kernel), v.test.as_str()),
+                    format!("v{i}"),
+                )
+            })
             .collect();
         let outcome = |o: Option<Outcome>| o.map_or("absent", Outcome::as_str);
         let groups = ChangeKind::ALL
@@ -304,7 +293,7 @@ impl<'a> FigureCard<'a> {
         (!charts.is_empty()).then(|| FigureCard {
             anchor: format!("v{index}"),
             test: &v.test,
-            column: column_of(v),
+            column: column_name(v.lane, &v.kernel),
             charts,
         })
     }

@@ -17,14 +17,14 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
-use crate::model::{Environment, Outcome, Verdict};
+use crate::model::{Environment, Lane, Outcome, Verdict};
 use crate::summary::RunSummary;
 
 /// The JUnit document of a run.
 pub fn render(summary: &RunSummary) -> String {
     let mut report = Report::new("mte");
     report.set_time(duration(summary.wall_ms));
-    for suite in group_by_lane_and_kernel(summary) {
+    for suite in suites(summary) {
         report.add_test_suite(test_suite(summary, &suite));
     }
     report
@@ -36,24 +36,23 @@ pub fn render(summary: &RunSummary) -> String {
 /// early end.
 struct Suite<'a> {
     name: String,
+    /// The lane of its verdicts; none for a suite that holds the run's error only.
+    lane: Option<Lane>,
     verdicts: Vec<&'a Verdict>,
     run_error: Option<&'a str>,
 }
 
-/// Suites in the order their first verdict arrived.
-fn group_by_lane_and_kernel(summary: &RunSummary) -> Vec<Suite<'_>> {
-    let mut suites: Vec<Suite> = Vec::new();
-    for verdict in &summary.verdicts {
-        let name = suite_name(verdict.lane.name(), &verdict.kernel);
-        match suites.iter_mut().find(|s| s.name == name) {
-            Some(suite) => suite.verdicts.push(verdict),
-            None => suites.push(Suite {
-                name,
-                verdicts: vec![verdict],
-                run_error: None,
-            }),
-        }
-    }
+/// A suite a column, in the order their first verdict arrived; the run's error goes to the
+/// suite of the lane it names.
+fn suites(summary: &RunSummary) -> Vec<Suite<'_>> {
+    let mut suites: Vec<Suite> = (summary.columns().into_iter())
+        .map(|column| Suite {
+            name: suite_name(column.lane.name(), column.kernel),
+            lane: Some(column.lane),
+            verdicts: column.verdicts,
+            run_error: None,
+        })
+        .collect();
     if let Some(error) = &summary.error {
         // A run of several lanes names the lane that ended early ("qemu lane: ...").
         let env = summary
@@ -69,6 +68,7 @@ fn group_by_lane_and_kernel(summary: &RunSummary) -> Vec<Suite<'_>> {
             Some(suite) => suite.run_error = Some(error),
             None => suites.push(Suite {
                 name,
+                lane: None,
                 verdicts: vec![],
                 run_error: Some(error),
             }),
@@ -91,11 +91,10 @@ fn suite_name(lane: &str, kernel: &str) -> String {
 fn test_suite(summary: &RunSummary, suite: &Suite) -> TestSuite {
     let mut out = TestSuite::new(xml_text(&suite.name));
     out.set_time(duration(suite.verdicts.iter().map(|v| v.duration_ms).sum()));
-    let lane = suite.verdicts.first().map(|v| v.lane);
     if let Some(env) = summary
         .environments
         .iter()
-        .find(|env| Some(env.lane) == lane)
+        .find(|env| Some(env.lane) == suite.lane)
         .or(summary.environments.first())
     {
         out.add_properties(properties(env));
@@ -197,7 +196,6 @@ fn xml_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Lane;
     use crate::model::{Evidence, Feature};
 
     fn verdict(test: &str, outcome: Outcome, reason: &str) -> Verdict {

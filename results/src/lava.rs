@@ -19,11 +19,7 @@ use crate::summary::RunSummary;
 
 /// The `lava-test-case` lines of a run.
 pub fn render(summary: &RunSummary) -> String {
-    let first = summary.verdicts.first();
-    let several_columns = summary
-        .verdicts
-        .iter()
-        .any(|v| first.is_some_and(|f| f.lane != v.lane || f.kernel != v.kernel));
+    let several_columns = summary.columns().len() > 1;
     let mut out = String::new();
     for v in &summary.verdicts {
         let name = if several_columns {

@@ -43,6 +43,8 @@ pub mod decode;
 #[cfg(feature = "report")]
 pub mod figures;
 #[cfg(feature = "report")]
+mod group;
+#[cfg(feature = "report")]
 pub mod html;
 #[cfg(feature = "report")]
 pub mod junit;

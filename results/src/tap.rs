@@ -18,10 +18,7 @@ use crate::summary::RunSummary;
 
 /// The TAP document of a run.
 pub fn render(summary: &RunSummary) -> String {
-    let several_columns = summary
-        .verdicts
-        .iter()
-        .any(|v| v.lane != summary.verdicts[0].lane || v.kernel != summary.verdicts[0].kernel);
+    let several_columns = summary.columns().len() > 1;
     let name = |v: &Verdict| {
         if several_columns {
             format!("{} {}: {}", v.lane, v.kernel, v.test)
