@@ -251,40 +251,17 @@ pub fn write_criterion_files(dir: &Path, benchmarks: &[Benchmark]) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{Estimate, Estimates, Versus};
+    use crate::bench::Versus;
+    use crate::fixtures::benchmark;
     use crate::model::Lane;
 
     fn measured(id: &str, median: f64, versus: Option<&str>) -> Benchmark {
         Benchmark {
-            schema: SCHEMA_VERSION,
-            id: id.into(),
-            lane: Lane::Emulated,
-            kernel: "6.12".into(),
-            outcome: Outcome::Pass,
-            reason: "r".into(),
-            bytes_per_iteration: Some(4096),
-            estimates: Some(Estimates {
-                median: Estimate {
-                    point_ns: median,
-                    lower_ns: median * 0.9,
-                    upper_ns: median * 1.1,
-                },
-                mean: Estimate {
-                    point_ns: median,
-                    lower_ns: median,
-                    upper_ns: median,
-                },
-                std_dev_ns: 1.0,
-                confidence_level: 0.95,
-                samples: 10,
-                iterations: 100,
-            }),
             versus: versus.map(|baseline| Versus {
                 baseline: baseline.into(),
                 ratio: "tagged / untagged".into(),
             }),
-            figures: Vec::new(),
-            criterion: None,
+            ..benchmark(id, median)
         }
     }
 

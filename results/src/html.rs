@@ -520,31 +520,13 @@ fn tag_rows(
 mod tests {
     use super::*;
     use crate::compare::Comparison;
+    use crate::fixtures::{benchmark, summary};
     use crate::model::Feature;
-    use crate::model::Lane;
 
     fn verdict(test: &str, outcome: Outcome, reason: &str, detail: Vec<Evidence>) -> Verdict {
         Verdict {
             detail,
             ..crate::fixtures::verdict(test, outcome, reason)
-        }
-    }
-
-    fn summary(verdicts: Vec<Verdict>) -> RunSummary {
-        RunSummary {
-            benchmarks: Vec::new(),
-            environments: vec![Environment {
-                lane: Lane::Emulated,
-                kernel_release: "6.12.95".into(),
-                kernel_version: "#1 SMP Debian 6.12.95-1".into(),
-                machine: "aarch64".into(),
-                runner_version: "0.1.0".into(),
-                features: vec![Feature::new("mte", "MTE3")],
-                host: vec![Feature::new("qemu", "9.2.0")],
-            }],
-            verdicts,
-            wall_ms: 30_000.0,
-            error: None,
         }
     }
 
@@ -864,34 +846,14 @@ mod tests {
 
     #[test]
     fn a_bench_run_shows_its_ratios_first_and_no_check_sections() {
-        use crate::bench::{Benchmark, Estimate, Estimates, Versus};
-        let estimate = |ns: f64| Estimate {
-            point_ns: ns,
-            lower_ns: ns,
-            upper_ns: ns,
-        };
+        use crate::bench::{Benchmark, Versus};
         let measured = |id: &str, ns: f64, versus: Option<&str>| Benchmark {
-            schema: crate::SCHEMA_VERSION,
-            id: id.into(),
-            lane: Lane::Emulated,
-            kernel: "6.12.95".into(),
-            outcome: Outcome::Pass,
             reason: "<b>what</b>".into(),
-            bytes_per_iteration: None,
-            estimates: Some(Estimates {
-                median: estimate(ns),
-                mean: estimate(ns),
-                std_dev_ns: 0.0,
-                confidence_level: 0.95,
-                samples: 10,
-                iterations: 10,
-            }),
             versus: versus.map(|b| Versus {
                 baseline: b.into(),
                 ratio: "tagged / untagged".into(),
             }),
-            figures: Vec::new(),
-            criterion: None,
+            ..benchmark(id, ns)
         };
         let mut run = summary(vec![]);
         run.benchmarks = vec![

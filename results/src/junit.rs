@@ -207,16 +207,8 @@ mod tests {
 
     fn summary(verdicts: Vec<Verdict>) -> RunSummary {
         RunSummary {
-            benchmarks: Vec::new(),
-            environments: vec![Environment {
-                lane: Lane::Emulated,
-                kernel_release: "6.12.95".into(),
-                host: vec![Feature::new("qemu", "9.2.0")],
-                ..Environment::default()
-            }],
-            verdicts,
             wall_ms: 4000.0,
-            error: None,
+            ..crate::fixtures::summary(verdicts)
         }
     }
 

@@ -237,36 +237,8 @@ pub fn speed_view(summary: &RunSummary) -> Option<SpeedView> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{Estimate, Estimates, Versus};
-    use crate::model::Lane;
-
-    fn measured(id: &str, median_ns: f64) -> Benchmark {
-        let estimate = Estimate {
-            point_ns: median_ns,
-            lower_ns: median_ns * 0.9,
-            upper_ns: median_ns * 1.1,
-        };
-        Benchmark {
-            schema: crate::SCHEMA_VERSION,
-            id: id.into(),
-            lane: Lane::Emulated,
-            kernel: "6.12".into(),
-            outcome: Outcome::Pass,
-            reason: "what it does".into(),
-            bytes_per_iteration: Some(4096),
-            estimates: Some(Estimates {
-                median: estimate,
-                mean: estimate,
-                std_dev_ns: 1.0,
-                confidence_level: 0.95,
-                samples: 10,
-                iterations: 10,
-            }),
-            versus: None,
-            figures: Vec::new(),
-            criterion: None,
-        }
-    }
+    use crate::bench::Versus;
+    use crate::fixtures::benchmark as measured;
 
     #[test]
     fn columns_lead_with_their_ratios_and_chart_each_group() {

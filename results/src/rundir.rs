@@ -670,8 +670,8 @@ fn parse_verdict(path: &Path, line: usize, bytes: &[u8]) -> Result<Verdict, Load
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Lane;
-    use crate::model::{Evidence, Feature, Outcome};
+    use crate::fixtures::environment;
+    use crate::model::{Evidence, Lane, Outcome};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -719,18 +719,6 @@ mod tests {
                 mismatches: vec![],
             }],
             duration_ms: 3.5,
-        }
-    }
-
-    fn environment() -> Environment {
-        Environment {
-            lane: Lane::Emulated,
-            kernel_release: "6.12.95".into(),
-            kernel_version: "#1 SMP".into(),
-            machine: "aarch64".into(),
-            runner_version: "0.1.0".into(),
-            features: vec![Feature::new("mte", 3)],
-            host: vec![Feature::new("qemu", "9.2.0")],
         }
     }
 
