@@ -53,8 +53,6 @@ pub mod lava;
 #[cfg(feature = "report")]
 pub mod merge;
 #[cfg(feature = "report")]
-mod perf_view;
-#[cfg(feature = "report")]
 pub mod picture;
 #[cfg(feature = "report")]
 pub mod plot;
