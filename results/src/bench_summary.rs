@@ -1,9 +1,6 @@
 //! A run's benchmarks as the reports show them (`bench.json`): per lane and kernel, each
 //! benchmark's median with its interval and throughput, and the ratios of the pairs the
-//! benchmarks declared, which carry from one machine to another where the times do not. With
-//! it, criterion's own files, laid out as criterion lays them out (`criterion/`).
-
-use std::path::{Path, PathBuf};
+//! benchmarks declared, which carry from one machine to another where the times do not.
 
 use serde::{Deserialize, Serialize};
 
@@ -205,55 +202,11 @@ impl Ratio {
     }
 }
 
-/// Where a benchmark's criterion files go below the run's `criterion/` directory:
-/// `<lane>-<kernel>/<criterion's directory>`, every part made a plain name (a record cannot
-/// send a file outside the run directory).
-pub fn criterion_path(lane: Lane, kernel: &str, directory: &str) -> PathBuf {
-    let plain = |part: &str| -> String {
-        let name: String = part
-            .chars()
-            .map(|c| {
-                if matches!(c, '/' | '\\') || c.is_control() {
-                    '_'
-                } else {
-                    c
-                }
-            })
-            .collect();
-        match name.as_str() {
-            "" | "." | ".." => "_".to_string(),
-            _ => name,
-        }
-    };
-    let mut path = PathBuf::from(plain(&format!("{lane}-{kernel}")));
-    for part in directory.split('/') {
-        path.push(plain(part));
-    }
-    path
-}
-
-/// Write criterion's files of every measured benchmark below `dir`, as criterion lays them
-/// out: `<lane>-<kernel>/<directory>/new/{sample,estimates,benchmark}.json`.
-pub fn write_criterion_files(dir: &Path, benchmarks: &[Benchmark]) -> std::io::Result<()> {
-    for b in benchmarks {
-        let Some(files) = &b.criterion else { continue };
-        let new = dir
-            .join(criterion_path(b.lane, &b.kernel, &files.directory))
-            .join("new");
-        std::fs::create_dir_all(&new)?;
-        for (name, json) in files.files() {
-            std::fs::write(new.join(name), serde_json::to_vec(json)?)?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::bench::Versus;
     use crate::fixtures::benchmark;
-    use crate::model::Lane;
 
     fn measured(id: &str, median: f64, versus: Option<&str>) -> Benchmark {
         Benchmark {
@@ -328,16 +281,5 @@ mod tests {
             ratios(&[&tagged, &untagged])[0].describe(),
             "g/f/tagged: tagged / untagged = 3.00 [2.45, 3.67]"
         );
-    }
-
-    #[test]
-    fn criterion_paths_stay_inside_the_run() {
-        assert_eq!(
-            criterion_path(Lane::Emulated, "6.12", "copy_tags/from_guest/4 KiB"),
-            PathBuf::from("emulated-6.12/copy_tags/from_guest/4 KiB")
-        );
-        let escaped = criterion_path(Lane::Host, "k", "../../etc//passwd");
-        assert_eq!(escaped, PathBuf::from("host-k/_/_/etc/_/passwd"));
-        assert!(!criterion_path(Lane::Host, "..", "/abs").is_absolute());
     }
 }

@@ -64,8 +64,6 @@ pub mod speed;
 pub mod summary;
 #[cfg(feature = "report")]
 pub mod tap;
-#[cfg(feature = "report")]
-mod utc;
 
 pub use model::*;
 #[cfg(feature = "report")]

@@ -4,12 +4,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `2026-11-21T23:55:01Z` (RFC 3339, to the second); a clock set before 1970 reads as
 /// 1970-01-01.
-pub(crate) fn rfc3339(time: SystemTime) -> String {
+pub(super) fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time.max(UNIX_EPOCH)).to_string()
 }
 
 /// `20261121-235501`: sorts by time and is safe in a file name.
-pub(crate) fn compact(time: SystemTime) -> String {
+pub(super) fn compact(time: SystemTime) -> String {
     rfc3339(time).replace(['-', ':', 'Z'], "").replace('T', "-")
 }
 
