@@ -410,44 +410,8 @@ impl Comparison {
                 );
             }
         }
-        for kind in ChangeKind::ALL {
-            let changes: Vec<&Change> = self.of_kind(kind).collect();
-            if changes.is_empty() {
-                continue;
-            }
-            let _ = writeln!(out, "{} ({}):", kind.title(), changes.len());
-            for c in changes {
-                let outcome = |o: Option<Outcome>| o.map_or("absent", Outcome::as_str);
-                let reason = shortened(c.reason.lines().next().unwrap_or_default());
-                let _ = writeln!(
-                    out,
-                    "  {}  {}  {} → {}  {reason}",
-                    c.column,
-                    c.test,
-                    outcome(c.before),
-                    outcome(c.after)
-                );
-            }
-        }
-        if !self.figures.is_empty() {
-            let _ = writeln!(
-                out,
-                "figures that moved {} ({}):",
-                self.thresholds.describe(),
-                self.figures.len()
-            );
-            for f in &self.figures {
-                let _ = writeln!(
-                    out,
-                    "  {}  {}  {}  {}: {}",
-                    if f.worse() { "worse " } else { "better" },
-                    f.column,
-                    f.test,
-                    f.what,
-                    f.describe()
-                );
-            }
-        }
+        self.write_changes(&mut out);
+        self.write_figures(&mut out);
         let _ = writeln!(out, "unchanged: {} checks", self.unchanged);
         let regressions = self.regressions();
         if regressions.is_empty() {
@@ -457,6 +421,57 @@ impl Comparison {
         }
         out
     }
+
+    /// Every change by kind, a line each.
+    fn write_changes(&self, out: &mut String) {
+        for kind in ChangeKind::ALL {
+            let changes: Vec<&Change> = self.of_kind(kind).collect();
+            if changes.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "{} ({}):", kind.title(), changes.len());
+            for c in changes {
+                let reason = shortened(c.reason.lines().next().unwrap_or_default());
+                let _ = writeln!(
+                    out,
+                    "  {}  {}  {} → {}  {reason}",
+                    c.column,
+                    c.test,
+                    outcome_name(c.before),
+                    outcome_name(c.after)
+                );
+            }
+        }
+    }
+
+    /// The figures that moved, a line each.
+    fn write_figures(&self, out: &mut String) {
+        if self.figures.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "figures that moved {} ({}):",
+            self.thresholds.describe(),
+            self.figures.len()
+        );
+        for f in &self.figures {
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}  {}: {}",
+                if f.worse() { "worse " } else { "better" },
+                f.column,
+                f.test,
+                f.what,
+                f.describe()
+            );
+        }
+    }
+}
+
+/// An outcome in a change, `absent` on the side where the check did not run.
+pub fn outcome_name(outcome: Option<Outcome>) -> &'static str {
+    outcome.map_or("absent", Outcome::as_str)
 }
 
 /// Longest reason a line of the terminal text shows; the report has them whole.

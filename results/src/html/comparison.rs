@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::compare::{ChangeKind, Comparison};
-use crate::model::{Outcome, Verdict};
+use crate::compare::{outcome_name, ChangeKind, Comparison};
+use crate::model::Verdict;
 use crate::summary::column_name;
 
 /// The comparison with a baseline, as the top of the page shows it.
@@ -82,7 +82,6 @@ fn change_groups<'a>(c: &'a Comparison, verdicts: &[Verdict]) -> Vec<ChangeGroup
             )
         })
         .collect();
-    let outcome = |o: Option<Outcome>| o.map_or("absent", Outcome::as_str);
     ChangeKind::ALL
         .into_iter()
         .map(|kind| ChangeGroup {
@@ -93,8 +92,8 @@ fn change_groups<'a>(c: &'a Comparison, verdicts: &[Verdict]) -> Vec<ChangeGroup
                 .map(|change| ChangeRow {
                     column: &change.column,
                     test: &change.test,
-                    before: outcome(change.before),
-                    after: outcome(change.after),
+                    before: outcome_name(change.before),
+                    after: outcome_name(change.after),
                     reason: &change.reason,
                     anchor: anchors
                         .get(&(change.column.clone(), change.test.as_str()))

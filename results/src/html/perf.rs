@@ -70,52 +70,65 @@ pub fn bench_view(benchmarks: &[Benchmark]) -> Vec<BenchColumnView> {
 
 /// A chart a group of the ratios, each to its own scale.
 fn ratio_charts(ratios: &[Ratio]) -> Vec<BenchGroupView> {
-    in_order_of_first(ratios, |r| split_group(&r.numerator).0)
-        .into_iter()
-        .map(|(name, of_group)| {
-            let intervals: Vec<Interval> = of_group
-                .into_iter()
-                .map(|r| {
-                    let which = split_group(&r.numerator).1;
-                    Interval {
-                        label: if r.of == MEDIAN_TIME {
-                            format!("{which}: {}", r.what)
-                        } else {
-                            format!("{which}: {}, {}", r.what, r.of)
-                        },
-                        value: r.value,
-                        lower: r.lower,
-                        upper: r.upper,
-                    }
-                })
-                .collect();
-            BenchGroupView {
-                name: name.to_string(),
-                chart: interval_chart("ratios", FigureKind::Ratio, &intervals),
-            }
+    let interval = |r: &Ratio, which: &str| {
+        Some(Interval {
+            label: if r.of == MEDIAN_TIME {
+                format!("{which}: {}", r.what)
+            } else {
+                format!("{which}: {}, {}", r.what, r.of)
+            },
+            value: r.value,
+            lower: r.lower,
+            upper: r.upper,
         })
-        .collect()
+    };
+    group_charts(
+        ratios,
+        |r| &r.numerator,
+        interval,
+        "ratios",
+        FigureKind::Ratio,
+    )
 }
 
-/// A chart a group of the medians, in milliseconds; none for a group with none measured.
+/// A chart a group of the medians, in milliseconds.
 fn median_charts(benchmarks: &[BenchLine]) -> Vec<BenchGroupView> {
-    in_order_of_first(benchmarks, |b| split_group(&b.id).0)
+    let interval = |b: &BenchLine, which: &str| {
+        Some(Interval {
+            label: which.to_string(),
+            value: b.median_ns? / 1e6,
+            lower: b.lower_ns.map(|ns| ns / 1e6),
+            upper: b.upper_ns.map(|ns| ns / 1e6),
+        })
+    };
+    group_charts(
+        benchmarks,
+        |b| &b.id,
+        interval,
+        "timings",
+        FigureKind::Timing,
+    )
+}
+
+/// A chart a group of `items`, by the group of the benchmark id each names, a bar an item
+/// that has an interval (`interval` is given the id past its group); none for a group
+/// without one.
+fn group_charts<T>(
+    items: &[T],
+    id: impl Fn(&T) -> &str,
+    interval: impl Fn(&T, &str) -> Option<Interval>,
+    title: &'static str,
+    kind: FigureKind,
+) -> Vec<BenchGroupView> {
+    in_order_of_first(items, |item| split_group(id(item)).0)
         .into_iter()
         .filter_map(|(name, of_group)| {
-            let intervals: Vec<Interval> = of_group
-                .into_iter()
-                .filter_map(|b| {
-                    Some(Interval {
-                        label: split_group(&b.id).1.to_string(),
-                        value: b.median_ns? / 1e6,
-                        lower: b.lower_ns.map(|ns| ns / 1e6),
-                        upper: b.upper_ns.map(|ns| ns / 1e6),
-                    })
-                })
+            let intervals: Vec<Interval> = (of_group.into_iter())
+                .filter_map(|item| interval(item, split_group(id(item)).1))
                 .collect();
             (!intervals.is_empty()).then(|| BenchGroupView {
                 name: name.to_string(),
-                chart: interval_chart("timings", FigureKind::Timing, &intervals),
+                chart: interval_chart(title, kind, &intervals),
             })
         })
         .collect()

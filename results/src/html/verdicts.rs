@@ -151,18 +151,7 @@ impl<'a> EvidenceView<'a> {
                 far,
                 elr,
                 decoded,
-            } => {
-                let words = decode(*esr, *far);
-                EvidenceView::Fault {
-                    esr: format!("{esr:#010x}"),
-                    far: format!("{far:#018x}"),
-                    elr: format!("{elr:#018x}"),
-                    decoded,
-                    class: words.sentence(),
-                    far_address: format!("{:#x}", words.address),
-                    pointer_tag: format!("{:#x}", words.pointer_tag),
-                }
-            }
+            } => EvidenceView::fault(*esr, *far, *elr, decoded),
             Evidence::Errno {
                 call,
                 expected,
@@ -184,6 +173,20 @@ impl<'a> EvidenceView<'a> {
                 observed,
             },
             Evidence::Note { text } => EvidenceView::Note { text },
+        }
+    }
+
+    /// The registers, and the report's own reading of them beside the runner's.
+    fn fault(esr: u64, far: u64, elr: u64, decoded: &'a str) -> Self {
+        let words = decode(esr, far);
+        EvidenceView::Fault {
+            esr: format!("{esr:#010x}"),
+            far: format!("{far:#018x}"),
+            elr: format!("{elr:#018x}"),
+            decoded,
+            class: words.sentence(),
+            far_address: format!("{:#x}", words.address),
+            pointer_tag: format!("{:#x}", words.pointer_tag),
         }
     }
 }
