@@ -43,6 +43,21 @@ pub fn summary(verdicts: Vec<Verdict>) -> RunSummary {
     }
 }
 
+/// One check passed in two lanes: the emulated lane on 6.12.95 and QEMU 10.0.2.
+#[cfg(feature = "report")]
+pub fn two_lanes() -> RunSummary {
+    let check = verdict("tags::a", Outcome::Pass, "ok");
+    let qemu = Verdict {
+        lane: Lane::Qemu,
+        kernel: "qemu-10.0.2".into(),
+        ..check.clone()
+    };
+    RunSummary {
+        verdicts: vec![check, qemu],
+        ..RunSummary::default()
+    }
+}
+
 /// A benchmark of the emulated lane on 6.12, measured at `median_ns` an iteration of 4 KiB,
 /// its interval 10 % either side.
 pub fn benchmark(id: &str, median_ns: f64) -> Benchmark {

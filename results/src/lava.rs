@@ -87,9 +87,8 @@ pub fn case_name(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::verdict;
-    use crate::model::Lane;
-    use crate::model::{Evidence, Verdict};
+    use crate::fixtures::{two_lanes, verdict};
+    use crate::model::Evidence;
 
     #[test]
     fn each_verdict_is_a_lava_test_case() {
@@ -133,16 +132,7 @@ mod tests {
 
     #[test]
     fn several_lanes_prefix_their_names() {
-        let qemu = Verdict {
-            lane: Lane::Qemu,
-            kernel: "qemu-10.0.2".into(),
-            ..verdict("tags::a", Outcome::Pass, "ok")
-        };
-        let lines = render(&RunSummary {
-            benchmarks: Vec::new(),
-            verdicts: vec![verdict("tags::a", Outcome::Pass, "ok"), qemu],
-            ..RunSummary::default()
-        });
+        let lines = render(&two_lanes());
         assert_eq!(
             lines,
             "lava-test-case emulated.6.12.95.tags.a --result pass\n\

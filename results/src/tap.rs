@@ -96,9 +96,8 @@ fn printable(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::verdict;
+    use crate::fixtures::{two_lanes, verdict};
     use crate::model::Evidence;
-    use crate::model::Lane;
 
     #[test]
     fn outcomes_read_as_tap_13() {
@@ -126,16 +125,9 @@ mod tests {
 
     #[test]
     fn several_lanes_name_theirs_and_an_early_end_is_a_failure() {
-        let qemu = Verdict {
-            lane: Lane::Qemu,
-            kernel: "qemu-10.0.2".into(),
-            ..verdict("tags::a", Outcome::Pass, "ok")
-        };
         let tap = render(&RunSummary {
-            benchmarks: Vec::new(),
-            verdicts: vec![verdict("tags::a", Outcome::Pass, "ok"), qemu],
             error: Some("qemu lane: the runner gave up".into()),
-            ..RunSummary::default()
+            ..two_lanes()
         });
         let lines: Vec<&str> = tap.lines().collect();
         assert_eq!(lines[1], "1..3");

@@ -158,6 +158,13 @@ mod tests {
         }
     }
 
+    /// The report of one failure whose tag maps differ in granule 1.
+    fn one_failure_with_tag_maps(expected: &str, observed: &str) -> String {
+        let maps = tag_maps(expected, observed, vec![1]);
+        let failure = verdict("tags::x", Outcome::Fail, "differs", vec![maps]);
+        render(&summary(vec![failure]), "run").unwrap()
+    }
+
     #[test]
     fn guest_text_cannot_inject_markup() {
         let attack = "<script>alert(1)</script>";
@@ -235,16 +242,7 @@ mod tests {
 
     #[test]
     fn failures_draw_both_tag_maps_with_the_differences_outlined() {
-        let html = render(
-            &summary(vec![verdict(
-                "tags::x",
-                Outcome::Fail,
-                "differs",
-                vec![tag_maps("0123", "0f23", vec![1])],
-            )]),
-            "run",
-        )
-        .unwrap();
+        let html = one_failure_with_tag_maps("0123", "0f23");
         let failures =
             &html[html.find("id=\"failures\"").unwrap()..html.find("id=\"matrix\"").unwrap()];
         assert_eq!(
@@ -374,16 +372,7 @@ mod tests {
 
     #[test]
     fn tag_grid_marks_the_differing_granules() {
-        let html = render(
-            &summary(vec![verdict(
-                "tags::x",
-                Outcome::Fail,
-                "differs",
-                vec![tag_maps("0123", "0f23", vec![1])],
-            )]),
-            "run",
-        )
-        .unwrap();
+        let html = one_failure_with_tag_maps("0123", "0f23");
         assert!(html.contains("<td class=\"tag differs\">1</td>"), "{html}");
         assert!(html.contains("<td class=\"tag differs\">f</td>"), "{html}");
         assert!(html.contains("<td class=\"tag\">2</td>"), "{html}");
