@@ -3,24 +3,29 @@
 //!
 //! - [`model`]: verdicts, evidence and the environment of a run; versioned by [`SCHEMA_VERSION`].
 //! - [`tag_map`]: tag maps, the evidence most checks carry: where two differ, and their layout.
-//! - [`bench`]: what the performance suite measured, one record a benchmark.
+//! - [`mod@bench`]: what the performance suite measured, one record a benchmark.
 //! - [`stream`]: the framed records the runner prints on its console, and their parser;
 //!   [`base64`] carries an artifact's bytes in one, and [`artifact`] says where it is kept.
 //! - [`shard`]: which checks a shard `K/N` of a run takes.
 //!
 //! With the `report` feature (host side only):
-//! - [`rundir`]: a run's directory: `run.json`, `results.jsonl` as verdicts arrive, the console
-//!   log, the `latest` link, and reading a run back.
-//! - [`summary`]: a finished run as the reports see it, and its terminal table.
-//! - [`junit`]: JUnit XML for CI.
+//! - [`summary`]: a finished run as the reports see it, its columns (a lane on a kernel), and
+//!   its terminal table.
+//! - [`figures`]: the numbers a check measured.
+//! - [`junit`]: JUnit XML for CI (written by quick-junit).
 //! - [`tap`]: TAP version 13, as kvm-unit-tests prints it.
 //! - [`lava`]: `lava-test-case` lines for a LAVA test shell.
+//! - [`compare`]: a run against a baseline run; [`merge`]: several runs as one.
+//! - [`bench_summary`]: a run's benchmarks with their ratios (`bench.json`); [`speed`]: the
+//!   suite's own speed.
 //! - [`html`]: the self-contained HTML report, drawing tag maps with [`picture`] and figures
 //!   with [`plot`], faults read by [`decode`].
-//! - [`figures`]: the numbers a check measured.
-//! - [`compare`]: a run against a baseline run; [`merge`]: several runs as one.
-//! - [`bench_summary`]: a run's benchmarks with their ratios (`bench.json`), and criterion's
-//!   files; [`speed`]: the suite's own speed.
+//! - [`rundir`]: a run's directory: written as verdicts arrive, its reports and criterion's
+//!   files written when it ends, the `latest` link, and reading a run back.
+//!
+//! Imports point one way: tag maps and the model at the bottom, the records above them; then a
+//! run's summary, the figures, views and writers built on it, the run directory that writes
+//! them all, and last the merge of run directories.
 #![forbid(unsafe_code)]
 
 pub mod artifact;
