@@ -2,7 +2,6 @@
 
 use crate::bench::{Benchmark, Estimate, Estimates};
 use crate::model::{Environment, Feature, Lane, Outcome, Verdict};
-#[cfg(feature = "report")]
 use crate::summary::RunSummary;
 
 /// A verdict of the emulated lane on 6.12.95 without evidence, taking 12 ms.
@@ -33,7 +32,6 @@ pub fn environment() -> Environment {
 }
 
 /// A run of `verdicts` in [`environment`], taking 30 s.
-#[cfg(feature = "report")]
 pub fn summary(verdicts: Vec<Verdict>) -> RunSummary {
     RunSummary {
         environments: vec![environment()],
@@ -44,7 +42,6 @@ pub fn summary(verdicts: Vec<Verdict>) -> RunSummary {
 }
 
 /// One check passed in two lanes: the emulated lane on 6.12.95 and QEMU 10.0.2.
-#[cfg(feature = "report")]
 pub fn two_lanes() -> RunSummary {
     let check = verdict("tags::a", Outcome::Pass, "ok");
     let qemu = Verdict {

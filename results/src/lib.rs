@@ -36,7 +36,7 @@ pub mod shard;
 pub mod stream;
 pub mod tag_map;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "report"))]
 mod fixtures;
 
 #[cfg(feature = "report")]
