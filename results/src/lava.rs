@@ -9,7 +9,7 @@
 //!
 //! The lines are run by a shell, so a name holds only `A-Z a-z 0-9 . _ -` (what LAVA accepts in
 //! a test case name): `::` becomes `.`, anything else `_`. Nothing a guest or kernel printed can
-//! reach the shell as anything but those characters.
+//! reach the shell as anything but those characters. (No crate writes LAVA's lines.)
 
 use std::fmt::Write as _;
 

@@ -154,6 +154,7 @@ fn verdict_line(v: &Verdict, name_width: usize, place: Option<(Place, usize)>) -
 }
 
 /// A duration for people: milliseconds below ten seconds, then seconds, then minutes.
+/// (humantime's format_duration writes every unit, `12s 345ms`; a table wants one figure.)
 pub fn format_duration(ms: f64) -> String {
     let ms = if ms.is_finite() { ms.max(0.0) } else { 0.0 };
     if ms < 10_000.0 {

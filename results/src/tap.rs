@@ -10,6 +10,9 @@
 //! Text from a guest or a kernel can break no line: `#` in a name is escaped, line breaks and
 //! control characters in a name or a directive become spaces, and the YAML blocks hold text
 //! only as indented literal blocks.
+//!
+//! Hand-written: the Rust TAP producer (testanything) writes diagnostics as `#` comment lines,
+//! not TAP 13's YAML blocks, and the escaping here is this module's point.
 
 use std::fmt::Write as _;
 

@@ -116,6 +116,7 @@ impl<'a> Page<'a> {
 
 /// Escape text for HTML element content and quoted attributes, and replace the control
 /// characters a console may carry (escape sequences, NUL) with U+FFFD: HTML forbids them.
+/// (Not tera's own escape_html, which leaves those characters in.)
 fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

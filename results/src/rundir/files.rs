@@ -75,7 +75,7 @@ pub(super) fn point_latest_at(_root: &Path, _run_id: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Write a file whole by renaming a finished temporary over it.
+/// Write a file whole by renaming a finished temporary over it (std's rename is all it takes).
 pub(super) fn write_replacing(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
