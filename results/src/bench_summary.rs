@@ -1,14 +1,12 @@
 //! A run's benchmarks as the reports show them (`bench.json`): per lane and kernel, each
 //! benchmark's median with its interval and throughput, and the ratios of the pairs the
-//! benchmarks declared, which carry from one machine to another where the times do not. With
-//! it, criterion's own files, laid out as criterion lays them out (`criterion/`).
-
-use std::path::{Path, PathBuf};
+//! benchmarks declared, which carry from one machine to another where the times do not.
 
 use serde::{Deserialize, Serialize};
 
 use crate::bench::{Benchmark, Quantity, BYTES};
 use crate::figures::{format_figure, FigureKind};
+use crate::group::in_order_of_first;
 use crate::model::{Lane, Outcome};
 use crate::SCHEMA_VERSION;
 
@@ -71,32 +69,15 @@ pub const MEDIAN_TIME: &str = "median time";
 
 impl BenchSummary {
     pub fn of(benchmarks: &[Benchmark]) -> Self {
-        let mut columns: Vec<BenchColumn> = Vec::new();
-        for b in benchmarks {
-            let at = match columns
-                .iter()
-                .position(|c| c.lane == b.lane && c.kernel == b.kernel)
-            {
-                Some(at) => at,
-                None => {
-                    columns.push(BenchColumn {
-                        lane: b.lane,
-                        kernel: b.kernel.clone(),
-                        ratios: Vec::new(),
-                        benchmarks: Vec::new(),
-                    });
-                    columns.len() - 1
-                }
-            };
-            columns[at].benchmarks.push(BenchLine::of(b));
-        }
-        for column in &mut columns {
-            let of_column: Vec<&Benchmark> = benchmarks
-                .iter()
-                .filter(|b| b.lane == column.lane && b.kernel == column.kernel)
-                .collect();
-            column.ratios = ratios(&of_column);
-        }
+        let columns = in_order_of_first(benchmarks, |b| (b.lane, b.kernel.as_str()))
+            .into_iter()
+            .map(|((lane, kernel), of_column)| BenchColumn {
+                lane,
+                kernel: kernel.to_string(),
+                ratios: ratios(&of_column),
+                benchmarks: of_column.into_iter().map(BenchLine::of).collect(),
+            })
+            .collect();
         BenchSummary {
             schema: SCHEMA_VERSION,
             columns,
@@ -221,86 +202,19 @@ impl Ratio {
     }
 }
 
-/// Where a benchmark's criterion files go below the run's `criterion/` directory:
-/// `<lane>-<kernel>/<criterion's directory>`, every part made a plain name (a record cannot
-/// send a file outside the run directory).
-pub fn criterion_path(lane: Lane, kernel: &str, directory: &str) -> PathBuf {
-    let plain = |part: &str| -> String {
-        let name: String = part
-            .chars()
-            .map(|c| {
-                if matches!(c, '/' | '\\') || c.is_control() {
-                    '_'
-                } else {
-                    c
-                }
-            })
-            .collect();
-        match name.as_str() {
-            "" | "." | ".." => "_".to_string(),
-            _ => name,
-        }
-    };
-    let mut path = PathBuf::from(plain(&format!("{lane}-{kernel}")));
-    for part in directory.split('/') {
-        path.push(plain(part));
-    }
-    path
-}
-
-/// Write criterion's files of every measured benchmark below `dir`, as criterion lays them
-/// out: `<lane>-<kernel>/<directory>/new/{sample,estimates,benchmark}.json`.
-pub fn write_criterion_files(dir: &Path, benchmarks: &[Benchmark]) -> std::io::Result<()> {
-    for b in benchmarks {
-        let Some(files) = &b.criterion else { continue };
-        let new = dir
-            .join(criterion_path(b.lane, &b.kernel, &files.directory))
-            .join("new");
-        std::fs::create_dir_all(&new)?;
-        for (name, json) in files.files() {
-            std::fs::write(new.join(name), serde_json::to_vec(json)?)?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{Estimate, Estimates, Versus};
-    use crate::model::Lane;
+    use crate::bench::Versus;
+    use crate::fixtures::benchmark;
 
     fn measured(id: &str, median: f64, versus: Option<&str>) -> Benchmark {
         Benchmark {
-            schema: SCHEMA_VERSION,
-            id: id.into(),
-            lane: Lane::Emulated,
-            kernel: "6.12".into(),
-            outcome: Outcome::Pass,
-            reason: "r".into(),
-            bytes_per_iteration: Some(4096),
-            estimates: Some(Estimates {
-                median: Estimate {
-                    point_ns: median,
-                    lower_ns: median * 0.9,
-                    upper_ns: median * 1.1,
-                },
-                mean: Estimate {
-                    point_ns: median,
-                    lower_ns: median,
-                    upper_ns: median,
-                },
-                std_dev_ns: 1.0,
-                confidence_level: 0.95,
-                samples: 10,
-                iterations: 100,
-            }),
             versus: versus.map(|baseline| Versus {
                 baseline: baseline.into(),
                 ratio: "tagged / untagged".into(),
             }),
-            figures: Vec::new(),
-            criterion: None,
+            ..benchmark(id, median)
         }
     }
 
@@ -367,16 +281,5 @@ mod tests {
             ratios(&[&tagged, &untagged])[0].describe(),
             "g/f/tagged: tagged / untagged = 3.00 [2.45, 3.67]"
         );
-    }
-
-    #[test]
-    fn criterion_paths_stay_inside_the_run() {
-        assert_eq!(
-            criterion_path(Lane::Emulated, "6.12", "copy_tags/from_guest/4 KiB"),
-            PathBuf::from("emulated-6.12/copy_tags/from_guest/4 KiB")
-        );
-        let escaped = criterion_path(Lane::Host, "k", "../../etc//passwd");
-        assert_eq!(escaped, PathBuf::from("host-k/_/_/etc/_/passwd"));
-        assert!(!criterion_path(Lane::Host, "..", "/abs").is_absolute());
     }
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::figures::{figures, format_figure, FigureKind};
 use crate::model::{Lane, Outcome, Verdict};
-use crate::summary::RunSummary;
+use crate::summary::{Column, RunSummary};
 
 /// When a figure counts as moved.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -186,28 +186,11 @@ pub struct Comparison {
     pub run_error: Option<String>,
 }
 
-/// A lane on a kernel.
-type Column = (Lane, String);
-
-fn label((lane, kernel): &Column) -> String {
-    format!("{lane} · {kernel}")
-}
-
-/// Columns in the order their first verdict arrived, each with its verdicts by check.
-fn columns(verdicts: &[Verdict]) -> Vec<(Column, Vec<&Verdict>)> {
-    let mut out: Vec<(Column, Vec<&Verdict>)> = Vec::new();
-    for v in verdicts {
-        let column = (v.lane, v.kernel.clone());
-        match out.iter_mut().find(|(c, _)| *c == column) {
-            Some((_, list)) => list.push(v),
-            None => out.push((column, vec![v])),
-        }
-    }
-    out
-}
+/// A column's lane and kernel.
+type Key<'a> = (Lane, &'a str);
 
 /// Pairs of column indices (baseline, run); `None` where a column has no partner.
-fn match_columns(baseline: &[Column], run: &[Column]) -> Vec<(Option<usize>, Option<usize>)> {
+fn match_columns(baseline: &[Key], run: &[Key]) -> Vec<(Option<usize>, Option<usize>)> {
     let mut partner_of_run: Vec<Option<usize>> = run
         .iter()
         .map(|c| baseline.iter().position(|b| b == c))
@@ -256,11 +239,17 @@ fn classify(before: Option<Outcome>, after: Option<Outcome>) -> Option<ChangeKin
 
 impl Comparison {
     /// Compare `run` with `baseline`; the names are left empty for the caller to fill in.
-    pub fn of(baseline: &RunSummary, run: &RunSummary, thresholds: Thresholds) -> Comparison {
-        let base_columns = columns(&baseline.verdicts);
-        let run_columns = columns(&run.verdicts);
-        let base_keys: Vec<Column> = base_columns.iter().map(|(c, _)| c.clone()).collect();
-        let run_keys: Vec<Column> = run_columns.iter().map(|(c, _)| c.clone()).collect();
+    pub fn of<'a>(
+        baseline: &'a RunSummary,
+        run: &'a RunSummary,
+        thresholds: Thresholds,
+    ) -> Comparison {
+        let base_columns = baseline.columns();
+        let run_columns = run.columns();
+        let keys = |columns: &[Column<'a>]| -> Vec<Key<'a>> {
+            columns.iter().map(|c| (c.lane, c.kernel)).collect()
+        };
+        let (base_keys, run_keys) = (keys(&base_columns), keys(&run_columns));
         let mut comparison = Comparison {
             baseline: String::new(),
             baseline_run_id: String::new(),
@@ -276,15 +265,16 @@ impl Comparison {
             },
         };
         for (b, r) in match_columns(&base_keys, &run_keys) {
+            let (before, now) = (b.map(|b| &base_columns[b]), r.map(|r| &run_columns[r]));
             comparison.columns.push(ColumnMatch {
-                baseline: b.map(|b| label(&base_keys[b])),
-                run: r.map(|r| label(&run_keys[r])),
+                baseline: before.map(Column::name),
+                run: now.map(Column::name),
             });
-            let empty = Vec::new();
-            let base_verdicts = b.map_or(&empty, |b| &base_columns[b].1);
-            let run_verdicts = r.map_or(&empty, |r| &run_columns[r].1);
-            let column = label(r.map_or_else(|| &base_keys[b.unwrap()], |r| &run_keys[r]));
-            comparison.compare_column(&column, base_verdicts, run_verdicts);
+            // Named as this run names it; as the baseline did for a column that is gone.
+            let name = now.or(before).map(Column::name).unwrap_or_default();
+            let before_verdicts = before.map_or(&[][..], |c| &c.verdicts);
+            let now_verdicts = now.map_or(&[][..], |c| &c.verdicts);
+            comparison.compare_column(&name, before_verdicts, now_verdicts);
         }
         comparison
     }
@@ -420,44 +410,8 @@ impl Comparison {
                 );
             }
         }
-        for kind in ChangeKind::ALL {
-            let changes: Vec<&Change> = self.of_kind(kind).collect();
-            if changes.is_empty() {
-                continue;
-            }
-            let _ = writeln!(out, "{} ({}):", kind.title(), changes.len());
-            for c in changes {
-                let outcome = |o: Option<Outcome>| o.map_or("absent", Outcome::as_str);
-                let reason = shortened(c.reason.lines().next().unwrap_or_default());
-                let _ = writeln!(
-                    out,
-                    "  {}  {}  {} → {}  {reason}",
-                    c.column,
-                    c.test,
-                    outcome(c.before),
-                    outcome(c.after)
-                );
-            }
-        }
-        if !self.figures.is_empty() {
-            let _ = writeln!(
-                out,
-                "figures that moved {} ({}):",
-                self.thresholds.describe(),
-                self.figures.len()
-            );
-            for f in &self.figures {
-                let _ = writeln!(
-                    out,
-                    "  {}  {}  {}  {}: {}",
-                    if f.worse() { "worse " } else { "better" },
-                    f.column,
-                    f.test,
-                    f.what,
-                    f.describe()
-                );
-            }
-        }
+        self.write_changes(&mut out);
+        self.write_figures(&mut out);
         let _ = writeln!(out, "unchanged: {} checks", self.unchanged);
         let regressions = self.regressions();
         if regressions.is_empty() {
@@ -467,6 +421,57 @@ impl Comparison {
         }
         out
     }
+
+    /// Every change by kind, a line each.
+    fn write_changes(&self, out: &mut String) {
+        for kind in ChangeKind::ALL {
+            let changes: Vec<&Change> = self.of_kind(kind).collect();
+            if changes.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "{} ({}):", kind.title(), changes.len());
+            for c in changes {
+                let reason = shortened(c.reason.lines().next().unwrap_or_default());
+                let _ = writeln!(
+                    out,
+                    "  {}  {}  {} → {}  {reason}",
+                    c.column,
+                    c.test,
+                    outcome_name(c.before),
+                    outcome_name(c.after)
+                );
+            }
+        }
+    }
+
+    /// The figures that moved, a line each.
+    fn write_figures(&self, out: &mut String) {
+        if self.figures.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "figures that moved {} ({}):",
+            self.thresholds.describe(),
+            self.figures.len()
+        );
+        for f in &self.figures {
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}  {}: {}",
+                if f.worse() { "worse " } else { "better" },
+                f.column,
+                f.test,
+                f.what,
+                f.describe()
+            );
+        }
+    }
+}
+
+/// An outcome in a change, `absent` on the side where the check did not run.
+pub fn outcome_name(outcome: Option<Outcome>) -> &'static str {
+    outcome.map_or("absent", Outcome::as_str)
 }
 
 /// Longest reason a line of the terminal text shows; the report has them whole.

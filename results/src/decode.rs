@@ -4,6 +4,8 @@
 //! the raw registers on the host side, so a report reads the same whatever runner wrote the
 //! record, and the FAR is split into the address and the pointer's tag, which is what a tag
 //! check fault is about. Field layouts are those of the Arm ARM (ESR_ELx, FAR_ELx).
+//! Hand-written rather than aarch64-esr-decoder, whose field-by-field descriptions would change
+//! the report's one-sentence reading and which does not read the FAR.
 
 /// The registers, read.
 #[derive(Clone, Debug, PartialEq, Eq)]

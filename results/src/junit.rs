@@ -1,4 +1,4 @@
-//! JUnit XML, the format CI systems read.
+//! JUnit XML, the format CI systems read, written by quick-junit.
 //!
 //! How verdicts map onto JUnit:
 //! - one `<testsuite>` per lane and kernel (a run is normally one of each), carrying the run's
@@ -13,54 +13,46 @@
 //!   so a run whose guest died before its checks reported never looks green.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
-use crate::model::{Environment, Outcome, Verdict};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+
+use crate::model::{Environment, Lane, Outcome, Verdict};
 use crate::summary::RunSummary;
 
 /// The JUnit document of a run.
 pub fn render(summary: &RunSummary) -> String {
-    let suites = group_by_lane_and_kernel(summary);
-    let tally = summary.tally();
-    let errors = usize::from(summary.error.is_some());
-
-    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        xml,
-        r#"<testsuites name="mte" tests="{}" failures="{}" errors="{errors}" skipped="{}" time="{}">"#,
-        tally.total() + errors,
-        tally.fail,
-        tally.skip,
-        seconds(summary.wall_ms),
-    );
-    for suite in &suites {
-        write_suite(&mut xml, summary, suite);
+    let mut report = Report::new("mte");
+    report.set_time(duration(summary.wall_ms));
+    for suite in suites(summary) {
+        report.add_test_suite(test_suite(summary, &suite));
     }
-    xml.push_str("</testsuites>\n");
-    xml
+    report
+        .to_string()
+        .expect("a report held in memory always serialises")
 }
 
 /// The verdicts of one lane and kernel; `run_error` is set on the suite that reports the run's
 /// early end.
 struct Suite<'a> {
     name: String,
+    /// The lane of its verdicts; none for a suite that holds the run's error only.
+    lane: Option<Lane>,
     verdicts: Vec<&'a Verdict>,
     run_error: Option<&'a str>,
 }
 
-/// Suites in the order their first verdict arrived.
-fn group_by_lane_and_kernel(summary: &RunSummary) -> Vec<Suite<'_>> {
-    let mut suites: Vec<Suite> = Vec::new();
-    for verdict in &summary.verdicts {
-        let name = suite_name(verdict.lane.name(), &verdict.kernel);
-        match suites.iter_mut().find(|s| s.name == name) {
-            Some(suite) => suite.verdicts.push(verdict),
-            None => suites.push(Suite {
-                name,
-                verdicts: vec![verdict],
-                run_error: None,
-            }),
-        }
-    }
+/// A suite a column, in the order their first verdict arrived; the run's error goes to the
+/// suite of the lane it names.
+fn suites(summary: &RunSummary) -> Vec<Suite<'_>> {
+    let mut suites: Vec<Suite> = (summary.columns().into_iter())
+        .map(|column| Suite {
+            name: suite_name(column.lane.name(), column.kernel),
+            lane: Some(column.lane),
+            verdicts: column.verdicts,
+            run_error: None,
+        })
+        .collect();
     if let Some(error) = &summary.error {
         // A run of several lanes names the lane that ended early ("qemu lane: ...").
         let env = summary
@@ -76,6 +68,7 @@ fn group_by_lane_and_kernel(summary: &RunSummary) -> Vec<Suite<'_>> {
             Some(suite) => suite.run_error = Some(error),
             None => suites.push(Suite {
                 name,
+                lane: None,
                 verdicts: vec![],
                 run_error: Some(error),
             }),
@@ -95,117 +88,79 @@ fn suite_name(lane: &str, kernel: &str) -> String {
     format!("{}.{}", or_unknown(lane), or_unknown(kernel))
 }
 
-fn write_suite(xml: &mut String, summary: &RunSummary, suite: &Suite) {
-    let count = |outcome| {
-        suite
-            .verdicts
-            .iter()
-            .filter(|v| v.outcome == outcome)
-            .count()
-    };
-    let total_ms: f64 = suite.verdicts.iter().map(|v| v.duration_ms).sum();
-    let _ = writeln!(
-        xml,
-        r#"  <testsuite name="{}" tests="{}" failures="{}" errors="{}" skipped="{}" time="{}">"#,
-        attr(&suite.name),
-        suite.verdicts.len() + usize::from(suite.run_error.is_some()),
-        count(Outcome::Fail),
-        usize::from(suite.run_error.is_some()),
-        count(Outcome::Skip),
-        seconds(total_ms),
-    );
-    let lane = suite.verdicts.first().map(|v| v.lane);
+fn test_suite(summary: &RunSummary, suite: &Suite) -> TestSuite {
+    let mut out = TestSuite::new(xml_text(&suite.name));
+    out.set_time(duration(suite.verdicts.iter().map(|v| v.duration_ms).sum()));
     if let Some(env) = summary
         .environments
         .iter()
-        .find(|env| Some(env.lane) == lane)
+        .find(|env| Some(env.lane) == suite.lane)
         .or(summary.environments.first())
     {
-        write_properties(xml, env);
+        out.add_properties(properties(env));
     }
-    let classname = attr(&suite.name);
-    for v in &suite.verdicts {
-        let open = format!(
-            r#"    <testcase classname="{classname}" name="{}" time="{}""#,
-            attr(&v.test),
-            seconds(v.duration_ms)
-        );
-        match v.outcome {
-            Outcome::Pass => {
-                let _ = writeln!(xml, "{open}/>");
-            }
-            Outcome::Fail => {
-                let _ = writeln!(xml, "{open}>");
-                let _ = writeln!(
-                    xml,
-                    r#"      <failure message="{}">{}</failure>"#,
-                    attr(&v.reason),
-                    text(&failure_text(v))
-                );
-                xml.push_str("    </testcase>\n");
-            }
-            Outcome::Skip => {
-                let _ = writeln!(xml, "{open}>");
-                let _ = writeln!(xml, r#"      <skipped message="{}"/>"#, attr(&v.reason));
-                xml.push_str("    </testcase>\n");
-            }
-            Outcome::Xfail => {
-                let _ = writeln!(xml, "{open}>");
-                let _ = writeln!(
-                    xml,
-                    "      <system-out>{}</system-out>",
-                    text(&format!("xfail: {}", v.reason))
-                );
-                xml.push_str("    </testcase>\n");
-            }
-        }
+    for verdict in &suite.verdicts {
+        out.add_test_case(test_case(&suite.name, verdict));
     }
     if let Some(error) = suite.run_error {
-        let _ = writeln!(
-            xml,
-            r#"    <testcase classname="{classname}" name="run" time="{}">"#,
-            seconds(summary.wall_ms)
-        );
-        let _ = writeln!(
-            xml,
-            r#"      <error message="{}">{}</error>"#,
-            attr(error),
-            text(error)
-        );
-        xml.push_str("    </testcase>\n");
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+        status
+            .set_message(xml_text(error))
+            .set_description(xml_text(error));
+        let mut case = TestCase::new("run", status);
+        case.set_classname(xml_text(&suite.name))
+            .set_time(duration(summary.wall_ms));
+        out.add_test_case(case);
     }
-    xml.push_str("  </testsuite>\n");
+    out
+}
+
+fn test_case(classname: &str, v: &Verdict) -> TestCase {
+    let status = match v.outcome {
+        Outcome::Pass | Outcome::Xfail => TestCaseStatus::success(),
+        Outcome::Fail => {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            status
+                .set_message(xml_text(&v.reason))
+                .set_description(xml_text(&failure_text(v)));
+            status
+        }
+        Outcome::Skip => {
+            let mut status = TestCaseStatus::skipped();
+            status.set_message(xml_text(&v.reason));
+            status
+        }
+    };
+    let mut case = TestCase::new(xml_text(&v.test), status);
+    case.set_classname(xml_text(classname))
+        .set_time(duration(v.duration_ms));
+    if v.outcome == Outcome::Xfail {
+        case.set_system_out(xml_text(&format!("xfail: {}", v.reason)));
+    }
+    case
 }
 
 /// The lane's environment, so a CI page shows which kernel and VMM a result belongs to.
-fn write_properties(xml: &mut String, env: &Environment) {
-    let mut properties = vec![
-        ("lane".to_string(), env.lane.name()),
-        ("kernel_release".to_string(), env.kernel_release.as_str()),
-        ("kernel_version".to_string(), env.kernel_version.as_str()),
-        ("machine".to_string(), env.machine.as_str()),
-        ("runner_version".to_string(), env.runner_version.as_str()),
-    ];
-    properties.extend(
-        env.host
-            .iter()
-            .map(|f| (format!("host.{}", f.name), f.value.as_str())),
-    );
-    properties.extend(
-        env.features
-            .iter()
-            .map(|f| (format!("feature.{}", f.name), f.value.as_str())),
-    );
-    xml.push_str("    <properties>\n");
-    for (name, value) in properties {
-        let _ = writeln!(
-            xml,
-            r#"      <property name="{}" value="{}"/>"#,
-            attr(&name),
-            attr(value)
-        );
-    }
-    xml.push_str("    </properties>\n");
+fn properties(env: &Environment) -> Vec<Property> {
+    let fixed = [
+        ("lane", env.lane.name()),
+        ("kernel_release", &env.kernel_release),
+        ("kernel_version", &env.kernel_version),
+        ("machine", &env.machine),
+        ("runner_version", &env.runner_version),
+    ]
+    .map(|(name, value)| (name.to_string(), value));
+    let host = env
+        .host
+        .iter()
+        .map(|f| (format!("host.{}", f.name), &*f.value));
+    let features = (env.features.iter()).map(|f| (format!("feature.{}", f.name), &*f.value));
+    fixed
+        .into_iter()
+        .chain(host)
+        .chain(features)
+        .map(|(name, value)| Property::new(xml_text(&name), xml_text(value)))
+        .collect()
 }
 
 /// The reason, then each piece of evidence as text.
@@ -217,53 +172,30 @@ fn failure_text(verdict: &Verdict) -> String {
     body
 }
 
-/// Milliseconds as JUnit's seconds; a duration that is not a sane number reads as zero.
-fn seconds(ms: f64) -> String {
-    let ms = if ms.is_finite() { ms.max(0.0) } else { 0.0 };
-    format!("{:.3}", ms / 1000.0)
+/// Milliseconds as a duration; one that is not a sane number reads as zero.
+fn duration(ms: f64) -> Duration {
+    Duration::try_from_secs_f64(ms / 1000.0).unwrap_or_default()
 }
 
-/// Escape character data.
-fn text(s: &str) -> String {
-    escape(s, false)
-}
-
-/// Escape an attribute value (always written between double quotes).
-fn attr(s: &str) -> String {
-    escape(s, true)
-}
-
-/// Escape markup, and replace what XML 1.0 cannot hold at all (control characters other than tab,
-/// newline and carriage return; U+FFFE and U+FFFF) with U+FFFD: guest consoles and kernels print
-/// such bytes, and one of them would make the whole file unreadable. Inside attributes, tab and
-/// line breaks become character references, which parsers would otherwise fold into spaces.
-fn escape(s: &str, attribute: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            // Always escaped, so `]]>` never appears in character data.
-            '>' => out.push_str("&gt;"),
-            '"' if attribute => out.push_str("&quot;"),
-            '\'' if attribute => out.push_str("&apos;"),
-            '\t' | '\n' if attribute => {
-                let _ = write!(out, "&#{};", c as u32);
-            }
-            '\t' | '\n' => out.push(c),
-            // A raw carriage return is turned into a newline by parsers, in text as in attributes.
-            '\r' => out.push_str("&#13;"),
-            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
+/// Text as quick-junit keeps it whole. Guest consoles and kernels print bytes XML 1.0 cannot
+/// hold (control characters, U+FFFE, U+FFFF): quick-junit drops the controls, tab and carriage
+/// return included, silently, and lets U+FFFE and U+FFFF through, which would make the whole
+/// file unreadable. Here each becomes U+FFFD, so the text shows where something was, and a tab
+/// becomes a space.
+fn xml_text(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\n' | '\r' => c,
+            '\t' => ' ',
+            '\u{0}'..='\u{1f}' | '\u{7f}' | '\u{fffe}' | '\u{ffff}' => '\u{fffd}',
+            c => c,
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Lane;
     use crate::model::{Evidence, Feature};
 
     fn verdict(test: &str, outcome: Outcome, reason: &str) -> Verdict {
@@ -275,98 +207,31 @@ mod tests {
 
     fn summary(verdicts: Vec<Verdict>) -> RunSummary {
         RunSummary {
-            benchmarks: Vec::new(),
-            environments: vec![Environment {
-                lane: Lane::Emulated,
-                kernel_release: "6.12.95".into(),
-                host: vec![Feature::new("qemu", "9.2.0")],
-                ..Environment::default()
-            }],
-            verdicts,
             wall_ms: 4000.0,
-            error: None,
+            ..crate::fixtures::summary(verdicts)
         }
     }
 
-    /// A small well-formedness check: balanced tags, quoted attributes without `<`, `&` only as
-    /// an entity, no raw `>` or illegal character in text, a single root.
-    fn assert_well_formed(xml: &str) {
-        let body = xml
-            .strip_prefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n")
-            .expect("prolog");
-        let check_chars = |s: &str, what: &str| {
-            for c in s.chars() {
-                let legal = matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}')
-                    || c >= '\u{10000}';
-                assert!(legal, "illegal character {c:?} in {what}: {s:?}");
-            }
-            let mut rest = s;
-            while let Some(at) = rest.find('&') {
-                rest = &rest[at + 1..];
-                let end = rest
-                    .find(';')
-                    .unwrap_or_else(|| panic!("bare & in {what}: {s:?}"));
-                let entity = &rest[..end];
-                let known = ["amp", "lt", "gt", "quot", "apos"].contains(&entity)
-                    || entity
-                        .strip_prefix('#')
-                        .is_some_and(|n| n.parse::<u32>().is_ok());
-                assert!(known, "unknown entity &{entity}; in {what}");
-            }
-        };
-        let mut open: Vec<&str> = Vec::new();
-        let mut roots = 0;
-        let mut rest = body;
-        while !rest.is_empty() {
-            let lt = rest.find('<').unwrap_or(rest.len());
-            let text = &rest[..lt];
-            assert!(!text.contains('>'), "raw > in text: {text:?}");
-            check_chars(text, "text");
-            if !open.is_empty() || !text.trim().is_empty() {
-                assert!(!open.is_empty(), "text outside the root: {text:?}");
-            }
-            rest = &rest[lt..];
-            if rest.is_empty() {
-                break;
-            }
-            let gt = rest.find('>').expect("unclosed tag");
-            let tag = &rest[1..gt];
-            rest = &rest[gt + 1..];
-            if let Some(name) = tag.strip_prefix('/') {
-                assert_eq!(open.pop(), Some(name), "mismatched closing tag");
-                continue;
-            }
-            let self_closing = tag.ends_with('/');
-            let tag = tag.trim_end_matches('/');
-            let (name, mut attrs) = tag.split_once(' ').unwrap_or((tag, ""));
-            assert!(
-                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
-                "tag name {name:?}"
-            );
-            while !attrs.trim().is_empty() {
-                let (key, after) = attrs
-                    .trim_start()
-                    .split_once("=\"")
-                    .expect("attribute without a quoted value");
-                assert!(
-                    key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                    "attribute name {key:?}"
-                );
-                let end = after.find('"').expect("unterminated attribute");
-                let value = &after[..end];
-                assert!(!value.contains('<'), "raw < in attribute: {value:?}");
-                check_chars(value, "attribute");
-                attrs = &after[end + 1..];
-            }
-            if open.is_empty() {
-                roots += 1;
-            }
-            if !self_closing {
-                open.push(name);
-            }
-        }
-        assert!(open.is_empty(), "unclosed: {open:?}");
-        assert_eq!(roots, 1, "one root element");
+    /// Parse the document with a conforming XML 1.0 parser: one root, balanced tags, legal
+    /// characters and entities only.
+    fn parse(xml: &str) -> roxmltree::Document<'_> {
+        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"));
+        roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("not well formed: {e}\n{xml}"))
+    }
+
+    /// The elements named `tag`, in document order.
+    fn elements<'a>(doc: &'a roxmltree::Document, tag: &str) -> Vec<roxmltree::Node<'a, 'a>> {
+        doc.descendants().filter(|n| n.has_tag_name(tag)).collect()
+    }
+
+    /// An element's attributes as a reader sees them: `name=value`, sorted by name.
+    fn attributes(node: roxmltree::Node) -> String {
+        let mut all: Vec<String> = node
+            .attributes()
+            .map(|a| format!("{}={}", a.name(), a.value()))
+            .collect();
+        all.sort();
+        all.join(" ")
     }
 
     #[test]
@@ -380,33 +245,41 @@ mod tests {
             verdict("shared::a", Outcome::Xfail, "refused before 6.2"),
             other_kernel,
         ]));
-        assert_well_formed(&xml);
-        assert!(xml.contains(r#"<testsuites name="mte" tests="5" failures="2" errors="0" skipped="1" time="4.000">"#), "{xml}");
-        assert!(xml.contains(r#"<testsuite name="emulated.6.12.95" tests="4" failures="1" errors="0" skipped="1" time="6.000">"#), "{xml}");
-        assert!(
-            xml.contains(
-                r#"<testsuite name="emulated.6.1.0" tests="1" failures="1" errors="0" skipped="0""#
-            ),
-            "{xml}"
+        let doc = parse(&xml);
+        assert_eq!(
+            attributes(doc.root_element()),
+            "errors=0 failures=2 name=mte skipped=1 tests=5 time=4.000"
         );
-        assert_eq!(xml.matches("<testcase ").count(), 5);
-        assert!(
-            xml.contains(r#"<testcase classname="emulated.6.12.95" name="tags::a" time="1.500"/>"#),
-            "{xml}"
+        let suites: Vec<String> = elements(&doc, "testsuite")
+            .into_iter()
+            .map(attributes)
+            .collect();
+        assert_eq!(
+            suites,
+            [
+                "errors=0 failures=1 name=emulated.6.12.95 skipped=1 tests=4 time=6.000",
+                "errors=0 failures=1 name=emulated.6.1.0 skipped=0 tests=1 time=1.500"
+            ]
         );
-        assert!(
-            xml.contains(r#"<failure message="child lost tags">child lost tags</failure>"#),
-            "{xml}"
+        let cases = elements(&doc, "testcase");
+        assert_eq!(cases.len(), 5);
+        assert_eq!(
+            attributes(cases[0]),
+            "classname=emulated.6.12.95 name=tags::a time=1.500"
         );
-        assert!(xml.contains(r#"<skipped message="no swap"/>"#), "{xml}");
-        assert!(
-            xml.contains("<system-out>xfail: refused before 6.2</system-out>"),
-            "{xml}"
+        assert!(!cases[0].has_children());
+        let failure = elements(&doc, "failure")[0];
+        assert_eq!(attributes(failure), "message=child lost tags");
+        assert_eq!(failure.text(), Some("child lost tags"));
+        assert_eq!(attributes(elements(&doc, "skipped")[0]), "message=no swap");
+        assert_eq!(
+            elements(&doc, "system-out")[0].text(),
+            Some("xfail: refused before 6.2")
         );
-        assert!(
-            xml.contains(r#"<property name="host.qemu" value="9.2.0"/>"#),
-            "{xml}"
-        );
+        let host = elements(&doc, "property")
+            .into_iter()
+            .find(|p| p.attribute("name") == Some("host.qemu"));
+        assert_eq!(host.and_then(|p| p.attribute("value")), Some("9.2.0"));
     }
 
     #[test]
@@ -414,19 +287,18 @@ mod tests {
         let mut run = summary(vec![]);
         run.error = Some("QEMU exited early: status 1".into());
         let xml = render(&run);
-        assert_well_formed(&xml);
-        assert!(
-            xml.contains(r#"tests="1" failures="0" errors="1""#),
-            "{xml}"
+        let doc = parse(&xml);
+        assert_eq!(
+            attributes(elements(&doc, "testsuite")[0]),
+            "errors=1 failures=0 name=emulated.6.12.95 skipped=0 tests=1 time=0.000"
         );
-        assert!(
-            xml.contains(r#"<testcase classname="emulated.6.12.95" name="run" time="4.000">"#),
-            "{xml}"
+        assert_eq!(
+            attributes(elements(&doc, "testcase")[0]),
+            "classname=emulated.6.12.95 name=run time=4.000"
         );
-        assert!(
-            xml.contains(r#"<error message="QEMU exited early: status 1">"#),
-            "{xml}"
-        );
+        let error = elements(&doc, "error")[0];
+        assert_eq!(attributes(error), "message=QEMU exited early: status 1");
+        assert_eq!(error.text(), Some("QEMU exited early: status 1"));
     }
 
     #[test]
@@ -439,7 +311,13 @@ mod tests {
             decoded: "tag check".into(),
         }];
         let xml = render(&summary(vec![v]));
-        assert!(xml.contains("no fault\n\nfault: ESR 0x92000011 FAR 0x0f00000040000000 ELR 0x0000000040080000: tag check</failure>"), "{xml}");
+        assert_eq!(
+            elements(&parse(&xml), "failure")[0].text(),
+            Some(
+                "no fault\n\nfault: ESR 0x92000011 FAR 0x0f00000040000000 ELR 0x0000000040080000: \
+                 tag check"
+            )
+        );
     }
 
     #[test]
@@ -471,16 +349,36 @@ mod tests {
             .push(Feature::new(hostile, hostile));
         run.error = Some(hostile.into());
         let xml = render(&run);
-        assert_well_formed(&xml);
+        let doc = parse(&xml);
         assert!(!xml.contains("<script>") && !xml.contains("]]>"), "{xml}");
-        assert!(xml.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; ]]&gt; it&apos;s &amp; \u{fffd}[31m red \u{fffd} nul&#13;&#10;&#9;tab \u{fffd}"), "{xml}");
-        assert!(xml.contains("&lt;script&gt;alert(\"x\")&lt;/script&gt; ]]&gt; it's &amp; \u{fffd}[31m red \u{fffd} nul&#13;\n\ttab \u{fffd}"), "{xml}");
+        // Every string arrives whole, with what XML cannot hold shown as U+FFFD.
+        let shown = "<script>alert(\"x\")</script> ]]> it's & \u{fffd}[31m red \u{fffd} nul";
+        let failure = elements(&doc, "failure")[0];
+        assert!(failure.text().unwrap().starts_with(shown), "{xml}");
+        assert!(
+            failure.text().unwrap().contains("nul\n tab \u{fffd}"),
+            "{xml}"
+        );
+        for (tag, attribute) in [
+            ("failure", "message"),
+            ("skipped", "message"),
+            ("error", "message"),
+            ("testcase", "name"),
+            ("testsuite", "name"),
+        ] {
+            let value = elements(&doc, tag)[0].attribute(attribute).unwrap();
+            assert!(value.contains(shown), "{tag} {attribute}: {value:?}");
+        }
+        assert!(elements(&doc, "system-out")[0]
+            .text()
+            .unwrap()
+            .starts_with(&format!("xfail: {shown}")));
     }
 
     #[test]
     fn nonsense_durations_read_as_zero() {
-        assert_eq!(seconds(f64::NAN), "0.000");
-        assert_eq!(seconds(-5.0), "0.000");
-        assert_eq!(seconds(12.0), "0.012");
+        assert_eq!(duration(f64::NAN), Duration::ZERO);
+        assert_eq!(duration(-5.0), Duration::ZERO);
+        assert_eq!(duration(12.0), Duration::from_millis(12));
     }
 }

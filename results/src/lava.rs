@@ -9,7 +9,7 @@
 //!
 //! The lines are run by a shell, so a name holds only `A-Z a-z 0-9 . _ -` (what LAVA accepts in
 //! a test case name): `::` becomes `.`, anything else `_`. Nothing a guest or kernel printed can
-//! reach the shell as anything but those characters.
+//! reach the shell as anything but those characters. (No crate writes LAVA's lines.)
 
 use std::fmt::Write as _;
 
@@ -19,11 +19,7 @@ use crate::summary::RunSummary;
 
 /// The `lava-test-case` lines of a run.
 pub fn render(summary: &RunSummary) -> String {
-    let first = summary.verdicts.first();
-    let several_columns = summary
-        .verdicts
-        .iter()
-        .any(|v| first.is_some_and(|f| f.lane != v.lane || f.kernel != v.kernel));
+    let several_columns = summary.columns().len() > 1;
     let mut out = String::new();
     for v in &summary.verdicts {
         let name = if several_columns {
@@ -91,9 +87,8 @@ pub fn case_name(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::verdict;
-    use crate::model::Lane;
-    use crate::model::{Evidence, Verdict};
+    use crate::fixtures::{two_lanes, verdict};
+    use crate::model::Evidence;
 
     #[test]
     fn each_verdict_is_a_lava_test_case() {
@@ -137,16 +132,7 @@ mod tests {
 
     #[test]
     fn several_lanes_prefix_their_names() {
-        let qemu = Verdict {
-            lane: Lane::Qemu,
-            kernel: "qemu-10.0.2".into(),
-            ..verdict("tags::a", Outcome::Pass, "ok")
-        };
-        let lines = render(&RunSummary {
-            benchmarks: Vec::new(),
-            verdicts: vec![verdict("tags::a", Outcome::Pass, "ok"), qemu],
-            ..RunSummary::default()
-        });
+        let lines = render(&two_lanes());
         assert_eq!(
             lines,
             "lava-test-case emulated.6.12.95.tags.a --result pass\n\

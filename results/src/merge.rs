@@ -26,41 +26,8 @@ pub struct Merged {
 
 /// Merge `runs` into a run called `run_id`.
 pub fn merge(runs: &[LoadedRun], run_id: &str) -> Merged {
-    let mut verdicts: Vec<Verdict> = Vec::new();
-    let mut environments: Vec<(Environment, Vec<String>)> = Vec::new();
-    let mut warnings = Vec::new();
-    let mut errors = Vec::new();
-    let mut duplicates = 0;
-    for run in runs {
-        let id = &run.info.run_id;
-        for env in &run.info.environments {
-            let same = |(e, _): &&mut (Environment, Vec<String>)| {
-                e.lane == env.lane && e.kernel_release == env.kernel_release
-            };
-            match environments.iter_mut().find(same) {
-                Some((kept, from)) => {
-                    from.push(id.clone());
-                    join_facts(&mut kept.host, &env.host);
-                    join_facts(&mut kept.features, &env.features);
-                }
-                None => environments.push((env.clone(), vec![id.clone()])),
-            }
-        }
-        for v in &run.verdicts {
-            let seen = verdicts
-                .iter()
-                .any(|k| k.test == v.test && k.lane == v.lane && k.kernel == v.kernel);
-            if seen {
-                duplicates += 1;
-            } else {
-                verdicts.push(v.clone());
-            }
-        }
-        if let Some(error) = run.summary().error {
-            errors.push(format!("{id}: {error}"));
-        }
-        warnings.extend(run.warnings.iter().cloned());
-    }
+    let (verdicts, duplicates) = merge_verdicts(runs);
+    let mut warnings: Vec<String> = runs.iter().flat_map(|r| r.warnings.clone()).collect();
     if duplicates > 0 {
         warnings.push(format!(
             "{duplicates} verdict{} reported by more than one run (the same check, lane and \
@@ -68,12 +35,8 @@ pub fn merge(runs: &[LoadedRun], run_id: &str) -> Merged {
             if duplicates == 1 { " was" } else { "s were" }
         ));
     }
-    let environments = environments
-        .into_iter()
-        .map(|(mut env, from)| {
-            env.host.push(Feature::new(MERGED_FROM, from.join(", ")));
-            env
-        })
+    let errors: Vec<String> = (runs.iter())
+        .filter_map(|run| Some(format!("{}: {}", run.info.run_id, run.summary().error?)))
         .collect();
     // RFC 3339 UTC times sort as text.
     let started = runs.iter().map(|r| r.info.started.clone()).min();
@@ -83,12 +46,7 @@ pub fn merge(runs: &[LoadedRun], run_id: &str) -> Merged {
         .collect::<Option<Vec<String>>>()
         .and_then(|all| all.into_iter().max());
     // Shards run side by side: the merged run took as long as its longest part.
-    let wall_ms = runs
-        .iter()
-        .filter_map(|r| r.info.wall_ms)
-        .fold(None, |longest: Option<f64>, ms| {
-            Some(longest.map_or(ms, |l| l.max(ms)))
-        });
+    let wall_ms = (runs.iter().filter_map(|r| r.info.wall_ms)).reduce(f64::max);
     let info = RunInfo {
         schema: SCHEMA_VERSION,
         run_id: run_id.to_string(),
@@ -96,13 +54,59 @@ pub fn merge(runs: &[LoadedRun], run_id: &str) -> Merged {
         finished,
         wall_ms,
         error: (!errors.is_empty()).then(|| errors.join("; ")),
-        environments,
+        environments: merge_environments(runs),
     };
     Merged {
         info,
         verdicts,
         warnings,
     }
+}
+
+/// The verdicts of every run, a check reported again in the same lane and kernel left out; and
+/// how many were.
+fn merge_verdicts(runs: &[LoadedRun]) -> (Vec<Verdict>, usize) {
+    let mut verdicts: Vec<Verdict> = Vec::new();
+    let mut duplicates = 0;
+    for v in runs.iter().flat_map(|run| &run.verdicts) {
+        let seen = verdicts
+            .iter()
+            .any(|k| k.test == v.test && k.lane == v.lane && k.kernel == v.kernel);
+        if seen {
+            duplicates += 1;
+        } else {
+            verdicts.push(v.clone());
+        }
+    }
+    (verdicts, duplicates)
+}
+
+/// One environment a lane and kernel: the first run's, with the facts of the others joined in
+/// and the runs it came from named.
+fn merge_environments(runs: &[LoadedRun]) -> Vec<Environment> {
+    let mut environments: Vec<(Environment, Vec<&str>)> = Vec::new();
+    for run in runs {
+        for env in &run.info.environments {
+            let same = |(e, _): &&mut (Environment, Vec<&str>)| {
+                e.lane == env.lane && e.kernel_release == env.kernel_release
+            };
+            match environments.iter_mut().find(same) {
+                Some((kept, from)) => {
+                    from.push(&run.info.run_id);
+                    join_facts(&mut kept.host, &env.host);
+                    join_facts(&mut kept.features, &env.features);
+                }
+                None => environments.push((env.clone(), vec![&run.info.run_id])),
+            }
+        }
+    }
+    environments
+        .into_iter()
+        .map(|(mut env, from)| {
+            env.host.push(Feature::new(MERGED_FROM, from.join(", ")));
+            env
+        })
+        .collect()
 }
 
 /// Add `more` to `facts`: a new name as it is, another value of a known name after the values

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::model::TagMapLine;
+use crate::tag_map::TagMapLine;
 
 /// Side of a granule's square, and the gap between squares, in pixels.
 const CELL: u32 = 7;
@@ -75,20 +75,22 @@ pub fn draw(
     granules_per_row: usize,
 ) -> TagPicture {
     let groups = granules_per_row.div_ceil(GRANULES_PER_GROUP) as u32;
-    let width =
-        LABEL_WIDTH + granules_per_row as u32 * PITCH + groups.saturating_sub(1) * GROUP_GAP;
-    let mut cells = Vec::new();
-    let mut labels = Vec::new();
+    let mut picture = TagPicture {
+        width: LABEL_WIDTH + granules_per_row as u32 * PITCH + groups.saturating_sub(1) * GROUP_GAP,
+        height: 0,
+        cells: Vec::new(),
+        labels: Vec::new(),
+    };
     let mut y = 0;
     // Shown rows since the last label; a row after a gap is always labelled.
     let mut unlabelled = ROWS_PER_LABEL;
     for line in lines {
-        match line {
+        let note = match line {
             TagMapLine::Shown(span) => {
                 if unlabelled >= ROWS_PER_LABEL
                     || span.start % (ROWS_PER_LABEL * granules_per_row) == 0
                 {
-                    labels.push(Label {
+                    picture.labels.push(Label {
                         x: 0,
                         y: y + CELL,
                         text: format!("{:#018x}", ipa.wrapping_add(16 * span.start as u64)),
@@ -96,52 +98,49 @@ pub fn draw(
                     unlabelled = 0;
                 }
                 unlabelled += 1;
-                for i in span.clone() {
-                    let column = i - span.start;
-                    let x = LABEL_WIDTH
-                        + column as u32 * PITCH
-                        + (column / GRANULES_PER_GROUP) as u32 * GROUP_GAP;
-                    let digit = map.get(i).copied().unwrap_or('.');
-                    let differs = differing.contains(&i);
-                    let title = differs.then(|| {
-                        let theirs = other.get(i).copied().unwrap_or('.');
-                        format!("granule {i}: {digit} here, {theirs} in the other map")
-                    });
-                    cells.push(Cell {
-                        x,
-                        y,
-                        class: class_of(digit),
-                        differs,
-                        title,
-                    });
-                }
+                let row = span
+                    .clone()
+                    .map(|i| cell(i, i - span.start, y, map, other, differing));
+                picture.cells.extend(row);
                 y += PITCH;
+                continue;
             }
-            TagMapLine::Elided(granules) => {
-                unlabelled = ROWS_PER_LABEL;
-                labels.push(Label {
-                    x: LABEL_WIDTH,
-                    y: y + NOTE_HEIGHT - 4,
-                    text: format!("… {granules} granules that agree …"),
-                });
-                y += NOTE_HEIGHT;
-            }
-            TagMapLine::Truncated(granules) => {
-                unlabelled = ROWS_PER_LABEL;
-                labels.push(Label {
-                    x: LABEL_WIDTH,
-                    y: y + NOTE_HEIGHT - 4,
-                    text: format!("… {granules} more granules, not drawn"),
-                });
-                y += NOTE_HEIGHT;
-            }
-        }
+            TagMapLine::Elided(granules) => format!("… {granules} granules that agree …"),
+            TagMapLine::Truncated(granules) => format!("… {granules} more granules, not drawn"),
+        };
+        // A line saying what was left out, where the rows would have been.
+        unlabelled = ROWS_PER_LABEL;
+        picture.labels.push(Label {
+            x: LABEL_WIDTH,
+            y: y + NOTE_HEIGHT - 4,
+            text: note,
+        });
+        y += NOTE_HEIGHT;
     }
-    TagPicture {
-        width,
-        height: y.max(1),
-        cells,
-        labels,
+    picture.height = y.max(1);
+    picture
+}
+
+/// The square of granule `i` of `map`, in column `column` of the row at height `y`.
+fn cell(
+    i: usize,
+    column: usize,
+    y: u32,
+    map: &[char],
+    other: &[char],
+    differing: &BTreeSet<usize>,
+) -> Cell {
+    let digit = map.get(i).copied().unwrap_or('.');
+    let differs = differing.contains(&i);
+    Cell {
+        x: LABEL_WIDTH + column as u32 * PITCH + (column / GRANULES_PER_GROUP) as u32 * GROUP_GAP,
+        y,
+        class: class_of(digit),
+        differs,
+        title: differs.then(|| {
+            let theirs = other.get(i).copied().unwrap_or('.');
+            format!("granule {i}: {digit} here, {theirs} in the other map")
+        }),
     }
 }
 

@@ -3,7 +3,7 @@
 //! same bars with their confidence intervals as whiskers ([`interval_chart`]).
 //!
 //! As with the tag-map pictures, only the geometry is computed here; the template draws it as
-//! inline SVG.
+//! inline SVG. (A plotting crate would write its own SVG, past the template's escaping.)
 
 use serde::Serialize;
 

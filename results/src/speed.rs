@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::model::{Lane, Outcome, Verdict};
+use crate::model::{Environment, Lane, Outcome, Verdict};
 use crate::summary::{format_duration, RunSummary};
 
 /// A peer's run of its MTE checks: what the suite is set against.
@@ -96,45 +96,13 @@ impl SuiteSpeed {
         }
         let wall_s = summary.wall_ms / 1000.0;
         let checks_per_second = checks as f64 / wall_s;
-        let lanes = summary
-            .environments
-            .iter()
-            .map(|env| {
-                let mut durations: Vec<(String, f64)> = ran
-                    .iter()
-                    .filter(|v| v.lane == env.lane && v.kernel == env.kernel_release)
-                    .map(|v| (v.test.clone(), v.duration_ms))
-                    .collect();
-                let timing = |name: &str| {
-                    env.host
-                        .iter()
-                        .find(|f| f.name == name)
-                        .and_then(|f| seconds(&f.value))
-                };
-                let median_check_ms = median(durations.iter().map(|(_, ms)| *ms));
-                durations.sort_by(|a, b| b.1.total_cmp(&a.1));
-                LaneSpeed {
-                    lane: env.lane,
-                    kernel: env.kernel_release.clone(),
-                    checks: durations.len(),
-                    wall_s: timing("timing.lane_wall"),
-                    boot_s: timing("timing.qemu_start_to_runner"),
-                    checks_s: timing("timing.checks_wall"),
-                    median_check_ms,
-                    slowest: durations.into_iter().take(SLOWEST_SHOWN).collect(),
-                }
-            })
+        let lanes = (summary.environments.iter())
+            .map(|env| LaneSpeed::of(env, &ran))
             .filter(|lane| lane.checks > 0)
             .collect();
         let times_peer = checks_per_second / KVM_UNIT_TESTS_MTE.checks_per_second();
         let full_default_run = match summary.environments.as_slice() {
-            [only] => {
-                only.lane == DEFAULT_LANE
-                    && only
-                        .host
-                        .iter()
-                        .any(|f| f.name == SELECTION_FEATURE && f.value == EVERY_CHECK)
-            }
+            [only] => only.lane == DEFAULT_LANE && ran_every_check(only),
             _ => false,
         };
         Some(SuiteSpeed {
@@ -199,6 +167,41 @@ impl SuiteSpeed {
     }
 }
 
+impl LaneSpeed {
+    /// The lane of `env`: the checks of `ran` made there, and its timings as xtask recorded
+    /// them.
+    fn of(env: &Environment, ran: &[&Verdict]) -> Self {
+        let mut durations: Vec<(String, f64)> = ran
+            .iter()
+            .filter(|v| v.lane == env.lane && v.kernel == env.kernel_release)
+            .map(|v| (v.test.clone(), v.duration_ms))
+            .collect();
+        let timing = |name: &str| {
+            env.host
+                .iter()
+                .find(|f| f.name == name)
+                .and_then(|f| seconds(&f.value))
+        };
+        let median_check_ms = median(durations.iter().map(|(_, ms)| *ms));
+        durations.sort_by(|a, b| b.1.total_cmp(&a.1));
+        LaneSpeed {
+            lane: env.lane,
+            kernel: env.kernel_release.clone(),
+            checks: durations.len(),
+            wall_s: timing("timing.lane_wall"),
+            boot_s: timing("timing.qemu_start_to_runner"),
+            checks_s: timing("timing.checks_wall"),
+            median_check_ms,
+            slowest: durations.into_iter().take(SLOWEST_SHOWN).collect(),
+        }
+    }
+}
+
+/// Whether xtask recorded that the runner of `env` ran every check.
+fn ran_every_check(env: &Environment) -> bool {
+    (env.host.iter()).any(|f| f.name == SELECTION_FEATURE && f.value == EVERY_CHECK)
+}
+
 /// The median of some values; 0 for none.
 fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut sorted: Vec<f64> = values.filter(|v| v.is_finite()).collect();
@@ -228,7 +231,7 @@ fn seconds(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Environment, Feature, Outcome};
+    use crate::model::Feature;
 
     fn summary(durations: &[f64], wall_ms: f64) -> RunSummary {
         let verdicts = durations

@@ -1,8 +1,10 @@
-//! A finished run as the reports see it, and its plain-text table for the terminal.
+//! A finished run as the reports see it (its columns: a lane on a kernel), and its plain-text
+//! table for the terminal.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use crate::bench::Benchmark;
+use crate::group::in_order_of_first;
 use crate::model::{Environment, Lane, Outcome, Tally, Verdict};
 
 /// Everything the reports need about one run.
@@ -20,9 +22,41 @@ pub struct RunSummary {
     pub error: Option<String>,
 }
 
+/// The verdicts of one lane on one kernel: a column of the reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Column<'a> {
+    pub lane: Lane,
+    pub kernel: &'a str,
+    pub verdicts: Vec<&'a Verdict>,
+}
+
+impl Column<'_> {
+    /// `lane · kernel`, as the HTML report and the comparison name a column.
+    pub fn name(&self) -> String {
+        column_name(self.lane, self.kernel)
+    }
+}
+
+/// The name of the column of `lane` on `kernel`: `lane · kernel`.
+pub fn column_name(lane: Lane, kernel: &str) -> String {
+    format!("{lane} · {kernel}")
+}
+
 impl RunSummary {
     pub fn tally(&self) -> Tally {
         Tally::of(&self.verdicts)
+    }
+
+    /// The run's columns, in the order their first verdict arrived.
+    pub fn columns(&self) -> Vec<Column<'_>> {
+        in_order_of_first(&self.verdicts, |v| (v.lane, v.kernel.as_str()))
+            .into_iter()
+            .map(|((lane, kernel), verdicts)| Column {
+                lane,
+                kernel,
+                verdicts,
+            })
+            .collect()
     }
 }
 
@@ -32,70 +66,33 @@ impl RunSummary {
 /// last and alone on its line so that tools reading a harness's closing line find it. A place is
 /// a lane, or a lane and a kernel where one lane ran on several kernels.
 pub fn table(summary: &RunSummary) -> String {
-    let name_width = summary
-        .verdicts
-        .iter()
-        .map(|v| v.test.chars().count())
-        .max()
-        .unwrap_or(0);
-    let mut places: Vec<(Lane, &str)> = Vec::new();
-    for v in &summary.verdicts {
-        if !places.contains(&(v.lane, v.kernel.as_str())) {
-            places.push((v.lane, &v.kernel));
-        }
-    }
-    let several_kernels = places
-        .iter()
-        .any(|(lane, kernel)| places.iter().any(|(l, k)| l == lane && k != kernel));
-    let place_of = |v: &Verdict| {
-        if several_kernels {
-            format!("{} {}", v.lane, v.kernel)
-        } else {
-            v.lane.to_string()
-        }
-    };
-    let mut names: Vec<String> = Vec::new();
-    for v in &summary.verdicts {
-        let name = place_of(v);
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    let several = names.len() > 1;
-    let place_width = names.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let columns = summary.columns();
+    let with_kernel = columns.iter().any(|c| {
+        columns
+            .iter()
+            .any(|o| o.lane == c.lane && o.kernel != c.kernel)
+    });
+    let places = in_order_of_first(&summary.verdicts, |v| Place::of(v, with_kernel));
+    let name_width = summary.verdicts.iter().map(|v| v.test.chars().count());
+    let name_width = name_width.max().unwrap_or(0);
+    let place_width = places.iter().map(|(p, _)| p.to_string().chars().count());
+    let place_width = (places.len() > 1).then(|| place_width.max().unwrap_or(0));
     let mut out = String::new();
     for v in &summary.verdicts {
-        let place = if several {
-            format!("{:<place_width$}  ", place_of(v))
-        } else {
-            String::new()
-        };
-        let mut line = format!(
-            "{:<5}  {place}{:<name_width$}  {:>9}",
-            v.outcome.as_str(),
-            v.test,
-            format_duration(v.duration_ms)
-        );
-        if v.outcome != Outcome::Pass {
-            // Only the first line: the table stays one line per verdict.
-            let reason = v.reason.lines().next().unwrap_or_default();
-            line.push_str("  ");
-            line.push_str(reason);
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
+        let place = place_width.map(|width| (Place::of(v, with_kernel), width));
+        out.push_str(&verdict_line(v, name_width, place));
     }
     if let Some(error) = &summary.error {
         let _ = writeln!(out, "error: {}", error.lines().next().unwrap_or_default());
     }
-    if several {
-        for name in &names {
-            let tally = Tally::of(summary.verdicts.iter().filter(|v| place_of(v) == *name));
-            let name = match name.split_once(' ') {
-                Some((lane, kernel)) => format!("{lane} lane on {kernel}"),
-                None => format!("{name} lane"),
-            };
-            let _ = writeln!(out, "{name}: {tally}");
+    if places.len() > 1 {
+        for (place, verdicts) in &places {
+            let _ = writeln!(
+                out,
+                "{}: {}",
+                place.title(),
+                Tally::of(verdicts.iter().copied())
+            );
         }
     }
     let _ = writeln!(out, "run took {}", format_duration(summary.wall_ms));
@@ -103,7 +100,61 @@ pub fn table(summary: &RunSummary) -> String {
     out
 }
 
+/// Where the table says a verdict ran: its lane, with the kernel where a lane ran on several.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Place<'a> {
+    lane: Lane,
+    kernel: Option<&'a str>,
+}
+
+impl<'a> Place<'a> {
+    fn of(v: &'a Verdict, with_kernel: bool) -> Self {
+        Place {
+            lane: v.lane,
+            kernel: with_kernel.then_some(v.kernel.as_str()),
+        }
+    }
+
+    /// What its totals line is headed: `emulated lane`, `emulated lane on 6.12`.
+    fn title(&self) -> String {
+        match self.kernel {
+            Some(kernel) => format!("{} lane on {kernel}", self.lane),
+            None => format!("{} lane", self.lane),
+        }
+    }
+}
+
+impl fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kernel {
+            Some(kernel) => write!(f, "{} {kernel}", self.lane),
+            None => write!(f, "{}", self.lane),
+        }
+    }
+}
+
+/// A verdict's line of the table, with its place padded to `width` where there are several.
+fn verdict_line(v: &Verdict, name_width: usize, place: Option<(Place, usize)>) -> String {
+    let place = place.map_or(String::new(), |(place, width)| {
+        format!("{:<width$}  ", place.to_string())
+    });
+    let mut line = format!(
+        "{:<5}  {place}{:<name_width$}  {:>9}",
+        v.outcome.as_str(),
+        v.test,
+        format_duration(v.duration_ms)
+    );
+    if v.outcome != Outcome::Pass {
+        // Only the first line: the table stays one line per verdict.
+        let reason = v.reason.lines().next().unwrap_or_default();
+        line.push_str("  ");
+        line.push_str(reason);
+    }
+    format!("{}\n", line.trim_end())
+}
+
 /// A duration for people: milliseconds below ten seconds, then seconds, then minutes.
+/// (humantime's format_duration writes every unit, `12s 345ms`; a table wants one figure.)
 pub fn format_duration(ms: f64) -> String {
     let ms = if ms.is_finite() { ms.max(0.0) } else { 0.0 };
     if ms < 10_000.0 {

@@ -4,8 +4,9 @@
 use serde::Serialize;
 
 use crate::bench::Benchmark;
-use crate::bench_summary::{format_ns, format_rate, BenchSummary, MEDIAN_TIME};
+use crate::bench_summary::{format_ns, format_rate, BenchLine, BenchSummary, Ratio, MEDIAN_TIME};
 use crate::figures::FigureKind;
+use crate::group::in_order_of_first;
 use crate::model::Outcome;
 use crate::plot::{interval_chart, BarChart, Interval};
 use crate::speed::{SuiteSpeed, KVM_UNIT_TESTS_MTE};
@@ -46,21 +47,10 @@ pub struct BenchRow {
     pub reason: String,
 }
 
-/// The part of a benchmark id before its first `/`.
-fn group_of(id: &str) -> &str {
-    id.split('/').next().unwrap_or(id)
-}
-
-/// The groups of `ids`, each once, in order of first appearance.
-fn groups<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut names: Vec<&str> = Vec::new();
-    for id in ids {
-        let name = group_of(id);
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    names
+/// The part of a benchmark id before its first `/` (its group), and the rest.
+fn split_group(id: &str) -> (&str, &str) {
+    let (group, rest) = id.split_once('/').unwrap_or((id, ""));
+    (group, rest.trim_start_matches('/'))
 }
 
 /// The benchmarks of a run, by lane and kernel.
@@ -68,92 +58,108 @@ pub fn bench_view(benchmarks: &[Benchmark]) -> Vec<BenchColumnView> {
     BenchSummary::of(benchmarks)
         .columns
         .into_iter()
-        .map(|column| {
-            let ratios = groups(column.ratios.iter().map(|r| r.numerator.as_str()))
-                .into_iter()
-                .map(|name| {
-                    let intervals: Vec<Interval> = column
-                        .ratios
-                        .iter()
-                        .filter(|r| group_of(&r.numerator) == name)
-                        .map(|r| {
-                            let which = r.numerator[name.len()..].trim_start_matches('/');
-                            Interval {
-                                label: if r.of == MEDIAN_TIME {
-                                    format!("{which}: {}", r.what)
-                                } else {
-                                    format!("{which}: {}, {}", r.what, r.of)
-                                },
-                                value: r.value,
-                                lower: r.lower,
-                                upper: r.upper,
-                            }
-                        })
-                        .collect();
-                    BenchGroupView {
-                        name: name.to_string(),
-                        chart: interval_chart("ratios", FigureKind::Ratio, &intervals),
-                    }
-                })
-                .collect();
-            let mut groups_of_medians: Vec<BenchGroupView> = Vec::new();
-            for name in groups(column.benchmarks.iter().map(|b| b.id.as_str())) {
-                let intervals: Vec<Interval> = column
-                    .benchmarks
-                    .iter()
-                    .filter(|b| group_of(&b.id) == name)
-                    .filter_map(|b| {
-                        Some(Interval {
-                            label: b.id[name.len()..].trim_start_matches('/').to_string(),
-                            value: b.median_ns? / 1e6,
-                            lower: b.lower_ns.map(|ns| ns / 1e6),
-                            upper: b.upper_ns.map(|ns| ns / 1e6),
-                        })
-                    })
-                    .collect();
-                if !intervals.is_empty() {
-                    groups_of_medians.push(BenchGroupView {
-                        name: name.to_string(),
-                        chart: interval_chart("timings", FigureKind::Timing, &intervals),
-                    });
-                }
-            }
-            let rows = column
-                .benchmarks
-                .iter()
-                .map(|b| BenchRow {
-                    id: b.id.clone(),
-                    outcome: if b.outcome == Outcome::Pass {
-                        "measured"
-                    } else {
-                        b.outcome.as_str()
-                    },
-                    median: b.median_ns.map(format_ns).unwrap_or_default(),
-                    interval: match (b.lower_ns, b.upper_ns) {
-                        (Some(l), Some(u)) => format!("{} – {}", format_ns(l), format_ns(u)),
-                        _ => String::new(),
-                    },
-                    mean: b.mean_ns.map(format_ns).unwrap_or_default(),
-                    throughput: b.bytes_per_second.map(format_rate).unwrap_or_default(),
-                    samples: b.samples.map(|n| n.to_string()).unwrap_or_default(),
-                    figures: b
-                        .figures
-                        .iter()
-                        .map(|q| format!("{}: {} {}", q.what, q.value, q.unit))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    reason: b.reason.clone(),
-                })
-                .collect();
-            BenchColumnView {
-                lane: column.lane.to_string(),
-                kernel: column.kernel,
-                ratios,
-                groups: groups_of_medians,
-                rows,
-            }
+        .map(|column| BenchColumnView {
+            lane: column.lane.to_string(),
+            ratios: ratio_charts(&column.ratios),
+            groups: median_charts(&column.benchmarks),
+            rows: column.benchmarks.iter().map(BenchRow::of).collect(),
+            kernel: column.kernel,
         })
         .collect()
+}
+
+/// A chart a group of the ratios, each to its own scale.
+fn ratio_charts(ratios: &[Ratio]) -> Vec<BenchGroupView> {
+    let interval = |r: &Ratio, which: &str| {
+        Some(Interval {
+            label: if r.of == MEDIAN_TIME {
+                format!("{which}: {}", r.what)
+            } else {
+                format!("{which}: {}, {}", r.what, r.of)
+            },
+            value: r.value,
+            lower: r.lower,
+            upper: r.upper,
+        })
+    };
+    group_charts(
+        ratios,
+        |r| &r.numerator,
+        interval,
+        "ratios",
+        FigureKind::Ratio,
+    )
+}
+
+/// A chart a group of the medians, in milliseconds.
+fn median_charts(benchmarks: &[BenchLine]) -> Vec<BenchGroupView> {
+    let interval = |b: &BenchLine, which: &str| {
+        Some(Interval {
+            label: which.to_string(),
+            value: b.median_ns? / 1e6,
+            lower: b.lower_ns.map(|ns| ns / 1e6),
+            upper: b.upper_ns.map(|ns| ns / 1e6),
+        })
+    };
+    group_charts(
+        benchmarks,
+        |b| &b.id,
+        interval,
+        "timings",
+        FigureKind::Timing,
+    )
+}
+
+/// A chart a group of `items`, by the group of the benchmark id each names, a bar an item
+/// that has an interval (`interval` is given the id past its group); none for a group
+/// without one.
+fn group_charts<T>(
+    items: &[T],
+    id: impl Fn(&T) -> &str,
+    interval: impl Fn(&T, &str) -> Option<Interval>,
+    title: &'static str,
+    kind: FigureKind,
+) -> Vec<BenchGroupView> {
+    in_order_of_first(items, |item| split_group(id(item)).0)
+        .into_iter()
+        .filter_map(|(name, of_group)| {
+            let intervals: Vec<Interval> = (of_group.into_iter())
+                .filter_map(|item| interval(item, split_group(id(item)).1))
+                .collect();
+            (!intervals.is_empty()).then(|| BenchGroupView {
+                name: name.to_string(),
+                chart: interval_chart(title, kind, &intervals),
+            })
+        })
+        .collect()
+}
+
+impl BenchRow {
+    fn of(b: &BenchLine) -> Self {
+        BenchRow {
+            id: b.id.clone(),
+            outcome: if b.outcome == Outcome::Pass {
+                "measured"
+            } else {
+                b.outcome.as_str()
+            },
+            median: b.median_ns.map(format_ns).unwrap_or_default(),
+            interval: match (b.lower_ns, b.upper_ns) {
+                (Some(l), Some(u)) => format!("{} – {}", format_ns(l), format_ns(u)),
+                _ => String::new(),
+            },
+            mean: b.mean_ns.map(format_ns).unwrap_or_default(),
+            throughput: b.bytes_per_second.map(format_rate).unwrap_or_default(),
+            samples: b.samples.map(|n| n.to_string()).unwrap_or_default(),
+            figures: b
+                .figures
+                .iter()
+                .map(|q| format!("{}: {} {}", q.what, q.value, q.unit))
+                .collect::<Vec<_>>()
+                .join("; "),
+            reason: b.reason.clone(),
+        }
+    }
 }
 
 /// The suite's speed, as the report states it.
@@ -244,36 +250,8 @@ pub fn speed_view(summary: &RunSummary) -> Option<SpeedView> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{Estimate, Estimates, Versus};
-    use crate::model::Lane;
-
-    fn measured(id: &str, median_ns: f64) -> Benchmark {
-        let estimate = Estimate {
-            point_ns: median_ns,
-            lower_ns: median_ns * 0.9,
-            upper_ns: median_ns * 1.1,
-        };
-        Benchmark {
-            schema: crate::SCHEMA_VERSION,
-            id: id.into(),
-            lane: Lane::Emulated,
-            kernel: "6.12".into(),
-            outcome: Outcome::Pass,
-            reason: "what it does".into(),
-            bytes_per_iteration: Some(4096),
-            estimates: Some(Estimates {
-                median: estimate,
-                mean: estimate,
-                std_dev_ns: 1.0,
-                confidence_level: 0.95,
-                samples: 10,
-                iterations: 10,
-            }),
-            versus: None,
-            figures: Vec::new(),
-            criterion: None,
-        }
-    }
+    use crate::bench::Versus;
+    use crate::fixtures::benchmark as measured;
 
     #[test]
     fn columns_lead_with_their_ratios_and_chart_each_group() {
