@@ -14,7 +14,7 @@ mod fork;
 mod host;
 mod host_steps;
 mod ioctls;
-pub mod memory;
+mod memory;
 pub mod migration_engine;
 mod peer;
 mod race;
@@ -23,7 +23,7 @@ mod transport;
 mod vcpu;
 mod vm;
 mod vmm;
-pub mod watchdog;
+mod watchdog;
 
 pub use migration_engine::serve_migration_destination_if_asked;
 pub use transport::{KvmGuest, KvmTransport};
