@@ -536,8 +536,8 @@ impl<R: Read> Decoder<R> {
         Ok(Some(record))
     }
 
+    /// The record of `kind` from its checked frame: its flags and payload make sense for it.
     fn parse(&mut self, kind: u8, flags: u8, payload: &[u8]) -> Result<Record, StreamError> {
-        let name = Record::name(kind);
         let allowed = match kind {
             kind::MEMORY => MEMORY_MTE,
             kind::PAGE => PAGE_DATA | PAGE_TAGS,
@@ -545,113 +545,126 @@ impl<R: Read> Decoder<R> {
             other => return Err(self.error(Problem::UnknownKind(other))),
         };
         if flags & !allowed != 0 {
-            return Err(self.error(Problem::BadFlags { kind: name, flags }));
+            let kind = Record::name(kind);
+            return Err(self.error(Problem::BadFlags { kind, flags }));
         }
-        let expect = |expected: u32| {
-            if payload.len() as u32 == expected {
-                Ok(())
-            } else {
-                Err(self.error(Problem::BadLength {
-                    kind: name,
-                    found: payload.len() as u32,
-                    expected,
-                }))
-            }
-        };
         match kind {
-            kind::MEMORY => {
-                expect(16)?;
-                if self.memory.is_some() {
-                    return Err(self.error(Problem::MemoryTwice));
-                }
-                let (ipa, size) = (le64(&payload[..8]), le64(&payload[8..]));
-                self.memory = Some((ipa, size));
-                Ok(Record::Memory {
-                    ipa,
-                    size,
-                    mte: flags & MEMORY_MTE != 0,
-                })
-            }
-            kind::PAGE => {
-                expect(self.page_payload(flags))?;
-                let ipa = le64(&payload[..8]);
-                let Some((base, size)) = self.memory else {
-                    return Err(self.error(Problem::PageBeforeMemory));
-                };
-                if ipa % self.header.page_size as u64 != 0 {
-                    return Err(self.error(Problem::UnalignedPage(ipa)));
-                }
-                if ipa < base || ipa - base >= size {
-                    return Err(self.error(Problem::PageOutsideMemory { ipa, base, size }));
-                }
-                let page_size = self.header.page_size as usize;
-                let mut at = 8;
-                let data = (flags & PAGE_DATA != 0).then(|| {
-                    at += page_size;
-                    payload[8..at].to_vec()
-                });
-                let tags = (flags & PAGE_TAGS != 0).then(|| unpack_tags(&payload[at..]));
-                self.pages += 1;
-                Ok(Record::Page(Page { ipa, data, tags }))
-            }
-            kind::REGISTERS => {
-                if payload.len() < 4 {
-                    return Err(self.error(Problem::BadLength {
-                        kind: name,
-                        found: payload.len() as u32,
-                        expected: 4,
-                    }));
-                }
-                let count = le32(&payload[..4]);
-                let mut registers = Vec::new();
-                let mut at = 4;
-                for _ in 0..count.min(MAX_REGISTERS) {
-                    if payload.len() < at + 8 {
-                        break;
-                    }
-                    let id = le64(&payload[at..at + 8]);
-                    let size = register_size(id);
-                    if size > MAX_REGISTER_BYTES {
-                        return Err(self.error(Problem::RegisterSize { id }));
-                    }
-                    if payload.len() < at + 8 + size {
-                        break;
-                    }
-                    registers.push(Register {
-                        id,
-                        value: payload[at + 8..at + 8 + size].to_vec(),
-                    });
-                    at += 8 + size;
-                }
-                if registers.len() as u32 != count || at != payload.len() {
-                    return Err(self.error(Problem::BadLength {
-                        kind: name,
-                        found: payload.len() as u32,
-                        expected: at as u32,
-                    }));
-                }
-                Ok(Record::Registers(registers))
-            }
+            kind::MEMORY => self.parse_memory(flags, payload),
+            kind::PAGE => self.parse_page(flags, payload),
+            kind::REGISTERS => self.parse_registers(payload),
             kind::ROUND_END => {
-                expect(12)?;
+                self.expect_length(kind, payload, 12)?;
                 Ok(Record::RoundEnd {
                     round: le32(&payload[..4]),
                     pages: le64(&payload[4..]),
                 })
             }
-            _ => {
-                expect(8)?;
-                let stated = le64(payload);
-                if stated != self.pages {
-                    return Err(self.error(Problem::PageCount {
-                        stated,
-                        seen: self.pages,
-                    }));
-                }
-                self.ended = true;
-                Ok(Record::End { pages: stated })
-            }
+            _ => self.parse_end(payload),
         }
+    }
+
+    /// A payload of `kind` that must be `expected` bytes long.
+    fn expect_length(&self, kind: u8, payload: &[u8], expected: u32) -> Result<(), StreamError> {
+        if payload.len() as u32 == expected {
+            Ok(())
+        } else {
+            Err(self.error(Problem::BadLength {
+                kind: Record::name(kind),
+                found: payload.len() as u32,
+                expected,
+            }))
+        }
+    }
+
+    fn parse_memory(&mut self, flags: u8, payload: &[u8]) -> Result<Record, StreamError> {
+        self.expect_length(kind::MEMORY, payload, 16)?;
+        if self.memory.is_some() {
+            return Err(self.error(Problem::MemoryTwice));
+        }
+        let (ipa, size) = (le64(&payload[..8]), le64(&payload[8..]));
+        self.memory = Some((ipa, size));
+        Ok(Record::Memory {
+            ipa,
+            size,
+            mte: flags & MEMORY_MTE != 0,
+        })
+    }
+
+    fn parse_page(&mut self, flags: u8, payload: &[u8]) -> Result<Record, StreamError> {
+        self.expect_length(kind::PAGE, payload, self.page_payload(flags))?;
+        let ipa = le64(&payload[..8]);
+        let Some((base, size)) = self.memory else {
+            return Err(self.error(Problem::PageBeforeMemory));
+        };
+        if ipa % self.header.page_size as u64 != 0 {
+            return Err(self.error(Problem::UnalignedPage(ipa)));
+        }
+        if ipa < base || ipa - base >= size {
+            return Err(self.error(Problem::PageOutsideMemory { ipa, base, size }));
+        }
+        let page_size = self.header.page_size as usize;
+        let mut at = 8;
+        let data = (flags & PAGE_DATA != 0).then(|| {
+            at += page_size;
+            payload[8..at].to_vec()
+        });
+        let tags = (flags & PAGE_TAGS != 0).then(|| unpack_tags(&payload[at..]));
+        self.pages += 1;
+        Ok(Record::Page(Page { ipa, data, tags }))
+    }
+
+    /// A count, then each register's id and its value, as long as the id says.
+    fn parse_registers(&self, payload: &[u8]) -> Result<Record, StreamError> {
+        if payload.len() < 4 {
+            return Err(self.error(Problem::BadLength {
+                kind: Record::name(kind::REGISTERS),
+                found: payload.len() as u32,
+                expected: 4,
+            }));
+        }
+        let count = le32(&payload[..4]);
+        let mut registers = Vec::new();
+        let mut at = 4;
+        for _ in 0..count.min(MAX_REGISTERS) {
+            if payload.len() < at + 8 {
+                break;
+            }
+            let id = le64(&payload[at..at + 8]);
+            let size = register_size(id);
+            if size > MAX_REGISTER_BYTES {
+                return Err(self.error(Problem::RegisterSize { id }));
+            }
+            if payload.len() < at + 8 + size {
+                break;
+            }
+            registers.push(Register {
+                id,
+                value: payload[at + 8..at + 8 + size].to_vec(),
+            });
+            at += 8 + size;
+        }
+        if registers.len() as u32 != count || at != payload.len() {
+            return Err(self.error(Problem::BadLength {
+                kind: Record::name(kind::REGISTERS),
+                found: payload.len() as u32,
+                expected: at as u32,
+            }));
+        }
+        Ok(Record::Registers(registers))
+    }
+
+    /// `End`, whose page count must be the pages seen.
+    fn parse_end(&mut self, payload: &[u8]) -> Result<Record, StreamError> {
+        self.expect_length(kind::END, payload, 8)?;
+        let stated = le64(payload);
+        if stated != self.pages {
+            return Err(self.error(Problem::PageCount {
+                stated,
+                seen: self.pages,
+            }));
+        }
+        self.ended = true;
+        Ok(Record::End { pages: stated })
     }
 
     /// After `End`: check that nothing follows (for a transport that carries only the stream).
