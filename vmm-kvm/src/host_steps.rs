@@ -12,9 +12,9 @@ use mte_suites::migrate::{MigrationPlan, SavedStream, StreamFault};
 use mte_suites::vmm::{Guest, Reply, VmmError};
 use mte_vmm::HostSteps;
 
-use crate::transport::{KvmGuest, KvmTransport};
 use crate::vm::io_error;
 use crate::{copy_tags, fork, host, memory, migration_engine, peer, race};
+use crate::{KvmGuest, KvmTransport};
 
 /// The offset into guest RAM of a page-aligned range inside it.
 fn ram_range(ipa: u64, len: u64) -> Result<usize, VmmError> {

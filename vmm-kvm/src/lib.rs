@@ -26,5 +26,8 @@ mod vmm;
 mod watchdog;
 
 pub use migration_engine::serve_migration_destination_if_asked;
-pub use transport::{KvmGuest, KvmTransport};
+pub use transport::KvmTransport;
 pub use vmm::KvmVmm;
+
+/// A payload booted in its own VM, on KVM.
+pub type KvmGuest = mte_vmm::MailboxGuest<KvmTransport>;

@@ -8,7 +8,7 @@ use kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use mte_protocol::{DOORBELL_IPA, RAM_IPA, RAM_SIZE, UART_IPA};
 use mte_suites::vmm::VmmError;
-use mte_vmm::{MailboxGuest, Stop, Transport};
+use mte_vmm::{Stop, Transport};
 
 use crate::vm::Vm;
 use crate::watchdog::Watchdog;
@@ -20,9 +20,6 @@ const CONSOLE_LIMIT: usize = 64 << 10;
 /// The PL011's registers: writes to any but the data register, and reads of all, are accepted
 /// (they read as zero: transmitter ready).
 const UART_REGISTERS: std::ops::Range<u64> = UART_IPA..UART_IPA + 0x1000;
-
-/// A payload booted in its own VM, on KVM.
-pub type KvmGuest = MailboxGuest<KvmTransport>;
 
 /// vCPU 0 of a VM and the VM with its RAM. Field order is drop order: the vCPU before its VM.
 pub struct KvmTransport {

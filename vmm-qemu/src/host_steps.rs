@@ -10,7 +10,8 @@ use mte_vmm::HostSteps;
 
 use crate::gdb::RspError;
 use crate::memtags;
-use crate::transport::{GdbTransport, QemuGuest, MIGRATION_LIMIT, REPLY_LIMIT};
+use crate::transport::{GdbTransport, MIGRATION_LIMIT, REPLY_LIMIT};
+use crate::QemuGuest;
 
 /// Tags go by whole granules.
 fn require_granules(ipa: u64, len: u64) -> Result<(), VmmError> {

@@ -18,5 +18,8 @@ mod transport;
 mod vmm;
 
 pub use binary::Version;
-pub use transport::{GdbTransport, QemuGuest};
+pub use transport::GdbTransport;
 pub use vmm::QemuVmm;
+
+/// A payload booted in its own QEMU.
+pub type QemuGuest = mte_vmm::MailboxGuest<GdbTransport>;

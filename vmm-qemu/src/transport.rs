@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mte_suites::vmm::VmmError;
-use mte_vmm::{MailboxGuest, Payload, Stop, Transport};
+use mte_vmm::{Payload, Stop, Transport};
 
 use crate::gdb::{Connection, RspError, StopReply};
 use crate::machine::Machine;
@@ -26,9 +26,6 @@ const STARTUP_LIMIT: Duration = Duration::from_secs(20);
 pub(crate) const REPLY_LIMIT: Duration = Duration::from_secs(10);
 /// How long a migration of a guest's 64 MiB to or from a file may take.
 pub(crate) const MIGRATION_LIMIT: Duration = Duration::from_secs(30);
-
-/// A payload booted in its own QEMU.
-pub type QemuGuest = MailboxGuest<GdbTransport>;
 
 /// A QEMU process and the gdbstub session that drives its vCPU. Field order is drop order: the
 /// connection before the process.

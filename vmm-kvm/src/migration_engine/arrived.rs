@@ -6,7 +6,7 @@ use mte_suites::migrate::{MigrationPlan, MigrationReport};
 use mte_suites::vmm::{Guest, Reply, VmmError};
 
 use super::postcopy::PageServer;
-use crate::transport::KvmGuest;
+use crate::KvmGuest;
 
 /// Field order is drop order: the page server stops (and lets go of the source) before the
 /// destination VM and its RAM go.

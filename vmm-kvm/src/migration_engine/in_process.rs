@@ -19,9 +19,9 @@ use super::send::{is_write_error, Sender};
 use super::source::{SourceMemory, WorkloadMailbox};
 use super::stream::Register;
 use super::vcpu_state::{self, MTE_REGISTERS, PC};
-use crate::transport::{KvmGuest, KvmTransport};
 use crate::vcpu;
 use crate::vm::Vm;
+use crate::{KvmGuest, KvmTransport};
 
 /// A pre-copy round that finds at most this many dirty pages ends the rounds: the rest goes in
 /// the final, paused round.

@@ -29,7 +29,7 @@ mod vcpu_state;
 use mte_suites::migrate::{Method, MigrationPlan, SavedStream, StreamFault};
 use mte_suites::vmm::{Guest, VmmError};
 
-use crate::transport::KvmGuest;
+use crate::KvmGuest;
 use arrived::MigratedGuest;
 
 pub use destination_process::{serve_migration_destination_if_asked, DESTINATION_FLAG};

@@ -33,7 +33,7 @@ use super::stream::{Decoder, Record};
 use super::uffd::{Filled, Userfaultfd};
 use crate::copy_tags;
 use crate::memory::GuestRam;
-use crate::transport::KvmGuest;
+use crate::KvmGuest;
 
 /// How long the server waits for a fault before it looks at its stop flag again.
 const POLL_MS: i32 = 20;

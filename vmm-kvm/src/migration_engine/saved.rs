@@ -15,7 +15,7 @@ use super::send::Sender;
 use super::source::SourceMemory;
 use super::stream::{Decoder, Record};
 use super::vcpu_state;
-use crate::transport::KvmGuest;
+use crate::KvmGuest;
 
 /// Pause `source` at its doorbell and write it whole into bytes, broken on the way as `fault`
 /// says; the source is gone after. The page records come back decoded from the bytes, so that

@@ -22,7 +22,7 @@ use super::in_process::{pause, report, send_stopped, Sent};
 use super::receive::ReceiveStats;
 use super::send::{is_write_error, Sender};
 use super::source::SourceMemory;
-use crate::transport::KvmGuest;
+use crate::KvmGuest;
 
 /// How much longer than a guest command's deadline the runner waits for the destination's
 /// answer (its own watchdog ends a stuck command first).
