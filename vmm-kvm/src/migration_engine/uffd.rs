@@ -1,7 +1,8 @@
 //! userfaultfd(2), as post-copy needs it: a descriptor that reports missing-page faults of a
 //! registered range, UFFDIO_COPY to fill a page without waking who waits for it, UFFDIO_WAKE to
-//! wake them. Its structs are declared here: no maintained crate offers them without
-//! generating bindings at build time; the ioctl numbers come from vmm-sys-util's macros.
+//! wake them. Its structs are declared here, kept by hand: userfaultfd-sys generates them with
+//! bindgen at build time, which the static aarch64 cross build has no headers or libclang for;
+//! the ioctl numbers come from vmm-sys-util's macros.
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
