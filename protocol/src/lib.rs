@@ -22,8 +22,6 @@
 //! also visible untagged (Normal, MAIR 0xFF) at [`UNTAGGED_ALIAS_VA`].
 #![no_std]
 
-pub mod elf;
-
 /// Protocol version: bump on any incompatible change to the mailbox or the commands.
 pub const PROTOCOL_VERSION: u32 = 2;
 /// Written by the guest into [`Mailbox::magic`] once its runtime is up.

@@ -1,14 +1,58 @@
 //! Artifacts in and out of this boot: a file a check keeps goes to the host side as a record;
-//! a file the run's previous kernel kept is found where xtask put it in this machine.
+//! a file the run's previous kernel kept is found where xtask put it in this machine. The KVM
+//! lanes' VMM is given them by [`KeepsArtifacts`].
 
 use std::io::ErrorKind;
 
 use mte_results::artifact::{check_name, incoming_path, INCOMING_DIR, SAVED_ON_FILE};
 use mte_results::stream::Record;
-use mte_suites::migrate::IncomingStream;
-use mte_suites::vmm::VmmError;
+use mte_results::Lane;
+use mte_suites::migrate::{IncomingStream, StreamFault};
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
 
 use crate::emit;
+
+/// A VMM whose checks keep artifacts with the run and find those of the run's previous kernel
+/// (the migration stream carried across kernels); everything else is the VMM's own.
+pub struct KeepsArtifacts<V>(pub V);
+
+impl<V: Vmm> Vmm for KeepsArtifacts<V> {
+    fn lane(&self) -> Lane {
+        self.0.lane()
+    }
+
+    fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
+        self.0.boot(options)
+    }
+
+    fn abi_vm(&self, mte: bool) -> Result<Box<dyn AbiVm>, VmmError> {
+        self.0.abi_vm(mte)
+    }
+
+    fn mte_capable(&self) -> Result<(), VmmError> {
+        self.0.mte_capable()
+    }
+
+    fn kernel_release(&self) -> &str {
+        self.0.kernel_release()
+    }
+
+    fn restore(
+        &self,
+        stream: &[u8],
+        fault: Option<StreamFault>,
+    ) -> Result<Box<dyn Guest>, VmmError> {
+        self.0.restore(stream, fault)
+    }
+
+    fn keep_artifact(&self, name: &str, bytes: &[u8]) -> Result<bool, VmmError> {
+        keep(name, bytes).map(|()| true)
+    }
+
+    fn incoming_stream(&self, name: &str) -> Result<Option<IncomingStream>, VmmError> {
+        incoming(name)
+    }
+}
 
 /// Send `bytes` to the host side, which keeps them with the run under `name`.
 pub fn keep(name: &str, bytes: &[u8]) -> Result<(), VmmError> {

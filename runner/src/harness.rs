@@ -17,10 +17,11 @@ use mte_suites::inject::{Injecting, Injection};
 use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
 use mte_suites::{Finding, Scenario};
 
+use crate::artifacts::KeepsArtifacts;
 use crate::emit;
 use crate::environment;
-use crate::kvm::KvmVmm;
-use crate::qemu::QemuVmm;
+use mte_vmm_kvm::KvmVmm;
+use mte_vmm_qemu::QemuVmm;
 
 /// The runner's own options; everything else goes to libtest-mimic.
 #[derive(Clone, Debug, PartialEq)]
@@ -178,13 +179,13 @@ fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>
                 match kvm.mte_capable().and_then(|()| guest_view(&kvm)) {
                     Ok(view) => {
                         facts.extend(view);
-                        return (Arc::new(kvm), facts);
+                        return (Arc::new(KeepsArtifacts(kvm)), facts);
                     }
                     Err(e) => {
                         facts.push(Feature::new("guest probe boot", &e));
                         if !promised {
                             // The checks that need MTE skip one by one; the others still run.
-                            return (Arc::new(kvm), facts);
+                            return (Arc::new(KeepsArtifacts(kvm)), facts);
                         }
                         e
                     }

@@ -18,8 +18,8 @@ fn default_payload_dir() -> PathBuf {
 }
 
 fn main() {
-    // A migration destination the runner started from its own executable.
-    if let Some(code) = mte_runner::kvm::incoming_if_asked() {
+    // A migration destination the KVM backend's engine started from this executable.
+    if let Some(code) = mte_vmm_kvm::serve_migration_destination_if_asked() {
         std::process::exit(code);
     }
     let as_init = init::is_init();

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use mte_protocol::{granules, TEST_RAM_IPA};
 use mte_suites::vmm::VmmError;
+use mte_vmm_kvm::timing::TagCopyVm;
+use mte_vmm_kvm::KvmVmm;
 
 use super::measure::Bench;
 use super::Declared;
-use crate::kvm::timing::TagCopyVm;
-use crate::kvm::KvmVmm;
 
 const GROUP: &str = "copy_tags";
 const SIZES: [(u64, &str); 4] = [

@@ -9,10 +9,10 @@ use mte_protocol::{tcf, timed, Command, PAGE_SIZE, TEST_RAM_IPA};
 use mte_results::bench::Quantity;
 use mte_suites::check::{require_mte, run as exec};
 use mte_suites::vmm::{BootOptions, Guest, Vmm, VmmError};
+use mte_vmm_kvm::KvmVmm;
 
 use super::measure::Bench;
 use super::Declared;
-use crate::kvm::KvmVmm;
 
 const GROUP: &str = "tag_instructions";
 /// The page the instructions run over.

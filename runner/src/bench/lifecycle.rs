@@ -3,11 +3,11 @@
 //! counts one step of it.
 
 use mte_suites::vmm::VmmError;
+use mte_vmm_kvm::timing::LifeSteps;
+use mte_vmm_kvm::KvmVmm;
 
 use super::measure::Bench;
 use super::Declared;
-use crate::kvm::timing::LifeSteps;
-use crate::kvm::KvmVmm;
 
 const GROUP: &str = "vm_lifecycle";
 const WITH: &str = "with MTE";

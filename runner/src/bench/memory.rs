@@ -11,10 +11,10 @@ use mte_suites::check::{require_mte, run as exec};
 use mte_suites::families::swap::require_swap;
 use mte_suites::host_mm::{Advice, ForkPlan};
 use mte_suites::vmm::{BootOptions, Guest, Vmm, VmmError};
+use mte_vmm_kvm::KvmVmm;
 
 use super::measure::Bench;
 use super::Declared;
-use crate::kvm::KvmVmm;
 
 /// Pages per iteration, and where they lie: 2 MiB into test RAM, clear of the other families.
 const PAGES: u64 = 64;

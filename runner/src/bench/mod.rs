@@ -4,7 +4,7 @@
 //! Families of benchmarks, each sharing its set-up: tag copies against plain copies
 //! ([`copy_tags`]), a VM's life step by step ([`lifecycle`]), first touch, copy-on-write and
 //! swap of tagged against untagged pages ([`memory`]), migration with and without tags
-//! ([`migration`]) and the tag instructions timed inside the guest ([`instructions`]).
+//! ([`migration_cost`]) and the tag instructions timed inside the guest ([`instructions`]).
 //! [`measure`] runs each benchmark under criterion and sends what criterion found as a record,
 //! criterion's files included: inside the emulated machine the console is the only way out.
 
@@ -14,7 +14,7 @@ mod instructions;
 mod lifecycle;
 mod measure;
 mod memory;
-mod migration;
+mod migration_cost;
 
 use std::time::Instant;
 
@@ -26,8 +26,8 @@ use mte_suites::vmm::{Vmm, VmmError};
 use crate::emit;
 use crate::environment;
 use crate::harness::Options;
-use crate::kvm::KvmVmm;
 use measure::{Bench, Selection};
+use mte_vmm_kvm::KvmVmm;
 
 /// One benchmark as declared: `group/function/parameter`, what an iteration does, the bytes it
 /// covers and the benchmark it is set against.
@@ -80,7 +80,7 @@ pub fn declared() -> Vec<Declared> {
         copy_tags::declared(),
         lifecycle::declared(),
         memory::declared(),
-        migration::declared(),
+        migration_cost::declared(),
         instructions::declared(),
     ]
     .concat()
@@ -129,7 +129,7 @@ pub fn run(options: &Options) -> bool {
             copy_tags::run(&mut bench, &vmm);
             lifecycle::run(&mut bench, &vmm);
             memory::run(&mut bench, &vmm);
-            migration::run(&mut bench, &vmm);
+            migration_cost::run(&mut bench, &vmm);
             instructions::run(&mut bench, &vmm);
         }
         Err(error) => bench.unable(&all, &error),

@@ -1,0 +1,65 @@
+//! A bare VM for the ABI probes: its RAM memslot, MTE if asked, vCPUs only when a probe adds
+//! them, and the copy-tags ioctl with whatever arguments a probe passes.
+
+use kvm_bindings::{kvm_enable_cap, KVM_CAP_ARM_MTE};
+use kvm_ioctls::VcpuFd;
+use mte_protocol::{GRANULE, RAM_IPA, RAM_SIZE};
+use mte_suites::vmm::{AbiVm, CopyTagsArgs};
+
+use crate::copy_tags;
+use crate::memory::page_size;
+use crate::vm::Vm;
+
+/// Field order is drop order: vCPUs first.
+pub struct KvmAbiVm {
+    vcpus: Vec<VcpuFd>,
+    vm: Vm,
+}
+
+impl KvmAbiVm {
+    pub fn new(vm: Vm) -> Self {
+        KvmAbiVm {
+            vcpus: Vec::new(),
+            vm,
+        }
+    }
+}
+
+impl AbiVm for KvmAbiVm {
+    fn copy_tags_raw(&mut self, args: CopyTagsArgs, buffer: &mut [u8]) -> Result<i64, i32> {
+        assert!(
+            buffer.len() as u64 >= args.length / GRANULE,
+            "the buffer must cover what the kernel may write"
+        );
+        // SAFETY: the buffer covers length / 16 bytes (asserted above).
+        unsafe { copy_tags::copy_raw(self.vm.raw_fd(), args, buffer.as_mut_ptr()) }
+            .map(|n| n as i64)
+            .map_err(|e| e.raw_os_error().unwrap_or(0))
+    }
+
+    fn enable_mte(&mut self) -> Result<(), i32> {
+        let cap = kvm_enable_cap {
+            cap: KVM_CAP_ARM_MTE,
+            ..Default::default()
+        };
+        self.vm.fd.enable_cap(&cap).map_err(|e| e.errno())
+    }
+
+    fn create_vcpu(&mut self) -> Result<(), i32> {
+        let vcpu = self
+            .vm
+            .fd
+            .create_vcpu(self.vcpus.len() as u64)
+            .map_err(|e| e.errno())?;
+        self.vcpus.push(vcpu);
+        Ok(())
+    }
+
+    fn ram(&self) -> (u64, u64) {
+        (RAM_IPA, RAM_SIZE)
+    }
+
+    fn page_size(&self) -> u64 {
+        page_size() as u64
+    }
+}

@@ -1,0 +1,120 @@
+//! KVM as the VMM under test, on this machine: one VM per guest, built from the payload.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kvm_bindings::KVM_CAP_ARM_MTE;
+use kvm_ioctls::Kvm;
+use mte_protocol::RAM_SIZE;
+use mte_results::Lane;
+use mte_suites::host_mm::Backing;
+use mte_suites::migrate::StreamFault;
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
+use mte_vmm::{MailboxGuest, PayloadDir};
+
+use crate::abi::KvmAbiVm;
+use crate::memory::GuestRam;
+use crate::migration_engine;
+use crate::transport::KvmTransport;
+use crate::vm::{add_vcpu, Vm};
+
+/// KVM as the VMM under test, on this machine.
+pub struct KvmVmm {
+    pub(crate) kvm: Kvm,
+    lane: Lane,
+    kernel_release: String,
+    pub(crate) payloads: PayloadDir,
+    /// How long the guest may take to reach its next doorbell.
+    pub(crate) deadline: Duration,
+}
+
+impl KvmVmm {
+    /// Open /dev/kvm. Fails with [`VmmError::Unsupported`] where no arm64 KVM exists.
+    pub fn open(
+        lane: Lane,
+        kernel_release: &str,
+        payload_dir: PathBuf,
+        deadline: Duration,
+    ) -> Result<Self, VmmError> {
+        if !cfg!(target_arch = "aarch64") {
+            return Err(VmmError::Unsupported(format!(
+                "this machine is {}, and only arm64 KVM runs arm64 guests; the emulated lane \
+                 (`cargo xtask run`) brings an arm64 machine",
+                std::env::consts::ARCH
+            )));
+        }
+        let kvm = Kvm::new().map_err(|e| {
+            VmmError::Unsupported(format!(
+                "/dev/kvm cannot be opened ({e}): no KVM on this kernel or machine"
+            ))
+        })?;
+        Ok(KvmVmm {
+            kvm,
+            lane,
+            kernel_release: kernel_release.into(),
+            payloads: PayloadDir::new(payload_dir),
+            deadline,
+        })
+    }
+
+    /// KVM_CHECK_EXTENSION(KVM_CAP_ARM_MTE).
+    pub fn has_mte_cap(&self) -> bool {
+        self.kvm.check_extension_raw(KVM_CAP_ARM_MTE.into()) > 0
+    }
+
+    pub fn api_version(&self) -> i32 {
+        self.kvm.get_api_version()
+    }
+
+    /// A VM with its RAM memslot on `backing`, and MTE enabled if asked.
+    pub(crate) fn create_vm(&self, mte: bool, backing: Backing) -> Result<Vm, VmmError> {
+        if mte {
+            self.mte_capable()?;
+        }
+        let ram = GuestRam::with_backing(RAM_SIZE as usize, backing)?;
+        Vm::new(&self.kvm, mte, ram)
+    }
+}
+
+impl Vmm for KvmVmm {
+    fn lane(&self) -> Lane {
+        self.lane
+    }
+
+    fn kernel_release(&self) -> &str {
+        &self.kernel_release
+    }
+
+    fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
+        let mut vm = self.create_vm(options.mte, options.backing)?;
+        let entry = vm.load(&*self.payloads.get(options.payload)?);
+        let vcpu = add_vcpu(&vm, entry)?;
+        let transport = KvmTransport::new(vcpu, vm, Vec::new());
+        let mte_on = "KVM_CAP_ARM_MTE is enabled";
+        let guest = MailboxGuest::boot(transport, options, self.deadline, mte_on)?;
+        Ok(Box::new(guest))
+    }
+
+    fn mte_capable(&self) -> Result<(), VmmError> {
+        if self.has_mte_cap() {
+            Ok(())
+        } else {
+            Err(VmmError::Unsupported(
+                "KVM has no KVM_CAP_ARM_MTE (a CPU without MTE, or a kernel before 5.13)".into(),
+            ))
+        }
+    }
+
+    fn restore(
+        &self,
+        stream: &[u8],
+        fault: Option<StreamFault>,
+    ) -> Result<Box<dyn Guest>, VmmError> {
+        migration_engine::restore(stream, fault, self.deadline)
+    }
+
+    fn abi_vm(&self, mte: bool) -> Result<Box<dyn AbiVm>, VmmError> {
+        let vm = self.create_vm(mte, Backing::PrivateAnonymous)?;
+        Ok(Box::new(KvmAbiVm::new(vm)))
+    }
+}

@@ -1,0 +1,209 @@
+//! The mailbox protocol's transport on QEMU: guest memory through the gdbstub's `m`/`M`
+//! packets, the doorbell a breakpoint on the payload's doorbell store, the console QEMU's
+//! PL011 log, and SYSTEM_OFF the end of the QEMU process.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mte_suites::vmm::VmmError;
+use mte_vmm::{Payload, Stop, Transport};
+
+use crate::gdb::{Connection, RspError, StopReply};
+use crate::machine::Machine;
+use crate::memtags;
+
+/// An A64 instruction's length: the breakpoint's kind, and the step over the doorbell.
+const INSTRUCTION: u64 = 4;
+/// The PC's number in QEMU's aarch64 target description (x0..x30, sp, pc).
+const PC: u32 = 32;
+/// The signal of a stop at a breakpoint.
+const SIGTRAP: u8 = 5;
+
+/// How long QEMU may take to start and open its gdbstub (a busy machine starts slowly).
+const STARTUP_LIMIT: Duration = Duration::from_secs(20);
+/// How long the gdbstub of a halted guest may take to answer a request.
+pub(crate) const REPLY_LIMIT: Duration = Duration::from_secs(10);
+/// How long a migration of a guest's 64 MiB to or from a file may take.
+pub(crate) const MIGRATION_LIMIT: Duration = Duration::from_secs(30);
+
+/// A QEMU process and the gdbstub session that drives its vCPU. Field order is drop order: the
+/// connection before the process.
+pub struct GdbTransport {
+    pub(crate) stub: Connection,
+    pub(crate) machine: Machine,
+    /// What a migration's destination is started from.
+    pub(crate) qemu: PathBuf,
+    pub(crate) payload: Arc<Payload>,
+    pub(crate) mte: bool,
+    doorbell: u64,
+    /// Stopped at the doorbell (rather than at the entry point, before the first run).
+    pub(crate) at_doorbell: bool,
+}
+
+impl GdbTransport {
+    /// Start QEMU on `payload` (from its entry, or from an `incoming` migration file, stopped at
+    /// the doorbell it was migrated at), shake hands with its gdbstub and set the doorbell's
+    /// breakpoint.
+    pub(crate) fn start(
+        qemu: &Path,
+        payload: Arc<Payload>,
+        mte: bool,
+        incoming: Option<&Path>,
+    ) -> Result<Self, VmmError> {
+        let doorbell = payload.doorbell_store()?;
+        let (machine, stream) = Machine::start(qemu, &payload.image, mte, incoming, STARTUP_LIMIT)?;
+        if incoming.is_some() {
+            // The gdbstub answers only once the guest's state is in place.
+            machine
+                .qmp(REPLY_LIMIT)?
+                .wait_for_migration(MIGRATION_LIMIT)
+                .map_err(|e| {
+                    VmmError::Host(format!(
+                        "the incoming QEMU: {e}; QEMU: {}",
+                        machine.messages()
+                    ))
+                })?;
+        }
+        let mut stub = Connection::handshake(stream, REPLY_LIMIT).map_err(|e| {
+            VmmError::Host(format!(
+                "QEMU's gdbstub did not take the handshake: {e}; QEMU: {}",
+                machine.messages()
+            ))
+        })?;
+        let breakpoint = format!("Z0,{doorbell:x},{INSTRUCTION}");
+        stub.request_ok(&breakpoint, REPLY_LIMIT).map_err(|e| {
+            VmmError::Host(format!(
+                "setting the doorbell breakpoint: {e}; QEMU: {}",
+                machine.messages()
+            ))
+        })?;
+        Ok(GdbTransport {
+            stub,
+            machine,
+            qemu: qemu.to_path_buf(),
+            payload,
+            mte,
+            doorbell,
+            at_doorbell: incoming.is_some(),
+        })
+    }
+
+    /// What the gdbstub announced (`qSupported`).
+    pub fn stub_features(&self) -> &[String] {
+        self.stub.features()
+    }
+
+    /// A failed exchange with the stub, as a step's error.
+    pub(crate) fn stub_error(&self, during: &str, error: RspError) -> VmmError {
+        match error {
+            RspError::Timeout => VmmError::Timeout {
+                what: format!("QEMU's gdbstub answering during {during}"),
+                seconds: REPLY_LIMIT.as_secs_f64(),
+            },
+            RspError::Closed => VmmError::Guest(format!(
+                "QEMU ended during {during}: {}",
+                self.machine.messages()
+            )),
+            RspError::Refused { packet, reply } => VmmError::Host(format!(
+                "QEMU's gdbstub answered `{packet}` with `{reply}` during {during}{}",
+                memtags::explain(&packet, &reply)
+            )),
+            other => VmmError::Host(format!("QEMU's gdbstub during {during}: {other}")),
+        }
+    }
+
+    /// Let the guest go on from where it stopped: past the doorbell's store, which must not
+    /// run, once it is at the doorbell.
+    fn resume(&mut self, what: &str) -> Result<(), VmmError> {
+        if self.at_doorbell {
+            self.stub
+                .write_register(PC, self.doorbell + INSTRUCTION, REPLY_LIMIT)
+                .map_err(|e| self.stub_error(what, e))?;
+        }
+        self.at_doorbell = false;
+        self.stub
+            .resume(REPLY_LIMIT)
+            .map_err(|e| self.stub_error(what, e))
+    }
+
+    /// A stop that ends the guest: `why`, as this step's error and every later step's reason.
+    fn ended(why: String) -> Stop {
+        Stop::Ended {
+            error: VmmError::Guest(why.clone()),
+            why,
+        }
+    }
+}
+
+impl Transport for GdbTransport {
+    fn read(&mut self, ipa: u64, len: usize) -> Result<Vec<u8>, VmmError> {
+        self.stub
+            .read_memory(ipa, len, REPLY_LIMIT)
+            .map_err(|e| self.stub_error(&format!("the read of [{ipa:#x}, +{len:#x})"), e))
+    }
+
+    fn write(&mut self, ipa: u64, bytes: &[u8]) -> Result<(), VmmError> {
+        self.stub
+            .write_memory(ipa, bytes, REPLY_LIMIT)
+            .map_err(|e| {
+                let len = bytes.len();
+                self.stub_error(&format!("the write of [{ipa:#x}, +{len:#x})"), e)
+            })
+    }
+
+    fn run_to_doorbell(&mut self, what: &str, deadline: Duration) -> Result<Stop, VmmError> {
+        self.resume(what)?;
+        match self.stub.wait_for_stop(Instant::now() + deadline) {
+            Ok(StopReply::Signal(SIGTRAP)) => {
+                let pc = self
+                    .stub
+                    .read_register(PC, REPLY_LIMIT)
+                    .map_err(|e| self.stub_error(what, e))?;
+                if pc != self.doorbell {
+                    return Ok(Self::ended(format!(
+                        "the guest stopped at PC {pc:#x} during {what}, not at the doorbell \
+                         ({:#x})",
+                        self.doorbell
+                    )));
+                }
+                self.at_doorbell = true;
+                Ok(Stop::Doorbell)
+            }
+            Ok(StopReply::Signal(signal)) => Ok(Self::ended(format!(
+                "the guest stopped with signal {signal} during {what}"
+            ))),
+            // SYSTEM_OFF ends QEMU: the stub reports the exit, or only closes the connection.
+            Ok(StopReply::Exited(0)) => Ok(Stop::PoweredOff),
+            Err(RspError::Closed) if self.machine.exited_cleanly(REPLY_LIMIT) => {
+                Ok(Stop::PoweredOff)
+            }
+            Ok(StopReply::Exited(_) | StopReply::Terminated(_)) | Err(RspError::Closed) => {
+                Ok(Self::ended(format!(
+                    "QEMU ended during {what}: {}",
+                    self.machine.messages()
+                )))
+            }
+            Err(RspError::Timeout) => {
+                // Stop the vCPU, then the process: nothing of the guest is needed any more.
+                let _ = self.stub.interrupt();
+                self.machine.kill();
+                Ok(Stop::Ended {
+                    error: VmmError::Timeout {
+                        what: what.into(),
+                        seconds: deadline.as_secs_f64(),
+                    },
+                    why: format!("it was stopped by its deadline during {what}"),
+                })
+            }
+            Err(e) => Ok(Stop::Ended {
+                error: self.stub_error(what, e),
+                why: format!("an error during {what}"),
+            }),
+        }
+    }
+
+    fn console(&self) -> String {
+        self.machine.console()
+    }
+}

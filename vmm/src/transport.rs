@@ -1,0 +1,41 @@
+//! What a VMM backend must give the mailbox protocol: guest memory to read and write, and a
+//! vCPU to run until it rings the doorbell. Everything else of the protocol (posting a command,
+//! reading the reply, the bulk buffer, the boot check) is [`MailboxGuest`](crate::MailboxGuest)'s,
+//! written once for every backend.
+//!
+//! A transport is one vCPU's view of its VM: memory is the VM's, the run is the vCPU's. A guest
+//! of several vCPUs gets one transport (and one mailbox) per vCPU.
+
+use std::time::Duration;
+
+use mte_suites::vmm::VmmError;
+
+/// Why the vCPU stopped running.
+#[derive(Debug)]
+pub enum Stop {
+    /// It rang the doorbell: the mailbox holds its answer, and it waits for the next command.
+    Doorbell,
+    /// It powered off (PSCI SYSTEM_OFF): no step follows.
+    PoweredOff,
+    /// It stopped where the protocol does not let it (a signal or breakpoint elsewhere, the VMM
+    /// gone or stopped by its deadline): `error` is this step's, `why` is given to every later
+    /// step, which is refused.
+    Ended { error: VmmError, why: String },
+}
+
+/// A backend's access to one vCPU of a guest and to the guest's memory.
+pub trait Transport {
+    /// `len` bytes of guest memory from `ipa`.
+    fn read(&mut self, ipa: u64, len: usize) -> Result<Vec<u8>, VmmError>;
+
+    /// Write `bytes` to guest memory at `ipa`.
+    fn write(&mut self, ipa: u64, bytes: &[u8]) -> Result<(), VmmError>;
+
+    /// Run the vCPU until it rings the doorbell, powers off or stops otherwise, for at most
+    /// `deadline` (then [`VmmError::Timeout`], or [`Stop::Ended`] where the guest cannot go on
+    /// after it). `what` names the step in errors.
+    fn run_to_doorbell(&mut self, what: &str, deadline: Duration) -> Result<Stop, VmmError>;
+
+    /// What the guest printed on its console so far.
+    fn console(&self) -> String;
+}
