@@ -9,7 +9,9 @@ use crate::host_mm::{
     Advice, Backing, ChildReport, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection,
     RaceLog, RacePlan, SwapDevice, TagPeer,
 };
-use crate::migrate::{IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault};
+use crate::migration_plan::{
+    IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault,
+};
 use crate::vmm::{AbiVm, BootOptions, CopyTagsArgs, Guest, Reply, Vmm, VmmError, VmmMigration};
 
 /// What to break. Each injection breaks one path a verdict rests on; a check names the ones

@@ -11,7 +11,7 @@ use mte_results::Evidence;
 
 use crate::check::{boot_tagged, run, tag_map_report, Checks, Finding};
 use crate::inject::Injection;
-use crate::migrate::{Method, MigrationPlan, MigrationReport, Workload};
+use crate::migration_plan::{Method, MigrationPlan, MigrationReport, Workload};
 use crate::scenario::Scenario;
 use crate::vmm::{BootOptions, Guest, Vmm, VmmError};
 
