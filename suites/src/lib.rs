@@ -5,11 +5,13 @@
 //! scenarios lives in its own module under [`families`]; [`all`] is the table the runner reads.
 //!
 //! Modules depend one way, from the bottom up: [`error`] and [`reply`]; the types of the VMM's
-//! steps ([`host_mm`], [`migration_plan`]) and its traits ([`vmm`]); findings ([`check`]), fault
-//! injection ([`inject`]) and what a scenario is ([`scenario`]); then the families.
+//! steps ([`host_mm`], [`migration_plan`]) and its traits ([`vmm`]); findings ([`check`], with
+//! [`esr`] in words), fault injection ([`inject`]) and what a scenario is ([`scenario`]); the
+//! steps the families share ([`steps`]); then the families.
 
 pub mod check;
 pub mod error;
+pub mod esr;
 pub mod expectations;
 pub mod families;
 pub mod host_mm;
@@ -19,6 +21,7 @@ pub mod peers;
 pub mod pseudocode;
 pub mod reply;
 pub mod scenario;
+pub mod steps;
 pub mod vmm;
 
 /// The former name of [`migration_plan`], kept while the runner still imports it from here.

@@ -6,14 +6,19 @@
 //! guest that must fault (or set TFSR_EL1.TF0) in the mode the check selected, so a guest
 //! that checks tags in another mode than asked for cannot pass it.
 
-use mte_protocol::{
-    esr, pattern_word, tcf, with_tag, Command, PAGE_SIZE, PAYLOAD_IPA, TEST_RAM_IPA,
-};
+use mte_protocol::{pattern_word, tcf, with_tag, PAGE_SIZE, TEST_RAM_IPA};
 
-use crate::check::{boot_tagged, describe_esr, fault_evidence, require_mte3, run, Checks, Finding};
+use crate::check::{Checks, Finding};
 use crate::inject::Injection;
 use crate::scenario::Scenario;
-use crate::vmm::{BootOptions, Guest, Reply, Vmm, VmmError};
+use crate::steps::boot::boot;
+use crate::steps::command::require_mte3;
+use crate::steps::data::guest_pattern_mismatches;
+use crate::steps::tag_checks::{
+    check_no_fault, check_tag_fault, check_tf0, check_value, load, prepare, set_tcf, store,
+    GRANULE_TAG, SEED, WRONG_TAG,
+};
+use crate::vmm::{Guest, Vmm, VmmError};
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -92,165 +97,6 @@ pub const SCENARIOS: &[Scenario] = &[
     },
 ];
 
-/// The tag the prepared granules get, and one that differs.
-pub(crate) const GRANULE_TAG: u8 = 0x5;
-pub(crate) const WRONG_TAG: u8 = 0xa;
-/// The data pattern of the prepared pages.
-pub(crate) const SEED: u64 = 0x6d74_6531;
-/// TFSR_EL1.TF0: a tag check fault in EL1 (TTBR0 addresses) was recorded asynchronously.
-const TFSR_TF0: u64 = 1;
-
-/// Boot a guest with MTE, or skip where the CPU has none.
-pub(crate) fn boot(vmm: &dyn Vmm) -> Result<Box<dyn Guest>, VmmError> {
-    boot_tagged(vmm, &BootOptions::default())
-}
-
-/// Write the data pattern over `pages` pages at `ipa` and store `tags` from `tags_ipa` on.
-pub(crate) fn prepare(
-    guest: &mut dyn Guest,
-    ipa: u64,
-    pages: u64,
-    tags_ipa: u64,
-    tags: &[u8],
-) -> Result<(), VmmError> {
-    run(guest, Command::FillPattern, &[ipa, pages * PAGE_SIZE, SEED])?;
-    guest.write_bulk(tags)?;
-    run(
-        guest,
-        Command::TagFromBulk,
-        &[tags_ipa, tags.len() as u64 * mte_protocol::GRANULE],
-    )?;
-    Ok(())
-}
-
-pub(crate) fn set_tcf(guest: &mut dyn Guest, mode: u64) -> Result<(), VmmError> {
-    run(guest, Command::SetTcf, &[mode]).map(|_| ())
-}
-
-pub(crate) fn load(guest: &mut dyn Guest, ptr: u64) -> Result<Reply, VmmError> {
-    run(guest, Command::Load, &[ptr])
-}
-
-pub(crate) fn store(guest: &mut dyn Guest, ptr: u64, value: u64) -> Result<Reply, VmmError> {
-    run(guest, Command::Store, &[ptr, value])
-}
-
-/// TFSR_EL1 (read and cleared by the guest).
-pub(crate) fn read_tfsr(guest: &mut dyn Guest) -> Result<u64, VmmError> {
-    Ok(run(guest, Command::ReadTfsr, &[])?.result[0])
-}
-
-/// Whether a Load-like (`result = [value, faulted]`) or Store-like (`result = [faulted]`)
-/// reply says the access faulted.
-fn faulted(reply: &Reply, write: bool) -> u64 {
-    reply.result[if write { 0 } else { 1 }]
-}
-
-/// The checks every synchronous tag check fault must pass, FAR exactly `ptr`.
-pub(crate) fn check_tag_fault(
-    checks: &mut Checks,
-    access: &str,
-    reply: &Reply,
-    ptr: u64,
-    write: bool,
-) {
-    check_tag_fault_within(checks, access, reply, (ptr, ptr), write);
-}
-
-/// The checks every synchronous tag check fault must pass, FAR within `far` (inclusive, bits
-/// 55:0 compared).
-pub(crate) fn check_tag_fault_within(
-    checks: &mut Checks,
-    access: &str,
-    reply: &Reply,
-    far: (u64, u64),
-    write: bool,
-) {
-    checks.equal(&format!("{access}: faulted"), 1, faulted(reply, write));
-    checks.equal(&format!("{access}: exceptions taken"), 1, reply.fault.count);
-    if reply.fault.count == 0 {
-        // Nothing was recorded, so there is no syndrome to compare.
-        return;
-    }
-    checks.holds(
-        &format!("{access}: ESR_EL1 class and fault status"),
-        esr::ec(reply.fault.esr) == esr::EC_DABT_CUR
-            && esr::dfsc(reply.fault.esr) == esr::DFSC_TAG_CHECK,
-        "EC 0x25 (data abort, same EL), DFSC 0x11 (tag check)",
-        describe_esr(reply.fault.esr),
-    );
-    checks.equal(
-        &format!("{access}: ESR_EL1.WnR (write)"),
-        write,
-        esr::is_write(reply.fault.esr),
-    );
-    // FAR_EL1[63:60] are UNKNOWN for a tag check fault; the address bits must be exact.
-    let address_bits = (1u64 << 56) - 1;
-    let (first, last) = (far.0 & address_bits, far.1 & address_bits);
-    let observed = reply.fault.far & address_bits;
-    checks.holds(
-        &format!("{access}: FAR_EL1 holds the faulting address"),
-        (first..=last).contains(&observed),
-        if first == last {
-            format!("{first:#x} (bits 55:0)")
-        } else {
-            format!("{first:#x}..={last:#x} (bits 55:0)")
-        },
-        format!("{:#x}", reply.fault.far),
-    );
-    checks.holds(
-        &format!("{access}: ELR_EL1 points into the payload"),
-        (PAYLOAD_IPA..TEST_RAM_IPA).contains(&reply.fault.elr),
-        format!("{PAYLOAD_IPA:#x}..{TEST_RAM_IPA:#x}"),
-        format!("{:#x}", reply.fault.elr),
-    );
-    checks.evidence(fault_evidence(reply));
-}
-
-/// An access that must complete without any exception.
-pub(crate) fn check_no_fault(checks: &mut Checks, access: &str, reply: &Reply, write: bool) {
-    checks.equal(&format!("{access}: faulted"), 0, faulted(reply, write));
-    checks.equal(&format!("{access}: exceptions taken"), 0, reply.fault.count);
-    if reply.fault.count != 0 {
-        checks.evidence(fault_evidence(reply));
-    }
-}
-
-/// A 64-bit value the guest read, in hex on both sides.
-pub(crate) fn check_value(checks: &mut Checks, what: &str, expected: u64, observed: u64) {
-    checks.holds(
-        what,
-        expected == observed,
-        format!("{expected:#018x}"),
-        format!("{observed:#018x}"),
-    );
-}
-
-/// TFSR_EL1.TF0 as read now must be `set`.
-pub(crate) fn check_tf0(
-    checks: &mut Checks,
-    guest: &mut dyn Guest,
-    after: &str,
-    set: bool,
-) -> Result<(), VmmError> {
-    let tfsr = read_tfsr(guest)?;
-    checks.holds(
-        &format!("TFSR_EL1.TF0 after {after}"),
-        (tfsr & TFSR_TF0 != 0) == set,
-        if set { "TF0 set" } else { "TF0 clear" },
-        format!("TFSR_EL1 = {tfsr:#x}"),
-    );
-    Ok(())
-}
-
-/// The data pattern's 8 bytes at `offset` from the start of the prepared pages (any alignment).
-pub(crate) fn pattern_bytes_at(offset: u64) -> u64 {
-    let bytes: Vec<u8> = (offset..offset + 8)
-        .map(|o| pattern_word(SEED, o & !7).to_le_bytes()[(o & 7) as usize])
-        .collect();
-    u64::from_le_bytes(bytes.try_into().expect("eight bytes"))
-}
-
 /// Each check's page of test RAM, apart from the other families' (pages 0..32 are `tags`).
 fn page(n: u64) -> u64 {
     TEST_RAM_IPA + (32 + n) * PAGE_SIZE
@@ -311,19 +157,14 @@ fn sync_mismatched_store_faults(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let mut checks = Checks::new();
     check_tag_fault(&mut checks, "mismatched store", &reply, ptr, true);
     check_tf0(&mut checks, guest.as_mut(), "the synchronous fault", false)?;
-    let check = run(
-        guest.as_mut(),
-        Command::CheckPattern,
-        &[ipa, PAGE_SIZE, SEED],
-    )?;
-    checks.equal("words changed by the faulting store", 0, check.result[0]);
+    let (changed, _) = guest_pattern_mismatches(guest.as_mut(), ipa, PAGE_SIZE, SEED)?;
+    checks.equal("words changed by the faulting store", 0, changed);
     Ok(checks.finish())
 }
 
 /// Words of the prepared page that differ from the pattern, and the first one's offset.
 fn changed_words(guest: &mut dyn Guest, ipa: u64) -> Result<(u64, u64), VmmError> {
-    let check = run(guest, Command::CheckPattern, &[ipa, PAGE_SIZE, SEED])?;
-    Ok((check.result[0], check.result[1]))
+    guest_pattern_mismatches(guest, ipa, PAGE_SIZE, SEED)
 }
 
 fn async_mismatch_sets_tfsr(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
@@ -449,17 +290,4 @@ fn tcf_none_ignores_mismatches(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         false,
     )?;
     Ok(checks.finish())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pattern_bytes_straddle_words() {
-        assert_eq!(pattern_bytes_at(0), pattern_word(SEED, 0));
-        assert_eq!(pattern_bytes_at(16), pattern_word(SEED, 16));
-        let straddling = pattern_word(SEED, 8) >> 32 | pattern_word(SEED, 16) << 32;
-        assert_eq!(pattern_bytes_at(12), straddling);
-    }
 }

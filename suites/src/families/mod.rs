@@ -10,7 +10,6 @@ pub mod faults;
 pub mod harness;
 pub mod migration;
 pub mod mm;
-mod mm_common;
 pub mod races;
 pub mod shared;
 pub mod swap;
