@@ -5,11 +5,15 @@
 //! Every check that expects an access not to fault also makes a control access in the same
 //! guest that must fault (or set TFSR_EL1.TF0) in the mode the check selected, so a guest
 //! that checks tags in another mode than asked for cannot pass it.
+//!
+//! The eight checks are one table: each gives the page it uses, the mode it selects and its
+//! steps, which [`in_mode`] takes in order: an access, then the comparisons on its reply.
 
 use mte_protocol::{pattern_word, tcf, with_tag, PAGE_SIZE, TEST_RAM_IPA};
 
 use crate::check::{Checks, Finding};
 use crate::inject::Injection;
+use crate::reply::Reply;
 use crate::scenario::Scenario;
 use crate::steps::boot::boot;
 use crate::steps::command::require_mte3;
@@ -18,7 +22,7 @@ use crate::steps::tag_checks::{
     check_no_fault, check_tag_fault, check_tf0, check_value, load, prepare, set_tcf, store,
     GRANULE_TAG, SEED, WRONG_TAG,
 };
-use crate::vmm::{Guest, Vmm, VmmError};
+use crate::vmm::{Vmm, VmmError};
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -28,16 +32,16 @@ pub const SCENARIOS: &[Scenario] = &[
         why:
             "Arm ARM: synchronous tag check fault; KVM must give the guest MTE (HCR_EL2.ATA) once \
               KVM_CAP_ARM_MTE is enabled",
-        proven_by: &[Injection::WrongTcf],
-        run: sync_mismatched_load_faults,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 0, tcf::SYNC, SYNC_MISMATCHED_LOAD),
     },
     Scenario {
         name: "faults::sync_matching_load_does_not_fault",
         summary: "The same load through a pointer with the granule's own tag completes without a \
                   fault and reads the data that was written, where a mismatched one faults",
         why: "Tag checks must not fire on matching tags; the control for the mismatch check",
-        proven_by: &[Injection::WrongTcf],
-        run: sync_matching_load_does_not_fault,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 1, tcf::SYNC, SYNC_MATCHING_LOAD),
     },
     Scenario {
         name: "faults::sync_mismatched_store_faults_and_writes_nothing",
@@ -45,8 +49,8 @@ pub const SCENARIOS: &[Scenario] = &[
                   leaves the granule's data as it was",
         why: "Arm ARM: a synchronous tag check fault is precise; the faulting store is not \
               performed",
-        proven_by: &[Injection::WrongTcf],
-        run: sync_mismatched_store_faults,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 2, tcf::SYNC, SYNC_MISMATCHED_STORE),
     },
     Scenario {
         name: "faults::async_mismatch_sets_tfsr_without_exception",
@@ -56,8 +60,8 @@ pub const SCENARIOS: &[Scenario] = &[
         why: "Arm ARM: asynchronous tag check faults are recorded in TFSR_EL1.TF0 and the access \
               completes; KVM must keep the guest's TFSR_EL1 across exits (it saves it with the \
               rest of the MTE state)",
-        proven_by: &[Injection::WrongTcf],
-        run: async_mismatch_sets_tfsr,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 3, tcf::ASYNC, ASYNC_MISMATCH),
     },
     Scenario {
         name: "faults::async_matching_access_leaves_tfsr_clear",
@@ -65,8 +69,8 @@ pub const SCENARIOS: &[Scenario] = &[
                   leave TFSR_EL1.TF0 clear, where a mismatched load in the same guest sets it",
         why: "TF0 must record tag check faults only; a guest kernel reports every TF0 it finds \
               as a memory-safety bug (Documentation/arch/arm64/memory-tagging-extension.rst)",
-        proven_by: &[Injection::WrongTcf],
-        run: async_matching_access_leaves_tfsr_clear,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 4, tcf::ASYNC, ASYNC_MATCHING),
     },
     Scenario {
         name: "faults::asymmetric_mismatched_load_faults",
@@ -74,8 +78,8 @@ pub const SCENARIOS: &[Scenario] = &[
                   check fault (DFSC 0b010001)",
         why: "Arm ARM (FEAT_MTE3): in asymmetric mode reads are checked synchronously; needs \
               ID_AA64PFR1_EL1.MTE >= 3",
-        proven_by: &[Injection::WrongTcf],
-        run: asymmetric_mismatched_load_faults,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 5, tcf::ASYMMETRIC, ASYMMETRIC_LOAD),
     },
     Scenario {
         name: "faults::asymmetric_mismatched_store_sets_tfsr",
@@ -83,8 +87,8 @@ pub const SCENARIOS: &[Scenario] = &[
                   performed, and sets TFSR_EL1.TF0",
         why: "Arm ARM (FEAT_MTE3): in asymmetric mode writes are checked asynchronously; needs \
               ID_AA64PFR1_EL1.MTE >= 3",
-        proven_by: &[Injection::WrongTcf],
-        run: asymmetric_mismatched_store_sets_tfsr,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 6, tcf::ASYMMETRIC, ASYMMETRIC_STORE),
     },
     Scenario {
         name: "faults::tcf_none_ignores_mismatches",
@@ -92,9 +96,112 @@ pub const SCENARIOS: &[Scenario] = &[
                   TFSR_EL1 clear, where the same load faulted under sync",
         why: "Arm ARM: TCF = 0b00, tag check faults have no effect; a guest kernel turns checks \
               off this way (kasan=off, PR_MTE_TCF_NONE)",
-        proven_by: &[Injection::WrongTcf],
-        run: tcf_none_ignores_mismatches,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 7, tcf::SYNC, TCF_NONE),
     },
+];
+
+/// Every check here is proven by a wrong tag-check mode.
+const WRONG_TCF: &[Injection] = &[Injection::WrongTcf];
+
+/// The prepared pattern's first word; its complement, what a store that lands changes it to;
+/// and a word of no pattern.
+const PATTERN: u64 = pattern_word(SEED, 0);
+const INVERTED: u64 = !PATTERN;
+const OTHER: u64 = 0x1234_5678;
+
+/// One step of a fault-mode check.
+#[derive(Clone, Copy)]
+enum Step {
+    /// A load through the prepared granule with this pointer tag.
+    Load(u8, Must),
+    /// A store of this word there.
+    Store(u8, u64, Must),
+    /// The last load read this word.
+    Reads(&'static str, u64),
+    /// TFSR_EL1.TF0 is set (or clear) now.
+    Tf0(&'static str, bool),
+    /// No word of the page changed (the store was not performed).
+    WroteNothing(&'static str),
+    /// The store changed exactly the page's first word.
+    WroteOneWord,
+    /// Select another tag-check mode.
+    Tcf(u64),
+}
+
+/// What an access must do, named for the evidence.
+#[derive(Clone, Copy)]
+enum Must {
+    /// Take a synchronous tag check fault at its address.
+    Fault(&'static str),
+    /// Complete without an exception.
+    Complete(&'static str),
+}
+
+use Must::*;
+use Step::*;
+
+const SYNC_MISMATCHED_LOAD: &[Step] = &[
+    Load(WRONG_TAG, Fault("mismatched load")),
+    // The guest's load starts with 0 in its destination; a precise fault leaves it.
+    Reads("destination register after the faulting load", 0),
+    // A synchronous fault is reported once, as the exception, never in TFSR_EL1.
+    Tf0("the synchronous fault", false),
+];
+
+const SYNC_MATCHING_LOAD: &[Step] = &[
+    Load(GRANULE_TAG, Complete("matching load")),
+    Reads("value loaded", PATTERN),
+    // Control: the same granule through another tag faults, so checks were on.
+    Load(WRONG_TAG, Fault("control: mismatched load")),
+];
+
+const SYNC_MISMATCHED_STORE: &[Step] = &[
+    Store(WRONG_TAG, INVERTED, Fault("mismatched store")),
+    Tf0("the synchronous fault", false),
+    WroteNothing("words changed by the faulting store"),
+];
+
+const ASYNC_MISMATCH: &[Step] = &[
+    Store(WRONG_TAG, INVERTED, Complete("mismatched store")),
+    Tf0("the mismatched store", true),
+    WroteOneWord,
+    Load(WRONG_TAG, Complete("mismatched load")),
+    Reads("value loaded", INVERTED),
+    Tf0("the mismatched load", true),
+];
+
+const ASYNC_MATCHING: &[Step] = &[
+    Load(GRANULE_TAG, Complete("matching load")),
+    Reads("value loaded", PATTERN),
+    Store(GRANULE_TAG, OTHER, Complete("matching store")),
+    Tf0("the matching load and store", false),
+    // Control: a mismatched load in the same mode completes and sets TF0.
+    Load(WRONG_TAG, Complete("control: mismatched load")),
+    Reads("control: value loaded", OTHER),
+    Tf0("the control", true),
+];
+
+const ASYMMETRIC_LOAD: &[Step] = &[
+    Load(WRONG_TAG, Fault("mismatched load")),
+    Tf0("the synchronous fault", false),
+];
+
+const ASYMMETRIC_STORE: &[Step] = &[
+    Store(WRONG_TAG, INVERTED, Complete("mismatched store")),
+    Tf0("the mismatched store", true),
+    WroteOneWord,
+];
+
+const TCF_NONE: &[Step] = &[
+    // Control: under sync the pointer's tag is a mismatch.
+    Load(WRONG_TAG, Fault("control: mismatched load under sync")),
+    Tcf(tcf::NONE),
+    Load(WRONG_TAG, Complete("mismatched load")),
+    Reads("value loaded", PATTERN),
+    Store(WRONG_TAG, INVERTED, Complete("mismatched store")),
+    WroteOneWord,
+    Tf0("the mismatched accesses", false),
 ];
 
 /// Each check's page of test RAM, apart from the other families' (pages 0..32 are `tags`).
@@ -102,192 +209,54 @@ fn page(n: u64) -> u64 {
     TEST_RAM_IPA + (32 + n) * PAGE_SIZE
 }
 
-/// Boot, write a data pattern over one page, tag its first granule and select `mode`.
-fn prepare_mode(vmm: &dyn Vmm, n: u64, mode: u64) -> Result<(Box<dyn Guest>, u64), VmmError> {
+impl Must {
+    fn check(self, checks: &mut Checks, reply: &Reply, ptr: u64, write: bool) {
+        match self {
+            Fault(access) => check_tag_fault(checks, access, reply, ptr, write),
+            Complete(access) => check_no_fault(checks, access, reply, write),
+        }
+    }
+}
+
+/// Boot, write the data pattern over page `n`, tag its first granule, select `mode` and take
+/// `steps` in order.
+fn in_mode(vmm: &dyn Vmm, n: u64, mode: u64, steps: &[Step]) -> Result<Finding, VmmError> {
     let mut guest = boot(vmm)?;
     if mode == tcf::ASYMMETRIC {
         require_mte3(&guest.ids())?;
     }
-    let ipa = page(n);
-    prepare(guest.as_mut(), ipa, 1, ipa, &[GRANULE_TAG])?;
-    set_tcf(guest.as_mut(), mode)?;
-    Ok((guest, ipa))
-}
-
-fn sync_mismatched_load_faults(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 0, tcf::SYNC)?;
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let reply = load(guest.as_mut(), ptr)?;
+    let (guest, ipa) = (guest.as_mut(), page(n));
+    prepare(guest, ipa, 1, ipa, &[GRANULE_TAG])?;
+    set_tcf(guest, mode)?;
     let mut checks = Checks::new();
-    check_tag_fault(&mut checks, "mismatched load", &reply, ptr, false);
-    // The guest's load starts with 0 in its destination; a precise fault leaves it there.
-    check_value(
-        &mut checks,
-        "destination register after the faulting load",
-        0,
-        reply.result[0],
-    );
-    // A synchronous fault is reported once, as the exception, never also in TFSR_EL1.
-    check_tf0(&mut checks, guest.as_mut(), "the synchronous fault", false)?;
-    Ok(checks.finish())
-}
-
-fn sync_matching_load_does_not_fault(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 1, tcf::SYNC)?;
-    let mut checks = Checks::new();
-    let reply = load(guest.as_mut(), with_tag(ipa, GRANULE_TAG))?;
-    check_no_fault(&mut checks, "matching load", &reply, false);
-    check_value(
-        &mut checks,
-        "value loaded",
-        pattern_word(SEED, 0),
-        reply.result[0],
-    );
-    // Control: the same granule through another tag faults, so checks were on.
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let reply = load(guest.as_mut(), ptr)?;
-    check_tag_fault(&mut checks, "control: mismatched load", &reply, ptr, false);
-    Ok(checks.finish())
-}
-
-fn sync_mismatched_store_faults(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 2, tcf::SYNC)?;
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let reply = store(guest.as_mut(), ptr, !pattern_word(SEED, 0))?;
-    let mut checks = Checks::new();
-    check_tag_fault(&mut checks, "mismatched store", &reply, ptr, true);
-    check_tf0(&mut checks, guest.as_mut(), "the synchronous fault", false)?;
-    let (changed, _) = guest_pattern_mismatches(guest.as_mut(), ipa, PAGE_SIZE, SEED)?;
-    checks.equal("words changed by the faulting store", 0, changed);
-    Ok(checks.finish())
-}
-
-/// Words of the prepared page that differ from the pattern, and the first one's offset.
-fn changed_words(guest: &mut dyn Guest, ipa: u64) -> Result<(u64, u64), VmmError> {
-    guest_pattern_mismatches(guest, ipa, PAGE_SIZE, SEED)
-}
-
-fn async_mismatch_sets_tfsr(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 3, tcf::ASYNC)?;
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let mut checks = Checks::new();
-
-    let reply = store(guest.as_mut(), ptr, !pattern_word(SEED, 0))?;
-    check_no_fault(&mut checks, "mismatched store", &reply, true);
-    check_tf0(&mut checks, guest.as_mut(), "the mismatched store", true)?;
-    checks.equal(
-        "words changed by the store (changed words, first offset)",
-        (1, 0),
-        changed_words(guest.as_mut(), ipa)?,
-    );
-
-    let reply = load(guest.as_mut(), ptr)?;
-    check_no_fault(&mut checks, "mismatched load", &reply, false);
-    check_value(
-        &mut checks,
-        "value loaded",
-        !pattern_word(SEED, 0),
-        reply.result[0],
-    );
-    check_tf0(&mut checks, guest.as_mut(), "the mismatched load", true)?;
-    Ok(checks.finish())
-}
-
-fn async_matching_access_leaves_tfsr_clear(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 4, tcf::ASYNC)?;
-    let good = with_tag(ipa, GRANULE_TAG);
-    let mut checks = Checks::new();
-
-    let reply = load(guest.as_mut(), good)?;
-    check_no_fault(&mut checks, "matching load", &reply, false);
-    check_value(
-        &mut checks,
-        "value loaded",
-        pattern_word(SEED, 0),
-        reply.result[0],
-    );
-    let reply = store(guest.as_mut(), good, 0x1234_5678)?;
-    check_no_fault(&mut checks, "matching store", &reply, true);
-    check_tf0(
-        &mut checks,
-        guest.as_mut(),
-        "the matching load and store",
-        false,
-    )?;
-
-    // Control: a mismatched load in the same mode completes and sets TF0.
-    let reply = load(guest.as_mut(), with_tag(ipa, WRONG_TAG))?;
-    check_no_fault(&mut checks, "control: mismatched load", &reply, false);
-    check_value(
-        &mut checks,
-        "control: value loaded",
-        0x1234_5678,
-        reply.result[0],
-    );
-    check_tf0(&mut checks, guest.as_mut(), "the control", true)?;
-    Ok(checks.finish())
-}
-
-fn asymmetric_mismatched_load_faults(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 5, tcf::ASYMMETRIC)?;
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let reply = load(guest.as_mut(), ptr)?;
-    let mut checks = Checks::new();
-    check_tag_fault(&mut checks, "mismatched load", &reply, ptr, false);
-    check_tf0(&mut checks, guest.as_mut(), "the synchronous fault", false)?;
-    Ok(checks.finish())
-}
-
-fn asymmetric_mismatched_store_sets_tfsr(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 6, tcf::ASYMMETRIC)?;
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let reply = store(guest.as_mut(), ptr, !pattern_word(SEED, 0))?;
-    let mut checks = Checks::new();
-    check_no_fault(&mut checks, "mismatched store", &reply, true);
-    check_tf0(&mut checks, guest.as_mut(), "the mismatched store", true)?;
-    checks.equal(
-        "words changed by the store (changed words, first offset)",
-        (1, 0),
-        changed_words(guest.as_mut(), ipa)?,
-    );
-    Ok(checks.finish())
-}
-
-fn tcf_none_ignores_mismatches(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 7, tcf::SYNC)?;
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let mut checks = Checks::new();
-    // Control: under sync the pointer's tag is a mismatch.
-    let reply = load(guest.as_mut(), ptr)?;
-    check_tag_fault(
-        &mut checks,
-        "control: mismatched load under sync",
-        &reply,
-        ptr,
-        false,
-    );
-
-    set_tcf(guest.as_mut(), tcf::NONE)?;
-    let reply = load(guest.as_mut(), ptr)?;
-    check_no_fault(&mut checks, "mismatched load", &reply, false);
-    check_value(
-        &mut checks,
-        "value loaded",
-        pattern_word(SEED, 0),
-        reply.result[0],
-    );
-    let reply = store(guest.as_mut(), ptr, !pattern_word(SEED, 0))?;
-    check_no_fault(&mut checks, "mismatched store", &reply, true);
-    checks.equal(
-        "words changed by the store (changed words, first offset)",
-        (1, 0),
-        changed_words(guest.as_mut(), ipa)?,
-    );
-    check_tf0(
-        &mut checks,
-        guest.as_mut(),
-        "the mismatched accesses",
-        false,
-    )?;
+    let mut loaded = 0;
+    for &step in steps {
+        match step {
+            Load(tag, must) => {
+                let ptr = with_tag(ipa, tag);
+                let reply = load(guest, ptr)?;
+                must.check(&mut checks, &reply, ptr, false);
+                loaded = reply.result[0];
+            }
+            Store(tag, value, must) => {
+                let ptr = with_tag(ipa, tag);
+                must.check(&mut checks, &store(guest, ptr, value)?, ptr, true);
+            }
+            Reads(what, value) => check_value(&mut checks, what, value, loaded),
+            Tf0(after, set) => check_tf0(&mut checks, guest, after, set)?,
+            WroteNothing(what) => {
+                let (changed, _) = guest_pattern_mismatches(guest, ipa, PAGE_SIZE, SEED)?;
+                checks.equal(what, 0, changed);
+            }
+            WroteOneWord => {
+                checks.equal(
+                    "words changed by the store (changed words, first offset)",
+                    (1, 0),
+                    guest_pattern_mismatches(guest, ipa, PAGE_SIZE, SEED)?,
+                );
+            }
+            Tcf(mode) => set_tcf(guest, mode)?,
+        }
+    }
     Ok(checks.finish())
 }
