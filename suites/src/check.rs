@@ -75,21 +75,20 @@ impl Checks {
     ) -> bool {
         let mismatches = tag_mismatches(expected, observed);
         let ok = mismatches.is_empty();
-        let summary = format!(
-            "{observed_from} equals {expected_from} over {} granules",
-            expected.len()
-        );
-        if ok {
-            self.held.push(summary);
+        let summary = if ok {
+            format!(
+                "{observed_from} equals {expected_from} over {} granules",
+                expected.len()
+            )
         } else {
-            self.failures.push(format!(
+            format!(
                 "{observed_from} differs from {expected_from} in {} of {} granules (first at granule {}, IPA {:#x})",
                 mismatches.len(),
                 expected.len().max(observed.len()),
                 mismatches[0],
                 ipa + mismatches[0] as u64 * mte_protocol::GRANULE,
-            ));
-        }
+            )
+        };
         let maps = Evidence::TagMaps {
             expected_from: expected_from.into(),
             observed_from: observed_from.into(),
@@ -99,12 +98,12 @@ impl Checks {
             mismatches,
         };
         // Long maps that agree say no more than their summaries; maps that differ stay whole.
-        self.evidence.push(if ok {
+        let maps = if ok {
             maps.with_long_tag_maps_in_brief()
         } else {
             maps
-        });
-        ok
+        };
+        self.tally(ok, summary, maps)
     }
 
     /// Any other expected-against-observed comparison.
@@ -144,18 +143,17 @@ impl Checks {
         };
         let ok = expected == observed;
         let (expected, observed) = (render(expected), render(observed));
-        if ok {
-            self.held.push(format!("{call} {observed}"));
+        let summary = if ok {
+            format!("{call} {observed}")
         } else {
-            self.failures
-                .push(format!("{call}: expected it {expected}, it {observed}"));
-        }
-        self.evidence.push(Evidence::Errno {
+            format!("{call}: expected it {expected}, it {observed}")
+        };
+        let errno = Evidence::Errno {
             call: call.into(),
             expected,
             observed,
-        });
-        ok
+        };
+        self.tally(ok, summary, errno)
     }
 
     /// Whether every comparison so far held.
@@ -187,17 +185,29 @@ impl Checks {
     }
 
     fn record(&mut self, what: &str, ok: bool, expected: String, observed: String) {
-        if ok {
-            self.held.push(what.to_string());
+        let summary = if ok {
+            what.to_string()
         } else {
-            self.failures
-                .push(format!("{what}: expected {expected}, observed {observed}"));
-        }
-        self.evidence.push(Evidence::Values {
+            format!("{what}: expected {expected}, observed {observed}")
+        };
+        let values = Evidence::Values {
             what: what.into(),
             expected,
             observed,
-        });
+        };
+        self.tally(ok, summary, values);
+    }
+
+    /// Count one comparison: `summary` says what held, or how it failed; `evidence` shows both
+    /// sides.
+    fn tally(&mut self, ok: bool, summary: String, evidence: Evidence) -> bool {
+        if ok {
+            self.held.push(summary);
+        } else {
+            self.failures.push(summary);
+        }
+        self.evidence.push(evidence);
+        ok
     }
 
     /// Pass if everything held (and something was compared), fail otherwise.

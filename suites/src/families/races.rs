@@ -159,16 +159,27 @@ impl Rounds {
         }
     }
 
-    fn log(&mut self, round: u64, log: &RaceLog) {
+    /// Tags for the host to write over a round's pages, from the generator.
+    fn host_tags(&mut self) -> Vec<u8> {
+        nonzero_tags(self.rng.next_u64(), granules(PAGES_PER_ROUND * PAGE_SIZE))
+    }
+
+    /// Round `round`: `command` over its fresh pages while the host does `op`, as the
+    /// generator plans it; returns what the guest reported and what the host did.
+    fn race(
+        &mut self,
+        guest: &mut dyn Guest,
+        round: u64,
+        op: HostTagOp,
+        command: Command,
+    ) -> Result<(Vec<u8>, RaceLog), VmmError> {
+        let plan = plan(&mut self.rng, round_base(round), op);
+        let (reported, log) = raced(guest, &plan, command)?;
         if log.host_started_us < log.guest_finished_us {
             self.overlapped += 1;
         }
-        self.timings.push(timing(round, log));
-    }
-
-    /// Round `round`'s plan: fresh pages, the host's order and delay from the generator.
-    fn plan(&mut self, round: u64, op: HostTagOp) -> RacePlan {
-        plan(&mut self.rng, round_base(round), op)
+        self.timings.push(timing(round, &log));
+        Ok((reported, log))
     }
 
     /// Granules outside what may be seen, at most eight of them in the evidence.
@@ -230,10 +241,9 @@ fn host_writes_vs_guest_read(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let guest = guest.as_mut();
     let mut rounds = Rounds::new("races::host_tag_writes_vs_guest_first_read");
     for round in 0..ROUNDS {
-        let written = nonzero_tags(rounds.rng.next_u64(), granules(PAGES_PER_ROUND * PAGE_SIZE));
-        let plan = rounds.plan(round, HostTagOp::Write(written.clone()));
-        let (during, log) = raced(guest, &plan, Command::ReadTags)?;
-        rounds.log(round, &log);
+        let written = rounds.host_tags();
+        let op = HostTagOp::Write(written.clone());
+        let (during, _) = rounds.race(guest, round, op, Command::ReadTags)?;
         rounds.only(
             &format!("round {round}: the guest's racing LDG read only 0 or the host's tag"),
             &outside(&during, |i, t| t == 0 || t == written[i]),
@@ -248,14 +258,13 @@ fn host_reads_vs_guest_tagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let guest = guest.as_mut();
     let mut rounds = Rounds::new("races::host_tag_reads_vs_guest_first_tagging");
     for round in 0..ROUNDS {
-        let plan = rounds.plan(round, HostTagOp::Read);
-        let (chosen, log) = raced(guest, &plan, Command::TagRandom)?;
-        rounds.log(round, &log);
+        let (chosen, log) = rounds.race(guest, round, HostTagOp::Read, Command::TagRandom)?;
+        let base = pages(round_base(round), PAGES_PER_ROUND).0;
         let per_page = granules(PAGE_SIZE);
         let mut odd = 0usize;
         let mut first_odd = None;
         for (page, tags) in &log.reads {
-            let at = granules(page - plan.base);
+            let at = granules(page - base);
             let bad = outside(tags, |i, t| t == 0 || chosen.get(at + i) == Some(&t));
             if first_odd.is_none() && !bad.is_empty() {
                 first_odd = Some((*page, bad[0]));
@@ -287,10 +296,9 @@ fn host_writes_vs_guest_tagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let mut rounds = Rounds::new("races::host_tag_writes_vs_guest_first_tagging");
     for round in 0..ROUNDS {
         let (base, len) = pages(round_base(round), PAGES_PER_ROUND);
-        let written = nonzero_tags(rounds.rng.next_u64(), granules(len));
-        let plan = rounds.plan(round, HostTagOp::Write(written.clone()));
-        let (chosen, log) = raced(guest, &plan, Command::TagRandom)?;
-        rounds.log(round, &log);
+        let written = rounds.host_tags();
+        let op = HostTagOp::Write(written.clone());
+        let (chosen, _) = rounds.race(guest, round, op, Command::TagRandom)?;
         let host = guest.host_read_tags(base, len)?;
         rounds.only(
             &format!("round {round}: every granule ends with the guest's or the host's tag"),
