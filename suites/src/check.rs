@@ -1,11 +1,14 @@
 //! Findings and the comparisons behind them. Every pass is built from a comparison of expected
-//! against observed that could have gone the other way, and keeps both sides as evidence.
+//! against observed that could have gone the other way, and keeps both sides as evidence. The
+//! comparisons that first read a tag map from the guest or the host are with that step, in
+//! [`crate::steps::tags`].
 
 use mte_results::{tag_mismatches, tags_to_hex, Evidence, Outcome};
 
 use crate::error::{errno_name, VmmError};
 
-// The runner's benchmarks and boot check still reach these here.
+// Their homes are `esr` and `steps::command`; the runner's benchmarks and boot check still
+// import them from here.
 pub use crate::esr::describe_esr;
 pub use crate::steps::command::{require_mte, run};
 

@@ -7,7 +7,7 @@
 //! that checks tags in another mode than asked for cannot pass it.
 //!
 //! The eight checks are one table: each gives the page it uses, the mode it selects and its
-//! steps, which [`in_mode`] takes in order: an access, then the comparisons on its reply.
+//! steps, which `in_mode` takes in order: an access, then the comparisons on its reply.
 
 use mte_protocol::{pattern_word, tcf, with_tag, PAGE_SIZE, TEST_RAM_IPA};
 
