@@ -1,6 +1,6 @@
-//! Access forms beyond a plain load and store: the translation controls that decide whether an
-//! access is tag checked at all (TCR_EL1.TBI0 and TCMA0), and loads and stores with SP as the
-//! base register.
+//! The loads and stores the host asks for, and the controls that decide whether and how they
+//! are tag checked: SCTLR_EL1.TCF (and TFSR_EL1, where asynchronous faults are recorded),
+//! TCR_EL1.TBI0 and TCMA0, and SP as the base register.
 //!
 //! The SP forms run on SP_EL0, so that the runtime's own stack (SP_EL1) stays intact whatever
 //! the test pointer is: `msr spsel, #0`, `mov sp, ptr`, the access, `msr spsel, #1`, all in one
@@ -10,11 +10,51 @@
 
 use core::arch::asm;
 
-use crate::commands::{Refusal, check_access, require_tag_storage};
-use crate::{mailbox, mmu, vectors};
+use crate::args::{Refusal, check_access, require_tag_storage, tcf_mode};
+use crate::{mailbox, mmu, mte, vectors};
 
 /// What the SP forms add to SP: the immediate of `[sp, #8]`.
 const SP_OFFSET: u64 = 8;
+
+/// `Load`: a 64-bit load through `ptr`; `result = [value, faulted]`.
+pub fn load(ptr: u64) -> Result<(), Refusal> {
+    check_access(ptr)?;
+    let (value, faulted) = vectors::catching_aborts(|| {
+        let mut value = 0u64;
+        // SAFETY: 8 bytes of RAM (checked); an abort is caught and skipped.
+        unsafe { asm!("ldr {v}, [{p}]", v = inout(reg) value, p = in(reg) ptr, options(nostack)) };
+        value
+    });
+    mailbox::set_result(0, value);
+    mailbox::set_result(1, faulted as u64);
+    Ok(())
+}
+
+/// `Store`: a 64-bit store through `ptr`; `result = [faulted]`.
+pub fn store(ptr: u64, value: u64) -> Result<(), Refusal> {
+    check_access(ptr)?;
+    let ((), faulted) = vectors::catching_aborts(|| {
+        // SAFETY: 8 bytes of RAM (checked) that the host gave over; an abort is caught.
+        unsafe { asm!("str {v}, [{p}]", v = in(reg) value, p = in(reg) ptr, options(nostack)) };
+    });
+    mailbox::set_result(0, faulted as u64);
+    Ok(())
+}
+
+/// `SetTcf`: `result = [previous mode]`.
+pub fn set_tcf(mode: u64) -> Result<(), Refusal> {
+    require_tag_storage()?;
+    let mode = tcf_mode(mode, 0)?;
+    mailbox::set_result(0, mte::set_tcf(mode));
+    Ok(())
+}
+
+/// `ReadTfsr`: `result = [TFSR_EL1]`, cleared after.
+pub fn read_tfsr() -> Result<(), Refusal> {
+    require_tag_storage()?;
+    mailbox::set_result(0, mte::take_tfsr());
+    Ok(())
+}
 
 pub fn set_tag_tcr(tbi0: u64, tcma0: u64) -> Result<(), Refusal> {
     require_tag_storage()?;
@@ -39,6 +79,22 @@ fn check_sp_pointer(ptr: u64) -> Result<(), Refusal> {
     check_access(ptr + SP_OFFSET)
 }
 
+/// `$access` (a load or store of `{v}` at `[sp, #{offset}]`) with SP_EL0 selected and set to
+/// `{p}`, then SP_EL1 selected again.
+macro_rules! on_sp_el0 {
+    ($access:literal, $($operands:tt)*) => {
+        asm!(
+            "msr spsel, #0",
+            "mov sp, {p}",
+            $access,
+            "msr spsel, #1",
+            $($operands)*
+            offset = const SP_OFFSET,
+            options(nostack),
+        )
+    };
+}
+
 pub fn load_via_sp(ptr: u64, writeback: u64) -> Result<(), Refusal> {
     check_sp_pointer(ptr)?;
     if writeback > 1 {
@@ -51,27 +107,9 @@ pub fn load_via_sp(ptr: u64, writeback: u64) -> Result<(), Refusal> {
         // `msr spsel, #1`. Interrupts are masked.
         unsafe {
             if writeback == 1 {
-                asm!(
-                    "msr spsel, #0",
-                    "mov sp, {p}",
-                    "ldr {v}, [sp, #{offset}]!",
-                    "msr spsel, #1",
-                    v = inout(reg) value,
-                    p = in(reg) ptr,
-                    offset = const SP_OFFSET,
-                    options(nostack),
-                )
+                on_sp_el0!("ldr {v}, [sp, #{offset}]!", v = inout(reg) value, p = in(reg) ptr,)
             } else {
-                asm!(
-                    "msr spsel, #0",
-                    "mov sp, {p}",
-                    "ldr {v}, [sp, #{offset}]",
-                    "msr spsel, #1",
-                    v = inout(reg) value,
-                    p = in(reg) ptr,
-                    offset = const SP_OFFSET,
-                    options(nostack),
-                )
+                on_sp_el0!("ldr {v}, [sp, #{offset}]", v = inout(reg) value, p = in(reg) ptr,)
             }
         };
         value
@@ -90,27 +128,9 @@ pub fn store_via_sp(ptr: u64, value: u64, writeback: u64) -> Result<(), Refusal>
         // SAFETY: as in `load_via_sp`; the word is RAM the host gave over.
         unsafe {
             if writeback == 1 {
-                asm!(
-                    "msr spsel, #0",
-                    "mov sp, {p}",
-                    "str {v}, [sp, #{offset}]!",
-                    "msr spsel, #1",
-                    v = in(reg) value,
-                    p = in(reg) ptr,
-                    offset = const SP_OFFSET,
-                    options(nostack),
-                )
+                on_sp_el0!("str {v}, [sp, #{offset}]!", v = in(reg) value, p = in(reg) ptr,)
             } else {
-                asm!(
-                    "msr spsel, #0",
-                    "mov sp, {p}",
-                    "str {v}, [sp, #{offset}]",
-                    "msr spsel, #1",
-                    v = in(reg) value,
-                    p = in(reg) ptr,
-                    offset = const SP_OFFSET,
-                    options(nostack),
-                )
+                on_sp_el0!("str {v}, [sp, #{offset}]", v = in(reg) value, p = in(reg) ptr,)
             }
         };
     });

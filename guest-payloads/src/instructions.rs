@@ -11,36 +11,9 @@ use mte_protocol::{
     pattern_word, tag_of, tag_store, with_tag,
 };
 
-use crate::commands::{
-    PROHIBITED, Refusal, bulk, bulk_range, require_tag_storage, test_range, untagged,
-};
-use crate::{mailbox, mte, sysreg};
-
-/// Write the 64-bit word `index` of the bulk buffer (little-endian, as the host reads it).
-///
-/// # Safety
-/// `(index + 1) * 8 <= BULK_SIZE`.
-unsafe fn bulk_word(index: usize, value: u64) {
-    unsafe { (bulk() as *mut u64).add(index).write_volatile(value) };
-}
-
-/// IRG with an exclude operand: `addr` with a random tag that neither GCR_EL1.Exclude nor
-/// `xm` excludes.
-fn irg(addr: u64, xm: u64) -> u64 {
-    let tagged: u64;
-    // SAFETY: IRG only computes a value (and advances RGSR_EL1).
-    unsafe {
-        asm!(
-            ".arch_extension memtag",
-            "irg {t}, {a}, {m}",
-            t = out(reg) tagged,
-            a = in(reg) addr,
-            m = in(reg) xm,
-            options(nomem, nostack, preserves_flags),
-        )
-    };
-    tagged
-}
+use crate::args::{PROHIBITED, Refusal, bulk_range, require_tag_storage, test_range, untagged};
+use crate::mte::{dc_tags_insn, tag_store_insn};
+use crate::{bulk, mailbox, mte, sysreg};
 
 pub fn irg_sample(exclude: u64, count: u64, xm: u64) -> Result<(), Refusal> {
     require_tag_storage()?;
@@ -52,9 +25,7 @@ pub fn irg_sample(exclude: u64, count: u64, xm: u64) -> Result<(), Refusal> {
     }
     let gcr = mte::set_exclude(exclude);
     for i in 0..count as usize {
-        let tag = tag_of(irg(TEST_RAM_IPA, xm));
-        // SAFETY: i < count <= BULK_SIZE.
-        unsafe { bulk().add(i).write_volatile(tag) };
+        bulk::set_byte(i, tag_of(mte::random_tag_excluding(TEST_RAM_IPA, xm)));
     }
     mte::restore_gcr(gcr);
     mailbox::set_result(0, sysreg::read!("gcr_el1"));
@@ -109,11 +80,8 @@ pub fn add_sub_tag(addr: u64, exclude: u64) -> Result<(), Refusal> {
     for encoding in 0..ADDSUBG_ENCODINGS.len() {
         for tag in 0..16u8 {
             let (added, subtracted) = addsubg(encoding, with_tag(addr, tag));
-            // SAFETY: at most 6 * 16 * 2 words, far below BULK_SIZE.
-            unsafe {
-                bulk_word(words, added);
-                bulk_word(words + 1, subtracted);
-            }
+            bulk::set_word(words, added);
+            bulk::set_word(words + 1, subtracted);
             words += 2;
         }
     }
@@ -139,24 +107,10 @@ pub fn gmi(args: &[u64; 8]) -> Result<(), Refusal> {
                     options(nomem, nostack, preserves_flags),
                 )
             };
-            // SAFETY: 16 * GMI_MASKS words, far below BULK_SIZE.
-            unsafe { bulk_word(tag as usize * GMI_MASKS + k, result) };
+            bulk::set_word(tag as usize * GMI_MASKS + k, result);
         }
     }
     Ok(())
-}
-
-/// `$insn ptr, [ptr]`: one of the tag stores that take the tag and the address from one
-/// register (STG, STZG, ST2G, STZ2G).
-macro_rules! tag_store_insn {
-    ($insn:literal, $ptr:expr) => {
-        asm!(
-            ".arch_extension memtag",
-            concat!($insn, " {p}, [{p}]"),
-            p = in(reg) $ptr,
-            options(nostack, preserves_flags),
-        )
-    };
 }
 
 pub fn store_tags(form: u64, addr: u64, len: u64, seed: u64) -> Result<(), Refusal> {
@@ -172,8 +126,7 @@ pub fn store_tags(form: u64, addr: u64, len: u64, seed: u64) -> Result<(), Refus
     let step = if pairs { 2 } else { 1 };
     for i in (0..granules(len)).step_by(step) {
         let offset = i as u64 * GRANULE;
-        // SAFETY: the bulk index is below `granules(len)` <= BULK_SIZE.
-        let ptr = with_tag(addr + offset, unsafe { bulk().add(i).read_volatile() });
+        let ptr = with_tag(addr + offset, bulk::byte(i));
         // SAFETY: the granules are test RAM (checked), Normal-Tagged, given over by the host;
         // the stores are Tag Unchecked.
         unsafe {
@@ -207,17 +160,8 @@ fn gmid_block(addr: u64) -> Result<u64, Refusal> {
 pub fn store_tags_block(addr: u64, tags: u64) -> Result<(), Refusal> {
     require_tag_storage()?;
     gmid_block(addr)?;
-    // SAFETY: the block is test RAM (checked), given over by the host. STGM is EL1-only,
-    // which the payload is.
-    unsafe {
-        asm!(
-            ".arch_extension memtag",
-            "stgm {t}, [{a}]",
-            t = in(reg) tags,
-            a = in(reg) addr,
-            options(nostack, preserves_flags),
-        )
-    };
+    // SAFETY: the block is test RAM (checked), given over by the host.
+    unsafe { mte::store_tags_block(addr, tags) };
     Ok(())
 }
 
@@ -235,8 +179,7 @@ pub fn load_tags_block(addr: u64) -> Result<(), Refusal> {
             options(nostack, preserves_flags, readonly),
         )
     };
-    // SAFETY: word 0 of the bulk buffer.
-    unsafe { bulk_word(0, tags) };
+    bulk::set_word(0, tags);
     Ok(())
 }
 
@@ -252,18 +195,8 @@ pub fn dc_tags(op: u64, ptr: u64) -> Result<(), Refusal> {
     // tag checked.
     unsafe {
         match op {
-            dc_tags::GVA => asm!(
-                ".arch_extension memtag",
-                "dc gva, {p}",
-                p = in(reg) ptr,
-                options(nostack, preserves_flags),
-            ),
-            dc_tags::GZVA => asm!(
-                ".arch_extension memtag",
-                "dc gzva, {p}",
-                p = in(reg) ptr,
-                options(nostack, preserves_flags),
-            ),
+            dc_tags::GVA => dc_tags_insn!("gva", ptr),
+            dc_tags::GZVA => dc_tags_insn!("gzva", ptr),
             _ => return Err(0),
         }
     }

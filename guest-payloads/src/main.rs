@@ -16,17 +16,21 @@
 #[macro_use]
 mod console;
 mod access;
+mod args;
+mod bulk;
 mod commands;
+mod data;
 mod entry;
 mod instructions;
 mod mailbox;
-mod migrate;
 mod mmu;
 mod mte;
 mod power;
+mod precopy_workload;
 #[cfg(feature = "selftest")]
 mod selftest;
 mod sysreg;
+mod tags;
 mod timing;
 mod vectors;
 

@@ -64,14 +64,21 @@ pub fn has_tag_storage() -> bool {
 
 /// IRG: `addr` with a random tag that GCR_EL1.Exclude allows.
 pub fn random_tag(addr: u64) -> u64 {
+    random_tag_excluding(addr, 0)
+}
+
+/// IRG with an exclude operand: `addr` with a random tag that neither GCR_EL1.Exclude nor
+/// `xm` (bits 15:0) excludes.
+pub fn random_tag_excluding(addr: u64, xm: u64) -> u64 {
     let tagged: u64;
-    // SAFETY: IRG only computes a value.
+    // SAFETY: IRG only computes a value (and advances RGSR_EL1).
     unsafe {
         asm!(
             ".arch_extension memtag",
-            "irg {t}, {a}",
+            "irg {t}, {a}, {m}",
             t = out(reg) tagged,
             a = in(reg) addr,
+            m = in(reg) xm,
             options(nomem, nostack, preserves_flags),
         )
     };
@@ -100,16 +107,56 @@ pub fn restore_gcr(gcr: u64) {
     unsafe { sysreg::write!("gcr_el1", gcr) };
 }
 
+/// `$insn ptr, [ptr]`: one of the tag stores that take the tag and the address from one
+/// register (STG, STZG, ST2G, STZ2G). Tag Unchecked. The caller's `unsafe` block upholds what
+/// [`store_tag`] asks, for every granule the instruction covers.
+macro_rules! tag_store_insn {
+    ($insn:literal, $ptr:expr) => {
+        core::arch::asm!(
+            ".arch_extension memtag",
+            concat!($insn, " {p}, [{p}]"),
+            p = in(reg) $ptr,
+            options(nostack, preserves_flags),
+        )
+    };
+}
+
+/// `dc $op, ptr`: DC GVA (tags only) or DC GZVA (tags and zeroed data) of the DCZID_EL0.BS
+/// block holding `ptr`, which gets `ptr`'s tag. Not tag checked. The caller's `unsafe` block
+/// upholds what [`store_tag`] asks, for the whole block.
+macro_rules! dc_tags_insn {
+    ($op:literal, $ptr:expr) => {
+        core::arch::asm!(
+            ".arch_extension memtag",
+            concat!("dc ", $op, ", {p}"),
+            p = in(reg) $ptr,
+            options(nostack, preserves_flags),
+        )
+    };
+}
+
+pub(crate) use {dc_tags_insn, tag_store_insn};
+
 /// STG: give the granule at `ptr` the tag in `ptr`'s bits 59:56.
 ///
 /// # Safety
 /// The granule must be Normal-Tagged memory that nothing else relies on being tagged otherwise.
 pub unsafe fn store_tag(ptr: u64) {
+    unsafe { tag_store_insn!("stg", ptr) };
+}
+
+/// STGM: set the tags of the GMID_EL1.BS block holding `addr` from the nibbles of `tags`
+/// (EL1 only, which the payload is).
+///
+/// # Safety
+/// As [`store_tag`], for the whole block.
+pub unsafe fn store_tags_block(addr: u64, tags: u64) {
     unsafe {
         asm!(
             ".arch_extension memtag",
-            "stg {p}, [{p}]",
-            p = in(reg) ptr,
+            "stgm {t}, [{a}]",
+            t = in(reg) tags,
+            a = in(reg) addr,
             options(nostack, preserves_flags),
         )
     };

@@ -8,12 +8,13 @@
 //! tag commands are refused as "no MTE" while the rest works.
 
 use mte_protocol::{
-    BULK_IPA, Command, GRANULE, Mailbox, PAGE_SIZE, RAM_IPA, Status, TEST_RAM_IPA,
-    UNTAGGED_ALIAS_VA, esr, tcf, with_tag,
+    Command, GRANULE, Mailbox, PAGE_SIZE, RAM_IPA, Status, TEST_RAM_IPA, UNTAGGED_ALIAS_VA, esr,
+    tcf, with_tag,
 };
 
-use crate::commands::{NO_MTE, UNKNOWN_COMMAND, run_one};
-use crate::{mailbox, mte, power};
+use crate::args::{NO_MTE, UNKNOWN_COMMAND};
+use crate::commands::run_one;
+use crate::{bulk, mailbox, mte, power};
 
 const BASE: u64 = TEST_RAM_IPA;
 const LEN: u64 = 4 * PAGE_SIZE;
@@ -85,18 +86,12 @@ fn refused(reply: &Mailbox, why: u64) -> bool {
 }
 
 fn bulk_tags() -> [u8; GRANULES] {
-    let mut tags = [0; GRANULES];
-    for (i, tag) in tags.iter_mut().enumerate() {
-        // SAFETY: the bulk buffer, larger than GRANULES bytes.
-        *tag = unsafe { (BULK_IPA as *const u8).add(i).read_volatile() };
-    }
-    tags
+    core::array::from_fn(bulk::byte)
 }
 
 fn set_bulk_tags(tags: &[u8; GRANULES]) {
-    for (i, tag) in tags.iter().enumerate() {
-        // SAFETY: as in `bulk_tags`.
-        unsafe { (BULK_IPA as *mut u8).add(i).write_volatile(*tag) };
+    for (i, &tag) in tags.iter().enumerate() {
+        bulk::set_byte(i, tag);
     }
 }
 
@@ -107,6 +102,15 @@ fn read_tags() -> Option<[u8; GRANULES]> {
 }
 
 fn with_tags(report: &mut Report) {
+    let chosen = tag_maps(report);
+    let tag = chosen[WORD_GRANULE];
+    let bad = with_tag(WORD, tag + 1);
+    tag_checked_accesses(report, tag);
+    tag_check_modes(report, bad);
+}
+
+/// Random tags, their read-back, tags from the bulk buffer; returns the tags stored last.
+fn tag_maps(report: &mut Report) -> [u8; GRANULES] {
     let reply = exec(Command::TagRandom, &[BASE, LEN]);
     let random = bulk_tags();
     let mut seen = 0u16;
@@ -131,8 +135,11 @@ fn with_tags(report: &mut Report) {
         done(&reply) && read_tags() == Some(chosen),
         format_args!("LDG reads back the tags stored from the bulk buffer"),
     );
+    chosen
+}
 
-    let tag = chosen[WORD_GRANULE];
+/// Loads and stores through the word's granule tag (`tag`) and another, with sync checks.
+fn tag_checked_accesses(report: &mut Report, tag: u8) {
     let good = with_tag(WORD, tag);
     let bad = with_tag(WORD, tag + 1);
     let reply = exec(Command::Store, &[good, 0x1234_5678]);
@@ -174,7 +181,10 @@ fn with_tags(report: &mut Report) {
             && kept,
         format_args!("ESR {:#x}, memory unchanged: {kept}", fault.esr),
     );
+}
 
+/// No checks, then asynchronous checks, through the mismatched pointer `bad`.
+fn tag_check_modes(report: &mut Report, bad: u64) {
     let off = exec(Command::SetTcf, &[tcf::NONE]);
     let unchecked = exec(Command::Load, &[bad]);
     let on = exec(Command::SetTcf, &[tcf::SYNC]);
@@ -264,8 +274,7 @@ fn tag_instructions(report: &mut Report) {
     let value = 0x0123_4567_89ab_cdef_u64;
     exec(Command::StoreTagsBlock, &[addr, value]);
     let reply = exec(Command::LoadTagsBlock, &[addr]);
-    // SAFETY: word 0 of the bulk buffer.
-    let loaded = unsafe { (BULK_IPA as *const u64).read_volatile() };
+    let loaded = bulk::word(0);
     let mask = if block >= 256 {
         u64::MAX
     } else {

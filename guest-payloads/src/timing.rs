@@ -7,9 +7,10 @@
 //! page was given first, untimed, so that they pass their tag checks.
 
 use core::arch::asm;
-use mte_protocol::{GRANULE, PAGE_SIZE, id, tcf, timed, with_tag};
+use mte_protocol::{GRANULE, PAGE_SIZE, id, timed, with_tag};
 
-use crate::commands::{PROHIBITED, Refusal, require_tag_storage, test_range, untagged};
+use crate::args::{PROHIBITED, Refusal, require_tag_storage, tcf_mode, test_range, untagged};
+use crate::mte::{dc_tags_insn, tag_store_insn};
 use crate::{mailbox, mte, sysreg};
 
 /// The virtual counter, after every earlier instruction (`isb`) and store (`dsb`) completed.
@@ -40,14 +41,7 @@ macro_rules! over_page {
             let ptr = with_tag($page + offset, $tag);
             // SAFETY: the page is test RAM (checked), Normal-Tagged, given over by the host;
             // the tag stores are Tag Unchecked.
-            unsafe {
-                asm!(
-                    ".arch_extension memtag",
-                    concat!($insn, " {p}, [{p}]"),
-                    p = in(reg) ptr,
-                    options(nostack, preserves_flags),
-                )
-            };
+            unsafe { tag_store_insn!($insn, ptr) };
         }
     };
 }
@@ -63,30 +57,15 @@ fn pass(family: u64, page: u64, tag: u8, block: u64) {
             for offset in (0..PAGE_SIZE).step_by(block as usize) {
                 let ptr = with_tag(page + offset, tag);
                 // SAFETY: as in `over_page!`; DC GZVA is not tag checked.
-                unsafe {
-                    asm!(
-                        ".arch_extension memtag",
-                        "dc gzva, {p}",
-                        p = in(reg) ptr,
-                        options(nostack, preserves_flags),
-                    )
-                };
+                unsafe { dc_tags_insn!("gzva", ptr) };
             }
         }
         timed::STGM => {
             // The same tag for every granule of the block: its nibble in each position.
             let tags = u64::from(tag) * 0x1111_1111_1111_1111;
             for offset in (0..PAGE_SIZE).step_by(block as usize) {
-                // SAFETY: as in `over_page!`; STGM is EL1-only, which the payload is.
-                unsafe {
-                    asm!(
-                        ".arch_extension memtag",
-                        "stgm {t}, [{a}]",
-                        t = in(reg) tags,
-                        a = in(reg) page + offset,
-                        options(nostack, preserves_flags),
-                    )
-                };
+                // SAFETY: as in `over_page!`.
+                unsafe { mte::store_tags_block(page + offset, tags) };
             }
         }
         _ => {
@@ -135,12 +114,7 @@ pub fn time_instructions(family: u64, addr: u64, passes: u64, mode: u64) -> Resu
         return Err(1);
     }
     test_range(page, PAGE_SIZE).map_err(|_| 1u64)?;
-    if mode > tcf::ASYMMETRIC {
-        return Err(3);
-    }
-    if mode == tcf::ASYMMETRIC && mte::level() < 3 {
-        return Err(crate::commands::NO_MTE);
-    }
+    let mode = tcf_mode(mode, 3)?;
     let block = block_bytes(family)?;
     let previous = mte::set_tcf(mode);
     let (started, ended) = if family == timed::STR {

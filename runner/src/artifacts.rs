@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use mte_results::artifact::{check_name, incoming_path, INCOMING_DIR, SAVED_ON_FILE};
 use mte_results::stream::Record;
 use mte_results::Lane;
-use mte_suites::migrate::{IncomingStream, StreamFault};
+use mte_suites::migration_plan::{IncomingStream, StreamFault};
 use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
 
 use crate::emit;

@@ -1,10 +1,11 @@
 //! Findings and the comparisons behind them. Every pass is built from a comparison of expected
-//! against observed that could have gone the other way, and keeps both sides as evidence.
+//! against observed that could have gone the other way, and keeps both sides as evidence. The
+//! comparisons that first read a tag map from the guest or the host are with that step, in
+//! [`crate::steps::tags`].
 
-use mte_protocol::{esr, tcf, Command, GuestIds, Status};
 use mte_results::{tag_mismatches, tags_to_hex, Evidence, Outcome};
 
-use crate::vmm::{errno_name, BootOptions, Guest, Reply, Vmm, VmmError};
+use crate::error::{errno_name, VmmError};
 
 /// A scenario's result before the runner stamps it with name, lane, kernel and time.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,21 +73,20 @@ impl Checks {
     ) -> bool {
         let mismatches = tag_mismatches(expected, observed);
         let ok = mismatches.is_empty();
-        let summary = format!(
-            "{observed_from} equals {expected_from} over {} granules",
-            expected.len()
-        );
-        if ok {
-            self.held.push(summary);
+        let summary = if ok {
+            format!(
+                "{observed_from} equals {expected_from} over {} granules",
+                expected.len()
+            )
         } else {
-            self.failures.push(format!(
+            format!(
                 "{observed_from} differs from {expected_from} in {} of {} granules (first at granule {}, IPA {:#x})",
                 mismatches.len(),
                 expected.len().max(observed.len()),
                 mismatches[0],
                 ipa + mismatches[0] as u64 * mte_protocol::GRANULE,
-            ));
-        }
+            )
+        };
         let maps = Evidence::TagMaps {
             expected_from: expected_from.into(),
             observed_from: observed_from.into(),
@@ -96,12 +96,12 @@ impl Checks {
             mismatches,
         };
         // Long maps that agree say no more than their summaries; maps that differ stay whole.
-        self.evidence.push(if ok {
+        let maps = if ok {
             maps.with_long_tag_maps_in_brief()
         } else {
             maps
-        });
-        ok
+        };
+        self.tally(ok, summary, maps)
     }
 
     /// Any other expected-against-observed comparison.
@@ -141,18 +141,17 @@ impl Checks {
         };
         let ok = expected == observed;
         let (expected, observed) = (render(expected), render(observed));
-        if ok {
-            self.held.push(format!("{call} {observed}"));
+        let summary = if ok {
+            format!("{call} {observed}")
         } else {
-            self.failures
-                .push(format!("{call}: expected it {expected}, it {observed}"));
-        }
-        self.evidence.push(Evidence::Errno {
+            format!("{call}: expected it {expected}, it {observed}")
+        };
+        let errno = Evidence::Errno {
             call: call.into(),
             expected,
             observed,
-        });
-        ok
+        };
+        self.tally(ok, summary, errno)
     }
 
     /// Whether every comparison so far held.
@@ -164,18 +163,49 @@ impl Checks {
         self.evidence.push(evidence);
     }
 
+    /// A value for the record, compared with nothing (a figure, how something went).
+    pub fn value(
+        &mut self,
+        what: impl Into<String>,
+        expected: impl Into<String>,
+        observed: impl Into<String>,
+    ) {
+        self.evidence(Evidence::Values {
+            what: what.into(),
+            expected: expected.into(),
+            observed: observed.into(),
+        });
+    }
+
+    /// A note for the record.
+    pub fn note(&mut self, text: impl Into<String>) {
+        self.evidence(Evidence::Note { text: text.into() });
+    }
+
     fn record(&mut self, what: &str, ok: bool, expected: String, observed: String) {
-        if ok {
-            self.held.push(what.to_string());
+        let summary = if ok {
+            what.to_string()
         } else {
-            self.failures
-                .push(format!("{what}: expected {expected}, observed {observed}"));
-        }
-        self.evidence.push(Evidence::Values {
+            format!("{what}: expected {expected}, observed {observed}")
+        };
+        let values = Evidence::Values {
             what: what.into(),
             expected,
             observed,
-        });
+        };
+        self.tally(ok, summary, values);
+    }
+
+    /// Count one comparison: `summary` says what held, or how it failed; `evidence` shows both
+    /// sides.
+    fn tally(&mut self, ok: bool, summary: String, evidence: Evidence) -> bool {
+        if ok {
+            self.held.push(summary);
+        } else {
+            self.failures.push(summary);
+        }
+        self.evidence.push(evidence);
+        ok
     }
 
     /// Pass if everything held (and something was compared), fail otherwise.
@@ -196,169 +226,6 @@ impl Checks {
             detail: self.evidence,
             refuted: !self.failures.is_empty(),
         }
-    }
-}
-
-/// Run a guest command that must complete; other statuses become errors.
-pub fn run(guest: &mut dyn Guest, command: Command, args: &[u64]) -> Result<Reply, VmmError> {
-    let reply = guest.exec(command, args)?;
-    match reply.status {
-        Status::Done => Ok(reply),
-        Status::BadCommand if reply.result[0] == mte_protocol::refusal::NO_MTE => Err(
-            VmmError::Unsupported(no_mte_reason(&guest.ids(), command, args)),
-        ),
-        Status::BadCommand if reply.result[0] == mte_protocol::refusal::PROHIBITED => {
-            let ids = guest.ids();
-            Err(VmmError::Unsupported(format!(
-                "the guest CPU does not allow {command:?} here (DCZID_EL0 = {:#x}, GMID_EL1 = {:#x})",
-                ids.dczid_el0, ids.gmid_el1
-            )))
-        }
-        Status::BadCommand => Err(VmmError::Guest(format!(
-            "{command:?} {args:x?} rejected by the guest (argument {})",
-            reply.result[0]
-        ))),
-        Status::Panic => Err(VmmError::Guest(format!(
-            "unexpected exception during {command:?}: {} (FAR {:#x}, ELR {:#x})",
-            describe_esr(reply.fault.esr),
-            reply.fault.far,
-            reply.fault.elr
-        ))),
-        other => Err(VmmError::Guest(format!(
-            "{command:?} answered with status {other:?}"
-        ))),
-    }
-}
-
-/// Why the guest refused `command` for want of MTE: asymmetric checking needs MTE3, the rest
-/// tag storage (MTE2).
-fn no_mte_reason(ids: &GuestIds, command: Command, args: &[u64]) -> String {
-    let has = format!(
-        "ID_AA64PFR1_EL1 = {:#x}, MTE field {}",
-        ids.id_aa64pfr1_el1,
-        ids.mte_level()
-    );
-    if command == Command::SetTcf && args.first() == Some(&tcf::ASYMMETRIC) {
-        format!(
-            "asymmetric tag checking (SCTLR_EL1.TCF = 3) needs MTE3 (MTE field >= 3); the guest \
-             CPU has {has}"
-        )
-    } else {
-        format!("the guest CPU has no MTE tag storage (MTE field >= 2 needed): {has}")
-    }
-}
-
-/// Skip unless the guest CPU has MTE3 (ID_AA64PFR1_EL1.MTE >= 3), which asymmetric tag
-/// checking needs.
-pub fn require_mte3(ids: &GuestIds) -> Result<(), VmmError> {
-    require_mte(ids)?;
-    if ids.mte_level() < 3 {
-        return Err(VmmError::Unsupported(no_mte_reason(
-            ids,
-            Command::SetTcf,
-            &[tcf::ASYMMETRIC],
-        )));
-    }
-    Ok(())
-}
-
-/// Boot a guest as `options` say; skip where its CPU has no tag storage.
-pub fn boot_tagged(vmm: &dyn Vmm, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
-    let guest = vmm.boot(options)?;
-    require_mte(&guest.ids())?;
-    Ok(guest)
-}
-
-/// What the bulk buffer holds where the guest did not write: no tag, and no plausible result.
-pub const NOT_WRITTEN: u8 = 0xff;
-
-/// Poison the first `len` bytes of the bulk buffer, run `command`, read them back: a guest
-/// that reports nothing is caught.
-pub fn bulk_report(
-    guest: &mut dyn Guest,
-    len: usize,
-    command: Command,
-    args: &[u64],
-) -> Result<Vec<u8>, VmmError> {
-    guest.write_bulk(&vec![NOT_WRITTEN; len])?;
-    run(guest, command, args)?;
-    guest.read_bulk(len)
-}
-
-/// The tag map a command reports for `[ipa, ipa + len)`, one tag per granule (ReadTags for
-/// LDG, TagRandom for the tags IRG chose).
-pub fn tag_map_report(
-    guest: &mut dyn Guest,
-    command: Command,
-    ipa: u64,
-    len: u64,
-) -> Result<Vec<u8>, VmmError> {
-    bulk_report(guest, mte_protocol::granules(len), command, &[ipa, len])
-}
-
-/// Skip unless the guest CPU has tag storage (MTE2 or later).
-pub fn require_mte(ids: &GuestIds) -> Result<(), VmmError> {
-    match ids.mte_level() {
-        0 | 1 => Err(VmmError::Unsupported(format!(
-            "the guest CPU has no MTE tag storage (ID_AA64PFR1_EL1 = {:#x}, MTE field {})",
-            ids.id_aa64pfr1_el1,
-            ids.mte_level()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// ESR_EL1 in words, for evidence a person reads.
-pub fn describe_esr(value: u64) -> String {
-    let ec = esr::ec(value);
-    let class = match ec {
-        0x00 => "unknown reason",
-        0x01 => "WFI/WFE",
-        0x07 => "SVE/SIMD/FP access",
-        0x0e => "illegal execution state",
-        0x15 => "SVC",
-        0x16 => "HVC",
-        0x17 => "SMC",
-        0x18 => "system register access",
-        0x20 => "instruction abort, lower EL",
-        0x21 => "instruction abort, same EL",
-        0x22 => "PC alignment fault",
-        0x24 => "data abort, lower EL",
-        0x25 => "data abort, same EL",
-        0x26 => "SP alignment fault",
-        0x2f => "SError",
-        0x3c => "BRK",
-        _ => "other exception class",
-    };
-    let mut text = format!("EC {ec:#04x} ({class})");
-    if ec == 0x24 || ec == 0x25 {
-        let dfsc = esr::dfsc(value);
-        let fault = match dfsc {
-            0x04..=0x07 => "translation fault",
-            0x08..=0x0b => "access flag fault",
-            0x0c..=0x0f => "permission fault",
-            0x10 => "synchronous external abort",
-            0x11 => "synchronous tag check fault",
-            0x21 => "alignment fault",
-            _ => "other fault",
-        };
-        let access = if esr::is_write(value) {
-            "write"
-        } else {
-            "read"
-        };
-        text.push_str(&format!(": DFSC {dfsc:#04x} {fault}, {access}"));
-    }
-    text
-}
-
-/// Evidence of a guest exception.
-pub fn fault_evidence(reply: &Reply) -> Evidence {
-    Evidence::Fault {
-        esr: reply.fault.esr,
-        far: reply.fault.far,
-        elr: reply.fault.elr,
-        decoded: describe_esr(reply.fault.esr),
     }
 }
 
@@ -417,37 +284,5 @@ mod tests {
         let finding = checks.finish();
         assert_eq!(finding.outcome, Outcome::Fail);
         assert!(finding.reason.contains("EFAULT (14)"), "{}", finding.reason);
-    }
-
-    #[test]
-    fn a_cpu_without_mte3_skips_asymmetric_checks_naming_the_field() {
-        let ids = |pfr1| GuestIds {
-            id_aa64pfr1_el1: pfr1,
-            ..GuestIds::default()
-        };
-        assert_eq!(require_mte3(&ids(0x321)), Ok(()));
-        match require_mte3(&ids(0x221)) {
-            Err(VmmError::Unsupported(why)) => {
-                assert!(why.contains("MTE3"), "{why}");
-                assert!(
-                    why.contains("ID_AA64PFR1_EL1 = 0x221, MTE field 2"),
-                    "{why}"
-                );
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        match require_mte3(&ids(0x021)) {
-            Err(VmmError::Unsupported(why)) => assert!(why.contains("tag storage"), "{why}"),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn esr_of_a_tag_check_fault_reads_as_such() {
-        assert_eq!(
-            describe_esr(0x9600_0011),
-            "EC 0x25 (data abort, same EL): DFSC 0x11 synchronous tag check fault, read"
-        );
-        assert!(describe_esr(0x9600_0051).ends_with("write"));
     }
 }

@@ -7,7 +7,7 @@
 
 use mte_results::Outcome;
 
-use crate::vmm::errno_name;
+use crate::error::errno_name;
 
 pub const EINVAL: i32 = 22;
 

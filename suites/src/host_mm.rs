@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::vmm::VmmError;
+use crate::error::VmmError;
 
 /// What backs a VM's RAM memslot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

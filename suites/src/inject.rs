@@ -9,7 +9,9 @@ use crate::host_mm::{
     Advice, Backing, ChildReport, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection,
     RaceLog, RacePlan, SwapDevice, TagPeer,
 };
-use crate::migrate::{IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault};
+use crate::migration_plan::{
+    IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault,
+};
 use crate::vmm::{AbiVm, BootOptions, CopyTagsArgs, Guest, Reply, Vmm, VmmError, VmmMigration};
 
 /// What to break. Each injection breaks one path a verdict rests on; a check names the ones
@@ -126,6 +128,20 @@ impl Injection {
         }
     }
 
+    /// Tags as the host's tag path reads them.
+    fn host_read(self, tags: Result<Vec<u8>, VmmError>) -> Result<Vec<u8>, VmmError> {
+        let mut tags = tags?;
+        self.host_tags(&mut tags);
+        Ok(tags)
+    }
+
+    /// Tags as the host's tag path writes them.
+    fn host_written(self, tags: &[u8]) -> Vec<u8> {
+        let mut tags = tags.to_vec();
+        self.host_tags(&mut tags);
+        tags
+    }
+
     fn guest_report(self, bytes: &mut [u8]) {
         if self == Injection::MisreadReport {
             Self::flip_middle(bytes);
@@ -228,14 +244,12 @@ impl Guest for InjectingGuest {
         self.inner.write_bulk(bytes)
     }
     fn host_read_tags(&mut self, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError> {
-        let mut tags = self.inner.host_read_tags(ipa, len)?;
-        self.injection.host_tags(&mut tags);
-        Ok(tags)
+        self.injection
+            .host_read(self.inner.host_read_tags(ipa, len))
     }
     fn host_write_tags(&mut self, ipa: u64, tags: &[u8]) -> Result<(), VmmError> {
-        let mut tags = tags.to_vec();
-        self.injection.host_tags(&mut tags);
-        self.inner.host_write_tags(ipa, &tags)
+        self.inner
+            .host_write_tags(ipa, &self.injection.host_written(tags))
     }
     fn console(&self) -> String {
         self.inner.console()
@@ -383,14 +397,11 @@ impl TagPeer for InjectingPeer {
         self.inner.describe()
     }
     fn read_tags(&mut self, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError> {
-        let mut tags = self.inner.read_tags(ipa, len)?;
-        self.injection.host_tags(&mut tags);
-        Ok(tags)
+        self.injection.host_read(self.inner.read_tags(ipa, len))
     }
     fn write_tags(&mut self, ipa: u64, tags: &[u8]) -> Result<(), VmmError> {
-        let mut tags = tags.to_vec();
-        self.injection.host_tags(&mut tags);
-        self.inner.write_tags(ipa, &tags)
+        self.inner
+            .write_tags(ipa, &self.injection.host_written(tags))
     }
     fn read_data(&mut self, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError> {
         self.inner.read_data(ipa, len)

@@ -2,53 +2,18 @@
 //! MTE host, QEMU as the VMM) implements these traits once; every scenario is written against
 //! them and so runs wherever its steps exist.
 
-use mte_protocol::{Command, FaultRecord, GuestIds, Status};
+use mte_protocol::{Command, GuestIds};
 use mte_results::Lane;
 
+pub use crate::error::{errno_name, VmmError};
 use crate::host_mm::{
     Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, RaceLog,
     RacePlan, SwapDevice, TagPeer,
 };
-use crate::migrate::{IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault};
-
-/// Why a step could not be taken.
-#[derive(Clone, Debug, PartialEq)]
-pub enum VmmError {
-    /// The lane cannot do this at all (no MTE, no KVM, no such ioctl): the check is a skip.
-    Unsupported(String),
-    /// A system call failed: which one, and errno.
-    Sys { call: String, errno: i32 },
-    /// The guest did not reach its next doorbell before the deadline.
-    Timeout { what: String, seconds: f64 },
-    /// The guest stopped in a way the protocol does not allow (panic, unexpected exit).
-    Guest(String),
-    /// The VMM's own step went wrong in a way that is not an errno (a short copy, say).
-    Host(String),
-}
-
-impl std::fmt::Display for VmmError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            VmmError::Unsupported(why) => write!(f, "unsupported here: {why}"),
-            VmmError::Sys { call, errno } => write!(f, "{call} failed: {}", errno_name(*errno)),
-            VmmError::Timeout { what, seconds } => {
-                write!(f, "timeout: {what} did not finish within {seconds:.1} s")
-            }
-            VmmError::Guest(why) => write!(f, "guest: {why}"),
-            VmmError::Host(why) => write!(f, "host: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for VmmError {}
-
-/// What the guest answered to a command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Reply {
-    pub status: Status,
-    pub result: [u64; 8],
-    pub fault: FaultRecord,
-}
+use crate::migration_plan::{
+    IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault,
+};
+pub use crate::reply::Reply;
 
 /// A booted payload under the VMM, stopped at a doorbell.
 pub trait Guest {
@@ -143,7 +108,7 @@ pub trait Guest {
         Err(not_here("host tag copies concurrent with the guest"))
     }
 
-    // Migration (see [`crate::migrate`]): the KVM lanes move the guest with the runner's own
+    // Migration (see [`crate::migration_plan`]): the KVM lanes move the guest with the runner's own
     // engine; other lanes keep these defaults until their VMM's migration is driven.
 
     /// Move the guest, stopped at its doorbell, to a destination VM as `plan` says. What
@@ -290,29 +255,4 @@ pub trait Vmm: Sync {
     fn incoming_stream(&self, _name: &str) -> Result<Option<IncomingStream>, VmmError> {
         Ok(None)
     }
-}
-
-/// The symbolic name of an errno value, for evidence a person reads.
-pub fn errno_name(errno: i32) -> String {
-    let name = match errno {
-        1 => "EPERM",
-        2 => "ENOENT",
-        4 => "EINTR",
-        5 => "EIO",
-        9 => "EBADF",
-        11 => "EAGAIN",
-        12 => "ENOMEM",
-        13 => "EACCES",
-        14 => "EFAULT",
-        16 => "EBUSY",
-        17 => "EEXIST",
-        19 => "ENODEV",
-        22 => "EINVAL",
-        25 => "ENOTTY",
-        28 => "ENOSPC",
-        38 => "ENOSYS",
-        95 => "EOPNOTSUPP",
-        _ => return format!("errno {errno}"),
-    };
-    format!("{name} ({errno})")
 }

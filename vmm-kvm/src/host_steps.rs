@@ -8,7 +8,7 @@ use mte_suites::host_mm::{
     Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, RaceLog,
     RacePlan, SwapDevice, TagPeer,
 };
-use mte_suites::migrate::{MigrationPlan, SavedStream, StreamFault};
+use mte_suites::migration_plan::{MigrationPlan, SavedStream, StreamFault};
 use mte_suites::vmm::{Guest, Reply, VmmError};
 use mte_vmm::HostSteps;
 

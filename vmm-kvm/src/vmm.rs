@@ -8,7 +8,7 @@ use kvm_ioctls::Kvm;
 use mte_protocol::RAM_SIZE;
 use mte_results::Lane;
 use mte_suites::host_mm::Backing;
-use mte_suites::migrate::StreamFault;
+use mte_suites::migration_plan::StreamFault;
 use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
 use mte_vmm::{MailboxGuest, PayloadDir};
 

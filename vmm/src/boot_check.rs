@@ -11,7 +11,7 @@ pub fn booted_ids(mailbox: &Mailbox, payload: &str) -> Result<GuestIds, VmmError
     if Status::from_u32(mailbox.status) == Some(Status::Panic) {
         return Err(VmmError::Guest(format!(
             "the payload took an exception while booting: {} (FAR {:#x}, ELR {:#x})",
-            mte_suites::check::describe_esr(mailbox.fault.esr),
+            mte_suites::esr::describe_esr(mailbox.fault.esr),
             mailbox.fault.far,
             mailbox.fault.elr
         )));

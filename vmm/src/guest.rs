@@ -9,7 +9,7 @@ use mte_suites::host_mm::{
     Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, RaceLog,
     RacePlan, SwapDevice, TagPeer,
 };
-use mte_suites::migrate::{MigrationPlan, MigrationReport, SavedStream, StreamFault};
+use mte_suites::migration_plan::{MigrationPlan, MigrationReport, SavedStream, StreamFault};
 use mte_suites::vmm::{BootOptions, Guest, Reply, VmmError, VmmMigration};
 
 use crate::boot_check::booted_ids;

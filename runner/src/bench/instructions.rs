@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mte_protocol::{tcf, timed, Command, PAGE_SIZE, TEST_RAM_IPA};
 use mte_results::bench::Quantity;
-use mte_suites::check::{require_mte, run as exec};
+use mte_suites::steps::command::{require_mte, run as exec};
 use mte_suites::vmm::{BootOptions, Guest, Vmm, VmmError};
 use mte_vmm_kvm::KvmVmm;
 

@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use mte_protocol::{Command, PAGE_SIZE, TEST_RAM_IPA};
-use mte_suites::check::{require_mte, run as exec};
-use mte_suites::families::swap::require_swap;
 use mte_suites::host_mm::{Advice, ForkPlan};
+use mte_suites::steps::command::{require_mte, run as exec};
+use mte_suites::steps::swap::require_swap;
 use mte_suites::vmm::{BootOptions, Guest, Vmm, VmmError};
 use mte_vmm_kvm::KvmVmm;
 

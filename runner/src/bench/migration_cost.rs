@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use mte_protocol::{Command, RAM_SIZE, TEST_RAM_IPA};
 use mte_results::bench::{Quantity, BYTES};
-use mte_suites::check::{require_mte, run as exec};
-use mte_suites::migrate::{Method, MigrationPlan, MigrationReport};
+use mte_suites::migration_plan::{Method, MigrationPlan, MigrationReport};
+use mte_suites::steps::command::{require_mte, run as exec};
 use mte_suites::vmm::{BootOptions, Guest, Vmm, VmmError};
 use mte_vmm_kvm::KvmVmm;
 

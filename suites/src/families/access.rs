@@ -9,14 +9,19 @@ use mte_protocol::{
     tcf, with_tag, Command, GRANULE, PAGE_SIZE, RAM_IPA, TEST_RAM_IPA, UNTAGGED_ALIAS_VA,
 };
 
-use super::faults::{
-    boot, check_no_fault, check_tag_fault, check_tag_fault_within, check_value, load,
-    pattern_bytes_at, prepare, set_tcf, store, GRANULE_TAG, WRONG_TAG,
-};
-use crate::check::{run, Checks, Finding};
+use crate::check::{Checks, Finding};
 use crate::inject::Injection;
+use crate::reply::Reply;
 use crate::scenario::Scenario;
-use crate::vmm::{Guest, Reply, Vmm, VmmError};
+use crate::steps::boot::boot;
+use crate::steps::command::run;
+use crate::steps::tag_checks::{
+    check_no_fault, check_tag_fault, check_tag_fault_within, check_value, expect_load,
+    expect_load_fault, expect_store_fault, load, pattern_at, prepare, set_tcf, store, GRANULE_TAG,
+    WRONG_TAG,
+};
+use crate::steps::tags::guest_store_tags;
+use crate::vmm::{Guest, Vmm, VmmError};
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -128,10 +133,13 @@ fn check_reads_back(
     ptr: u64,
     expected: u64,
 ) -> Result<(), VmmError> {
-    let reply = load(guest, ptr)?;
-    check_no_fault(checks, &format!("{what}: matching load"), &reply, false);
-    check_value(checks, &format!("{what}: value"), expected, reply.result[0]);
-    Ok(())
+    expect_load(
+        checks,
+        guest,
+        (&format!("{what}: matching load"), &format!("{what}: value")),
+        ptr,
+        expected,
+    )
 }
 
 /// The value the stores that must not be checked write, and their read-backs expect.
@@ -188,88 +196,65 @@ fn check_unchecked_load_and_store(
 
 fn tcma0_leaves_tag_0_pointers_unchecked(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut guest, ipa) = prepare_page(vmm, 0)?;
+    let guest = guest.as_mut();
     let tag0 = with_tag(ipa, 0);
     let mut checks = Checks::new();
-    let reply = load(guest.as_mut(), tag0)?;
-    check_tag_fault(
-        &mut checks,
-        "control: tag-0 load, TCMA0 = 0",
-        &reply,
-        tag0,
-        false,
-    );
+    expect_load_fault(&mut checks, guest, "control: tag-0 load, TCMA0 = 0", tag0)?;
 
-    set_tag_tcr(guest.as_mut(), true, true)?;
+    set_tag_tcr(guest, true, true)?;
     check_unchecked_load_and_store(
         &mut checks,
-        guest.as_mut(),
+        guest,
         Via::Pointer(tag0),
-        pattern_bytes_at(0),
+        pattern_at(0),
         Names {
             load: "tag-0 load, TCMA0 = 1",
             value: "tag-0 load: value",
             store: "tag-0 store, TCMA0 = 1",
         },
     )?;
-    check_reads_back(
-        &mut checks,
-        guest.as_mut(),
-        "the tag-0 store",
-        with_tag(ipa, GRANULE_TAG),
-        STORED,
-    )?;
+    let granule = with_tag(ipa, GRANULE_TAG);
+    check_reads_back(&mut checks, guest, "the tag-0 store", granule, STORED)?;
     Ok(checks.finish())
 }
 
 fn tcma0_still_checks_tag_0xf_in_the_ttbr0_half(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut guest, ipa) = prepare_page(vmm, 1)?;
-    set_tag_tcr(guest.as_mut(), true, true)?;
+    let guest = guest.as_mut();
+    set_tag_tcr(guest, true, true)?;
     let mut checks = Checks::new();
     // TCMA0 took effect: tag 0 is exempt.
-    let reply = load(guest.as_mut(), with_tag(ipa, 0))?;
+    let reply = load(guest, with_tag(ipa, 0))?;
     check_no_fault(&mut checks, "tag-0 load, TCMA0 = 1", &reply, false);
 
     let all_ones = with_tag(ipa, 0xf);
-    let reply = load(guest.as_mut(), all_ones)?;
-    check_tag_fault(
+    expect_load_fault(&mut checks, guest, "tag-0xF load, TCMA0 = 1", all_ones)?;
+    expect_store_fault(
         &mut checks,
-        "tag-0xF load, TCMA0 = 1",
-        &reply,
-        all_ones,
-        false,
-    );
-    let reply = store(guest.as_mut(), all_ones, 0x7c3a)?;
-    check_tag_fault(
-        &mut checks,
+        guest,
         "tag-0xF store, TCMA0 = 1",
-        &reply,
         all_ones,
-        true,
-    );
+        0x7c3a,
+    )?;
+    let granule = with_tag(ipa, GRANULE_TAG);
     check_reads_back(
         &mut checks,
-        guest.as_mut(),
+        guest,
         "after the faulting store",
-        with_tag(ipa, GRANULE_TAG),
-        pattern_bytes_at(0),
+        granule,
+        pattern_at(0),
     )?;
     Ok(checks.finish())
 }
 
 fn tbi0_off_leaves_accesses_unchecked(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut guest, ipa) = prepare_page(vmm, 2)?;
+    let guest = guest.as_mut();
     let tag0 = with_tag(ipa, 0);
     let mut checks = Checks::new();
-    let reply = load(guest.as_mut(), tag0)?;
-    check_tag_fault(
-        &mut checks,
-        "control: tag-0 load, TBI0 = 1",
-        &reply,
-        tag0,
-        false,
-    );
+    expect_load_fault(&mut checks, guest, "control: tag-0 load, TBI0 = 1", tag0)?;
 
-    let before = set_tag_tcr(guest.as_mut(), false, false)?;
+    let before = set_tag_tcr(guest, false, false)?;
     checks.holds(
         "TCR_EL1.TBI0 was set before",
         before & 1 << 37 != 0,
@@ -278,9 +263,9 @@ fn tbi0_off_leaves_accesses_unchecked(vmm: &dyn Vmm) -> Result<Finding, VmmError
     );
     check_unchecked_load_and_store(
         &mut checks,
-        guest.as_mut(),
+        guest,
         Via::Pointer(tag0),
-        pattern_bytes_at(0),
+        pattern_at(0),
         Names {
             load: "tag-0 load, TBI0 = 0",
             value: "tag-0 load: value",
@@ -288,57 +273,34 @@ fn tbi0_off_leaves_accesses_unchecked(vmm: &dyn Vmm) -> Result<Finding, VmmError
         },
     )?;
 
-    set_tag_tcr(guest.as_mut(), true, false)?;
-    let reply = load(guest.as_mut(), tag0)?;
-    check_tag_fault(
-        &mut checks,
-        "tag-0 load, TBI0 = 1 again",
-        &reply,
-        tag0,
-        false,
-    );
-    check_reads_back(
-        &mut checks,
-        guest.as_mut(),
-        "the TBI0 = 0 store",
-        with_tag(ipa, GRANULE_TAG),
-        STORED,
-    )?;
+    set_tag_tcr(guest, true, false)?;
+    expect_load_fault(&mut checks, guest, "tag-0 load, TBI0 = 1 again", tag0)?;
+    let granule = with_tag(ipa, GRANULE_TAG);
+    check_reads_back(&mut checks, guest, "the TBI0 = 0 store", granule, STORED)?;
     Ok(checks.finish())
 }
 
 fn untagged_alias_is_unchecked(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut guest, ipa) = prepare_page(vmm, 3)?;
+    let guest = guest.as_mut();
     let tagged = with_tag(ipa, WRONG_TAG);
     let alias = with_tag(ipa - RAM_IPA + UNTAGGED_ALIAS_VA, WRONG_TAG);
     let mut checks = Checks::new();
-    let reply = load(guest.as_mut(), tagged)?;
-    check_tag_fault(
-        &mut checks,
-        "control: Normal-Tagged load",
-        &reply,
-        tagged,
-        false,
-    );
+    expect_load_fault(&mut checks, guest, "control: Normal-Tagged load", tagged)?;
 
     check_unchecked_load_and_store(
         &mut checks,
-        guest.as_mut(),
+        guest,
         Via::Pointer(alias),
-        pattern_bytes_at(0),
+        pattern_at(0),
         Names {
             load: "untagged alias load",
             value: "untagged alias load: value",
             store: "untagged alias store",
         },
     )?;
-    check_reads_back(
-        &mut checks,
-        guest.as_mut(),
-        "the alias store",
-        with_tag(ipa, GRANULE_TAG),
-        STORED,
-    )?;
+    let granule = with_tag(ipa, GRANULE_TAG);
+    check_reads_back(&mut checks, guest, "the alias store", granule, STORED)?;
     Ok(checks.finish())
 }
 
@@ -362,35 +324,30 @@ const SP_OFFSET: u64 = 8;
 
 fn sp_based_immediate_offset_is_unchecked(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut guest, ipa) = prepare_page(vmm, 4)?;
+    let guest = guest.as_mut();
     let bad = with_tag(ipa, WRONG_TAG);
     let mut checks = Checks::new();
-    let reply = load(guest.as_mut(), bad + SP_OFFSET)?;
-    check_tag_fault(
+    let control = bad + SP_OFFSET;
+    expect_load_fault(
         &mut checks,
+        guest,
         "control: load through an ordinary register",
-        &reply,
-        bad + SP_OFFSET,
-        false,
-    );
+        control,
+    )?;
 
     check_unchecked_load_and_store(
         &mut checks,
-        guest.as_mut(),
+        guest,
         Via::SpImmediate(bad),
-        pattern_bytes_at(SP_OFFSET),
+        pattern_at(SP_OFFSET),
         Names {
             load: "ldr [sp, #8]",
             value: "ldr [sp, #8]: value",
             store: "str [sp, #8]",
         },
     )?;
-    check_reads_back(
-        &mut checks,
-        guest.as_mut(),
-        "the SP-based store",
-        with_tag(ipa, GRANULE_TAG) + SP_OFFSET,
-        STORED,
-    )?;
+    let granule = with_tag(ipa, GRANULE_TAG) + SP_OFFSET;
+    check_reads_back(&mut checks, guest, "the SP-based store", granule, STORED)?;
     Ok(checks.finish())
 }
 
@@ -399,25 +356,26 @@ const VECTOR_SYNC_SP_EL0: u64 = 4;
 
 fn sp_based_writeback_is_checked(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut guest, ipa) = prepare_page(vmm, 5)?;
+    let guest = guest.as_mut();
     let bad = with_tag(ipa, WRONG_TAG);
     let mut checks = Checks::new();
-    let reply = load_via_sp(guest.as_mut(), bad, true)?;
+    let reply = load_via_sp(guest, bad, true)?;
     check_tag_fault(&mut checks, "ldr [sp, #8]!", &reply, bad + SP_OFFSET, false);
     checks.equal(
         "ldr [sp, #8]!: vector (sync, current EL, SP_EL0)",
         VECTOR_SYNC_SP_EL0,
         reply.fault.vector,
     );
-    let reply = store_via_sp(guest.as_mut(), bad, 0x7c3a, true)?;
+    let reply = store_via_sp(guest, bad, 0x7c3a, true)?;
     check_tag_fault(&mut checks, "str [sp, #8]!", &reply, bad + SP_OFFSET, true);
 
     let good = with_tag(ipa, GRANULE_TAG);
-    let reply = load_via_sp(guest.as_mut(), good, true)?;
+    let reply = load_via_sp(guest, good, true)?;
     check_no_fault(&mut checks, "matching ldr [sp, #8]!", &reply, false);
     check_value(
         &mut checks,
         "matching ldr [sp, #8]!: value (the faulting store wrote nothing)",
-        pattern_bytes_at(SP_OFFSET),
+        pattern_at(SP_OFFSET),
         reply.result[0],
     );
     Ok(checks.finish())
@@ -429,18 +387,19 @@ fn load_across(vmm: &dyn Vmm, n: u64, boundary_offset: u64) -> Result<Finding, V
     const FIRST: u8 = GRANULE_TAG;
     const SECOND: u8 = WRONG_TAG;
     let mut guest = boot(vmm)?;
+    let guest = guest.as_mut();
     let ipa = page(n);
     let boundary = ipa + boundary_offset;
     let granules_ipa = boundary - GRANULE;
-    prepare(guest.as_mut(), ipa, 2, granules_ipa, &[FIRST, SECOND])?;
-    set_tcf(guest.as_mut(), tcf::SYNC)?;
+    prepare(guest, ipa, 2, granules_ipa, &[FIRST, SECOND])?;
+    set_tcf(guest, tcf::SYNC)?;
 
     // Four bytes on each side.
     let offset = boundary_offset - 4;
     let mut checks = Checks::new();
     for (side, tag) in [("first", FIRST), ("second", SECOND)] {
         let ptr = with_tag(ipa + offset, tag);
-        let reply = load(guest.as_mut(), ptr)?;
+        let reply = load(guest, ptr)?;
         check_tag_fault_within(
             &mut checks,
             &format!("load matching the {side} side only"),
@@ -450,26 +409,17 @@ fn load_across(vmm: &dyn Vmm, n: u64, boundary_offset: u64) -> Result<Finding, V
         );
     }
 
-    guest.write_bulk(&[FIRST, FIRST])?;
-    run(
-        guest.as_mut(),
-        Command::TagFromBulk,
-        &[granules_ipa, 2 * GRANULE],
+    guest_store_tags(guest, granules_ipa, &[FIRST, FIRST])?;
+    expect_load(
+        &mut checks,
+        guest,
+        (
+            "load with both sides tagged alike",
+            "load with both sides tagged alike: value",
+        ),
+        with_tag(ipa + offset, FIRST),
+        pattern_at(offset),
     )?;
-    let ptr = with_tag(ipa + offset, FIRST);
-    let reply = load(guest.as_mut(), ptr)?;
-    check_no_fault(
-        &mut checks,
-        "load with both sides tagged alike",
-        &reply,
-        false,
-    );
-    check_value(
-        &mut checks,
-        "load with both sides tagged alike: value",
-        pattern_bytes_at(offset),
-        reply.result[0],
-    );
     Ok(checks.finish())
 }
 

@@ -11,23 +11,22 @@
 //! turns. The cost checks run one at a time, but other checks may run beside them, so the
 //! numbers are indicative, not benchmarks.
 
-use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use mte_protocol::{granules, PAGE_SIZE};
 
 use crate::check::{Checks, Finding};
-use crate::host_mm::{Advice, Backing, ForkPlan};
+use crate::host_mm::{Advice, ForkPlan};
 use crate::inject::Injection;
 use crate::scenario::Scenario;
+use crate::steps::boot::{boot_private, boot_untagged};
+use crate::steps::data::{expect_pattern, guest_fill, guest_pattern_mismatches};
+use crate::steps::host_memory::{forking, no_forks_meanwhile, pages};
+use crate::steps::random::nonzero_tags;
+use crate::steps::swap::{page_out, require_swap, GiveUp};
+use crate::steps::tags::guest_store_tags;
 use crate::vmm::{Guest, Vmm, VmmError};
-
-use super::mm_common::{
-    boot_tagged, boot_untagged, expect_pattern, forking, guest_fill, guest_ldg,
-    guest_pattern_mismatches, guest_store_tags, measured, micros, no_forks_meanwhile, nonzero_tags,
-    pages, require_backing, timed,
-};
-use super::swap::require_swap;
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -70,7 +69,7 @@ const FIRST_PAGE: u64 = 512;
 /// The cost checks take turns, so that at least they do not disturb each other's numbers.
 static TURN: Mutex<()> = Mutex::new(());
 
-fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+fn take_turn() -> MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -98,6 +97,23 @@ impl Best {
     }
 }
 
+/// Run `f` and time it.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    let value = f();
+    (value, started.elapsed())
+}
+
+/// Microseconds with one decimal.
+fn micros(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+/// A measurement for the record: it lands in the verdict's evidence as a value.
+fn measured(checks: &mut Checks, what: &str, how: &str, value: String) {
+    checks.value(what, format!("measured: {how}"), value);
+}
+
 fn ratio(tagged: Duration, untagged: Duration) -> String {
     if untagged.is_zero() {
         "n/a (untagged cost measured as 0)".into()
@@ -122,10 +138,38 @@ fn record(checks: &mut Checks, what: &str, how: &str, tagged: Duration, untagged
     );
 }
 
+/// A VM with MTE and one without.
+type TaggedAndPlain = (Box<dyn Guest>, Box<dyn Guest>);
+
+/// The two VMs every cost is measured on, their measured pages kept out of transparent huge
+/// pages so that they fault one by one.
+fn boot_pair(vmm: &dyn Vmm) -> Result<TaggedAndPlain, VmmError> {
+    let mut tagged = boot_private(vmm)?;
+    let mut plain = boot_untagged(vmm)?;
+    small_pages(tagged.as_mut())?;
+    small_pages(plain.as_mut())?;
+    Ok((tagged, plain))
+}
+
 /// Keep the measured pages out of transparent huge pages, so that they fault one by one.
 fn small_pages(guest: &mut dyn Guest) -> Result<(), VmmError> {
     let (ipa, len) = pages(FIRST_PAGE, N * REPS);
     guest.madvise(ipa, len, Advice::NoHugePage)
+}
+
+/// Time the guest's writing the range, then its writing it again.
+fn time_fill_twice(
+    guest: &mut dyn Guest,
+    ipa: u64,
+    len: u64,
+    best: &mut Best,
+) -> Result<(), VmmError> {
+    let (first, t1) = timed(|| guest_fill(guest, ipa, len, 1));
+    first?;
+    let (again, t2) = timed(|| guest_fill(guest, ipa, len, 2));
+    again?;
+    best.add(t1, t2);
+    Ok(())
 }
 
 /// Time the first write to fresh pages and the write again.
@@ -136,11 +180,7 @@ fn first_touch_once(
     best: &mut Best,
 ) -> Result<(), VmmError> {
     let (ipa, len) = pages(FIRST_PAGE + rep * N, N);
-    let (first, t1) = timed(|| guest_fill(guest, ipa, len, 1));
-    first?;
-    let (again, t2) = timed(|| guest_fill(guest, ipa, len, 2));
-    again?;
-    best.add(t1, t2);
+    time_fill_twice(guest, ipa, len, best)?;
     expect_pattern(checks, "guest after the first touch", guest, ipa, len, 2)?;
     Ok(())
 }
@@ -158,52 +198,38 @@ fn thp_first_touch_once(
     best: &mut Best,
 ) -> Result<bool, VmmError> {
     let (ipa, len) = pages(THP_FIRST + rep * THP_PAGES, 1);
-    let (first, t1) = timed(|| guest_fill(guest, ipa, len, 1));
-    first?;
-    let (again, t2) = timed(|| guest_fill(guest, ipa, len, 2));
-    again?;
-    best.add(t1, t2);
+    time_fill_twice(guest, ipa, len, best)?;
     Ok(guest.page_states(ipa, len)?.iter().all(|s| s.huge))
 }
 
 fn first_touch(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let _turn = take_turn();
     let _forks = no_forks_meanwhile();
-    let mut tagged = boot_tagged(vmm, Backing::PrivateAnonymous)?;
-    require_backing(tagged.as_ref(), Backing::PrivateAnonymous)?;
-    let mut plain = boot_untagged(vmm)?;
-    small_pages(tagged.as_mut())?;
-    small_pages(plain.as_mut())?;
+    let (mut tagged, mut plain) = boot_pair(vmm)?;
+    let (tagged, plain) = (tagged.as_mut(), plain.as_mut());
     let mut checks = Checks::new();
     let (mut best, mut best_plain) = (Best::new(), Best::new());
     let (mut thp, mut thp_plain) = (Best::new(), Best::new());
     let mut huge = true;
     // Tagged and untagged take turns, so that both see the same disturbances.
     for rep in 0..REPS {
-        first_touch_once(tagged.as_mut(), &mut checks, rep, &mut best)?;
-        first_touch_once(plain.as_mut(), &mut checks, rep, &mut best_plain)?;
-        huge &= thp_first_touch_once(tagged.as_mut(), rep, &mut thp)?;
-        huge &= thp_first_touch_once(plain.as_mut(), rep, &mut thp_plain)?;
+        first_touch_once(tagged, &mut checks, rep, &mut best)?;
+        first_touch_once(plain, &mut checks, rep, &mut best_plain)?;
+        huge &= thp_first_touch_once(tagged, rep, &mut thp)?;
+        huge &= thp_first_touch_once(plain, rep, &mut thp_plain)?;
     }
 
-    let (ipa, len) = pages(FIRST_PAGE, N * REPS);
-    let zeros = vec![0u8; granules(len)];
-    let host = tagged.host_read_tags(ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("zero tags", &zeros),
-        ("host, pages the guest touched first with data", &host),
-    );
-    let ldg = guest_ldg(tagged.as_mut(), ipa, len)?;
-    checks.tags_equal(ipa, ("zero tags", &zeros), ("guest LDG", &ldg));
-    let (ipa, len) = pages(THP_FIRST, THP_PAGES);
-    let zeros = vec![0u8; granules(len)];
-    let host = tagged.host_read_tags(ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("zero tags", &zeros),
-        ("host, a 2 MiB region the guest touched once", &host),
-    );
+    let measured_pages = pages(FIRST_PAGE, N * REPS);
+    let zeros = vec![0u8; granules(measured_pages.1)];
+    let zeros = ("zero tags", &zeros[..]);
+    let host = "host, pages the guest touched first with data";
+    checks.expect_host_tags(tagged, measured_pages, zeros, host)?;
+    checks.expect_guest_tags(tagged, measured_pages, zeros, "guest LDG")?;
+    let huge_page = pages(THP_FIRST, THP_PAGES);
+    let zeros = vec![0u8; granules(huge_page.1)];
+    let zeros = ("zero tags", &zeros[..]);
+    let host = "host, a 2 MiB region the guest touched once";
+    checks.expect_host_tags(tagged, huge_page, zeros, host)?;
     record(
         &mut checks,
         "first touch (guest write fault) per 4 KiB page",
@@ -218,21 +244,12 @@ fn first_touch(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         "guest FillPattern of one page of a fresh 2 MiB region, best of {REPS}, minus the \
          same again; one write fault maps the whole transparent huge page"
     );
+    let what = "first touch of a transparent huge page (2 MiB)";
     if huge {
-        record(
-            &mut checks,
-            "first touch of a transparent huge page (2 MiB)",
-            &how,
-            thp.per(1),
-            thp_plain.per(1),
-        );
+        record(&mut checks, what, &how, thp.per(1), thp_plain.per(1));
     } else {
-        measured(
-            &mut checks,
-            "first touch of a transparent huge page (2 MiB)",
-            &how,
-            "not measured: guest RAM is not backed by transparent huge pages here".into(),
-        );
+        let not = "not measured: guest RAM is not backed by transparent huge pages here";
+        measured(&mut checks, what, &how, not.into());
     }
     Ok(checks.finish())
 }
@@ -257,57 +274,61 @@ fn cow_once(
     Ok(fork_time)
 }
 
+/// Tag `[ipa, ipa + len)` of the MTE VM with the tags of `seed`, and fill it with `fill` in
+/// both VMs; returns the tags.
+fn prepare_both(
+    tagged: &mut dyn Guest,
+    plain: &mut dyn Guest,
+    (ipa, len): (u64, u64),
+    seed: u64,
+    fill: u64,
+) -> Result<Vec<u8>, VmmError> {
+    let tags = nonzero_tags(seed, granules(len));
+    guest_store_tags(tagged, ipa, &tags)?;
+    guest_fill(tagged, ipa, len, fill)?;
+    guest_fill(plain, ipa, len, fill)?;
+    Ok(tags)
+}
+
+/// The MTE VM's measured pages must still carry the tags `expected` (host, then guest).
+fn tags_kept(
+    checks: &mut Checks,
+    tagged: &mut dyn Guest,
+    expected: (&str, &[u8]),
+    after: &str,
+) -> Result<(), VmmError> {
+    let measured_pages = pages(FIRST_PAGE, N * REPS);
+    let host = format!("host after {after}");
+    checks.expect_host_tags(tagged, measured_pages, expected, &host)?;
+    let ldg = format!("guest LDG after {after}");
+    checks.expect_guest_tags(tagged, measured_pages, expected, &ldg)?;
+    Ok(())
+}
+
 fn cow(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let _turn = take_turn();
     let _forks = forking();
-    let mut tagged = boot_tagged(vmm, Backing::PrivateAnonymous)?;
-    require_backing(tagged.as_ref(), Backing::PrivateAnonymous)?;
-    let mut plain = boot_untagged(vmm)?;
-    small_pages(tagged.as_mut())?;
-    small_pages(plain.as_mut())?;
+    let (mut tagged, mut plain) = boot_pair(vmm)?;
+    let (tagged, plain) = (tagged.as_mut(), plain.as_mut());
     let mut checks = Checks::new();
     let (mut best, mut best_plain) = (Best::new(), Best::new());
     let mut fork_time = Duration::MAX;
     let mut all_tags = Vec::new();
     for rep in 0..REPS {
         let (ipa, len) = pages(FIRST_PAGE + rep * N, N);
-        let tags = nonzero_tags(0xc0 + rep, granules(len));
-        guest_store_tags(tagged.as_mut(), ipa, &tags)?;
-        guest_fill(tagged.as_mut(), ipa, len, 0xc0)?;
-        guest_fill(plain.as_mut(), ipa, len, 0xc0)?;
-        fork_time = fork_time.min(cow_once(tagged.as_mut(), ipa, len, &mut best)?);
-        fork_time = fork_time.min(cow_once(plain.as_mut(), ipa, len, &mut best_plain)?);
-        expect_pattern(
-            &mut checks,
-            "MTE guest after CoW",
-            tagged.as_mut(),
-            ipa,
-            len,
-            0xc2,
-        )?;
-        expect_pattern(
-            &mut checks,
-            "guest without MTE after CoW",
-            plain.as_mut(),
-            ipa,
-            len,
-            0xc2,
-        )?;
-        all_tags.extend(tags);
+        all_tags.extend(prepare_both(tagged, plain, (ipa, len), 0xc0 + rep, 0xc0)?);
+        fork_time = fork_time.min(cow_once(tagged, ipa, len, &mut best)?);
+        fork_time = fork_time.min(cow_once(plain, ipa, len, &mut best_plain)?);
+        expect_pattern(&mut checks, "MTE guest after CoW", tagged, ipa, len, 0xc2)?;
+        let what = "guest without MTE after CoW";
+        expect_pattern(&mut checks, what, plain, ipa, len, 0xc2)?;
     }
-    let (ipa, len) = pages(FIRST_PAGE, N * REPS);
-    let host = tagged.host_read_tags(ipa, len)?;
-    checks.tags_equal(
-        ipa,
+    tags_kept(
+        &mut checks,
+        tagged,
         ("tags before the fork", &all_tags),
-        ("host after CoW", &host),
-    );
-    let ldg = guest_ldg(tagged.as_mut(), ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("tags before the fork", &all_tags),
-        ("guest LDG after CoW", &ldg),
-    );
+        "CoW",
+    )?;
     record(
         &mut checks,
         "copy-on-write break (guest write after fork) per page",
@@ -341,72 +362,48 @@ fn swap_once(
     len: u64,
     swap_in: &mut Best,
 ) -> Result<Duration, VmmError> {
-    let mut spent = Duration::ZERO;
-    let mut calls = 0;
-    let states = loop {
-        let (out, t) = timed(|| guest.madvise(ipa, len, Advice::PageOut));
-        out?;
-        spent += t;
-        calls += 1;
-        let states = guest.page_states(ipa, len)?;
-        if states.iter().all(|s| s.swapped) || calls == 50 {
-            break states;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let swapped = states.iter().filter(|s| s.swapped).count();
+    let out = page_out(guest, ipa, len, GiveUp::Calls(50))?;
+    let swapped = out.swapped();
     checks.holds(
         "every page left memory for swap",
-        swapped == states.len(),
+        swapped == out.states.len(),
         format!("{N} pages swapped"),
-        format!("{swapped} swapped after {calls} MADV_PAGEOUT"),
+        format!("{swapped} swapped after {} MADV_PAGEOUT", out.calls),
     );
     let (first, t1) = timed(|| guest_pattern_mismatches(guest, ipa, len, 0x5a));
     let (again, t2) = timed(|| guest_pattern_mismatches(guest, ipa, len, 0x5a));
-    checks.equal("data words differing after swap-in", 0, first?);
+    checks.equal("data words differing after swap-in", 0, first?.0);
     again?;
     swap_in.add(t1, t2);
-    Ok(spent / swapped.max(1) as u32)
+    Ok(out.madvise_time / swapped.max(1) as u32)
 }
 
 fn swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let _turn = take_turn();
     let _forks = no_forks_meanwhile();
-    let mut tagged = boot_tagged(vmm, Backing::PrivateAnonymous)?;
-    require_backing(tagged.as_ref(), Backing::PrivateAnonymous)?;
+    let mut tagged = boot_private(vmm)?;
     require_swap(tagged.as_ref(), 2 * REPS * N * PAGE_SIZE)?;
     let mut plain = boot_untagged(vmm)?;
     small_pages(tagged.as_mut())?;
     small_pages(plain.as_mut())?;
+    let (tagged, plain) = (tagged.as_mut(), plain.as_mut());
     let mut checks = Checks::new();
     let (mut out, mut out_plain) = (Duration::MAX, Duration::MAX);
     let (mut swap_in, mut swap_in_plain) = (Best::new(), Best::new());
     let mut all_tags = Vec::new();
     for rep in 0..REPS {
         let (ipa, len) = pages(FIRST_PAGE + rep * N, N);
-        let tags = nonzero_tags(0x5a + rep, granules(len));
-        guest_store_tags(tagged.as_mut(), ipa, &tags)?;
-        guest_fill(tagged.as_mut(), ipa, len, 0x5a)?;
-        guest_fill(plain.as_mut(), ipa, len, 0x5a)?;
-        let o = swap_once(tagged.as_mut(), &mut checks, ipa, len, &mut swap_in)?;
-        out = out.min(o);
-        let o = swap_once(plain.as_mut(), &mut checks, ipa, len, &mut swap_in_plain)?;
+        all_tags.extend(prepare_both(tagged, plain, (ipa, len), 0x5a + rep, 0x5a)?);
+        out = out.min(swap_once(tagged, &mut checks, ipa, len, &mut swap_in)?);
+        let o = swap_once(plain, &mut checks, ipa, len, &mut swap_in_plain)?;
         out_plain = out_plain.min(o);
-        all_tags.extend(tags);
     }
-    let (ipa, len) = pages(FIRST_PAGE, N * REPS);
-    let host = tagged.host_read_tags(ipa, len)?;
-    checks.tags_equal(
-        ipa,
+    tags_kept(
+        &mut checks,
+        tagged,
         ("tags before swap-out", &all_tags),
-        ("host after swap-in", &host),
-    );
-    let ldg = guest_ldg(tagged.as_mut(), ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("tags before swap-out", &all_tags),
-        ("guest LDG after swap-in", &ldg),
-    );
+        "swap-in",
+    )?;
     record(
         &mut checks,
         "swap-out per page",

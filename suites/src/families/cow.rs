@@ -2,18 +2,21 @@
 //! processes write to tagged pages. Each write to a page both share breaks copy-on-write, and
 //! the copy must carry the page's tags.
 
-use mte_protocol::{granules, with_tag, Command, GRANULE, PAGE_SIZE};
+use mte_protocol::{granules, with_tag, GRANULE, PAGE_SIZE};
 
-use crate::check::{run, Checks, Finding};
-use crate::host_mm::{Advice, Backing, ChildWrite, Fill, ForkPlan};
+use crate::check::{Checks, Finding};
+use crate::host_mm::{Advice, ChildReport, ChildWrite, Fill, ForkPlan, PageState};
 use crate::inject::Injection;
 use crate::scenario::Scenario;
-use crate::vmm::{Guest, Vmm, VmmError};
-
-use super::mm_common::{
-    boot_tagged, expect_pattern, expect_zero_data, forking, guest_fill, guest_ldg,
-    guest_store_tags, letters, nonzero_tags, note, pages, pattern_bytes, require_backing,
+use crate::steps::boot::boot_private;
+use crate::steps::data::{
+    expect_pattern, expect_zero_data, first_difference, guest_fill, pattern_bytes,
 };
+use crate::steps::host_memory::{forking, letters, pages};
+use crate::steps::random::nonzero_tags;
+use crate::steps::tag_checks::store;
+use crate::steps::tags::guest_store_tags;
+use crate::vmm::{Guest, Vmm, VmmError};
 
 const WHY: &str = "A copy-on-write fault copies a page's tags with its data when the page is \
     tagged (arm64 copy_highpage() with PG_mte_tagged); VMMs that fork (snapshots, sandboxed \
@@ -130,37 +133,17 @@ fn tags_survive_fork_small_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 
 fn on_pages(vmm: &dyn Vmm, small: bool) -> Result<Finding, VmmError> {
     let _forks = forking();
-    let mut guest = boot_tagged(vmm, Backing::PrivateAnonymous)?;
-    require_backing(guest.as_ref(), Backing::PrivateAnonymous)?;
+    let mut guest = boot_private(vmm)?;
+    let guest = guest.as_mut();
     let (base, len) = pages(FIRST_PAGE, role::ALL);
     if small {
         guest.madvise(base, len, Advice::NoHugePage)?;
     }
     let tags = nonzero_tags(TAG_SEED, granules(len));
     let mut checks = Checks::new();
+    let before = prepare(guest, &mut checks, &tags)?;
 
-    // Before: every page tagged, data everywhere but on the zero-data pages.
-    guest_store_tags(guest.as_mut(), base, &tags)?;
-    for e in EXPECTED.iter().filter(|e| e.parent.is_some()) {
-        let (ipa, len) = range(e.role);
-        guest_fill(guest.as_mut(), ipa, len, SEED_BEFORE)?;
-    }
-    let host = guest.host_read_tags(base, len)?;
-    checks.tags_equal(
-        base,
-        ("tags the guest stored", &tags),
-        ("host, before the fork", &host),
-    );
-    let before = guest.page_states(base, len)?;
-    note(
-        &mut checks,
-        format!(
-            "pages before the fork: {} (h in a transparent huge page, R a small page)",
-            letters(&before)
-        ),
-    );
-
-    let plan = ForkPlan {
+    let child = guest.fork(&ForkPlan {
         mte: true,
         watch: vec![(base, len)],
         writes: vec![
@@ -168,71 +151,89 @@ fn on_pages(vmm: &dyn Vmm, small: bool) -> Result<Finding, VmmError> {
             child_write(role::CHILD_ZEROS, Fill::Zeros),
             child_write(role::BOTH_WRITE, Fill::Pattern(SEED_CHILD)),
         ],
-    };
-    let child = guest.fork(&plan)?;
-    note(
-        &mut checks,
-        format!(
-            "forked child {} made its own VM on its copy of guest RAM and wrote to its pages \
-             before the parent's guest wrote to its own",
-            child.pid()
-        ),
-    );
+    })?;
+    checks.note(format!(
+        "forked child {} made its own VM on its copy of guest RAM and wrote to its pages \
+         before the parent's guest wrote to its own",
+        child.pid()
+    ));
 
     // The parent's guest breaks copy-on-write on its pages.
     for role in [role::PARENT_WRITES, role::BOTH_WRITE] {
         let (ipa, len) = range(role);
-        guest_fill(guest.as_mut(), ipa, len, SEED_PARENT)?;
+        guest_fill(guest, ipa, len, SEED_PARENT)?;
     }
-    store_zero_through_tags(guest.as_mut(), &mut checks, base, &tags)?;
+    store_zero_through_tags(guest, &mut checks, base, &tags)?;
 
-    // The parent's view, while the child still holds its side.
-    let host = guest.host_read_tags(base, len)?;
-    checks.tags_equal(
-        base,
-        ("tags before the fork", &tags),
-        ("parent host, after both sides wrote", &host),
-    );
-    let ldg = guest_ldg(guest.as_mut(), base, len)?;
-    checks.tags_equal(
-        base,
-        ("tags before the fork", &tags),
-        ("parent guest LDG, after both sides wrote", &ldg),
-    );
+    // The parent's view, while the child still holds its side; then the child's.
+    check_parent(guest, &mut checks, &tags, &before)?;
+    check_child(&mut checks, &tags, &child.finish()?);
+    Ok(checks.finish())
+}
+
+/// Before the fork: every page tagged, data everywhere but on the zero-data pages. Returns the
+/// page states.
+fn prepare(
+    guest: &mut dyn Guest,
+    checks: &mut Checks,
+    tags: &[u8],
+) -> Result<Vec<PageState>, VmmError> {
+    let (base, len) = pages(FIRST_PAGE, role::ALL);
+    guest_store_tags(guest, base, tags)?;
+    for e in EXPECTED.iter().filter(|e| e.parent.is_some()) {
+        let (ipa, len) = range(e.role);
+        guest_fill(guest, ipa, len, SEED_BEFORE)?;
+    }
+    let stored = ("tags the guest stored", tags);
+    checks.expect_host_tags(guest, (base, len), stored, "host, before the fork")?;
+    let before = guest.page_states(base, len)?;
+    checks.note(format!(
+        "pages before the fork: {} (h in a transparent huge page, R a small page)",
+        letters(&before)
+    ));
+    Ok(before)
+}
+
+/// The parent's tags (host and guest), its data role by role, and which of its pages moved.
+fn check_parent(
+    guest: &mut dyn Guest,
+    checks: &mut Checks,
+    tags: &[u8],
+    before: &[PageState],
+) -> Result<(), VmmError> {
+    let range_all = pages(FIRST_PAGE, role::ALL);
+    let tags = ("tags before the fork", tags);
+    let host = "parent host, after both sides wrote";
+    checks.expect_host_tags(guest, range_all, tags, host)?;
+    let ldg = "parent guest LDG, after both sides wrote";
+    checks.expect_guest_tags(guest, range_all, tags, ldg)?;
     for e in &EXPECTED {
         let (ipa, len) = range(e.role);
         let what = format!("parent guest, {}", e.name);
         match e.parent {
-            Some(seed) => expect_pattern(&mut checks, &what, guest.as_mut(), ipa, len, seed)?,
-            None => expect_zero_data(&mut checks, &what, guest.as_mut(), ipa, len)?,
+            Some(seed) => expect_pattern(checks, &what, guest, ipa, len, seed)?,
+            None => expect_zero_data(checks, &what, guest, ipa, len)?,
         };
     }
-    let after = guest.page_states(base, len)?;
-    copies_broke(&mut checks, &before, &after);
+    let after = guest.page_states(range_all.0, range_all.1)?;
+    copies_broke(checks, before, &after);
+    Ok(())
+}
 
-    // The child's view.
-    let report = child.finish()?;
-    checks.tags_equal(
-        base,
-        ("tags before the fork", &tags),
-        ("child VM, just after the fork", &report.tags_at_fork),
-    );
-    checks.tags_equal(
-        base,
-        ("tags before the fork", &tags),
-        (
-            "child VM, after its own writes",
-            &report.tags_after_own_writes,
-        ),
-    );
-    checks.tags_equal(
-        base,
-        ("tags before the fork", &tags),
-        (
-            "child VM, after the parent's writes",
-            &report.tags_after_parent,
-        ),
-    );
+/// What the child saw through its own VM: the tags at each of its looks, its data role by role.
+fn check_child(checks: &mut Checks, tags: &[u8], report: &ChildReport) {
+    let base = pages(FIRST_PAGE, role::ALL).0;
+    for (seen, when) in [
+        (&report.tags_at_fork, "just after the fork"),
+        (&report.tags_after_own_writes, "after its own writes"),
+        (&report.tags_after_parent, "after the parent's writes"),
+    ] {
+        checks.tags_equal(
+            base,
+            ("tags before the fork", tags),
+            (&format!("child VM, {when}"), seen),
+        );
+    }
     for e in &EXPECTED {
         let (ipa, len) = range(e.role);
         let offset = (ipa - base) as usize;
@@ -241,24 +242,20 @@ fn on_pages(vmm: &dyn Vmm, small: bool) -> Result<Finding, VmmError> {
             Some(seed) => pattern_bytes(seed, len),
             None => vec![0; len as usize],
         };
-        let first_difference = match data {
-            Some(data) => data.iter().zip(&expected).position(|(a, b)| a != b),
-            None => Some(0),
-        };
+        let difference = data.map_or(Some(0), |data| first_difference(data, &expected));
         checks.holds(
             &format!("child's data, {}", e.name),
-            first_difference.is_none(),
+            difference.is_none(),
             match e.child {
                 Some(seed) => format!("the pattern of seed {seed:#x}"),
                 None => "zeros".into(),
             },
-            match first_difference {
+            match difference {
                 None => "the same".into(),
                 Some(at) => format!("a difference at offset {at:#x}"),
             },
         );
     }
-    Ok(checks.finish())
 }
 
 fn child_write(role: (u64, u64), fill: Fill) -> ChildWrite {
@@ -278,8 +275,7 @@ fn store_zero_through_tags(
     let mut faults = 0;
     for page in (ipa..ipa + len).step_by(PAGE_SIZE as usize) {
         let tag = tags[((page - base) / GRANULE) as usize];
-        let reply = run(guest, Command::Store, &[with_tag(page, tag), 0])?;
-        faults += reply.result[0];
+        faults += store(guest, with_tag(page, tag), 0)?.result[0];
     }
     checks.equal(
         "tag-check faults of the parent guest's zero stores through matching tags",
@@ -292,14 +288,9 @@ fn store_zero_through_tags(
 /// Copy-on-write broke where the parent's guest wrote: those pages of the parent moved to
 /// new frames; the pages only the child wrote stayed where they were. Needs the frame
 /// numbers of /proc/self/pagemap (CAP_SYS_ADMIN).
-fn copies_broke(
-    checks: &mut Checks,
-    before: &[crate::host_mm::PageState],
-    after: &[crate::host_mm::PageState],
-) {
+fn copies_broke(checks: &mut Checks, before: &[PageState], after: &[PageState]) {
     if before.iter().chain(after).any(|s| s.pfn == 0) {
-        note(
-            checks,
+        checks.note(
             "page frame numbers are hidden here (no CAP_SYS_ADMIN): which side copied is not \
              shown",
         );
@@ -328,12 +319,9 @@ fn copies_broke(
             format!("{observed:?}"),
         );
     }
-    note(
-        checks,
-        format!(
-            "parent's frames of the pages both sides wrote moved: {:?} (the child copied \
-             first, so the parent may reuse its page)",
-            moved(role::BOTH_WRITE)
-        ),
-    );
+    checks.note(format!(
+        "parent's frames of the pages both sides wrote moved: {:?} (the child copied \
+         first, so the parent may reuse its page)",
+        moved(role::BOTH_WRITE)
+    ));
 }

@@ -5,15 +5,24 @@
 //! Every check that expects an access not to fault also makes a control access in the same
 //! guest that must fault (or set TFSR_EL1.TF0) in the mode the check selected, so a guest
 //! that checks tags in another mode than asked for cannot pass it.
+//!
+//! The eight checks are one table: each gives the page it uses, the mode it selects and its
+//! steps, which `in_mode` takes in order: an access, then the comparisons on its reply.
 
-use mte_protocol::{
-    esr, pattern_word, tcf, with_tag, Command, PAGE_SIZE, PAYLOAD_IPA, TEST_RAM_IPA,
-};
+use mte_protocol::{pattern_word, tcf, with_tag, PAGE_SIZE, TEST_RAM_IPA};
 
-use crate::check::{boot_tagged, describe_esr, fault_evidence, require_mte3, run, Checks, Finding};
+use crate::check::{Checks, Finding};
 use crate::inject::Injection;
+use crate::reply::Reply;
 use crate::scenario::Scenario;
-use crate::vmm::{BootOptions, Guest, Reply, Vmm, VmmError};
+use crate::steps::boot::boot;
+use crate::steps::command::require_mte3;
+use crate::steps::data::guest_pattern_mismatches;
+use crate::steps::tag_checks::{
+    check_no_fault, check_tag_fault, check_tf0, check_value, load, prepare, set_tcf, store,
+    GRANULE_TAG, SEED, WRONG_TAG,
+};
+use crate::vmm::{Vmm, VmmError};
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -23,16 +32,16 @@ pub const SCENARIOS: &[Scenario] = &[
         why:
             "Arm ARM: synchronous tag check fault; KVM must give the guest MTE (HCR_EL2.ATA) once \
               KVM_CAP_ARM_MTE is enabled",
-        proven_by: &[Injection::WrongTcf],
-        run: sync_mismatched_load_faults,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 0, tcf::SYNC, SYNC_MISMATCHED_LOAD),
     },
     Scenario {
         name: "faults::sync_matching_load_does_not_fault",
         summary: "The same load through a pointer with the granule's own tag completes without a \
                   fault and reads the data that was written, where a mismatched one faults",
         why: "Tag checks must not fire on matching tags; the control for the mismatch check",
-        proven_by: &[Injection::WrongTcf],
-        run: sync_matching_load_does_not_fault,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 1, tcf::SYNC, SYNC_MATCHING_LOAD),
     },
     Scenario {
         name: "faults::sync_mismatched_store_faults_and_writes_nothing",
@@ -40,8 +49,8 @@ pub const SCENARIOS: &[Scenario] = &[
                   leaves the granule's data as it was",
         why: "Arm ARM: a synchronous tag check fault is precise; the faulting store is not \
               performed",
-        proven_by: &[Injection::WrongTcf],
-        run: sync_mismatched_store_faults,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 2, tcf::SYNC, SYNC_MISMATCHED_STORE),
     },
     Scenario {
         name: "faults::async_mismatch_sets_tfsr_without_exception",
@@ -51,8 +60,8 @@ pub const SCENARIOS: &[Scenario] = &[
         why: "Arm ARM: asynchronous tag check faults are recorded in TFSR_EL1.TF0 and the access \
               completes; KVM must keep the guest's TFSR_EL1 across exits (it saves it with the \
               rest of the MTE state)",
-        proven_by: &[Injection::WrongTcf],
-        run: async_mismatch_sets_tfsr,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 3, tcf::ASYNC, ASYNC_MISMATCH),
     },
     Scenario {
         name: "faults::async_matching_access_leaves_tfsr_clear",
@@ -60,8 +69,8 @@ pub const SCENARIOS: &[Scenario] = &[
                   leave TFSR_EL1.TF0 clear, where a mismatched load in the same guest sets it",
         why: "TF0 must record tag check faults only; a guest kernel reports every TF0 it finds \
               as a memory-safety bug (Documentation/arch/arm64/memory-tagging-extension.rst)",
-        proven_by: &[Injection::WrongTcf],
-        run: async_matching_access_leaves_tfsr_clear,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 4, tcf::ASYNC, ASYNC_MATCHING),
     },
     Scenario {
         name: "faults::asymmetric_mismatched_load_faults",
@@ -69,8 +78,8 @@ pub const SCENARIOS: &[Scenario] = &[
                   check fault (DFSC 0b010001)",
         why: "Arm ARM (FEAT_MTE3): in asymmetric mode reads are checked synchronously; needs \
               ID_AA64PFR1_EL1.MTE >= 3",
-        proven_by: &[Injection::WrongTcf],
-        run: asymmetric_mismatched_load_faults,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 5, tcf::ASYMMETRIC, ASYMMETRIC_LOAD),
     },
     Scenario {
         name: "faults::asymmetric_mismatched_store_sets_tfsr",
@@ -78,8 +87,8 @@ pub const SCENARIOS: &[Scenario] = &[
                   performed, and sets TFSR_EL1.TF0",
         why: "Arm ARM (FEAT_MTE3): in asymmetric mode writes are checked asynchronously; needs \
               ID_AA64PFR1_EL1.MTE >= 3",
-        proven_by: &[Injection::WrongTcf],
-        run: asymmetric_mismatched_store_sets_tfsr,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 6, tcf::ASYMMETRIC, ASYMMETRIC_STORE),
     },
     Scenario {
         name: "faults::tcf_none_ignores_mismatches",
@@ -87,379 +96,167 @@ pub const SCENARIOS: &[Scenario] = &[
                   TFSR_EL1 clear, where the same load faulted under sync",
         why: "Arm ARM: TCF = 0b00, tag check faults have no effect; a guest kernel turns checks \
               off this way (kasan=off, PR_MTE_TCF_NONE)",
-        proven_by: &[Injection::WrongTcf],
-        run: tcf_none_ignores_mismatches,
+        proven_by: WRONG_TCF,
+        run: |vmm| in_mode(vmm, 7, tcf::SYNC, TCF_NONE),
     },
 ];
 
-/// The tag the prepared granules get, and one that differs.
-pub(crate) const GRANULE_TAG: u8 = 0x5;
-pub(crate) const WRONG_TAG: u8 = 0xa;
-/// The data pattern of the prepared pages.
-pub(crate) const SEED: u64 = 0x6d74_6531;
-/// TFSR_EL1.TF0: a tag check fault in EL1 (TTBR0 addresses) was recorded asynchronously.
-const TFSR_TF0: u64 = 1;
+/// Every check here is proven by a wrong tag-check mode.
+const WRONG_TCF: &[Injection] = &[Injection::WrongTcf];
 
-/// Boot a guest with MTE, or skip where the CPU has none.
-pub(crate) fn boot(vmm: &dyn Vmm) -> Result<Box<dyn Guest>, VmmError> {
-    boot_tagged(vmm, &BootOptions::default())
+/// The prepared pattern's first word; its complement, what a store that lands changes it to;
+/// and a word of no pattern.
+const PATTERN: u64 = pattern_word(SEED, 0);
+const INVERTED: u64 = !PATTERN;
+const OTHER: u64 = 0x1234_5678;
+
+/// One step of a fault-mode check.
+#[derive(Clone, Copy)]
+enum Step {
+    /// A load through the prepared granule with this pointer tag.
+    Load(u8, Must),
+    /// A store of this word there.
+    Store(u8, u64, Must),
+    /// The last load read this word.
+    Reads(&'static str, u64),
+    /// TFSR_EL1.TF0 is set (or clear) now.
+    Tf0(&'static str, bool),
+    /// No word of the page changed (the store was not performed).
+    WroteNothing(&'static str),
+    /// The store changed exactly the page's first word.
+    WroteOneWord,
+    /// Select another tag-check mode.
+    Tcf(u64),
 }
 
-/// Write the data pattern over `pages` pages at `ipa` and store `tags` from `tags_ipa` on.
-pub(crate) fn prepare(
-    guest: &mut dyn Guest,
-    ipa: u64,
-    pages: u64,
-    tags_ipa: u64,
-    tags: &[u8],
-) -> Result<(), VmmError> {
-    run(guest, Command::FillPattern, &[ipa, pages * PAGE_SIZE, SEED])?;
-    guest.write_bulk(tags)?;
-    run(
-        guest,
-        Command::TagFromBulk,
-        &[tags_ipa, tags.len() as u64 * mte_protocol::GRANULE],
-    )?;
-    Ok(())
+/// What an access must do, named for the evidence.
+#[derive(Clone, Copy)]
+enum Must {
+    /// Take a synchronous tag check fault at its address.
+    Fault(&'static str),
+    /// Complete without an exception.
+    Complete(&'static str),
 }
 
-pub(crate) fn set_tcf(guest: &mut dyn Guest, mode: u64) -> Result<(), VmmError> {
-    run(guest, Command::SetTcf, &[mode]).map(|_| ())
-}
+use Must::*;
+use Step::*;
 
-pub(crate) fn load(guest: &mut dyn Guest, ptr: u64) -> Result<Reply, VmmError> {
-    run(guest, Command::Load, &[ptr])
-}
+const SYNC_MISMATCHED_LOAD: &[Step] = &[
+    Load(WRONG_TAG, Fault("mismatched load")),
+    // The guest's load starts with 0 in its destination; a precise fault leaves it.
+    Reads("destination register after the faulting load", 0),
+    // A synchronous fault is reported once, as the exception, never in TFSR_EL1.
+    Tf0("the synchronous fault", false),
+];
 
-pub(crate) fn store(guest: &mut dyn Guest, ptr: u64, value: u64) -> Result<Reply, VmmError> {
-    run(guest, Command::Store, &[ptr, value])
-}
+const SYNC_MATCHING_LOAD: &[Step] = &[
+    Load(GRANULE_TAG, Complete("matching load")),
+    Reads("value loaded", PATTERN),
+    // Control: the same granule through another tag faults, so checks were on.
+    Load(WRONG_TAG, Fault("control: mismatched load")),
+];
 
-/// TFSR_EL1 (read and cleared by the guest).
-pub(crate) fn read_tfsr(guest: &mut dyn Guest) -> Result<u64, VmmError> {
-    Ok(run(guest, Command::ReadTfsr, &[])?.result[0])
-}
+const SYNC_MISMATCHED_STORE: &[Step] = &[
+    Store(WRONG_TAG, INVERTED, Fault("mismatched store")),
+    Tf0("the synchronous fault", false),
+    WroteNothing("words changed by the faulting store"),
+];
 
-/// Whether a Load-like (`result = [value, faulted]`) or Store-like (`result = [faulted]`)
-/// reply says the access faulted.
-fn faulted(reply: &Reply, write: bool) -> u64 {
-    reply.result[if write { 0 } else { 1 }]
-}
+const ASYNC_MISMATCH: &[Step] = &[
+    Store(WRONG_TAG, INVERTED, Complete("mismatched store")),
+    Tf0("the mismatched store", true),
+    WroteOneWord,
+    Load(WRONG_TAG, Complete("mismatched load")),
+    Reads("value loaded", INVERTED),
+    Tf0("the mismatched load", true),
+];
 
-/// The checks every synchronous tag check fault must pass, FAR exactly `ptr`.
-pub(crate) fn check_tag_fault(
-    checks: &mut Checks,
-    access: &str,
-    reply: &Reply,
-    ptr: u64,
-    write: bool,
-) {
-    check_tag_fault_within(checks, access, reply, (ptr, ptr), write);
-}
+const ASYNC_MATCHING: &[Step] = &[
+    Load(GRANULE_TAG, Complete("matching load")),
+    Reads("value loaded", PATTERN),
+    Store(GRANULE_TAG, OTHER, Complete("matching store")),
+    Tf0("the matching load and store", false),
+    // Control: a mismatched load in the same mode completes and sets TF0.
+    Load(WRONG_TAG, Complete("control: mismatched load")),
+    Reads("control: value loaded", OTHER),
+    Tf0("the control", true),
+];
 
-/// The checks every synchronous tag check fault must pass, FAR within `far` (inclusive, bits
-/// 55:0 compared).
-pub(crate) fn check_tag_fault_within(
-    checks: &mut Checks,
-    access: &str,
-    reply: &Reply,
-    far: (u64, u64),
-    write: bool,
-) {
-    checks.equal(&format!("{access}: faulted"), 1, faulted(reply, write));
-    checks.equal(&format!("{access}: exceptions taken"), 1, reply.fault.count);
-    if reply.fault.count == 0 {
-        // Nothing was recorded, so there is no syndrome to compare.
-        return;
-    }
-    checks.holds(
-        &format!("{access}: ESR_EL1 class and fault status"),
-        esr::ec(reply.fault.esr) == esr::EC_DABT_CUR
-            && esr::dfsc(reply.fault.esr) == esr::DFSC_TAG_CHECK,
-        "EC 0x25 (data abort, same EL), DFSC 0x11 (tag check)",
-        describe_esr(reply.fault.esr),
-    );
-    checks.equal(
-        &format!("{access}: ESR_EL1.WnR (write)"),
-        write,
-        esr::is_write(reply.fault.esr),
-    );
-    // FAR_EL1[63:60] are UNKNOWN for a tag check fault; the address bits must be exact.
-    let address_bits = (1u64 << 56) - 1;
-    let (first, last) = (far.0 & address_bits, far.1 & address_bits);
-    let observed = reply.fault.far & address_bits;
-    checks.holds(
-        &format!("{access}: FAR_EL1 holds the faulting address"),
-        (first..=last).contains(&observed),
-        if first == last {
-            format!("{first:#x} (bits 55:0)")
-        } else {
-            format!("{first:#x}..={last:#x} (bits 55:0)")
-        },
-        format!("{:#x}", reply.fault.far),
-    );
-    checks.holds(
-        &format!("{access}: ELR_EL1 points into the payload"),
-        (PAYLOAD_IPA..TEST_RAM_IPA).contains(&reply.fault.elr),
-        format!("{PAYLOAD_IPA:#x}..{TEST_RAM_IPA:#x}"),
-        format!("{:#x}", reply.fault.elr),
-    );
-    checks.evidence(fault_evidence(reply));
-}
+const ASYMMETRIC_LOAD: &[Step] = &[
+    Load(WRONG_TAG, Fault("mismatched load")),
+    Tf0("the synchronous fault", false),
+];
 
-/// An access that must complete without any exception.
-pub(crate) fn check_no_fault(checks: &mut Checks, access: &str, reply: &Reply, write: bool) {
-    checks.equal(&format!("{access}: faulted"), 0, faulted(reply, write));
-    checks.equal(&format!("{access}: exceptions taken"), 0, reply.fault.count);
-    if reply.fault.count != 0 {
-        checks.evidence(fault_evidence(reply));
-    }
-}
+const ASYMMETRIC_STORE: &[Step] = &[
+    Store(WRONG_TAG, INVERTED, Complete("mismatched store")),
+    Tf0("the mismatched store", true),
+    WroteOneWord,
+];
 
-/// A 64-bit value the guest read, in hex on both sides.
-pub(crate) fn check_value(checks: &mut Checks, what: &str, expected: u64, observed: u64) {
-    checks.holds(
-        what,
-        expected == observed,
-        format!("{expected:#018x}"),
-        format!("{observed:#018x}"),
-    );
-}
-
-/// TFSR_EL1.TF0 as read now must be `set`.
-pub(crate) fn check_tf0(
-    checks: &mut Checks,
-    guest: &mut dyn Guest,
-    after: &str,
-    set: bool,
-) -> Result<(), VmmError> {
-    let tfsr = read_tfsr(guest)?;
-    checks.holds(
-        &format!("TFSR_EL1.TF0 after {after}"),
-        (tfsr & TFSR_TF0 != 0) == set,
-        if set { "TF0 set" } else { "TF0 clear" },
-        format!("TFSR_EL1 = {tfsr:#x}"),
-    );
-    Ok(())
-}
-
-/// The data pattern's 8 bytes at `offset` from the start of the prepared pages (any alignment).
-pub(crate) fn pattern_bytes_at(offset: u64) -> u64 {
-    let bytes: Vec<u8> = (offset..offset + 8)
-        .map(|o| pattern_word(SEED, o & !7).to_le_bytes()[(o & 7) as usize])
-        .collect();
-    u64::from_le_bytes(bytes.try_into().expect("eight bytes"))
-}
+const TCF_NONE: &[Step] = &[
+    // Control: under sync the pointer's tag is a mismatch.
+    Load(WRONG_TAG, Fault("control: mismatched load under sync")),
+    Tcf(tcf::NONE),
+    Load(WRONG_TAG, Complete("mismatched load")),
+    Reads("value loaded", PATTERN),
+    Store(WRONG_TAG, INVERTED, Complete("mismatched store")),
+    WroteOneWord,
+    Tf0("the mismatched accesses", false),
+];
 
 /// Each check's page of test RAM, apart from the other families' (pages 0..32 are `tags`).
 fn page(n: u64) -> u64 {
     TEST_RAM_IPA + (32 + n) * PAGE_SIZE
 }
 
-/// Boot, write a data pattern over one page, tag its first granule and select `mode`.
-fn prepare_mode(vmm: &dyn Vmm, n: u64, mode: u64) -> Result<(Box<dyn Guest>, u64), VmmError> {
+impl Must {
+    fn check(self, checks: &mut Checks, reply: &Reply, ptr: u64, write: bool) {
+        match self {
+            Fault(access) => check_tag_fault(checks, access, reply, ptr, write),
+            Complete(access) => check_no_fault(checks, access, reply, write),
+        }
+    }
+}
+
+/// Boot, write the data pattern over page `n`, tag its first granule, select `mode` and take
+/// `steps` in order.
+fn in_mode(vmm: &dyn Vmm, n: u64, mode: u64, steps: &[Step]) -> Result<Finding, VmmError> {
     let mut guest = boot(vmm)?;
     if mode == tcf::ASYMMETRIC {
         require_mte3(&guest.ids())?;
     }
-    let ipa = page(n);
-    prepare(guest.as_mut(), ipa, 1, ipa, &[GRANULE_TAG])?;
-    set_tcf(guest.as_mut(), mode)?;
-    Ok((guest, ipa))
-}
-
-fn sync_mismatched_load_faults(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 0, tcf::SYNC)?;
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let reply = load(guest.as_mut(), ptr)?;
+    let (guest, ipa) = (guest.as_mut(), page(n));
+    prepare(guest, ipa, 1, ipa, &[GRANULE_TAG])?;
+    set_tcf(guest, mode)?;
     let mut checks = Checks::new();
-    check_tag_fault(&mut checks, "mismatched load", &reply, ptr, false);
-    // The guest's load starts with 0 in its destination; a precise fault leaves it there.
-    check_value(
-        &mut checks,
-        "destination register after the faulting load",
-        0,
-        reply.result[0],
-    );
-    // A synchronous fault is reported once, as the exception, never also in TFSR_EL1.
-    check_tf0(&mut checks, guest.as_mut(), "the synchronous fault", false)?;
-    Ok(checks.finish())
-}
-
-fn sync_matching_load_does_not_fault(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 1, tcf::SYNC)?;
-    let mut checks = Checks::new();
-    let reply = load(guest.as_mut(), with_tag(ipa, GRANULE_TAG))?;
-    check_no_fault(&mut checks, "matching load", &reply, false);
-    check_value(
-        &mut checks,
-        "value loaded",
-        pattern_word(SEED, 0),
-        reply.result[0],
-    );
-    // Control: the same granule through another tag faults, so checks were on.
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let reply = load(guest.as_mut(), ptr)?;
-    check_tag_fault(&mut checks, "control: mismatched load", &reply, ptr, false);
-    Ok(checks.finish())
-}
-
-fn sync_mismatched_store_faults(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 2, tcf::SYNC)?;
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let reply = store(guest.as_mut(), ptr, !pattern_word(SEED, 0))?;
-    let mut checks = Checks::new();
-    check_tag_fault(&mut checks, "mismatched store", &reply, ptr, true);
-    check_tf0(&mut checks, guest.as_mut(), "the synchronous fault", false)?;
-    let check = run(
-        guest.as_mut(),
-        Command::CheckPattern,
-        &[ipa, PAGE_SIZE, SEED],
-    )?;
-    checks.equal("words changed by the faulting store", 0, check.result[0]);
-    Ok(checks.finish())
-}
-
-/// Words of the prepared page that differ from the pattern, and the first one's offset.
-fn changed_words(guest: &mut dyn Guest, ipa: u64) -> Result<(u64, u64), VmmError> {
-    let check = run(guest, Command::CheckPattern, &[ipa, PAGE_SIZE, SEED])?;
-    Ok((check.result[0], check.result[1]))
-}
-
-fn async_mismatch_sets_tfsr(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 3, tcf::ASYNC)?;
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let mut checks = Checks::new();
-
-    let reply = store(guest.as_mut(), ptr, !pattern_word(SEED, 0))?;
-    check_no_fault(&mut checks, "mismatched store", &reply, true);
-    check_tf0(&mut checks, guest.as_mut(), "the mismatched store", true)?;
-    checks.equal(
-        "words changed by the store (changed words, first offset)",
-        (1, 0),
-        changed_words(guest.as_mut(), ipa)?,
-    );
-
-    let reply = load(guest.as_mut(), ptr)?;
-    check_no_fault(&mut checks, "mismatched load", &reply, false);
-    check_value(
-        &mut checks,
-        "value loaded",
-        !pattern_word(SEED, 0),
-        reply.result[0],
-    );
-    check_tf0(&mut checks, guest.as_mut(), "the mismatched load", true)?;
-    Ok(checks.finish())
-}
-
-fn async_matching_access_leaves_tfsr_clear(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 4, tcf::ASYNC)?;
-    let good = with_tag(ipa, GRANULE_TAG);
-    let mut checks = Checks::new();
-
-    let reply = load(guest.as_mut(), good)?;
-    check_no_fault(&mut checks, "matching load", &reply, false);
-    check_value(
-        &mut checks,
-        "value loaded",
-        pattern_word(SEED, 0),
-        reply.result[0],
-    );
-    let reply = store(guest.as_mut(), good, 0x1234_5678)?;
-    check_no_fault(&mut checks, "matching store", &reply, true);
-    check_tf0(
-        &mut checks,
-        guest.as_mut(),
-        "the matching load and store",
-        false,
-    )?;
-
-    // Control: a mismatched load in the same mode completes and sets TF0.
-    let reply = load(guest.as_mut(), with_tag(ipa, WRONG_TAG))?;
-    check_no_fault(&mut checks, "control: mismatched load", &reply, false);
-    check_value(
-        &mut checks,
-        "control: value loaded",
-        0x1234_5678,
-        reply.result[0],
-    );
-    check_tf0(&mut checks, guest.as_mut(), "the control", true)?;
-    Ok(checks.finish())
-}
-
-fn asymmetric_mismatched_load_faults(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 5, tcf::ASYMMETRIC)?;
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let reply = load(guest.as_mut(), ptr)?;
-    let mut checks = Checks::new();
-    check_tag_fault(&mut checks, "mismatched load", &reply, ptr, false);
-    check_tf0(&mut checks, guest.as_mut(), "the synchronous fault", false)?;
-    Ok(checks.finish())
-}
-
-fn asymmetric_mismatched_store_sets_tfsr(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 6, tcf::ASYMMETRIC)?;
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let reply = store(guest.as_mut(), ptr, !pattern_word(SEED, 0))?;
-    let mut checks = Checks::new();
-    check_no_fault(&mut checks, "mismatched store", &reply, true);
-    check_tf0(&mut checks, guest.as_mut(), "the mismatched store", true)?;
-    checks.equal(
-        "words changed by the store (changed words, first offset)",
-        (1, 0),
-        changed_words(guest.as_mut(), ipa)?,
-    );
-    Ok(checks.finish())
-}
-
-fn tcf_none_ignores_mismatches(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let (mut guest, ipa) = prepare_mode(vmm, 7, tcf::SYNC)?;
-    let ptr = with_tag(ipa, WRONG_TAG);
-    let mut checks = Checks::new();
-    // Control: under sync the pointer's tag is a mismatch.
-    let reply = load(guest.as_mut(), ptr)?;
-    check_tag_fault(
-        &mut checks,
-        "control: mismatched load under sync",
-        &reply,
-        ptr,
-        false,
-    );
-
-    set_tcf(guest.as_mut(), tcf::NONE)?;
-    let reply = load(guest.as_mut(), ptr)?;
-    check_no_fault(&mut checks, "mismatched load", &reply, false);
-    check_value(
-        &mut checks,
-        "value loaded",
-        pattern_word(SEED, 0),
-        reply.result[0],
-    );
-    let reply = store(guest.as_mut(), ptr, !pattern_word(SEED, 0))?;
-    check_no_fault(&mut checks, "mismatched store", &reply, true);
-    checks.equal(
-        "words changed by the store (changed words, first offset)",
-        (1, 0),
-        changed_words(guest.as_mut(), ipa)?,
-    );
-    check_tf0(
-        &mut checks,
-        guest.as_mut(),
-        "the mismatched accesses",
-        false,
-    )?;
-    Ok(checks.finish())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pattern_bytes_straddle_words() {
-        assert_eq!(pattern_bytes_at(0), pattern_word(SEED, 0));
-        assert_eq!(pattern_bytes_at(16), pattern_word(SEED, 16));
-        let straddling = pattern_word(SEED, 8) >> 32 | pattern_word(SEED, 16) << 32;
-        assert_eq!(pattern_bytes_at(12), straddling);
+    let mut loaded = 0;
+    for &step in steps {
+        match step {
+            Load(tag, must) => {
+                let ptr = with_tag(ipa, tag);
+                let reply = load(guest, ptr)?;
+                must.check(&mut checks, &reply, ptr, false);
+                loaded = reply.result[0];
+            }
+            Store(tag, value, must) => {
+                let ptr = with_tag(ipa, tag);
+                must.check(&mut checks, &store(guest, ptr, value)?, ptr, true);
+            }
+            Reads(what, value) => check_value(&mut checks, what, value, loaded),
+            Tf0(after, set) => check_tf0(&mut checks, guest, after, set)?,
+            WroteNothing(what) => {
+                let (changed, _) = guest_pattern_mismatches(guest, ipa, PAGE_SIZE, SEED)?;
+                checks.equal(what, 0, changed);
+            }
+            WroteOneWord => {
+                checks.equal(
+                    "words changed by the store (changed words, first offset)",
+                    (1, 0),
+                    guest_pattern_mismatches(guest, ipa, PAGE_SIZE, SEED)?,
+                );
+            }
+            Tcf(mode) => set_tcf(guest, mode)?,
+        }
     }
+    Ok(checks.finish())
 }

@@ -7,13 +7,16 @@
 use mte_protocol::{
     esr, granules, with_tag, Command, GuestIds, PAGE_SIZE, RAM_IPA, RAM_SIZE, TEST_RAM_IPA,
 };
-use mte_results::Evidence;
 
-use crate::check::{boot_tagged, run, tag_map_report, Checks, Finding};
+use crate::check::{Checks, Finding};
 use crate::inject::Injection;
-use crate::migrate::{Method, MigrationPlan, MigrationReport, Workload};
+use crate::migration_plan::{Method, MigrationPlan, MigrationReport, Workload};
 use crate::scenario::Scenario;
-use crate::vmm::{BootOptions, Guest, Vmm, VmmError};
+use crate::steps::boot::boot;
+use crate::steps::data::{guest_fill, guest_pattern_mismatches};
+use crate::steps::tag_checks::load;
+use crate::steps::tags::{guest_store_tags, guest_tag_random};
+use crate::vmm::{Guest, Vmm, VmmError};
 
 const WHY_COPY_TAGS: &str = "api.rst (KVM_CAP_ARM_MTE): 'the VMM needs to manually save/restore \
     the tags as appropriate if the VM is migrated', with KVM_ARM_MTE_COPY_TAGS; tags are data and \
@@ -198,6 +201,11 @@ impl TagKind {
     }
 }
 
+/// The IPA of each page of the region.
+fn region_pages() -> impl Iterator<Item = u64> {
+    (0..PAGES).map(|p| REGION + p * PAGE_SIZE)
+}
+
 /// One granule in 16 tagged (with a tag that varies), the others 0.
 fn sparse_pattern(n: usize) -> Vec<u8> {
     (0..n)
@@ -214,16 +222,15 @@ fn sparse_pattern(n: usize) -> Vec<u8> {
 /// Tag the region as `kind` says and fill it with the pattern; the tags the guest stored.
 fn prepare(guest: &mut dyn Guest, kind: TagKind) -> Result<Vec<u8>, VmmError> {
     let tags = match kind {
-        TagKind::Random => tag_map_report(guest, Command::TagRandom, REGION, LEN)?,
+        TagKind::Random => guest_tag_random(guest, REGION, LEN)?,
         TagKind::Sparse => {
             let pattern = sparse_pattern(granules(LEN));
-            guest.write_bulk(&pattern)?;
-            run(guest, Command::TagFromBulk, &[REGION, LEN])?;
+            guest_store_tags(guest, REGION, &pattern)?;
             pattern
         }
         TagKind::Untagged => vec![0; granules(LEN)],
     };
-    run(guest, Command::FillPattern, &[REGION, LEN, SEED])?;
+    guest_fill(guest, REGION, LEN, SEED)?;
     Ok(tags)
 }
 
@@ -233,26 +240,30 @@ fn verify_arrival(
     expected: &[u8],
     checks: &mut Checks,
 ) -> Result<(), VmmError> {
+    let expected = ("tags the source guest stored", expected);
     // The guest looks first: in post-copy its LDG is what brings the pages.
-    let ldg = tag_map_report(guest, Command::ReadTags, REGION, LEN)?;
-    checks.tags_equal(
-        REGION,
-        ("tags the source guest stored", expected),
-        ("destination guest LDG", &ldg),
-    );
-    let reply = run(guest, Command::CheckPattern, &[REGION, LEN, SEED])?;
+    checks.expect_guest_tags(guest, (REGION, LEN), expected, "destination guest LDG")?;
+    let (differing, _) = guest_pattern_mismatches(guest, REGION, LEN, SEED)?;
     checks.equal(
         "data words on the destination that differ from what the source guest wrote",
         0,
-        reply.result[0],
+        differing,
     );
-    let host = guest.host_read_tags(REGION, LEN)?;
-    checks.tags_equal(
-        REGION,
-        ("tags the source guest stored", expected),
-        ("destination host's tag read", &host),
-    );
+    let host = "destination host's tag read";
+    checks.expect_host_tags(guest, (REGION, LEN), expected, host)?;
     Ok(())
+}
+
+/// Everything the guest finds at the destination: its tags and data, tag checking and
+/// GCR_EL1.
+fn verify_destination(
+    guest: &mut dyn Guest,
+    expected: &[u8],
+    checks: &mut Checks,
+) -> Result<(), VmmError> {
+    verify_arrival(guest, expected, checks)?;
+    verify_tag_checking(guest, expected, checks)?;
+    verify_gcr(guest, checks)
 }
 
 /// Tag checking goes on at the destination: a load through the granule's own tag passes, one
@@ -263,13 +274,13 @@ fn verify_tag_checking(
     checks: &mut Checks,
 ) -> Result<(), VmmError> {
     let tag = expected[0] & 0xf;
-    let right = run(guest, Command::Load, &[with_tag(REGION, tag)])?;
+    let right = load(guest, with_tag(REGION, tag))?;
     checks.equal(
         "faults of a destination load through the granule's own tag",
         0,
         right.result[1],
     );
-    let wrong = run(guest, Command::Load, &[with_tag(REGION, (tag + 1) % 16)])?;
+    let wrong = load(guest, with_tag(REGION, (tag + 1) % 16))?;
     checks.equal(
         "a destination load through another tag takes a tag check fault (DFSC)",
         (1, esr::DFSC_TAG_CHECK),
@@ -281,7 +292,7 @@ fn verify_tag_checking(
 /// GCR_EL1 came along: IRG on the destination still never chooses the tag the runtime
 /// excludes (GCR_EL1.Exclude = 0x0001, tag 0).
 fn verify_gcr(guest: &mut dyn Guest, checks: &mut Checks) -> Result<(), VmmError> {
-    let chosen = tag_map_report(guest, Command::TagRandom, SCRATCH, SCRATCH_LEN)?;
+    let chosen = guest_tag_random(guest, SCRATCH, SCRATCH_LEN)?;
     let zeros = chosen.iter().filter(|&&t| t == 0).count();
     checks.holds(
         "IRG on the destination honours the source's GCR_EL1.Exclude (tag 0 excluded)",
@@ -325,10 +336,10 @@ fn verify_vcpu(report: &MigrationReport, ids: &GuestIds, checks: &mut Checks) {
         Vec::<String>::new(),
         report.registers_differing.clone(),
     );
-    checks.evidence(Evidence::Values {
-        what: "vCPU registers moved (KVM_GET_REG_LIST), and the MTE ones".into(),
-        expected: "every listed register".into(),
-        observed: format!(
+    checks.value(
+        "vCPU registers moved (KVM_GET_REG_LIST), and the MTE ones",
+        "every listed register",
+        format!(
             "{} registers; {}",
             report.registers,
             report
@@ -338,7 +349,7 @@ fn verify_vcpu(report: &MigrationReport, ids: &GuestIds, checks: &mut Checks) {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-    });
+    );
 }
 
 /// The figures every check records: tag bytes a page for its kind of tags, the stream, the
@@ -357,17 +368,17 @@ fn record_costs(report: &MigrationReport, kind: TagKind, checks: &mut Checks) {
         ),
         TagKind::Untagged => checks.holds(&what, per_page == Some(0.0), "0 B", observed),
     };
-    checks.evidence(Evidence::Values {
-        what: "how it moved".into(),
-        expected: "-".into(),
-        observed: format!(
+    checks.value(
+        "how it moved",
+        "-",
+        format!(
             "{}; {} page records, {} stream bytes, downtime {:.1} ms",
             report.how,
             report.pages.len(),
             report.stream_bytes,
             report.downtime.as_secs_f64() * 1e3
         ),
-    });
+    );
     let rate = |per_gib: Option<std::time::Duration>, time: std::time::Duration, bytes: u64| {
         per_gib.map_or("nothing measured".into(), |d| {
             format!(
@@ -378,11 +389,10 @@ fn record_costs(report: &MigrationReport, kind: TagKind, checks: &mut Checks) {
             )
         })
     };
-    checks.evidence(Evidence::Values {
-        what: "host time per GiB for the tag part, extrapolated linearly from what was measured"
-            .into(),
-        expected: "a measurement (KVM_ARM_MTE_COPY_TAGS; on this lane's CPU)".into(),
-        observed: format!(
+    checks.value(
+        "host time per GiB for the tag part, extrapolated linearly from what was measured",
+        "a measurement (KVM_ARM_MTE_COPY_TAGS; on this lane's CPU)",
+        format!(
             "reading at the source (FROM_GUEST): {}; writing at the destination (TO_GUEST, \
              pages with tags): {}",
             rate(
@@ -396,18 +406,16 @@ fn record_costs(report: &MigrationReport, kind: TagKind, checks: &mut Checks) {
                 report.tag_write_bytes
             ),
         ),
-    });
+    );
 }
 
 fn stop_and_copy(vmm: &dyn Vmm, kind: TagKind, method: Method) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
+    let mut guest = boot(vmm)?;
     let expected = prepare(guest.as_mut(), kind)?;
     let mut guest = guest.migrate(&MigrationPlan::new(method))?;
     let report = guest.migration_report()?;
     let mut checks = Checks::new();
-    verify_arrival(guest.as_mut(), &expected, &mut checks)?;
-    verify_tag_checking(guest.as_mut(), &expected, &mut checks)?;
-    verify_gcr(guest.as_mut(), &mut checks)?;
+    verify_destination(guest.as_mut(), &expected, &mut checks)?;
     verify_vcpu(&report, &guest.ids(), &mut checks);
     record_costs(&report, kind, &mut checks);
     if kind == TagKind::Untagged {
@@ -445,7 +453,7 @@ fn stop_and_copy_new_process(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 }
 
 fn precopy_retagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
+    let mut guest = boot(vmm)?;
     prepare(guest.as_mut(), TagKind::Random)?;
     let plan = MigrationPlan::new(Method::PreCopy {
         workload: Workload {
@@ -467,7 +475,6 @@ fn precopy_retagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     // The tags the guest left behind, as its LDG read them at the source before it stopped
     // (the bulk buffer came along as data).
     let expected = guest.read_bulk(granules(LEN))?;
-    let region_pages: Vec<u64> = (0..PAGES).map(|p| REGION + p * PAGE_SIZE).collect();
     let rounds = &report.rounds;
     // The rounds after the first full copy that ran with the guest: each waited for a whole
     // pass of re-tagging since the previous look at the dirty log.
@@ -475,7 +482,7 @@ fn precopy_retagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         .iter()
         .skip(1)
         .filter(|r| !r.paused)
-        .map(|r| region_pages.iter().filter(|p| !r.dirty.contains(p)).count())
+        .map(|r| region_pages().filter(|p| !r.dirty.contains(p)).count())
         .collect();
     checks.holds(
         "re-tagged pages (tag-only writes) the dirty log missed, round by round",
@@ -485,13 +492,13 @@ fn precopy_retagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     );
     verify_arrival(guest.as_mut(), &expected, &mut checks)?;
     verify_vcpu(&report, &guest.ids(), &mut checks);
-    checks.evidence(Evidence::Values {
-        what: "pre-copy rounds and downtime".into(),
-        expected: format!(
+    checks.value(
+        "pre-copy rounds and downtime",
+        format!(
             "at most {} rounds after the first, then a paused one",
             PRECOPY_ROUNDS
         ),
-        observed: format!(
+        format!(
             "{} rounds ({}); downtime {:.1} ms (final round {:.1} ms)",
             rounds.len(),
             rounds
@@ -508,23 +515,19 @@ fn precopy_retagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
                 .last()
                 .map_or(0.0, |r| r.duration.as_secs_f64() * 1e3)
         ),
-    });
+    );
     record_costs(&report, TagKind::Random, &mut checks);
     Ok(checks.finish())
 }
 
 fn postcopy_on_demand(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
+    let mut guest = boot(vmm)?;
     let expected = prepare(guest.as_mut(), TagKind::Random)?;
     let mut guest = guest.migrate(&MigrationPlan::new(Method::PostCopy))?;
     let mut checks = Checks::new();
-    verify_arrival(guest.as_mut(), &expected, &mut checks)?;
-    verify_tag_checking(guest.as_mut(), &expected, &mut checks)?;
-    verify_gcr(guest.as_mut(), &mut checks)?;
+    verify_destination(guest.as_mut(), &expected, &mut checks)?;
     let report = guest.migration_report()?;
-    let region_pages: Vec<u64> = (0..PAGES).map(|p| REGION + p * PAGE_SIZE).collect();
-    let brought = region_pages
-        .iter()
+    let brought = region_pages()
         .filter(|p| report.on_demand.contains(p))
         .count();
     checks.equal(
@@ -539,16 +542,16 @@ fn postcopy_on_demand(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         report.tags_before_wake,
     );
     verify_vcpu(&report, &guest.ids(), &mut checks);
-    checks.evidence(Evidence::Values {
-        what: "post-copy: pages brought on demand, and the downtime".into(),
-        expected: "-".into(),
-        observed: format!(
+    checks.value(
+        "post-copy: pages brought on demand, and the downtime",
+        "-",
+        format!(
             "{} pages on demand (first {:#x}); downtime {:.1} ms (vCPU state only)",
             report.on_demand.len(),
             report.on_demand.first().copied().unwrap_or(0),
             report.downtime.as_secs_f64() * 1e3
         ),
-    });
+    );
     record_costs(&report, TagKind::Random, &mut checks);
     Ok(checks.finish())
 }
@@ -556,7 +559,7 @@ fn postcopy_on_demand(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 /// Save the guest with the sparse pattern into a stream and, when the stream holds what the
 /// guest wrote, hand it over for the run's next kernel.
 fn stream_saved_for_the_next_kernel(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
+    let mut guest = boot(vmm)?;
     let expected = prepare(guest.as_mut(), TagKind::Sparse)?;
     let mut checks = Checks::new();
     let host = guest.host_read_tags(REGION, LEN)?;
@@ -571,8 +574,7 @@ fn stream_saved_for_the_next_kernel(vmm: &dyn Vmm) -> Result<Finding, VmmError> 
         ("the sparse pattern the guest stored", &expected),
         ("tags in the saved stream", &saved.tags_in(REGION, LEN)),
     );
-    let carried = (0..PAGES)
-        .map(|p| REGION + p * PAGE_SIZE)
+    let carried = region_pages()
         .filter(|&ipa| {
             saved
                 .pages
@@ -607,15 +609,15 @@ fn stream_saved_for_the_next_kernel(vmm: &dyn Vmm) -> Result<Finding, VmmError> 
     );
     // Only a stream that holds what the guest wrote goes on to the next kernel.
     let handed_over = checks.all_held() && vmm.keep_artifact(CARRIED_STREAM, &saved.bytes)?;
-    checks.evidence(Evidence::Values {
-        what: "the stream for the run's next kernel".into(),
-        expected: format!("{CARRIED_STREAM}, kept by the host side with the run"),
-        observed: if handed_over {
+    checks.value(
+        "the stream for the run's next kernel",
+        format!("{CARRIED_STREAM}, kept by the host side with the run"),
+        if handed_over {
             format!("{CARRIED_STREAM} sent, saved on {}", vmm.kernel_release())
         } else {
             "not sent (a stream that fails here, or made under fault injection, stays here)".into()
         },
-    });
+    );
     Ok(checks.finish())
 }
 
@@ -634,20 +636,18 @@ fn stream_from_another_kernel_restores_tags(vmm: &dyn Vmm) -> Result<Finding, Vm
     let report = guest.migration_report()?;
     let expected = sparse_pattern(granules(LEN));
     let mut checks = Checks::new();
-    checks.evidence(Evidence::Values {
-        what: "where the stream was saved and restored".into(),
-        expected: "saved on another kernel of the run".into(),
-        observed: format!(
+    checks.value(
+        "where the stream was saved and restored",
+        "saved on another kernel of the run",
+        format!(
             "saved on {}, restored on {} ({}, {} bytes)",
             incoming.saved_on,
             vmm.kernel_release(),
             incoming.path,
             incoming.bytes.len()
         ),
-    });
-    verify_arrival(guest.as_mut(), &expected, &mut checks)?;
-    verify_tag_checking(guest.as_mut(), &expected, &mut checks)?;
-    verify_gcr(guest.as_mut(), &mut checks)?;
+    );
+    verify_destination(guest.as_mut(), &expected, &mut checks)?;
     checks.equal(
         "registers this kernel took and reads back otherwise than the saving kernel had them",
         Vec::<String>::new(),
@@ -655,10 +655,10 @@ fn stream_from_another_kernel_restores_tags(vmm: &dyn Vmm) -> Result<Finding, Vm
     );
     // Not this check's claim, which the guest's own look above settles, but what a VMM
     // restoring across these kernels must decide about.
-    checks.evidence(Evidence::Values {
-        what: "saved registers this kernel refused, left at its own values".into(),
-        expected: "none, or ID and firmware registers the guest does not read again".into(),
-        observed: if report.registers_refused.is_empty() {
+    checks.value(
+        "saved registers this kernel refused, left at its own values",
+        "none, or ID and firmware registers the guest does not read again",
+        if report.registers_refused.is_empty() {
             format!("none of {}", report.registers)
         } else {
             format!(
@@ -668,29 +668,27 @@ fn stream_from_another_kernel_restores_tags(vmm: &dyn Vmm) -> Result<Finding, Vm
                 report.registers_refused.join("; ")
             )
         },
-    });
+    );
     Ok(checks.finish())
 }
 
 fn vmm_migration_keeps_tags(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut source = boot_tagged(vmm, &BootOptions::default())?;
+    let mut source = boot(vmm)?;
     let expected = prepare(source.as_mut(), TagKind::Random)?;
     let (mut guest, migration) = source.migrate_by_vmm()?;
     let mut checks = Checks::new();
-    verify_arrival(guest.as_mut(), &expected, &mut checks)?;
-    verify_tag_checking(guest.as_mut(), &expected, &mut checks)?;
-    verify_gcr(guest.as_mut(), &mut checks)?;
-    checks.evidence(Evidence::Values {
-        what: "the VMM's migration: stream bytes, total and downtime".into(),
-        expected: "a completed migration".into(),
-        observed: format!(
+    verify_destination(guest.as_mut(), &expected, &mut checks)?;
+    checks.value(
+        "the VMM's migration: stream bytes, total and downtime",
+        "a completed migration",
+        format!(
             "{}: {} bytes, {:.1} ms, downtime {:.1} ms",
             migration.how,
             migration.stream_bytes,
             migration.total.as_secs_f64() * 1e3,
             migration.downtime.as_secs_f64() * 1e3
         ),
-    });
+    );
     Ok(checks.finish())
 }
 

@@ -8,16 +8,15 @@ use std::time::{Duration, Instant};
 use mte_protocol::{granules, PAGE_SIZE};
 
 use crate::check::{Checks, Finding};
-use crate::host_mm::{Advice, Backing, KsmKnob, KsmState, PageState, Protection};
+use crate::host_mm::{Advice, KsmKnob, KsmState, PageState, Protection};
 use crate::inject::Injection;
 use crate::scenario::Scenario;
+use crate::steps::boot::{boot_private, boot_untagged};
+use crate::steps::data::{expect_pattern, expect_zero_data, guest_fill};
+use crate::steps::host_memory::{letters, no_forks_meanwhile, pages};
+use crate::steps::random::nonzero_tags;
+use crate::steps::tags::{guest_store_tags, guest_tag_random};
 use crate::vmm::{Guest, Vmm, VmmError};
-
-use super::mm_common::{
-    boot_tagged, boot_untagged, expect_pattern, expect_zero_data, guest_fill, guest_ldg,
-    guest_store_tags, guest_tag_random, letters, no_forks_meanwhile, nonzero_tags, note, pages,
-    require_backing,
-};
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -94,20 +93,19 @@ static KSM_TURN: Mutex<()> = Mutex::new(());
 fn ksm_never_merges_tagged_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let _turn = KSM_TURN.lock().unwrap_or_else(PoisonError::into_inner);
     let _forks = no_forks_meanwhile();
-    let mut tagged = boot_tagged(vmm, Backing::PrivateAnonymous)?;
-    require_backing(tagged.as_ref(), Backing::PrivateAnonymous)?;
+    let mut tagged = boot_private(vmm)?;
     let saved = tagged.ksm_state()?;
     let mut plain = boot_untagged(vmm)?;
+    let (tagged, plain) = (tagged.as_mut(), plain.as_mut());
 
     let (base, len) = pages(KSM_FIRST_PAGE, KSM_IDENTICAL + KSM_ZERO);
-    let (zero_ipa, zero_len) = pages(KSM_FIRST_PAGE + KSM_IDENTICAL, KSM_ZERO);
     let (same_ipa, same_len) = pages(KSM_FIRST_PAGE, KSM_IDENTICAL);
     let tags = nonzero_tags(KSM_SEED, granules(len));
-    guest_store_tags(tagged.as_mut(), base, &tags)?;
+    guest_store_tags(tagged, base, &tags)?;
     for page in (same_ipa..same_ipa + same_len).step_by(PAGE_SIZE as usize) {
         // The same pattern from each page's start: identical pages.
-        guest_fill(tagged.as_mut(), page, PAGE_SIZE, KSM_SEED)?;
-        guest_fill(plain.as_mut(), page, PAGE_SIZE, KSM_SEED)?;
+        guest_fill(tagged, page, PAGE_SIZE, KSM_SEED)?;
+        guest_fill(plain, page, PAGE_SIZE, KSM_SEED)?;
     }
     // Frame numbers tell merged pages apart: without them there is nothing to see.
     frames(tagged.page_states(base, len)?)?;
@@ -115,12 +113,36 @@ fn ksm_never_merges_tagged_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     plain.madvise(same_ipa, same_len, Advice::Mergeable)?;
 
     let mut checks = Checks::new();
-    let run = scan(tagged.as_mut(), plain.as_mut(), &saved, same_ipa, same_len);
-    let restored = restore(tagged.as_mut(), &saved);
+    let run = scan(tagged, plain, &saved, same_ipa, same_len);
+    let restored = restore(tagged, &saved);
     let (after, waited) = run?;
     restored?;
 
-    // Pages KSM merged share one frame.
+    check_merges(&mut checks, tagged, plain, &saved, &after)?;
+    checks.note(format!(
+        "KSM ran {} full scans in {waited:?} (pages_shared {} -> {}, pages_sharing {} -> {})",
+        after.full_scans - saved.full_scans,
+        saved.pages_shared,
+        after.pages_shared,
+        saved.pages_sharing,
+        after.pages_sharing
+    ));
+    check_ksm_kept(&mut checks, tagged, &tags)?;
+    plain.madvise(same_ipa, same_len, Advice::Unmergeable)?;
+    tagged.madvise(base, len, Advice::Unmergeable)?;
+    Ok(checks.finish())
+}
+
+/// Pages KSM merged share one frame: the control's identical pages must have, and no page of
+/// the MTE VM.
+fn check_merges(
+    checks: &mut Checks,
+    tagged: &mut dyn Guest,
+    plain: &mut dyn Guest,
+    saved: &KsmState,
+    after: &KsmState,
+) -> Result<(), VmmError> {
+    let (same_ipa, same_len) = pages(KSM_FIRST_PAGE, KSM_IDENTICAL);
     let plain_frames = frames(plain.page_states(same_ipa, same_len)?)?;
     let distinct_plain: BTreeSet<u64> = plain_frames.iter().copied().collect();
     checks.holds(
@@ -139,6 +161,7 @@ fn ksm_never_merges_tagged_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         format!("more than {}", saved.pages_sharing),
         after.pages_sharing.to_string(),
     );
+    let (base, len) = pages(KSM_FIRST_PAGE, KSM_IDENTICAL + KSM_ZERO);
     let tagged_states = tagged.page_states(base, len)?;
     let zero_pages = tagged_states.iter().filter(|s| s.zero_page).count();
     let tagged_frames = frames(tagged_states)?;
@@ -154,52 +177,29 @@ fn ksm_never_merges_tagged_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
             distinct_tagged.len()
         ),
     );
-    note(
-        &mut checks,
-        format!(
-            "KSM ran {} full scans in {waited:?} (pages_shared {} -> {}, pages_sharing {} -> {})",
-            after.full_scans - saved.full_scans,
-            saved.pages_shared,
-            after.pages_shared,
-            saved.pages_sharing,
-            after.pages_sharing
-        ),
-    );
-
-    let host = tagged.host_read_tags(base, len)?;
-    checks.tags_equal(
-        base,
-        ("tags the guest stored", &tags),
-        ("host after KSM scans", &host),
-    );
-    let ldg = guest_ldg(tagged.as_mut(), base, len)?;
-    checks.tags_equal(
-        base,
-        ("tags the guest stored", &tags),
-        ("guest LDG after KSM scans", &ldg),
-    );
-    for page in (same_ipa..same_ipa + same_len).step_by(PAGE_SIZE as usize) {
-        expect_pattern(
-            &mut checks,
-            &format!("MTE guest, page {page:#x} after KSM scans"),
-            tagged.as_mut(),
-            page,
-            PAGE_SIZE,
-            KSM_SEED,
-        )?;
-    }
-    expect_zero_data(
-        &mut checks,
-        "MTE guest, zero-data pages after KSM scans",
-        tagged.as_mut(),
-        zero_ipa,
-        zero_len,
-    )?;
-    plain.madvise(same_ipa, same_len, Advice::Unmergeable)?;
-    tagged.madvise(base, len, Advice::Unmergeable)?;
-    Ok(checks.finish())
+    Ok(())
 }
 
+/// The MTE VM's pages kept their tags and data through the scans.
+fn check_ksm_kept(
+    checks: &mut Checks,
+    tagged: &mut dyn Guest,
+    tags: &[u8],
+) -> Result<(), VmmError> {
+    let all = pages(KSM_FIRST_PAGE, KSM_IDENTICAL + KSM_ZERO);
+    let stored = ("tags the guest stored", tags);
+    checks.expect_host_tags(tagged, all, stored, "host after KSM scans")?;
+    checks.expect_guest_tags(tagged, all, stored, "guest LDG after KSM scans")?;
+    let (same_ipa, same_len) = pages(KSM_FIRST_PAGE, KSM_IDENTICAL);
+    for page in (same_ipa..same_ipa + same_len).step_by(PAGE_SIZE as usize) {
+        let what = format!("MTE guest, page {page:#x} after KSM scans");
+        expect_pattern(checks, &what, tagged, page, PAGE_SIZE, KSM_SEED)?;
+    }
+    let (zero_ipa, zero_len) = pages(KSM_FIRST_PAGE + KSM_IDENTICAL, KSM_ZERO);
+    let what = "MTE guest, zero-data pages after KSM scans";
+    expect_zero_data(checks, what, tagged, zero_ipa, zero_len)?;
+    Ok(())
+}
 /// Run KSM until the control's pages are merged and two full scans went by after that,
 /// within the deadline.
 fn scan(
@@ -264,23 +264,20 @@ const DONTNEED_FIRST_PAGE: u64 = 160;
 
 fn dontneed_gives_fresh_zero_tagged_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let _forks = no_forks_meanwhile();
-    let mut guest = boot_tagged(vmm, Backing::PrivateAnonymous)?;
-    require_backing(guest.as_ref(), Backing::PrivateAnonymous)?;
+    let mut guest = boot_private(vmm)?;
+    let guest = guest.as_mut();
     let (base, len) = pages(DONTNEED_FIRST_PAGE, 8);
-    let (guest_first, half) = pages(DONTNEED_FIRST_PAGE, 4);
-    let (host_first, _) = pages(DONTNEED_FIRST_PAGE + 4, 4);
+    let guest_first = pages(DONTNEED_FIRST_PAGE, 4);
+    let host_first = pages(DONTNEED_FIRST_PAGE + 4, 4);
     let tags = nonzero_tags(0xd0d0, granules(len));
-    let zeros = vec![0u8; granules(half)];
+    let zeros = vec![0u8; granules(guest_first.1)];
+    let zeros = ("zero tags", &zeros[..]);
     let mut checks = Checks::new();
 
-    guest_store_tags(guest.as_mut(), base, &tags)?;
-    guest_fill(guest.as_mut(), base, len, 0xd0d0)?;
-    let host = guest.host_read_tags(base, len)?;
-    checks.tags_equal(
-        base,
-        ("tags the guest stored", &tags),
-        ("host before MADV_DONTNEED", &host),
-    );
+    guest_store_tags(guest, base, &tags)?;
+    guest_fill(guest, base, len, 0xd0d0)?;
+    let stored = ("tags the guest stored", &tags[..]);
+    checks.expect_host_tags(guest, (base, len), stored, "host before MADV_DONTNEED")?;
     guest.madvise(base, len, Advice::DontNeed)?;
     let states = guest.page_states(base, len)?;
     checks.holds(
@@ -291,65 +288,40 @@ fn dontneed_gives_fresh_zero_tagged_pages(vmm: &dyn Vmm) -> Result<Finding, VmmE
     );
 
     // The guest touches the first half first, the host the second half.
-    let ldg = guest_ldg(guest.as_mut(), guest_first, half)?;
-    checks.tags_equal(
-        guest_first,
-        ("zero tags", &zeros),
-        ("guest LDG, first touch after MADV_DONTNEED", &ldg),
-    );
-    let host = guest.host_read_tags(guest_first, half)?;
-    checks.tags_equal(
-        guest_first,
-        ("zero tags", &zeros),
-        ("host, after the guest's touch", &host),
-    );
-    let host = guest.host_read_tags(host_first, half)?;
-    checks.tags_equal(
-        host_first,
-        ("zero tags", &zeros),
-        ("host, first touch after MADV_DONTNEED", &host),
-    );
-    let ldg = guest_ldg(guest.as_mut(), host_first, half)?;
-    checks.tags_equal(
-        host_first,
-        ("zero tags", &zeros),
-        ("guest LDG, after the host's touch", &ldg),
-    );
-    expect_zero_data(
-        &mut checks,
-        "guest after MADV_DONTNEED",
-        guest.as_mut(),
-        base,
-        len,
-    )?;
+    let first_touch = "first touch after MADV_DONTNEED";
+    let ldg = format!("guest LDG, {first_touch}");
+    checks.expect_guest_tags(guest, guest_first, zeros, &ldg)?;
+    checks.expect_host_tags(guest, guest_first, zeros, "host, after the guest's touch")?;
+    let host = format!("host, {first_touch}");
+    checks.expect_host_tags(guest, host_first, zeros, &host)?;
+    let ldg = "guest LDG, after the host's touch";
+    checks.expect_guest_tags(guest, host_first, zeros, ldg)?;
+    expect_zero_data(&mut checks, "guest after MADV_DONTNEED", guest, base, len)?;
 
     // The fresh pages take tags as any page does.
-    let chosen = guest_tag_random(guest.as_mut(), base, len)?;
-    let host = guest.host_read_tags(base, len)?;
-    checks.tags_equal(
-        base,
-        ("tags the guest stored afterwards (IRG)", &chosen),
-        ("host", &host),
-    );
+    let chosen = guest_tag_random(guest, base, len)?;
+    let chosen = ("tags the guest stored afterwards (IRG)", &chosen[..]);
+    checks.expect_host_tags(guest, (base, len), chosen, "host")?;
     Ok(checks.finish())
 }
 
 /// The first page of the transparent huge page (2 MiB of 4 KiB pages) the check splits.
 const THP_FIRST_PAGE: u64 = 8 * 512;
+const THP_SEED: u64 = 0x74b;
 
 fn thp_split_keeps_tags_of_zero_data_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let _forks = no_forks_meanwhile();
-    let mut guest = boot_tagged(vmm, Backing::PrivateAnonymous)?;
-    require_backing(guest.as_ref(), Backing::PrivateAnonymous)?;
+    let mut guest = boot_private(vmm)?;
+    let guest = guest.as_mut();
     let (base, len) = pages(THP_FIRST_PAGE, 16);
     let (zero_ipa, zero_len) = pages(THP_FIRST_PAGE, 8);
     let (data_ipa, data_len) = pages(THP_FIRST_PAGE + 8, 8);
-    let tags = nonzero_tags(0x74b, granules(len));
+    let tags = nonzero_tags(THP_SEED, granules(len));
     let mut checks = Checks::new();
 
     // The first touch maps the whole huge page; half of the pages get data, all get tags.
-    guest_store_tags(guest.as_mut(), base, &tags)?;
-    guest_fill(guest.as_mut(), data_ipa, data_len, 0x74b)?;
+    guest_store_tags(guest, base, &tags)?;
+    guest_fill(guest, data_ipa, data_len, THP_SEED)?;
     let before = guest.page_states(base, len)?;
     if !before.iter().all(|s| s.huge) {
         return Err(VmmError::Unsupported(format!(
@@ -358,10 +330,7 @@ fn thp_split_keeps_tags_of_zero_data_pages(vmm: &dyn Vmm) -> Result<Finding, Vmm
             letters(&before)
         )));
     }
-    // Paging out one page of the huge page, next to the checked ones, splits it.
-    let (last, page) = pages(THP_FIRST_PAGE + 16, 1);
-    guest.madvise(last, page, Advice::PageOut)?;
-    let after = guest.page_states(base, len)?;
+    let after = split_huge_page(guest)?;
     checks.holds(
         "the huge page was split; every checked page is still mapped, none is the zero page \
          (h huge, R small page, z zero page)",
@@ -369,110 +338,85 @@ fn thp_split_keeps_tags_of_zero_data_pages(vmm: &dyn Vmm) -> Result<Finding, Vmm
         "R".repeat(after.len()),
         format!("{} (before: {})", letters(&after), letters(&before)),
     );
-    let host = guest.host_read_tags(base, len)?;
-    checks.tags_equal(
-        base,
-        ("tags the guest stored", &tags),
-        ("host after the split", &host),
-    );
-    let ldg = guest_ldg(guest.as_mut(), base, len)?;
-    checks.tags_equal(
-        base,
-        ("tags the guest stored", &tags),
-        ("guest LDG after the split", &ldg),
-    );
-    expect_zero_data(
-        &mut checks,
-        "guest, zero-data pages after the split",
-        guest.as_mut(),
-        zero_ipa,
-        zero_len,
-    )?;
-    expect_pattern(
-        &mut checks,
-        "guest, data pages after the split",
-        guest.as_mut(),
-        data_ipa,
-        data_len,
-        0x74b,
-    )?;
+    let stored = ("tags the guest stored", &tags[..]);
+    checks.expect_host_tags(guest, (base, len), stored, "host after the split")?;
+    checks.expect_guest_tags(guest, (base, len), stored, "guest LDG after the split")?;
+    let what = "guest, zero-data pages after the split";
+    expect_zero_data(&mut checks, what, guest, zero_ipa, zero_len)?;
+    let what = "guest, data pages after the split";
+    expect_pattern(&mut checks, what, guest, data_ipa, data_len, THP_SEED)?;
 
-    // For comparison, the same split in a VM without MTE, whose zero-filled pages have no
-    // tags to lose: whether this kernel maps them to the zero page.
-    let mut plain = boot_untagged(vmm)?;
-    guest_fill(plain.as_mut(), data_ipa, data_len, 0x74b)?;
-    let before = plain.page_states(base, len)?;
-    plain.madvise(last, page, Advice::PageOut)?;
-    let after = plain.page_states(base, len)?;
-    note(
-        &mut checks,
-        format!(
-            "the same split in a VM without MTE: {} before, {} after ({} of the 8 zero-filled \
-             pages on the zero page: {})",
-            letters(&before),
-            letters(&after),
-            after[..8].iter().filter(|s| s.zero_page).count(),
-            if after[..8].iter().any(|s| s.zero_page) {
-                "this kernel remaps zero-filled subpages of a split THP"
-            } else {
-                "this kernel keeps zero-filled subpages of a split THP"
-            }
-        ),
-    );
+    checks.note(split_without_mte(vmm)?);
     Ok(checks.finish())
+}
+
+/// Page out one page of the huge page, next to the checked ones, which splits it; returns the
+/// states of the checked pages after.
+fn split_huge_page(guest: &mut dyn Guest) -> Result<Vec<PageState>, VmmError> {
+    let (last, page) = pages(THP_FIRST_PAGE + 16, 1);
+    guest.madvise(last, page, Advice::PageOut)?;
+    let (base, len) = pages(THP_FIRST_PAGE, 16);
+    guest.page_states(base, len)
+}
+
+/// For comparison, the same split in a VM without MTE, whose zero-filled pages have no tags to
+/// lose: whether this kernel maps them to the zero page.
+fn split_without_mte(vmm: &dyn Vmm) -> Result<String, VmmError> {
+    let mut plain = boot_untagged(vmm)?;
+    let plain = plain.as_mut();
+    let (base, len) = pages(THP_FIRST_PAGE, 16);
+    let (data_ipa, data_len) = pages(THP_FIRST_PAGE + 8, 8);
+    guest_fill(plain, data_ipa, data_len, THP_SEED)?;
+    let before = plain.page_states(base, len)?;
+    let after = split_huge_page(plain)?;
+    Ok(format!(
+        "the same split in a VM without MTE: {} before, {} after ({} of the 8 zero-filled \
+         pages on the zero page: {})",
+        letters(&before),
+        letters(&after),
+        after[..8].iter().filter(|s| s.zero_page).count(),
+        if after[..8].iter().any(|s| s.zero_page) {
+            "this kernel remaps zero-filled subpages of a split THP"
+        } else {
+            "this kernel keeps zero-filled subpages of a split THP"
+        }
+    ))
 }
 
 const MPROTECT_FIRST_PAGE: u64 = 192;
 
 fn mprotect_keeps_tags(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm, Backing::PrivateAnonymous)?;
-    require_backing(guest.as_ref(), Backing::PrivateAnonymous)?;
+    let mut guest = boot_private(vmm)?;
+    let guest = guest.as_mut();
     let (ipa, len) = pages(MPROTECT_FIRST_PAGE, 8);
     let tags = nonzero_tags(0x3e07, granules(len));
+    let stored = ("tags the guest stored", &tags[..]);
     let mut checks = Checks::new();
 
-    guest_store_tags(guest.as_mut(), ipa, &tags)?;
-    guest_fill(guest.as_mut(), ipa, len, 0x3e07)?;
+    guest_store_tags(guest, ipa, &tags)?;
+    guest_fill(guest, ipa, len, 0x3e07)?;
     guest.protect(ipa, len, Protection::ReadOnly)?;
-    let host = guest.host_read_tags(ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("tags the guest stored", &tags),
-        ("host, mapping read-only", &host),
-    );
-    let ldg = guest_ldg(guest.as_mut(), ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("tags the guest stored", &tags),
-        ("guest LDG, mapping read-only", &ldg),
-    );
+    let range = (ipa, len);
+    checks.expect_host_tags(guest, range, stored, "host, mapping read-only")?;
+    checks.expect_guest_tags(guest, range, stored, "guest LDG, mapping read-only")?;
     expect_pattern(
         &mut checks,
         "guest, mapping read-only",
-        guest.as_mut(),
+        guest,
         ipa,
         len,
         0x3e07,
     )?;
 
     guest.protect(ipa, len, Protection::ReadWrite)?;
-    guest_fill(guest.as_mut(), ipa, len, 0x3e08)?;
-    let host = guest.host_read_tags(ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("tags the guest stored", &tags),
-        ("host, writable again and written", &host),
-    );
-    let ldg = guest_ldg(guest.as_mut(), ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("tags the guest stored", &tags),
-        ("guest LDG, writable again and written", &ldg),
-    );
+    guest_fill(guest, ipa, len, 0x3e08)?;
+    let written = "writable again and written";
+    checks.expect_host_tags(guest, range, stored, &format!("host, {written}"))?;
+    checks.expect_guest_tags(guest, range, stored, &format!("guest LDG, {written}"))?;
     expect_pattern(
         &mut checks,
         "guest, writable again",
-        guest.as_mut(),
+        guest,
         ipa,
         len,
         0x3e08,

@@ -1,4 +1,4 @@
-//! One module a family of scenarios.
+//! One module a family of scenarios, and the table of them all.
 
 use crate::scenario::Scenario;
 
@@ -10,7 +10,6 @@ pub mod faults;
 pub mod harness;
 pub mod migration;
 pub mod mm;
-mod mm_common;
 pub mod races;
 pub mod shared;
 pub mod swap;
@@ -33,3 +32,39 @@ pub const ALL: &[&[Scenario]] = &[
     copy_tags_abi::SCENARIOS,
     harness::SCENARIOS,
 ];
+
+/// Every scenario, in the order reports list them.
+pub fn all() -> Vec<&'static Scenario> {
+    ALL.iter().flat_map(|family| family.iter()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_and_namespaced() {
+        let mut seen = HashSet::new();
+        for s in all() {
+            assert!(seen.insert(s.name), "duplicate scenario {}", s.name);
+            assert!(s.name.contains("::"), "{} has no family prefix", s.name);
+            assert!(
+                !s.summary.is_empty() && !s.why.is_empty(),
+                "{} lacks its reasons",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_check_is_proven_by_an_injection() {
+        for s in all() {
+            assert!(
+                !s.proven_by.is_empty(),
+                "{} has no fault-injection proof",
+                s.name
+            );
+        }
+    }
+}

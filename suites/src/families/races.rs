@@ -11,15 +11,16 @@
 use std::time::Duration;
 
 use mte_protocol::{granules, Command, PAGE_SIZE};
-use mte_results::Evidence;
 
 use crate::check::{Checks, Finding};
-use crate::host_mm::{Advice, Backing, HostTagOp, RaceLog, RacePlan};
+use crate::host_mm::{Advice, HostTagOp, RaceLog, RacePlan};
 use crate::inject::Injection;
 use crate::scenario::Scenario;
+use crate::steps::boot::boot_private;
+use crate::steps::bulk::NOT_WRITTEN;
+use crate::steps::host_memory::pages;
+use crate::steps::random::{nonzero_tags, Rng};
 use crate::vmm::{Guest, Vmm, VmmError};
-
-use super::mm_common::{boot_tagged, guest_ldg, nonzero_tags, note, pages, require_backing, Rng};
 
 const WHY: &str = "KVM zeroes a page's tags when it first maps it for an MTE guest \
     (sanitise_mte_tags()), and KVM_ARM_TAGS_TO_GUEST sets them; both mark the page \
@@ -107,7 +108,7 @@ fn raced(
     command: Command,
 ) -> Result<(Vec<u8>, RaceLog), VmmError> {
     let n = granules(plan.len);
-    guest.write_bulk(&vec![0xff; n])?;
+    guest.write_bulk(&vec![NOT_WRITTEN; n])?;
     let (reply, log) = guest.race(plan, command, &[plan.base, plan.len])?;
     if reply.status != mte_protocol::Status::Done {
         return Err(VmmError::Guest(format!(
@@ -146,12 +147,10 @@ impl Rounds {
     fn new(check: &str) -> Self {
         let seed = seed();
         let mut checks = Checks::new();
-        checks.evidence(Evidence::Note {
-            text: format!(
-                "{check}: seed {seed:#x} (replay with MTE_RACE_SEED={seed:#x} in the runner's \
-                 environment); {ROUNDS} rounds of {PAGES_PER_ROUND} fresh pages, one vCPU"
-            ),
-        });
+        checks.note(format!(
+            "{check}: seed {seed:#x} (replay with MTE_RACE_SEED={seed:#x} in the runner's \
+             environment); {ROUNDS} rounds of {PAGES_PER_ROUND} fresh pages, one vCPU"
+        ));
         Rounds {
             checks,
             rng: Rng::new(seed),
@@ -160,22 +159,66 @@ impl Rounds {
         }
     }
 
-    fn log(&mut self, round: u64, log: &RaceLog) {
+    /// Tags for the host to write over a round's pages, from the generator.
+    fn host_tags(&mut self) -> Vec<u8> {
+        nonzero_tags(self.rng.next_u64(), granules(PAGES_PER_ROUND * PAGE_SIZE))
+    }
+
+    /// Round `round`: `command` over its fresh pages while the host does `op`, as the
+    /// generator plans it; returns what the guest reported and what the host did.
+    fn race(
+        &mut self,
+        guest: &mut dyn Guest,
+        round: u64,
+        op: HostTagOp,
+        command: Command,
+    ) -> Result<(Vec<u8>, RaceLog), VmmError> {
+        let plan = plan(&mut self.rng, round_base(round), op);
+        let (reported, log) = raced(guest, &plan, command)?;
         if log.host_started_us < log.guest_finished_us {
             self.overlapped += 1;
         }
-        self.timings.push(timing(round, log));
+        self.timings.push(timing(round, &log));
+        Ok((reported, log))
+    }
+
+    /// Granules outside what may be seen, at most eight of them in the evidence.
+    fn only(&mut self, what: &str, odd: &[(usize, u8)]) {
+        self.checks.holds(
+            what,
+            odd.is_empty(),
+            "no other tag",
+            format!(
+                "{} other granules {:?}",
+                odd.len(),
+                &odd[..odd.len().min(8)]
+            ),
+        );
+    }
+
+    /// At the end of round `round`, host and guest must both read `expected`.
+    fn agree_at_end(
+        &mut self,
+        guest: &mut dyn Guest,
+        round: u64,
+        expected: (&str, &[u8]),
+    ) -> Result<(), VmmError> {
+        let range = pages(round_base(round), PAGES_PER_ROUND);
+        let host = format!("round {round}: host at the end");
+        self.checks
+            .expect_host_tags(guest, range, expected, &host)?;
+        let ldg = format!("round {round}: guest LDG at the end");
+        self.checks
+            .expect_guest_tags(guest, range, expected, &ldg)?;
+        Ok(())
     }
 
     fn finish(mut self) -> Finding {
-        note(
-            &mut self.checks,
-            format!(
-                "the host started before the guest finished in {} of {ROUNDS} rounds; {}",
-                self.overlapped,
-                self.timings.join("; ")
-            ),
-        );
+        self.checks.note(format!(
+            "the host started before the guest finished in {} of {ROUNDS} rounds; {}",
+            self.overlapped,
+            self.timings.join("; ")
+        ));
         self.checks.finish()
     }
 }
@@ -183,8 +226,7 @@ impl Rounds {
 /// A guest whose race pages fault one by one: with transparent huge pages the first touch
 /// of one page would map (and initialise the tags of) its whole 2 MiB.
 fn boot_for_races(vmm: &dyn Vmm) -> Result<Box<dyn Guest>, VmmError> {
-    let mut guest = boot_tagged(vmm, Backing::PrivateAnonymous)?;
-    require_backing(guest.as_ref(), Backing::PrivateAnonymous)?;
+    let mut guest = boot_private(vmm)?;
     let (base, len) = pages(round_base(0), ROUNDS * PAGES_PER_ROUND);
     guest.madvise(base, len, Advice::NoHugePage)?;
     Ok(guest)
@@ -196,52 +238,28 @@ fn round_base(round: u64) -> u64 {
 
 fn host_writes_vs_guest_read(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let mut guest = boot_for_races(vmm)?;
+    let guest = guest.as_mut();
     let mut rounds = Rounds::new("races::host_tag_writes_vs_guest_first_read");
     for round in 0..ROUNDS {
-        let (base, len) = pages(round_base(round), PAGES_PER_ROUND);
-        let written = nonzero_tags(rounds.rng.next_u64(), granules(len));
-        let plan = plan(
-            &mut rounds.rng,
-            round_base(round),
-            HostTagOp::Write(written.clone()),
-        );
-        let (during, log) = raced(guest.as_mut(), &plan, Command::ReadTags)?;
-        rounds.log(round, &log);
-        let odd = outside(&during, |i, t| t == 0 || t == written[i]);
-        rounds.checks.holds(
+        let written = rounds.host_tags();
+        let op = HostTagOp::Write(written.clone());
+        let (during, _) = rounds.race(guest, round, op, Command::ReadTags)?;
+        rounds.only(
             &format!("round {round}: the guest's racing LDG read only 0 or the host's tag"),
-            odd.is_empty(),
-            "no other tag",
-            format!(
-                "{} other granules {:?}",
-                odd.len(),
-                &odd[..odd.len().min(8)]
-            ),
+            &outside(&during, |i, t| t == 0 || t == written[i]),
         );
-        let host = guest.host_read_tags(base, len)?;
-        rounds.checks.tags_equal(
-            base,
-            ("tags the host wrote", &written),
-            (&format!("round {round}: host at the end"), &host),
-        );
-        let ldg = guest_ldg(guest.as_mut(), base, len)?;
-        rounds.checks.tags_equal(
-            base,
-            ("tags the host wrote", &written),
-            (&format!("round {round}: guest LDG at the end"), &ldg),
-        );
+        rounds.agree_at_end(guest, round, ("tags the host wrote", &written))?;
     }
     Ok(rounds.finish())
 }
 
 fn host_reads_vs_guest_tagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let mut guest = boot_for_races(vmm)?;
+    let guest = guest.as_mut();
     let mut rounds = Rounds::new("races::host_tag_reads_vs_guest_first_tagging");
     for round in 0..ROUNDS {
-        let (base, len) = pages(round_base(round), PAGES_PER_ROUND);
-        let plan = plan(&mut rounds.rng, round_base(round), HostTagOp::Read);
-        let (chosen, log) = raced(guest.as_mut(), &plan, Command::TagRandom)?;
-        rounds.log(round, &log);
+        let (chosen, log) = rounds.race(guest, round, HostTagOp::Read, Command::TagRandom)?;
+        let base = pages(round_base(round), PAGES_PER_ROUND).0;
         let per_page = granules(PAGE_SIZE);
         let mut odd = 0usize;
         let mut first_odd = None;
@@ -267,53 +285,30 @@ fn host_reads_vs_guest_tagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
                 }
             },
         );
-        let host = guest.host_read_tags(base, len)?;
-        rounds.checks.tags_equal(
-            base,
-            ("tags the guest chose", &chosen),
-            (&format!("round {round}: host at the end"), &host),
-        );
-        let ldg = guest_ldg(guest.as_mut(), base, len)?;
-        rounds.checks.tags_equal(
-            base,
-            ("tags the guest chose", &chosen),
-            (&format!("round {round}: guest LDG at the end"), &ldg),
-        );
+        rounds.agree_at_end(guest, round, ("tags the guest chose", &chosen))?;
     }
     Ok(rounds.finish())
 }
 
 fn host_writes_vs_guest_tagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let mut guest = boot_for_races(vmm)?;
+    let guest = guest.as_mut();
     let mut rounds = Rounds::new("races::host_tag_writes_vs_guest_first_tagging");
     for round in 0..ROUNDS {
         let (base, len) = pages(round_base(round), PAGES_PER_ROUND);
-        let written = nonzero_tags(rounds.rng.next_u64(), granules(len));
-        let plan = plan(
-            &mut rounds.rng,
-            round_base(round),
-            HostTagOp::Write(written.clone()),
-        );
-        let (chosen, log) = raced(guest.as_mut(), &plan, Command::TagRandom)?;
-        rounds.log(round, &log);
+        let written = rounds.host_tags();
+        let op = HostTagOp::Write(written.clone());
+        let (chosen, _) = rounds.race(guest, round, op, Command::TagRandom)?;
         let host = guest.host_read_tags(base, len)?;
-        let odd = outside(&host, |i, t| t == written[i] || Some(&t) == chosen.get(i));
-        rounds.checks.holds(
+        rounds.only(
             &format!("round {round}: every granule ends with the guest's or the host's tag"),
-            odd.is_empty(),
-            "no other tag",
-            format!(
-                "{} other granules {:?}",
-                odd.len(),
-                &odd[..odd.len().min(8)]
-            ),
+            &outside(&host, |i, t| t == written[i] || Some(&t) == chosen.get(i)),
         );
-        let ldg = guest_ldg(guest.as_mut(), base, len)?;
-        rounds.checks.tags_equal(
-            base,
-            (&format!("round {round}: host at the end"), &host),
-            ("guest LDG at the end", &ldg),
-        );
+        let host = (format!("round {round}: host at the end"), host);
+        let ldg = "guest LDG at the end";
+        rounds
+            .checks
+            .expect_guest_tags(guest, (base, len), (&host.0, &host.1), ldg)?;
     }
     Ok(rounds.finish())
 }

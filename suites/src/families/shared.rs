@@ -10,12 +10,13 @@ use crate::expectations::{lookup, Behaviour, Expectation, KernelVersion};
 use crate::host_mm::{Advice, Backing};
 use crate::inject::Injection;
 use crate::scenario::Scenario;
+use crate::steps::boot::require_backing;
+use crate::steps::command::require_mte;
+use crate::steps::data::{expect_pattern, first_difference, guest_fill, pattern_bytes};
+use crate::steps::host_memory::{letters, pages};
+use crate::steps::random::nonzero_tags;
+use crate::steps::tags::{guest_store_tags, guest_tag_random};
 use crate::vmm::{BootOptions, Guest, Vmm, VmmError};
-
-use super::mm_common::{
-    expect_pattern, guest_fill, guest_ldg, guest_store_tags, guest_tag_random, letters,
-    nonzero_tags, note, pages, pattern_bytes, require_backing,
-};
 
 const WHY_SHARED: &str = "Since 6.2 KVM accepts MAP_SHARED memslots for MTE VMs when the \
     memory can hold tags (VM_MTE_ALLOWED: anonymous shared memory, memfd, shmem/tmpfs), which \
@@ -126,10 +127,7 @@ fn boot_case(
         observed.to_string(),
     );
     if !matches {
-        note(
-            checks,
-            format!("the change in question: {}", expectation.change),
-        );
+        checks.note(format!("the change in question: {}", expectation.change));
         return Ok(Case::Settled);
     }
     match (expectation.outcome, guest) {
@@ -183,7 +181,7 @@ fn on_backing(
     let mut checks = Checks::new();
     match boot_case(vmm, &mut checks, check, "memslot", backing)? {
         Case::Booted(mut guest) => {
-            crate::check::require_mte(&guest.ids())?;
+            require_mte(&guest.ids())?;
             body(guest.as_mut(), &mut checks)?;
             Ok(conclude(checks, Vec::new()))
         }
@@ -199,29 +197,16 @@ fn round_trip(guest: &mut dyn Guest, checks: &mut Checks) -> Result<(), VmmError
     let (ipa, len) = pages(FIRST_PAGE, 4);
     let chosen = guest_tag_random(guest, ipa, len)?;
     guest_fill(guest, ipa, len, 0x5ea)?;
-    let host = guest.host_read_tags(ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("tags the guest stored (IRG)", &chosen),
-        ("host KVM_ARM_TAGS_FROM_GUEST", &host),
-    );
-    let ldg = guest_ldg(guest, ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("tags the guest stored (IRG)", &chosen),
-        ("guest LDG", &ldg),
-    );
+    let stored = ("tags the guest stored (IRG)", &chosen[..]);
+    checks.expect_host_tags(guest, (ipa, len), stored, "host KVM_ARM_TAGS_FROM_GUEST")?;
+    checks.expect_guest_tags(guest, (ipa, len), stored, "guest LDG")?;
     expect_pattern(checks, "guest", guest, ipa, len, 0x5ea)?;
 
     let (ipa, len) = pages(FIRST_PAGE + 4, 4);
     let written = nonzero_tags(0x5ea2, granules(len));
     guest.host_write_tags(ipa, &written)?;
-    let ldg = guest_ldg(guest, ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("host KVM_ARM_TAGS_TO_GUEST", &written),
-        ("guest LDG", &ldg),
-    );
+    let written = ("host KVM_ARM_TAGS_TO_GUEST", &written[..]);
+    checks.expect_guest_tags(guest, (ipa, len), written, "guest LDG")?;
     Ok(())
 }
 
@@ -232,7 +217,7 @@ fn through_a_peer(guest: &mut dyn Guest, checks: &mut Checks) -> Result<(), VmmE
     guest_store_tags(guest, ipa, &tags)?;
     guest_fill(guest, ipa, len, 0x9ee7)?;
     let mut peer = guest.tag_peer()?;
-    note(checks, format!("second VM: {}", peer.describe()));
+    checks.note(format!("second VM: {}", peer.describe()));
     let seen = peer.read_tags(ipa, len)?;
     checks.tags_equal(
         ipa,
@@ -240,15 +225,12 @@ fn through_a_peer(guest: &mut dyn Guest, checks: &mut Checks) -> Result<(), VmmE
         ("second VM, KVM_ARM_TAGS_FROM_GUEST", &seen),
     );
     let data = peer.read_data(ipa, len)?;
-    let first_difference = data
-        .iter()
-        .zip(pattern_bytes(0x9ee7, len))
-        .position(|(a, b)| *a != b);
+    let difference = first_difference(&data, &pattern_bytes(0x9ee7, len));
     checks.holds(
         "second VM's mapping holds the data the first guest wrote",
-        first_difference.is_none() && data.len() == len as usize,
+        difference.is_none() && data.len() == len as usize,
         "the same bytes",
-        match first_difference {
+        match difference {
             None => format!("{} equal bytes", data.len()),
             Some(at) => format!("a difference at offset {at:#x}"),
         },
@@ -257,18 +239,11 @@ fn through_a_peer(guest: &mut dyn Guest, checks: &mut Checks) -> Result<(), VmmE
     let (ipa, len) = pages(FIRST_PAGE + 12, 4);
     let written = nonzero_tags(0x9ee8, granules(len));
     peer.write_tags(ipa, &written)?;
-    let ldg = guest_ldg(guest, ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("second VM, KVM_ARM_TAGS_TO_GUEST", &written),
-        ("first guest's LDG", &ldg),
-    );
-    let host = guest.host_read_tags(ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("second VM, KVM_ARM_TAGS_TO_GUEST", &written),
-        ("first VM, KVM_ARM_TAGS_FROM_GUEST", &host),
-    );
+    let written = ("second VM, KVM_ARM_TAGS_TO_GUEST", &written[..]);
+    let range = (ipa, len);
+    checks.expect_guest_tags(guest, range, written, "first guest's LDG")?;
+    let host = "first VM, KVM_ARM_TAGS_FROM_GUEST";
+    checks.expect_host_tags(guest, range, written, host)?;
     Ok(())
 }
 
@@ -325,18 +300,10 @@ fn dontneed_keeps_tags_of_shared_ram(vmm: &dyn Vmm) -> Result<Finding, VmmError>
                     letters(&states)
                 ),
             );
-            let ldg = guest_ldg(guest, ipa, len)?;
-            checks.tags_equal(
-                ipa,
-                ("tags before MADV_DONTNEED", &tags),
-                ("guest LDG after MADV_DONTNEED", &ldg),
-            );
-            let host = guest.host_read_tags(ipa, len)?;
-            checks.tags_equal(
-                ipa,
-                ("tags before MADV_DONTNEED", &tags),
-                ("host after MADV_DONTNEED", &host),
-            );
+            let before = ("tags before MADV_DONTNEED", &tags[..]);
+            let ldg = "guest LDG after MADV_DONTNEED";
+            checks.expect_guest_tags(guest, (ipa, len), before, ldg)?;
+            checks.expect_host_tags(guest, (ipa, len), before, "host after MADV_DONTNEED")?;
             expect_pattern(checks, "guest after MADV_DONTNEED", guest, ipa, len, 0xd0e5)?;
             Ok(())
         },
@@ -355,15 +322,12 @@ fn non_ram_backed_mapping_is_refused(vmm: &dyn Vmm) -> Result<Finding, VmmError>
     for (case, backing) in cases {
         match boot_case(vmm, &mut checks, CHECK, case, backing)? {
             Case::Booted(mut guest) => {
-                crate::check::require_mte(&guest.ids())?;
-                let (ipa, len) = pages(FIRST_PAGE, 1);
-                let chosen = guest_tag_random(guest.as_mut(), ipa, len)?;
-                let host = guest.host_read_tags(ipa, len)?;
-                checks.tags_equal(
-                    ipa,
-                    ("tags the guest stored (IRG)", &chosen),
-                    (&format!("{case}: host KVM_ARM_TAGS_FROM_GUEST"), &host),
-                );
+                require_mte(&guest.ids())?;
+                let range = pages(FIRST_PAGE, 1);
+                let chosen = guest_tag_random(guest.as_mut(), range.0, range.1)?;
+                let stored = ("tags the guest stored (IRG)", &chosen[..]);
+                let host = format!("{case}: host KVM_ARM_TAGS_FROM_GUEST");
+                checks.expect_host_tags(guest.as_mut(), range, stored, &host)?;
             }
             Case::Settled => {}
             Case::Xfail(reason) => xfails.push(reason),

@@ -1,20 +1,21 @@
 //! Swap: the host pages tagged guest RAM out to swap while the guest waits at its doorbell;
 //! the tags must come back with the pages.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mte_protocol::granules;
+use mte_protocol::{granules, PAGE_SIZE};
 
 use crate::check::{Checks, Finding};
-use crate::host_mm::{Advice, Backing, PageState, SwapDevice};
 use crate::inject::Injection;
 use crate::scenario::Scenario;
+use crate::steps::boot::boot_private;
+use crate::steps::data::{expect_pattern, expect_zero_data, guest_fill};
+use crate::steps::host_memory::{letters, no_forks_meanwhile, pages};
+use crate::steps::random::nonzero_tags;
+use crate::steps::swap::require_swap;
+use crate::steps::swap::{page_out, GiveUp};
+use crate::steps::tags::guest_store_tags;
 use crate::vmm::{Guest, Vmm, VmmError};
-
-use super::mm_common::{
-    boot_tagged, expect_pattern, expect_zero_data, guest_fill, guest_ldg, guest_store_tags,
-    letters, no_forks_meanwhile, nonzero_tags, note, pages, require_backing,
-};
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -58,6 +59,8 @@ const HOST_REWRITES: (u64, u64) = (8, 4);
 /// The host reads their tags first.
 const HOST_READS: (u64, u64) = (12, 4);
 const ALL: u64 = 16;
+/// The roles whose pages hold data.
+const WITH_DATA: [(u64, u64); 3] = [GUEST_FIRST, HOST_REWRITES, HOST_READS];
 const DATA_SEED: u64 = 0x5a9;
 const TAG_SEED: u64 = 0x7a95_0002;
 const REWRITE_SEED: u64 = 0x7a95_0003;
@@ -65,172 +68,113 @@ const REWRITE_SEED: u64 = 0x7a95_0003;
 /// How long the pages may take to leave memory.
 const PAGEOUT_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Skip unless the host has an active swap device with room for `bytes`.
-pub fn require_swap(guest: &dyn Guest, bytes: u64) -> Result<Vec<SwapDevice>, VmmError> {
-    let devices = guest.swap_devices()?;
-    let needed_kib = bytes.div_ceil(1024);
-    if devices.iter().any(|d| d.free_kib() >= needed_kib) {
-        return Ok(devices);
-    }
-    let seen = if devices.is_empty() {
-        "/proc/swaps lists no active swap device".to_string()
-    } else {
-        let list: Vec<String> = devices
-            .iter()
-            .map(|d| format!("{} ({} KiB free)", d.name, d.free_kib()))
-            .collect();
-        format!(
-            "no swap device has {needed_kib} KiB free: {}",
-            list.join(", ")
-        )
-    };
-    Err(VmmError::Unsupported(format!(
-        "the host has no swap to page guest RAM out to: {seen}"
-    )))
-}
-
-/// MADV_PAGEOUT the range until /proc/self/pagemap shows every page as swapped, with a
-/// deadline: pages still sitting in a per-CPU LRU batch are not isolated the first time.
-/// Returns the page states at the end and how many calls it took.
-pub fn page_out(
-    guest: &mut dyn Guest,
-    ipa: u64,
-    len: u64,
-) -> Result<(Vec<PageState>, u32), VmmError> {
-    let started = Instant::now();
-    let mut calls = 0;
-    loop {
-        guest.madvise(ipa, len, Advice::PageOut)?;
-        calls += 1;
-        let states = guest.page_states(ipa, len)?;
-        if states.iter().all(|s| s.swapped) || started.elapsed() > PAGEOUT_DEADLINE {
-            return Ok((states, calls));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn range((first, count): (u64, u64)) -> (u64, u64) {
     pages(FIRST_PAGE + first, count)
 }
 
+/// The tags of a role's pages, out of the tags of all of them.
+fn role_tags(tags: &[u8], (first, count): (u64, u64)) -> &[u8] {
+    let per_page = granules(PAGE_SIZE);
+    &tags[first as usize * per_page..(first + count) as usize * per_page]
+}
+
 fn tags_survive_swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let _forks = no_forks_meanwhile();
-    let mut guest = boot_tagged(vmm, Backing::PrivateAnonymous)?;
-    require_backing(guest.as_ref(), Backing::PrivateAnonymous)?;
+    let mut guest = boot_private(vmm)?;
+    let guest = guest.as_mut();
     let (base, len) = pages(FIRST_PAGE, ALL);
-    let devices = require_swap(guest.as_ref(), len)?;
+    let devices = require_swap(guest, len)?;
     let mut checks = Checks::new();
-    note(
-        &mut checks,
-        format!(
-            "swap: {}",
-            devices
-                .iter()
-                .map(|d| format!("{} {} KiB, {} KiB used", d.name, d.size_kib, d.used_kib))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-    );
+    checks.note(format!(
+        "swap: {}",
+        devices
+            .iter()
+            .map(|d| format!("{} {} KiB, {} KiB used", d.name, d.size_kib, d.used_kib))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
 
     let tags = nonzero_tags(TAG_SEED, granules(len));
-    let slice = |(first, count): (u64, u64)| -> &[u8] {
-        let per_page = granules(mte_protocol::PAGE_SIZE);
-        &tags[first as usize * per_page..(first + count) as usize * per_page]
-    };
-    guest_store_tags(guest.as_mut(), base, &tags)?;
-    for role in [GUEST_FIRST, HOST_REWRITES, HOST_READS] {
+    guest_store_tags(guest, base, &tags)?;
+    for role in WITH_DATA {
         let (ipa, len) = range(role);
-        guest_fill(guest.as_mut(), ipa, len, DATA_SEED)?;
+        guest_fill(guest, ipa, len, DATA_SEED)?;
     }
-    let host = guest.host_read_tags(base, len)?;
-    checks.tags_equal(
-        base,
-        ("tags the guest stored", &tags),
-        ("host, before swap-out", &host),
-    );
+    let stored = ("tags the guest stored", &tags[..]);
+    checks.expect_host_tags(guest, (base, len), stored, "host, before swap-out")?;
 
-    let (states, calls) = page_out(guest.as_mut(), base, len)?;
-    let swapped = states.iter().filter(|s| s.swapped).count();
+    let out = page_out(guest, base, len, GiveUp::After(PAGEOUT_DEADLINE))?;
+    let all_out = out.swapped() == out.states.len();
     checks.holds(
         "every page left memory for swap (pagemap: swap entry; S swapped, R resident)",
-        swapped == states.len(),
-        "S".repeat(states.len()),
-        format!("{} after {calls} MADV_PAGEOUT", letters(&states)),
+        all_out,
+        "S".repeat(out.states.len()),
+        format!("{} after {} MADV_PAGEOUT", letters(&out.states), out.calls),
     );
-    if swapped != states.len() {
+    if !all_out {
         // Nothing below would say anything about swap.
         return Ok(checks.finish());
     }
+    let rewritten = touch_while_out(guest, &mut checks, &tags)?;
+    check_swapped_in(guest, &mut checks, &tags, &rewritten)?;
+    Ok(checks.finish())
+}
 
-    // The host rewrites some tags while their pages are out, and reads others first.
+/// While the pages are out the host rewrites the tags of some and reads others first; then
+/// the guest touches everything. Returns the tags the host wrote.
+fn touch_while_out(
+    guest: &mut dyn Guest,
+    checks: &mut Checks,
+    tags: &[u8],
+) -> Result<Vec<u8>, VmmError> {
     let (rewrite_ipa, rewrite_len) = range(HOST_REWRITES);
     let rewritten = nonzero_tags(REWRITE_SEED, granules(rewrite_len));
     guest.host_write_tags(rewrite_ipa, &rewritten)?;
-    let (read_ipa, read_len) = range(HOST_READS);
-    let host = guest.host_read_tags(read_ipa, read_len)?;
-    checks.tags_equal(
-        read_ipa,
-        ("tags before swap-out", slice(HOST_READS)),
-        ("host read of swapped-out pages", &host),
-    );
+    let before = ("tags before swap-out", role_tags(tags, HOST_READS));
+    let host = "host read of swapped-out pages";
+    checks.expect_host_tags(guest, range(HOST_READS), before, host)?;
 
-    // The guest touches everything.
     for (role, name) in [
         (GUEST_FIRST, "pages the guest touched first"),
         (ZERO_DATA, "zero-data pages the guest touched first"),
         (HOST_READS, "pages the host read first"),
     ] {
-        let (ipa, len) = range(role);
-        let ldg = guest_ldg(guest.as_mut(), ipa, len)?;
-        checks.tags_equal(
-            ipa,
-            ("tags before swap-out", slice(role)),
-            (&format!("guest LDG after swap-in, {name}"), &ldg),
-        );
+        let before = ("tags before swap-out", role_tags(tags, role));
+        let ldg = format!("guest LDG after swap-in, {name}");
+        checks.expect_guest_tags(guest, range(role), before, &ldg)?;
     }
-    let ldg = guest_ldg(guest.as_mut(), rewrite_ipa, rewrite_len)?;
-    checks.tags_equal(
-        rewrite_ipa,
-        ("tags the host wrote while the pages were out", &rewritten),
-        ("guest LDG after swap-in", &ldg),
+    let written = (
+        "tags the host wrote while the pages were out",
+        &rewritten[..],
     );
+    let ldg = "guest LDG after swap-in";
+    checks.expect_guest_tags(guest, range(HOST_REWRITES), written, ldg)?;
+    Ok(rewritten)
+}
 
-    // Data, and the host's view of the whole range at the end.
-    for role in [GUEST_FIRST, HOST_REWRITES, HOST_READS] {
+/// Once back: the data of every role, and the host's view of the whole range.
+fn check_swapped_in(
+    guest: &mut dyn Guest,
+    checks: &mut Checks,
+    tags: &[u8],
+    rewritten: &[u8],
+) -> Result<(), VmmError> {
+    for role in WITH_DATA {
         let (ipa, len) = range(role);
-        expect_pattern(
-            &mut checks,
-            "guest, after swap-in",
-            guest.as_mut(),
-            ipa,
-            len,
-            DATA_SEED,
-        )?;
+        expect_pattern(checks, "guest, after swap-in", guest, ipa, len, DATA_SEED)?;
     }
     let (ipa, zero_len) = range(ZERO_DATA);
-    expect_zero_data(
-        &mut checks,
-        "guest, zero-data pages after swap-in",
-        guest.as_mut(),
-        ipa,
-        zero_len,
-    )?;
-    let mut expected = tags.clone();
-    let at = granules(rewrite_ipa - base);
-    expected[at..at + rewritten.len()].copy_from_slice(&rewritten);
-    let host = guest.host_read_tags(base, len)?;
-    checks.tags_equal(
-        base,
-        ("tags expected after swap-in", &expected),
-        ("host, after swap-in", &host),
-    );
+    let what = "guest, zero-data pages after swap-in";
+    expect_zero_data(checks, what, guest, ipa, zero_len)?;
+    let (base, len) = pages(FIRST_PAGE, ALL);
+    let mut expected = tags.to_vec();
+    let at = granules(range(HOST_REWRITES).0 - base);
+    expected[at..at + rewritten.len()].copy_from_slice(rewritten);
+    let expected = ("tags expected after swap-in", &expected[..]);
+    checks.expect_host_tags(guest, (base, len), expected, "host, after swap-in")?;
     let states = guest.page_states(base, len)?;
-    note(
-        &mut checks,
-        format!("pages at the end: {}", letters(&states)),
-    );
-    Ok(checks.finish())
+    checks.note(format!("pages at the end: {}", letters(&states)));
+    Ok(())
 }
 
 /// The huge page of the whole-huge-page check: test RAM pages of the third 2 MiB.
@@ -238,6 +182,8 @@ const HUGE_FIRST_PAGE: u64 = 2 * 512;
 const HUGE_PAGES: u64 = 512;
 /// Its pages with data; the rest hold zeros.
 const HUGE_DATA_PAGES: u64 = 448;
+/// The host-wide counters that tell how a huge page went to swap.
+const THP_SWAP_COUNTERS: [&str; 3] = ["thp_swpout", "thp_swpout_fallback", "pswpout"];
 
 fn counters(guest: &dyn Guest, names: &[&str]) -> Option<Vec<u64>> {
     let stats = guest.vmstat().ok()?;
@@ -251,10 +197,10 @@ fn counters(guest: &dyn Guest, names: &[&str]) -> Option<Vec<u64>> {
 
 fn tags_survive_swap_of_a_whole_huge_page(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let _forks = no_forks_meanwhile();
-    let mut guest = boot_tagged(vmm, Backing::PrivateAnonymous)?;
-    require_backing(guest.as_ref(), Backing::PrivateAnonymous)?;
+    let mut guest = boot_private(vmm)?;
+    let guest = guest.as_mut();
     let (base, len) = pages(HUGE_FIRST_PAGE, HUGE_PAGES);
-    require_swap(guest.as_ref(), len)?;
+    require_swap(guest, len)?;
     let (data_ipa, data_len) = pages(HUGE_FIRST_PAGE, HUGE_DATA_PAGES);
     let (zero_ipa, zero_len) = pages(
         HUGE_FIRST_PAGE + HUGE_DATA_PAGES,
@@ -263,8 +209,8 @@ fn tags_survive_swap_of_a_whole_huge_page(vmm: &dyn Vmm) -> Result<Finding, VmmE
     let tags = nonzero_tags(0x7a95_0004, granules(len));
     let mut checks = Checks::new();
 
-    guest_store_tags(guest.as_mut(), base, &tags)?;
-    guest_fill(guest.as_mut(), data_ipa, data_len, DATA_SEED)?;
+    guest_store_tags(guest, base, &tags)?;
+    guest_fill(guest, data_ipa, data_len, DATA_SEED)?;
     let before = guest.page_states(base, len)?;
     if !before.iter().all(|s| s.huge) {
         return Err(VmmError::Unsupported(format!(
@@ -274,57 +220,44 @@ fn tags_survive_swap_of_a_whole_huge_page(vmm: &dyn Vmm) -> Result<Finding, VmmE
             before.len()
         )));
     }
-    const COUNTERS: [&str; 3] = ["thp_swpout", "thp_swpout_fallback", "pswpout"];
-    let counted = counters(guest.as_ref(), &COUNTERS);
-    let (states, calls) = page_out(guest.as_mut(), base, len)?;
-    let swapped = states.iter().filter(|s| s.swapped).count();
+    page_out_counted(guest, &mut checks, base, len)?;
+
+    let before = ("tags before swap-out", &tags[..]);
+    checks.expect_guest_tags(guest, (base, len), before, "guest LDG after swap-in")?;
+    checks.expect_host_tags(guest, (base, len), before, "host after swap-in")?;
+    let what = "guest, data pages after swap-in";
+    expect_pattern(&mut checks, what, guest, data_ipa, data_len, DATA_SEED)?;
+    let what = "guest, zero-data pages after swap-in";
+    expect_zero_data(&mut checks, what, guest, zero_ipa, zero_len)?;
+    Ok(checks.finish())
+}
+
+/// Page the huge page out whole, and note how /proc/vmstat says it went.
+fn page_out_counted(
+    guest: &mut dyn Guest,
+    checks: &mut Checks,
+    base: u64,
+    len: u64,
+) -> Result<(), VmmError> {
+    let counted = counters(guest, &THP_SWAP_COUNTERS);
+    let out = page_out(guest, base, len, GiveUp::After(PAGEOUT_DEADLINE))?;
+    let swapped = out.swapped();
     checks.holds(
         "every page of the huge page left memory for swap",
-        swapped == states.len(),
-        format!("{} pages swapped", states.len()),
-        format!("{swapped} swapped after {calls} MADV_PAGEOUT"),
+        swapped == out.states.len(),
+        format!("{} pages swapped", out.states.len()),
+        format!("{swapped} swapped after {} MADV_PAGEOUT", out.calls),
     );
-    if let (Some(before), Some(after)) = (counted, counters(guest.as_ref(), &COUNTERS)) {
-        let deltas: Vec<String> = COUNTERS
+    if let (Some(before), Some(after)) = (counted, counters(guest, &THP_SWAP_COUNTERS)) {
+        let deltas: Vec<String> = THP_SWAP_COUNTERS
             .iter()
             .zip(before.iter().zip(&after))
             .map(|(name, (b, a))| format!("{name} +{}", a.saturating_sub(*b)))
             .collect();
-        note(
-            &mut checks,
-            format!(
-                "/proc/vmstat (host-wide: checks running beside this one count too): {}",
-                deltas.join(", ")
-            ),
-        );
+        checks.note(format!(
+            "/proc/vmstat (host-wide: checks running beside this one count too): {}",
+            deltas.join(", ")
+        ));
     }
-
-    let ldg = guest_ldg(guest.as_mut(), base, len)?;
-    checks.tags_equal(
-        base,
-        ("tags before swap-out", &tags),
-        ("guest LDG after swap-in", &ldg),
-    );
-    let host = guest.host_read_tags(base, len)?;
-    checks.tags_equal(
-        base,
-        ("tags before swap-out", &tags),
-        ("host after swap-in", &host),
-    );
-    expect_pattern(
-        &mut checks,
-        "guest, data pages after swap-in",
-        guest.as_mut(),
-        data_ipa,
-        data_len,
-        DATA_SEED,
-    )?;
-    expect_zero_data(
-        &mut checks,
-        "guest, zero-data pages after swap-in",
-        guest.as_mut(),
-        zero_ipa,
-        zero_len,
-    )?;
-    Ok(checks.finish())
+    Ok(())
 }

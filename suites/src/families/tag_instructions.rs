@@ -11,11 +11,15 @@ use mte_protocol::{
     GMI_MASKS, GRANULE, PAGE_SIZE, TEST_RAM_IPA,
 };
 
-use super::faults::boot;
-use crate::check::{bulk_report, run, Checks, Finding, NOT_WRITTEN};
+use crate::check::{Checks, Finding};
 use crate::inject::Injection;
 use crate::pseudocode::{addg, gmi, ldgm_tags, ldgm_unused_bits, stgm_register, subg};
 use crate::scenario::Scenario;
+use crate::steps::boot::boot;
+use crate::steps::bulk::{bulk_report, NOT_WRITTEN};
+use crate::steps::command::run;
+use crate::steps::data::guest_fill;
+use crate::steps::tags::guest_store_tags;
 use crate::vmm::{Guest, Vmm, VmmError};
 
 const REPORT: &[Injection] = &[Injection::MisreadReport];
@@ -30,7 +34,7 @@ pub const SCENARIOS: &[Scenario] = &[
               guest kernels exclude tags they reserve (KASAN's match-all tag, tag 0 for \
               untagged memory), so KVM must keep the guest's GCR_EL1",
         proven_by: REPORT,
-        run: irg_honours_gcr_exclude,
+        run: |vmm| irg_cases(vmm, &IRG_GCR_CASES),
     },
     Scenario {
         name: "tag_instructions::irg_honours_the_xm_exclude_operand",
@@ -38,7 +42,7 @@ pub const SCENARIOS: &[Scenario] = &[
                   two are combined)",
         why: "Arm ARM: IRG's exclude set is Xm<15:0> OR GCR_EL1.Exclude",
         proven_by: REPORT,
-        run: irg_honours_the_xm_exclude_operand,
+        run: |vmm| irg_cases(vmm, &IRG_XM_CASES),
     },
     Scenario {
         name: "tag_instructions::irg_with_every_tag_excluded_gives_tag_0",
@@ -46,7 +50,7 @@ pub const SCENARIOS: &[Scenario] = &[
                   0 every time",
         why: "Arm ARM: ChooseNonExcludedTag returns 0b0000 when the exclude mask is all ones",
         proven_by: REPORT,
-        run: irg_with_every_tag_excluded_gives_tag_0,
+        run: |vmm| irg_cases(vmm, &IRG_NONE_LEFT_CASES),
     },
     Scenario {
         name: "tag_instructions::addg_subg_follow_choose_non_excluded_tag",
@@ -230,36 +234,20 @@ fn irg_case(checks: &mut Checks, guest: &mut dyn Guest, gcr: u16, xm: u16) -> Re
     Ok(())
 }
 
-fn irg_honours_gcr_exclude(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot(vmm)?;
-    let mut checks = Checks::new();
-    // Tags 1..=7 allowed.
-    irg_case(&mut checks, guest.as_mut(), 0xff01, 0)?;
-    // Tags 8..=15 allowed.
-    irg_case(&mut checks, guest.as_mut(), 0x00ff, 0)?;
-    // Only tag 5.
-    irg_case(&mut checks, guest.as_mut(), !(1 << 5), 0)?;
-    Ok(checks.finish())
-}
+/// (GCR_EL1.Exclude, Xm) of each IRG check. Tags 1..=7 allowed; tags 8..=15; only tag 5.
+const IRG_GCR_CASES: [(u16, u16); 3] = [(0xff01, 0), (0x00ff, 0), (!(1 << 5), 0)];
+/// Xm alone: tags 0..=7 allowed; the union, GCR excluding 0 and Xm 1..=7, leaves 8..=15; the
+/// union leaving one, GCR excluding 8..=15 and Xm all of 0..=7 but 6.
+const IRG_XM_CASES: [(u16, u16); 3] = [(0, 0xff00), (0x0001, 0x00fe), (0xff00, 0x00bf)];
+/// Every tag excluded: by GCR_EL1 alone, by the two together, by Xm alone.
+const IRG_NONE_LEFT_CASES: [(u16, u16); 3] = [(0xffff, 0), (0x0001, 0xfffe), (0, 0xffff)];
 
-fn irg_honours_the_xm_exclude_operand(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+fn irg_cases(vmm: &dyn Vmm, cases: &[(u16, u16)]) -> Result<Finding, VmmError> {
     let mut guest = boot(vmm)?;
     let mut checks = Checks::new();
-    // Xm alone: tags 0..=7 allowed.
-    irg_case(&mut checks, guest.as_mut(), 0, 0xff00)?;
-    // The union: GCR excludes 0, Xm 1..=7, so 8..=15 are left.
-    irg_case(&mut checks, guest.as_mut(), 0x0001, 0x00fe)?;
-    // The union leaving one: GCR excludes 8..=15, Xm all of 0..=7 but 6.
-    irg_case(&mut checks, guest.as_mut(), 0xff00, 0x00bf)?;
-    Ok(checks.finish())
-}
-
-fn irg_with_every_tag_excluded_gives_tag_0(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot(vmm)?;
-    let mut checks = Checks::new();
-    irg_case(&mut checks, guest.as_mut(), 0xffff, 0)?;
-    irg_case(&mut checks, guest.as_mut(), 0x0001, 0xfffe)?;
-    irg_case(&mut checks, guest.as_mut(), 0, 0xffff)?;
+    for &(gcr, xm) in cases {
+        irg_case(&mut checks, guest.as_mut(), gcr, xm)?;
+    }
     Ok(checks.finish())
 }
 
@@ -414,6 +402,36 @@ fn data_classes(data: &[u8], seed: u64, stgp_seed: u64, stgp_from: usize) -> Str
 const REGION_SEED: u64 = 0x7461_6773;
 const STGP_SEED: u64 = 0x7374_6770;
 
+/// The guest's LDG, then the host's read, of `[ipa, ipa + len)` must equal `expected`.
+fn expect_tags_both_ways(
+    checks: &mut Checks,
+    guest: &mut dyn Guest,
+    range: (u64, u64),
+    expected: &[u8],
+) -> Result<(), VmmError> {
+    let expected = ("expected tags", expected);
+    checks.expect_guest_tags(guest, range, expected, "guest LDG")?;
+    checks.expect_host_tags(guest, range, expected, "host KVM_ARM_TAGS_FROM_GUEST")?;
+    Ok(())
+}
+
+/// Fill `[ipa, ipa + len)` with the region's pattern and give it the background tags, which
+/// it returns.
+fn prepare_region(guest: &mut dyn Guest, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError> {
+    guest_fill(guest, ipa, len, REGION_SEED)?;
+    let tags = background(granules(len));
+    guest_store_tags(guest, ipa, &tags)?;
+    Ok(tags)
+}
+
+/// The data classes of [`data_classes`] a region of `total` granules must show: `inside`
+/// over `changed`, the pattern elsewhere.
+fn classes_with(total: usize, changed: std::ops::Range<usize>, inside: char) -> String {
+    (0..total)
+        .map(|g| if changed.contains(&g) { inside } else { 'p' })
+        .collect()
+}
+
 /// Compare the tags of a region (LDG, then the host) with `expected`, and its data classes
 /// with `expected_data`.
 fn check_region(
@@ -425,14 +443,7 @@ fn check_region(
     stgp_from: usize,
 ) -> Result<(), VmmError> {
     let len = expected.len() as u64 * GRANULE;
-    let ldg = bulk_report(guest, expected.len(), Command::ReadTags, &[ipa, len])?;
-    checks.tags_equal(ipa, ("expected tags", expected), ("guest LDG", &ldg));
-    let host = guest.host_read_tags(ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("expected tags", expected),
-        ("host KVM_ARM_TAGS_FROM_GUEST", &host),
-    );
+    expect_tags_both_ways(checks, guest, (ipa, len), expected)?;
     let data = bulk_report(guest, len as usize, Command::ReadData, &[ipa, len])?;
     checks.equal(
         "data of each granule (p pattern kept, z zeroed, s stored by STGP, ? other)",
@@ -450,15 +461,7 @@ fn store_form(vmm: &dyn Vmm, n: u64, form: u64) -> Result<Finding, VmmError> {
     let mut guest = boot(vmm)?;
     let ipa = page(2 + n);
     let len = 2 * PAGE_SIZE;
-    let total = granules(len);
-    run(
-        guest.as_mut(),
-        Command::FillPattern,
-        &[ipa, len, REGION_SEED],
-    )?;
-    let mut expected = background(total);
-    guest.write_bulk(&expected)?;
-    run(guest.as_mut(), Command::TagFromBulk, &[ipa, len])?;
+    let mut expected = prepare_region(guest.as_mut(), ipa, len)?;
 
     let mut new = retag(&expected[FIRST..FIRST + COUNT]);
     let pairs = form == tag_store::ST2G || form == tag_store::STZ2G;
@@ -482,15 +485,7 @@ fn store_form(vmm: &dyn Vmm, n: u64, form: u64) -> Result<Finding, VmmError> {
         tag_store::STGP => 's',
         _ => 'p',
     };
-    let data: String = (0..total)
-        .map(|g| {
-            if (FIRST..FIRST + COUNT).contains(&g) {
-                inside
-            } else {
-                'p'
-            }
-        })
-        .collect();
+    let data = classes_with(granules(len), FIRST..FIRST + COUNT, inside);
     let mut checks = Checks::new();
     check_region(&mut checks, guest.as_mut(), ipa, &expected, &data, FIRST)?;
     Ok(checks.finish())
@@ -568,8 +563,7 @@ fn stgm_sets_the_tags_of_one_gmid_block(vmm: &dyn Vmm) -> Result<Finding, VmmErr
     let len = (3 * block).max(PAGE_SIZE);
     let middle = ipa + block;
     let mut expected = background(granules(len));
-    guest.write_bulk(&expected)?;
-    run(guest.as_mut(), Command::TagFromBulk, &[ipa, len])?;
+    guest_store_tags(guest.as_mut(), ipa, &expected)?;
 
     let new = retag(&expected[per_block..2 * per_block]);
     // Nibbles of no granule of the block hold 0xf, which STGM must ignore.
@@ -580,25 +574,11 @@ fn stgm_sets_the_tags_of_one_gmid_block(vmm: &dyn Vmm) -> Result<Finding, VmmErr
     expected[per_block..2 * per_block].copy_from_slice(&new);
 
     let mut checks = Checks::new();
-    checks.evidence(mte_results::Evidence::Note {
-        text: format!(
-            "GMID_EL1 = {:#x}: {block}-byte blocks; STGM {register:#018x} at {inside:#x}",
-            guest.ids().gmid_el1
-        ),
-    });
-    let ldg = bulk_report(
-        guest.as_mut(),
-        expected.len(),
-        Command::ReadTags,
-        &[ipa, len],
-    )?;
-    checks.tags_equal(ipa, ("expected tags", &expected), ("guest LDG", &ldg));
-    let host = guest.host_read_tags(ipa, len)?;
-    checks.tags_equal(
-        ipa,
-        ("expected tags", &expected),
-        ("host KVM_ARM_TAGS_FROM_GUEST", &host),
-    );
+    checks.note(format!(
+        "GMID_EL1 = {:#x}: {block}-byte blocks; STGM {register:#018x} at {inside:#x}",
+        guest.ids().gmid_el1
+    ));
+    expect_tags_both_ways(&mut checks, guest.as_mut(), (ipa, len), &expected)?;
     let value = ldgm(guest.as_mut(), inside)?;
     check_ldgm(&mut checks, middle, &new, value);
     Ok(checks.finish())
@@ -617,23 +597,12 @@ fn ldgm_reads_the_tags_of_one_gmid_block(vmm: &dyn Vmm) -> Result<Finding, VmmEr
     let first = granules(PAGE_SIZE / 2);
 
     let mut checks = Checks::new();
-    checks.evidence(mte_results::Evidence::Note {
-        text: format!(
-            "GMID_EL1 = {:#x}: {block}-byte blocks; LDGM of the block at {base:#x}",
-            guest.ids().gmid_el1
-        ),
-    });
-    let ldg = bulk_report(
-        guest.as_mut(),
-        tags.len(),
-        Command::ReadTags,
-        &[ipa, PAGE_SIZE],
-    )?;
-    checks.tags_equal(
-        ipa,
-        ("tags the host wrote (KVM_ARM_TAGS_TO_GUEST)", &tags),
-        ("guest LDG", &ldg),
-    );
+    checks.note(format!(
+        "GMID_EL1 = {:#x}: {block}-byte blocks; LDGM of the block at {base:#x}",
+        guest.ids().gmid_el1
+    ));
+    let written = ("tags the host wrote (KVM_ARM_TAGS_TO_GUEST)", &tags[..]);
+    checks.expect_guest_tags(guest.as_mut(), (ipa, PAGE_SIZE), written, "guest LDG")?;
     let value = ldgm(guest.as_mut(), base + GRANULE)?;
     check_ldgm(&mut checks, base, &tags[first..first + per_block], value);
     Ok(checks.finish())
@@ -659,14 +628,7 @@ fn dc_tags_block(vmm: &dyn Vmm, n: u64, op: u64) -> Result<Finding, VmmError> {
     let ipa = page(9 + n);
     let len = (3 * block).max(PAGE_SIZE);
     let target = ipa + block;
-    run(
-        guest.as_mut(),
-        Command::FillPattern,
-        &[ipa, len, REGION_SEED],
-    )?;
-    let mut expected = background(granules(len));
-    guest.write_bulk(&expected)?;
-    run(guest.as_mut(), Command::TagFromBulk, &[ipa, len])?;
+    let mut expected = prepare_region(guest.as_mut(), ipa, len)?;
 
     // A non-zero tag that none of the block's granules has yet, through an address inside the
     // block.
@@ -678,19 +640,11 @@ fn dc_tags_block(vmm: &dyn Vmm, n: u64, op: u64) -> Result<Finding, VmmError> {
     expected[per_block..2 * per_block].fill(tag);
 
     let inside = if op == dc_tags::GZVA { 'z' } else { 'p' };
-    let data: String = (0..granules(len))
-        .map(|g| {
-            if (per_block..2 * per_block).contains(&g) {
-                inside
-            } else {
-                'p'
-            }
-        })
-        .collect();
+    let data = classes_with(granules(len), per_block..2 * per_block, inside);
     let mut checks = Checks::new();
-    checks.evidence(mte_results::Evidence::Note {
-        text: format!("DCZID_EL0 = {dczid:#x}: {block}-byte blocks; DC at {ptr:#x}"),
-    });
+    checks.note(format!(
+        "DCZID_EL0 = {dczid:#x}: {block}-byte blocks; DC at {ptr:#x}"
+    ));
     check_region(
         &mut checks,
         guest.as_mut(),
@@ -738,18 +692,8 @@ mod tests {
     #[test]
     fn every_irg_case_puts_its_allowed_tags_on_one_side_of_bit_3() {
         // What the misread-report proof relies on: a flipped bit 3 makes an excluded tag.
-        let cases: [(u16, u16); 9] = [
-            (0xff01, 0),
-            (0x00ff, 0),
-            (!(1 << 5), 0),
-            (0, 0xff00),
-            (0x0001, 0x00fe),
-            (0xff00, 0x00bf),
-            (0xffff, 0),
-            (0x0001, 0xfffe),
-            (0, 0xffff),
-        ];
-        for (gcr, xm) in cases {
+        let cases = [IRG_GCR_CASES, IRG_XM_CASES, IRG_NONE_LEFT_CASES];
+        for (gcr, xm) in cases.into_iter().flatten() {
             let allowed = !(gcr | xm);
             let expected: Vec<u8> = if allowed == 0 {
                 vec![0]

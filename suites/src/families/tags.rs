@@ -1,12 +1,14 @@
 //! The host's view of a guest's tags against the guest's own: first touch, guest-written and
 //! host-written tags.
 
-use mte_protocol::{granules, Command, PAGE_SIZE, TEST_RAM_IPA};
+use mte_protocol::{granules, PAGE_SIZE, TEST_RAM_IPA};
 
-use crate::check::{boot_tagged, tag_map_report, Checks, Finding};
+use crate::check::{Checks, Finding};
 use crate::inject::Injection;
 use crate::scenario::Scenario;
-use crate::vmm::{BootOptions, Guest, Vmm, VmmError};
+use crate::steps::boot::boot;
+use crate::steps::tags::guest_tag_random;
+use crate::vmm::{Vmm, VmmError};
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -42,16 +44,11 @@ pub const SCENARIOS: &[Scenario] = &[
 const PAGES: u64 = 4;
 const LEN: u64 = PAGES * PAGE_SIZE;
 
-fn guest_ldg(guest: &mut dyn Guest, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError> {
-    tag_map_report(guest, Command::ReadTags, ipa, len)
-}
-
 fn guest_tags_seen_by_host(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
-    let ipa = TEST_RAM_IPA;
-    let chosen = tag_map_report(guest.as_mut(), Command::TagRandom, ipa, LEN)?;
-    let ldg = guest_ldg(guest.as_mut(), ipa, LEN)?;
-    let host = guest.host_read_tags(ipa, LEN)?;
+    let mut guest = boot(vmm)?;
+    let guest = guest.as_mut();
+    let range = (TEST_RAM_IPA, LEN);
+    let chosen = guest_tag_random(guest, range.0, LEN)?;
 
     let mut checks = Checks::new();
     // Random tags that were all alike would make the comparison weak: say so rather than pass.
@@ -69,16 +66,10 @@ fn guest_tags_seen_by_host(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         "at least 8 distinct tags",
         format!("{distinct} distinct tags"),
     );
-    checks.tags_equal(
-        ipa,
-        ("tags the guest stored (IRG)", &chosen),
-        ("guest LDG", &ldg),
-    );
-    checks.tags_equal(
-        ipa,
-        ("guest LDG", &ldg),
-        ("host KVM_ARM_TAGS_FROM_GUEST", &host),
-    );
+    let stored = ("tags the guest stored (IRG)", &chosen[..]);
+    let ldg = checks.expect_guest_tags(guest, range, stored, "guest LDG")?;
+    let ldg = ("guest LDG", &ldg[..]);
+    checks.expect_host_tags(guest, range, ldg, "host KVM_ARM_TAGS_FROM_GUEST")?;
     Ok(checks.finish())
 }
 
@@ -88,54 +79,31 @@ fn host_pattern(n: usize) -> Vec<u8> {
 }
 
 fn host_tags_seen_by_guest(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
+    let mut guest = boot(vmm)?;
     let ipa = TEST_RAM_IPA + 8 * PAGE_SIZE;
     let pattern = host_pattern(granules(LEN));
     guest.host_write_tags(ipa, &pattern)?;
-    let ldg = guest_ldg(guest.as_mut(), ipa, LEN)?;
-
     let mut checks = Checks::new();
-    checks.tags_equal(
-        ipa,
-        ("host KVM_ARM_TAGS_TO_GUEST", &pattern),
-        ("guest LDG", &ldg),
-    );
+    let written = ("host KVM_ARM_TAGS_TO_GUEST", &pattern[..]);
+    checks.expect_guest_tags(guest.as_mut(), (ipa, LEN), written, "guest LDG")?;
     Ok(checks.finish())
 }
 
 fn untouched_pages_read_zero(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut guest = boot_tagged(vmm, &BootOptions::default())?;
-    let host_first = TEST_RAM_IPA + 16 * PAGE_SIZE;
-    let guest_first = TEST_RAM_IPA + 24 * PAGE_SIZE;
+    let mut guest = boot(vmm)?;
+    let guest = guest.as_mut();
+    let host_first = (TEST_RAM_IPA + 16 * PAGE_SIZE, LEN);
+    let guest_first = (TEST_RAM_IPA + 24 * PAGE_SIZE, LEN);
     let zeros = vec![0u8; granules(LEN)];
+    let zeros = ("zero tags", &zeros[..]);
 
     let mut checks = Checks::new();
     // The host looks first, then the guest looks at the same pages.
-    let host = guest.host_read_tags(host_first, LEN)?;
-    checks.tags_equal(
-        host_first,
-        ("zero tags", &zeros),
-        ("host read of untouched pages", &host),
-    );
-    let ldg = guest_ldg(guest.as_mut(), host_first, LEN)?;
-    checks.tags_equal(
-        host_first,
-        ("zero tags", &zeros),
-        ("guest LDG after the host's read", &ldg),
-    );
+    checks.expect_host_tags(guest, host_first, zeros, "host read of untouched pages")?;
+    checks.expect_guest_tags(guest, host_first, zeros, "guest LDG after the host's read")?;
     // Pages nobody looked at before the guest's own LDG.
-    let ldg = guest_ldg(guest.as_mut(), guest_first, LEN)?;
-    checks.tags_equal(
-        guest_first,
-        ("zero tags", &zeros),
-        ("guest LDG of fresh pages", &ldg),
-    );
-    let host = guest.host_read_tags(guest_first, LEN)?;
-    checks.tags_equal(
-        guest_first,
-        ("zero tags", &zeros),
-        ("host read after the guest's LDG", &host),
-    );
+    checks.expect_guest_tags(guest, guest_first, zeros, "guest LDG of fresh pages")?;
+    checks.expect_host_tags(guest, guest_first, zeros, "host read after the guest's LDG")?;
     Ok(checks.finish())
 }
 

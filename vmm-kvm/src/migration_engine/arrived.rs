@@ -2,7 +2,7 @@
 //! the report of how it came, and (post-copy) the page server it still depends on.
 
 use mte_protocol::{Command, GuestIds};
-use mte_suites::migrate::{MigrationPlan, MigrationReport};
+use mte_suites::migration_plan::{MigrationPlan, MigrationReport};
 use mte_suites::vmm::{Guest, Reply, VmmError};
 
 use super::postcopy::PageServer;

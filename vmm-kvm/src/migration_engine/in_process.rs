@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
 use mte_protocol::{GuestIds, Status, RAM_IPA, STOP_ARG};
-use mte_suites::migrate::{MigrationReport, Round, SentPage, StreamFault, Workload};
+use mte_suites::migration_plan::{MigrationReport, Round, SentPage, StreamFault, Workload};
 use mte_suites::vmm::{Reply, VmmError};
 
 use super::dirty;

@@ -26,7 +26,7 @@ mod to_new_process;
 mod uffd;
 mod vcpu_state;
 
-use mte_suites::migrate::{Method, MigrationPlan, SavedStream, StreamFault};
+use mte_suites::migration_plan::{Method, MigrationPlan, SavedStream, StreamFault};
 use mte_suites::vmm::{Guest, VmmError};
 
 use crate::KvmGuest;

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mte_protocol::RAM_IPA;
-use mte_suites::migrate::{MigrationReport, SentPage, StreamFault};
+use mte_suites::migration_plan::{MigrationReport, SentPage, StreamFault};
 use mte_suites::vmm::VmmError;
 
 use super::arrived::MigratedGuest;

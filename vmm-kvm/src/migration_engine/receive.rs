@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use kvm_ioctls::Kvm;
 use mte_protocol::{GRANULE, RAM_IPA};
-use mte_suites::migrate::StreamFault;
+use mte_suites::migration_plan::StreamFault;
 use mte_suites::vmm::VmmError;
 
 use super::send::in_transit;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use mte_protocol::{GuestIds, RAM_IPA};
-use mte_suites::migrate::{MigrationReport, SavedStream, SentPage, StreamFault};
+use mte_suites::migration_plan::{MigrationReport, SavedStream, SentPage, StreamFault};
 use mte_suites::vmm::VmmError;
 
 use super::arrived::MigratedGuest;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use mte_suites::migrate::{SentPage, StreamFault};
+use mte_suites::migration_plan::{SentPage, StreamFault};
 use mte_suites::vmm::VmmError;
 
 use super::source::SourceMemory;

@@ -13,7 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use mte_protocol::{Command as GuestCommand, GuestIds};
-use mte_suites::migrate::{MigrationReport, StreamFault};
+use mte_suites::migration_plan::{MigrationReport, StreamFault};
 use mte_suites::vmm::{Guest, Reply, VmmError};
 
 use super::control::{Request, Response};

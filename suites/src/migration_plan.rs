@@ -1,14 +1,16 @@
-//! Migration as the scenarios ask for it: how the guest moves to a destination VM, what may be
-//! broken on the way (fault injection), and what the move did and cost. The KVM lanes move the
-//! guest with the runner's own engine; a lane whose VMM migrates otherwise (QEMU's migrate and
-//! -incoming) answers the same step its own way.
+//! The plan a scenario hands to a VMM's migration, and what it gets back: how the guest moves to a
+//! destination VM, what may be broken on the way (fault injection), what the move did and cost,
+//! and a guest saved into a stream for another kernel. These are the types of the migration
+//! steps of [`crate::vmm::Guest`]; the checks that take them are the `migration::` family, and
+//! the KVM lanes' VMM moves the guest with the runner's own engine (a lane whose VMM migrates
+//! otherwise, QEMU's migrate and -incoming, answers the same steps its own way).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mte_protocol::Command;
 
-use crate::vmm::Reply;
+use crate::reply::Reply;
 
 /// How the guest moves.
 #[derive(Clone, Debug, PartialEq, Eq)]

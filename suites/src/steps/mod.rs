@@ -1,0 +1,15 @@
+//! The steps the families of checks share, one concern a module: running a guest command
+//! ([`command`]) and reading its bulk report ([`bulk`]), booting ([`boot`]), tag maps
+//! ([`tags`]) and data ([`data`]) of a range, tag-checked accesses and their faults
+//! ([`tag_checks`]), the host's view of guest RAM ([`host_memory`]), swap ([`swap`]) and seeded
+//! choices ([`random`]). A family module keeps its checks, its table and what only it needs.
+
+pub mod boot;
+pub mod bulk;
+pub mod command;
+pub mod data;
+pub mod host_memory;
+pub mod random;
+pub mod swap;
+pub mod tag_checks;
+pub mod tags;
