@@ -73,7 +73,7 @@ pub fn set_tag_tcr(tbi0: u64, tcma0: u64) -> Result<(), Refusal> {
 /// A pointer SP may hold for the SP forms: 16-byte aligned (SCTLR_EL1.SA may check it), its
 /// accessed word in RAM or the untagged alias.
 fn check_sp_pointer(ptr: u64) -> Result<(), Refusal> {
-    if ptr % 16 != 0 {
+    if !ptr.is_multiple_of(16) {
         return Err(0);
     }
     check_access(ptr + SP_OFFSET)

@@ -51,10 +51,10 @@ pub fn untagged_alias(addr: u64) -> u64 {
 pub fn test_range(addr: u64, len: u64) -> Result<(u64, u64), Refusal> {
     let addr = untagged(addr);
     let end = TEST_RAM_IPA + TEST_RAM_SIZE;
-    if addr % GRANULE != 0 || !(TEST_RAM_IPA..end).contains(&addr) {
+    if !addr.is_multiple_of(GRANULE) || !(TEST_RAM_IPA..end).contains(&addr) {
         return Err(0);
     }
-    if len % GRANULE != 0 || len > end - addr {
+    if !len.is_multiple_of(GRANULE) || len > end - addr {
         return Err(1);
     }
     Ok((addr, len))

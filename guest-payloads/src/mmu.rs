@@ -27,8 +27,9 @@ const ATTR_RAM: u64 = 1;
 const ATTR_UNTAGGED: u64 = 2;
 
 /// Device-nGnRnE, Normal-Tagged, Normal write-back (inner and outer, read/write-allocate).
-const MAIR_TAGGED: u64 = 0x00 | 0xf0 << (8 * ATTR_RAM) | 0xff << (8 * ATTR_UNTAGGED);
-const MAIR_UNTAGGED: u64 = 0x00 | 0xff << (8 * ATTR_RAM) | 0xff << (8 * ATTR_UNTAGGED);
+/// (Attribute 0, Device-nGnRnE, is the byte 0x00.)
+const MAIR_TAGGED: u64 = (0xf0 << (8 * ATTR_RAM)) | (0xff << (8 * ATTR_UNTAGGED));
+const MAIR_UNTAGGED: u64 = (0xff << (8 * ATTR_RAM)) | (0xff << (8 * ATTR_UNTAGGED));
 
 /// T0SZ = 32, table walks inner/outer write-back write-allocate and inner shareable, 4 KiB
 /// granule, no TTBR1 walks (EPD1), top byte ignored (TBI0). IPS is added at run time.
@@ -137,6 +138,8 @@ pub unsafe fn set_tag_bits(tbi0: bool, tcma0: bool) -> u64 {
     if tcma0 {
         tcr |= TCR_TCMA0;
     }
+    // SAFETY: the caller accepts the new tag bits (this function's contract); the TLB
+    // maintenance only drops cached translations.
     unsafe {
         crate::sysreg::write!("tcr_el1", tcr);
         asm!(

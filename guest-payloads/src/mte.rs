@@ -142,6 +142,7 @@ pub(crate) use {dc_tags_insn, tag_store_insn};
 /// # Safety
 /// The granule must be Normal-Tagged memory that nothing else relies on being tagged otherwise.
 pub unsafe fn store_tag(ptr: u64) {
+    // SAFETY: the caller gives a granule of Normal-Tagged memory free to retag.
     unsafe { tag_store_insn!("stg", ptr) };
 }
 
@@ -151,6 +152,7 @@ pub unsafe fn store_tag(ptr: u64) {
 /// # Safety
 /// As [`store_tag`], for the whole block.
 pub unsafe fn store_tags_block(addr: u64, tags: u64) {
+    // SAFETY: the caller gives a block of Normal-Tagged memory free to retag.
     unsafe {
         asm!(
             ".arch_extension memtag",
@@ -168,6 +170,7 @@ pub unsafe fn store_tags_block(addr: u64, tags: u64) {
 /// `addr` must be mapped (LDG does not check tags but does translate).
 pub unsafe fn load_tag(addr: u64) -> u8 {
     let mut ptr = addr;
+    // SAFETY: the caller gives a mapped address; LDG only reads its tag.
     unsafe {
         asm!(
             ".arch_extension memtag",

@@ -94,7 +94,7 @@ fn block_bytes(family: u64) -> Result<u64, Refusal> {
         timed::DC_GZVA => {
             let dczid = sysreg::read!("dczid_el0");
             let bytes = id::dczid_block_bytes(dczid);
-            if id::dczid_prohibited(dczid) || bytes < GRANULE || bytes > PAGE_SIZE {
+            if id::dczid_prohibited(dczid) || !(GRANULE..=PAGE_SIZE).contains(&bytes) {
                 return Err(PROHIBITED);
             }
             Ok(bytes)
@@ -110,7 +110,7 @@ pub fn time_instructions(family: u64, addr: u64, passes: u64, mode: u64) -> Resu
         return Err(0);
     }
     let page = untagged(addr);
-    if page % PAGE_SIZE != 0 {
+    if !page.is_multiple_of(PAGE_SIZE) {
         return Err(1);
     }
     test_range(page, PAGE_SIZE).map_err(|_| 1u64)?;

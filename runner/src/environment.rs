@@ -4,8 +4,9 @@ use mte_results::{Environment, Feature, Lane};
 
 /// `uname` fields: (release, version, machine).
 pub fn uname() -> (String, String, String) {
-    // SAFETY: uname fills the zeroed struct with NUL-terminated strings.
+    // SAFETY: utsname is plain bytes, for which all zeros is a valid value.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname fills the struct with NUL-terminated strings.
     if unsafe { libc::uname(&mut u) } != 0 {
         return (
             "unknown".into(),
@@ -13,6 +14,8 @@ pub fn uname() -> (String, String, String) {
             std::env::consts::ARCH.into(),
         );
     }
+    // c_char is i8 on x86_64 and u8 on arm64: the cast is a no-op on one of them.
+    #[allow(clippy::unnecessary_cast)]
     let field = |f: &[libc::c_char]| {
         let bytes: Vec<u8> = f
             .iter()

@@ -111,9 +111,11 @@ fn file_in(dir: &Path) -> Result<OwnedFd, VmmError> {
 #[allow(clippy::unnecessary_cast)]
 fn magic_of(path: &Path) -> Option<libc::c_long> {
     let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statfs fills the zeroed struct.
+    // SAFETY: statfs is plain integers, for which all zeros is a valid value.
     let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statfs(c_path.as_ptr(), &mut buf) } == 0).then_some(buf.f_type as libc::c_long)
+    // SAFETY: a NUL-terminated path and a statfs struct to fill, both live for the call.
+    let found = unsafe { libc::statfs(c_path.as_ptr(), &mut buf) } == 0;
+    found.then_some(buf.f_type as libc::c_long)
 }
 
 /// A directory on a mount of `fs`, found or made once per process.

@@ -136,13 +136,16 @@ mod tests {
         let started = Instant::now();
         // A blocking read on a pipe nobody writes: only the kick ends it.
         let mut fds = [0; 2];
+        // SAFETY: pipe fills the two descriptors of the array.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         let mut byte = 0u8;
+        // SAFETY: reads at most one byte into `byte`.
         let ret = unsafe { libc::read(fds[0], (&mut byte as *mut u8).cast(), 1) };
         let errno = std::io::Error::last_os_error().raw_os_error();
         assert_eq!((ret, errno), (-1, Some(libc::EINTR)));
         assert!(dog.disarm());
         assert!(started.elapsed() < Duration::from_secs(5));
+        // SAFETY: the test's own descriptors, closed once.
         unsafe {
             libc::close(fds[0]);
             libc::close(fds[1]);

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 /// The payload's own workspace, at the repository's top.
 pub const PAYLOAD_WORKSPACE: &str = "guest-payloads";
 const PAYLOAD_BINARY: &str = "mte-guest";
-const PAYLOAD_TARGET: &str = "aarch64-unknown-none";
+pub const PAYLOAD_TARGET: &str = "aarch64-unknown-none";
 const PAYLOAD_LINKER_ENV: &str = "CARGO_TARGET_AARCH64_UNKNOWN_NONE_LINKER";
 const RUNNER_PACKAGE: &str = "mte-runner";
 /// The runner's own target directory: a cross build with another rustc would otherwise

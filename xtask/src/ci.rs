@@ -9,6 +9,7 @@ use mte_results::{Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS};
 use crate::apt::Apt;
 use crate::build::repo_root;
 use crate::cli::Options;
+use crate::lints;
 use crate::reports;
 use crate::run;
 use crate::ui;
@@ -21,6 +22,7 @@ pub fn test(options: &Options) -> Status {
     if !unit_tests_passed {
         ui::error("the host unit tests failed; the emulated run goes on");
     }
+    let lints_held = Apt::new().is_ok_and(|mut apt| lints::check(&mut apt));
     let (tally, unproven, mut status, rendered) = match run::run(options) {
         Ok(finished) => {
             let unproven = unproven_checks(&finished.summary.verdicts, finished.selection.all);
@@ -48,6 +50,10 @@ pub fn test(options: &Options) -> Status {
         for problem in &unproven {
             ui::error(problem);
         }
+        status = Status::Failed;
+    }
+    if !lints_held && status == Status::Clean {
+        ui::error("the lints did not hold (see above)");
         status = Status::Failed;
     }
     if !unit_tests_passed && status == Status::Clean {

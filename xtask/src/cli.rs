@@ -101,6 +101,8 @@ pub enum Command {
     LavaResults {
         run: Option<PathBuf>,
     },
+    /// rustfmt and clippy, warnings denied, as `test` runs them.
+    Lint,
 }
 
 /// Parse the arguments after `cargo xtask`. `env_kernel` is `MTE_KERNEL`, if set. `--help`
@@ -175,6 +177,7 @@ fn parse_on(
         Cmd::Report(ReportCmd::Merge { runs, out }) => Command::ReportMerge { runs, out },
         Cmd::Report(ReportCmd::Check { run }) => Command::ReportCheck { run },
         Cmd::LavaResults { run } => Command::LavaResults { run },
+        Cmd::Lint => Command::Lint,
     })
 }
 
@@ -374,6 +377,9 @@ enum Cmd {
         /// The run (default: the latest)
         run: Option<PathBuf>,
     },
+    /// rustfmt and clippy with warnings denied: the host workspace, the runner for aarch64 and
+    /// the guest payload for bare metal (as `test` runs them)
+    Lint,
 }
 
 #[derive(Subcommand, Debug)]

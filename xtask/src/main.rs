@@ -19,6 +19,7 @@ mod initramfs;
 mod kernel_modules;
 mod kernels;
 mod lanes;
+mod lints;
 mod reports;
 mod run;
 mod runner_process;
@@ -87,6 +88,13 @@ fn main() -> ExitCode {
         Command::ReportMerge { runs, out } => report(reports::merge_runs(&runs, &out)),
         Command::ReportCheck { run } => report(reports::check_in_browser(run.as_deref())),
         Command::LavaResults { run } => report(reports::lava_results(run.as_deref())),
+        Command::Lint => report(apt::Apt::new().map(|mut apt| {
+            if lints::check(&mut apt) {
+                Status::Clean
+            } else {
+                Status::Failed
+            }
+        })),
     };
     ExitCode::from(status as u8)
 }

@@ -139,6 +139,7 @@ impl SourceMemory {
         WorkloadMailbox {
             // SAFETY: the mailbox page lies inside the mapping (checked above).
             passes: unsafe { self.hva.add(base + offsets::RESULT) } as *mut u64,
+            // SAFETY: as above, the arguments lie in the same mailbox page.
             stop: unsafe { self.hva.add(base + offsets::ARGS + STOP_ARG * 8) } as *mut u64,
         }
     }

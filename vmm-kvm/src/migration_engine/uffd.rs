@@ -108,8 +108,8 @@ impl Userfaultfd {
                 ))
             })?
         };
-        // SAFETY: a fresh descriptor that nobody else owns.
         let uffd = Userfaultfd {
+            // SAFETY: a fresh descriptor that nobody else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         };
         let mut api = UffdioApi {
