@@ -7,17 +7,21 @@
 //! Hand-written: the QMP crates generate the whole QAPI schema at build time (qapi) or need an
 //! async runtime (qmp), for the three commands sent here.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// A connected QMP monitor in command mode.
-pub struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+/// The longest message taken from QEMU: far above any reply to the commands sent here, and a
+/// bound on what a monitor that never ends its line can make the client hold.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// A connected QMP monitor in command mode; over a socket unless a test gives other ends.
+pub struct Qmp<R = BufReader<UnixStream>, W = UnixStream> {
+    reader: R,
+    writer: W,
 }
 
 impl Qmp {
@@ -37,10 +41,14 @@ impl Qmp {
             .set_read_timeout(Some(limit))
             .map_err(|e| format!("QMP socket: {e}"))?;
         let writer = stream.try_clone().map_err(|e| format!("QMP socket: {e}"))?;
-        let mut qmp = Qmp {
-            reader: BufReader::new(stream),
-            writer,
-        };
+        Qmp::negotiate(BufReader::new(stream), writer)
+    }
+}
+
+impl<R: BufRead, W: Write> Qmp<R, W> {
+    /// Take QEMU's greeting from `reader` and leave capabilities negotiation.
+    pub fn negotiate(reader: R, writer: W) -> Result<Self, String> {
+        let mut qmp = Qmp { reader, writer };
         let greeting = qmp.read_message()?;
         if greeting.get("QMP").is_none() {
             return Err(format!("QMP greeting expected, got {greeting}"));
@@ -71,9 +79,15 @@ impl Qmp {
 
     fn read_message(&mut self) -> Result<Value, String> {
         let mut line = String::new();
-        match self.reader.read_line(&mut line) {
+        let limit = MAX_MESSAGE as u64 + 1;
+        match (&mut self.reader).take(limit).read_line(&mut line) {
             Ok(0) => Err("QMP: QEMU closed the monitor".into()),
-            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("QMP: {e} in {line:?}")),
+            Ok(n) if n > MAX_MESSAGE => Err(format!(
+                "QMP: a message longer than {MAX_MESSAGE} bytes, starting {:?}",
+                start_of(&line)
+            )),
+            Ok(_) => serde_json::from_str(&line)
+                .map_err(|e| format!("QMP: {e} in {:?}", start_of(&line))),
             Err(e) => Err(format!("QMP: {e}")),
         }
     }
@@ -102,6 +116,15 @@ impl Qmp {
                 _ => std::thread::sleep(Duration::from_millis(5)),
             }
         }
+    }
+}
+
+/// The start of a message, for an error that quotes it.
+fn start_of(message: &str) -> &str {
+    const SHOWN: usize = 200;
+    match message.char_indices().nth(SHOWN) {
+        Some((at, _)) => &message[..at],
+        None => message,
     }
 }
 

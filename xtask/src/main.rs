@@ -20,6 +20,7 @@ mod kernel_modules;
 mod kernels;
 mod lanes;
 mod lints;
+mod modinfo;
 mod reports;
 mod run;
 mod runner_process;
