@@ -1,6 +1,6 @@
-//! `cargo xtask test`, what CI runs: the host unit tests, a run of the suite, its report in a
-//! browser, and what the run must show besides no failure: a pass, and checks proven able to
-//! fail.
+//! `cargo xtask test`, what CI runs: the host unit tests, the lints, a few seconds of each fuzz
+//! target, a run of the suite, its report in a browser, and what the run must show besides no
+//! failure: a pass, and checks proven able to fail.
 
 use std::path::Path;
 
@@ -9,6 +9,7 @@ use mte_results::{Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS};
 use crate::apt::Apt;
 use crate::build::repo_root;
 use crate::cli::Options;
+use crate::fuzz;
 use crate::lints;
 use crate::reports;
 use crate::run;
@@ -23,6 +24,10 @@ pub fn test(options: &Options) -> Status {
         ui::error("the host unit tests failed; the emulated run goes on");
     }
     let lints_held = Apt::new().is_ok_and(|mut apt| lints::check(&mut apt));
+    let fuzzing_clean = fuzz::fuzz(None, fuzz::SMOKE_SECONDS).unwrap_or_else(|e| {
+        ui::error(&format!("fuzzing: {e:#}"));
+        false
+    });
     let (tally, unproven, mut status, rendered) = match run::run(options) {
         Ok(finished) => {
             let unproven = unproven_checks(&finished.summary.verdicts, finished.selection.all);
@@ -54,6 +59,10 @@ pub fn test(options: &Options) -> Status {
     }
     if !lints_held && status == Status::Clean {
         ui::error("the lints did not hold (see above)");
+        status = Status::Failed;
+    }
+    if !fuzzing_clean && status == Status::Clean {
+        ui::error("a fuzz target found an input its parser fails on, or could not run (see above)");
         status = Status::Failed;
     }
     if !unit_tests_passed && status == Status::Clean {

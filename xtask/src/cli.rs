@@ -103,6 +103,11 @@ pub enum Command {
     },
     /// rustfmt and clippy, warnings denied, as `test` runs them.
     Lint,
+    /// The fuzz targets: one (or each) for this many seconds.
+    Fuzz {
+        target: Option<String>,
+        seconds: u64,
+    },
 }
 
 /// Parse the arguments after `cargo xtask`. `env_kernel` is `MTE_KERNEL`, if set. `--help`
@@ -178,6 +183,10 @@ fn parse_on(
         Cmd::Report(ReportCmd::Check { run }) => Command::ReportCheck { run },
         Cmd::LavaResults { run } => Command::LavaResults { run },
         Cmd::Lint => Command::Lint,
+        Cmd::Fuzz { target, seconds } => Command::Fuzz {
+            target,
+            seconds: seconds.unwrap_or(crate::fuzz::DEFAULT_SECONDS),
+        },
     })
 }
 
@@ -380,6 +389,18 @@ enum Cmd {
     /// rustfmt and clippy with warnings denied: the host workspace, the runner for aarch64 and
     /// the guest payload for bare metal (as `test` runs them)
     Lint,
+    /// Fuzz what the suite reads from other programs (libFuzzer through cargo-fuzz)
+    ///
+    /// The console's records, run directories, the migration stream, gdbstub replies, QMP
+    /// messages and kernel modules' .modinfo; `test` runs each target for a few seconds.
+    Fuzz {
+        /// One target (default: each): console_records, run_dir, migration_stream,
+        /// gdb_replies, qmp_messages, modinfo
+        target: Option<String>,
+        /// Seconds each target runs (default: 60)
+        #[arg(long, value_name = "N")]
+        seconds: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

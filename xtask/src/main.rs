@@ -14,6 +14,7 @@ mod cpio;
 mod debian_version;
 mod elf;
 mod facts;
+mod fuzz;
 mod groundwork;
 mod initramfs;
 mod kernel_modules;
@@ -89,6 +90,15 @@ fn main() -> ExitCode {
         Command::ReportMerge { runs, out } => report(reports::merge_runs(&runs, &out)),
         Command::ReportCheck { run } => report(reports::check_in_browser(run.as_deref())),
         Command::LavaResults { run } => report(reports::lava_results(run.as_deref())),
+        Command::Fuzz { target, seconds } => {
+            report(fuzz::fuzz(target.as_deref(), seconds).map(|clean| {
+                if clean {
+                    Status::Clean
+                } else {
+                    Status::Failed
+                }
+            }))
+        }
         Command::Lint => report(apt::Apt::new().map(|mut apt| {
             if lints::check(&mut apt) {
                 Status::Clean
