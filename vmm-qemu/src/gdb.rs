@@ -73,7 +73,7 @@ pub enum StopReply {
 /// Parse a stop reply (`T05thread:...;`, `S05`, `W00`, `X09`); `None` for anything else.
 pub fn parse_stop_reply(reply: &str) -> Option<StopReply> {
     let kind = reply.chars().next()?;
-    let code = u8::from_str_radix(reply.get(1..3)?, 16).ok()?;
+    let code = hex_byte(reply.get(1..3)?)?;
     match kind {
         'S' | 'T' => Some(StopReply::Signal(code)),
         'W' => Some(StopReply::Exited(code)),
@@ -144,8 +144,16 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
     }
     (0..text.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .map(|i| hex_byte(text.get(i..i + 2)?))
         .collect()
+}
+
+/// Two hex digits as a byte. Not `u8::from_str_radix` alone, which takes a sign (`+8`).
+fn hex_byte(digits: &str) -> Option<u8> {
+    if digits.len() != 2 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u8::from_str_radix(digits, 16).ok()
 }
 
 /// Bytes received from a stub and not yet taken, taken apart into acknowledgements and
@@ -232,6 +240,7 @@ pub fn parse_features(reply: &str) -> (Vec<String>, usize) {
     let packet_size = features
         .iter()
         .find_map(|f| f.strip_prefix("PacketSize="))
+        .filter(|size| size.bytes().all(|b| b.is_ascii_hexdigit()))
         .and_then(|size| usize::from_str_radix(size, 16).ok())
         .unwrap_or(DEFAULT_PACKET_SIZE);
     (features, packet_size)
@@ -514,6 +523,42 @@ mod tests {
         assert_eq!(unhex("abc"), None);
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex("E01x"), None);
+    }
+
+    /// Found by the `gdb_replies` fuzz target: the packet `$+8#63` (amid a session's bytes)
+    /// read as the byte 8, since `from_str_radix` takes a sign.
+    #[test]
+    fn hex_is_digits_only_without_a_sign() {
+        let mut received = Received::default();
+        received.extend(b"+$+8#63");
+        let reply = received.take_packet().unwrap().unwrap();
+        assert_eq!(reply, "+8");
+        assert_eq!(unhex(&reply), None);
+        assert_eq!(unhex("-1"), None);
+        assert_eq!(parse_stop_reply("S+5"), None);
+        assert_eq!(parse_stop_reply("T+5thread:01;"), None);
+        assert_eq!(parse_features("PacketSize=+1000").1, DEFAULT_PACKET_SIZE);
+        assert_eq!(parse_features("PacketSize=1000").1, 4096);
+    }
+
+    #[test]
+    fn packets_are_bounded_received_and_decoded() {
+        let mut received = Received::default();
+        received.extend(b"$");
+        received.extend(&vec![b'0'; MAX_PACKET - 1]);
+        assert!(
+            received.take_packet().unwrap().is_none(),
+            "not yet too long"
+        );
+        received.extend(b"0");
+        assert!(matches!(
+            received.take_packet(),
+            Err(RspError::Protocol(why)) if why.contains("without its end")
+        ));
+        // Each `0*~` (126 - 29 = 97 more) grows the payload 98 times its three bytes.
+        let runs = b"0*~".repeat(MAX_PACKET / 98 + 1);
+        assert!(decode(&runs).unwrap_err().contains("longer than"));
+        assert_eq!(decode(&b"0*~".repeat(10)).unwrap().len(), 980);
     }
 
     #[test]

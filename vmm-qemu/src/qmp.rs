@@ -149,6 +149,54 @@ fn reply_of(command: &str, reply: Value) -> Result<Value, String> {
 mod tests {
     use super::*;
 
+    /// QEMU 10.0's monitor as the qemu lane meets it: the greeting, an event between a
+    /// command and its reply, a migration's statuses.
+    const SESSION: &str = r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": ""}, "capabilities": ["oob"]}}
+{"return": {}}
+{"timestamp": {"seconds": 1765137000, "microseconds": 1}, "event": "STOP"}
+{"return": {}}
+{"return": {"status": "active"}}
+{"return": {"status": "completed", "total-time": 19}}
+"#;
+
+    #[test]
+    fn a_session_skips_events_and_follows_the_migration() {
+        let mut qmp = Qmp::negotiate(SESSION.as_bytes(), Vec::new()).unwrap();
+        assert_eq!(
+            qmp.execute("migrate", json!({"uri": "file:/m"})).unwrap(),
+            json!({})
+        );
+        let done = qmp.wait_for_migration(Duration::from_secs(5)).unwrap();
+        assert_eq!(done["total-time"], 19);
+        let sent = String::from_utf8(qmp.writer).unwrap();
+        assert_eq!(
+            sent.lines().collect::<Vec<_>>(),
+            [
+                r#"{"execute":"qmp_capabilities"}"#,
+                r#"{"arguments":{"uri":"file:/m"},"execute":"migrate"}"#,
+                r#"{"execute":"query-migrate"}"#,
+                r#"{"execute":"query-migrate"}"#,
+            ]
+        );
+        assert!(Qmp::negotiate(&b"{\"return\": {}}\n"[..], Vec::new())
+            .err()
+            .unwrap()
+            .contains("greeting expected"));
+        assert!(Qmp::negotiate(&b""[..], Vec::new())
+            .err()
+            .unwrap()
+            .contains("closed"));
+    }
+
+    #[test]
+    fn a_message_without_its_end_is_bounded() {
+        let mut endless = br#"{"QMP": ""#.to_vec();
+        endless.resize(MAX_MESSAGE + 100, b'x');
+        let error = Qmp::negotiate(&endless[..], Vec::new()).err().unwrap();
+        assert!(error.contains("longer than"), "{error:.100}");
+        assert!(error.len() < 400, "the error quotes only the start");
+    }
+
     #[test]
     fn replies_give_their_return_or_their_error_in_words() {
         assert_eq!(reply_of("stop", json!({"return": {}})).unwrap(), json!({}));
