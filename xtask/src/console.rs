@@ -14,6 +14,10 @@ use mte_results::stream::MARKER;
 const PANIC_TAIL_LINES: usize = 30;
 /// The process's own messages (stderr) kept for error reports.
 const STDERR_KEPT: usize = 20;
+/// The longest console line taken whole: far above the longest record (an artifact of a guest's
+/// whole RAM in base64); a machine that never ends its line has the rest come as further
+/// lines, whose records then fail their checksum, instead of growing one without bound.
+const MAX_LINE: u64 = 128 << 20;
 
 /// When a process that is still running is stopped.
 #[derive(Clone, Copy, Debug)]
@@ -283,7 +287,7 @@ fn spawn_line_reader(
         let mut buffer = Vec::new();
         loop {
             buffer.clear();
-            match reader.read_until(b'\n', &mut buffer) {
+            match read_line(&mut reader, &mut buffer, MAX_LINE) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     let line = String::from_utf8_lossy(&buffer);
@@ -298,6 +302,15 @@ fn spawn_line_reader(
             let _ = events.send(Event::ConsoleClosed);
         }
     });
+}
+
+/// One line of `reader` into `buffer` (with its newline, if it came), at most `limit` bytes.
+fn read_line(
+    reader: &mut impl BufRead,
+    buffer: &mut Vec<u8>,
+    limit: u64,
+) -> std::io::Result<usize> {
+    reader.take(limit).read_until(b'\n', buffer)
 }
 
 fn kill(child: &mut Child) {
@@ -316,6 +329,17 @@ mod tests {
             command_line(Path::new("/usr/bin/qemu"), &args),
             r"/usr/bin/qemu -append 'console=ttyAMA0 quiet' 'it'\''s'"
         );
+    }
+
+    #[test]
+    fn a_line_without_its_end_comes_in_bounded_pieces() {
+        let mut console = &b"0123456789abc\nde"[..];
+        let mut pieces = Vec::new();
+        let mut buffer = Vec::new();
+        while read_line(&mut console, &mut buffer, 5).unwrap() > 0 {
+            pieces.push(String::from_utf8(std::mem::take(&mut buffer)).unwrap());
+        }
+        assert_eq!(pieces, ["01234", "56789", "abc\n", "de"]);
     }
 
     fn script(text: &str) -> Command {
