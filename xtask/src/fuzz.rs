@@ -200,7 +200,8 @@ fn run(target: &str, seconds: u64) -> Result<Outcome> {
         .status()
         .with_context(|| format!("running the fuzz target {target}"))?;
     let elapsed = started.elapsed().as_secs_f64();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    // Lossily: libFuzzer's closing dictionary quotes raw bytes.
+    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
     let stats = Stats::of(&text);
     let finding = found_inputs(&artifacts)
         .into_iter()
@@ -231,9 +232,11 @@ struct Stats {
 }
 
 impl Stats {
+    /// The last figures of `log`: libFuzzer may print a set after loading its corpus too.
     fn of(log: &str) -> Stats {
         let stat = |name: &str| {
             log.lines()
+                .rev()
                 .find_map(|l| l.strip_prefix(name)?.trim().strip_prefix(':'))
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
@@ -244,7 +247,7 @@ impl Stats {
             .find_map(|l| l.split_once(" corp: ")?.1.split('/').next()?.parse().ok());
         Stats {
             executions: stat("stat::number_of_executed_units").unwrap_or_default(),
-            seconds: log.lines().find_map(|l| {
+            seconds: log.lines().rev().find_map(|l| {
                 let rest = l.strip_prefix("Done ")?;
                 let (_, after) = rest.split_once(" runs in ")?;
                 after.split_whitespace().next()?.parse().ok()
@@ -321,7 +324,10 @@ mod tests {
 
     #[test]
     fn libfuzzer_figures_are_read_from_its_log() {
-        let log = "#2\tINITED cov: 10 ft: 11 corp: 1/1b exec/s: 0 rss: 30Mb\n\
+        let log = "#7\tDONE   cov: 10 ft: 11 corp: 1/1b exec/s: 0 rss: 30Mb\n\
+                   Done 7 runs in 1 second(s)\n\
+                   stat::number_of_executed_units: 7\n\
+                   #2\tINITED cov: 10 ft: 11 corp: 1/1b exec/s: 0 rss: 30Mb\n\
                    #68102\tDONE   cov: 1020 ft: 3000 corp: 245/19Kb lim: 4096 exec/s: 7566 rss: 90Mb\n\
                    Done 68102 runs in 9 second(s)\n\
                    stat::number_of_executed_units: 68102\n\
