@@ -6,7 +6,8 @@
 //! - xfail: `not ok N - name # TODO reason`: TAP's expected failure, which does not fail the run;
 //! - a run that ended early adds `not ok N - run` with the error, as JUnit's `<error>` does.
 //!
-//! A name is the check's name; where the run has several lanes or kernels, `lane kernel: check`.
+//! A name is the check's name; where the run has several columns, `lane kernel: check`, and
+//! `lane boot N kernel: check` where a lane booted several times (each name once a run).
 //! Text from a guest or a kernel can break no line: `#` in a name is escaped, line breaks and
 //! control characters in a name or a directive become spaces, and the YAML blocks hold text
 //! only as indented literal blocks.
@@ -16,17 +17,19 @@
 
 use std::fmt::Write as _;
 
+use crate::boot::BootKey;
 use crate::model::{Outcome, Verdict};
-use crate::summary::RunSummary;
+use crate::summary::{column_names, RunSummary};
+use crate::text::{one_line, printable};
 
 /// The TAP document of a run.
 pub fn render(summary: &RunSummary) -> String {
-    let several_columns = summary.columns().len() > 1;
-    let name = |v: &Verdict| {
-        if several_columns {
-            format!("{} {}: {}", v.lane, v.kernel, v.test)
-        } else {
-            v.test.clone()
+    let columns = column_names(&summary.verdicts);
+    let name = |v: &Verdict| match columns.len() {
+        0 | 1 => v.test.clone(),
+        _ => {
+            let column = columns.get(&BootKey::of(v)).cloned().unwrap_or_default();
+            format!("{}: {}", column.replace(" · ", " "), v.test)
         }
     };
     let planned = summary.verdicts.len() + usize::from(summary.error.is_some());
@@ -35,7 +38,7 @@ pub fn render(summary: &RunSummary) -> String {
         let n = i + 1;
         let name = description(&name(v));
         let reason = one_line(&v.reason);
-        match v.outcome {
+        match v.counted_outcome() {
             Outcome::Pass => {
                 let _ = writeln!(tap, "ok {n} - {name}");
             }
@@ -81,21 +84,6 @@ fn description(name: &str) -> String {
     one_line(name).replace('\\', "\\\\").replace('#', "\\#")
 }
 
-fn one_line(text: &str) -> String {
-    printable(&text.replace(['\n', '\r'], " "))
-}
-
-/// Control characters (an escape sequence from a console, say) as U+FFFD; tabs as spaces.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\t' => ' ',
-            c if c.is_control() => '\u{fffd}',
-            c => c,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +126,44 @@ mod tests {
         assert_eq!(lines[3], "ok 2 - qemu qemu-10.0.2: tags::a");
         assert_eq!(lines[4], "not ok 3 - run");
         assert_eq!(lines[7], "    qemu lane: the runner gave up");
+    }
+
+    #[test]
+    fn a_kernel_booted_twice_gives_each_boot_its_own_names() {
+        let at = |boot: u32, kernel: &str, outcome| Verdict {
+            boot,
+            kernel: kernel.into(),
+            ..verdict("migration::a", outcome, "why")
+        };
+        let tap = render(&RunSummary {
+            verdicts: vec![
+                at(1, "6.1", Outcome::Pass),
+                at(2, "6.12", Outcome::Pass),
+                at(3, "6.1", Outcome::Fail),
+            ],
+            ..RunSummary::default()
+        });
+        let lines: Vec<&str> = tap.lines().collect();
+        assert_eq!(lines[2], "ok 1 - emulated boot 1 6.1: migration::a");
+        assert_eq!(lines[3], "ok 2 - emulated boot 2 6.12: migration::a");
+        assert_eq!(lines[4], "not ok 3 - emulated boot 3 6.1: migration::a");
+    }
+
+    #[test]
+    fn a_proof_of_an_xfail_check_is_a_skip() {
+        let proof = verdict(
+            "fault_injection::corrupt_tag::shared::a",
+            Outcome::Xfail,
+            "shared::a was xfail: refused before 6.2",
+        );
+        let tap = render(&RunSummary {
+            verdicts: vec![proof],
+            ..RunSummary::default()
+        });
+        assert!(
+            tap.ends_with("ok 1 - fault_injection::corrupt_tag::shared::a # SKIP shared::a was xfail: refused before 6.2\n"),
+            "{tap}"
+        );
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub fn probe(lane: Lane, extra: Vec<Feature>) -> Environment {
     features.extend(extra);
     Environment {
         lane,
+        // Which boot of the lane this is, xtask knows and stamps.
+        boot: 0,
         kernel_release,
         kernel_version,
         machine,

@@ -8,7 +8,7 @@
 //! its pictures take numbers and escaped text only.
 //!
 //! The page's parts, a module each: `comparison` (with a baseline, on top), `matrix` (every
-//! check by lane and kernel), `verdicts` (failures first, then every verdict, with their
+//! check by column, a boot of a lane), `verdicts` (failures first, then every verdict, with their
 //! evidence and figures) and `perf` (the suite's speed, or a bench run's benchmarks).
 
 mod comparison;
@@ -19,10 +19,11 @@ mod verdicts;
 use serde::Serialize;
 use tera::{Context, Tera};
 
+use crate::boot::BootKey;
 use crate::compare::Comparison;
-use crate::model::{Environment, Outcome, Tally};
+use crate::model::{Environment, Outcome, Tally, Verdict};
 use crate::picture::TAG_CLASSES;
-use crate::summary::{format_duration, RunSummary};
+use crate::summary::{column_names, format_duration, RunSummary};
 use comparison::ComparisonView;
 use matrix::Matrix;
 use perf::{bench_view, speed_view, BenchColumnView, SpeedView};
@@ -73,11 +74,13 @@ struct Page<'a> {
 
 impl<'a> Page<'a> {
     fn new(summary: &'a RunSummary, title: &'a str, comparison: Option<&'a Comparison>) -> Self {
+        let names = column_names(&summary.verdicts);
+        let column = |v: &Verdict| names.get(&BootKey::of(v)).cloned().unwrap_or_default();
         let verdicts: Vec<VerdictView> = summary
             .verdicts
             .iter()
             .enumerate()
-            .map(|(i, v)| VerdictView::new(i, v, false))
+            .map(|(i, v)| VerdictView::new(i, v, column(v), false))
             .collect();
         // Only the failures draw their tag maps as pictures: a passing map is all agreement.
         let failures = summary
@@ -85,13 +88,13 @@ impl<'a> Page<'a> {
             .iter()
             .enumerate()
             .filter(|(_, v)| v.outcome == Outcome::Fail)
-            .map(|(i, v)| VerdictView::new(i, v, true))
+            .map(|(i, v)| VerdictView::new(i, v, column(v), true))
             .collect();
         let figures = summary
             .verdicts
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| FigureCard::new(i, v))
+            .filter_map(|(i, v)| FigureCard::new(i, v, column(v)))
             .collect();
         let tally = summary.tally();
         Page {
