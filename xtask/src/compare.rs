@@ -180,6 +180,7 @@ mod tests {
             test: "t".into(),
             lane: Lane::Host,
             kernel: "k".into(),
+            boot: 1,
             outcome,
             reason: String::new(),
             detail: vec![maps.clone(), figure.clone()],

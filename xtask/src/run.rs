@@ -127,6 +127,7 @@ fn run_one(
     let mut session = Session::new(
         run_dir,
         run.lane(),
+        recorded.boot,
         &recorded.kernel,
         recorded.source,
         facts,

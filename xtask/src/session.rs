@@ -61,8 +61,6 @@ pub struct Session<'a> {
     selection: Selection,
     started: Instant,
     environment: Environment,
-    /// The kernel name the run's record holds for this lane until the runner reports its own.
-    recorded_as: String,
     planned: Option<usize>,
     first_record_after: Option<Duration>,
     first_verdict_after: Option<Duration>,
@@ -83,11 +81,14 @@ pub struct Session<'a> {
 
 impl<'a> Session<'a> {
     /// `host` holds what xtask knows of the machine and the emulator; it is kept in every
-    /// environment this run writes. Until the runner says hello, the run's record holds these
-    /// facts under `lane` and `kernel`, xtask's name for the kernel.
+    /// environment this run writes. `boot` is which boot of its lane this is (from 1), stamped
+    /// on the environment and on every verdict, which the runner sends without it. Until the
+    /// runner says hello, the run's record holds these facts under `kernel`, xtask's name for
+    /// the kernel.
     pub fn new(
         run: &'a RunDir,
         lane: Lane,
+        boot: u32,
         kernel: &str,
         source: Source,
         host: Vec<Feature>,
@@ -95,6 +96,7 @@ impl<'a> Session<'a> {
     ) -> Self {
         let environment = Environment {
             lane,
+            boot,
             kernel_release: kernel.into(),
             host,
             ..Environment::default()
@@ -109,7 +111,6 @@ impl<'a> Session<'a> {
             selection: Selection::default(),
             started,
             environment,
-            recorded_as: kernel.into(),
             planned: None,
             first_record_after: None,
             first_verdict_after: None,
@@ -196,22 +197,23 @@ impl<'a> Session<'a> {
             words => words,
         };
         host.push(Feature::new("runner.selection", selected));
-        self.environment = environment;
-        self.environment.host = host;
+        let boot = self.environment.boot;
+        self.environment = Environment {
+            boot,
+            host,
+            ..environment
+        };
         self.planned = Some(planned);
         self.selection = selection;
-        if let Err(e) = self
-            .run
-            .write_environment_over(&self.recorded_as, &self.environment)
-        {
+        if let Err(e) = self.run.write_environment(&self.environment) {
             self.note_write_error(e);
         }
-        self.recorded_as = self.environment.kernel_release.clone();
         let after = self.first_record_after.unwrap_or_default();
         progress::runner_up(after, &self.environment, &self.selection, planned);
     }
 
-    fn on_verdict(&mut self, verdict: Verdict) {
+    fn on_verdict(&mut self, mut verdict: Verdict) {
+        verdict.boot = self.environment.boot;
         self.first_verdict_after
             .get_or_insert_with(|| self.started.elapsed());
         if let Err(e) = self.run.append_verdict(&verdict) {
@@ -231,8 +233,8 @@ impl<'a> Session<'a> {
     }
 
     fn on_artifact(&mut self, name: &str, bytes_base64: &str) {
-        let release = &self.environment.kernel_release;
-        match artifacts::keep(self.run.path(), release, name, bytes_base64) {
+        let (boot, release) = (self.environment.boot, &self.environment.kernel_release);
+        match artifacts::keep(self.run.path(), boot, release, name, bytes_base64) {
             Ok(kept) => {
                 progress::artifact_kept(&kept);
                 self.kept.push(kept);
@@ -539,6 +541,7 @@ mod tests {
         let mut session = Session::new(
             &run,
             Lane::Emulated,
+            1,
             "6.12.95+deb12-arm64",
             Source::Machine,
             host,
@@ -594,6 +597,7 @@ mod tests {
         let mut session = Session::new(
             &run,
             Lane::Emulated,
+            1,
             "vmlinuz-custom",
             Source::Machine,
             vec![],
