@@ -10,6 +10,7 @@
 //! - xfail: a pass with `<system-out>xfail: reason</system-out>`. An xfail is the documented
 //!   behaviour of an older kernel or VMM, so it must not turn CI red, and JUnit has no outcome
 //!   for it; the reason stays visible next to the test;
+//! - a planned check that never reported: `<error type="not run" message="why">`;
 //! - a run that ended early ([`RunSummary::error`]) adds a testcase named `run` with an `<error>`,
 //!   so a run whose guest died before its checks reported never looks green.
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
-use crate::model::{Environment, Lane, Outcome, Verdict};
+use crate::model::{Environment, Lane, NotRun, Outcome, Verdict};
 use crate::summary::RunSummary;
 
 /// The JUnit document of a run.
@@ -40,6 +41,7 @@ struct Suite<'a> {
     /// The lane and boot of its verdicts; none for a suite that holds the run's error only.
     boot: Option<(Lane, u32)>,
     verdicts: Vec<&'a Verdict>,
+    not_run: Vec<&'a NotRun>,
     run_error: Option<&'a str>,
 }
 
@@ -56,6 +58,7 @@ fn suites(summary: &RunSummary) -> Vec<Suite<'_>> {
             name: name_of(column.lane, column.boot, column.kernel),
             boot: Some((column.lane, column.boot)),
             verdicts: column.verdicts.clone(),
+            not_run: column.not_run.clone(),
             run_error: None,
         })
         .collect();
@@ -75,6 +78,7 @@ fn suites(summary: &RunSummary) -> Vec<Suite<'_>> {
                 name,
                 boot: None,
                 verdicts: vec![],
+                not_run: vec![],
                 run_error: Some(error),
             }),
         }
@@ -119,6 +123,13 @@ fn test_suite(summary: &RunSummary, suite: &Suite) -> TestSuite {
     }
     for verdict in &suite.verdicts {
         out.add_test_case(test_case(&suite.name, verdict));
+    }
+    for missing in &suite.not_run {
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+        status.set_message(missing.reason()).set_type("not run");
+        let mut case = TestCase::new(xml_text(&missing.test), status);
+        case.set_classname(xml_text(&suite.name));
+        out.add_test_case(case);
     }
     if let Some(error) = suite.run_error {
         let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);

@@ -7,6 +7,7 @@
 //!   `lane.bootN.kernel.` where a lane booted several times: one set of cases a boot;
 //! - each figure ([`crate::figures`]) of a check is a case of its own, `CHECK.WHAT`, with
 //!   `--measurement VALUE --units ms` (timings) or `--units ratio`, so a lab's charts get them;
+//! - a planned check that never reported is `unknown`;
 //! - a run that ended early adds `lava-test-case run --result fail`.
 //!
 //! The lines are run by a shell, so a name holds only `A-Z a-z 0-9 . _ -` (what LAVA accepts in
@@ -50,6 +51,11 @@ pub fn render(summary: &RunSummary) -> String {
                 decimal(figure.value)
             );
         }
+    }
+    // A check that never ran has no result: LAVA's `unknown`.
+    for missing in &summary.not_run {
+        let name = case_name(&format!("{}{}", prefix(missing.key()), missing.test));
+        let _ = writeln!(out, "lava-test-case {name} --result unknown");
     }
     if summary.error.is_some() {
         out.push_str("lava-test-case run --result fail\n");

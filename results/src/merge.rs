@@ -52,6 +52,21 @@ pub fn merge(runs: &[LoadedRun], run_id: &str) -> Merged {
         .and_then(|all| all.into_iter().max());
     // Shards run side by side: the merged run took as long as its longest part.
     let wall_ms = (runs.iter().filter_map(|r| r.info.wall_ms)).reduce(f64::max);
+    // A check one run did not get to may have run in another (a shard given again, say).
+    let ran: HashSet<(BootKey, &str)> = (verdicts.iter())
+        .map(|v| (BootKey::of(v), v.test.as_str()))
+        .collect();
+    let not_run = (runs.iter().flat_map(|run| &run.info.not_run))
+        .filter(|n| {
+            let key = BootKey {
+                lane: n.lane,
+                boot: n.boot,
+                kernel: &n.kernel,
+            };
+            !ran.contains(&(key, n.test.as_str()))
+        })
+        .cloned()
+        .collect();
     let info = RunInfo {
         schema: SCHEMA_VERSION,
         run_id: run_id.to_string(),
@@ -60,6 +75,7 @@ pub fn merge(runs: &[LoadedRun], run_id: &str) -> Merged {
         wall_ms,
         error: (!errors.is_empty()).then(|| errors.join("; ")),
         environments: merge_environments(runs),
+        not_run,
     };
     Merged {
         info,
@@ -145,6 +161,7 @@ mod tests {
                 finished: Some(started.replace("T00", "T01")),
                 wall_ms: Some(if id.ends_with('1') { 10.0 } else { 20.0 }),
                 error: error.map(String::from),
+                not_run: vec![],
                 environments: vec![Environment {
                     lane: Lane::Host,
                     boot: 1,

@@ -144,6 +144,30 @@ impl Verdict {
     }
 }
 
+/// A planned check that never reported a verdict: its boot stopped (a hung or panicked kernel,
+/// a killed machine) before it ran or while it ran. Kept beside the verdicts, never as one:
+/// it has no outcome, and every format lists it as not run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotRun {
+    pub test: String,
+    pub lane: Lane,
+    pub boot: u32,
+    pub kernel: String,
+    /// It had started when its boot stopped: what was running then.
+    pub was_running: bool,
+}
+
+impl NotRun {
+    /// Why it has no verdict, in words.
+    pub fn reason(&self) -> &'static str {
+        if self.was_running {
+            "did not finish: it was running when its machine stopped"
+        } else {
+            "did not run: its machine stopped before it started"
+        }
+    }
+}
+
 /// Evidence kept with a verdict, enough to judge it without rerunning.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -260,6 +260,7 @@ mod tests {
             verdicts,
             wall_ms,
             error: None,
+            not_run: Vec::new(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use crate::bench::Benchmark;
 use crate::boot::BootKey;
 use crate::group::in_order_of_first;
-use crate::model::{Environment, Lane, Outcome, Tally, Verdict};
+use crate::model::{Environment, Lane, NotRun, Outcome, Tally, Verdict};
 use crate::text::{first_line, one_line, printable};
 
 /// Everything the reports need about one run.
@@ -23,6 +23,8 @@ pub struct RunSummary {
     pub wall_ms: f64,
     /// Why the run ended before every check reported, e.g. "QEMU exited early: ...".
     pub error: Option<String>,
+    /// The planned checks that never reported, in the order they were planned.
+    pub not_run: Vec<NotRun>,
 }
 
 /// The verdicts of one boot of a lane: a column of the reports.
@@ -36,6 +38,8 @@ pub struct Column<'a> {
     /// once (`emulated boot 3 · 6.1.0-57-arm64`).
     pub name: String,
     pub verdicts: Vec<&'a Verdict>,
+    /// Its planned checks that never reported.
+    pub not_run: Vec<&'a NotRun>,
 }
 
 impl<'a> Column<'a> {
@@ -44,6 +48,16 @@ impl<'a> Column<'a> {
             lane: self.lane,
             boot: self.boot,
             kernel: self.kernel,
+        }
+    }
+}
+
+impl NotRun {
+    pub fn key(&self) -> BootKey<'_> {
+        BootKey {
+            lane: self.lane,
+            boot: self.boot,
+            kernel: &self.kernel,
         }
     }
 }
@@ -61,18 +75,34 @@ pub fn column_name(key: BootKey, several_in_lane: bool) -> String {
 
 /// The columns of `verdicts`, in the order their first verdict arrived.
 pub fn columns_of(verdicts: &[Verdict]) -> Vec<Column<'_>> {
-    let groups = in_order_of_first(verdicts, |v| BootKey::of(v));
-    let in_lane = |lane: Lane| groups.iter().filter(|(k, _)| k.lane == lane).count();
-    let several: Vec<bool> = groups.iter().map(|(k, _)| in_lane(k.lane) > 1).collect();
+    columns_with(verdicts, &[])
+}
+
+/// The columns of `verdicts` and of the checks that did not run: those of the verdicts in the
+/// order their first verdict arrived, then the boots that stopped before any verdict.
+fn columns_with<'a>(verdicts: &'a [Verdict], not_run: &'a [NotRun]) -> Vec<Column<'a>> {
+    let mut groups: Vec<(BootKey, Vec<&Verdict>, Vec<&NotRun>)> =
+        (in_order_of_first(verdicts, |v| BootKey::of(v)).into_iter())
+            .map(|(key, verdicts)| (key, verdicts, Vec::new()))
+            .collect();
+    for n in not_run {
+        match groups.iter_mut().find(|(key, _, _)| *key == n.key()) {
+            Some((_, _, missing)) => missing.push(n),
+            None => groups.push((n.key(), Vec::new(), vec![n])),
+        }
+    }
+    let in_lane = |lane: Lane| groups.iter().filter(|(k, _, _)| k.lane == lane).count();
+    let several: Vec<bool> = groups.iter().map(|(k, _, _)| in_lane(k.lane) > 1).collect();
     groups
         .into_iter()
         .zip(several)
-        .map(|((key, verdicts), several)| Column {
+        .map(|((key, verdicts, not_run), several)| Column {
             lane: key.lane,
             boot: key.boot,
             kernel: key.kernel,
             name: column_name(key, several),
             verdicts,
+            not_run,
         })
         .collect()
 }
@@ -90,9 +120,17 @@ impl RunSummary {
         Tally::of(&self.verdicts)
     }
 
-    /// The run's columns, in the order their first verdict arrived.
+    /// The run's columns: those of its verdicts in the order their first verdict arrived, then
+    /// those of boots that stopped before any verdict.
     pub fn columns(&self) -> Vec<Column<'_>> {
-        columns_of(&self.verdicts)
+        columns_with(&self.verdicts, &self.not_run)
+    }
+
+    /// Each column's name, by its boot.
+    pub fn column_names(&self) -> HashMap<BootKey<'_>, String> {
+        (self.columns().into_iter())
+            .map(|c| (c.key(), c.name))
+            .collect()
     }
 }
 
@@ -113,22 +151,31 @@ pub fn table(summary: &RunSummary) -> String {
         }
     };
     let places = in_order_of_first(&summary.verdicts, |v| place_of(BootKey::of(v)));
-    let name_width = summary
-        .verdicts
-        .iter()
-        .map(|v| one_line(&v.test).chars().count());
-    let name_width = name_width.max().unwrap_or(0);
-    let place_width = places.iter().map(|(p, _)| p.to_string().chars().count());
-    let place_width = (places.len() > 1).then(|| place_width.max().unwrap_or(0));
+    let lanes = in_order_of_first(&columns, |c| place_of(c.key())).len();
+    let names =
+        (summary.verdicts.iter().map(|v| &v.test)).chain(summary.not_run.iter().map(|n| &n.test));
+    let name_width = names.map(|t| one_line(t).chars().count()).max();
+    let name_width = name_width.unwrap_or(0);
+    let place_width = (columns.iter())
+        .map(|c| place_of(c.key()).to_string().chars().count())
+        .max()
+        .filter(|_| lanes > 1);
     let mut out = String::new();
     for v in &summary.verdicts {
         let place = place_width.map(|width| (place_of(BootKey::of(v)), width));
         out.push_str(&verdict_line(v, name_width, place));
     }
+    for n in &summary.not_run {
+        let place = place_width.map(|width| (place_of(n.key()), width));
+        out.push_str(&not_run_line(n, name_width, place));
+    }
     if let Some(error) = &summary.error {
         let _ = writeln!(out, "error: {}", first_line(error));
     }
-    if places.len() > 1 {
+    if let Some(line) = not_run_totals(&summary.not_run) {
+        let _ = writeln!(out, "{line}");
+    }
+    if lanes > 1 {
         for (place, verdicts) in &places {
             let _ = writeln!(
                 out,
@@ -188,6 +235,42 @@ fn verdict_line(v: &Verdict, name_width: usize, place: Option<(Place, usize)>) -
         line.push_str(&first_line(&v.reason));
     }
     format!("{}\n", line.trim_end())
+}
+
+/// A line of the table for a check that did not run: `norun` where the outcome goes.
+fn not_run_line(n: &NotRun, name_width: usize, place: Option<(Place, usize)>) -> String {
+    let place = place.map_or(String::new(), |(place, width)| {
+        format!("{:<width$}  ", place.to_string())
+    });
+    let line = format!(
+        "norun  {place}{:<name_width$}  {:>9}  {}",
+        one_line(&n.test),
+        "",
+        n.reason()
+    );
+    format!("{}\n", line.trim_end())
+}
+
+/// `did not run: N checks (a and b were running when their machine stopped)`.
+fn not_run_totals(not_run: &[NotRun]) -> Option<String> {
+    if not_run.is_empty() {
+        return None;
+    }
+    let running: Vec<String> = (not_run.iter())
+        .filter(|n| n.was_running)
+        .map(|n| one_line(&n.test))
+        .collect();
+    let plural = if not_run.len() == 1 { "" } else { "s" };
+    let mut line = format!("did not run: {} check{plural}", not_run.len());
+    if !running.is_empty() {
+        let verb = if running.len() == 1 { "was" } else { "were" };
+        let _ = write!(
+            line,
+            " ({} {verb} running when the machine stopped)",
+            running.join(", ")
+        );
+    }
+    Some(line)
 }
 
 /// A duration for people: milliseconds below ten seconds, then seconds, then minutes.
@@ -333,6 +416,39 @@ mod tests {
         );
         assert_eq!(table.lines().count(), 4, "{table}");
         assert!(table.starts_with("fail   x\u{fffd}[2J"), "{table}");
+    }
+
+    #[test]
+    fn checks_that_never_ran_are_listed_and_counted() {
+        let missing = |test: &str, was_running| NotRun {
+            test: test.into(),
+            lane: Lane::Emulated,
+            boot: 1,
+            kernel: "6.12.95".into(),
+            was_running,
+        };
+        let summary = RunSummary {
+            verdicts: vec![verdict("tags::a", Outcome::Pass, "ok")],
+            not_run: vec![missing("swap::b", true), missing("tags::c", false)],
+            error: Some("the machine printed nothing for 30 s".into()),
+            ..RunSummary::default()
+        };
+        let table = table(&summary);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "pass   tags::a    12.3 ms");
+        assert_eq!(
+            lines[1],
+            "norun  swap::b             did not finish: it was running when its machine stopped"
+        );
+        assert_eq!(
+            lines[2],
+            "norun  tags::c             did not run: its machine stopped before it started"
+        );
+        assert_eq!(
+            lines[4],
+            "did not run: 2 checks (swap::b was running when the machine stopped)"
+        );
+        assert_eq!(lines[6], "1 passed, 0 failed, 0 skipped, 0 xfailed");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - fail: `not ok N - name`, with the reason and the evidence in a YAML block below it;
 //! - skip: `ok N - name # SKIP reason`;
 //! - xfail: `not ok N - name # TODO reason`: TAP's expected failure, which does not fail the run;
+//! - a planned check that never reported: `not ok N - name # missing`, with why in a YAML block;
 //! - a run that ended early adds `not ok N - run` with the error, as JUnit's `<error>` does.
 //!
 //! A name is the check's name; where the run has several columns, `lane kernel: check`, and
@@ -18,25 +19,26 @@
 use std::fmt::Write as _;
 
 use crate::boot::BootKey;
-use crate::model::{Outcome, Verdict};
-use crate::summary::{column_names, RunSummary};
+use crate::model::Outcome;
+use crate::summary::RunSummary;
 use crate::text::{one_line, printable};
 
 /// The TAP document of a run.
 pub fn render(summary: &RunSummary) -> String {
-    let columns = column_names(&summary.verdicts);
-    let name = |v: &Verdict| match columns.len() {
-        0 | 1 => v.test.clone(),
+    let columns = summary.column_names();
+    let name = |key: BootKey, test: &str| match columns.len() {
+        0 | 1 => test.to_string(),
         _ => {
-            let column = columns.get(&BootKey::of(v)).cloned().unwrap_or_default();
-            format!("{}: {}", column.replace(" · ", " "), v.test)
+            let column = columns.get(&key).cloned().unwrap_or_default();
+            format!("{}: {test}", column.replace(" · ", " "))
         }
     };
-    let planned = summary.verdicts.len() + usize::from(summary.error.is_some());
+    let planned =
+        summary.verdicts.len() + summary.not_run.len() + usize::from(summary.error.is_some());
     let mut tap = format!("TAP version 13\n1..{planned}\n");
     for (i, v) in summary.verdicts.iter().enumerate() {
         let n = i + 1;
-        let name = description(&name(v));
+        let name = description(&name(BootKey::of(v), &v.test));
         let reason = one_line(&v.reason);
         match v.counted_outcome() {
             Outcome::Pass => {
@@ -54,6 +56,12 @@ pub fn render(summary: &RunSummary) -> String {
                 yaml_block(&mut tap, &v.reason, &evidence.join("\n\n"));
             }
         }
+    }
+    for (i, missing) in summary.not_run.iter().enumerate() {
+        let n = summary.verdicts.len() + i + 1;
+        let name = description(&name(missing.key(), &missing.test));
+        let _ = writeln!(tap, "not ok {n} - {name} # missing");
+        yaml_block(&mut tap, missing.reason(), "");
     }
     if let Some(error) = &summary.error {
         let _ = writeln!(tap, "not ok {planned} - run");
@@ -88,7 +96,7 @@ fn description(name: &str) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::{two_lanes, verdict};
-    use crate::model::Evidence;
+    use crate::model::{Evidence, Verdict};
 
     #[test]
     fn outcomes_read_as_tap_13() {
@@ -164,6 +172,30 @@ mod tests {
             tap.ends_with("ok 1 - fault_injection::corrupt_tag::shared::a # SKIP shared::a was xfail: refused before 6.2\n"),
             "{tap}"
         );
+    }
+
+    #[test]
+    fn checks_that_never_ran_are_missing() {
+        let tap = render(&RunSummary {
+            verdicts: vec![verdict("tags::a", Outcome::Pass, "ok")],
+            not_run: vec![crate::model::NotRun {
+                test: "swap::b".into(),
+                lane: crate::model::Lane::Emulated,
+                boot: 1,
+                kernel: "6.12.95".into(),
+                was_running: true,
+            }],
+            error: Some("the machine stopped".into()),
+            ..RunSummary::default()
+        });
+        let lines: Vec<&str> = tap.lines().collect();
+        assert_eq!(lines[1], "1..3");
+        assert_eq!(lines[3], "not ok 2 - swap::b # missing");
+        assert_eq!(
+            lines[6],
+            "    did not finish: it was running when its machine stopped"
+        );
+        assert_eq!(lines[8], "not ok 3 - run");
     }
 
     #[test]

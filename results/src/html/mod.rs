@@ -63,6 +63,7 @@ struct Page<'a> {
     wall: String,
     error: Option<&'a str>,
     failures: Vec<VerdictView<'a>>,
+    not_run: Vec<NotRunView<'a>>,
     figures: Vec<FigureCard<'a>>,
     verdicts: Vec<VerdictView<'a>>,
     tag_classes: [&'static str; 16],
@@ -96,6 +97,14 @@ impl<'a> Page<'a> {
             .enumerate()
             .filter_map(|(i, v)| FigureCard::new(i, v, column(v)))
             .collect();
+        let all_names = summary.column_names();
+        let not_run = (summary.not_run.iter())
+            .map(|n| NotRunView {
+                test: &n.test,
+                column: all_names.get(&n.key()).cloned().unwrap_or_default(),
+                reason: n.reason(),
+            })
+            .collect();
         let tally = summary.tally();
         Page {
             title,
@@ -107,6 +116,7 @@ impl<'a> Page<'a> {
             wall: format_duration(summary.wall_ms),
             error: summary.error.as_deref(),
             failures,
+            not_run,
             figures,
             verdicts,
             tag_classes: TAG_CLASSES,
@@ -115,6 +125,14 @@ impl<'a> Page<'a> {
             bench: bench_view(&summary.benchmarks),
         }
     }
+}
+
+/// A planned check that never reported, where, and why.
+#[derive(Serialize)]
+struct NotRunView<'a> {
+    test: &'a str,
+    column: String,
+    reason: &'static str,
 }
 
 /// Escape text for HTML element content and quoted attributes, and replace the control
@@ -167,6 +185,30 @@ mod tests {
         let maps = tag_maps(expected, observed, vec![1]);
         let failure = verdict("tags::x", Outcome::Fail, "differs", vec![maps]);
         render(&summary(vec![failure]), "run").unwrap()
+    }
+
+    #[test]
+    fn checks_that_did_not_run_are_listed_with_their_boot() {
+        let mut run = summary(vec![verdict("tags::a", Outcome::Pass, "ok", vec![])]);
+        run.not_run = vec![crate::model::NotRun {
+            test: "swap::b".into(),
+            lane: Lane::Emulated,
+            boot: 1,
+            kernel: "6.12.95".into(),
+            was_running: true,
+        }];
+        let html = render(&run, "run").unwrap();
+        let section = &html[html.find("<section id=\"not-run\">").unwrap()..];
+        assert!(
+            section.contains("1 planned check never reported"),
+            "{section}"
+        );
+        assert!(
+            section.contains(
+                "<td class=\"mono\">swap::b</td><td>emulated · 6.12.95</td><td>did not finish"
+            ),
+            "{section}"
+        );
     }
 
     #[test]

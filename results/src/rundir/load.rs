@@ -41,6 +41,7 @@ impl LoadedRun {
             verdicts: self.verdicts.clone(),
             wall_ms: self.info.wall_ms.unwrap_or_default(),
             error,
+            not_run: self.info.not_run.clone(),
         }
     }
 }

@@ -111,6 +111,7 @@ fn results_round_trip_through_load() {
         verdicts: verdicts.clone(),
         wall_ms: 1234.0,
         error: None,
+        not_run: Vec::new(),
     };
     run.finish(&summary).unwrap();
     let loaded = load(run.path()).unwrap();
@@ -144,6 +145,7 @@ fn a_merged_run_is_written_whole_and_a_comparison_tops_its_report() {
         wall_ms: Some(10.0),
         error: None,
         environments: vec![environment()],
+        not_run: Vec::new(),
     };
     let verdicts = vec![
         verdict("tags::a", Outcome::Pass),

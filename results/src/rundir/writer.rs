@@ -163,6 +163,7 @@ impl RunDir {
             finished: Some(utc::rfc3339(SystemTime::now())),
             wall_ms: Some(summary.wall_ms),
             error: summary.error.clone(),
+            not_run: summary.not_run.clone(),
             ..self.info(summary.environments.clone())
         };
         write_info(&self.path, &info)?;
@@ -204,6 +205,7 @@ impl RunDir {
             wall_ms: None,
             error: None,
             environments,
+            not_run: Vec::new(),
         }
     }
 }
