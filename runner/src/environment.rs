@@ -28,7 +28,7 @@ pub fn uname() -> (String, String, String) {
 }
 
 /// The CPU features the kernel reports (the `Features` line of /proc/cpuinfo).
-fn cpu_features() -> Option<String> {
+pub fn cpu_features() -> Option<String> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     cpuinfo.lines().find_map(|l| {
         l.strip_prefix("Features")
