@@ -197,6 +197,7 @@ mod tests {
                 wall_ms: None,
                 error: None,
                 environments: vec![],
+                not_run: vec![],
             },
             verdicts: vec![verdict(Outcome::Pass), verdict(Outcome::Fail)],
             warnings: vec![],

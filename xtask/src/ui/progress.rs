@@ -70,6 +70,16 @@ pub fn runner_up(
         one_line(&environment.kernel_release),
         one_line(&environment.machine),
     ));
+    // What the machine gives the checks, as the runner found it (built in or loaded).
+    let fact = |name: &str| {
+        let found = environment.features.iter().find(|f| f.name == name);
+        found.map(|f| one_line(&f.value))
+    };
+    for name in ["swap", "kernel config"] {
+        if let Some(value) = fact(name) {
+            note(&dim(&format!("{name}: {value}")));
+        }
+    }
 }
 
 /// `[12/178 emulated 6.12.95+deb12-arm64, 1 failed] FAIL  tags::x  3.2 ms`, and the first line
