@@ -824,6 +824,52 @@ mod tests {
         }
     }
 
+    fn options_for(lane: Lane) -> Options {
+        Options {
+            lane,
+            qemu: "/nonexistent/qemu-system-aarch64".into(),
+            ..parse(&[]).unwrap()
+        }
+    }
+
+    #[test]
+    fn an_emulated_machine_without_kvm_is_a_run_error_and_its_checks_skip() {
+        // This host is not the emulated machine: there is no arm64 KVM here, which in the
+        // emulated lane is what its machine lacks.
+        if cfg!(target_arch = "aarch64") {
+            return;
+        }
+        let opened = open_vmm(&options_for(Lane::Emulated), "6.12.95");
+        let error = opened.setup_error.expect("a run error");
+        assert!(
+            error.starts_with("the emulated lane's machine lacks what the lane needs: the emulated machine has no KVM"),
+            "{error}"
+        );
+        for s in mte_suites::all() {
+            let finding = execute(s, opened.vmm.as_ref());
+            assert_eq!(finding.outcome, Outcome::Skip, "{}", s.name);
+        }
+        // The host lane promises nothing: its checks skip, and that is no run error.
+        assert_eq!(
+            open_vmm(&options_for(Lane::Host), "6.12.95").setup_error,
+            None
+        );
+    }
+
+    #[test]
+    fn a_qemu_lane_without_its_qemu_is_a_run_error_and_its_checks_skip() {
+        let opened = open_vmm(&options_for(Lane::Qemu), "6.12.95");
+        let error = opened.setup_error.expect("a run error");
+        assert!(
+            error.starts_with(
+                "the qemu lane's QEMU lacks what the lane drives: no QEMU at /nonexistent"
+            ),
+            "{error}"
+        );
+        let finding = execute(mte_suites::all()[0], opened.vmm.as_ref());
+        assert_eq!(finding.outcome, Outcome::Skip);
+    }
+
     #[test]
     fn where_the_lane_promised_kvm_its_absence_fails_every_check() {
         for s in mte_suites::all() {
