@@ -118,6 +118,14 @@ pub fn missing_in_emulated_machine(signs: &MteSigns) -> Option<String> {
         "the kernel has no MTE: it was built without CONFIG_ARM64_MTE (KVM offers no \
          KVM_CAP_ARM_MTE); build it with CONFIG_ARM64_MTE=y"
             .to_string()
+    } else if signs.hwcap_mte == Some(false) && signs.id_register_mte == Some(1) {
+        // MTE field 1: the instructions without tag storage, what QEMU's mte=off gives `-cpu
+        // max`; a kernel built without MTE would hide the field (0).
+        format!(
+            "QEMU gives the machine no MTE tag storage: the kernel reports no mte hwcap{id_register} \
+             (MTE instructions only, as QEMU's mte=off makes `-cpu max`); start QEMU with \
+             -M virt,mte=on (is MTE_QEMU a QEMU, or a wrapper that changes its arguments?)"
+        )
     } else if signs.hwcap_mte == Some(false) {
         let unless = match signs.config_arm64_mte {
             Some(_) => "",
@@ -170,6 +178,17 @@ mod tests {
         };
         let why = missing_in_emulated_machine(&qemu).unwrap();
         assert!(why.starts_with("QEMU gives the machine no MTE"), "{why}");
+        // QEMU's mte=off leaves `-cpu max` the MTE instructions (field 1), without tag storage.
+        let mte_off = MteSigns {
+            id_register_mte: Some(1),
+            ..qemu.clone()
+        };
+        let why = missing_in_emulated_machine(&mte_off).unwrap();
+        assert!(
+            why.starts_with("QEMU gives the machine no MTE tag storage"),
+            "{why}"
+        );
+        assert!(why.contains("ID_AA64PFR1_EL1.MTE = 1"), "{why}");
         assert!(why.contains("mte=on"), "{why}");
         assert!(!why.contains("CONFIG_ARM64_MTE"), "{why}");
         // Without the kernel's config, the other reading is named too.

@@ -227,6 +227,9 @@ impl<'a> Session<'a> {
         }
         let after = self.first_record_after.unwrap_or_default();
         progress::runner_up(after, &self.environment, &self.selection, planned);
+        if let Some(lacks) = &self.setup_error {
+            progress::lane_lacks(lacks);
+        }
     }
 
     fn on_verdict(&mut self, mut verdict: Verdict) {

@@ -141,6 +141,11 @@ pub fn runner_log(text: &str, listing: bool) {
     }
 }
 
+/// What the lane's machine or VMM lacks: the run's error, told as soon as the runner says it.
+pub fn lane_lacks(why: &str) {
+    println!("    {} {}", red("run error:"), one_line(why));
+}
+
 pub fn corrupt_record(reason: &str) {
     println!("    {} {}", red("corrupt record:"), one_line(reason));
 }
