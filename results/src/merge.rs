@@ -56,14 +56,11 @@ pub fn merge(runs: &[LoadedRun], run_id: &str) -> Merged {
     let ran: HashSet<(BootKey, &str)> = (verdicts.iter())
         .map(|v| (BootKey::of(v), v.test.as_str()))
         .collect();
+    let mut listed: HashSet<(BootKey, &str)> = HashSet::new();
     let not_run = (runs.iter().flat_map(|run| &run.info.not_run))
         .filter(|n| {
-            let key = BootKey {
-                lane: n.lane,
-                boot: n.boot,
-                kernel: &n.kernel,
-            };
-            !ran.contains(&(key, n.test.as_str()))
+            let key = (n.key(), n.test.as_str());
+            !ran.contains(&key) && listed.insert(key)
         })
         .cloned()
         .collect();
@@ -243,6 +240,28 @@ mod tests {
         let merged = merge(&[run.clone(), run], "m");
         assert_eq!(merged.verdicts.len(), 3);
         assert!(merged.warnings[0].starts_with("3 verdicts were reported by more than one run"));
+    }
+
+    #[test]
+    fn a_check_that_did_not_run_is_listed_once_unless_another_run_has_it() {
+        let missing = |test: &str| crate::model::NotRun {
+            test: test.into(),
+            lane: Lane::Host,
+            boot: 1,
+            kernel: "6.12.95".into(),
+            was_running: false,
+        };
+        let mut stopped = loaded("shard1", "2026-11-22T00:00:00Z", vec![v("a")], Some("hung"));
+        stopped.info.not_run = vec![missing("b"), missing("c")];
+        let other = loaded("shard2", "2026-11-22T00:00:00Z", vec![v("c")], None);
+        let merged = merge(&[stopped.clone(), stopped, other], "m");
+        let not_run: Vec<&str> = merged
+            .info
+            .not_run
+            .iter()
+            .map(|n| n.test.as_str())
+            .collect();
+        assert_eq!(not_run, ["b"]);
     }
 
     #[test]
