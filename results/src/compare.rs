@@ -33,9 +33,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::boot::BootKey;
 use crate::figures::{figures, format_figure, FigureKind};
-use crate::model::{Outcome, Verdict};
+use crate::model::{Environment, Outcome, Verdict, KERNEL_IMAGE_SHA256};
 use crate::summary::{Column, RunSummary};
-use crate::text::{first_line, printable};
+use crate::text::{first_line, one_line, printable};
 
 /// When a figure counts as moved.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -174,6 +174,40 @@ impl FigureMove {
 pub struct ColumnMatch {
     pub baseline: Option<String>,
     pub run: Option<String>,
+    /// Where both sides ran the same release from different builds (their images' SHA-256, or
+    /// `uname -v`, differ): what differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_build: Option<String>,
+}
+
+/// How the builds behind two columns of the same release differ, if they do: the image's
+/// SHA-256 (recorded by xtask for the kernels it boots), else `uname -v`.
+fn other_build(baseline: Option<&Environment>, run: Option<&Environment>) -> Option<String> {
+    let (before, now) = (baseline?, run?);
+    if before.kernel_release != now.kernel_release {
+        return None;
+    }
+    let image = |env: &Environment| {
+        (env.host.iter())
+            .find(|f| f.name == KERNEL_IMAGE_SHA256)
+            .map(|f| f.value.clone())
+    };
+    let short = |hash: &str| hash.chars().take(12).collect::<String>();
+    match (image(before), image(now)) {
+        (Some(a), Some(b)) if a != b => Some(format!(
+            "another build of {}: image sha256 {}… → {}…",
+            now.kernel_release,
+            short(&a),
+            short(&b)
+        )),
+        _ if before.kernel_version != now.kernel_version => Some(format!(
+            "another build of {}: {} → {}",
+            now.kernel_release,
+            one_line(&before.kernel_version),
+            one_line(&now.kernel_version)
+        )),
+        _ => None,
+    }
 }
 
 /// A run compared with a baseline; kept as `comparison.json` in the run's directory.
@@ -292,9 +326,14 @@ impl Comparison {
         for (b, r) in match_columns(&base_keys, &run_keys) {
             let (before, now) = (b.map(|b| &base_columns[b]), r.map(|r| &run_columns[r]));
             let name_of = |c: &Column| c.name.clone();
+            let environment = |summary: &'a RunSummary, column: Option<&Column>| {
+                let key = column?.key();
+                (summary.environments.iter()).find(|e| BootKey::of_environment(e) == key)
+            };
             comparison.columns.push(ColumnMatch {
                 baseline: before.map(name_of),
                 run: now.map(name_of),
+                other_build: other_build(environment(baseline, before), environment(run, now)),
             });
             // Named as this run names it; as the baseline did for a column that is gone.
             let name = now.or(before).map(name_of).unwrap_or_default();
@@ -463,6 +502,9 @@ impl Comparison {
                     side(&column.baseline),
                     side(&column.run)
                 );
+            }
+            if let Some(build) = &column.other_build {
+                let _ = writeln!(out, "  column {}: {build}", side(&column.run));
             }
         }
         self.write_changes(&mut out);
@@ -651,11 +693,13 @@ mod tests {
             [
                 ColumnMatch {
                     baseline: Some("emulated · 6.12.90".into()),
-                    run: Some("emulated · 6.12.95".into())
+                    run: Some("emulated · 6.12.95".into()),
+                    other_build: None,
                 },
                 ColumnMatch {
                     baseline: Some("qemu · qemu-9.2".into()),
-                    run: None
+                    run: None,
+                    other_build: None,
                 },
             ]
         );
@@ -691,7 +735,8 @@ mod tests {
             c.columns[0],
             ColumnMatch {
                 baseline: Some("emulated boot 2 · 6.12".into()),
-                run: Some("emulated · 6.12".into())
+                run: Some("emulated · 6.12".into()),
+                other_build: None,
             }
         );
         assert_eq!(
@@ -718,6 +763,34 @@ mod tests {
         assert_eq!(kinds(&c), [(ChangeKind::NewFailure, "a")]);
         assert_eq!(c.changes[0].column, "emulated boot 3 · 6.1");
         assert!(c.regressed());
+    }
+
+    #[test]
+    fn two_builds_of_one_release_are_told_apart() {
+        let built = |sha: &str| RunSummary {
+            environments: vec![Environment {
+                host: vec![crate::model::Feature::new(KERNEL_IMAGE_SHA256, sha)],
+                ..crate::fixtures::environment()
+            }],
+            ..run(vec![v("a", Outcome::Pass)])
+        };
+        let c = Comparison::of(
+            &built("aaaaaaaaaaaaaaaa"),
+            &built("bbbbbbbbbbbbbbbb"),
+            Thresholds::default(),
+        );
+        assert_eq!(
+            c.columns[0].other_build.as_deref(),
+            Some("another build of 6.12.95: image sha256 aaaaaaaaaaaa… → bbbbbbbbbbbb…")
+        );
+        assert!(
+            c.text()
+                .contains("  column emulated · 6.12.95: another build of 6.12.95"),
+            "{}",
+            c.text()
+        );
+        let same = Comparison::of(&built("aaaa"), &built("aaaa"), Thresholds::default());
+        assert_eq!(same.columns[0].other_build, None);
     }
 
     #[test]

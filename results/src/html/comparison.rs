@@ -18,6 +18,8 @@ pub(super) struct ComparisonView<'a> {
     rule: String,
     /// Columns matched across a change of kernel (or left without a partner).
     renamed_columns: Vec<(String, String)>,
+    /// Columns of the same release on both sides from different builds: what differs.
+    other_builds: Vec<String>,
     groups: Vec<ChangeGroup<'a>>,
     figures: Vec<FigureMoveRow<'a>>,
     unchanged: usize,
@@ -63,6 +65,9 @@ impl<'a> ComparisonView<'a> {
                 .iter()
                 .filter(|m| m.baseline != m.run)
                 .map(|m| (side(&m.baseline), side(&m.run)))
+                .collect(),
+            other_builds: (c.columns.iter())
+                .filter_map(|m| m.other_build.clone())
                 .collect(),
             groups: change_groups(c, verdicts),
             figures: figure_rows(c),
