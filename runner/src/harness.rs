@@ -190,12 +190,6 @@ fn reason_of(error: VmmError) -> String {
 /// The host lane promises nothing: there its checks skip one by one.
 fn open_kvm_lane(options: &Options, kernel_release: &str, mut facts: Vec<Feature>) -> Opened {
     let promised = options.lane == Lane::Emulated;
-    let lane_lacks = |why: &str| {
-        format!(
-            "the {} lane's machine lacks what the lane needs: {why}",
-            options.lane
-        )
-    };
     let opened = KvmVmm::open(
         options.lane,
         kernel_release,
@@ -204,23 +198,7 @@ fn open_kvm_lane(options: &Options, kernel_release: &str, mut facts: Vec<Feature
     );
     let kvm = match opened {
         Ok(kvm) => kvm,
-        Err(e) => {
-            let why = reason_of(e);
-            facts.push(Feature::new("KVM", format!("unavailable: {why}")));
-            let (reason, setup_error) = match promised {
-                true => {
-                    let signs = MteSigns::of_this_machine(Err(why));
-                    let lacks = missing_in_emulated_machine(&signs).unwrap_or_default();
-                    (lacks.clone(), Some(lane_lacks(&lacks)))
-                }
-                false => (why, None),
-            };
-            return Opened {
-                vmm: Opened::unavailable(options, kernel_release, reason),
-                facts,
-                setup_error,
-            };
-        }
+        Err(e) => return without_kvm(options, kernel_release, reason_of(e), facts),
     };
     facts.push(Feature::new("KVM API version", kvm.api_version()));
     facts.push(Feature::new("KVM_CAP_ARM_MTE", kvm.has_mte_cap()));
@@ -232,7 +210,7 @@ fn open_kvm_lane(options: &Options, kernel_release: &str, mut facts: Vec<Feature
             return Opened {
                 vmm: Arc::new(KeepsArtifacts(kvm.without_mte_because(lacks.clone()))),
                 facts,
-                setup_error: Some(lane_lacks(&lacks)),
+                setup_error: Some(machine_lacks(options.lane, &lacks)),
             };
         }
     }
@@ -265,6 +243,36 @@ fn open_kvm_lane(options: &Options, kernel_release: &str, mut facts: Vec<Feature
         vmm: Arc::new(KeepsArtifacts(kvm)),
         facts,
         setup_error: None,
+    }
+}
+
+/// The run error of a lane whose machine lacks what the lane needs.
+fn machine_lacks(lane: Lane, why: &str) -> String {
+    format!("the {lane} lane's machine lacks what the lane needs: {why}")
+}
+
+/// A KVM lane where /dev/kvm cannot be opened (`why`): every check skips. In the emulated
+/// lane, whose machine is built to have KVM, that is the run's error too, saying which layer.
+fn without_kvm(
+    options: &Options,
+    kernel_release: &str,
+    why: String,
+    mut facts: Vec<Feature>,
+) -> Opened {
+    facts.push(Feature::new("KVM", format!("unavailable: {why}")));
+    let (reason, setup_error) = match options.lane {
+        Lane::Emulated => {
+            let signs = MteSigns::of_this_machine(Err(why));
+            let lacks = missing_in_emulated_machine(&signs).unwrap_or_default();
+            let error = machine_lacks(options.lane, &lacks);
+            (lacks, Some(error))
+        }
+        _ => (why, None),
+    };
+    Opened {
+        vmm: Opened::unavailable(options, kernel_release, reason),
+        facts,
+        setup_error,
     }
 }
 
