@@ -173,7 +173,7 @@ impl LaneSpeed {
     fn of(env: &Environment, ran: &[&Verdict]) -> Self {
         let mut durations: Vec<(String, f64)> = ran
             .iter()
-            .filter(|v| v.lane == env.lane && v.kernel == env.kernel_release)
+            .filter(|v| v.lane == env.lane && v.boot == env.boot)
             .map(|v| (v.test.clone(), v.duration_ms))
             .collect();
         let timing = |name: &str| {
@@ -247,6 +247,7 @@ mod tests {
             benchmarks: Vec::new(),
             environments: vec![Environment {
                 lane: Lane::Emulated,
+                boot: 1,
                 kernel_release: "6.12".into(),
                 host: vec![
                     Feature::new("runner.selection", "every check"),
@@ -259,6 +260,7 @@ mod tests {
             verdicts,
             wall_ms,
             error: None,
+            not_run: Vec::new(),
         }
     }
 

@@ -26,6 +26,8 @@ pub struct KvmVmm {
     pub(crate) payloads: PayloadDir,
     /// How long the guest may take to reach its next doorbell.
     pub(crate) deadline: Duration,
+    /// Why VMs here have no MTE, where the lane found out more than KVM's capability says.
+    no_mte_because: Option<String>,
 }
 
 impl KvmVmm {
@@ -54,7 +56,17 @@ impl KvmVmm {
             kernel_release: kernel_release.into(),
             payloads: PayloadDir::new(payload_dir),
             deadline,
+            no_mte_because: None,
         })
+    }
+
+    /// This VMM, its checks that need MTE skipping with `why` (which layer of the machine lacks
+    /// it) rather than with KVM's missing capability alone.
+    pub fn without_mte_because(self, why: String) -> Self {
+        KvmVmm {
+            no_mte_because: Some(why),
+            ..self
+        }
     }
 
     /// KVM_CHECK_EXTENSION(KVM_CAP_ARM_MTE).
@@ -96,12 +108,12 @@ impl Vmm for KvmVmm {
     }
 
     fn mte_capable(&self) -> Result<(), VmmError> {
-        if self.has_mte_cap() {
-            Ok(())
-        } else {
-            Err(VmmError::Unsupported(
+        match (&self.no_mte_because, self.has_mte_cap()) {
+            (Some(why), _) => Err(VmmError::Unsupported(why.clone())),
+            (None, true) => Ok(()),
+            (None, false) => Err(VmmError::Unsupported(
                 "KVM has no KVM_CAP_ARM_MTE (a CPU without MTE, or a kernel before 5.13)".into(),
-            ))
+            )),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use mte_results::text::one_line;
 use mte_results::{Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS};
 
 use crate::apt::Apt;
@@ -108,21 +109,26 @@ fn unproven_checks(verdicts: &[Verdict], all_selected: bool) -> Vec<String> {
         verdicts.iter().any(|v| {
             Some(v.test.as_str()) == check
                 && v.lane == proof.lane
-                && v.kernel == proof.kernel
+                && v.boot == proof.boot
                 && v.outcome == Outcome::Pass
         })
     };
     let mut problems: Vec<String> = proofs
         .iter()
-        .filter(|v| match v.outcome {
+        .filter(|v| match v.counted_outcome() {
             Outcome::Pass => false,
             Outcome::Fail => true,
             Outcome::Skip | Outcome::Xfail => check_passed(v),
         })
         .map(|v| {
             format!(
-                "fault-injection proof {} was {} in the {} lane on {}: {}",
-                v.test, v.outcome, v.lane, v.kernel, v.reason
+                "fault-injection proof {} was {} in the {} lane, boot {} ({}): {}",
+                v.test,
+                v.counted_outcome(),
+                v.lane,
+                v.boot,
+                v.kernel,
+                one_line(&v.reason)
             )
         })
         .collect();

@@ -581,18 +581,15 @@ impl LaneWords {
 #[derive(Clone, Debug, PartialEq)]
 struct Kernels(Vec<String>);
 
-/// The kernels of `--kernel 6.1,6.12,newest`, in the order given; a word repeated right after
-/// itself once, while a kernel named again after another boots again (`6.1,6.12,6.1`: a
-/// migration round trip).
+/// The kernels of `--kernel 6.1,6.12,newest`, in the order given: each word is a boot, so a
+/// kernel named twice boots twice (`6.12,6.12`: a same-kernel migration round trip).
 fn parse_kernels(text: &str) -> Result<Kernels, String> {
     let mut kernels: Vec<String> = Vec::new();
     for word in text.split(',').map(str::trim) {
         if word.is_empty() {
             return Err("names an empty kernel; give a comma list such as 6.1,6.12,newest".into());
         }
-        if kernels.last().map(String::as_str) != Some(word) {
-            kernels.push(word.to_string());
-        }
+        kernels.push(word.to_string());
     }
     Ok(Kernels(kernels))
 }
@@ -656,9 +653,9 @@ mod tests {
     }
 
     #[test]
-    fn kernels_parse_as_a_list_in_order_repeating_only_after_another() {
+    fn kernels_parse_as_a_list_in_order_each_word_a_boot() {
         let o = run_options(parse(&args("run --kernel 6.1,6.1,6.12,newest,6.1"), None).unwrap());
-        assert_eq!(o.kernels, ["6.1", "6.12", "newest", "6.1"]);
+        assert_eq!(o.kernels, ["6.1", "6.1", "6.12", "newest", "6.1"]);
         let o = run_options(parse(&args("build"), Some("6.12, 6.1".into())).unwrap());
         assert_eq!(o.kernels, ["6.12", "6.1"]);
         assert!(error("run --kernel 6.1,,6.12").contains("empty kernel"));

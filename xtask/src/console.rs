@@ -47,9 +47,16 @@ impl Deadlines {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
     Continue,
+    /// The runner says it is alive at least this often from now on: a silence longer than
+    /// this means the machine stopped (a hung kernel), whatever the silence deadline says.
+    AliveEvery(Duration),
     /// The runner said its last word: the process should end now.
     Finished,
 }
+
+/// A runner that says it is alive every so often has missed this many of its beats when the
+/// machine is taken to have stopped: a loaded host (two cores, TCG) delays a beat, never six.
+const BEATS_MISSED: u32 = 6;
 
 /// How the process's run ended.
 #[derive(Debug)]
@@ -219,8 +226,12 @@ impl Watch<'_> {
     /// backtrace is complete.
     fn on_console(&mut self, line: &str, now: Instant) -> Option<String> {
         self.last_line = now;
-        if (self.on_line)(line) == Flow::Finished && self.finished_at.is_none() {
-            self.finished_at = Some(now);
+        match (self.on_line)(line) {
+            Flow::Finished if self.finished_at.is_none() => self.finished_at = Some(now),
+            Flow::AliveEvery(every) => {
+                self.deadlines.silence = self.deadlines.silence.min(every * BEATS_MISSED)
+            }
+            _ => {}
         }
         match &mut self.panic {
             Some(panic) => panic.tail += 1,
@@ -401,6 +412,31 @@ mod tests {
         );
         assert!(matches!(ending.end, End::Deadline(_)), "{ending:?}");
         assert!(lines.len() > 2);
+    }
+
+    #[test]
+    fn a_runner_that_stops_saying_it_is_alive_is_found_silent_soon() {
+        let started = Instant::now();
+        let mut lines = 0;
+        let ending = watch(
+            script("echo alive; sleep 10"),
+            short(5000, 5000),
+            &mut |_| {
+                lines += 1;
+                Flow::AliveEvery(Duration::from_millis(50))
+            },
+        )
+        .unwrap();
+        assert!(
+            matches!(ending.end, End::Silent(limit) if limit == Duration::from_millis(300)),
+            "{ending:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(lines, 1);
     }
 
     #[test]

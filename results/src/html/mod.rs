@@ -8,7 +8,7 @@
 //! its pictures take numbers and escaped text only.
 //!
 //! The page's parts, a module each: `comparison` (with a baseline, on top), `matrix` (every
-//! check by lane and kernel), `verdicts` (failures first, then every verdict, with their
+//! check by column, a boot of a lane), `verdicts` (failures first, then every verdict, with their
 //! evidence and figures) and `perf` (the suite's speed, or a bench run's benchmarks).
 
 mod comparison;
@@ -19,10 +19,11 @@ mod verdicts;
 use serde::Serialize;
 use tera::{Context, Tera};
 
+use crate::boot::BootKey;
 use crate::compare::Comparison;
-use crate::model::{Environment, Outcome, Tally};
+use crate::model::{Environment, Outcome, Tally, Verdict};
 use crate::picture::TAG_CLASSES;
-use crate::summary::{format_duration, RunSummary};
+use crate::summary::{column_names, format_duration, RunSummary};
 use comparison::ComparisonView;
 use matrix::Matrix;
 use perf::{bench_view, speed_view, BenchColumnView, SpeedView};
@@ -62,6 +63,7 @@ struct Page<'a> {
     wall: String,
     error: Option<&'a str>,
     failures: Vec<VerdictView<'a>>,
+    not_run: Vec<NotRunView<'a>>,
     figures: Vec<FigureCard<'a>>,
     verdicts: Vec<VerdictView<'a>>,
     tag_classes: [&'static str; 16],
@@ -73,11 +75,13 @@ struct Page<'a> {
 
 impl<'a> Page<'a> {
     fn new(summary: &'a RunSummary, title: &'a str, comparison: Option<&'a Comparison>) -> Self {
+        let names = column_names(&summary.verdicts);
+        let column = |v: &Verdict| names.get(&BootKey::of(v)).cloned().unwrap_or_default();
         let verdicts: Vec<VerdictView> = summary
             .verdicts
             .iter()
             .enumerate()
-            .map(|(i, v)| VerdictView::new(i, v, false))
+            .map(|(i, v)| VerdictView::new(i, v, column(v), false))
             .collect();
         // Only the failures draw their tag maps as pictures: a passing map is all agreement.
         let failures = summary
@@ -85,13 +89,21 @@ impl<'a> Page<'a> {
             .iter()
             .enumerate()
             .filter(|(_, v)| v.outcome == Outcome::Fail)
-            .map(|(i, v)| VerdictView::new(i, v, true))
+            .map(|(i, v)| VerdictView::new(i, v, column(v), true))
             .collect();
         let figures = summary
             .verdicts
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| FigureCard::new(i, v))
+            .filter_map(|(i, v)| FigureCard::new(i, v, column(v)))
+            .collect();
+        let all_names = summary.column_names();
+        let not_run = (summary.not_run.iter())
+            .map(|n| NotRunView {
+                test: &n.test,
+                column: all_names.get(&n.key()).cloned().unwrap_or_default(),
+                reason: n.reason(),
+            })
             .collect();
         let tally = summary.tally();
         Page {
@@ -104,6 +116,7 @@ impl<'a> Page<'a> {
             wall: format_duration(summary.wall_ms),
             error: summary.error.as_deref(),
             failures,
+            not_run,
             figures,
             verdicts,
             tag_classes: TAG_CLASSES,
@@ -112,6 +125,14 @@ impl<'a> Page<'a> {
             bench: bench_view(&summary.benchmarks),
         }
     }
+}
+
+/// A planned check that never reported, where, and why.
+#[derive(Serialize)]
+struct NotRunView<'a> {
+    test: &'a str,
+    column: String,
+    reason: &'static str,
 }
 
 /// Escape text for HTML element content and quoted attributes, and replace the control
@@ -164,6 +185,30 @@ mod tests {
         let maps = tag_maps(expected, observed, vec![1]);
         let failure = verdict("tags::x", Outcome::Fail, "differs", vec![maps]);
         render(&summary(vec![failure]), "run").unwrap()
+    }
+
+    #[test]
+    fn checks_that_did_not_run_are_listed_with_their_boot() {
+        let mut run = summary(vec![verdict("tags::a", Outcome::Pass, "ok", vec![])]);
+        run.not_run = vec![crate::model::NotRun {
+            test: "swap::b".into(),
+            lane: Lane::Emulated,
+            boot: 1,
+            kernel: "6.12.95".into(),
+            was_running: true,
+        }];
+        let html = render(&run, "run").unwrap();
+        let section = &html[html.find("<section id=\"not-run\">").unwrap()..];
+        assert!(
+            section.contains("1 planned check never reported"),
+            "{section}"
+        );
+        assert!(
+            section.contains(
+                "<td class=\"mono\">swap::b</td><td>emulated · 6.12.95</td><td>did not finish"
+            ),
+            "{section}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::figures::figures;
 use crate::model::{Evidence, Verdict};
 use crate::picture::{self, TagPicture};
 use crate::plot::{self, BarChart};
-use crate::summary::{column_name, format_duration};
+use crate::summary::format_duration;
 use crate::tag_map::{differing_granules, TagMapLayout, TagMapLine};
 
 /// Granules per line of a tag-map grid: 64 granules are 1 KiB of memory.
@@ -36,12 +36,13 @@ pub(super) struct FigureCard<'a> {
 }
 
 impl<'a> FigureCard<'a> {
-    pub(super) fn new(index: usize, v: &'a Verdict) -> Option<Self> {
+    /// `column`: the name of the verdict's column.
+    pub(super) fn new(index: usize, v: &'a Verdict, column: String) -> Option<Self> {
         let charts = plot::charts(&figures(v));
         (!charts.is_empty()).then(|| FigureCard {
             anchor: format!("v{index}"),
             test: &v.test,
-            column: column_name(v.lane, &v.kernel),
+            column,
             charts,
         })
     }
@@ -53,6 +54,8 @@ pub(super) struct VerdictView<'a> {
     anchor: String,
     lane: &'static str,
     kernel: &'a str,
+    /// The name of its column (the lane's boot where the lane booted more than once).
+    column: String,
     test: &'a str,
     outcome: &'static str,
     reason: &'a str,
@@ -61,12 +64,14 @@ pub(super) struct VerdictView<'a> {
 }
 
 impl<'a> VerdictView<'a> {
-    /// `pictures`: draw tag maps as pictures besides the grid.
-    pub(super) fn new(index: usize, v: &'a Verdict, pictures: bool) -> Self {
+    /// `column`: the name of the verdict's column; `pictures`: draw tag maps as pictures
+    /// besides the grid.
+    pub(super) fn new(index: usize, v: &'a Verdict, column: String, pictures: bool) -> Self {
         VerdictView {
             anchor: format!("v{index}"),
             lane: v.lane.name(),
             kernel: &v.kernel,
+            column,
             test: &v.test,
             outcome: v.outcome.as_str(),
             reason: &v.reason,

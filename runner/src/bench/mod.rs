@@ -112,6 +112,8 @@ pub fn run(options: &Options) -> bool {
         list: args.list,
         selection: selection.describe(),
         bench: true,
+        setup_error: None,
+        checks: Vec::new(),
     });
     if args.list {
         for d in &planned {

@@ -7,6 +7,7 @@ use mte_results::bench_summary::BenchSummary;
 use mte_results::rundir::{BENCH_JSON, CRITERION_DIR, REPORT_HTML};
 use mte_results::speed::SuiteSpeed;
 use mte_results::summary::{table, RunSummary};
+use mte_results::text::{self, one_line, printable};
 use mte_results::{Lane, Outcome, Verdict};
 
 use super::{error, green, red};
@@ -27,7 +28,7 @@ pub fn run(summary: &RunSummary, selection: &Selection, dir: &Path) {
 
 fn run_error(summary: &RunSummary) {
     if let Some(e) = &summary.error {
-        error(e);
+        error(&printable(e));
     }
 }
 
@@ -119,7 +120,8 @@ fn bench_table(summary: &BenchSummary) -> String {
     for column in &summary.columns {
         out.push_str(&format!(
             "{} lane on {}: ratios that carry across machines\n",
-            column.lane, column.kernel
+            column.lane,
+            one_line(&column.kernel)
         ));
         if column.ratios.is_empty() {
             out.push_str("  none: no pair of benchmarks was measured on both sides\n");
@@ -129,7 +131,8 @@ fn bench_table(summary: &BenchSummary) -> String {
         }
         out.push_str(&format!(
             "{} lane on {}: benchmarks\n",
-            column.lane, column.kernel
+            column.lane,
+            one_line(&column.kernel)
         ));
         let width = column
             .benchmarks
@@ -140,16 +143,16 @@ fn bench_table(summary: &BenchSummary) -> String {
         for line in &column.benchmarks {
             let result = match line.outcome {
                 Outcome::Pass => line.describe().unwrap_or_default(),
-                outcome => format!("{outcome}: {}", first_line(&line.reason)),
+                outcome => format!("{outcome}: {}", text::first_line(&line.reason)),
             };
-            out.push_str(&format!("  {:<width$}  {result}\n", line.id));
+            out.push_str(&format!(
+                "  {:<width$}  {}\n",
+                one_line(&line.id),
+                one_line(&result)
+            ));
         }
     }
     out
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or_default()
 }
 
 #[cfg(test)]
