@@ -8,7 +8,7 @@ use mte_results::artifact::{check_name, incoming_path, INCOMING_DIR, SAVED_ON_FI
 use mte_results::stream::Record;
 use mte_results::Lane;
 use mte_suites::migration_plan::{IncomingStream, StreamFault};
-use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, IpaProbe, IpaSizes, Vmm, VmmError};
 
 use crate::emit;
 
@@ -51,6 +51,14 @@ impl<V: Vmm> Vmm for KeepsArtifacts<V> {
 
     fn incoming_stream(&self, name: &str) -> Result<Option<IncomingStream>, VmmError> {
         incoming(name)
+    }
+
+    fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {
+        self.0.ipa_sizes()
+    }
+
+    fn ipa_probe(&self, bits: u32, top: u64) -> Result<IpaProbe, VmmError> {
+        self.0.ipa_probe(bits, top)
     }
 }
 

@@ -14,7 +14,7 @@ use mte_results::{
     SCHEMA_VERSION,
 };
 use mte_suites::inject::{Injecting, Injection};
-use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, IpaSizes, Vmm, VmmError};
 use mte_suites::{Finding, Scenario};
 
 use crate::artifacts::KeepsArtifacts;
@@ -148,9 +148,15 @@ impl Vmm for Unavailable {
     fn mte_capable(&self) -> Result<(), VmmError> {
         Err(self.error())
     }
+    fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {
+        Err(self.error())
+    }
 }
 
 type SharedVmm = Arc<dyn Vmm + Send + Sync>;
+
+/// The feature of run.json that says the IPA size of the lane's VMs.
+pub const IPA_SIZE_FEATURE: &str = "KVM VM IPA size";
 
 /// Open the lane's VMM and describe what was found.
 fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>) {
@@ -176,6 +182,7 @@ fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>
             Ok(kvm) => {
                 facts.push(Feature::new("KVM API version", kvm.api_version()));
                 facts.push(Feature::new("KVM_CAP_ARM_MTE", kvm.has_mte_cap()));
+                facts.push(Feature::new(IPA_SIZE_FEATURE, kvm.describe_ipa_size()));
                 match kvm.mte_capable().and_then(|()| guest_view(&kvm)) {
                     Ok(view) => {
                         facts.extend(view);

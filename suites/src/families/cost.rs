@@ -1,7 +1,8 @@
 //! What tags cost on the memory-management paths: first touch, copy-on-write after fork, and
 //! swap out and in, per page, for a VM with MTE (every page it touches is tagged) against one
-//! without. Each check still compares tags and data, so that a number is never reported from
-//! a run that went wrong; the numbers land in the evidence as values.
+//! without; and what a VM's IPA size costs when it is created and torn down. Each check still
+//! compares tags and data (or what KVM answered), so that a number is never reported from a
+//! run that went wrong; the numbers land in the evidence as values.
 //!
 //! Method: the measured pages are kept out of transparent huge pages (MADV_NOHUGEPAGE), so
 //! that each page faults, copies and swaps alone; the first touch of a whole transparent huge
@@ -26,7 +27,7 @@ use crate::steps::host_memory::{forking, no_forks_meanwhile, pages};
 use crate::steps::random::nonzero_tags;
 use crate::steps::swap::{page_out, require_swap, GiveUp};
 use crate::steps::tags::guest_store_tags;
-use crate::vmm::{Guest, Vmm, VmmError};
+use crate::vmm::{Guest, IpaProbe, Vmm, VmmError};
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -58,6 +59,20 @@ pub const SCENARIOS: &[Scenario] = &[
               (mte_save_tags()) and restores them on swap-in",
         proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
         run: swap,
+    },
+    Scenario {
+        name: "cost::vm_teardown_by_ipa_size",
+        summary: "A VM created with an IPA space of 40, 48 and 52 bits (those the host gives) \
+                  takes a memslot on the last page below 2^bits and refuses one at 2^bits \
+                  (EFAULT); how long creating and closing it take, against 40 bits",
+        why: "The VMM chooses a VM's IPA size at KVM_CREATE_VM (KVM_VM_TYPE_ARM_IPA_SIZE, \
+              api.rst), and kvm-ioctls' create_vm() asks for the host's limit (52 bits with \
+              LPA2). A kernel whose stage-2 teardown walks the whole IPA space (7.3 frees it \
+              1 GiB at a time in kvm_pgtable_stage2_destroy_range) makes every VM of a large \
+              IPA space pay for its size at its end; measured so that a comparison of two runs \
+              shows such a change",
+        proven_by: &[Injection::TamperAbi],
+        run: teardown_by_ipa_size,
     },
 ];
 
@@ -424,5 +439,80 @@ fn swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         swap_in.per(N),
         swap_in_plain.per(N),
     );
+    Ok(checks.finish())
+}
+
+/// The IPA sizes measured, where the host gives them: KVM's default, the usual 48-bit limit,
+/// the 52 bits of LPA2.
+const IPA_SIZES: [u32; 3] = [40, 48, 52];
+/// Each size's best of this many VMs, unless one took longer than [`SLOW_TEARDOWN`] to close.
+const IPA_REPS: u32 = 3;
+const SLOW_TEARDOWN: Duration = Duration::from_millis(100);
+/// EFAULT: KVM's answer to a memslot outside the VM's IPA space.
+const EFAULT: i32 = 14;
+
+/// The best (shortest) creation and teardown of VMs with an IPA space of `bits`, and the
+/// first VM's answers to its memslots.
+fn probe_ipa_size(vmm: &dyn Vmm, bits: u32) -> Result<IpaProbe, VmmError> {
+    let top = 1 << bits;
+    let mut best = vmm.ipa_probe(bits, top)?;
+    for _ in 1..IPA_REPS {
+        if best.teardown > SLOW_TEARDOWN {
+            break;
+        }
+        let again = vmm.ipa_probe(bits, top)?;
+        best.create = best.create.min(again.create);
+        best.teardown = best.teardown.min(again.teardown);
+    }
+    Ok(best)
+}
+
+fn teardown_by_ipa_size(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let _turn = take_turn();
+    let sizes = vmm.ipa_sizes()?;
+    let limit = sizes.host_limit.unwrap_or(sizes.suite_bits);
+    let mut checks = Checks::new();
+    checks.value(
+        "IPA size of the suite's VMs, and the host's limit (KVM_CAP_ARM_VM_IPA_SIZE)",
+        "-",
+        format!(
+            "{} bits; limit {}",
+            sizes.suite_bits,
+            sizes
+                .host_limit
+                .map_or("not reported".into(), |b| format!("{b} bits"))
+        ),
+    );
+    let how = format!(
+        "best of {IPA_REPS} VMs (one where closing took over {} ms)",
+        SLOW_TEARDOWN.as_millis()
+    );
+    let mut teardowns = Vec::new();
+    for bits in IPA_SIZES.into_iter().filter(|&bits| bits <= limit) {
+        let probe = probe_ipa_size(vmm, bits)?;
+        checks.syscall(
+            &format!("{bits}-bit IPA: a memslot on the last page below 2^{bits}"),
+            Ok(0),
+            probe.below.map(|()| 0),
+        );
+        checks.syscall(
+            &format!("{bits}-bit IPA: a memslot on the page at 2^{bits}"),
+            Err(EFAULT),
+            probe.at.map(|()| 0),
+        );
+        let create = format!("KVM_CREATE_VM, {bits}-bit IPA");
+        measured(&mut checks, &create, &how, micros(probe.create));
+        let teardown = format!("VM teardown (close of the VM fd), {bits}-bit IPA");
+        measured(&mut checks, &teardown, &how, micros(probe.teardown));
+        teardowns.push((bits, probe.teardown));
+    }
+    if let [(small, small_time), .., (large, large_time)] = teardowns[..] {
+        measured(
+            &mut checks,
+            &format!("VM teardown, {large}-bit IPA / {small}-bit IPA"),
+            &how,
+            ratio(large_time, small_time),
+        );
+    }
     Ok(checks.finish())
 }
