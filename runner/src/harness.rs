@@ -36,12 +36,14 @@ pub struct Options {
     pub shard: Option<Shard>,
     /// Run the performance suite (`crate::bench`) instead of the checks.
     pub bench: bool,
+    /// Run each check's fault-injection proofs after the checks.
+    pub prove: bool,
     pub harness_args: Vec<String>,
 }
 
 impl Options {
     pub const USAGE: &'static str = "mte-runner [--lane NAME] [--inject MODE] [--payload-dir DIR] \
-        [--deadline SECS] [--qemu PATH] [--shard K/N] [--bench] [LIBTEST-ARGS...]";
+        [--deadline SECS] [--qemu PATH] [--shard K/N] [--bench] [--prove] [LIBTEST-ARGS...]";
 
     /// Split the runner's options from libtest's. `args` excludes the program name.
     pub fn parse(args: Vec<String>, default_payload_dir: PathBuf) -> Result<Self, String> {
@@ -53,6 +55,7 @@ impl Options {
             qemu: "qemu-system-aarch64".into(),
             shard: None,
             bench: false,
+            prove: false,
             harness_args: Vec::new(),
         };
         let mut args = args.into_iter();
@@ -77,6 +80,7 @@ impl Options {
                 "--qemu" => options.qemu = value("--qemu")?.into(),
                 "--shard" => options.shard = Some(Shard::parse(&value("--shard")?)?),
                 "--bench" => options.bench = true,
+                "--prove" => options.prove = true,
                 "--deadline" => {
                     let secs = value("--deadline")?;
                     options.deadline = secs
@@ -356,8 +360,9 @@ fn injection_trial(
     })
 }
 
-/// The checks the libtest arguments and the shard select, in words; empty for all of them.
-fn describe_selection(args: &Arguments, shard: Option<Shard>) -> String {
+/// The checks the libtest arguments and the shard select, in words; empty for all of them
+/// without their proofs.
+fn describe_selection(args: &Arguments, shard: Option<Shard>, prove: bool) -> String {
     let mut words = Vec::new();
     if let Some(shard) = shard {
         words.push(format!("shard {shard}"));
@@ -372,6 +377,9 @@ fn describe_selection(args: &Arguments, shard: Option<Shard>) -> String {
     words.extend(args.skip.iter().map(|skip| format!("--skip {skip}")));
     if args.ignored {
         words.push("--ignored".into());
+    }
+    if prove {
+        words.push(WITH_PROOFS.into());
     }
     words.join(" ")
 }
@@ -452,15 +460,23 @@ fn is_long(name: &str) -> bool {
     LONG_FAMILIES.iter().any(|family| check.starts_with(family))
 }
 
-/// Every trial: the scenarios, then (unless the whole run is injected) the injection proofs;
-/// those of long families first.
-fn trials(vmm: &SharedVmm, inject: Option<Injection>, tally: &SharedTally) -> Vec<Trial> {
+/// How a selection says that the checks' fault-injection proofs run too.
+pub const WITH_PROOFS: &str = "with their fault-injection proofs";
+
+/// Every trial: the scenarios, then (asked to prove, and unless the whole run is injected) the
+/// injection proofs; those of long families first.
+fn trials(
+    vmm: &SharedVmm,
+    inject: Option<Injection>,
+    prove: bool,
+    tally: &SharedTally,
+) -> Vec<Trial> {
     let scenarios = mte_suites::all();
     let mut trials: Vec<Trial> = scenarios
         .iter()
         .map(|&s| scenario_trial(s, Arc::clone(vmm), inject, Arc::clone(tally)))
         .collect();
-    if inject.is_none() {
+    if prove && inject.is_none() {
         for injection in Injection::ALL {
             for &s in scenarios
                 .iter()
@@ -491,7 +507,7 @@ pub fn run(options: &Options) -> bool {
         facts.push(Feature::new("fault injection", injection.name()));
     }
     let tally = SharedTally::default();
-    let mut trials = trials(&vmm, options.inject, &tally);
+    let mut trials = trials(&vmm, options.inject, options.prove, &tally);
     let available = trials.len();
     if let Some(shard) = options.shard {
         trials.retain(|t| shard.contains(t.name()));
@@ -515,7 +531,7 @@ pub fn run(options: &Options) -> bool {
         planned,
         available,
         list: args.list,
-        selection: describe_selection(&args, options.shard),
+        selection: describe_selection(&args, options.shard, options.prove),
         bench: false,
     });
     if args.list {
@@ -556,6 +572,8 @@ mod tests {
         assert_eq!(o.harness_args, vec!["tags::", "--exact"]);
         assert_eq!(o.payload_dir, PathBuf::from("/p"));
         assert_eq!(o.shard, None);
+        assert!(!o.prove);
+        assert!(parse(&["--prove", "tags::"]).unwrap().prove);
         let o = parse(&["--shard", "2/3", "tags::"]).unwrap();
         assert_eq!(o.shard.map(|s| s.to_string()).as_deref(), Some("2/3"));
         assert_eq!(o.harness_args, vec!["tags::"]);
@@ -608,7 +626,7 @@ mod tests {
             reason: "r".into(),
             promised: false,
         });
-        let names: Vec<bool> = trials(&vmm, None, &SharedTally::default())
+        let names: Vec<bool> = trials(&vmm, None, true, &SharedTally::default())
             .iter()
             .map(|t| is_long(t.name()))
             .collect();
@@ -625,7 +643,7 @@ mod tests {
             promised: false,
         });
         let tally = SharedTally::default();
-        let names: Vec<String> = trials(&vmm, None, &tally)
+        let names: Vec<String> = trials(&vmm, None, true, &tally)
             .iter()
             .map(|t| t.name().to_string())
             .collect();
@@ -634,8 +652,11 @@ mod tests {
                 assert!(names.contains(&injection_trial_name(s, injection)));
             }
         }
-        let injected: Vec<Trial> = trials(&vmm, Some(Injection::CorruptTag), &tally);
+        let injected: Vec<Trial> = trials(&vmm, Some(Injection::CorruptTag), true, &tally);
         assert_eq!(injected.len(), mte_suites::all().len());
+        // Not asked to prove, the checks run alone.
+        let checks: Vec<Trial> = trials(&vmm, None, false, &tally);
+        assert_eq!(checks.len(), mte_suites::all().len());
     }
 
     #[test]

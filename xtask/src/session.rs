@@ -191,9 +191,11 @@ impl<'a> Session<'a> {
     /// facts and the selection (so that a merge of shards says which each was).
     fn on_hello(&mut self, environment: Environment, selection: Selection, planned: usize) {
         let mut host = std::mem::take(&mut self.environment.host);
+        // "with their fault-injection proofs" alone qualifies every check.
         let selected = match selection.words.as_str() {
-            "" => "every check",
-            words => words,
+            "" => "every check".to_string(),
+            words if words.starts_with("with ") => format!("every check {words}"),
+            words => words.to_string(),
         };
         host.push(Feature::new("runner.selection", selected));
         self.environment = environment;
