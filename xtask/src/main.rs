@@ -15,6 +15,7 @@ mod debian_version;
 mod elf;
 mod facts;
 mod groundwork;
+mod host_load;
 mod initramfs;
 mod kernel_modules;
 mod kernels;

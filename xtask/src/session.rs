@@ -12,6 +12,7 @@ use mte_results::{Environment, Feature, Lane, Outcome, Tally, Verdict};
 
 use crate::artifacts::{self, Kept};
 use crate::console::{End, Ending, Flow};
+use crate::host_load::{self, PressureClock};
 use crate::ui::progress;
 
 /// Which checks the runner selected, as its Hello record says.
@@ -35,6 +36,10 @@ pub enum Source {
     /// The runner as a process on this machine: it exits 0, or 101 when a check failed.
     RunnerProcess,
 }
+
+/// The features of run.json that say how busy the host was when the lane started and ended.
+const LOAD_AT_START: &str = "host.load_at_start";
+const LOAD_AT_END: &str = "host.load_at_end";
 
 /// The runner's exit status when it ran to its end and a check failed (as libtest's).
 const RUNNER_EXIT_CHECK_FAILED: i32 = 101;
@@ -79,6 +84,8 @@ pub struct Session<'a> {
     write_error: Option<String>,
     /// Artifacts the runner sent, kept in the run directory, for the run's next kernel.
     kept: Vec<Kept>,
+    /// The host's CPU pressure from one benchmark's record to the next.
+    pressure: PressureClock,
 }
 
 impl<'a> Session<'a> {
@@ -90,9 +97,10 @@ impl<'a> Session<'a> {
         lane: Lane,
         kernel: &str,
         source: Source,
-        host: Vec<Feature>,
+        mut host: Vec<Feature>,
         started: Instant,
     ) -> Self {
+        host.push(Feature::new(LOAD_AT_START, host_load::describe_now()));
         let environment = Environment {
             lane,
             kernel_release: kernel.into(),
@@ -122,6 +130,7 @@ impl<'a> Session<'a> {
             corrupt: Vec::new(),
             write_error,
             kept: Vec::new(),
+            pressure: PressureClock::start(),
         }
     }
 
@@ -202,6 +211,8 @@ impl<'a> Session<'a> {
         self.environment.host = host;
         self.planned = Some(planned);
         self.selection = selection;
+        // The first benchmark's interval starts when the runner is up, after the boot.
+        self.pressure = PressureClock::start();
         if let Err(e) = self
             .run
             .write_environment_over(&self.recorded_as, &self.environment)
@@ -246,7 +257,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn on_benchmark(&mut self, benchmark: Benchmark) {
+    fn on_benchmark(&mut self, mut benchmark: Benchmark) {
+        benchmark.host_cpu_pressure = self.pressure.share_since_last();
         if let Err(e) = self.run.append_benchmark(&benchmark) {
             self.note_write_error(e);
         }
@@ -278,6 +290,7 @@ impl<'a> Session<'a> {
                 self.checks_wall_ms.map(|ms| format!("{ms:.0} ms")),
             ),
             ("timing.lane_wall", seconds(Some(self.started.elapsed()))),
+            (LOAD_AT_END, Some(host_load::describe_now())),
         ];
         for (name, value) in timings {
             if let Some(value) = value {

@@ -45,6 +45,10 @@ pub struct BenchRow {
     pub samples: String,
     pub figures: String,
     pub reason: String,
+    /// The counter's resolution, beside a figure close to it.
+    pub resolution: String,
+    /// Why the figure is not to be trusted: taken under host CPU pressure.
+    pub pressure: String,
 }
 
 /// The part of a benchmark id before its first `/` (its group), and the rest.
@@ -158,6 +162,8 @@ impl BenchRow {
                 .collect::<Vec<_>>()
                 .join("; "),
             reason: b.reason.clone(),
+            resolution: b.resolution.clone().unwrap_or_default(),
+            pressure: b.pressure_flag().unwrap_or_default(),
         }
     }
 }

@@ -191,6 +191,7 @@ mod tests {
             versus: None,
             figures: Vec::new(),
             criterion: None,
+            host_cpu_pressure: None,
         }
     }
 
