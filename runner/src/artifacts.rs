@@ -36,6 +36,9 @@ impl<V: Vmm> Vmm for KeepsArtifacts<V> {
     fn kernel_release(&self) -> &str {
         self.0.kernel_release()
     }
+    fn without_injection(&self) -> &dyn Vmm {
+        self
+    }
 
     fn restore(
         &self,

@@ -143,6 +143,9 @@ impl Vmm for Unavailable {
     fn kernel_release(&self) -> &str {
         &self.kernel_release
     }
+    fn without_injection(&self) -> &dyn Vmm {
+        self
+    }
     fn boot(&self, _: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
         Err(self.error())
     }

@@ -226,6 +226,14 @@ impl Vmm for Injecting<'_> {
         self.inner.ipa_sizes()
     }
 
+    fn under_injection(&self) -> bool {
+        true
+    }
+
+    fn without_injection(&self) -> &dyn Vmm {
+        self.inner.without_injection()
+    }
+
     /// Under `tamper-abi` the VM gets an IPA space a sixteenth of the one asked for (4 bits
     /// fewer, never under KVM's minimum of 32): a VMM that gets its request wrong.
     fn ipa_probe(&self, bits: u32, top: u64) -> Result<IpaProbe, VmmError> {

@@ -281,6 +281,18 @@ pub trait Vmm: Sync {
         Ok(None)
     }
 
+    /// Whether a fault is injected here: the verdict shows that a comparison can fail, not
+    /// what the VMM does. No report keeps the figures measured under injection, so a check
+    /// that repeats a measurement takes it once; and proofs may share the set-up the injection
+    /// does not touch (see [`Vmm::without_injection`]).
+    fn under_injection(&self) -> bool {
+        false
+    }
+
+    /// This VMM without the fault injected, for a set-up the proofs of one check share (a
+    /// source guest saved once): what the proof breaks must stay on the injected VMM.
+    fn without_injection(&self) -> &dyn Vmm;
+
     /// The IPA sizes VMs may have here. Lanes without KVM answer [`VmmError::Unsupported`].
     fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {
         Err(not_here("choosing a VM's IPA size"))

@@ -90,6 +90,9 @@ impl Vmm for KvmVmm {
     fn kernel_release(&self) -> &str {
         &self.kernel_release
     }
+    fn without_injection(&self) -> &dyn Vmm {
+        self
+    }
 
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
         let mut vm = self.create_vm(options.mte, options.backing)?;

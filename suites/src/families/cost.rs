@@ -81,6 +81,16 @@ const N: u64 = 64;
 const REPS: u64 = 5;
 const FIRST_PAGE: u64 = 512;
 
+/// Repetitions of each measurement: `reps`, or one under fault injection, where the
+/// comparisons are what counts and no figure is kept.
+fn repetitions(vmm: &dyn Vmm, reps: u64) -> u64 {
+    if vmm.under_injection() {
+        1
+    } else {
+        reps
+    }
+}
+
 /// The cost checks take turns, so that at least they do not disturb each other's numbers.
 static TURN: Mutex<()> = Mutex::new(());
 
@@ -218,6 +228,7 @@ fn thp_first_touch_once(
 }
 
 fn first_touch(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let reps = repetitions(vmm, REPS);
     let _turn = take_turn();
     let _forks = no_forks_meanwhile();
     let (mut tagged, mut plain) = boot_pair(vmm)?;
@@ -227,14 +238,14 @@ fn first_touch(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut thp, mut thp_plain) = (Best::new(), Best::new());
     let mut huge = true;
     // Tagged and untagged take turns, so that both see the same disturbances.
-    for rep in 0..REPS {
+    for rep in 0..reps {
         first_touch_once(tagged, &mut checks, rep, &mut best)?;
         first_touch_once(plain, &mut checks, rep, &mut best_plain)?;
         huge &= thp_first_touch_once(tagged, rep, &mut thp)?;
         huge &= thp_first_touch_once(plain, rep, &mut thp_plain)?;
     }
 
-    let measured_pages = pages(FIRST_PAGE, N * REPS);
+    let measured_pages = pages(FIRST_PAGE, N * reps);
     let zeros = vec![0u8; granules(measured_pages.1)];
     let zeros = ("zero tags", &zeros[..]);
     let host = "host, pages the guest touched first with data";
@@ -249,14 +260,14 @@ fn first_touch(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         &mut checks,
         "first touch (guest write fault) per 4 KiB page",
         &format!(
-            "guest FillPattern over {N} fresh pages (MADV_NOHUGEPAGE), best of {REPS}, minus \
-             the same over the same pages again, best of {REPS}; divided by {N}"
+            "guest FillPattern over {N} fresh pages (MADV_NOHUGEPAGE), best of {reps}, minus \
+             the same over the same pages again, best of {reps}; divided by {N}"
         ),
         best.per(N),
         best_plain.per(N),
     );
     let how = format!(
-        "guest FillPattern of one page of a fresh 2 MiB region, best of {REPS}, minus the \
+        "guest FillPattern of one page of a fresh 2 MiB region, best of {reps}, minus the \
          same again; one write fault maps the whole transparent huge page"
     );
     let what = "first touch of a transparent huge page (2 MiB)";
@@ -312,7 +323,7 @@ fn tags_kept(
     expected: (&str, &[u8]),
     after: &str,
 ) -> Result<(), VmmError> {
-    let measured_pages = pages(FIRST_PAGE, N * REPS);
+    let measured_pages = pages(FIRST_PAGE, granules_to_pages(expected.1.len()));
     let host = format!("host after {after}");
     checks.expect_host_tags(tagged, measured_pages, expected, &host)?;
     let ldg = format!("guest LDG after {after}");
@@ -321,6 +332,7 @@ fn tags_kept(
 }
 
 fn cow(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let reps = repetitions(vmm, REPS);
     let _turn = take_turn();
     let _forks = forking();
     let (mut tagged, mut plain) = boot_pair(vmm)?;
@@ -329,7 +341,7 @@ fn cow(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut best, mut best_plain) = (Best::new(), Best::new());
     let mut fork_time = Duration::MAX;
     let mut all_tags = Vec::new();
-    for rep in 0..REPS {
+    for rep in 0..reps {
         let (ipa, len) = pages(FIRST_PAGE + rep * N, N);
         all_tags.extend(prepare_both(tagged, plain, (ipa, len), 0xc0 + rep, 0xc0)?);
         fork_time = fork_time.min(cow_once(tagged, ipa, len, &mut best)?);
@@ -348,8 +360,8 @@ fn cow(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         &mut checks,
         "copy-on-write break (guest write after fork) per page",
         &format!(
-            "guest FillPattern over {N} pages shared with a forked child, best of {REPS}, \
-             minus the same over the pages once it owns them, best of {REPS}; divided by {N}"
+            "guest FillPattern over {N} pages shared with a forked child, best of {reps}, \
+             minus the same over the pages once it owns them, best of {reps}; divided by {N}"
         ),
         best.per(N),
         best_plain.per(N),
@@ -359,7 +371,7 @@ fn cow(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         "fork of the VMM process, until its child is up",
         &format!(
             "best of {} forks; the whole runner is forked, not only a guest",
-            2 * REPS
+            2 * reps
         ),
         micros(fork_time),
     );
@@ -394,10 +406,11 @@ fn swap_once(
 }
 
 fn swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let reps = repetitions(vmm, REPS);
     let _turn = take_turn();
     let _forks = no_forks_meanwhile();
     let mut tagged = boot_private(vmm)?;
-    require_swap(tagged.as_ref(), 2 * REPS * N * PAGE_SIZE)?;
+    require_swap(tagged.as_ref(), 2 * reps * N * PAGE_SIZE)?;
     let mut plain = boot_untagged(vmm)?;
     small_pages(tagged.as_mut())?;
     small_pages(plain.as_mut())?;
@@ -406,7 +419,7 @@ fn swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut out, mut out_plain) = (Duration::MAX, Duration::MAX);
     let (mut swap_in, mut swap_in_plain) = (Best::new(), Best::new());
     let mut all_tags = Vec::new();
-    for rep in 0..REPS {
+    for rep in 0..reps {
         let (ipa, len) = pages(FIRST_PAGE + rep * N, N);
         all_tags.extend(prepare_both(tagged, plain, (ipa, len), 0x5a + rep, 0x5a)?);
         out = out.min(swap_once(tagged, &mut checks, ipa, len, &mut swap_in)?);
@@ -424,7 +437,7 @@ fn swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         "swap-out per page",
         &format!(
             "the MADV_PAGEOUT calls over {N} pages until all are out, divided by the pages, \
-             best of {REPS}"
+             best of {reps}"
         ),
         out,
         out_plain,
@@ -433,8 +446,8 @@ fn swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         &mut checks,
         "swap-in (guest read fault) per page",
         &format!(
-            "guest CheckPattern over {N} swapped-out pages, best of {REPS}, minus the same \
-             over the pages in memory, best of {REPS}; divided by {N}"
+            "guest CheckPattern over {N} swapped-out pages, best of {reps}, minus the same \
+             over the pages in memory, best of {reps}; divided by {N}"
         ),
         swap_in.per(N),
         swap_in_plain.per(N),
@@ -446,7 +459,7 @@ fn swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 /// the 52 bits of LPA2.
 const IPA_SIZES: [u32; 3] = [40, 48, 52];
 /// Each size's best of this many VMs, unless one took longer than [`SLOW_TEARDOWN`] to close.
-const IPA_REPS: u32 = 3;
+const IPA_REPS: u64 = 3;
 const SLOW_TEARDOWN: Duration = Duration::from_millis(100);
 /// EFAULT: KVM's answer to a memslot outside the VM's IPA space.
 const EFAULT: i32 = 14;
@@ -456,7 +469,7 @@ const EFAULT: i32 = 14;
 fn probe_ipa_size(vmm: &dyn Vmm, bits: u32) -> Result<IpaProbe, VmmError> {
     let top = 1 << bits;
     let mut best = vmm.ipa_probe(bits, top)?;
-    for _ in 1..IPA_REPS {
+    for _ in 1..repetitions(vmm, IPA_REPS) {
         if best.teardown > SLOW_TEARDOWN {
             break;
         }
@@ -484,7 +497,8 @@ fn teardown_by_ipa_size(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         ),
     );
     let how = format!(
-        "best of {IPA_REPS} VMs (one where closing took over {} ms)",
+        "best of {} VMs (one where closing took over {} ms)",
+        repetitions(vmm, IPA_REPS),
         SLOW_TEARDOWN.as_millis()
     );
     let mut teardowns = Vec::new();
@@ -515,4 +529,9 @@ fn teardown_by_ipa_size(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         );
     }
     Ok(checks.finish())
+}
+
+/// The pages a tag map of `granules` covers.
+fn granules_to_pages(granules: usize) -> u64 {
+    granules as u64 * mte_protocol::GRANULE / PAGE_SIZE
 }
