@@ -4,7 +4,9 @@
 
 use std::io::ErrorKind;
 
-use mte_results::artifact::{check_name, incoming_path, INCOMING_DIR, SAVED_ON_FILE};
+use mte_results::artifact::{
+    check_name, incoming_path, INCOMING_DIR, NEXT_KERNEL_WORD, SAVED_ON_FILE,
+};
 use mte_results::stream::Record;
 use mte_results::Lane;
 use mte_suites::migration_plan::{IncomingStream, StreamFault};
@@ -12,8 +14,9 @@ use mte_suites::vmm::{AbiVm, BootOptions, Guest, IpaProbe, IpaSizes, Vmm, VmmErr
 
 use crate::emit;
 
-/// A VMM whose checks keep artifacts with the run and find those of the run's previous kernel
-/// (the migration stream carried across kernels); everything else is the VMM's own.
+/// A VMM whose checks keep artifacts with the run, for its next kernel, and find those of the
+/// run's previous kernel (the migration stream carried across kernels); everything else is the
+/// VMM's own.
 pub struct KeepsArtifacts<V>(pub V);
 
 impl<V: Vmm> Vmm for KeepsArtifacts<V> {
@@ -48,7 +51,11 @@ impl<V: Vmm> Vmm for KeepsArtifacts<V> {
         self.0.restore(stream, fault)
     }
 
+    /// Sent only when a next kernel of the run will read it.
     fn keep_artifact(&self, name: &str, bytes: &[u8]) -> Result<bool, VmmError> {
+        if !next_kernel_waits() {
+            return Ok(false);
+        }
         keep(name, bytes).map(|()| true)
     }
 
@@ -63,6 +70,13 @@ impl<V: Vmm> Vmm for KeepsArtifacts<V> {
     fn ipa_probe(&self, bits: u32, top: u64) -> Result<IpaProbe, VmmError> {
         self.0.ipa_probe(bits, top)
     }
+}
+
+/// Whether xtask said, on this machine's kernel command line, that a next kernel of the run
+/// takes this one's artifacts.
+fn next_kernel_waits() -> bool {
+    std::fs::read_to_string("/proc/cmdline")
+        .is_ok_and(|line| line.split_whitespace().any(|word| word == NEXT_KERNEL_WORD))
 }
 
 /// Send `bytes` to the host side, which keeps them with the run under `name`.

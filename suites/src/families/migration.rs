@@ -667,7 +667,9 @@ fn stream_saved_for_the_next_kernel(vmm: &dyn Vmm) -> Result<Finding, VmmError> 
         if handed_over {
             format!("{CARRIED_STREAM} sent, saved on {}", vmm.kernel_release())
         } else {
-            "not sent (a stream that fails here, or made under fault injection, stays here)".into()
+            "not sent: no next kernel in this run takes it (and a stream that fails here, or is \
+             made under fault injection, stays here)"
+                .into()
         },
     );
     Ok(checks.finish())
