@@ -88,5 +88,6 @@ pub fn benchmark(id: &str, median_ns: f64) -> Benchmark {
         versus: None,
         figures: Vec::new(),
         criterion: None,
+        host_cpu_pressure: None,
     }
 }

@@ -15,7 +15,7 @@ use mte_results::{
     SCHEMA_VERSION,
 };
 use mte_suites::inject::{Injecting, Injection};
-use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, IpaSizes, Vmm, VmmError};
 use mte_suites::{Finding, Scenario};
 
 use crate::artifacts::KeepsArtifacts;
@@ -38,12 +38,14 @@ pub struct Options {
     pub shard: Option<Shard>,
     /// Run the performance suite (`crate::bench`) instead of the checks.
     pub bench: bool,
+    /// Run each check's fault-injection proofs after the checks.
+    pub prove: bool,
     pub harness_args: Vec<String>,
 }
 
 impl Options {
     pub const USAGE: &'static str = "mte-runner [--lane NAME] [--inject MODE] [--payload-dir DIR] \
-        [--deadline SECS] [--qemu PATH] [--shard K/N] [--bench] [LIBTEST-ARGS...]";
+        [--deadline SECS] [--qemu PATH] [--shard K/N] [--bench] [--prove] [LIBTEST-ARGS...]";
 
     /// Split the runner's options from libtest's. `args` excludes the program name.
     pub fn parse(args: Vec<String>, default_payload_dir: PathBuf) -> Result<Self, String> {
@@ -55,6 +57,7 @@ impl Options {
             qemu: "qemu-system-aarch64".into(),
             shard: None,
             bench: false,
+            prove: false,
             harness_args: Vec::new(),
         };
         let mut args = args.into_iter();
@@ -79,6 +82,7 @@ impl Options {
                 "--qemu" => options.qemu = value("--qemu")?.into(),
                 "--shard" => options.shard = Some(Shard::parse(&value("--shard")?)?),
                 "--bench" => options.bench = true,
+                "--prove" => options.prove = true,
                 "--deadline" => {
                     let secs = value("--deadline")?;
                     options.deadline = secs
@@ -134,6 +138,9 @@ impl Vmm for Unavailable {
     fn kernel_release(&self) -> &str {
         &self.kernel_release
     }
+    fn without_injection(&self) -> &dyn Vmm {
+        self
+    }
     fn boot(&self, _: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
         Err(self.error())
     }
@@ -143,9 +150,15 @@ impl Vmm for Unavailable {
     fn mte_capable(&self) -> Result<(), VmmError> {
         Err(self.error())
     }
+    fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {
+        Err(self.error())
+    }
 }
 
 type SharedVmm = Arc<dyn Vmm + Send + Sync>;
+
+/// The feature of run.json that says the IPA size of the lane's VMs.
+pub const IPA_SIZE_FEATURE: &str = "KVM VM IPA size";
 
 /// The lane's VMM as opened: what was found of it, and what the lane's machine or VMM lacks of
 /// what the lane needs (a run error, which no verdict may stand in for).
@@ -202,6 +215,7 @@ fn open_kvm_lane(options: &Options, kernel_release: &str, mut facts: Vec<Feature
     };
     facts.push(Feature::new("KVM API version", kvm.api_version()));
     facts.push(Feature::new("KVM_CAP_ARM_MTE", kvm.has_mte_cap()));
+    facts.push(Feature::new(IPA_SIZE_FEATURE, kvm.describe_ipa_size()));
     if promised {
         let signs = MteSigns::of_this_machine(Ok(kvm.has_mte_cap()));
         facts.extend(signs.features());
@@ -463,8 +477,9 @@ fn injection_trial(
     })
 }
 
-/// The checks the libtest arguments and the shard select, in words; empty for all of them.
-fn describe_selection(args: &Arguments, shard: Option<Shard>) -> String {
+/// The checks the libtest arguments and the shard select, in words; empty for all of them
+/// without their proofs.
+fn describe_selection(args: &Arguments, shard: Option<Shard>, prove: bool) -> String {
     let mut words = Vec::new();
     if let Some(shard) = shard {
         words.push(format!("shard {shard}"));
@@ -479,6 +494,9 @@ fn describe_selection(args: &Arguments, shard: Option<Shard>) -> String {
     words.extend(args.skip.iter().map(|skip| format!("--skip {skip}")));
     if args.ignored {
         words.push("--ignored".into());
+    }
+    if prove {
+        words.push(WITH_PROOFS.into());
     }
     words.join(" ")
 }
@@ -563,15 +581,23 @@ fn is_long(name: &str) -> bool {
     LONG_FAMILIES.iter().any(|family| check.starts_with(family))
 }
 
-/// Every trial: the scenarios, then (unless the whole run is injected) the injection proofs;
-/// those of long families first.
-fn trials(vmm: &SharedVmm, inject: Option<Injection>, tally: &SharedTally) -> Vec<Trial> {
+/// How a selection says that the checks' fault-injection proofs run too.
+pub const WITH_PROOFS: &str = "with their fault-injection proofs";
+
+/// Every trial: the scenarios, then (asked to prove, and unless the whole run is injected) the
+/// injection proofs; those of long families first.
+fn trials(
+    vmm: &SharedVmm,
+    inject: Option<Injection>,
+    prove: bool,
+    tally: &SharedTally,
+) -> Vec<Trial> {
     let scenarios = mte_suites::all();
     let mut trials: Vec<Trial> = scenarios
         .iter()
         .map(|&s| scenario_trial(s, Arc::clone(vmm), inject, Arc::clone(tally)))
         .collect();
-    if inject.is_none() {
+    if prove && inject.is_none() {
         for injection in Injection::ALL {
             for &s in scenarios
                 .iter()
@@ -621,7 +647,7 @@ pub fn run(options: &Options) -> bool {
         facts.push(Feature::new("fault injection", injection.name()));
     }
     let tally = SharedTally::default();
-    let mut trials = trials(&vmm, options.inject, &tally);
+    let mut trials = trials(&vmm, options.inject, options.prove, &tally);
     let available = trials.len();
     if let Some(shard) = options.shard {
         trials.retain(|t| shard.contains(t.name()));
@@ -644,7 +670,7 @@ pub fn run(options: &Options) -> bool {
         planned: checks.len(),
         available,
         list: args.list,
-        selection: describe_selection(&args, options.shard),
+        selection: describe_selection(&args, options.shard, options.prove),
         bench: false,
         setup_error,
         checks,
@@ -687,6 +713,8 @@ mod tests {
         assert_eq!(o.harness_args, vec!["tags::", "--exact"]);
         assert_eq!(o.payload_dir, PathBuf::from("/p"));
         assert_eq!(o.shard, None);
+        assert!(!o.prove);
+        assert!(parse(&["--prove", "tags::"]).unwrap().prove);
         let o = parse(&["--shard", "2/3", "tags::"]).unwrap();
         assert_eq!(o.shard.map(|s| s.to_string()).as_deref(), Some("2/3"));
         assert_eq!(o.harness_args, vec!["tags::"]);
@@ -739,7 +767,7 @@ mod tests {
             reason: "r".into(),
             promised: false,
         });
-        let names: Vec<bool> = trials(&vmm, None, &SharedTally::default())
+        let names: Vec<bool> = trials(&vmm, None, true, &SharedTally::default())
             .iter()
             .map(|t| is_long(t.name()))
             .collect();
@@ -756,7 +784,7 @@ mod tests {
             promised: false,
         });
         let tally = SharedTally::default();
-        let names: Vec<String> = trials(&vmm, None, &tally)
+        let names: Vec<String> = trials(&vmm, None, true, &tally)
             .iter()
             .map(|t| t.name().to_string())
             .collect();
@@ -765,8 +793,11 @@ mod tests {
                 assert!(names.contains(&injection_trial_name(s, injection)));
             }
         }
-        let injected: Vec<Trial> = trials(&vmm, Some(Injection::CorruptTag), &tally);
+        let injected: Vec<Trial> = trials(&vmm, Some(Injection::CorruptTag), true, &tally);
         assert_eq!(injected.len(), mte_suites::all().len());
+        // Not asked to prove, the checks run alone.
+        let checks: Vec<Trial> = trials(&vmm, None, false, &tally);
+        assert_eq!(checks.len(), mte_suites::all().len());
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod fork;
 mod host;
 mod host_steps;
 mod ioctls;
+pub mod ipa;
 mod memory;
 pub mod migration_engine;
 mod peer;

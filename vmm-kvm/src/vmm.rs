@@ -9,10 +9,11 @@ use mte_protocol::RAM_SIZE;
 use mte_results::Lane;
 use mte_suites::host_mm::Backing;
 use mte_suites::migration_plan::StreamFault;
-use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, IpaProbe, IpaSizes, Vmm, VmmError};
 use mte_vmm::{MailboxGuest, PayloadDir};
 
 use crate::abi::KvmAbiVm;
+use crate::ipa;
 use crate::memory::GuestRam;
 use crate::migration_engine;
 use crate::transport::KvmTransport;
@@ -78,6 +79,11 @@ impl KvmVmm {
         self.kvm.get_api_version()
     }
 
+    /// The IPA size of the VMs the suite makes, and the host's limit, in words.
+    pub fn describe_ipa_size(&self) -> String {
+        ipa::describe(&self.kvm)
+    }
+
     /// A VM with its RAM memslot on `backing`, and MTE enabled if asked.
     pub(crate) fn create_vm(&self, mte: bool, backing: Backing) -> Result<Vm, VmmError> {
         if mte {
@@ -95,6 +101,9 @@ impl Vmm for KvmVmm {
 
     fn kernel_release(&self) -> &str {
         &self.kernel_release
+    }
+    fn without_injection(&self) -> &dyn Vmm {
+        self
     }
 
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
@@ -128,5 +137,16 @@ impl Vmm for KvmVmm {
     fn abi_vm(&self, mte: bool) -> Result<Box<dyn AbiVm>, VmmError> {
         let vm = self.create_vm(mte, Backing::PrivateAnonymous)?;
         Ok(Box::new(KvmAbiVm::new(vm)))
+    }
+
+    fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {
+        Ok(IpaSizes {
+            suite_bits: ipa::SUITE_IPA_BITS,
+            host_limit: ipa::host_limit(&self.kvm),
+        })
+    }
+
+    fn ipa_probe(&self, bits: u32, top: u64) -> Result<IpaProbe, VmmError> {
+        ipa::probe(&self.kvm, bits, top)
     }
 }

@@ -47,17 +47,22 @@ pub struct Options {
     pub thresholds: Thresholds,
     /// Run the performance suite instead of the checks.
     pub bench: bool,
+    /// Run each check's fault-injection proofs after the checks.
+    pub prove: bool,
     /// Passed untouched to the in-guest harness.
     pub harness_args: Vec<String>,
 }
 
 impl Options {
     /// What the runner is given after its lane's own options: `--bench` for the performance
-    /// suite, the shard, then the harness arguments untouched.
+    /// suite, `--prove` for the proofs, the shard, then the harness arguments untouched.
     pub fn runner_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         if self.bench {
             args.push("--bench".to_string());
+        }
+        if self.prove {
+            args.push("--prove".to_string());
         }
         if let Some(shard) = self.shard {
             args.push("--shard".to_string());
@@ -133,6 +138,7 @@ fn parse_on(
             kernel,
             timeout,
             shard,
+            prove,
             baseline,
             threshold,
             harness,
@@ -140,20 +146,24 @@ fn parse_on(
             run_lanes,
             false,
             &[
-                &lane, &kernel, &timeout, &shard, &baseline, &threshold, &harness,
+                &lane, &kernel, &timeout, &shard, &prove, &baseline, &threshold, &harness,
             ],
         )),
+        // CI proves every check it runs.
         Cmd::Test {
             lane,
             kernel,
             timeout,
             shard,
             harness,
-        } => Command::Test(options(
-            lanes_here(arm64),
-            false,
-            &[&lane, &kernel, &timeout, &shard, &harness],
-        )),
+        } => Command::Test(Options {
+            prove: true,
+            ..options(
+                lanes_here(arm64),
+                false,
+                &[&lane, &kernel, &timeout, &shard, &harness],
+            )
+        }),
         Cmd::Bench {
             lane,
             kernel,
@@ -221,6 +231,7 @@ impl Defaults {
             baseline: None,
             thresholds: Thresholds::default(),
             bench,
+            prove: false,
             harness_args: Vec::new(),
         };
         for flag in flags {
@@ -310,15 +321,18 @@ enum Cmd {
         #[command(flatten)]
         shard: ShardFlag,
         #[command(flatten)]
+        prove: ProveFlag,
+        #[command(flatten)]
         baseline: BaselineFlag,
         #[command(flatten)]
         threshold: ThresholdFlag,
         #[command(flatten)]
         harness: HarnessArgs,
     },
-    /// What CI runs: the host unit tests, `run`, then the report in a headless browser
+    /// What CI runs: the lints, the host unit tests, `run --prove`, then the report in a
+    /// headless browser
     ///
-    /// Fails on any fail, error or no pass.
+    /// Fails on any fail, error, unproven check or no pass.
     #[command(after_help = AFTER_HELP)]
     Test {
         #[command(flatten)]
@@ -487,6 +501,21 @@ struct ShardFlag {
 impl Flag for ShardFlag {
     fn apply(&self, options: &mut Options, _: bool) {
         options.shard = self.shard;
+    }
+}
+
+#[derive(Args, Debug)]
+struct ProveFlag {
+    /// After the checks, run their fault-injection proofs: each check run
+    /// again with a fault injected that must turn it red (`test` always
+    /// does)
+    #[arg(verbatim_doc_comment, long)]
+    prove: bool,
+}
+
+impl Flag for ProveFlag {
+    fn apply(&self, options: &mut Options, _: bool) {
+        options.prove |= self.prove;
     }
 }
 
@@ -702,6 +731,17 @@ mod tests {
     }
 
     #[test]
+    fn run_proves_when_asked_and_test_always() {
+        let o = run_options(parse(&args("run"), None).unwrap());
+        assert!(!o.prove);
+        assert!(!o.runner_args().contains(&"--prove".to_string()));
+        let o = run_options(parse(&args("run --prove --shard 1/2 -- tags::"), None).unwrap());
+        assert_eq!(o.runner_args(), args("--prove --shard 1/2 tags::"));
+        assert!(run_options(parse(&args("test"), None).unwrap()).prove);
+        assert!(error("bench --prove").contains("--prove"));
+    }
+
+    #[test]
     fn bench_asks_the_runner_for_the_benchmarks_in_a_kvm_lane() {
         let o = run_options(parse(&args("bench -- copy_tags"), None).unwrap());
         assert!(o.bench);
@@ -842,6 +882,7 @@ mod tests {
             "--kernel",
             "--timeout",
             "--shard",
+            "--prove",
             "--baseline",
             "--threshold",
             "HARNESS-ARGS",

@@ -16,6 +16,7 @@ mod elf;
 mod facts;
 mod fuzz;
 mod groundwork;
+mod host_load;
 mod initramfs;
 mod kernel_modules;
 mod kernels;

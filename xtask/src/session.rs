@@ -14,6 +14,7 @@ use mte_results::{Environment, Feature, Lane, NotRun, Outcome, Tally, Verdict};
 
 use crate::artifacts::{self, Kept};
 use crate::console::{End, Ending, Flow};
+use crate::host_load::{self, PressureClock};
 use crate::ui::progress;
 
 /// Which checks the runner selected, as its Hello record says.
@@ -37,6 +38,10 @@ pub enum Source {
     /// The runner as a process on this machine: it exits 0, or 101 when a check failed.
     RunnerProcess,
 }
+
+/// The features of run.json that say how busy the host was when the lane started and ended.
+const LOAD_AT_START: &str = "host.load_at_start";
+const LOAD_AT_END: &str = "host.load_at_end";
 
 /// The runner's exit status when it ran to its end and a check failed (as libtest's).
 const RUNNER_EXIT_CHECK_FAILED: i32 = 101;
@@ -85,6 +90,8 @@ pub struct Session<'a> {
     write_error: Option<String>,
     /// Artifacts the runner sent, kept in the run directory, for the run's next kernel.
     kept: Vec<Kept>,
+    /// The host's CPU pressure from one benchmark's record to the next.
+    pressure: PressureClock,
 }
 
 impl<'a> Session<'a> {
@@ -99,9 +106,10 @@ impl<'a> Session<'a> {
         boot: u32,
         kernel: &str,
         source: Source,
-        host: Vec<Feature>,
+        mut host: Vec<Feature>,
         started: Instant,
     ) -> Self {
+        host.push(Feature::new(LOAD_AT_START, host_load::describe_now()));
         let environment = Environment {
             lane,
             boot,
@@ -134,6 +142,7 @@ impl<'a> Session<'a> {
             corrupt: Vec::new(),
             write_error,
             kept: Vec::new(),
+            pressure: PressureClock::start(),
         }
     }
 
@@ -209,9 +218,11 @@ impl<'a> Session<'a> {
     /// facts and the selection (so that a merge of shards says which each was).
     fn on_hello(&mut self, environment: Environment, selection: Selection, planned: usize) {
         let mut host = std::mem::take(&mut self.environment.host);
+        // "with their fault-injection proofs" alone qualifies every check.
         let selected = match selection.words.as_str() {
-            "" => "every check",
-            words => words,
+            "" => "every check".to_string(),
+            words if words.starts_with("with ") => format!("every check {words}"),
+            words => words.to_string(),
         };
         host.push(Feature::new("runner.selection", selected));
         let boot = self.environment.boot;
@@ -222,6 +233,8 @@ impl<'a> Session<'a> {
         };
         self.planned = Some(planned);
         self.selection = selection;
+        // The first benchmark's interval starts when the runner is up, after the boot.
+        self.pressure = PressureClock::start();
         if let Err(e) = self.run.write_environment(&self.environment) {
             self.note_write_error(e);
         }
@@ -267,7 +280,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn on_benchmark(&mut self, benchmark: Benchmark) {
+    fn on_benchmark(&mut self, mut benchmark: Benchmark) {
+        benchmark.host_cpu_pressure = self.pressure.share_since_last();
         if let Err(e) = self.run.append_benchmark(&benchmark) {
             self.note_write_error(e);
         }
@@ -299,6 +313,7 @@ impl<'a> Session<'a> {
                 self.checks_wall_ms.map(|ms| format!("{ms:.0} ms")),
             ),
             ("timing.lane_wall", seconds(Some(self.started.elapsed()))),
+            (LOAD_AT_END, Some(host_load::describe_now())),
         ];
         for (name, value) in timings {
             if let Some(value) = value {

@@ -27,15 +27,34 @@ use crate::summary::{column_names, format_duration, RunSummary};
 use comparison::ComparisonView;
 use matrix::Matrix;
 use perf::{bench_view, speed_view, BenchColumnView, SpeedView};
-use verdicts::{FigureCard, VerdictView};
+use verdicts::{FigureCard, TagMapDetail, VerdictView};
 
 const TEMPLATE: &str = include_str!("../../templates/report.html.tera");
 /// The `.html` suffix is what makes the template autoescaped.
 const TEMPLATE_NAME: &str = "report.html";
 
+/// What a report shows beyond its default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// Draw every granule of every tag map, not only those of failures.
+    pub every_tag_map: bool,
+}
+
+/// The environment variable that asks for every tag map whole: `MTE_REPORT_TAG_MAPS=all`.
+pub const TAG_MAPS_ENV: &str = "MTE_REPORT_TAG_MAPS";
+
+impl ReportOptions {
+    /// The options the environment asks for.
+    pub fn from_env() -> Self {
+        ReportOptions {
+            every_tag_map: std::env::var(TAG_MAPS_ENV).is_ok_and(|v| v == "all"),
+        }
+    }
+}
+
 /// Render the report of a run; `title` names the run, normally its run id.
 pub fn render(summary: &RunSummary, title: &str) -> tera::Result<String> {
-    render_compared(summary, title, None)
+    render_compared(summary, title, None, ReportOptions::default())
 }
 
 /// Render the report of a run compared with a baseline: the comparison comes first.
@@ -43,12 +62,13 @@ pub fn render_compared(
     summary: &RunSummary,
     title: &str,
     comparison: Option<&Comparison>,
+    options: ReportOptions,
 ) -> tera::Result<String> {
     let mut tera = Tera::default();
     tera.autoescape_on(vec![".html"]);
     tera.set_escape_fn(escape_html);
     tera.add_raw_template(TEMPLATE_NAME, TEMPLATE)?;
-    let context = Context::from_serialize(Page::new(summary, title, comparison))?;
+    let context = Context::from_serialize(Page::new(summary, title, comparison, options))?;
     tera.render(TEMPLATE_NAME, &context)
 }
 
@@ -74,22 +94,33 @@ struct Page<'a> {
 }
 
 impl<'a> Page<'a> {
-    fn new(summary: &'a RunSummary, title: &'a str, comparison: Option<&'a Comparison>) -> Self {
+    fn new(
+        summary: &'a RunSummary,
+        title: &'a str,
+        comparison: Option<&'a Comparison>,
+        options: ReportOptions,
+    ) -> Self {
         let names = column_names(&summary.verdicts);
         let column = |v: &Verdict| names.get(&BootKey::of(v)).cloned().unwrap_or_default();
+        // Only failures keep every granule of their tag maps (unless every map was asked for):
+        // the maps of a verdict that did not fail are agreement, or a fault a proof injected,
+        // and were most of a report's weight.
         let verdicts: Vec<VerdictView> = summary
             .verdicts
             .iter()
             .enumerate()
-            .map(|(i, v)| VerdictView::new(i, v, column(v), false))
+            .map(|(i, v)| {
+                let detail = TagMapDetail::in_list(v, options.every_tag_map);
+                VerdictView::new(i, v, column(v), detail)
+            })
             .collect();
-        // Only the failures draw their tag maps as pictures: a passing map is all agreement.
+        // Only the failures draw their tag maps as pictures.
         let failures = summary
             .verdicts
             .iter()
             .enumerate()
             .filter(|(_, v)| v.outcome == Outcome::Fail)
-            .map(|(i, v)| VerdictView::new(i, v, column(v), true))
+            .map(|(i, v)| VerdictView::new(i, v, column(v), TagMapDetail::Pictures))
             .collect();
         let figures = summary
             .verdicts
@@ -264,7 +295,8 @@ mod tests {
         let comparison =
             Comparison::of(&baseline, &run, Default::default()).named(attack, attack, attack);
         assert!(!comparison.figures.is_empty() && !comparison.changes.is_empty());
-        let html = render_compared(&run, attack, Some(&comparison)).unwrap();
+        let html =
+            render_compared(&run, attack, Some(&comparison), ReportOptions::default()).unwrap();
         for part in [
             "id=\"comparison\"",
             "<svg class=\"tagmap\"",
@@ -469,9 +501,42 @@ mod tests {
         .unwrap();
         let section = &html[html.find("id=\"speed\"").unwrap()..];
         assert!(section.contains("suite speed: 1 checks in 30.0 s"));
-        assert!(section.contains("kvm-unit-tests&#39; mte group"));
+        assert!(!section.contains("kvm-unit-tests"));
         assert!(section.contains("not judged"), "{section}");
         assert!(!html.contains("id=\"benchmarks\""));
+    }
+
+    #[test]
+    fn only_failures_keep_every_granule_unless_every_map_is_asked_for() {
+        let digits = "5".repeat(256);
+        let passed = verdict(
+            "tags::a",
+            Outcome::Pass,
+            "ok",
+            vec![tag_maps(&digits, &digits, vec![])],
+        );
+        let mut observed = digits.clone();
+        observed.replace_range(3..4, "7");
+        let failed = verdict(
+            "tags::b",
+            Outcome::Fail,
+            "differs",
+            vec![tag_maps(&digits, &observed, vec![3])],
+        );
+        let run = summary(vec![passed, failed]);
+        let grid_cells = |html: &str| html.matches("<td class=\"tag").count();
+        let html = render(&run, "run").unwrap();
+        // The failure's map: its grid in the failures and in the list, two rows a side.
+        assert_eq!(grid_cells(&html), 2 * 2 * 256);
+        assert!(
+            html.contains("tag 5 ×256; CRC-32 0x"),
+            "the passing map in brief"
+        );
+        let every = ReportOptions {
+            every_tag_map: true,
+        };
+        let html = render_compared(&run, "run", None, every).unwrap();
+        assert_eq!(grid_cells(&html), 3 * 2 * 256);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use mte_results::artifact::NEXT_KERNEL_WORD;
 use mte_results::{Feature, Lane, KERNEL_IMAGE_SHA256};
 use sha2::{Digest, Sha256};
 
@@ -45,6 +46,7 @@ impl LaneDriver for EmulatedLane {
                         qemu: qemu.path.clone(),
                         kernel: kernel.kernel.image.clone(),
                         initramfs: initramfs.path.clone(),
+                        next_kernel: index + 1 < count,
                     },
                     kernel: kernel.clone(),
                     modules: initramfs.modules.clone(),
@@ -179,6 +181,9 @@ struct Machine {
     qemu: PathBuf,
     kernel: PathBuf,
     initramfs: PathBuf,
+    /// Whether a next kernel of the run takes this one's artifacts: its runner sends them
+    /// only then.
+    next_kernel: bool,
 }
 
 impl Machine {
@@ -189,6 +194,10 @@ impl Machine {
     /// panic's reboot) into QEMU's exit.
     fn args(&self) -> Vec<String> {
         let path = |p: &Path| p.display().to_string();
+        let mut command_line = "console=ttyAMA0 rdinit=/init quiet panic=-1".to_string();
+        if self.next_kernel {
+            command_line = format!("{command_line} {NEXT_KERNEL_WORD}");
+        }
         [
             "-M",
             "virt,virtualization=on,mte=on,gic-version=3",
@@ -212,7 +221,7 @@ impl Machine {
             "-initrd",
             &path(&self.initramfs),
             "-append",
-            "console=ttyAMA0 rdinit=/init quiet panic=-1",
+            &command_line,
         ]
         .map(String::from)
         .to_vec()
@@ -233,6 +242,7 @@ mod tests {
             qemu: "/usr/bin/qemu-system-aarch64".into(),
             kernel: "/k/vmlinuz-6.12".into(),
             initramfs: "/t/initramfs.cpio".into(),
+            next_kernel: false,
         }
     }
 
@@ -243,6 +253,14 @@ mod tests {
         assert!(args.contains("-serial stdio"));
         assert!(args.contains("-no-reboot"));
         assert!(args.ends_with("-kernel /k/vmlinuz-6.12 -initrd /t/initramfs.cpio -append console=ttyAMA0 rdinit=/init quiet panic=-1"));
+        let followed = Machine {
+            next_kernel: true,
+            ..machine()
+        };
+        assert!(followed
+            .args()
+            .join(" ")
+            .ends_with(&format!("panic=-1 {NEXT_KERNEL_WORD}")));
     }
 
     #[test]
