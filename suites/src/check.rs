@@ -57,6 +57,9 @@ pub struct Checks {
     failures: Vec<String>,
     held: Vec<String>,
     evidence: Vec<Evidence>,
+    /// Why the path the check guards was not taken here, when its control or /proc says so:
+    /// agreeing comparisons then prove nothing, and the finding is a skip.
+    not_reached: Vec<String>,
 }
 
 impl Checks {
@@ -154,6 +157,41 @@ impl Checks {
         self.tally(ok, summary, errno)
     }
 
+    /// The kernel path the check guards (a THP split, a KSM merge, a swap-out) did not run
+    /// here, as its control or /proc shows: unless a comparison failed, the finding is a skip
+    /// that says so, never a pass. `why` names the path and what showed it was not taken.
+    pub fn path_not_reached(&mut self, why: impl Into<String>) {
+        let why = why.into();
+        self.evidence.push(Evidence::Note {
+            text: format!("path not reached: {why}"),
+        });
+        self.not_reached.push(why);
+    }
+
+    /// A condition that tells whether the guarded path ran, with both sides as evidence; when
+    /// it does not hold, the path was not reached ([`Self::path_not_reached`]). Returns it.
+    pub fn path_reached(
+        &mut self,
+        what: &str,
+        reached: bool,
+        expected: impl Into<String>,
+        observed: impl Into<String>,
+    ) -> bool {
+        let (expected, observed) = (expected.into(), observed.into());
+        if reached {
+            self.held.push(what.to_string());
+        } else {
+            self.not_reached
+                .push(format!("{what}: expected {expected}, observed {observed}"));
+        }
+        self.evidence.push(Evidence::Values {
+            what: format!("path reached: {what}"),
+            expected,
+            observed,
+        });
+        reached
+    }
+
     /// Whether every comparison so far held.
     pub fn all_held(&self) -> bool {
         self.failures.is_empty()
@@ -212,6 +250,15 @@ impl Checks {
     pub fn finish(self) -> Finding {
         let (outcome, reason) = if !self.failures.is_empty() {
             (Outcome::Fail, self.failures.join("; "))
+        } else if !self.not_reached.is_empty() {
+            (
+                Outcome::Skip,
+                format!(
+                    "the path this check guards was not reached here, so its comparisons \
+                     prove nothing: {}",
+                    self.not_reached.join("; ")
+                ),
+            )
         } else if self.held.is_empty() {
             (
                 Outcome::Fail,
@@ -274,6 +321,28 @@ mod tests {
         assert!(
             matches!(&finding.detail[1], Evidence::TagMaps { mismatches, .. } if mismatches == &vec![7])
         );
+    }
+
+    #[test]
+    fn a_path_not_reached_is_a_skip_unless_a_comparison_failed() {
+        let mut checks = Checks::new();
+        checks.equal("tags", 3, 3);
+        checks.path_not_reached("no subpage was remapped to the zero page");
+        let finding = checks.finish();
+        assert_eq!(finding.outcome, Outcome::Skip);
+        assert!(finding.reason.contains("zero page"), "{}", finding.reason);
+
+        let mut checks = Checks::new();
+        assert!(!checks.path_reached("pages swapped", false, "16", "3"));
+        checks.equal("tags", 3, 4);
+        let finding = checks.finish();
+        assert_eq!(finding.outcome, Outcome::Fail);
+        assert!(finding.refuted);
+
+        let mut checks = Checks::new();
+        assert!(checks.path_reached("pages swapped", true, "16", "16"));
+        checks.equal("tags", 3, 3);
+        assert_eq!(checks.finish().outcome, Outcome::Pass);
     }
 
     #[test]

@@ -105,7 +105,7 @@ fn tags_survive_swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 
     let out = page_out(guest, base, len, GiveUp::After(PAGEOUT_DEADLINE))?;
     let all_out = out.swapped() == out.states.len();
-    checks.holds(
+    checks.path_reached(
         "every page left memory for swap (pagemap: swap entry; S swapped, R resident)",
         all_out,
         "S".repeat(out.states.len()),
@@ -242,8 +242,8 @@ fn page_out_counted(
     let counted = counters(guest, &THP_SWAP_COUNTERS);
     let out = page_out(guest, base, len, GiveUp::After(PAGEOUT_DEADLINE))?;
     let swapped = out.swapped();
-    checks.holds(
-        "every page of the huge page left memory for swap",
+    checks.path_reached(
+        "every page of the huge page left memory for swap (pagemap: swap entry)",
         swapped == out.states.len(),
         format!("{} pages swapped", out.states.len()),
         format!("{swapped} swapped after {} MADV_PAGEOUT", out.calls),
