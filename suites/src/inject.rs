@@ -296,6 +296,9 @@ impl Guest for InjectingGuest {
     fn vmstat(&self) -> Result<Vec<(String, u64)>, VmmError> {
         self.inner.vmstat()
     }
+    fn swap_off_and_on(&mut self, device: &SwapDevice) -> Result<std::time::Duration, VmmError> {
+        self.inner.swap_off_and_on(device)
+    }
     fn ksm_state(&self) -> Result<KsmState, VmmError> {
         self.inner.ksm_state()
     }

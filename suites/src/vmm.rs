@@ -2,6 +2,8 @@
 //! MTE host, QEMU as the VMM) implements these traits once; every scenario is written against
 //! them and so runs wherever its steps exist.
 
+use std::time::Duration;
+
 use mte_protocol::{Command, GuestIds};
 use mte_results::Lane;
 
@@ -75,6 +77,13 @@ pub trait Guest {
     /// The host kernel's memory counters (/proc/vmstat), by name.
     fn vmstat(&self) -> Result<Vec<(String, u64)>, VmmError> {
         Err(not_here("the VMM host's /proc/vmstat"))
+    }
+
+    /// swapoff(2) of an active swap device of the host kernel, which brings every page it holds
+    /// back into memory through the kernel's unuse path, then swapon(2) of it again with its
+    /// priority. The time swapoff took.
+    fn swap_off_and_on(&mut self, _device: &SwapDevice) -> Result<Duration, VmmError> {
+        Err(not_here("swapoff of the VMM host's swap"))
     }
 
     /// The host kernel's KSM state (/sys/kernel/mm/ksm).

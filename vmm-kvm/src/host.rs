@@ -1,5 +1,8 @@
 //! What the VMM's host kernel offers every VM: swap devices and KSM.
 
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
 use mte_suites::host_mm::{parse_proc_swaps, KsmKnob, KsmState, SwapDevice};
 use mte_suites::vmm::VmmError;
 
@@ -26,6 +29,39 @@ pub fn vmstat() -> Result<Vec<(String, u64)>, VmmError> {
             Some((name.to_string(), value.trim().parse().ok()?))
         })
         .collect())
+}
+
+/// swapoff(2) of `device`, which brings back every page it holds (the kernel's unuse path,
+/// try_to_unuse()), then swapon(2) of it again at its priority; the time swapoff took.
+pub fn swap_off_and_on(device: &SwapDevice) -> Result<Duration, VmmError> {
+    let path = CString::new(device.name.as_str())
+        .map_err(|_| VmmError::Host(format!("swap device name {:?}", device.name)))?;
+    let started = Instant::now();
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::swapoff(path.as_ptr()) } != 0 {
+        return Err(sys_error(&format!("swapoff {}", device.name)));
+    }
+    let took = started.elapsed();
+    // swapon(2)'s flags (linux/swap.h; not in the libc crate). A negative priority was the
+    // kernel's own choice: let it choose again.
+    const SWAP_FLAG_PREFER: i32 = 0x8000;
+    const SWAP_FLAG_PRIO_MASK: i32 = 0x7fff;
+    let flags = match u16::try_from(device.priority) {
+        Ok(priority) => SWAP_FLAG_PREFER | (i32::from(priority) & SWAP_FLAG_PRIO_MASK),
+        Err(_) => 0,
+    };
+    // SAFETY: a valid NUL-terminated path; flags as swapon(2) takes them.
+    if unsafe { libc::swapon(path.as_ptr(), flags) } != 0 {
+        return Err(sys_error(&format!("swapon {} after swapoff", device.name)));
+    }
+    Ok(took)
+}
+
+fn sys_error(call: &str) -> VmmError {
+    VmmError::Sys {
+        call: call.into(),
+        errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+    }
 }
 
 fn ksm_read(file: &str) -> Result<Option<u64>, VmmError> {

@@ -3,6 +3,8 @@
 //! inspect the mapping, fork, race the guest, open a second VM on the same memory, and migrate
 //! the guest with the suite's own engine.
 
+use std::time::Duration;
+
 use mte_protocol::{Command, RAM_IPA, RAM_SIZE};
 use mte_suites::host_mm::{
     Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, RaceLog,
@@ -94,6 +96,10 @@ impl HostSteps for KvmTransport {
 
     fn vmstat(_guest: &KvmGuest) -> Result<Vec<(String, u64)>, VmmError> {
         host::vmstat()
+    }
+
+    fn swap_off_and_on(_guest: &mut KvmGuest, device: &SwapDevice) -> Result<Duration, VmmError> {
+        host::swap_off_and_on(device)
     }
 
     fn ksm_state(_guest: &KvmGuest) -> Result<KsmState, VmmError> {

@@ -257,6 +257,13 @@ pub trait HostSteps: Transport + Sized + 'static {
         NoHostSteps.vmstat()
     }
 
+    fn swap_off_and_on(
+        _guest: &mut MailboxGuest<Self>,
+        device: &SwapDevice,
+    ) -> Result<Duration, VmmError> {
+        NoHostSteps.swap_off_and_on(device)
+    }
+
     fn ksm_state(_guest: &MailboxGuest<Self>) -> Result<KsmState, VmmError> {
         NoHostSteps.ksm_state()
     }
@@ -390,6 +397,10 @@ impl<T: HostSteps> Guest for MailboxGuest<T> {
 
     fn vmstat(&self) -> Result<Vec<(String, u64)>, VmmError> {
         T::vmstat(self)
+    }
+
+    fn swap_off_and_on(&mut self, device: &SwapDevice) -> Result<Duration, VmmError> {
+        T::swap_off_and_on(self, device)
     }
 
     fn ksm_state(&self) -> Result<KsmState, VmmError> {

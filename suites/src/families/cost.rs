@@ -25,7 +25,7 @@ use crate::steps::boot::{boot_private, boot_untagged};
 use crate::steps::data::{expect_pattern, guest_fill, guest_pattern_mismatches};
 use crate::steps::host_memory::{forking, no_forks_meanwhile, pages};
 use crate::steps::random::nonzero_tags;
-use crate::steps::swap::{page_out, require_swap, GiveUp};
+use crate::steps::swap::{no_swapoff_meanwhile, page_out, require_swap, GiveUp};
 use crate::steps::tags::guest_store_tags;
 use crate::vmm::{Guest, IpaProbe, Vmm, VmmError};
 
@@ -409,6 +409,7 @@ fn swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let reps = repetitions(vmm, REPS);
     let _turn = take_turn();
     let _forks = no_forks_meanwhile();
+    let _swap = no_swapoff_meanwhile();
     let mut tagged = boot_private(vmm)?;
     require_swap(tagged.as_ref(), 2 * reps * N * PAGE_SIZE)?;
     let mut plain = boot_untagged(vmm)?;

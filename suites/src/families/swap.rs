@@ -12,8 +12,9 @@ use crate::steps::boot::boot_private;
 use crate::steps::data::{expect_pattern, expect_zero_data, guest_fill};
 use crate::steps::host_memory::{letters, no_forks_meanwhile, pages};
 use crate::steps::random::nonzero_tags;
-use crate::steps::swap::require_swap;
-use crate::steps::swap::{page_out, GiveUp};
+use crate::steps::swap::{
+    no_swapoff_meanwhile, page_out, require_swap, swapping_off, GiveUp, PagedOut,
+};
 use crate::steps::tags::guest_store_tags;
 use crate::vmm::{Guest, Vmm, VmmError};
 
@@ -46,6 +47,21 @@ pub const SCENARIOS: &[Scenario] = &[
           tags",
         proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
         run: tags_survive_swap_of_a_whole_huge_page,
+    },
+    Scenario {
+        name: "swap::tags_survive_swapoff",
+        summary: "Tagged guest pages paged out to swap (pagemap: swap entries), among them \
+              zero-data pages and pages whose tags the host rewrote (KVM_ARM_TAGS_TO_GUEST) \
+              while they were out and that went out again, are brought back by swapoff(2) \
+              (pagemap: present again before anyone touched them) with their tags and data: \
+              the host's KVM_ARM_MTE_COPY_TAGS and the guest's LDG read the tags each page \
+              had when it last left",
+        why: "swapoff brings pages back through the kernel's unuse path (try_to_unuse(), \
+          unuse_pte()), apart from do_swap_page(); it must restore each page's tags from swap \
+          as swap-in does, or KVM finds the page untagged and zeroes its tags. \"mm: call \
+          arch_swap_restore() from unuse_pte()\" (2023, 6.5) added the restore there",
+        proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
+        run: tags_survive_swapoff,
     },
 ];
 
@@ -80,6 +96,7 @@ fn role_tags(tags: &[u8], (first, count): (u64, u64)) -> &[u8] {
 
 fn tags_survive_swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let _forks = no_forks_meanwhile();
+    let _swap = no_swapoff_meanwhile();
     let mut guest = boot_private(vmm)?;
     let guest = guest.as_mut();
     let (base, len) = pages(FIRST_PAGE, ALL);
@@ -197,6 +214,7 @@ fn counters(guest: &dyn Guest, names: &[&str]) -> Option<Vec<u64>> {
 
 fn tags_survive_swap_of_a_whole_huge_page(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let _forks = no_forks_meanwhile();
+    let _swap = no_swapoff_meanwhile();
     let mut guest = boot_private(vmm)?;
     let guest = guest.as_mut();
     let (base, len) = pages(HUGE_FIRST_PAGE, HUGE_PAGES);
@@ -259,5 +277,118 @@ fn page_out_counted(
             deltas.join(", ")
         ));
     }
+    Ok(())
+}
+
+/// The pages of the swapoff check: the guest's data pages, zero-data pages, and pages whose
+/// tags the host rewrites while they are out.
+const SWAPOFF_FIRST_PAGE: u64 = 320;
+const SWAPOFF_DATA: (u64, u64) = (0, 4);
+const SWAPOFF_ZERO: (u64, u64) = (4, 4);
+const SWAPOFF_REWRITTEN: (u64, u64) = (8, 4);
+const SWAPOFF_ALL: u64 = 12;
+
+fn swapoff_range((first, count): (u64, u64)) -> (u64, u64) {
+    pages(SWAPOFF_FIRST_PAGE + first, count)
+}
+
+fn tags_survive_swapoff(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let _forks = no_forks_meanwhile();
+    let _swap = swapping_off();
+    let mut guest = boot_private(vmm)?;
+    let guest = guest.as_mut();
+    let (base, len) = pages(SWAPOFF_FIRST_PAGE, SWAPOFF_ALL);
+    require_swap(guest, len)?;
+    let mut checks = Checks::new();
+
+    let mut tags = nonzero_tags(0x7a95_0005, granules(len));
+    guest_store_tags(guest, base, &tags)?;
+    let (data_ipa, data_len) = swapoff_range(SWAPOFF_DATA);
+    let (rewrite_ipa, rewrite_len) = swapoff_range(SWAPOFF_REWRITTEN);
+    guest_fill(guest, data_ipa, data_len, DATA_SEED)?;
+    guest_fill(guest, rewrite_ipa, rewrite_len, DATA_SEED)?;
+    let stored = ("tags the guest stored", &tags[..]);
+    checks.expect_host_tags(guest, (base, len), stored, "host, before swap-out")?;
+
+    let out = page_out(guest, base, len, GiveUp::After(PAGEOUT_DEADLINE))?;
+    let went_out = |out: &PagedOut| out.swapped() == out.states.len();
+    let what = "every page left memory for swap (pagemap: swap entry; S swapped, R resident)";
+    let shown =
+        |out: &PagedOut| format!("{} after {} MADV_PAGEOUT", letters(&out.states), out.calls);
+    if !checks.path_reached(
+        what,
+        went_out(&out),
+        "S".repeat(SWAPOFF_ALL as usize),
+        shown(&out),
+    ) {
+        return Ok(checks.finish());
+    }
+    // The host's write brings those pages back (KVM faults them in); they go out again with
+    // the host's tags.
+    let rewritten = nonzero_tags(0x7a95_0006, granules(rewrite_len));
+    guest.host_write_tags(rewrite_ipa, &rewritten)?;
+    let at = granules(rewrite_ipa - base);
+    tags[at..at + rewritten.len()].copy_from_slice(&rewritten);
+    let out = page_out(guest, base, len, GiveUp::After(PAGEOUT_DEADLINE))?;
+    let what = "every page out again after the host rewrote some tags (pagemap: swap entry)";
+    if !checks.path_reached(
+        what,
+        went_out(&out),
+        "S".repeat(SWAPOFF_ALL as usize),
+        shown(&out),
+    ) {
+        return Ok(checks.finish());
+    }
+
+    swap_everything_back(guest, &mut checks, base, len)?;
+    let expected = ("tags each page had when it last left", &tags[..]);
+    checks.expect_host_tags(guest, (base, len), expected, "host, after swapoff")?;
+    checks.expect_guest_tags(guest, (base, len), expected, "guest LDG, after swapoff")?;
+    for (ipa, len) in [(data_ipa, data_len), (rewrite_ipa, rewrite_len)] {
+        expect_pattern(
+            &mut checks,
+            "guest, after swapoff",
+            guest,
+            ipa,
+            len,
+            DATA_SEED,
+        )?;
+    }
+    let (zero_ipa, zero_len) = swapoff_range(SWAPOFF_ZERO);
+    let what = "guest, zero-data pages after swapoff";
+    expect_zero_data(&mut checks, what, guest, zero_ipa, zero_len)?;
+    Ok(checks.finish())
+}
+
+/// swapoff (and swapon again) of every active swap device; the pages must then be present
+/// without anyone having touched them: swapoff, not a fault, brought them back.
+fn swap_everything_back(
+    guest: &mut dyn Guest,
+    checks: &mut Checks,
+    base: u64,
+    len: u64,
+) -> Result<(), VmmError> {
+    let counted = counters(guest, &["pswpin", "pswpout"]);
+    let mut took = Vec::new();
+    for device in guest.swap_devices()? {
+        let time = guest.swap_off_and_on(&device)?;
+        took.push(format!("{} {time:?}", device.name));
+    }
+    let states = guest.page_states(base, len)?;
+    checks.path_reached(
+        "swapoff brought every page back: present, no swap entry, before any touch (R resident)",
+        states.iter().all(|s| s.present && !s.swapped),
+        "R".repeat(states.len()),
+        letters(&states),
+    );
+    let mut note = format!("swapoff took {}", took.join(", "));
+    if let (Some(before), Some(after)) = (counted, counters(guest, &["pswpin", "pswpout"])) {
+        note.push_str(&format!(
+            "; /proc/vmstat over swapoff: pswpin +{}, pswpout +{}",
+            after[0].saturating_sub(before[0]),
+            after[1].saturating_sub(before[1])
+        ));
+    }
+    checks.note(note);
     Ok(())
 }

@@ -1,10 +1,25 @@
 //! Paging guest RAM out to the host's swap, and the swap it needs.
 
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::VmmError;
 use crate::host_mm::{Advice, PageState, SwapDevice};
 use crate::vmm::Guest;
+
+/// Swap is one for the whole host: a swapoff brings back every page of every check. Checks that
+/// rely on their pages staying out hold this shared; a check that swaps off holds it alone.
+static SWAP: RwLock<()> = RwLock::new(());
+
+/// Held by a check whose pages must stay in swap until it brings them back itself.
+pub fn no_swapoff_meanwhile() -> RwLockReadGuard<'static, ()> {
+    SWAP.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Held by a check that swaps off.
+pub fn swapping_off() -> RwLockWriteGuard<'static, ()> {
+    SWAP.write().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Skip unless the host has an active swap device with room for `bytes`.
 pub fn require_swap(guest: &dyn Guest, bytes: u64) -> Result<Vec<SwapDevice>, VmmError> {
