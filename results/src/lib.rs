@@ -7,6 +7,7 @@
 //! - [`mod@bench`]: what the performance suite measured, one record a benchmark.
 //! - [`stream`]: the framed records the runner prints on its console, and their parser;
 //!   [`base64`] carries an artifact's bytes in one, and [`artifact`] says where it is kept.
+//! - [`kernel_log`]: the kernel's log as checks hear it: warnings, and where a boot's is kept.
 //! - [`shard`]: which checks a shard `K/N` of a run takes.
 //! - [`text`]: text from results made safe for a terminal and line-based formats.
 //!
@@ -34,6 +35,7 @@ pub mod artifact;
 pub mod base64;
 pub mod bench;
 pub mod boot;
+pub mod kernel_log;
 pub mod model;
 pub mod shard;
 pub mod stream;

@@ -206,6 +206,28 @@ pub enum Evidence {
     },
     /// Free text: the guest console, a reason, a seed to replay.
     Note { text: String },
+    /// The lines the kernel logged (/dev/kmsg) while the check ran.
+    KernelLog { lines: Vec<KernelLine> },
+}
+
+/// One line of the kernel's log, as a check's evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelLine {
+    /// `[seconds.micros] text`, as dmesg prints it.
+    pub text: String,
+    /// Other checks that were running when the kernel logged it: the line is theirs too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_running: Vec<String>,
+}
+
+impl std::fmt::Display for KernelLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)?;
+        if !self.also_running.is_empty() {
+            write!(f, "  (also running: {})", self.also_running.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// Where a run happened; written once per run to `run.json`.
@@ -344,6 +366,17 @@ impl std::fmt::Display for Evidence {
                 write!(f, "{what}: expected {expected}, observed {observed}")
             }
             Evidence::Note { text } => f.write_str(text),
+            Evidence::KernelLog { lines } => {
+                let shared = lines.iter().filter(|l| !l.also_running.is_empty()).count();
+                write!(f, "kernel log while it ran: {} lines", lines.len())?;
+                if shared > 0 {
+                    write!(f, " ({shared} logged while other checks ran too)")?;
+                }
+                for line in lines {
+                    write!(f, "\n  {line}")?;
+                }
+                Ok(())
+            }
         }
     }
 }

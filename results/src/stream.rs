@@ -57,6 +57,9 @@ pub enum Record {
     /// saved on this kernel for the next kernel of the run to restore. `name` is a plain file
     /// name (letters, digits, `_`, `-`, `.`); the bytes travel as base64.
     Artifact { name: String, bytes_base64: String },
+    /// Lines of the kernel's log (/dev/kmsg), in order, as dmesg prints them: the host side
+    /// keeps a boot's whole log in its own file of the run directory.
+    KernelLog { lines: Vec<String> },
     /// Progress or diagnostics worth keeping in the run log.
     Log { text: String },
     /// Last record of a run: the runner finished normally.

@@ -21,6 +21,7 @@ use mte_suites::{Finding, Scenario};
 use crate::artifacts::KeepsArtifacts;
 use crate::emit;
 use crate::environment;
+use crate::kernel_log;
 use crate::mte_layers::{missing_in_emulated_machine, MteSigns};
 use mte_vmm_kvm::KvmVmm;
 use mte_vmm_qemu::QemuVmm;
@@ -437,7 +438,8 @@ fn scenario_trial(
             test: scenario.name.into(),
         });
         let started = Instant::now();
-        let finding = match inject {
+        let warn = inject == Some(Injection::KernelWarn);
+        let finding = kernel_log::during(scenario.name, warn, || match inject {
             Some(injection) => execute(
                 scenario,
                 &Injecting {
@@ -446,7 +448,7 @@ fn scenario_trial(
                 },
             ),
             None => execute(scenario, vmm.as_ref()),
-        };
+        });
         conclude(
             verdict(scenario.name, vmm.as_ref(), finding, started),
             &tally,
@@ -465,13 +467,16 @@ fn injection_trial(
     Trial::ignorable_test(name.clone(), move || {
         emit::record(&Record::Started { test: name.clone() });
         let started = Instant::now();
-        let inner = execute(
-            scenario,
-            &Injecting {
-                inner: vmm.as_ref(),
-                injection,
-            },
-        );
+        let warn = injection == Injection::KernelWarn;
+        let inner = kernel_log::during(&name, warn, || {
+            execute(
+                scenario,
+                &Injecting {
+                    inner: vmm.as_ref(),
+                    injection,
+                },
+            )
+        });
         let finding = judge_injected(scenario.name, injection, inner);
         conclude(verdict(&name, vmm.as_ref(), finding, started), &tally)
     })
@@ -623,6 +628,9 @@ fn while_saying_alive<T>(work: impl FnOnce() -> T) -> T {
     let alive = std::thread::spawn(move || {
         while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(ALIVE_EVERY) {
             emit::record(&Record::Alive);
+            if let Some(kernel) = kernel_log::open_already() {
+                kernel.send();
+            }
         }
     });
     let result = work();
@@ -680,7 +688,19 @@ pub fn run(options: &Options) -> bool {
             emit::log(format!("{}: test", trial.name()));
         }
     }
+    let kernel = (!args.list).then(|| kernel_log::open(options.lane));
+    if let Some(kernel) = kernel {
+        kernel.send();
+    }
     let conclusion = while_saying_alive(|| libtest_mimic::run(&args, trials));
+    if let Some(kernel) = kernel {
+        kernel.send();
+        let (lines, attributed) = kernel.figures();
+        emit::log(match kernel_log::unavailable() {
+            Some(why) => format!("kernel log not read: {why}"),
+            None => format!("kernel log: {lines} lines, {attributed} logged while checks ran"),
+        });
+    }
     let tally = *tally.lock().unwrap();
     emit::record(&Record::Done {
         tally,

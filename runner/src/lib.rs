@@ -11,5 +11,6 @@ pub mod environment;
 pub mod harness;
 pub mod init;
 pub mod kernel_config;
+pub mod kernel_log;
 pub mod machine_setup;
 pub mod mte_layers;

@@ -46,10 +46,13 @@ pub enum Injection {
     TamperAbi,
     /// The VMM's deadline: a guest given a deadline runs under five times that.
     LateDeadline,
+    /// The kernel's voice: the runner writes a line with `WARNING:` into the kernel's log
+    /// (/dev/kmsg) while the check runs, as a kernel WARN_ON would print.
+    KernelWarn,
 }
 
 impl Injection {
-    pub const ALL: [Injection; 10] = [
+    pub const ALL: [Injection; 11] = [
         Injection::CorruptTag,
         Injection::MisreadReport,
         Injection::WrongTcf,
@@ -60,6 +63,7 @@ impl Injection {
         Injection::MigrateLateTags,
         Injection::TamperAbi,
         Injection::LateDeadline,
+        Injection::KernelWarn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +78,7 @@ impl Injection {
             Injection::MigrateLateTags => "migrate-late-tags",
             Injection::TamperAbi => "tamper-abi",
             Injection::LateDeadline => "late-deadline",
+            Injection::KernelWarn => "kernel-warn",
         }
     }
 
@@ -93,7 +98,8 @@ impl Injection {
             | Injection::MisreadReport
             | Injection::WrongTcf
             | Injection::TamperAbi
-            | Injection::LateDeadline => return None,
+            | Injection::LateDeadline
+            | Injection::KernelWarn => return None,
         })
     }
 
@@ -110,6 +116,11 @@ impl Injection {
             | Injection::WrongTcf
             | Injection::TamperAbi
             | Injection::LateDeadline => true,
+            // The kernel's warning, heard while the check ran, must be what failed it.
+            Injection::KernelWarn => finding.detail.iter().any(|evidence| {
+                matches!(evidence, Evidence::KernelLog { lines }
+                    if lines.iter().any(|l| mte_results::kernel_log::is_warning(&l.text)))
+            }),
             _ => finding.detail.iter().any(
                 |evidence| matches!(evidence, Evidence::TagMaps { mismatches, .. } if !mismatches.is_empty()),
             ),

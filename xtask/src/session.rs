@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use mte_results::bench::Benchmark;
+use mte_results::kernel_log;
 use mte_results::rundir::RunDir;
 use mte_results::stream::{parse_line, Line, Record, ALIVE_EVERY};
 use mte_results::summary::RunSummary;
@@ -198,6 +199,7 @@ impl<'a> Session<'a> {
             Record::Alive => return Flow::AliveEvery(ALIVE_EVERY),
             Record::Verdict(verdict) => self.on_verdict(verdict),
             Record::Artifact { name, bytes_base64 } => self.on_artifact(&name, &bytes_base64),
+            Record::KernelLog { lines } => self.on_kernel_log(&lines),
             Record::Benchmark(benchmark) => self.on_benchmark(*benchmark),
             // Asked for a list, the runner sends it as log records.
             Record::Log { text } => progress::runner_log(&text, self.selection.list),
@@ -276,6 +278,24 @@ impl<'a> Session<'a> {
             Err(e) => {
                 progress::artifact_not_kept(&e);
                 self.corrupt.push(e);
+            }
+        }
+    }
+
+    /// The boot's kernel log goes to its own file, which the environment names (the report
+    /// links it).
+    fn on_kernel_log(&mut self, lines: &[String]) {
+        let (boot, release) = (self.environment.boot, &self.environment.kernel_release);
+        let file = kernel_log::file_name(boot, release);
+        if let Err(e) = self.run.append_kernel_log(&file, lines) {
+            self.note_write_error(e);
+            return;
+        }
+        let host = &mut self.environment.host;
+        if !host.iter().any(|f| f.name == kernel_log::KERNEL_LOG_FACT) {
+            host.push(Feature::new(kernel_log::KERNEL_LOG_FACT, file));
+            if let Err(e) = self.run.write_environment(&self.environment) {
+                self.note_write_error(e);
             }
         }
     }

@@ -157,6 +157,10 @@ pub(super) enum EvidenceView<'a> {
     Note {
         text: &'a str,
     },
+    /// Kernel log lines, one a line of the text.
+    KernelLog {
+        text: String,
+    },
 }
 
 impl<'a> EvidenceView<'a> {
@@ -236,6 +240,9 @@ impl<'a> EvidenceView<'a> {
                 observed,
             },
             Evidence::Note { text } => EvidenceView::Note { text },
+            Evidence::KernelLog { .. } => EvidenceView::KernelLog {
+                text: evidence.to_string(),
+            },
         }
     }
 

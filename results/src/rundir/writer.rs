@@ -155,6 +155,22 @@ impl RunDir {
             .map_err(|e| with_path(e, &self.path.join(CONSOLE_LOG)))
     }
 
+    /// Append kernel log lines to `file` (a plain file name) in the run directory.
+    pub fn append_kernel_log(&self, file: &str, lines: &[String]) -> io::Result<()> {
+        let path = self.path.join(file);
+        let mut text = String::new();
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| with_path(e, &path))
+    }
+
     /// Close the run: record its end in `run.json`, and write `junit.xml` and
     /// `report/index.html`. Calling it again rewrites them.
     pub fn finish(&self, summary: &RunSummary) -> io::Result<()> {

@@ -66,7 +66,11 @@ pub const SCENARIOS: &[Scenario] = &[
         why: "mprotect changes the VMM's page table entries, which KVM follows through MMU \
               notifiers (stage 2 is unmapped or write-protected and faulted in again); the \
               refault must find the page already tagged (PG_mte_tagged) and leave its tags",
-        proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
+        proven_by: &[
+            Injection::CorruptTag,
+            Injection::MisreadReport,
+            Injection::KernelWarn,
+        ],
         run: mprotect_keeps_tags,
     },
 ];

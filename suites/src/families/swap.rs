@@ -60,7 +60,11 @@ pub const SCENARIOS: &[Scenario] = &[
           unuse_pte()), apart from do_swap_page(); it must restore each page's tags from swap \
           as swap-in does, or KVM finds the page untagged and zeroes its tags. \"mm: call \
           arch_swap_restore() from unuse_pte()\" (2023, 6.5) added the restore there",
-        proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
+        proven_by: &[
+            Injection::CorruptTag,
+            Injection::MisreadReport,
+            Injection::KernelWarn,
+        ],
         run: tags_survive_swapoff,
     },
 ];

@@ -17,7 +17,11 @@ pub const SCENARIOS: &[Scenario] = &[
                   and through the host's KVM_ARM_MTE_COPY_TAGS (KVM_ARM_TAGS_FROM_GUEST)",
         why: "A VMM saves guest tags with KVM_ARM_MTE_COPY_TAGS (api.rst); migration and \
               snapshots are only as right as this view",
-        proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
+        proven_by: &[
+            Injection::CorruptTag,
+            Injection::MisreadReport,
+            Injection::KernelWarn,
+        ],
         run: guest_tags_seen_by_host,
     },
     Scenario {
@@ -26,7 +30,11 @@ pub const SCENARIOS: &[Scenario] = &[
                   what the guest's LDG reads, granule by granule",
         why: "A VMM restores guest tags with KVM_ARM_TAGS_TO_GUEST on the destination of a \
               migration (api.rst)",
-        proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
+        proven_by: &[
+            Injection::CorruptTag,
+            Injection::MisreadReport,
+            Injection::KernelWarn,
+        ],
         run: host_tags_seen_by_guest,
     },
     Scenario {
