@@ -287,17 +287,38 @@ fn cow_once(
     ipa: u64,
     len: u64,
     best: &mut Best,
-) -> Result<Duration, VmmError> {
+) -> Result<(Duration, CowBroke), VmmError> {
+    let before = guest.page_states(ipa, len)?;
     let (child, fork_time) = timed(|| guest.fork(&ForkPlan::default()));
     let child = child?;
     let (first, t1) = timed(|| guest_fill(guest, ipa, len, 0xc1));
     let (again, t2) = timed(|| guest_fill(guest, ipa, len, 0xc2));
+    let after = guest.page_states(ipa, len);
     let finished = child.finish();
     first?;
     again?;
     finished?;
+    let after = after?;
     best.add(t1, t2);
-    Ok(fork_time)
+    let broke = match before.iter().chain(&after).any(|s| s.pfn == 0) {
+        true => CowBroke::Unseen,
+        false => CowBroke::Pages(
+            before
+                .iter()
+                .zip(&after)
+                .filter(|(b, a)| b.pfn != a.pfn)
+                .count(),
+        ),
+    };
+    Ok((fork_time, broke))
+}
+
+/// What /proc/self/pagemap shows of a copy-on-write break: how many of the parent's pages
+/// moved to a new frame, or nothing where frame numbers are hidden (no CAP_SYS_ADMIN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CowBroke {
+    Pages(usize),
+    Unseen,
 }
 
 /// Tag `[ipa, ipa + len)` of the MTE VM with the tags of `seed`, and fill it with `fill` in
@@ -341,14 +362,30 @@ fn cow(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut best, mut best_plain) = (Best::new(), Best::new());
     let mut fork_time = Duration::MAX;
     let mut all_tags = Vec::new();
+    let mut broke = Vec::new();
     for rep in 0..reps {
         let (ipa, len) = pages(FIRST_PAGE + rep * N, N);
         all_tags.extend(prepare_both(tagged, plain, (ipa, len), 0xc0 + rep, 0xc0)?);
-        fork_time = fork_time.min(cow_once(tagged, ipa, len, &mut best)?);
-        fork_time = fork_time.min(cow_once(plain, ipa, len, &mut best_plain)?);
+        let (time, tagged_broke) = cow_once(tagged, ipa, len, &mut best)?;
+        broke.push(tagged_broke);
+        fork_time = fork_time.min(time);
+        fork_time = fork_time.min(cow_once(plain, ipa, len, &mut best_plain)?.0);
         expect_pattern(&mut checks, "MTE guest after CoW", tagged, ipa, len, 0xc2)?;
         let what = "guest without MTE after CoW";
         expect_pattern(&mut checks, what, plain, ipa, len, 0xc2)?;
+    }
+    if broke.contains(&CowBroke::Unseen) {
+        checks.path_not_reached(
+            "page frame numbers are hidden here (no CAP_SYS_ADMIN): nothing shows that the \
+             MTE guest's writes broke copy-on-write",
+        );
+    } else {
+        checks.path_reached(
+            "the MTE guest's writes broke copy-on-write: each of its pages moved to a new frame",
+            broke.iter().all(|&b| b == CowBroke::Pages(N as usize)),
+            format!("{N} pages moved in each of {reps} rounds"),
+            format!("{broke:?}"),
+        );
     }
     tags_kept(
         &mut checks,
@@ -391,7 +428,7 @@ fn swap_once(
 ) -> Result<Duration, VmmError> {
     let out = page_out(guest, ipa, len, GiveUp::Calls(50))?;
     let swapped = out.swapped();
-    checks.holds(
+    checks.path_reached(
         "every page left memory for swap",
         swapped == out.states.len(),
         format!("{N} pages swapped"),
