@@ -94,7 +94,9 @@ pub fn open_already() -> Option<&'static KernelLog> {
 
 /// Why the kernel log is not heard here, if it is not.
 pub fn unavailable() -> Option<String> {
-    let log = KERNEL_LOG.get()?;
+    let Some(log) = KERNEL_LOG.get() else {
+        return Some("the runner has not opened the kernel log".into());
+    };
     let state = log.state.lock().unwrap_or_else(PoisonError::into_inner);
     state.kmsg.as_ref().err().cloned()
 }
@@ -220,14 +222,14 @@ fn inject_warning(test: &str) -> Result<(), String> {
 /// the log while it runs (`--inject kernel-warn`); where the log is not heard that is a skip,
 /// as nothing could hear it.
 pub fn during(test: &str, inject: bool, work: impl FnOnce() -> Finding) -> Finding {
-    let Some(log) = KERNEL_LOG.get() else {
-        return work();
-    };
     if let (true, Some(why)) = (inject, unavailable()) {
         return Finding::skip(format!(
             "the kernel log is not read here ({why}): an injected kernel warning cannot be heard"
         ));
     }
+    let Some(log) = KERNEL_LOG.get() else {
+        return work();
+    };
     log.started(test);
     let mut injected = if inject {
         inject_warning(test).err()
