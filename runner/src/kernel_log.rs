@@ -176,7 +176,13 @@ impl State {
                 self.attributed += 1;
             }
             let names: Vec<String> = self.running.iter().map(|(n, _)| n.clone()).collect();
+            // A warning the runner injected is its own check's alone: it is not the kernel's
+            // voice, and must not fail a check that happens to run beside it.
+            let only = injected_for(&text);
             for (name, lines) in &mut self.running {
+                if only.is_some_and(|test| test != name) {
+                    continue;
+                }
                 lines.push(KernelLine {
                     text: text.clone(),
                     also_running: names.iter().filter(|n| *n != name).cloned().collect(),
@@ -206,10 +212,18 @@ fn dmesg_line(record: &str) -> String {
     )
 }
 
+/// What the runner's injected warnings say before the check's name.
+const INJECTED: &str = "mte-runner: WARNING: injected by --inject kernel-warn while ";
+
+/// The check a warning the runner injected was for, if `line` is one.
+fn injected_for(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once(INJECTED)?;
+    rest.strip_suffix(" ran")
+}
+
 /// Write a kernel warning into the log, as `--inject kernel-warn` does while a check runs.
 fn inject_warning(test: &str) -> Result<(), String> {
-    let line =
-        format!("<4>mte-runner: WARNING: injected by --inject kernel-warn while {test} ran\n");
+    let line = format!("<4>{INJECTED}{test} ran\n");
     std::fs::OpenOptions::new()
         .write(true)
         .open(KMSG)
@@ -345,5 +359,13 @@ mod tests {
         assert_eq!((a.as_str(), a_heard), ("a", vec![line("both", &["b"])]));
         let b_expected = vec![line("both", &["a"]), line("b alone", &[])];
         assert_eq!((b.as_str(), b_heard), ("b", b_expected));
+
+        // A warning the runner injected for one check is not heard by the other.
+        state.running = vec![("a".into(), vec![]), ("b".into(), vec![])];
+        let injected = format!("[    4.0] {INJECTED}b ran");
+        assert_eq!(injected_for(&injected), Some("b"));
+        state.hear(vec![injected.clone()]);
+        assert!(state.running[0].1.is_empty());
+        assert_eq!(state.running[1].1, vec![line(&injected, &["a"])]);
     }
 }
