@@ -25,7 +25,7 @@ pub const SCENARIOS: &[Scenario] = &[
                   MTE VM (zero-data pages with non-zero tags among them, use_zero_pages on) are \
                   never merged and keep their tags and data, while identical pages of a VM \
                   without MTE, scanned at the same time, are merged (the control that shows \
-                  KSM works here)",
+                  KSM works here; without that merge the check skips)",
         why: "arm64 overrides memcmp_pages() (arch/arm64/kernel/mte.c): pages whose data is \
               identical never compare equal when either has PG_mte_tagged, so KSM neither \
               merges them nor maps the zero page in their place, which would lose the tags",
@@ -49,7 +49,10 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "mm::thp_split_keeps_tags_of_zero_data_pages",
         summary: "When a transparent huge page of guest RAM is split (MADV_PAGEOUT of one of its \
                   pages), its tagged subpages, those whose data is zero among them, stay mapped \
-                  with their tags and data: none is replaced by the shared zero page",
+                  with their tags and data: none is replaced by the shared zero page. The same \
+                  split in a VM without MTE is the control: where it maps none of its \
+                  zero-filled subpages to the zero page, this kernel does not take the path \
+                  the check guards, and the check skips saying so",
         why: "\"mm: remap unused subpages to shared zeropage when splitting isolated thp\" \
               (6.12) maps zero-filled subpages of a splitting THP to the zero page, whose tags \
               are zero; \"mm/thp: fix MTE tag mismatch when replacing zero-filled subpages\" \
