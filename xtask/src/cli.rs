@@ -47,13 +47,15 @@ pub struct Options {
     pub thresholds: Thresholds,
     /// Run the performance suite instead of the checks.
     pub bench: bool,
+    /// The race checks' seed and time budget, for the runner.
+    pub races: RaceFlags,
     /// Passed untouched to the in-guest harness.
     pub harness_args: Vec<String>,
 }
 
 impl Options {
     /// What the runner is given after its lane's own options: `--bench` for the performance
-    /// suite, the shard, then the harness arguments untouched.
+    /// suite, the shard, the races' seed and budget, then the harness arguments untouched.
     pub fn runner_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         if self.bench {
@@ -62,6 +64,14 @@ impl Options {
         if let Some(shard) = self.shard {
             args.push("--shard".to_string());
             args.push(shard.to_string());
+        }
+        if let Some(seed) = self.races.seed {
+            args.push("--seed".to_string());
+            args.push(format!("{seed:#x}"));
+        }
+        if let Some(budget) = self.races.budget {
+            args.push("--race-budget".to_string());
+            args.push(budget.as_secs_f64().to_string());
         }
         args.extend(self.harness_args.iter().cloned());
         args
@@ -130,12 +140,13 @@ fn parse_on(
             shard,
             baseline,
             threshold,
+            races,
             harness,
         } => Command::Run(options(
             run_lanes,
             false,
             &[
-                &lane, &kernel, &timeout, &shard, &baseline, &threshold, &harness,
+                &lane, &kernel, &timeout, &shard, &baseline, &threshold, &races, &harness,
             ],
         )),
         Cmd::Test {
@@ -143,11 +154,12 @@ fn parse_on(
             kernel,
             timeout,
             shard,
+            races,
             harness,
         } => Command::Test(options(
             lanes_here(arm64),
             false,
-            &[&lane, &kernel, &timeout, &shard, &harness],
+            &[&lane, &kernel, &timeout, &shard, &races, &harness],
         )),
         Cmd::Bench {
             lane,
@@ -212,6 +224,7 @@ impl Defaults {
             baseline: None,
             thresholds: Thresholds::default(),
             bench,
+            races: RaceFlags::default(),
             harness_args: Vec::new(),
         };
         for flag in flags {
@@ -305,6 +318,8 @@ enum Cmd {
         #[command(flatten)]
         threshold: ThresholdFlag,
         #[command(flatten)]
+        races: RaceFlags,
+        #[command(flatten)]
         harness: HarnessArgs,
     },
     /// What CI runs: the host unit tests, `run`, then the report in a headless browser
@@ -320,6 +335,8 @@ enum Cmd {
         timeout: TimeoutFlag,
         #[command(flatten)]
         shard: ShardFlag,
+        #[command(flatten)]
+        races: RaceFlags,
         #[command(flatten)]
         harness: HarnessArgs,
     },
@@ -496,6 +513,35 @@ impl Flag for ThresholdFlag {
         let relative = &mut options.thresholds.relative;
         *relative = self.fraction.unwrap_or(*relative);
     }
+}
+
+/// The race checks' schedule and time budget.
+#[derive(Args, Clone, Copy, Debug, Default, PartialEq)]
+pub struct RaceFlags {
+    /// The seed of the race checks' schedules (decimal or 0x-hex): a race
+    /// verdict's evidence names its seed, and this replays its rounds
+    /// (default: each check draws one from the clock)
+    #[arg(verbatim_doc_comment, long, value_name = "N", value_parser = parse_seed)]
+    pub seed: Option<u64>,
+    /// How long each race check plays rounds (default 3; more on
+    /// hardware, where each round is faster and rarer races show)
+    #[arg(verbatim_doc_comment, long = "race-budget", value_name = "SECS", value_parser = parse_seconds)]
+    pub budget: Option<Duration>,
+}
+
+impl Flag for RaceFlags {
+    fn apply(&self, options: &mut Options, _: bool) {
+        options.races = *self;
+    }
+}
+
+fn parse_seed(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|_| format!("{text:?} is not a number (decimal or 0x-hex)"))
 }
 
 #[derive(Args, Debug)]
@@ -681,6 +727,21 @@ mod tests {
         assert!(error("run --shard 5/4").contains("K/N"));
         let o = run_options(parse(&args("build --shard 1/2"), None).unwrap());
         assert_eq!(o.runner_args(), args("--shard 1/2"));
+    }
+
+    #[test]
+    fn the_race_seed_and_budget_reach_the_runner() {
+        let o =
+            run_options(parse(&args("run --seed 0x2a --race-budget 20 -- races::"), None).unwrap());
+        assert_eq!(o.races.seed, Some(42));
+        assert_eq!(
+            o.runner_args(),
+            args("--seed 0x2a --race-budget 20 races::")
+        );
+        let o = run_options(parse(&args("test --seed 7"), None).unwrap());
+        assert_eq!(o.runner_args(), args("--seed 0x7"));
+        assert!(error("run --seed nope").contains("0x-hex"));
+        assert!(error("run --race-budget 0").contains("seconds"));
     }
 
     #[test]

@@ -23,7 +23,6 @@ mod send;
 mod source;
 pub mod stream;
 mod to_new_process;
-mod uffd;
 mod vcpu_state;
 
 use mte_suites::migration_plan::{Method, MigrationPlan, SavedStream, StreamFault};

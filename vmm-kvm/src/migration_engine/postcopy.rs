@@ -30,7 +30,7 @@ use super::receive::{check_page_size, stream_error, vm_for};
 use super::send::Sender;
 use super::source::SourceMemory;
 use super::stream::{Decoder, Record};
-use super::uffd::{Filled, Userfaultfd};
+use crate::uffd::{Faults, Filled, Userfaultfd};
 use crate::copy_tags;
 use crate::memory::GuestRam;
 use crate::KvmGuest;
@@ -44,7 +44,7 @@ pub fn post_copy(
     mut source: KvmGuest,
     fault: Option<StreamFault>,
 ) -> Result<MigratedGuest, VmmError> {
-    let uffd = Userfaultfd::open()?;
+    let uffd = Userfaultfd::open(Faults::Missing)?;
     let paused = pause(&mut source)?;
     let memory = SourceMemory::of(&source.transport().vm);
     let (writer, reader) = loopback();
@@ -64,7 +64,7 @@ pub fn post_copy(
             call: "mmap of the destination's RAM".into(),
             errno: e.raw_os_error().unwrap_or(0),
         })?;
-        uffd.register_missing(ram.host_address(), size as u64)?;
+        uffd.register(ram.host_address(), size as u64, Faults::Missing)?;
         Ok(ram)
     })?;
     let Some(Record::Registers(registers)) = decoder.next_record().map_err(stream_error)? else {
