@@ -56,6 +56,13 @@ pub enum Behaviour {
     /// PG_mte_lock lets one path initialise a page's tags while the others wait for
     /// PG_mte_tagged: no tags are lost.
     TagInitLocked,
+    /// No MAP_SHARED memslot with MTE: post-copy fills a page of private memory with
+    /// UFFDIO_COPY(DONTWAKE) and writes its tags after, so a second vCPU can find the page
+    /// before its tags.
+    PostCopyDontWake,
+    /// A MAP_SHARED memslot with MTE: post-copy writes a page's data and tags through a
+    /// second mapping, then maps it (UFFDIO_CONTINUE).
+    PostCopyBeforeMapping,
 }
 
 impl std::fmt::Display for Behaviour {
@@ -81,6 +88,16 @@ impl std::fmt::Display for Behaviour {
                 f,
                 "one path initialises a page's tags under PG_mte_lock, the others wait for \
                  PG_mte_tagged"
+            ),
+            Behaviour::PostCopyDontWake => write!(
+                f,
+                "no MAP_SHARED memslot with MTE, so post-copy maps a page (UFFDIO_COPY, \
+                 DONTWAKE) before its tags are in"
+            ),
+            Behaviour::PostCopyBeforeMapping => write!(
+                f,
+                "post-copy puts a page's data and tags in through a second mapping before \
+                 UFFDIO_CONTINUE maps it"
             ),
         }
     }
@@ -134,9 +151,6 @@ pub const UNIFY_CHANGE: &str = "\"KVM: arm64: unify the tests for VMAs in memslo
     logic\" (2dbf12ae132c, 6.2): a mapping without VM_MTE_ALLOWED is refused when the memslot is \
     created; before them KVM looked only for VM_SHARED, so a MAP_PRIVATE ramfs mapping was \
     accepted and the guest ran on page cache that cannot keep tags";
-
-/// The commit that added PG_mte_lock.
-pub const TAG_LOCK_COMMIT: &str = "d77e59a8fccd";
 
 /// Commit d77e59a8fccd (arm64, merged for 6.2).
 pub const TAG_LOCK_CHANGE: &str = "\"arm64: mte: Lock a page for MTE tag initialisation\" \
@@ -244,6 +258,32 @@ macro_rules! tag_init_race {
     };
 }
 
+/// The case of the post-copy race's entries.
+pub const POSTCOPY_ORDER: &str = "post-copy order";
+
+/// The post-copy race: the engine's order before 6.2 lets a second vCPU in early (xfail), its
+/// order from 6.2 does not (pass).
+const POSTCOPY: [Expectation; 2] = [
+    entry(
+        "races::postcopy_pages_reach_every_vcpu_with_their_tags",
+        POSTCOPY_ORDER,
+        None,
+        Some(V6_2),
+        Behaviour::PostCopyDontWake,
+        Outcome::Xfail,
+        MAP_SHARED_CHANGE,
+    ),
+    entry(
+        "races::postcopy_pages_reach_every_vcpu_with_their_tags",
+        POSTCOPY_ORDER,
+        Some(V6_2),
+        None,
+        Behaviour::PostCopyBeforeMapping,
+        Outcome::Pass,
+        MAP_SHARED_CHANGE,
+    ),
+];
+
 /// Every race check of the tag initialisation.
 const RACES: [[Expectation; 2]; 9] = [
     tag_init_race!("races::host_tag_writes_vs_guest_first_read"),
@@ -305,6 +345,7 @@ pub fn table() -> impl Iterator<Item = &'static Expectation> {
         &DONTNEED[..],
         &CONTROL[..],
         &RAMFS[..],
+        &POSTCOPY[..],
     ]
     .into_iter()
     .chain(RACES.iter().map(|pair| &pair[..]))

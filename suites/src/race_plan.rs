@@ -54,6 +54,17 @@ pub enum HostPart {
     LoadTagsMapped { order: Vec<u64> },
     /// MADV_PAGEOUT of each page of `order`, sweep after sweep until the vCPUs are done.
     PageOut { order: Vec<u64> },
+    /// Post-copy of the pages of `order`, which are not there when the race starts: each is
+    /// put in place when a thread first faults on it, in the order the suite's migration
+    /// engine uses on this kernel, with the data pattern of `data_seed` (offsets from the
+    /// race's base) and `tags`, waiting `hold` between the data and the tags (a page server
+    /// whose tags come after the data); pages nobody touched are put in place at the end.
+    PostCopy {
+        order: Vec<u64>,
+        tags: Vec<u8>,
+        data_seed: u64,
+        hold: Duration,
+    },
 }
 
 impl HostPart {
@@ -65,14 +76,17 @@ impl HostPart {
             | HostPart::ReadTags { order }
             | HostPart::StoreTagsMapped { order, .. }
             | HostPart::LoadTagsMapped { order }
-            | HostPart::PageOut { order } => order,
+            | HostPart::PageOut { order }
+            | HostPart::PostCopy { order, .. } => order,
         }
     }
 
     /// The tags the host writes, if it writes any.
     pub fn tags_mut(&mut self) -> Option<&mut Vec<u8>> {
         match self {
-            HostPart::WriteTags { tags, .. } | HostPart::StoreTagsMapped { tags, .. } => Some(tags),
+            HostPart::WriteTags { tags, .. }
+            | HostPart::StoreTagsMapped { tags, .. }
+            | HostPart::PostCopy { tags, .. } => Some(tags),
             _ => None,
         }
     }

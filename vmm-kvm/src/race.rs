@@ -1,17 +1,21 @@
 //! Races on KVM: the vCPUs of a guest, each on a thread of its own, let go together from the
 //! guest's start barrier while the calling thread does the plan's host part on the same pages
-//! (tag copies, maybe held mid-page; tag loads and stores through a PROT_MTE mapping; page-out).
+//! (tag copies, maybe held mid-page; tag loads and stores through a PROT_MTE mapping; page-out;
+//! post-copy of the pages, as the migration engine fills them).
 //!
 //! The host lets the vCPUs go once each has arrived at the barrier and its own side is ready:
 //! at once for a free race (the host then waits its delay and starts), or, for a held copy,
 //! when the copy has written the first granules of its page and waits on its buffer, so that
 //! the vCPUs touch the page inside the copy.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use mte_protocol::{barrier_offsets, granules, StartBarrier, RAM_IPA, START_BARRIER_IPA};
+use mte_protocol::{
+    barrier_offsets, granules, pattern_word, StartBarrier, RAM_IPA, START_BARRIER_IPA,
+};
 use mte_suites::host_mm::Advice;
 use mte_suites::race_plan::{HostPart, RaceLog, RacePlan, StallLog};
 use mte_suites::vmm::{Reply, VmmError};
@@ -19,9 +23,14 @@ use mte_vmm::Vcpu;
 
 use crate::held_copy::HeldCopy;
 use crate::memory::page_size;
+use crate::migration_engine::fill::Filler;
 use crate::mte_view::MteView;
 use crate::vm::{io_error, Vm};
 use crate::{copy_tags, KvmGuest, KvmTransport};
+
+/// How long a post-copy page server waits for a fault before it looks whether the vCPUs are
+/// done.
+const POSTCOPY_POLL_MS: i32 = 1;
 
 /// At most this many page reads in a race: the host's bound when the vCPUs are slow.
 const MAX_READS: usize = 4096;
@@ -232,6 +241,7 @@ enum HostSide {
     Plain,
     Held(HeldCopy),
     Mapped(MteView),
+    PostCopy(RefCell<Filler>),
 }
 
 impl HostSide {
@@ -252,6 +262,14 @@ impl HostSide {
             HostPart::StoreTagsMapped { .. } | HostPart::LoadTagsMapped { .. } => {
                 let offset = (plan.base - RAM_IPA) as usize;
                 HostSide::Mapped(MteView::of(&vm.ram, offset, plan.len as usize)?)
+            }
+            HostPart::PostCopy { .. } => {
+                let offset = (plan.base - RAM_IPA) as usize;
+                HostSide::PostCopy(RefCell::new(Filler::register(
+                    vm,
+                    offset,
+                    plan.len as usize,
+                )?))
             }
             _ => HostSide::Plain,
         })
@@ -304,6 +322,42 @@ impl HostSide {
                     view.load_tags(offset(ipa), &mut tags);
                     Ok(tags)
                 })?
+            }
+            (
+                HostPart::PostCopy {
+                    order,
+                    tags,
+                    data_seed,
+                    hold,
+                },
+                HostSide::PostCopy(filler),
+            ) => {
+                let mut filler = filler.borrow_mut();
+                log.how = format!("post-copy: {}", filler.order().describe());
+                let hva_of = |ipa: u64| vm.ram.host_address() + (ipa - RAM_IPA);
+                let mut fill = |filler: &mut Filler, hva: u64| -> Result<(), VmmError> {
+                    let ipa = RAM_IPA + (hva - vm.ram.host_address());
+                    let at = ipa - plan.base;
+                    let data: Vec<u8> = (0..page)
+                        .step_by(8)
+                        .flat_map(|o| pattern_word(*data_seed, at + o).to_le_bytes())
+                        .collect();
+                    let granule = granules(at);
+                    let tags = &tags[granule..granule + per_page];
+                    if filler.fill(hva, &data, Some(tags), *hold, false)? {
+                        log.host_pages += 1;
+                    }
+                    Ok(())
+                };
+                while !vcpus.done() {
+                    if let Some(hva) = filler.next_fault(POSTCOPY_POLL_MS)? {
+                        fill(&mut filler, hva)?;
+                    }
+                }
+                // Pages nobody touched come the way post-copy's background push brings them.
+                for &ipa in order {
+                    fill(&mut filler, hva_of(ipa))?;
+                }
             }
             (HostPart::PageOut { order }, _) => loop {
                 for &ipa in order {

@@ -36,6 +36,10 @@ pub struct Observed {
     /// Other views that must equal what they expect: what, expected, observed (a forked
     /// child's copy, say).
     pub also: Vec<(String, Vec<u8>, Vec<u8>)>,
+    /// Whether a read during the race must see the written tag itself: where a page's tags
+    /// must be in before anything can touch it (post-copy), a zero read is a page touched too
+    /// early.
+    pub strict: bool,
 }
 
 /// What a round showed.
@@ -45,6 +49,9 @@ pub enum Verdict {
     Clean,
     /// Only tags lost to zero (host and guest agreeing), in these granules.
     Lost(Vec<usize>),
+    /// Only reads of zero during the race where a page's tags had to be in before it could be
+    /// touched ([`Observed::strict`]), in these granules; the end as it must be.
+    Early(Vec<usize>),
     /// Something no race explains: what, in a sentence.
     Wrong(String),
 }
@@ -104,7 +111,21 @@ pub fn judge(ipa: u64, observed: &Observed) -> Judgement {
             ));
         }
     }
+    let mut early = Vec::new();
     for reading in &observed.during {
+        if observed.strict {
+            early.extend(
+                reading
+                    .values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| (reading.first + i, v))
+                    .filter(|&(g, v)| {
+                        v == 0 && observed.writers.get(g).is_some_and(|w| !w.contains(&0))
+                    })
+                    .map(|(g, _)| g),
+            );
+        }
         if let Some((g, value)) = reading
             .values
             .iter()
@@ -173,6 +194,10 @@ pub fn judge(ipa: u64, observed: &Observed) -> Judgement {
         Verdict::Wrong(wrong.join("; "))
     } else if !lost.is_empty() {
         Verdict::Lost(lost)
+    } else if !early.is_empty() {
+        early.sort_unstable();
+        early.dedup();
+        Verdict::Early(early)
     } else {
         Verdict::Clean
     };
@@ -249,6 +274,19 @@ mod tests {
         // A lost tag next to a foreign one: wrong.
         let both = round(&[&[3], &[4]], &[0, 9], &[0, 9]);
         assert!(matches!(judge(0, &both).verdict, Verdict::Wrong(_)));
+    }
+
+    #[test]
+    fn a_strict_race_takes_zero_reads_for_a_page_touched_too_early() {
+        let mut observed = round(&[&[3], &[4]], &[3, 4], &[3, 4]);
+        observed.during.push(Reading {
+            who: "vCPU 1's LDG".into(),
+            first: 0,
+            values: vec![0, 4],
+        });
+        assert_eq!(judge(0, &observed).verdict, Verdict::Clean);
+        observed.strict = true;
+        assert_eq!(judge(0, &observed).verdict, Verdict::Early(vec![0]));
     }
 
     #[test]

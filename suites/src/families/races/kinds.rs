@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::round::{make_fresh, race, region, skip, spins, tag_first, Host, Pages, Racer, Role};
-use super::rounds::{conclude, play, race_turn, Schedule};
+use super::rounds::{conclude, play, race_turn, Schedule, POSTCOPY_RACE, TAG_INIT_RACE};
 use crate::check::Finding;
 use crate::host_mm::{Advice, Backing, ForkPlan, KsmKnob};
 use crate::steps::boot::boot_tagged;
@@ -105,7 +105,7 @@ fn first_touch(
         Ok(raced.into_round(observed))
     })?;
     rounds.notes.append(&mut racing.notes);
-    Ok(conclude(vmm, check, rounds))
+    Ok(conclude(vmm, check, TAG_INIT_RACE, rounds))
 }
 
 fn ldg(_: &mut Schedule, _: usize) -> Role {
@@ -182,7 +182,33 @@ pub fn vcpus_first_touch_the_same_pages(vmm: &dyn Vmm) -> Result<Finding, VmmErr
         Ok(raced.into_round(observed))
     })?;
     rounds.notes.append(&mut racing.notes);
-    Ok(conclude(vmm, check, rounds))
+    Ok(conclude(vmm, check, TAG_INIT_RACE, rounds))
+}
+
+/// How long, at most, the second vCPU of a post-copy round starts after the first, in spins:
+/// around the time the page server takes to put a page in place in the emulated machine.
+const POSTCOPY_SPREAD_SPINS: u64 = 400_000;
+
+pub fn postcopy_pages_reach_every_vcpu_with_their_tags(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let check = "races::postcopy_pages_reach_every_vcpu_with_their_tags";
+    let _turn = race_turn();
+    let _forks = no_forks_meanwhile();
+    let mut racing = Racing::boot_shared_if_allowed(vmm)?;
+    let fresh = racing.fresh;
+    let mut rounds = play(check, racing.guest.as_mut(), |guest, schedule, _| {
+        let pages = Pages::draw(schedule);
+        make_fresh(guest, &pages, fresh)?;
+        // Both read the pages' tags; the second a while after the first, so that it may
+        // find a page the first one's fault brought in.
+        let mut racers = racers(schedule, VCPUS, true, |_| Role::Ldg);
+        racers[0].spins = 0;
+        racers[1].spins = schedule.below(POSTCOPY_SPREAD_SPINS);
+        let raced = race(guest, schedule, &pages, racers, Host::PostCopy)?;
+        let observed = raced.observe(guest)?;
+        Ok(raced.into_round(observed))
+    })?;
+    rounds.notes.append(&mut racing.notes);
+    Ok(conclude(vmm, check, POSTCOPY_RACE, rounds))
 }
 
 /// Both vCPUs store new tags on the round's pages, each its own.
@@ -239,7 +265,7 @@ pub fn guest_tag_writes_vs_swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         "{out} pages went out to swap meanwhile (pswpout); {swapped} were out as the vCPUs \
          started"
     ));
-    Ok(conclude(vmm, check, rounds))
+    Ok(conclude(vmm, check, TAG_INIT_RACE, rounds))
 }
 
 pub fn guest_tag_writes_vs_cow_break(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
@@ -279,7 +305,7 @@ pub fn guest_tag_writes_vs_cow_break(vmm: &dyn Vmm) -> Result<Finding, VmmError>
     rounds
         .notes
         .push("a forked child held the pages of each round (copy-on-write)".into());
-    Ok(conclude(vmm, check, rounds))
+    Ok(conclude(vmm, check, TAG_INIT_RACE, rounds))
 }
 
 /// KSM at full speed over the region: every page a pass, no sleep.
@@ -337,5 +363,5 @@ pub fn guest_tag_writes_vs_ksm_scanning(vmm: &dyn Vmm) -> Result<Finding, VmmErr
          is all zero",
         saved.pages_shared, after.pages_shared,
     ));
-    Ok(conclude(vmm, check, rounds))
+    Ok(conclude(vmm, check, TAG_INIT_RACE, rounds))
 }

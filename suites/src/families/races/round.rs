@@ -26,6 +26,9 @@ const MAX_ROUND_PAGES: u64 = 4;
 /// microseconds under TCG, around the moment both sides enter the kernel.
 const MAX_SPINS: u64 = 4000;
 const MAX_HOST_DELAY_US: u64 = 400;
+/// The longest a post-copy page server waits between a page's data and its tags: long against
+/// a vCPU's touch of a page in the emulated machine.
+const MAX_POSTCOPY_HOLD_US: u64 = 4000;
 /// The longest a held copy waits for the vCPUs: far longer than a vCPU's first touch of a page
 /// takes in the emulated machine, when nothing holds it.
 pub const HOLD: Duration = Duration::from_millis(40);
@@ -83,6 +86,8 @@ pub enum Host {
     StoreTagsMapped,
     LoadTagsMapped,
     PageOut,
+    /// The pages come by post-copy, their tags after their data by a drawn hold.
+    PostCopy,
 }
 
 /// The pages of a round: how many, where in the region, and the order the host visits them.
@@ -196,6 +201,16 @@ pub fn race(
         }
         Host::LoadTagsMapped => HostPart::LoadTagsMapped { order },
         Host::PageOut => HostPart::PageOut { order },
+        Host::PostCopy => {
+            let tags = schedule.tags(n);
+            host_tags = Some(tags.clone());
+            HostPart::PostCopy {
+                order,
+                tags,
+                data_seed: schedule.below(u64::MAX),
+                hold: Duration::from_micros(schedule.below(MAX_POSTCOPY_HOLD_US)),
+            }
+        }
     };
     let mut parts = Vec::new();
     for racer in &racers {
@@ -306,6 +321,7 @@ impl Raced {
             end_host,
             end_guest,
             also: Vec::new(),
+            strict: matches!(self.plan.host, HostPart::PostCopy { .. }),
         })
     }
 
@@ -355,6 +371,9 @@ impl Raced {
                 format!("the host loads tags (LDG) of {}", order(o))
             }
             HostPart::PageOut { order: o } => format!("the host pages out {}", order(o)),
+            HostPart::PostCopy { hold, .. } => {
+                format!("the pages come by post-copy, each page's tags {hold:?} after its data")
+            }
         };
         format!(
             "{pages} pages from {:#x}: {}; {host} after {:?}",
