@@ -127,3 +127,35 @@ impl Drop for HeldCopy {
         unsafe { libc::munmap(self.map.as_ptr().cast(), 2 * self.page) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader of the buffer (as the kernel's copy reads it) gets the first tags, then waits
+    /// on the missing page until the release, then gets the rest.
+    #[test]
+    fn a_reader_of_the_buffer_waits_at_the_hold_until_released() {
+        let tags: Vec<u8> = (0..256).map(|i| (i % 15 + 1) as u8).collect();
+        let held = match HeldCopy::new(&tags, 100) {
+            Ok(held) => held,
+            // userfaultfd may be refused where this test runs unprivileged.
+            Err(VmmError::Unsupported(why)) => return eprintln!("skipped: {why}"),
+            Err(e) => panic!("{e}"),
+        };
+        let address = held.user_tags() as usize;
+        let reader = std::thread::spawn(move || {
+            let mut out = vec![0u8; 256];
+            // SAFETY: the buffer is mapped (its second page fills on release); a volatile
+            // read byte by byte, as the kernel's copy makes it.
+            for (i, byte) in out.iter_mut().enumerate() {
+                *byte = unsafe { ((address + i) as *const u8).read_volatile() };
+            }
+            out
+        });
+        assert!(held.wait_until_held(Duration::from_secs(5)).unwrap());
+        assert!(!reader.is_finished(), "the reader went past the hold");
+        held.release().unwrap();
+        assert_eq!(reader.join().unwrap(), tags);
+    }
+}

@@ -161,6 +161,30 @@ mod tests {
     }
 
     #[test]
+    fn a_deadline_kicks_the_thread_that_armed_it() {
+        let dog = Watchdog::new();
+        let kicked = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    dog.arm(Duration::from_millis(20));
+                    let started = Instant::now();
+                    // SAFETY: sleeps only; a signal ends it early with EINTR.
+                    let ret = unsafe { libc::usleep(5_000_000) };
+                    let errno = std::io::Error::last_os_error().raw_os_error();
+                    let fired = dog.disarm();
+                    (ret, errno, fired, started.elapsed())
+                })
+                .join()
+                .unwrap()
+        });
+        assert_eq!(
+            (kicked.0, kicked.1, kicked.2),
+            (-1, Some(libc::EINTR), true)
+        );
+        assert!(kicked.3 < Duration::from_secs(4));
+    }
+
+    #[test]
     fn a_disarmed_deadline_never_fires() {
         let dog = Watchdog::new();
         dog.arm(Duration::from_secs(60));
