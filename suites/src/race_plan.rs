@@ -128,7 +128,8 @@ pub struct RaceLog {
     /// Pages the host copied, stored, loaded or paged out.
     pub host_pages: u64,
     pub stall: Option<StallLog>,
-    /// How the host reached guest RAM, in words, for the evidence (the mapping it used).
+    /// How the host worked on guest RAM, in words, where the plan leaves it to the VMM (the
+    /// mapping it used, the order of post-copy), for the evidence.
     pub how: String,
 }
 

@@ -146,9 +146,10 @@ mod tests {
         let address = held.user_tags() as usize;
         let reader = std::thread::spawn(move || {
             let mut out = vec![0u8; 256];
-            // SAFETY: the buffer is mapped (its second page fills on release); a volatile
-            // read byte by byte, as the kernel's copy makes it.
+            // Byte by byte, as the kernel's copy reads it.
             for (i, byte) in out.iter_mut().enumerate() {
+                // SAFETY: inside the held copy's buffer, which stays mapped until the test
+                // ends (its second page fills on release); a volatile read.
                 *byte = unsafe { ((address + i) as *const u8).read_volatile() };
             }
             out

@@ -42,7 +42,7 @@ impl MteView {
             return Ok(MteView {
                 mapping: Mapping::Second(second),
                 size: ram.size(),
-                how: format!("a second MAP_SHARED PROT_MTE mapping of the RAM memslot's {backing}"),
+                how: format!("a second PROT_MTE mapping of guest RAM ({backing})"),
             });
         }
         ram.mprotect(offset, len, libc::PROT_READ | libc::PROT_WRITE | PROT_MTE)
@@ -51,7 +51,7 @@ impl MteView {
             mapping: Mapping::Own(ram.host_address()),
             size: ram.size(),
             how: format!(
-                "the VMM's own mapping of the RAM memslot ({backing}), given PROT_MTE by mprotect"
+                "the VMM's own mapping of guest RAM ({backing}), given PROT_MTE by mprotect"
             ),
         })
     }

@@ -205,7 +205,8 @@ impl Vcpus<'_> {
                     self.count
                 )));
             }
-            std::hint::spin_loop();
+            // The vCPU threads need the CPUs more than this one does.
+            std::thread::yield_now();
         }
         Ok(())
     }
@@ -308,7 +309,7 @@ impl HostSide {
                 copy_tags::read(vm_fd, ipa, page)
             })?,
             (HostPart::StoreTagsMapped { order, tags }, HostSide::Mapped(view)) => {
-                log.how = view.describe().to_string();
+                log.how = format!("LDG and STG through {}", view.describe());
                 for &ipa in order {
                     let at = granules(ipa - plan.base);
                     view.store_tags(offset(ipa), &tags[at..at + per_page]);
@@ -316,7 +317,7 @@ impl HostSide {
                 }
             }
             (HostPart::LoadTagsMapped { order }, HostSide::Mapped(view)) => {
-                log.how = view.describe().to_string();
+                log.how = format!("LDG and STG through {}", view.describe());
                 sweep(vcpus, order, &mut log, |ipa| {
                     let mut tags = vec![0; per_page];
                     view.load_tags(offset(ipa), &mut tags);
@@ -333,7 +334,7 @@ impl HostSide {
                 HostSide::PostCopy(filler),
             ) => {
                 let mut filler = filler.borrow_mut();
-                log.how = format!("post-copy: {}", filler.order().describe());
+                log.how = format!("post-copy of each page: {}", filler.order().describe());
                 let hva_of = |ipa: u64| vm.ram.host_address() + (ipa - RAM_IPA);
                 let mut fill = |filler: &mut Filler, hva: u64| -> Result<(), VmmError> {
                     let ipa = RAM_IPA + (hva - vm.ram.host_address());

@@ -131,7 +131,7 @@ pub fn play(
         if played.log.host_started_us < played.log.vcpus_finished_us {
             rounds.overlapped += 1;
         }
-        let how = format!("the host reached guest RAM through {}", played.log.how);
+        let how = format!("the host's part: {}", played.log.how);
         if !played.log.how.is_empty() && !rounds.notes.contains(&how) {
             rounds.notes.push(how);
         }
