@@ -13,7 +13,9 @@ use crate::migration_plan::{
     IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault,
 };
 use crate::race_plan::{RaceLog, RacePlan};
-use crate::vmm::{AbiVm, BootOptions, CopyTagsArgs, Guest, Reply, Vmm, VmmError, VmmMigration};
+use crate::vmm::{
+    AbiVm, BootOptions, CopyTagsArgs, Guest, IpaProbe, IpaSizes, Reply, Vmm, VmmError, VmmMigration,
+};
 
 /// What to break. Each injection breaks one path a verdict rests on; a check names the ones
 /// that must turn it red ([`crate::Scenario::proven_by`]).
@@ -39,9 +41,9 @@ pub enum Injection {
     MigrateStaleTags,
     /// Post-copy: the guest is woken before a page's tags are in place.
     MigrateLateTags,
-    /// The ABI path: every KVM_ARM_MTE_COPY_TAGS reaches the kernel with half its length, and
-    /// KVM_ENABLE_CAP(KVM_CAP_ARM_MTE) answers success whatever the kernel said: a VMM that
-    /// gets its requests and its errors wrong.
+    /// The ABI path: every KVM_ARM_MTE_COPY_TAGS reaches the kernel with half its length,
+    /// KVM_ENABLE_CAP(KVM_CAP_ARM_MTE) answers success whatever the kernel said, and a VM asked
+    /// for an IPA size gets 4 bits fewer: a VMM that gets its requests and its errors wrong.
     TamperAbi,
     /// The VMM's deadline: a guest given a deadline runs under five times that.
     LateDeadline,
@@ -219,6 +221,28 @@ impl Vmm for Injecting<'_> {
 
     fn incoming_stream(&self, name: &str) -> Result<Option<IncomingStream>, VmmError> {
         self.inner.incoming_stream(name)
+    }
+
+    fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {
+        self.inner.ipa_sizes()
+    }
+
+    fn under_injection(&self) -> bool {
+        true
+    }
+
+    fn without_injection(&self) -> &dyn Vmm {
+        self.inner.without_injection()
+    }
+
+    /// Under `tamper-abi` the VM gets an IPA space a sixteenth of the one asked for (4 bits
+    /// fewer, never under KVM's minimum of 32): a VMM that gets its request wrong.
+    fn ipa_probe(&self, bits: u32, top: u64) -> Result<IpaProbe, VmmError> {
+        let bits = match self.injection {
+            Injection::TamperAbi => bits.saturating_sub(4).max(32),
+            _ => bits,
+        };
+        self.inner.ipa_probe(bits, top)
     }
 }
 

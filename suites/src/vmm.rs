@@ -253,6 +253,31 @@ pub trait AbiVm {
     fn page_size(&self) -> u64;
 }
 
+/// The IPA (guest physical address) sizes a VM may have (`KVM_VM_TYPE_ARM_IPA_SIZE` at
+/// KVM_CREATE_VM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpaSizes {
+    /// The size of the VMs the lane makes for the checks.
+    pub suite_bits: u32,
+    /// The largest the host's KVM gives (KVM_CAP_ARM_VM_IPA_SIZE); `None` without the
+    /// capability, where every VM has KVM's default.
+    pub host_limit: Option<u32>,
+}
+
+/// A VM created with an IPA space of some size, offered a one-page memslot on the last page
+/// below an IPA and one at it, and closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpaProbe {
+    /// KVM_CREATE_VM.
+    pub create: std::time::Duration,
+    /// KVM_SET_USER_MEMORY_REGION of the last page below the IPA: Ok or errno.
+    pub below: Result<(), i32>,
+    /// KVM_SET_USER_MEMORY_REGION of the page at the IPA: Ok or errno.
+    pub at: Result<(), i32>,
+    /// Closing the VM's fd: its stage-2 tables freed.
+    pub teardown: std::time::Duration,
+}
+
 /// The VMM under test, as a lane offers it.
 pub trait Vmm: Sync {
     /// Where this VMM runs.
@@ -292,5 +317,28 @@ pub trait Vmm: Sync {
     /// given one.
     fn incoming_stream(&self, _name: &str) -> Result<Option<IncomingStream>, VmmError> {
         Ok(None)
+    }
+
+    /// Whether a fault is injected here: the verdict shows that a comparison can fail, not
+    /// what the VMM does. No report keeps the figures measured under injection, so a check
+    /// that repeats a measurement takes it once; and proofs may share the set-up the injection
+    /// does not touch (see [`Vmm::without_injection`]).
+    fn under_injection(&self) -> bool {
+        false
+    }
+
+    /// This VMM without the fault injected, for a set-up the proofs of one check share (a
+    /// source guest saved once): what the proof breaks must stay on the injected VMM.
+    fn without_injection(&self) -> &dyn Vmm;
+
+    /// The IPA sizes VMs may have here. Lanes without KVM answer [`VmmError::Unsupported`].
+    fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {
+        Err(not_here("choosing a VM's IPA size"))
+    }
+
+    /// Create a VM with an IPA space of `bits`, offer it memslots on the page below `top` and
+    /// at `top`, and close it, timed.
+    fn ipa_probe(&self, _bits: u32, _top: u64) -> Result<IpaProbe, VmmError> {
+        Err(not_here("choosing a VM's IPA size"))
     }
 }

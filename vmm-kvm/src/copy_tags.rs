@@ -67,7 +67,7 @@ pub unsafe fn write_from(
 /// ```no_run
 /// # use std::os::fd::AsRawFd;
 /// # let kvm = kvm_ioctls::Kvm::new().unwrap();
-/// # let vm = kvm.create_vm().unwrap();
+/// # let vm = mte_vmm_kvm::ipa::create_vm(&kvm, mte_vmm_kvm::ipa::SUITE_IPA_BITS).unwrap();
 /// let tags = mte_vmm_kvm::copy_tags::read(vm.as_raw_fd(), 0x4000_0000, 4096)?;
 /// assert_eq!(tags.len(), 4096 / 16);
 /// # Ok::<(), mte_suites::vmm::VmmError>(())

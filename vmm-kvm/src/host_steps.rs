@@ -8,6 +8,7 @@ use mte_suites::host_mm::{
     Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, SwapDevice,
     TagPeer,
 };
+use mte_suites::kernel_options::{self, Call};
 use mte_suites::migration_plan::{MigrationPlan, SavedStream, StreamFault};
 use mte_suites::race_plan::{RaceLog, RacePlan};
 use mte_suites::vmm::{Guest, VmmError};
@@ -53,12 +54,25 @@ impl HostSteps for KvmTransport {
 
     fn madvise(guest: &mut KvmGuest, ipa: u64, len: u64, advice: Advice) -> Result<(), VmmError> {
         let offset = ram_range(ipa, len)?;
-        guest
+        let done = guest
             .transport()
             .vm
             .ram
-            .madvise(offset, len as usize, advice.value())
-            .map_err(|e| io_error(&format!("madvise({})", advice.name()), e))
+            .madvise(offset, len as usize, advice.value());
+        match done.map_err(|e| e.raw_os_error().unwrap_or(0)) {
+            Ok(()) => Ok(()),
+            // A kernel built without THP knows no MADV_NOHUGEPAGE, and maps no huge pages: what
+            // the advice asks holds already.
+            Err(libc::EINVAL) if advice == Advice::NoHugePage => Ok(()),
+            Err(errno) => {
+                let what = format!("madvise({})", advice.name());
+                Err(kernel_options::call_error(
+                    Call::Madvise(advice),
+                    &what,
+                    errno,
+                ))
+            }
+        }
     }
 
     fn protect(guest: &mut KvmGuest, ipa: u64, len: u64, prot: Protection) -> Result<(), VmmError> {

@@ -15,6 +15,7 @@ mod held_copy;
 mod host;
 mod host_steps;
 mod ioctls;
+pub mod ipa;
 mod memory;
 pub mod migration_engine;
 mod mte_view;

@@ -9,6 +9,7 @@
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use mte_suites::kernel_options::{self, Call};
 use mte_suites::vmm::{errno_name, VmmError};
 use vmm_sys_util::ioctl::{ioctl_with_mut_ref, ioctl_with_val};
 use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iowr_nr};
@@ -126,6 +127,11 @@ impl Userfaultfd {
             fd
         } else {
             let syscall_errno = last_errno();
+            if let VmmError::Unsupported(why) =
+                kernel_options::call_error(Call::Userfaultfd, "userfaultfd", syscall_errno)
+            {
+                return Err(VmmError::Unsupported(why));
+            }
             Self::open_device(flags).map_err(|device| {
                 let sysctl = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd")
                     .map_or_else(|_| "unreadable".into(), |s| s.trim().to_string());

@@ -10,6 +10,7 @@ use mte_protocol::RAM_IPA;
 use mte_suites::vmm::VmmError;
 use mte_vmm::Payload;
 
+use crate::ipa;
 use crate::memory::GuestRam;
 use crate::vcpu;
 
@@ -37,9 +38,9 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// A VM whose RAM memslot is `ram`, with MTE if asked.
+    /// A VM of the suite's IPA size whose RAM memslot is `ram`, with MTE if asked.
     pub fn new(kvm: &Kvm, mte: bool, ram: GuestRam) -> Result<Vm, VmmError> {
-        let vm = kvm.create_vm().map_err(sys("KVM_CREATE_VM"))?;
+        let vm = ipa::create_vm(kvm, ipa::SUITE_IPA_BITS)?;
         if mte {
             enable_mte(&vm)?;
         }

@@ -10,10 +10,11 @@ use mte_protocol::RAM_SIZE;
 use mte_results::Lane;
 use mte_suites::host_mm::Backing;
 use mte_suites::migration_plan::StreamFault;
-use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, IpaProbe, IpaSizes, Vmm, VmmError};
 use mte_vmm::{MailboxGuest, PayloadDir};
 
 use crate::abi::KvmAbiVm;
+use crate::ipa;
 use crate::memory::GuestRam;
 use crate::migration_engine;
 use crate::transport::KvmTransport;
@@ -27,6 +28,8 @@ pub struct KvmVmm {
     pub(crate) payloads: PayloadDir,
     /// How long the guest may take to reach its next doorbell.
     pub(crate) deadline: Duration,
+    /// Why VMs here have no MTE, where the lane found out more than KVM's capability says.
+    no_mte_because: Option<String>,
 }
 
 impl KvmVmm {
@@ -55,7 +58,17 @@ impl KvmVmm {
             kernel_release: kernel_release.into(),
             payloads: PayloadDir::new(payload_dir),
             deadline,
+            no_mte_because: None,
         })
+    }
+
+    /// This VMM, its checks that need MTE skipping with `why` (which layer of the machine lacks
+    /// it) rather than with KVM's missing capability alone.
+    pub fn without_mte_because(self, why: String) -> Self {
+        KvmVmm {
+            no_mte_because: Some(why),
+            ..self
+        }
     }
 
     /// KVM_CHECK_EXTENSION(KVM_CAP_ARM_MTE).
@@ -65,6 +78,11 @@ impl KvmVmm {
 
     pub fn api_version(&self) -> i32 {
         self.kvm.get_api_version()
+    }
+
+    /// The IPA size of the VMs the suite makes, and the host's limit, in words.
+    pub fn describe_ipa_size(&self) -> String {
+        ipa::describe(&self.kvm)
     }
 
     /// A VM with its RAM memslot on `backing`, and MTE enabled if asked.
@@ -85,6 +103,9 @@ impl Vmm for KvmVmm {
     fn kernel_release(&self) -> &str {
         &self.kernel_release
     }
+    fn without_injection(&self) -> &dyn Vmm {
+        self
+    }
 
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
         let mut vm = self.create_vm(options.mte, options.backing)?;
@@ -98,12 +119,12 @@ impl Vmm for KvmVmm {
     }
 
     fn mte_capable(&self) -> Result<(), VmmError> {
-        if self.has_mte_cap() {
-            Ok(())
-        } else {
-            Err(VmmError::Unsupported(
+        match (&self.no_mte_because, self.has_mte_cap()) {
+            (Some(why), _) => Err(VmmError::Unsupported(why.clone())),
+            (None, true) => Ok(()),
+            (None, false) => Err(VmmError::Unsupported(
                 "KVM has no KVM_CAP_ARM_MTE (a CPU without MTE, or a kernel before 5.13)".into(),
-            ))
+            )),
         }
     }
 
@@ -118,5 +139,16 @@ impl Vmm for KvmVmm {
     fn abi_vm(&self, mte: bool) -> Result<Box<dyn AbiVm>, VmmError> {
         let vm = self.create_vm(mte, Backing::PrivateAnonymous)?;
         Ok(Box::new(KvmAbiVm::new(vm)))
+    }
+
+    fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {
+        Ok(IpaSizes {
+            suite_bits: ipa::SUITE_IPA_BITS,
+            host_limit: ipa::host_limit(&self.kvm),
+        })
+    }
+
+    fn ipa_probe(&self, bits: u32, top: u64) -> Result<IpaProbe, VmmError> {
+        ipa::probe(&self.kvm, bits, top)
     }
 }

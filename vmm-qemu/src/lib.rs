@@ -9,11 +9,12 @@
 //! memory-tagging packets (see [`memtags`]).
 
 mod binary;
-mod gdb;
+// The protocol clients are public so that the fuzz targets (fuzz/) reach what they read.
+pub mod gdb;
 mod host_steps;
 mod machine;
-mod memtags;
-mod qmp;
+pub mod memtags;
+pub mod qmp;
 mod transport;
 mod vmm;
 

@@ -49,17 +49,23 @@ pub struct Options {
     pub bench: bool,
     /// The race checks' seed and time budget, for the runner.
     pub races: RaceFlags,
+    /// Run each check's fault-injection proofs after the checks.
+    pub prove: bool,
     /// Passed untouched to the in-guest harness.
     pub harness_args: Vec<String>,
 }
 
 impl Options {
     /// What the runner is given after its lane's own options: `--bench` for the performance
-    /// suite, the shard, the races' seed and budget, then the harness arguments untouched.
+    /// suite, `--prove` for the proofs, the shard, the races' seed and budget, then the harness
+    /// arguments untouched.
     pub fn runner_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         if self.bench {
             args.push("--bench".to_string());
+        }
+        if self.prove {
+            args.push("--prove".to_string());
         }
         if let Some(shard) = self.shard {
             args.push("--shard".to_string());
@@ -113,6 +119,11 @@ pub enum Command {
     },
     /// rustfmt and clippy, warnings denied, as `test` runs them.
     Lint,
+    /// The fuzz targets: one (or each) for this many seconds.
+    Fuzz {
+        target: Option<String>,
+        seconds: u64,
+    },
 }
 
 /// Parse the arguments after `cargo xtask`. `env_kernel` is `MTE_KERNEL`, if set. `--help`
@@ -138,6 +149,7 @@ fn parse_on(
             kernel,
             timeout,
             shard,
+            prove,
             baseline,
             threshold,
             races,
@@ -146,9 +158,10 @@ fn parse_on(
             run_lanes,
             false,
             &[
-                &lane, &kernel, &timeout, &shard, &baseline, &threshold, &races, &harness,
+                &lane, &kernel, &timeout, &shard, &prove, &baseline, &threshold, &races, &harness,
             ],
         )),
+        // CI proves every check it runs.
         Cmd::Test {
             lane,
             kernel,
@@ -156,11 +169,14 @@ fn parse_on(
             shard,
             races,
             harness,
-        } => Command::Test(options(
-            lanes_here(arm64),
-            false,
-            &[&lane, &kernel, &timeout, &shard, &races, &harness],
-        )),
+        } => Command::Test(Options {
+            prove: true,
+            ..options(
+                lanes_here(arm64),
+                false,
+                &[&lane, &kernel, &timeout, &shard, &races, &harness],
+            )
+        }),
         Cmd::Bench {
             lane,
             kernel,
@@ -190,6 +206,10 @@ fn parse_on(
         Cmd::Report(ReportCmd::Check { run }) => Command::ReportCheck { run },
         Cmd::LavaResults { run } => Command::LavaResults { run },
         Cmd::Lint => Command::Lint,
+        Cmd::Fuzz { target, seconds } => Command::Fuzz {
+            target,
+            seconds: seconds.unwrap_or(crate::fuzz::DEFAULT_SECONDS),
+        },
     })
 }
 
@@ -225,6 +245,7 @@ impl Defaults {
             thresholds: Thresholds::default(),
             bench,
             races: RaceFlags::default(),
+            prove: false,
             harness_args: Vec::new(),
         };
         for flag in flags {
@@ -314,6 +335,8 @@ enum Cmd {
         #[command(flatten)]
         shard: ShardFlag,
         #[command(flatten)]
+        prove: ProveFlag,
+        #[command(flatten)]
         baseline: BaselineFlag,
         #[command(flatten)]
         threshold: ThresholdFlag,
@@ -322,9 +345,10 @@ enum Cmd {
         #[command(flatten)]
         harness: HarnessArgs,
     },
-    /// What CI runs: the host unit tests, `run`, then the report in a headless browser
+    /// What CI runs: the lints, the host unit tests, `run --prove`, then the report in a
+    /// headless browser
     ///
-    /// Fails on any fail, error or no pass.
+    /// Fails on any fail, error, unproven check or no pass.
     #[command(after_help = AFTER_HELP)]
     Test {
         #[command(flatten)]
@@ -397,6 +421,18 @@ enum Cmd {
     /// rustfmt and clippy with warnings denied: the host workspace, the runner for aarch64 and
     /// the guest payload for bare metal (as `test` runs them)
     Lint,
+    /// Fuzz what the suite reads from other programs (libFuzzer through cargo-fuzz)
+    ///
+    /// The console's records, run directories, the migration stream, gdbstub replies, QMP
+    /// messages and kernel modules' .modinfo; `test` runs each target for a few seconds.
+    Fuzz {
+        /// One target (default: each): console_records, run_dir, migration_stream,
+        /// gdb_replies, qmp_messages, modinfo
+        target: Option<String>,
+        /// Seconds each target runs (default: 60)
+        #[arg(long, value_name = "N")]
+        seconds: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -483,6 +519,21 @@ struct ShardFlag {
 impl Flag for ShardFlag {
     fn apply(&self, options: &mut Options, _: bool) {
         options.shard = self.shard;
+    }
+}
+
+#[derive(Args, Debug)]
+struct ProveFlag {
+    /// After the checks, run their fault-injection proofs: each check run
+    /// again with a fault injected that must turn it red (`test` always
+    /// does)
+    #[arg(verbatim_doc_comment, long)]
+    prove: bool,
+}
+
+impl Flag for ProveFlag {
+    fn apply(&self, options: &mut Options, _: bool) {
+        options.prove |= self.prove;
     }
 }
 
@@ -606,18 +657,15 @@ impl LaneWords {
 #[derive(Clone, Debug, PartialEq)]
 struct Kernels(Vec<String>);
 
-/// The kernels of `--kernel 6.1,6.12,newest`, in the order given; a word repeated right after
-/// itself once, while a kernel named again after another boots again (`6.1,6.12,6.1`: a
-/// migration round trip).
+/// The kernels of `--kernel 6.1,6.12,newest`, in the order given: each word is a boot, so a
+/// kernel named twice boots twice (`6.12,6.12`: a same-kernel migration round trip).
 fn parse_kernels(text: &str) -> Result<Kernels, String> {
     let mut kernels: Vec<String> = Vec::new();
     for word in text.split(',').map(str::trim) {
         if word.is_empty() {
             return Err("names an empty kernel; give a comma list such as 6.1,6.12,newest".into());
         }
-        if kernels.last().map(String::as_str) != Some(word) {
-            kernels.push(word.to_string());
-        }
+        kernels.push(word.to_string());
     }
     Ok(Kernels(kernels))
 }
@@ -681,9 +729,9 @@ mod tests {
     }
 
     #[test]
-    fn kernels_parse_as_a_list_in_order_repeating_only_after_another() {
+    fn kernels_parse_as_a_list_in_order_each_word_a_boot() {
         let o = run_options(parse(&args("run --kernel 6.1,6.1,6.12,newest,6.1"), None).unwrap());
-        assert_eq!(o.kernels, ["6.1", "6.12", "newest", "6.1"]);
+        assert_eq!(o.kernels, ["6.1", "6.1", "6.12", "newest", "6.1"]);
         let o = run_options(parse(&args("build"), Some("6.12, 6.1".into())).unwrap());
         assert_eq!(o.kernels, ["6.12", "6.1"]);
         assert!(error("run --kernel 6.1,,6.12").contains("empty kernel"));
@@ -739,9 +787,20 @@ mod tests {
             args("--seed 0x2a --race-budget 20 races::")
         );
         let o = run_options(parse(&args("test --seed 7"), None).unwrap());
-        assert_eq!(o.runner_args(), args("--seed 0x7"));
+        assert_eq!(o.runner_args(), args("--prove --seed 0x7"));
         assert!(error("run --seed nope").contains("0x-hex"));
         assert!(error("run --race-budget 0").contains("seconds"));
+    }
+
+    #[test]
+    fn run_proves_when_asked_and_test_always() {
+        let o = run_options(parse(&args("run"), None).unwrap());
+        assert!(!o.prove);
+        assert!(!o.runner_args().contains(&"--prove".to_string()));
+        let o = run_options(parse(&args("run --prove --shard 1/2 -- tags::"), None).unwrap());
+        assert_eq!(o.runner_args(), args("--prove --shard 1/2 tags::"));
+        assert!(run_options(parse(&args("test"), None).unwrap()).prove);
+        assert!(error("bench --prove").contains("--prove"));
     }
 
     #[test]
@@ -885,6 +944,7 @@ mod tests {
             "--kernel",
             "--timeout",
             "--shard",
+            "--prove",
             "--baseline",
             "--threshold",
             "HARNESS-ARGS",

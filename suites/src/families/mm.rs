@@ -309,8 +309,9 @@ fn thp_split_keeps_tags_of_zero_data_pages(vmm: &dyn Vmm) -> Result<Finding, Vmm
     let before = guest.page_states(base, len)?;
     if !before.iter().all(|s| s.huge) {
         return Err(VmmError::Unsupported(format!(
-            "guest RAM is not backed by a transparent huge page here (pages: {}; see \
-             /sys/kernel/mm/transparent_hugepage/enabled)",
+            "guest RAM is not backed by a transparent huge page here (pages: {}): a kernel \
+             without CONFIG_TRANSPARENT_HUGEPAGE, or THP off in \
+             /sys/kernel/mm/transparent_hugepage/enabled",
             letters(&before)
         )));
     }
