@@ -6,8 +6,7 @@
 //! take any pointer whose 8 bytes lie in RAM or in its untagged alias, with any tag.
 
 use mte_protocol::{
-    GRANULE, RAM_IPA, RAM_SIZE, TEST_RAM_IPA, TEST_RAM_SIZE, UNTAGGED_ALIAS_VA,
-    granules, tcf,
+    GRANULE, RAM_IPA, RAM_SIZE, TEST_RAM_IPA, TEST_RAM_SIZE, UNTAGGED_ALIAS_VA, granules, tcf,
 };
 
 use crate::{bulk, mte};

@@ -35,7 +35,10 @@ pub fn set_byte(index: usize, value: u8) {
 #[cfg(feature = "selftest")]
 pub fn word(index: usize) -> u64 {
     let (base, size) = mine();
-    assert!((index as u64 + 1) * 8 <= size, "bulk word {index} out of range");
+    assert!(
+        (index as u64 + 1) * 8 <= size,
+        "bulk word {index} out of range"
+    );
     // SAFETY: as in `byte`; the buffer is page aligned, so the word is aligned.
     unsafe { (base as *const u64).add(index).read_volatile() }
 }
@@ -43,7 +46,10 @@ pub fn word(index: usize) -> u64 {
 /// Set the 64-bit word `index`.
 pub fn set_word(index: usize, value: u64) {
     let (base, size) = mine();
-    assert!((index as u64 + 1) * 8 <= size, "bulk word {index} out of range");
+    assert!(
+        (index as u64 + 1) * 8 <= size,
+        "bulk word {index} out of range"
+    );
     // SAFETY: as in `word`.
     unsafe { (base as *mut u64).add(index).write_volatile(value) }
 }

@@ -7,8 +7,8 @@
 
 use core::arch::asm;
 use mte_protocol::{
-    ADDSUBG_ENCODINGS, GMI_MASKS, GRANULE, TEST_RAM_IPA, dc_tags, granules, id,
-    pattern_word, tag_of, tag_store, with_tag,
+    ADDSUBG_ENCODINGS, GMI_MASKS, GRANULE, TEST_RAM_IPA, dc_tags, granules, id, pattern_word,
+    tag_of, tag_store, with_tag,
 };
 
 use crate::args::{PROHIBITED, Refusal, bulk_range, require_tag_storage, test_range, untagged};

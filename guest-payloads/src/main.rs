@@ -19,10 +19,10 @@
 #[macro_use]
 mod console;
 mod access;
-mod cpu;
 mod args;
 mod bulk;
 mod commands;
+mod cpu;
 mod data;
 mod entry;
 mod instructions;
