@@ -319,6 +319,31 @@ mod tests {
     }
 
     #[test]
+    fn kernel_lines_show_with_their_check_and_the_boot_links_its_log() {
+        let mut run = summary(vec![verdict(
+            "mm::x",
+            Outcome::Fail,
+            "the kernel warned while it ran",
+            vec![Evidence::KernelLog {
+                lines: vec![crate::KernelLine {
+                    text: "[    4.0] WARNING: <at> mm/x.c".into(),
+                    also_running: vec!["tags::y".into()],
+                }],
+            }],
+        )]);
+        let file = crate::kernel_log::file_name(1, "6.12.95+deb12-arm64");
+        run.environments[0]
+            .host
+            .push(Feature::new(crate::kernel_log::KERNEL_LOG_FACT, &file));
+        let html = render(&run, "run").unwrap();
+        assert!(
+            html.contains("[    4.0] WARNING: &lt;at&gt; mm/x.c  (also running: tags::y)"),
+            "kernel line missing"
+        );
+        assert!(html.contains("<a href=\"../kernel-1-6.12.95+deb12-arm64.log\">"));
+    }
+
+    #[test]
     fn failures_draw_both_tag_maps_with_the_differences_outlined() {
         let html = one_failure_with_tag_maps("0123", "0f23");
         let failures =
