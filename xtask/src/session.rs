@@ -714,6 +714,41 @@ mod tests {
     }
 
     #[test]
+    fn the_kernel_log_of_a_boot_is_kept_in_its_own_file() {
+        let kernel = |lines: &[&str]| {
+            frame(&Record::KernelLog {
+                lines: lines.iter().map(|l| l.to_string()).collect(),
+            })
+        };
+        let lines = vec![
+            frame(&hello(1)),
+            kernel(&["[    0.000000] Booting Linux", "[    1.0] kvm: ready"]),
+            frame(&verdict("a", Outcome::Pass)),
+            kernel(&["[    5.0] WARNING: at x"]),
+            frame(&done(Tally {
+                pass: 1,
+                ..Tally::default()
+            })),
+        ];
+        let (c, scratch) = feed("kernel-log", &lines, exited(0));
+        assert_eq!(c.error, None);
+        let facts = &c.environments[0].host;
+        let named: Vec<_> = facts.iter().filter(|f| f.name == "kernel.log").collect();
+        assert_eq!(named.len(), 1);
+        assert_eq!(named[0].value, "kernel-1-6.12.95+deb12-arm64.log");
+        let run_dir = std::fs::read_dir(&scratch.0)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_type().unwrap().is_dir())
+            .unwrap();
+        let log = std::fs::read_to_string(run_dir.path().join(&named[0].value)).unwrap();
+        assert_eq!(
+            log,
+            "[    0.000000] Booting Linux\n[    1.0] kvm: ready\n[    5.0] WARNING: at x\n"
+        );
+    }
+
+    #[test]
     fn the_runner_s_kernel_release_replaces_the_host_s_name_for_it() {
         let scratch = Scratch::new("release");
         let run = RunDir::create(&scratch.0, "emulated", "vmlinuz-custom").unwrap();
