@@ -52,6 +52,13 @@ fn take(record: Record, summary: &mut RunSummary) {
                 &environment.kernel_release,
                 "a",
             ));
+            // The boot's kernel log is one plain file in the run directory.
+            let log =
+                mte_results::kernel_log::file_name(environment.boot, &environment.kernel_release);
+            assert!(
+                !log.contains('/') && !log.contains('\0') && !log.starts_with('.'),
+                "{log:?}"
+            );
             summary.environments.push(environment);
         }
         Record::Artifact { name, bytes_base64 } => {
@@ -63,6 +70,7 @@ fn take(record: Record, summary: &mut RunSummary) {
         Record::Verdict(verdict) => summary.verdicts.push(verdict),
         Record::Benchmark(benchmark) => summary.benchmarks.push(*benchmark),
         Record::Log { .. }
+        | Record::KernelLog { .. }
         | Record::Started { .. }
         | Record::Alive
         | Record::Done { .. }
