@@ -681,6 +681,13 @@ pub fn run(options: &Options) -> bool {
     ));
     let tally = SharedTally::default();
     let kernel = kernel_log::open(options.lane);
+    facts.push(Feature::new(
+        "kernel log",
+        match kernel_log::unavailable() {
+            Some(why) => format!("not read: {why}"),
+            None => "read from /dev/kmsg while checks run".into(),
+        },
+    ));
     let mut trials = trials(&vmm, options.inject, options.prove, &tally);
     let available = trials.len();
     if let Some(shard) = options.shard {
