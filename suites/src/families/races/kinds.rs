@@ -9,7 +9,7 @@ use crate::check::Finding;
 use crate::host_mm::{Advice, Backing, ForkPlan, KsmKnob};
 use crate::steps::boot::boot_tagged;
 use crate::steps::host_memory::{forking, ksm_turn, no_forks_meanwhile, restore_ksm};
-use crate::steps::swap::{page_out, require_swap, GiveUp};
+use crate::steps::swap::{no_swapoff_meanwhile, page_out, require_swap, GiveUp};
 use crate::vmm::{BootOptions, Guest, Vmm, VmmError};
 
 /// The guest's vCPUs: both race in most rounds, on the emulated machine's two CPUs.
@@ -232,6 +232,7 @@ pub fn guest_tag_writes_vs_swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let check = "races::guest_tag_writes_vs_swap";
     let _turn = race_turn();
     let _forks = no_forks_meanwhile();
+    let _swap = no_swapoff_meanwhile();
     let mut racing = Racing::boot(vmm, Backing::PrivateAnonymous)?;
     let (_, len) = region();
     require_swap(racing.guest.as_ref(), len)?;
