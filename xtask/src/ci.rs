@@ -14,6 +14,7 @@ use crate::fuzz;
 use crate::lints;
 use crate::reports;
 use crate::run;
+use crate::tap_check;
 use crate::ui;
 use crate::Status;
 
@@ -29,23 +30,25 @@ pub fn test(options: &Options) -> Status {
         ui::error(&format!("fuzzing: {e:#}"));
         false
     });
-    let (tally, unproven, mut status, rendered) = match run::run(options) {
+    let (tally, unproven, mut status, rendered, labs_read) = match run::run(options) {
         Ok(finished) => {
             let unproven = unproven_checks(&finished.summary.verdicts, finished.selection.all);
             let rendered = finished.selection.list || report_renders(&finished.dir);
+            let labs_read = finished.selection.list || labs_read_it(&finished);
             (
                 finished.summary.tally(),
                 unproven,
                 finished.status,
                 rendered,
+                labs_read,
             )
         }
         Err(e) => {
             eprintln!("{} {e:#}", ui::red("error:"));
-            (Tally::default(), Vec::new(), Status::Error, true)
+            (Tally::default(), Vec::new(), Status::Error, true, true)
         }
     };
-    if status == Status::Clean && !rendered {
+    if status == Status::Clean && !(rendered && labs_read) {
         status = Status::Failed;
     }
     if status == Status::Clean && tally.pass == 0 {
@@ -91,6 +94,27 @@ fn report_renders(dir: &Path) -> bool {
             false
         }
     }
+}
+
+/// Whether labs' readers take the run: `prove` the TAP of its fault-injected failures. A run
+/// without proofs (a filtered one) has none to feed, which the step says.
+fn labs_read_it(finished: &run::Finished) -> bool {
+    ui::step("lab formats: TAP with failures read by prove");
+    if !finished
+        .summary
+        .verdicts
+        .iter()
+        .any(|v| v.test.starts_with(FAULT_INJECTION_PROOFS))
+    {
+        ui::note("skipped: the run has no fault-injection proof, so no failure to feed to prove");
+        return true;
+    }
+    let checked =
+        Apt::new().and_then(|mut apt| tap_check::check(&finished.dir, &finished.summary, &mut apt));
+    checked.unwrap_or_else(|e| {
+        ui::error(&format!("TAP check: {e:#}"));
+        false
+    })
 }
 
 /// Why the run does not show that its checks can fail: a fault-injection proof that did not

@@ -27,6 +27,7 @@ mod reports;
 mod run;
 mod runner_process;
 mod session;
+mod tap_check;
 #[cfg(test)]
 mod testing;
 mod tools;
