@@ -30,6 +30,7 @@ pub fn common(tools: &Tools, options: &Options) -> Vec<Feature> {
         Feature::new("harness.args", options.harness_args.join(" ")),
         Feature::new("host.arch", std::env::consts::ARCH),
         Feature::new("host.kernel", read("/proc/sys/kernel/osrelease").trim()),
+        Feature::new("host.name", read("/proc/sys/kernel/hostname").trim()),
         Feature::new(
             "host.cpus",
             std::thread::available_parallelism().map_or(0, |n| n.get()),
