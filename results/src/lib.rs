@@ -58,6 +58,8 @@ pub mod html;
 #[cfg(feature = "report")]
 pub mod junit;
 #[cfg(feature = "report")]
+pub mod kcidb;
+#[cfg(feature = "report")]
 pub mod lava;
 #[cfg(feature = "report")]
 pub mod merge;

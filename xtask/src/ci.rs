@@ -11,6 +11,7 @@ use crate::apt::Apt;
 use crate::build::repo_root;
 use crate::cli::Options;
 use crate::fuzz;
+use crate::kcidb;
 use crate::lints;
 use crate::reports;
 use crate::run;
@@ -96,10 +97,19 @@ fn report_renders(dir: &Path) -> bool {
     }
 }
 
-/// Whether labs' readers take the run: `prove` the TAP of its fault-injected failures. A run
-/// without proofs (a filtered one) has none to feed, which the step says.
+/// Whether labs' readers take the run: kcidb-io its KCIDB submission, `prove` the TAP of its
+/// fault-injected failures (a run without proofs, a filtered one, has none: the step says so).
 fn labs_read_it(finished: &run::Finished) -> bool {
-    ui::step("lab formats: TAP with failures read by prove");
+    ui::step("lab formats: KCIDB validated by kcidb-io, TAP with failures read by prove");
+    let kcidb_valid = kcidb::validate_step(&finished.dir).unwrap_or_else(|e| {
+        ui::error(&format!("KCIDB check: {e:#}"));
+        false
+    });
+    kcidb_valid && prove_reads_failures(finished)
+}
+
+/// `prove` reads the TAP of the run's fault-injected failures.
+fn prove_reads_failures(finished: &run::Finished) -> bool {
     if !finished
         .summary
         .verdicts

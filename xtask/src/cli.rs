@@ -106,6 +106,11 @@ pub enum Command {
     LavaResults {
         run: Option<PathBuf>,
     },
+    /// Write a run's KCIDB submission.
+    Kcidb {
+        run: Option<PathBuf>,
+        origin: String,
+    },
     /// rustfmt and clippy, warnings denied, as `test` runs them.
     Lint,
     /// The fuzz targets: one (or each) for this many seconds.
@@ -192,6 +197,7 @@ fn parse_on(
         Cmd::Report(ReportCmd::Merge { runs, out }) => Command::ReportMerge { runs, out },
         Cmd::Report(ReportCmd::Check { run }) => Command::ReportCheck { run },
         Cmd::LavaResults { run } => Command::LavaResults { run },
+        Cmd::Kcidb { run, origin } => Command::Kcidb { run, origin },
         Cmd::Lint => Command::Lint,
         Cmd::Fuzz { target, seconds } => Command::Fuzz {
             target,
@@ -397,6 +403,18 @@ enum Cmd {
     Report(ReportCmd),
     /// Print RUN's verdicts (default: the latest) as `lava-test-case` lines
     LavaResults {
+        /// The run (default: the latest)
+        run: Option<PathBuf>,
+    },
+    /// Write RUN's results (default: the latest) as a KCIDB submission, RUN/kcidb.json
+    ///
+    /// Schema 4.0 of kcidb-io: a checkout and a build per kernel, a test per check
+    /// (PASS, FAIL, SKIP, an xfail as a waived FAIL, MISS, ERROR), ids prefixed by the origin.
+    #[command(verbatim_doc_comment)]
+    Kcidb {
+        /// The CI system's name in KCIDB: lowercase letters, digits, `_`
+        #[arg(long, default_value = mte_results::kcidb::DEFAULT_ORIGIN)]
+        origin: String,
         /// The run (default: the latest)
         run: Option<PathBuf>,
     },

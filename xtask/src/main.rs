@@ -18,6 +18,7 @@ mod fuzz;
 mod groundwork;
 mod host_load;
 mod initramfs;
+mod kcidb;
 mod kernel_modules;
 mod kernels;
 mod lanes;
@@ -92,6 +93,7 @@ fn main() -> ExitCode {
         Command::ReportMerge { runs, out } => report(reports::merge_runs(&runs, &out)),
         Command::ReportCheck { run } => report(reports::check_in_browser(run.as_deref())),
         Command::LavaResults { run } => report(reports::lava_results(run.as_deref())),
+        Command::Kcidb { run, origin } => report(kcidb::kcidb_command(run.as_deref(), &origin)),
         Command::Fuzz { target, seconds } => {
             report(fuzz::fuzz(target.as_deref(), seconds).map(|clean| {
                 if clean {
