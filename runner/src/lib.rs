@@ -13,3 +13,4 @@ pub mod init;
 pub mod kernel_config;
 pub mod machine_setup;
 pub mod mte_layers;
+pub mod selection;

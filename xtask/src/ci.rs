@@ -11,6 +11,7 @@ use crate::apt::Apt;
 use crate::build::repo_root;
 use crate::cli::Options;
 use crate::fuzz;
+use crate::harness_args;
 use crate::kcidb;
 use crate::lints;
 use crate::reports;
@@ -21,6 +22,10 @@ use crate::Status;
 
 /// `test`: the host unit tests, then a run; ends with the totals line.
 pub fn test(options: &Options) -> Status {
+    // `--list`, `--help`, a mistake: answered before anything is built or run.
+    if let Some(answered) = harness_args::answer(options) {
+        return answered;
+    }
     ui::step("host unit tests: cargo test --workspace");
     let unit_tests_passed = host_unit_tests();
     if !unit_tests_passed {

@@ -298,8 +298,11 @@ struct CommandLine {
 }
 
 const AFTER_HELP: &str = "\
-Harness arguments (after `--`) reach the in-guest runner untouched: a name filter,
---exact, --list, --ignored, --include-ignored, --skip FILTER, --inject MODE.
+Harness arguments (after `--`) reach the in-guest runner untouched: name filters (a
+check runs when any matches), --exact, --list, --ignored, --include-ignored,
+--skip FILTER, --inject MODE; -q and --format json change what xtask prints.
+`-- --list`, `-- --help`, argument errors and filters that match nothing are
+answered on the host, without a boot.
 
 Examples: cargo xtask run --kernel 6.1,6.12,newest -- tags::
           cargo xtask run --lane host --shard 1/4 --baseline nightly

@@ -16,6 +16,7 @@ mod elf;
 mod facts;
 mod fuzz;
 mod groundwork;
+mod harness_args;
 mod host_load;
 mod initramfs;
 mod kcidb;
@@ -78,9 +79,8 @@ fn main() -> ExitCode {
         }
     };
     let status = match command {
-        Command::Run(options) | Command::Bench(options) => {
-            report(run::run(&options).map(|finished| finished.status))
-        }
+        Command::Run(options) | Command::Bench(options) => harness_args::answer(&options)
+            .unwrap_or_else(|| report(run::run(&options).map(|finished| finished.status))),
         Command::Test(options) => ci::test(&options),
         Command::Setup(options) => report(groundwork::setup(&options).map(|()| Status::Clean)),
         Command::Build(options) => report(groundwork::build_only(&options).map(|()| Status::Clean)),

@@ -16,7 +16,10 @@ use crate::session::Selection;
 
 /// The end of a run in `dir`, as its selection asks.
 pub fn run(summary: &RunSummary, selection: &Selection, dir: &Path) {
-    if selection.list {
+    if super::format() == super::Format::Json && !selection.bench {
+        println!("{}", json_suite_event(summary));
+        run_error(summary);
+    } else if selection.list {
         // No table for a listing, but a listing that went wrong says so.
         run_error(summary);
     } else if selection.bench {
@@ -24,6 +27,23 @@ pub fn run(summary: &RunSummary, selection: &Selection, dir: &Path) {
     } else {
         checks(summary, dir);
     }
+}
+
+/// The run as libtest's closing JSON event (`--format json`).
+fn json_suite_event(summary: &RunSummary) -> String {
+    let tally = summary.tally();
+    let failed = tally.fail > 0 || summary.error.is_some();
+    serde_json::json!({
+        "type": "suite",
+        "event": if failed { "failed" } else { "ok" },
+        "passed": tally.pass + tally.xfail,
+        "failed": tally.fail,
+        "ignored": tally.skip,
+        "measured": 0,
+        "filtered_out": 0,
+        "exec_time": summary.wall_ms / 1000.0,
+    })
+    .to_string()
 }
 
 fn run_error(summary: &RunSummary) {
