@@ -68,6 +68,8 @@ pub mod picture;
 #[cfg(feature = "report")]
 pub mod plot;
 #[cfg(feature = "report")]
+pub mod rerun;
+#[cfg(feature = "report")]
 pub mod rundir;
 #[cfg(feature = "report")]
 pub mod speed;

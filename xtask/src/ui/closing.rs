@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use mte_results::bench_summary::BenchSummary;
+use mte_results::rerun;
 use mte_results::rundir::{BENCH_JSON, CRITERION_DIR, REPORT_HTML};
 use mte_results::speed::{Judged, SuiteSpeed};
 use mte_results::summary::{table, RunSummary};
@@ -76,6 +77,7 @@ fn benchmarks(summary: &RunSummary, dir: &Path) {
 fn checks(summary: &RunSummary, dir: &Path) {
     println!();
     print!("{}", table(summary));
+    failures(summary);
     for line in peer_agreement(&summary.verdicts) {
         println!("{line}");
     }
@@ -92,6 +94,32 @@ fn checks(summary: &RunSummary, dir: &Path) {
                 None => {}
             }
         }
+    }
+}
+
+/// The run's fault injection, if any, then each failure with the command that reruns it alone.
+fn failures(summary: &RunSummary) {
+    if let Some(banner) = rerun::injection_banner(&summary.environments) {
+        println!("{}", red(&banner));
+    }
+    let failed: Vec<&Verdict> = (summary.verdicts.iter())
+        .filter(|v| v.outcome == Outcome::Fail)
+        .collect();
+    if failed.is_empty() {
+        return;
+    }
+    println!("failures:");
+    for v in failed {
+        let env = (summary.environments.iter()).find(|e| e.lane == v.lane && e.boot == v.boot);
+        println!(
+            "  {} {} {}: {}",
+            red("FAIL"),
+            v.lane,
+            one_line(&v.kernel),
+            one_line(&v.test)
+        );
+        println!("    {}", text::first_line(&v.reason));
+        println!("    rerun: {}", rerun::command(v, env));
     }
 }
 
