@@ -47,18 +47,26 @@ fn take(record: Record, summary: &mut RunSummary) {
     }
     match record {
         Record::Hello { environment, .. } => {
-            assert_in_its_folder(&kept_path(&environment.kernel_release, "a"));
+            assert_in_its_folder(&kept_path(
+                environment.boot,
+                &environment.kernel_release,
+                "a",
+            ));
             summary.environments.push(environment);
         }
         Record::Artifact { name, bytes_base64 } => {
             if check_name(&name).is_ok() {
-                assert_in_its_folder(&kept_path("6.12", &name));
+                assert_in_its_folder(&kept_path(1, "6.12", &name));
             }
             let _ = mte_results::base64::decode(&bytes_base64);
         }
         Record::Verdict(verdict) => summary.verdicts.push(verdict),
         Record::Benchmark(benchmark) => summary.benchmarks.push(*benchmark),
-        Record::Log { .. } | Record::Done { .. } | Record::Abort { .. } => {}
+        Record::Log { .. }
+        | Record::Started { .. }
+        | Record::Alive
+        | Record::Done { .. }
+        | Record::Abort { .. } => {}
     }
 }
 

@@ -12,6 +12,7 @@ use mte_results::shard::Shard;
 use mte_results::stream::{Record, ALIVE_EVERY};
 use mte_results::{Environment, Evidence, Feature, Lane, Outcome, Tally, Verdict, SCHEMA_VERSION};
 use mte_suites::inject::{Injecting, Injection};
+use mte_suites::race_plan::{configure, parse_seed, RaceSettings};
 use mte_suites::vmm::{AbiVm, BootOptions, Guest, IpaSizes, Vmm, VmmError};
 use mte_suites::{Finding, Scenario};
 
@@ -36,6 +37,8 @@ pub struct Options {
     pub shard: Option<Shard>,
     /// Run the performance suite (`crate::bench`) instead of the checks.
     pub bench: bool,
+    /// The seed and time budget of the race checks.
+    pub races: RaceSettings,
     /// Run each check's fault-injection proofs after the checks.
     pub prove: bool,
     pub harness_args: Vec<String>,
@@ -43,7 +46,8 @@ pub struct Options {
 
 impl Options {
     pub const USAGE: &'static str = "mte-runner [--lane NAME] [--inject MODE] [--payload-dir DIR] \
-        [--deadline SECS] [--qemu PATH] [--shard K/N] [--bench] [--prove] [LIBTEST-ARGS...]";
+        [--deadline SECS] [--qemu PATH] [--shard K/N] [--bench] [--prove] [--seed N] \
+        [--race-budget SECS] [LIBTEST-ARGS...]";
 
     /// Split the runner's options from libtest's. `args` excludes the program name.
     pub fn parse(args: Vec<String>, default_payload_dir: PathBuf) -> Result<Self, String> {
@@ -55,6 +59,7 @@ impl Options {
             qemu: "qemu-system-aarch64".into(),
             shard: None,
             bench: false,
+            races: RaceSettings::default(),
             prove: false,
             harness_args: Vec::new(),
         };
@@ -81,16 +86,15 @@ impl Options {
                 "--shard" => options.shard = Some(Shard::parse(&value("--shard")?)?),
                 "--bench" => options.bench = true,
                 "--prove" => options.prove = true,
-                "--deadline" => {
-                    let secs = value("--deadline")?;
-                    options.deadline = secs
-                        .parse()
-                        .ok()
-                        .filter(|&s: &f64| s > 0.0)
-                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                        .ok_or_else(|| {
-                            format!("--deadline {secs:?} is not a positive number of seconds")
-                        })?;
+                "--deadline" => options.deadline = seconds("--deadline", &value("--deadline")?)?,
+                "--seed" => {
+                    let seed = value("--seed")?;
+                    options.races.seed = Some(parse_seed(&seed).ok_or_else(|| {
+                        format!("--seed {seed:?} is not a number (decimal or 0x-hex)")
+                    })?);
+                }
+                "--race-budget" => {
+                    options.races.budget = seconds("--race-budget", &value("--race-budget")?)?
                 }
                 _ => options.harness_args.push(arg),
             }
@@ -103,6 +107,15 @@ impl Options {
         }
         Ok(options)
     }
+}
+
+/// A positive number of seconds given to `option`.
+fn seconds(option: &str, secs: &str) -> Result<Duration, String> {
+    secs.parse()
+        .ok()
+        .filter(|&s: &f64| s > 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{option} {secs:?} is not a positive number of seconds"))
 }
 
 impl Options {
@@ -612,6 +625,7 @@ pub fn run(options: &Options) -> bool {
     let (args, filters) =
         selection::arguments(&options.harness_args).expect("validated by Options::parse");
     let (kernel_release, _, _) = environment::uname();
+    configure(options.races);
     let Opened {
         vmm,
         mut facts,
@@ -620,6 +634,13 @@ pub fn run(options: &Options) -> bool {
     if let Some(injection) = options.inject {
         facts.push(Feature::new("fault injection", injection.name()));
     }
+    if let Some(seed) = options.races.seed {
+        facts.push(Feature::new("race seed", format!("{seed:#x}")));
+    }
+    facts.push(Feature::new(
+        "race budget",
+        format!("{:?} a race check", options.races.budget),
+    ));
     let tally = SharedTally::default();
     let mut trials = trials(&vmm, options.inject, options.prove, &tally);
     let available = trials.len();
@@ -698,6 +719,15 @@ mod tests {
     }
 
     #[test]
+    fn the_race_seed_and_budget_are_the_runners() {
+        let o = parse(&["--seed", "0x2a", "--race-budget", "10", "races::"]).unwrap();
+        assert_eq!(o.races.seed, Some(42));
+        assert_eq!(o.races.budget, Duration::from_secs(10));
+        assert_eq!(o.harness_args, vec!["races::"]);
+        assert_eq!(parse(&[]).unwrap().races, RaceSettings::default());
+    }
+
+    #[test]
     fn the_qemu_lane_takes_its_qemu_from_path_unless_told() {
         assert_eq!(
             parse(&[]).unwrap().qemu,
@@ -723,6 +753,10 @@ mod tests {
             parse(&["--deadline", "2.5"]).unwrap().deadline,
             Duration::from_millis(2500)
         );
+        assert!(parse(&["--seed", "x"]).unwrap_err().contains("--seed"));
+        assert!(parse(&["--race-budget", "0"])
+            .unwrap_err()
+            .contains("--race-budget"));
         assert!(parse(&["--lane"]).unwrap_err().contains("needs a value"));
         assert!(parse(&["--kernel-package", "x"])
             .unwrap_err()

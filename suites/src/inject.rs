@@ -7,11 +7,12 @@ use mte_results::{Evidence, Lane, Outcome};
 use crate::check::Finding;
 use crate::host_mm::{
     Advice, Backing, ChildReport, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection,
-    RaceLog, RacePlan, SwapDevice, TagPeer,
+    SwapDevice, TagPeer,
 };
 use crate::migration_plan::{
     IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault,
 };
+use crate::race_plan::{RaceLog, RacePlan};
 use crate::vmm::{
     AbiVm, BootOptions, CopyTagsArgs, Guest, IpaProbe, IpaSizes, Reply, Vmm, VmmError, VmmMigration,
 };
@@ -278,6 +279,22 @@ impl Guest for InjectingGuest {
     fn console(&self) -> String {
         self.inner.console()
     }
+    fn vcpus(&self) -> usize {
+        self.inner.vcpus()
+    }
+    fn exec_on(&mut self, vcpu: usize, command: Command, args: &[u64]) -> Result<Reply, VmmError> {
+        let mut args = args.to_vec();
+        self.injection.command_args(command, &mut args);
+        self.inner.exec_on(vcpu, command, &args)
+    }
+    fn read_bulk_on(&mut self, vcpu: usize, len: usize) -> Result<Vec<u8>, VmmError> {
+        let mut bytes = self.inner.read_bulk_on(vcpu, len)?;
+        self.injection.guest_report(&mut bytes);
+        Ok(bytes)
+    }
+    fn write_bulk_on(&mut self, vcpu: usize, bytes: &[u8]) -> Result<(), VmmError> {
+        self.inner.write_bulk_on(vcpu, bytes)
+    }
     fn ram_backing(&self) -> Result<Backing, VmmError> {
         self.inner.ram_backing()
     }
@@ -314,23 +331,19 @@ impl Guest for InjectingGuest {
             injection: self.injection,
         }))
     }
-    fn race(
-        &mut self,
-        plan: &RacePlan,
-        command: Command,
-        args: &[u64],
-    ) -> Result<(Reply, RaceLog), VmmError> {
-        let mut args = args.to_vec();
-        self.injection.command_args(command, &mut args);
+    fn race(&mut self, plan: &RacePlan) -> Result<RaceLog, VmmError> {
         let mut plan = plan.clone();
-        if let crate::host_mm::HostTagOp::Write(tags) = &mut plan.op {
+        for part in &mut plan.vcpus {
+            self.injection.command_args(part.command, &mut part.args);
+        }
+        if let Some(tags) = plan.host.tags_mut() {
             self.injection.host_tags(tags);
         }
-        let (reply, mut log) = self.inner.race(&plan, command, &args)?;
+        let mut log = self.inner.race(&plan)?;
         for (_, tags) in &mut log.reads {
             self.injection.host_tags(tags);
         }
-        Ok((reply, log))
+        Ok(log)
     }
     fn migrate(self: Box<Self>, plan: &MigrationPlan) -> Result<Box<dyn Guest>, VmmError> {
         let mut plan = plan.clone();

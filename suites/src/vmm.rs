@@ -7,12 +7,13 @@ use mte_results::Lane;
 
 pub use crate::error::{errno_name, VmmError};
 use crate::host_mm::{
-    Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, RaceLog,
-    RacePlan, SwapDevice, TagPeer,
+    Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, SwapDevice,
+    TagPeer,
 };
 use crate::migration_plan::{
     IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault,
 };
+use crate::race_plan::{RaceLog, RacePlan};
 pub use crate::reply::Reply;
 
 /// A booted payload under the VMM, stopped at a doorbell.
@@ -39,6 +40,44 @@ pub trait Guest {
 
     /// What the guest printed on its console so far.
     fn console(&self) -> String;
+
+    // Several vCPUs ([`BootOptions::vcpus`]): each has its own mailbox and bulk buffer, and
+    // vCPU 0 is the one the methods above drive.
+
+    /// How many vCPUs serve commands.
+    fn vcpus(&self) -> usize {
+        1
+    }
+
+    /// Run one command on vCPU `vcpu`.
+    fn exec_on(&mut self, vcpu: usize, command: Command, args: &[u64]) -> Result<Reply, VmmError> {
+        match vcpu {
+            0 => self.exec(command, args),
+            _ => Err(no_such_vcpu(vcpu, self.vcpus())),
+        }
+    }
+
+    /// Read `len` bytes of vCPU `vcpu`'s bulk buffer.
+    fn read_bulk_on(&mut self, vcpu: usize, len: usize) -> Result<Vec<u8>, VmmError> {
+        match vcpu {
+            0 => self.read_bulk(len),
+            _ => Err(no_such_vcpu(vcpu, self.vcpus())),
+        }
+    }
+
+    /// Write the start of vCPU `vcpu`'s bulk buffer.
+    fn write_bulk_on(&mut self, vcpu: usize, bytes: &[u8]) -> Result<(), VmmError> {
+        match vcpu {
+            0 => self.write_bulk(bytes),
+            _ => Err(no_such_vcpu(vcpu, self.vcpus())),
+        }
+    }
+
+    /// Run the vCPUs' commands of `plan`, let go together, while a host thread does the
+    /// plan's host part on the same pages.
+    fn race(&mut self, _plan: &RacePlan) -> Result<RaceLog, VmmError> {
+        Err(not_here("host threads racing the guest's vCPUs"))
+    }
 
     // Host memory-management steps on the guest's RAM (see [`crate::host_mm`]). Only a VMM
     // that owns the mapping of guest RAM can take them; the others keep these defaults, and
@@ -98,16 +137,6 @@ pub trait Guest {
         Err(not_here("a second VM on the same memory"))
     }
 
-    /// Run one guest command while host threads copy tags of the same pages as `plan` says.
-    fn race(
-        &mut self,
-        _plan: &RacePlan,
-        _command: Command,
-        _args: &[u64],
-    ) -> Result<(Reply, RaceLog), VmmError> {
-        Err(not_here("host tag copies concurrent with the guest"))
-    }
-
     // Migration (see [`crate::migration_plan`]): the KVM lanes move the guest with the runner's own
     // engine; other lanes keep these defaults until their VMM's migration is driven.
 
@@ -153,6 +182,11 @@ pub struct VmmMigration {
     pub downtime: std::time::Duration,
 }
 
+/// What a guest answers for a vCPU it does not have.
+fn no_such_vcpu(vcpu: usize, vcpus: usize) -> VmmError {
+    VmmError::Host(format!("vCPU {vcpu} asked of a guest of {vcpus} vCPU(s)"))
+}
+
 /// What a lane answers for a host step its VMM does not offer.
 fn not_here(step: &str) -> VmmError {
     VmmError::Unsupported(format!(
@@ -172,6 +206,9 @@ pub struct BootOptions {
     /// What backs the RAM memslot. Lanes that cannot choose it answer
     /// [`Guest::ram_backing`] with [`VmmError::Unsupported`].
     pub backing: Backing,
+    /// vCPUs, all started at boot (up to `mte_protocol::MAX_VCPUS`). Lanes whose VMM cannot
+    /// run several vCPUs of a guest apart answer [`VmmError::Unsupported`].
+    pub vcpus: usize,
 }
 
 impl Default for BootOptions {
@@ -181,6 +218,7 @@ impl Default for BootOptions {
             mte: true,
             deadline: None,
             backing: Backing::PrivateAnonymous,
+            vcpus: 1,
         }
     }
 }

@@ -3,14 +3,15 @@
 //! inspect the mapping, fork, race the guest, open a second VM on the same memory, and migrate
 //! the guest with the suite's own engine.
 
-use mte_protocol::{Command, RAM_IPA, RAM_SIZE};
+use mte_protocol::{RAM_IPA, RAM_SIZE};
 use mte_suites::host_mm::{
-    Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, RaceLog,
-    RacePlan, SwapDevice, TagPeer,
+    Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, SwapDevice,
+    TagPeer,
 };
 use mte_suites::kernel_options::{self, Call};
 use mte_suites::migration_plan::{MigrationPlan, SavedStream, StreamFault};
-use mte_suites::vmm::{Guest, Reply, VmmError};
+use mte_suites::race_plan::{RaceLog, RacePlan};
+use mte_suites::vmm::{Guest, VmmError};
 use mte_vmm::HostSteps;
 
 use crate::vm::io_error;
@@ -26,6 +27,16 @@ fn ram_range(ipa: u64, len: u64) -> Result<usize, VmmError> {
         )));
     }
     Ok((ipa - RAM_IPA) as usize)
+}
+
+/// The migration engine moves guests of one vCPU (both ends build their VM the same way).
+fn one_vcpu(guest: &KvmGuest, step: &str) -> Result<(), VmmError> {
+    match guest.vcpu_count() {
+        1 => Ok(()),
+        n => Err(VmmError::Unsupported(format!(
+            "{step} a guest of {n} vCPUs: the suite's migration engine moves guests of one vCPU"
+        ))),
+    }
 }
 
 impl HostSteps for KvmTransport {
@@ -113,21 +124,17 @@ impl HostSteps for KvmTransport {
         Ok(Box::new(peer::KvmPeer::open(&guest.transport().vm.ram)?))
     }
 
-    fn race(
-        guest: &mut KvmGuest,
-        plan: &RacePlan,
-        command: Command,
-        args: &[u64],
-    ) -> Result<(Reply, RaceLog), VmmError> {
-        let vm = guest.transport().vm.raw_fd();
-        race::race(vm, plan, || guest.exec(command, args))
+    fn race(guest: &mut KvmGuest, plan: &RacePlan) -> Result<RaceLog, VmmError> {
+        race::race(guest, plan)
     }
 
     fn migrate(guest: KvmGuest, plan: &MigrationPlan) -> Result<Box<dyn Guest>, VmmError> {
+        one_vcpu(&guest, "migrating")?;
         migration_engine::migrate(guest, plan)
     }
 
     fn save(guest: KvmGuest, fault: Option<StreamFault>) -> Result<SavedStream, VmmError> {
+        one_vcpu(&guest, "saving")?;
         migration_engine::save(guest, fault)
     }
 }

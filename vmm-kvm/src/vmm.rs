@@ -1,6 +1,7 @@
 //! KVM as the VMM under test, on this machine: one VM per guest, built from the payload.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kvm_bindings::KVM_CAP_ARM_MTE;
@@ -17,7 +18,7 @@ use crate::ipa;
 use crate::memory::GuestRam;
 use crate::migration_engine;
 use crate::transport::KvmTransport;
-use crate::vm::{add_vcpu, Vm};
+use crate::vm::{add_vcpus, Vm};
 
 /// KVM as the VMM under test, on this machine.
 pub struct KvmVmm {
@@ -109,8 +110,9 @@ impl Vmm for KvmVmm {
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
         let mut vm = self.create_vm(options.mte, options.backing)?;
         let entry = vm.load(&*self.payloads.get(options.payload)?);
-        let vcpu = add_vcpu(&vm, entry)?;
-        let transport = KvmTransport::new(vcpu, vm, Vec::new());
+        let mut vcpus = add_vcpus(&vm, entry, options.vcpus.max(1))?;
+        let first = vcpus.remove(0);
+        let transport = KvmTransport::with_others(first, vcpus, Arc::new(vm), Vec::new());
         let mte_on = "KVM_CAP_ARM_MTE is enabled";
         let guest = MailboxGuest::boot(transport, options, self.deadline, mte_on)?;
         Ok(Box::new(guest))

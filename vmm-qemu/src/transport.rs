@@ -231,6 +231,15 @@ impl Transport for GdbTransport {
     fn console(&self) -> String {
         self.machine.console()
     }
+
+    fn other_vcpu(&mut self, _index: usize) -> Result<Self, VmmError> {
+        Err(VmmError::Unsupported(
+            "guests of several vCPUs: QEMU's gdbstub stops every vCPU when one reaches a \
+             breakpoint (all-stop mode), so each vCPU cannot run to its own doorbell while the \
+             others run; the KVM lanes, where the runner is the VMM, take them"
+                .into(),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,6 @@ mod guest;
 pub mod payload;
 mod transport;
 
-pub use guest::{HostSteps, MailboxGuest};
+pub use guest::{HostSteps, MailboxGuest, Vcpu};
 pub use payload::{Payload, PayloadDir};
 pub use transport::{Stop, Transport};

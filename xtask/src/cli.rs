@@ -47,6 +47,8 @@ pub struct Options {
     pub thresholds: Thresholds,
     /// Run the performance suite instead of the checks.
     pub bench: bool,
+    /// The race checks' seed and time budget, for the runner.
+    pub races: RaceFlags,
     /// Run each check's fault-injection proofs after the checks.
     pub prove: bool,
     /// Passed untouched to the in-guest harness.
@@ -55,7 +57,8 @@ pub struct Options {
 
 impl Options {
     /// What the runner is given after its lane's own options: `--bench` for the performance
-    /// suite, `--prove` for the proofs, the shard, then the harness arguments untouched.
+    /// suite, `--prove` for the proofs, the shard, the races' seed and budget, then the harness
+    /// arguments untouched.
     pub fn runner_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         if self.bench {
@@ -67,6 +70,14 @@ impl Options {
         if let Some(shard) = self.shard {
             args.push("--shard".to_string());
             args.push(shard.to_string());
+        }
+        if let Some(seed) = self.races.seed {
+            args.push("--seed".to_string());
+            args.push(format!("{seed:#x}"));
+        }
+        if let Some(budget) = self.races.budget {
+            args.push("--race-budget".to_string());
+            args.push(budget.as_secs_f64().to_string());
         }
         args.extend(self.harness_args.iter().cloned());
         args
@@ -146,12 +157,13 @@ fn parse_on(
             prove,
             baseline,
             threshold,
+            races,
             harness,
         } => Command::Run(options(
             run_lanes,
             false,
             &[
-                &lane, &kernel, &timeout, &shard, &prove, &baseline, &threshold, &harness,
+                &lane, &kernel, &timeout, &shard, &prove, &baseline, &threshold, &races, &harness,
             ],
         )),
         // CI proves every check it runs.
@@ -160,13 +172,14 @@ fn parse_on(
             kernel,
             timeout,
             shard,
+            races,
             harness,
         } => Command::Test(Options {
             prove: true,
             ..options(
                 lanes_here(arm64),
                 false,
-                &[&lane, &kernel, &timeout, &shard, &harness],
+                &[&lane, &kernel, &timeout, &shard, &races, &harness],
             )
         }),
         Cmd::Bench {
@@ -237,6 +250,7 @@ impl Defaults {
             baseline: None,
             thresholds: Thresholds::default(),
             bench,
+            races: RaceFlags::default(),
             prove: false,
             harness_args: Vec::new(),
         };
@@ -336,6 +350,8 @@ enum Cmd {
         #[command(flatten)]
         threshold: ThresholdFlag,
         #[command(flatten)]
+        races: RaceFlags,
+        #[command(flatten)]
         harness: HarnessArgs,
     },
     /// What CI runs: the lints, the host unit tests, `run --prove`, then the report in a
@@ -352,6 +368,8 @@ enum Cmd {
         timeout: TimeoutFlag,
         #[command(flatten)]
         shard: ShardFlag,
+        #[command(flatten)]
+        races: RaceFlags,
         #[command(flatten)]
         harness: HarnessArgs,
     },
@@ -569,6 +587,35 @@ impl Flag for ThresholdFlag {
     }
 }
 
+/// The race checks' schedule and time budget.
+#[derive(Args, Clone, Copy, Debug, Default, PartialEq)]
+pub struct RaceFlags {
+    /// The seed of the race checks' schedules (decimal or 0x-hex): a race
+    /// verdict's evidence names its seed, and this replays its rounds
+    /// (default: each check draws one from the clock)
+    #[arg(verbatim_doc_comment, long, value_name = "N", value_parser = parse_seed)]
+    pub seed: Option<u64>,
+    /// How long each race check plays rounds (default 3; more on
+    /// hardware, where each round is faster and rarer races show)
+    #[arg(verbatim_doc_comment, long = "race-budget", value_name = "SECS", value_parser = parse_seconds)]
+    pub budget: Option<Duration>,
+}
+
+impl Flag for RaceFlags {
+    fn apply(&self, options: &mut Options, _: bool) {
+        options.races = *self;
+    }
+}
+
+fn parse_seed(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|_| format!("{text:?} is not a number (decimal or 0x-hex)"))
+}
+
 #[derive(Args, Debug)]
 struct HarnessArgs {
     /// Arguments for the in-guest harness, untouched: a name filter,
@@ -749,6 +796,21 @@ mod tests {
         assert!(error("run --shard 5/4").contains("K/N"));
         let o = run_options(parse(&args("build --shard 1/2"), None).unwrap());
         assert_eq!(o.runner_args(), args("--shard 1/2"));
+    }
+
+    #[test]
+    fn the_race_seed_and_budget_reach_the_runner() {
+        let o =
+            run_options(parse(&args("run --seed 0x2a --race-budget 20 -- races::"), None).unwrap());
+        assert_eq!(o.races.seed, Some(42));
+        assert_eq!(
+            o.runner_args(),
+            args("--seed 0x2a --race-budget 20 races::")
+        );
+        let o = run_options(parse(&args("test --seed 7"), None).unwrap());
+        assert_eq!(o.runner_args(), args("--prove --seed 0x7"));
+        assert!(error("run --seed nope").contains("0x-hex"));
+        assert!(error("run --race-budget 0").contains("seconds"));
     }
 
     #[test]

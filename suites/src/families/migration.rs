@@ -111,15 +111,19 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "migration::postcopy_brings_data_and_tags_before_the_guest_touches_a_page",
-        summary: "With post-copy (userfaultfd, missing pages), every page the guest touches \
-                  arrives with its data and its tags before the guest is woken: its LDG reads \
-                  the source's tags and its data checks out",
+        summary: "With post-copy (userfaultfd), every page the guest touches arrives with its \
+                  data and its tags before the guest can touch it: its LDG reads the source's \
+                  tags and its data checks out; the evidence names the order the engine used \
+                  on this kernel and what that order relies on",
         why: "In post-copy the data and the tags of a page must both be in place before the \
-              guest can touch it: the engine fills a page with UFFDIO_COPY and \
-              UFFDIO_COPY_MODE_DONTWAKE, writes its tags with KVM_ARM_MTE_COPY_TAGS \
-              (TO_GUEST; the page is present, so no fault and no deadlock), and only then \
-              UFFDIO_WAKE; a page woken before its tags is mapped by KVM with tags 0 \
-              (sanitise_mte_tags), which the guest must catch",
+              guest can touch it; a page mapped before its tags is mapped by KVM with tags 0 \
+              (sanitise_mte_tags()), which the guest must catch. Where the kernel takes a \
+              MAP_SHARED memslot with MTE (6.2 on) the engine writes data and tags through a \
+              second PROT_MTE mapping of the destination's memfd and only then maps the page \
+              with UFFDIO_CONTINUE; before 6.2 it fills the page with UFFDIO_COPY in \
+              UFFDIO_COPY_MODE_DONTWAKE, writes its tags (KVM_ARM_MTE_COPY_TAGS, TO_GUEST) and \
+              then UFFDIO_WAKE, which holds only while the faulting vCPU, the one vCPU, sleeps \
+              until the wake (handle_userfault() re-checks the PTE and may not: see models/)",
         proven_by: &[
             Injection::CorruptTag,
             Injection::MisreadReport,
@@ -589,11 +593,12 @@ fn postcopy_on_demand(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     );
     let tagged = report.pages.iter().filter(|p| p.tag_bytes > 0).count() as u64;
     checks.equal(
-        "pages with tags whose tags were in place before the wake",
+        "pages with tags whose tags were in place before the guest could touch them",
         tagged,
         report.tags_before_wake,
     );
     verify_vcpu(&report, &guest.ids(), &mut checks);
+    checks.note(format!("the engine's order on this kernel: {}", report.how));
     checks.value(
         "post-copy: pages brought on demand, and the downtime",
         "-",

@@ -2,7 +2,6 @@
 //! mprotect.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mte_protocol::{granules, PAGE_SIZE};
@@ -13,7 +12,7 @@ use crate::inject::Injection;
 use crate::scenario::Scenario;
 use crate::steps::boot::{boot_private, boot_untagged};
 use crate::steps::data::{expect_pattern, expect_zero_data, guest_fill};
-use crate::steps::host_memory::{letters, no_forks_meanwhile, pages};
+use crate::steps::host_memory::{ksm_turn, letters, no_forks_meanwhile, pages, restore_ksm};
 use crate::steps::random::nonzero_tags;
 use crate::steps::tags::{guest_store_tags, guest_tag_random};
 use crate::vmm::{Guest, Vmm, VmmError};
@@ -86,12 +85,8 @@ const KSM_SETTINGS: [(KsmKnob, u64); 3] = [
     (KsmKnob::Run, 1),
 ];
 
-/// KSM is one for the whole host: checks (and their fault-injection proofs, which may run at
-/// the same time) take turns.
-static KSM_TURN: Mutex<()> = Mutex::new(());
-
 fn ksm_never_merges_tagged_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let _turn = KSM_TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    let _turn = ksm_turn();
     let _forks = no_forks_meanwhile();
     let mut tagged = boot_private(vmm)?;
     let saved = tagged.ksm_state()?;
@@ -114,7 +109,7 @@ fn ksm_never_merges_tagged_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 
     let mut checks = Checks::new();
     let run = scan(tagged, plain, &saved, same_ipa, same_len);
-    let restored = restore(tagged, &saved);
+    let restored = restore_ksm(tagged, &saved);
     let (after, waited) = run?;
     restored?;
 
@@ -247,17 +242,6 @@ fn frames(states: Vec<PageState>) -> Result<Vec<u64>, VmmError> {
         ));
     }
     Ok(states.iter().map(|s| s.pfn).collect())
-}
-
-/// Put KSM back as it was.
-fn restore(guest: &mut dyn Guest, saved: &KsmState) -> Result<(), VmmError> {
-    guest.ksm_set(KsmKnob::Run, saved.run)?;
-    guest.ksm_set(KsmKnob::PagesToScan, saved.pages_to_scan)?;
-    guest.ksm_set(KsmKnob::SleepMillisecs, saved.sleep_millisecs)?;
-    if let Some(value) = saved.use_zero_pages {
-        guest.ksm_set(KsmKnob::UseZeroPages, value)?;
-    }
-    Ok(())
 }
 
 const DONTNEED_FIRST_PAGE: u64 = 160;
