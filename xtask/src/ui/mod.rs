@@ -68,7 +68,7 @@ pub fn format() -> Format {
 }
 
 /// A line of xtask's own: stdout, or stderr where stdout is JSON events.
-fn line(text: &str) {
+pub(super) fn line(text: &str) {
     match format() {
         Format::Json => eprintln!("{text}"),
         _ => println!("{text}"),

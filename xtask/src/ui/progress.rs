@@ -11,7 +11,7 @@ use mte_results::summary::format_duration;
 use mte_results::text::{first_line, one_line};
 use mte_results::{Environment, Outcome, Verdict};
 
-use super::{dim, green, note, red, size, yellow, Format};
+use super::{dim, green, line, note, red, size, yellow, Format};
 use crate::artifacts::Kept;
 use crate::session::Selection;
 
@@ -153,33 +153,44 @@ pub fn artifact_kept(kept: &Kept) {
         kept.path.display(),
         size(kept.bytes as u64)
     );
-    println!("    {}", dim(&what));
+    line(&format!("    {}", dim(&what)));
 }
 
 pub fn artifact_not_kept(why: &str) {
-    println!("    {} {}", red("artifact not kept:"), one_line(why));
+    line(&format!(
+        "    {} {}",
+        red("artifact not kept:"),
+        one_line(why)
+    ));
 }
 
 /// The runner's log lines; a listing (which comes as log records) printed plainly.
 pub fn runner_log(text: &str, listing: bool) {
-    for line in text.lines().map(one_line) {
+    for text in text.lines().map(one_line) {
         if listing {
-            println!("{line}");
+            line(&text);
         } else {
-            println!("    {}", dim(&format!("runner: {line}")));
+            line(&format!("    {}", dim(&format!("runner: {text}"))));
         }
     }
 }
 
 /// What the lane's machine or VMM lacks: the run's error, told as soon as the runner says it.
 pub fn lane_lacks(why: &str) {
-    println!("    {} {}", red("run error:"), one_line(why));
+    line(&format!("    {} {}", red("run error:"), one_line(why)));
 }
 
 pub fn corrupt_record(reason: &str) {
-    println!("    {} {}", red("corrupt record:"), one_line(reason));
+    line(&format!(
+        "    {} {}",
+        red("corrupt record:"),
+        one_line(reason)
+    ));
 }
 
 pub fn cannot_write(error: &std::io::Error) {
-    println!("    {} {error}", red("cannot write the run directory:"));
+    line(&format!(
+        "    {} {error}",
+        red("cannot write the run directory:")
+    ));
 }
