@@ -878,6 +878,20 @@ mod tests {
         );
         assert!(error("report frobnicate").contains("'frobnicate'"));
         assert_eq!(
+            parse(&args("kcidb --origin lab_7 target/r"), None).unwrap(),
+            Command::Kcidb {
+                run: Some("target/r".into()),
+                origin: "lab_7".into(),
+            }
+        );
+        assert_eq!(
+            parse(&args("kcidb"), None).unwrap(),
+            Command::Kcidb {
+                run: None,
+                origin: "mte_suite".into(),
+            }
+        );
+        assert_eq!(
             parse(&args("lava-results target/r"), None).unwrap(),
             Command::LavaResults {
                 run: Some("target/r".into())
