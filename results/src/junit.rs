@@ -3,8 +3,12 @@
 //! How verdicts map onto JUnit:
 //! - one `<testsuite>` per column, a boot of a lane (a run is normally one of each lane),
 //!   named `lane.kernel`, or `lane.bootN.kernel` where the lane booted several times, and
-//!   carrying that boot's environment as `<properties>`;
-//! - one `<testcase classname="SUITE" name="test" time="secs">` per verdict;
+//!   carrying that boot's environment as `<properties>`, the run's start as `timestamp`, the
+//!   machine xtask ran on as `hostname`, and the lane's wall time as `time`;
+//! - one `<testcase classname="CLASS" name="test" time="secs">` per verdict, CLASS the suite's
+//!   name with the kernel's dots as `_` (`emulated.6_12_95`): Jenkins takes what follows a
+//!   classname's last dot as the class and the rest as the package, so a kernel's own dots
+//!   would split it into packages;
 //! - fail: `<failure message="reason">` with the evidence as text;
 //! - skip: `<skipped message="reason"/>`;
 //! - xfail: a pass with `<system-out>xfail: reason</system-out>`. An xfail is the documented
@@ -24,20 +28,58 @@ use crate::summary::RunSummary;
 
 /// The JUnit document of a run.
 pub fn render(summary: &RunSummary) -> String {
+    render_started(summary, None)
+}
+
+/// The JUnit document of a run that started at `started` (RFC 3339, UTC, as run.json has it).
+pub fn render_started(summary: &RunSummary, started: Option<&str>) -> String {
     let mut report = Report::new("mte");
     report.set_time(duration(summary.wall_ms));
     for suite in suites(summary) {
-        report.add_test_suite(test_suite(summary, &suite));
+        let mut out = test_suite(summary, &suite);
+        if let Some(started) = started {
+            // The Ant schema's `timestamp` is a date and time without a zone (UTC is meant);
+            // set as a plain attribute, as quick-junit's own wants a chrono date.
+            let local = started.trim_end_matches('Z');
+            out.extra.insert("timestamp".into(), xml_text(local).into());
+        }
+        report.add_test_suite(out);
     }
-    report
+    let xml = report
         .to_string()
-        .expect("a report held in memory always serialises")
+        .expect("a report held in memory always serialises");
+    without_skipped_on_testsuites(xml)
+}
+
+/// quick-junit writes `skipped="N"` on `<testsuites>` too, which the Ant schema that Jenkins
+/// and others validate against does not have there (only on `<testsuite>`): taken out.
+fn without_skipped_on_testsuites(xml: String) -> String {
+    let Some(start) = xml.find("<testsuites ") else {
+        return xml;
+    };
+    let end = xml[start..].find('>').map_or(xml.len(), |e| start + e);
+    let head = &xml[start..end];
+    let Some(at) = head.find(" skipped=\"") else {
+        return xml;
+    };
+    let value_end = head[at + 10..]
+        .find('"')
+        .map_or(head.len(), |e| at + 10 + e + 1);
+    format!(
+        "{}{}{}{}",
+        &xml[..start],
+        &head[..at],
+        &head[value_end..],
+        &xml[end..]
+    )
 }
 
 /// The verdicts of one column; `run_error` is set on the suite that reports the run's early
 /// end.
 struct Suite<'a> {
     name: String,
+    /// Its testcases' classname: the name with the kernel's dots as `_`.
+    classname: String,
     /// The lane and boot of its verdicts; none for a suite that holds the run's error only.
     boot: Option<(Lane, u32)>,
     verdicts: Vec<&'a Verdict>,
@@ -53,9 +95,12 @@ fn suites(summary: &RunSummary) -> Vec<Suite<'_>> {
     let name_of = |lane: Lane, boot: u32, kernel: &str| {
         suite_name(lane.name(), several(lane).then_some(boot), kernel)
     };
+    let classname_of =
+        |lane: Lane, boot: u32, kernel: &str| name_of(lane, boot, &kernel.replace('.', "_"));
     let mut suites: Vec<Suite> = (columns.iter())
         .map(|column| Suite {
             name: name_of(column.lane, column.boot, column.kernel),
+            classname: classname_of(column.lane, column.boot, column.kernel),
             boot: Some((column.lane, column.boot)),
             verdicts: column.verdicts.clone(),
             not_run: column.not_run.clone(),
@@ -68,14 +113,20 @@ fn suites(summary: &RunSummary) -> Vec<Suite<'_>> {
             .iter()
             .find(|env| names_boot(error, env))
             .or(summary.environments.first());
-        let name = env.map_or_else(
-            || suite_name("", None, ""),
-            |env| name_of(env.lane, env.boot, &env.kernel_release),
+        let (name, classname) = env.map_or_else(
+            || (suite_name("", None, ""), suite_name("", None, "")),
+            |env| {
+                (
+                    name_of(env.lane, env.boot, &env.kernel_release),
+                    classname_of(env.lane, env.boot, &env.kernel_release),
+                )
+            },
         );
         match suites.iter_mut().find(|s| s.name == name) {
             Some(suite) => suite.run_error = Some(error),
             None => suites.push(Suite {
                 name,
+                classname,
                 boot: None,
                 verdicts: vec![],
                 not_run: vec![],
@@ -110,25 +161,36 @@ fn suite_name(lane: &str, boot: Option<u32>, kernel: &str) -> String {
 
 fn test_suite(summary: &RunSummary, suite: &Suite) -> TestSuite {
     let mut out = TestSuite::new(xml_text(&suite.name));
-    out.set_time(duration(suite.verdicts.iter().map(|v| v.duration_ms).sum()));
     // The boot's own environment: another boot of the lane ran another kernel.
     let of_boot = |env: &&Environment| suite.boot == Some((env.lane, env.boot));
-    if let Some(env) = summary
-        .environments
-        .iter()
+    let env = (summary.environments.iter())
         .find(of_boot)
-        .or(summary.environments.first())
-    {
+        .or(summary.environments.first());
+    // The lane's wall time as xtask measured it; checks run side by side, so the sum of
+    // theirs only stands in where it was not recorded.
+    let lane_wall_ms = env
+        .and_then(|env| env.host.iter().find(|f| f.name == "timing.lane_wall"))
+        .and_then(|f| crate::speed::seconds(&f.value))
+        .map(|s| s * 1000.0);
+    let summed = suite.verdicts.iter().map(|v| v.duration_ms).sum();
+    out.set_time(duration(lane_wall_ms.unwrap_or(summed)));
+    if let Some(env) = env {
+        let host = env.host.iter().find(|f| f.name == "host.name");
+        if let Some(name) = host.filter(|f| !f.value.is_empty()) {
+            out.extra
+                .insert("hostname".into(), xml_text(&name.value).into());
+        }
         out.add_properties(properties(env));
     }
+    let classname = &suite.classname;
     for verdict in &suite.verdicts {
-        out.add_test_case(test_case(&suite.name, verdict));
+        out.add_test_case(test_case(classname, verdict));
     }
     for missing in &suite.not_run {
         let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
         status.set_message(missing.reason()).set_type("not run");
         let mut case = TestCase::new(xml_text(&missing.test), status);
-        case.set_classname(xml_text(&suite.name));
+        case.set_classname(xml_text(classname));
         out.add_test_case(case);
     }
     if let Some(error) = suite.run_error {
@@ -137,7 +199,7 @@ fn test_suite(summary: &RunSummary, suite: &Suite) -> TestSuite {
             .set_message(xml_text(error))
             .set_description(xml_text(error));
         let mut case = TestCase::new("run", status);
-        case.set_classname(xml_text(&suite.name))
+        case.set_classname(xml_text(classname))
             .set_time(duration(summary.wall_ms));
         out.add_test_case(case);
     }
@@ -280,7 +342,7 @@ mod tests {
         let doc = parse(&xml);
         assert_eq!(
             attributes(doc.root_element()),
-            "errors=0 failures=2 name=mte skipped=1 tests=5 time=4.000"
+            "errors=0 failures=2 name=mte tests=5 time=4.000"
         );
         let suites: Vec<String> = elements(&doc, "testsuite")
             .into_iter()
@@ -297,7 +359,7 @@ mod tests {
         assert_eq!(cases.len(), 5);
         assert_eq!(
             attributes(cases[0]),
-            "classname=emulated.boot1.6.12.95 name=tags::a time=1.500"
+            "classname=emulated.boot1.6_12_95 name=tags::a time=1.500"
         );
         assert!(!cases[0].has_children());
         let failure = elements(&doc, "failure")[0];
@@ -389,7 +451,7 @@ mod tests {
         );
         assert_eq!(
             attributes(elements(&doc, "testcase")[0]),
-            "classname=emulated.6.12.95 name=run time=4.000"
+            "classname=emulated.6_12_95 name=run time=4.000"
         );
         let error = elements(&doc, "error")[0];
         assert_eq!(attributes(error), "message=QEMU exited early: status 1");
@@ -468,6 +530,23 @@ mod tests {
             .text()
             .unwrap()
             .starts_with(&format!("xfail: {shown}")));
+    }
+
+    #[test]
+    fn suites_say_when_where_and_how_long() {
+        let mut run = summary(vec![verdict("tags::a", Outcome::Pass, "ok")]);
+        run.environments[0].host.extend([
+            Feature::new("host.name", "ci-7"),
+            Feature::new("timing.lane_wall", "18.40 s"),
+        ]);
+        let xml = render_started(&run, Some("2026-12-07T22:06:13Z"));
+        let doc = parse(&xml);
+        assert_eq!(
+            attributes(elements(&doc, "testsuite")[0]),
+            "errors=0 failures=0 hostname=ci-7 name=emulated.6.12.95 skipped=0 tests=1 \
+             time=18.400 timestamp=2026-12-07T22:06:13"
+        );
+        assert_eq!(doc.root_element().attribute("skipped"), None);
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub mod html;
 #[cfg(feature = "report")]
 pub mod junit;
 #[cfg(feature = "report")]
+pub mod kcidb;
+#[cfg(feature = "report")]
 pub mod lava;
 #[cfg(feature = "report")]
 pub mod merge;
@@ -67,6 +69,8 @@ pub mod merge;
 pub mod picture;
 #[cfg(feature = "report")]
 pub mod plot;
+#[cfg(feature = "report")]
+pub mod rerun;
 #[cfg(feature = "report")]
 pub mod rundir;
 #[cfg(feature = "report")]

@@ -255,7 +255,7 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// A timing as xtask records it (`4.39 s`, `25946 ms`), in seconds.
-fn seconds(text: &str) -> Option<f64> {
+pub(crate) fn seconds(text: &str) -> Option<f64> {
     let (number, unit) = text.trim().split_once(' ')?;
     let value: f64 = number.parse().ok()?;
     match unit {

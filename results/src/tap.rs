@@ -10,8 +10,8 @@
 //! A name is the check's name; where the run has several columns, `lane kernel: check`, and
 //! `lane boot N kernel: check` where a lane booted several times (each name once a run).
 //! Text from a guest or a kernel can break no line: `#` in a name is escaped, line breaks and
-//! control characters in a name or a directive become spaces, and the YAML blocks hold text
-//! only as indented literal blocks.
+//! control characters in a name or a directive become spaces, and the YAML blocks hold each
+//! text as one double-quoted line (see [`quoted`] for why not literal blocks).
 //!
 //! Hand-written: the Rust TAP producer (testanything) writes diagnostics as `#` comment lines,
 //! not TAP 13's YAML blocks, and the escaping here is this module's point.
@@ -70,21 +70,37 @@ pub fn render(summary: &RunSummary) -> String {
     tap
 }
 
-/// A TAP 13 diagnostic block: the reason and the evidence as YAML literal blocks.
+/// A TAP 13 diagnostic block: the reason and the evidence, each a double-quoted YAML scalar.
 fn yaml_block(tap: &mut String, reason: &str, evidence: &str) {
     tap.push_str("  ---\n");
-    literal(tap, "message", reason);
+    let _ = writeln!(tap, "  message: {}", quoted(reason));
     if !evidence.is_empty() {
-        literal(tap, "evidence", evidence);
+        let _ = writeln!(tap, "  evidence: {}", quoted(evidence));
     }
     tap.push_str("  ...\n");
 }
 
-fn literal(tap: &mut String, key: &str, text: &str) {
-    let _ = writeln!(tap, "  {key}: |-");
-    for line in text.lines() {
-        let _ = writeln!(tap, "    {}", printable(line));
+/// `text` as a YAML double-quoted scalar on one line, in the subset of YAML that both
+/// TAP::Parser (perl's `prove`) and tap.py read. Not a literal block (`|-`): TAP::Parser knows
+/// only `|` and `>`, takes a block's indentation from its first line (so a line that starts
+/// with spaces breaks it), and tap.py ends a block at any indented line that starts with `...`.
+/// The text is [`printable`] first; the escapes are those both read: `\\`, `\n`, and `\x22`
+/// for `"` (TAP::Parser's `\"` is a plain substitution that a preceding `\\` confuses).
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in printable(text).chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' => out.push_str("\\x22"),
+            // Not control characters, yet not allowed in a YAML stream.
+            '\u{fffe}' | '\u{ffff}' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
     }
+    out.push('"');
+    out
 }
 
 /// A test description: one line, `#` escaped so it never starts a directive.
@@ -116,8 +132,8 @@ mod tests {
         });
         assert_eq!(
             tap,
-            "TAP version 13\n1..4\nok 1 - tags::a\nnot ok 2 - tags::b\n  ---\n  message: |-\n    \
-             tags differ\n  evidence: |-\n    first\n    second\n  ...\nok 3 - swap::c # SKIP no \
+            "TAP version 13\n1..4\nok 1 - tags::a\nnot ok 2 - tags::b\n  ---\n  message: \"tags \
+             differ\"\n  evidence: \"first\\nsecond\"\n  ...\nok 3 - swap::c # SKIP no \
              swap\nnot ok 4 - shared::d # TODO refused before 6.2\n"
         );
     }
@@ -133,7 +149,7 @@ mod tests {
         assert_eq!(lines[2], "ok 1 - emulated 6.12.95: tags::a");
         assert_eq!(lines[3], "ok 2 - qemu qemu-10.0.2: tags::a");
         assert_eq!(lines[4], "not ok 3 - run");
-        assert_eq!(lines[7], "    qemu lane: the runner gave up");
+        assert_eq!(lines[6], "  message: \"qemu lane: the runner gave up\"");
     }
 
     #[test]
@@ -192,10 +208,10 @@ mod tests {
         assert_eq!(lines[1], "1..3");
         assert_eq!(lines[3], "not ok 2 - swap::b # missing");
         assert_eq!(
-            lines[6],
-            "    did not finish: it was running when its machine stopped"
+            lines[5],
+            "  message: \"did not finish: it was running when its machine stopped\""
         );
-        assert_eq!(lines[8], "not ok 3 - run");
+        assert_eq!(lines[7], "not ok 3 - run");
     }
 
     #[test]
@@ -217,11 +233,24 @@ mod tests {
             tap.contains("not ok 1 - x \\# SKIP ok 99 - forged \u{fffd}[31m\n"),
             "{tap}"
         );
-        // The evidence's own "..." stays inside the block, indented past the terminator.
+        // The evidence's own "..." stays inside its one quoted line.
         assert!(
-            tap.contains("\n      ...\n    ok 98 - forged\n  ...\n"),
+            tap.contains("\n  evidence: \"  ...\\nok 98 - forged\"\n  ...\n"),
             "{tap}"
         );
         assert_eq!(tap.matches("\n  ...\n").count(), 1, "{tap}");
+    }
+
+    #[test]
+    fn diagnostics_are_one_quoted_line_each() {
+        assert_eq!(quoted("plain"), "\"plain\"");
+        assert_eq!(
+            quoted("a \"b\" \\x22\n  E = c: d"),
+            "\"a \\x22b\\x22 \\\\x22\\n  E = c: d\""
+        );
+        assert_eq!(
+            quoted("\u{1b}[31m\ttab \u{ffff}"),
+            "\"\u{fffd}[31m tab \u{fffd}\""
+        );
     }
 }

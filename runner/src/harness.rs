@@ -10,10 +10,7 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use mte_results::shard::Shard;
 use mte_results::stream::{Record, ALIVE_EVERY};
-use mte_results::{
-    Environment, Evidence, Feature, Lane, Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS,
-    SCHEMA_VERSION,
-};
+use mte_results::{Environment, Evidence, Feature, Lane, Outcome, Tally, Verdict, SCHEMA_VERSION};
 use mte_suites::inject::{Injecting, Injection};
 use mte_suites::race_plan::{configure, parse_seed, RaceSettings};
 use mte_suites::vmm::{AbiVm, BootOptions, Guest, IpaSizes, Vmm, VmmError};
@@ -24,6 +21,7 @@ use crate::emit;
 use crate::environment;
 use crate::kernel_log;
 use crate::mte_layers::{missing_in_emulated_machine, MteSigns};
+use crate::selection;
 use mte_vmm_kvm::KvmVmm;
 use mte_vmm_qemu::QemuVmm;
 
@@ -102,7 +100,12 @@ impl Options {
                 _ => options.harness_args.push(arg),
             }
         }
-        options.libtest_arguments()?;
+        // The performance suite takes libtest's one filter; the checks take several.
+        if options.bench {
+            options.libtest_arguments()?;
+        } else {
+            selection::arguments(&options.harness_args)?;
+        }
         Ok(options)
     }
 }
@@ -476,7 +479,7 @@ fn injection_trial(
     injection: Injection,
     tally: SharedTally,
 ) -> Trial {
-    let name = injection_trial_name(scenario, injection);
+    let name = selection::proof_name(scenario, injection);
     Trial::ignorable_test(name.clone(), move || {
         emit::record(&Record::Started { test: name.clone() });
         let started = Instant::now();
@@ -497,16 +500,22 @@ fn injection_trial(
 
 /// The checks the libtest arguments and the shard select, in words; empty for all of them
 /// without their proofs.
-fn describe_selection(args: &Arguments, shard: Option<Shard>, prove: bool) -> String {
+fn describe_selection(
+    args: &Arguments,
+    filters: &[String],
+    shard: Option<Shard>,
+    prove: bool,
+) -> String {
     let mut words = Vec::new();
     if let Some(shard) = shard {
         words.push(format!("shard {shard}"));
     }
-    if let Some(filter) = &args.filter {
+    if !filters.is_empty() {
+        let filters = filters.join(" ");
         words.push(if args.exact {
-            format!("exactly {filter}")
+            format!("exactly {filters}")
         } else {
-            filter.clone()
+            filters
         });
     }
     words.extend(args.skip.iter().map(|skip| format!("--skip {skip}")));
@@ -577,65 +586,30 @@ fn judge_injected(scenario: &str, injection: Injection, inner: Finding) -> Findi
     }
 }
 
-pub fn injection_trial_name(scenario: &Scenario, injection: Injection) -> String {
-    format!(
-        "{FAULT_INJECTION_PROOFS}{}::{}",
-        injection.name().replace('-', "_"),
-        scenario.name
-    )
-}
-
-/// Families whose checks take long or wait (deadlines, swap, whole-RAM migrations, cost
-/// measurements): they start first, so that the many short checks fill the test threads
-/// around them instead of a long one trailing alone at the end of the run.
-const LONG_FAMILIES: &[&str] = &["harness::", "migration::", "swap::", "cost::"];
-
-/// Whether the trial `name` (a check, or a proof of one) is of a long family.
-fn is_long(name: &str) -> bool {
-    let check = name
-        .strip_prefix(FAULT_INJECTION_PROOFS)
-        .and_then(|rest| rest.split_once("::"))
-        .map_or(name, |(_injection, check)| check);
-    LONG_FAMILIES.iter().any(|family| check.starts_with(family))
-}
-
 /// How a selection says that the checks' fault-injection proofs run too.
 pub const WITH_PROOFS: &str = "with their fault-injection proofs";
 
-/// Every trial: the scenarios, then (asked to prove, and unless the whole run is injected) the
-/// injection proofs; those of long families first.
+/// Every trial, as [`selection::plan`] orders them.
 fn trials(
     vmm: &SharedVmm,
     inject: Option<Injection>,
     prove: bool,
     tally: &SharedTally,
 ) -> Vec<Trial> {
-    let scenarios = mte_suites::all();
-    let mut trials: Vec<Trial> = scenarios
-        .iter()
-        .map(|&s| scenario_trial(s, Arc::clone(vmm), inject, Arc::clone(tally)))
-        .collect();
-    if prove && inject.is_none() {
-        // Where the kernel log is not heard, an injected kernel warning proves nothing.
-        let provable = |injection: &Injection| {
-            *injection != Injection::KernelWarn || kernel_log::unavailable().is_none()
-        };
-        for injection in Injection::ALL.into_iter().filter(provable) {
-            for &s in scenarios
-                .iter()
-                .filter(|s| s.proven_by.contains(&injection))
-            {
-                trials.push(injection_trial(
-                    s,
-                    Arc::clone(vmm),
-                    injection,
-                    Arc::clone(tally),
-                ));
-            }
-        }
-    }
-    trials.sort_by_key(|trial| !is_long(trial.name()));
-    trials
+    // Where the kernel log is not heard, an injected kernel warning proves nothing.
+    let heard = kernel_log::unavailable().is_none();
+    (selection::plan(inject, prove).into_iter())
+        .filter(|planned| heard || planned.proof != Some(Injection::KernelWarn))
+        .map(|planned| match planned.proof {
+            None => scenario_trial(planned.scenario, Arc::clone(vmm), inject, Arc::clone(tally)),
+            Some(injection) => injection_trial(
+                planned.scenario,
+                Arc::clone(vmm),
+                injection,
+                Arc::clone(tally),
+            ),
+        })
+        .collect()
 }
 
 /// Run `work`, saying every [`ALIVE_EVERY`] that the runner is alive: the host side tells a
@@ -659,9 +633,8 @@ fn while_saying_alive<T>(work: impl FnOnce() -> T) -> T {
 /// Run the harness; returns whether every check that ran avoided fail.
 pub fn run(options: &Options) -> bool {
     let started = Instant::now();
-    let args = options
-        .libtest_arguments()
-        .expect("validated by Options::parse");
+    let (args, filters) =
+        selection::arguments(&options.harness_args).expect("validated by Options::parse");
     let (kernel_release, _, _) = environment::uname();
     configure(options.races);
     let Opened {
@@ -693,6 +666,7 @@ pub fn run(options: &Options) -> bool {
     if let Some(shard) = options.shard {
         trials.retain(|t| shard.contains(t.name()));
     }
+    trials.retain(|t| selection::passes_filters(&args, &filters, t.name()));
     let checks: Vec<String> = match args.list {
         true => Vec::new(),
         false => (trials.iter())
@@ -711,7 +685,7 @@ pub fn run(options: &Options) -> bool {
         planned: checks.len(),
         available,
         list: args.list,
-        selection: describe_selection(&args, options.shard, options.prove),
+        selection: describe_selection(&args, &filters, options.shard, options.prove),
         bench: false,
         setup_error,
         checks,
@@ -745,6 +719,7 @@ pub fn run(options: &Options) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::selection::is_long;
 
     fn parse(args: &[&str]) -> Result<Options, String> {
         Options::parse(args.iter().map(|s| s.to_string()).collect(), "/p".into())
@@ -857,7 +832,7 @@ mod tests {
         for s in mte_suites::all() {
             // No kernel log is heard in unit tests: a kernel warning could not be.
             for &injection in s.proven_by.iter().filter(|&&i| i != Injection::KernelWarn) {
-                assert!(names.contains(&injection_trial_name(s, injection)));
+                assert!(names.contains(&selection::proof_name(s, injection)));
             }
         }
         let injected: Vec<Trial> = trials(&vmm, Some(Injection::CorruptTag), true, &tally);

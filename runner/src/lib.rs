@@ -14,3 +14,4 @@ pub mod kernel_config;
 pub mod kernel_log;
 pub mod machine_setup;
 pub mod mte_layers;
+pub mod selection;

@@ -11,14 +11,21 @@ use crate::apt::Apt;
 use crate::build::repo_root;
 use crate::cli::Options;
 use crate::fuzz;
+use crate::harness_args;
+use crate::kcidb;
 use crate::lints;
 use crate::reports;
 use crate::run;
+use crate::tap_check;
 use crate::ui;
 use crate::Status;
 
 /// `test`: the host unit tests, then a run; ends with the totals line.
 pub fn test(options: &Options) -> Status {
+    // `--list`, `--help`, a mistake: answered before anything is built or run.
+    if let Some(answered) = harness_args::answer(options) {
+        return answered;
+    }
     ui::step("host unit tests: cargo test --workspace");
     let unit_tests_passed = host_unit_tests();
     if !unit_tests_passed {
@@ -29,23 +36,25 @@ pub fn test(options: &Options) -> Status {
         ui::error(&format!("fuzzing: {e:#}"));
         false
     });
-    let (tally, unproven, mut status, rendered) = match run::run(options) {
+    let (tally, unproven, mut status, rendered, labs_read) = match run::run(options) {
         Ok(finished) => {
             let unproven = unproven_checks(&finished.summary.verdicts, finished.selection.all);
             let rendered = finished.selection.list || report_renders(&finished.dir);
+            let labs_read = finished.selection.list || labs_read_it(&finished);
             (
                 finished.summary.tally(),
                 unproven,
                 finished.status,
                 rendered,
+                labs_read,
             )
         }
         Err(e) => {
             eprintln!("{} {e:#}", ui::red("error:"));
-            (Tally::default(), Vec::new(), Status::Error, true)
+            (Tally::default(), Vec::new(), Status::Error, true, true)
         }
     };
-    if status == Status::Clean && !rendered {
+    if status == Status::Clean && !(rendered && labs_read) {
         status = Status::Failed;
     }
     if status == Status::Clean && tally.pass == 0 {
@@ -91,6 +100,36 @@ fn report_renders(dir: &Path) -> bool {
             false
         }
     }
+}
+
+/// Whether labs' readers take the run: kcidb-io its KCIDB submission, `prove` the TAP of its
+/// fault-injected failures (a run without proofs, a filtered one, has none: the step says so).
+fn labs_read_it(finished: &run::Finished) -> bool {
+    ui::step("lab formats: KCIDB validated by kcidb-io, TAP with failures read by prove");
+    let kcidb_valid = kcidb::validate_step(&finished.dir).unwrap_or_else(|e| {
+        ui::error(&format!("KCIDB check: {e:#}"));
+        false
+    });
+    kcidb_valid && prove_reads_failures(finished)
+}
+
+/// `prove` reads the TAP of the run's fault-injected failures.
+fn prove_reads_failures(finished: &run::Finished) -> bool {
+    if !finished
+        .summary
+        .verdicts
+        .iter()
+        .any(|v| v.test.starts_with(FAULT_INJECTION_PROOFS))
+    {
+        ui::note("skipped: the run has no fault-injection proof, so no failure to feed to prove");
+        return true;
+    }
+    let checked =
+        Apt::new().and_then(|mut apt| tap_check::check(&finished.dir, &finished.summary, &mut apt));
+    checked.unwrap_or_else(|e| {
+        ui::error(&format!("TAP check: {e:#}"));
+        false
+    })
 }
 
 /// Why the run does not show that its checks can fail: a fault-injection proof that did not

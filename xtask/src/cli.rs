@@ -117,6 +117,11 @@ pub enum Command {
     LavaResults {
         run: Option<PathBuf>,
     },
+    /// Write a run's KCIDB submission.
+    Kcidb {
+        run: Option<PathBuf>,
+        origin: String,
+    },
     /// rustfmt and clippy, warnings denied, as `test` runs them.
     Lint,
     /// The fuzz targets: one (or each) for this many seconds.
@@ -205,6 +210,7 @@ fn parse_on(
         Cmd::Report(ReportCmd::Merge { runs, out }) => Command::ReportMerge { runs, out },
         Cmd::Report(ReportCmd::Check { run }) => Command::ReportCheck { run },
         Cmd::LavaResults { run } => Command::LavaResults { run },
+        Cmd::Kcidb { run, origin } => Command::Kcidb { run, origin },
         Cmd::Lint => Command::Lint,
         Cmd::Fuzz { target, seconds } => Command::Fuzz {
             target,
@@ -306,8 +312,11 @@ struct CommandLine {
 }
 
 const AFTER_HELP: &str = "\
-Harness arguments (after `--`) reach the in-guest runner untouched: a name filter,
---exact, --list, --ignored, --include-ignored, --skip FILTER, --inject MODE.
+Harness arguments (after `--`) reach the in-guest runner untouched: name filters (a
+check runs when any matches), --exact, --list, --ignored, --include-ignored,
+--skip FILTER, --inject MODE; -q and --format json change what xtask prints.
+`-- --list`, `-- --help`, argument errors and filters that match nothing are
+answered on the host, without a boot.
 
 Examples: cargo xtask run --kernel 6.1,6.12,newest -- tags::
           cargo xtask run --lane host --shard 1/4 --baseline nightly
@@ -415,6 +424,18 @@ enum Cmd {
     Report(ReportCmd),
     /// Print RUN's verdicts (default: the latest) as `lava-test-case` lines
     LavaResults {
+        /// The run (default: the latest)
+        run: Option<PathBuf>,
+    },
+    /// Write RUN's results (default: the latest) as a KCIDB submission, RUN/kcidb.json
+    ///
+    /// Schema 4.0 of kcidb-io: a checkout and a build per kernel, a test per check
+    /// (PASS, FAIL, SKIP, an xfail as a waived FAIL, MISS, ERROR), ids prefixed by the origin.
+    #[command(verbatim_doc_comment)]
+    Kcidb {
+        /// The CI system's name in KCIDB: lowercase letters, digits, `_`
+        #[arg(long, default_value = mte_results::kcidb::DEFAULT_ORIGIN)]
+        origin: String,
         /// The run (default: the latest)
         run: Option<PathBuf>,
     },
@@ -856,6 +877,20 @@ mod tests {
             Command::ReportCheck { run: None }
         );
         assert!(error("report frobnicate").contains("'frobnicate'"));
+        assert_eq!(
+            parse(&args("kcidb --origin lab_7 target/r"), None).unwrap(),
+            Command::Kcidb {
+                run: Some("target/r".into()),
+                origin: "lab_7".into(),
+            }
+        );
+        assert_eq!(
+            parse(&args("kcidb"), None).unwrap(),
+            Command::Kcidb {
+                run: None,
+                origin: "mte_suite".into(),
+            }
+        );
         assert_eq!(
             parse(&args("lava-results target/r"), None).unwrap(),
             Command::LavaResults {

@@ -16,8 +16,10 @@ mod elf;
 mod facts;
 mod fuzz;
 mod groundwork;
+mod harness_args;
 mod host_load;
 mod initramfs;
+mod kcidb;
 mod kernel_modules;
 mod kernels;
 mod lanes;
@@ -27,6 +29,7 @@ mod reports;
 mod run;
 mod runner_process;
 mod session;
+mod tap_check;
 #[cfg(test)]
 mod testing;
 mod tools;
@@ -76,9 +79,8 @@ fn main() -> ExitCode {
         }
     };
     let status = match command {
-        Command::Run(options) | Command::Bench(options) => {
-            report(run::run(&options).map(|finished| finished.status))
-        }
+        Command::Run(options) | Command::Bench(options) => harness_args::answer(&options)
+            .unwrap_or_else(|| report(run::run(&options).map(|finished| finished.status))),
         Command::Test(options) => ci::test(&options),
         Command::Setup(options) => report(groundwork::setup(&options).map(|()| Status::Clean)),
         Command::Build(options) => report(groundwork::build_only(&options).map(|()| Status::Clean)),
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
         Command::ReportMerge { runs, out } => report(reports::merge_runs(&runs, &out)),
         Command::ReportCheck { run } => report(reports::check_in_browser(run.as_deref())),
         Command::LavaResults { run } => report(reports::lava_results(run.as_deref())),
+        Command::Kcidb { run, origin } => report(kcidb::kcidb_command(run.as_deref(), &origin)),
         Command::Fuzz { target, seconds } => {
             report(fuzz::fuzz(target.as_deref(), seconds).map(|clean| {
                 if clean {

@@ -23,6 +23,7 @@ use crate::boot::BootKey;
 use crate::compare::Comparison;
 use crate::model::{Environment, Outcome, Tally, Verdict};
 use crate::picture::TAG_CLASSES;
+use crate::rerun;
 use crate::summary::{column_names, format_duration, RunSummary};
 use comparison::ComparisonView;
 use matrix::Matrix;
@@ -82,6 +83,8 @@ struct Page<'a> {
     total: usize,
     wall: String,
     error: Option<&'a str>,
+    /// The banner of a run made under fault injection.
+    injection: Option<String>,
     failures: Vec<VerdictView<'a>>,
     not_run: Vec<NotRunView<'a>>,
     figures: Vec<FigureCard<'a>>,
@@ -120,7 +123,12 @@ impl<'a> Page<'a> {
             .iter()
             .enumerate()
             .filter(|(_, v)| v.outcome == Outcome::Fail)
-            .map(|(i, v)| VerdictView::new(i, v, column(v), TagMapDetail::Pictures))
+            .map(|(i, v)| {
+                let env =
+                    (summary.environments.iter()).find(|e| e.lane == v.lane && e.boot == v.boot);
+                VerdictView::new(i, v, column(v), TagMapDetail::Pictures)
+                    .with_rerun(rerun::command(v, env))
+            })
             .collect();
         let figures = summary
             .verdicts
@@ -146,6 +154,7 @@ impl<'a> Page<'a> {
             total: tally.total(),
             wall: format_duration(summary.wall_ms),
             error: summary.error.as_deref(),
+            injection: rerun::injection_banner(&summary.environments),
             failures,
             not_run,
             figures,
@@ -455,8 +464,18 @@ mod tests {
         let failures = html.find("id=\"failures\"").expect("failures section");
         let all = html.find("id=\"matrix\"").expect("matrix");
         assert!(failures < all && all < html.find("id=\"verdicts\"").expect("verdict table"));
-        assert!(html[failures..all].contains("fault::sync"));
-        assert!(!html[failures..all].contains("tags::agree"));
+        // Before the speed section too, each with the command that reruns it alone.
+        let section = &html[failures..];
+        let section = &section[..section.find("<section").unwrap_or(section.len())];
+        assert!(html
+            .find("id=\"speed\"")
+            .is_none_or(|speed| failures < speed));
+        assert!(section.contains("fault::sync"));
+        assert!(
+            section.contains("cargo xtask run --lane emulated"),
+            "{section}"
+        );
+        assert!(!section.contains("tags::agree"));
         assert!(html.contains("0x92000011") && html.contains("0x0a00000040000010"));
         assert!(html.contains("9.2.0") && html.contains("MTE3") && html.contains("6.12.95"));
     }

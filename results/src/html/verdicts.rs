@@ -86,6 +86,8 @@ pub(super) struct VerdictView<'a> {
     reason: &'a str,
     duration: String,
     evidence: Vec<EvidenceView<'a>>,
+    /// The command that reruns it alone: given with failures.
+    rerun: Option<String>,
 }
 
 impl<'a> VerdictView<'a> {
@@ -105,6 +107,15 @@ impl<'a> VerdictView<'a> {
                 .iter()
                 .map(|e| EvidenceView::new(e, detail))
                 .collect(),
+            rerun: None,
+        }
+    }
+
+    /// With the command that reruns it alone.
+    pub(super) fn with_rerun(self, rerun: String) -> Self {
+        VerdictView {
+            rerun: Some(rerun),
+            ..self
         }
     }
 }

@@ -20,10 +20,12 @@ use crate::summary::RunSummary;
 use crate::{html, junit, tap};
 
 /// Write the reports of a run into its directory `dir`: `junit.xml`, `results.tap` and
-/// `report/index.html` (with `comparison` at its top, when there is one).
+/// `report/index.html` (with `comparison` at its top, when there is one). `started` is when the
+/// run started, as run.json has it.
 pub fn write_reports(
     dir: &Path,
     run_id: &str,
+    started: &str,
     summary: &RunSummary,
     comparison: Option<&Comparison>,
 ) -> io::Result<()> {
@@ -35,7 +37,10 @@ pub fn write_reports(
         write_criterion_files(&dir.join(CRITERION_DIR), &summary.benchmarks)
             .map_err(|e| with_path(e, &dir.join(CRITERION_DIR)))?;
     }
-    write_replacing(&dir.join(JUNIT_XML), junit::render(summary).as_bytes())?;
+    write_replacing(
+        &dir.join(JUNIT_XML),
+        junit::render_started(summary, Some(started)).as_bytes(),
+    )?;
     write_replacing(&dir.join(RESULTS_TAP), tap::render(summary).as_bytes())?;
     let options = html::ReportOptions::from_env();
     let page = html::render_compared(summary, run_id, comparison, options)
@@ -62,13 +67,19 @@ pub fn write_run(dir: &Path, info: &RunInfo, verdicts: &[Verdict]) -> io::Result
         benchmarks: Vec::new(),
         warnings: Vec::new(),
     };
-    write_reports(dir, &info.run_id, &loaded.summary(), None)
+    write_reports(dir, &info.run_id, &info.started, &loaded.summary(), None)
 }
 
 /// Record a comparison in a run's directory and rewrite its report with the comparison first.
 pub fn write_comparison(run: &LoadedRun, comparison: &Comparison) -> io::Result<()> {
     write_json(&run.dir.join(COMPARISON_JSON), comparison)?;
-    write_reports(&run.dir, &run.info.run_id, &run.summary(), Some(comparison))
+    write_reports(
+        &run.dir,
+        &run.info.run_id,
+        &run.info.started,
+        &run.summary(),
+        Some(comparison),
+    )
 }
 
 /// Where a benchmark's criterion files go below the run's `criterion/` directory:

@@ -183,7 +183,7 @@ impl RunDir {
             ..self.info(summary.environments.clone())
         };
         write_info(&self.path, &info)?;
-        write_reports(&self.path, &self.run_id, &summary, None)
+        write_reports(&self.path, &self.run_id, &self.started, &summary, None)
     }
 
     /// The summary, with the lane and kernel `create` was told filled in where the runner never

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use mte_results::bench_summary::BenchSummary;
+use mte_results::rerun;
 use mte_results::rundir::{BENCH_JSON, CRITERION_DIR, REPORT_HTML};
 use mte_results::speed::{Judged, SuiteSpeed};
 use mte_results::summary::{table, RunSummary};
@@ -16,7 +17,10 @@ use crate::session::Selection;
 
 /// The end of a run in `dir`, as its selection asks.
 pub fn run(summary: &RunSummary, selection: &Selection, dir: &Path) {
-    if selection.list {
+    if super::format() == super::Format::Json && !selection.bench {
+        println!("{}", json_suite_event(summary));
+        run_error(summary);
+    } else if selection.list {
         // No table for a listing, but a listing that went wrong says so.
         run_error(summary);
     } else if selection.bench {
@@ -24,6 +28,23 @@ pub fn run(summary: &RunSummary, selection: &Selection, dir: &Path) {
     } else {
         checks(summary, dir);
     }
+}
+
+/// The run as libtest's closing JSON event (`--format json`).
+fn json_suite_event(summary: &RunSummary) -> String {
+    let tally = summary.tally();
+    let failed = tally.fail > 0 || summary.error.is_some();
+    serde_json::json!({
+        "type": "suite",
+        "event": if failed { "failed" } else { "ok" },
+        "passed": tally.pass + tally.xfail,
+        "failed": tally.fail,
+        "ignored": tally.skip,
+        "measured": 0,
+        "filtered_out": 0,
+        "exec_time": summary.wall_ms / 1000.0,
+    })
+    .to_string()
 }
 
 fn run_error(summary: &RunSummary) {
@@ -56,6 +77,7 @@ fn benchmarks(summary: &RunSummary, dir: &Path) {
 fn checks(summary: &RunSummary, dir: &Path) {
     println!();
     print!("{}", table(summary));
+    failures(summary);
     for line in peer_agreement(&summary.verdicts) {
         println!("{line}");
     }
@@ -72,6 +94,32 @@ fn checks(summary: &RunSummary, dir: &Path) {
                 None => {}
             }
         }
+    }
+}
+
+/// The run's fault injection, if any, then each failure with the command that reruns it alone.
+fn failures(summary: &RunSummary) {
+    if let Some(banner) = rerun::injection_banner(&summary.environments) {
+        println!("{}", red(&banner));
+    }
+    let failed: Vec<&Verdict> = (summary.verdicts.iter())
+        .filter(|v| v.outcome == Outcome::Fail)
+        .collect();
+    if failed.is_empty() {
+        return;
+    }
+    println!("failures:");
+    for v in failed {
+        let env = (summary.environments.iter()).find(|e| e.lane == v.lane && e.boot == v.boot);
+        println!(
+            "  {} {} {}: {}",
+            red("FAIL"),
+            v.lane,
+            one_line(&v.kernel),
+            one_line(&v.test)
+        );
+        println!("    {}", text::first_line(&v.reason));
+        println!("    rerun: {}", rerun::command(v, env));
     }
 }
 

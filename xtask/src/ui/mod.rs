@@ -42,19 +42,52 @@ pub fn yellow(text: &str) -> String {
     paint("33", text)
 }
 
+/// How a run prints its verdicts, as the harness arguments ask libtest to (`-q`,
+/// `--format terse|json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    /// A line a verdict.
+    #[default]
+    Pretty,
+    /// Failures only, and the closing table.
+    Quiet,
+    /// libtest's JSON events on stdout, one a verdict and one for the run; xtask's other lines
+    /// on stderr.
+    Json,
+}
+
+static FORMAT: OnceLock<Format> = OnceLock::new();
+
+/// Set how this xtask prints; once, before a run starts.
+pub fn set_format(format: Format) {
+    let _ = FORMAT.set(format);
+}
+
+pub fn format() -> Format {
+    FORMAT.get().copied().unwrap_or_default()
+}
+
+/// A line of xtask's own: stdout, or stderr where stdout is JSON events.
+pub(super) fn line(text: &str) {
+    match format() {
+        Format::Json => eprintln!("{text}"),
+        _ => println!("{text}"),
+    }
+}
+
 /// The start of a step: `==> kernel 6.12`.
 pub fn step(title: &str) {
-    println!("{}", bold(&format!("==> {title}")));
+    line(&bold(&format!("==> {title}")));
 }
 
 /// A fact found or an action taken within a step.
 pub fn note(text: &str) {
-    println!("    {text}");
+    line(&format!("    {text}"));
 }
 
 /// A step's error that does not stop xtask, on stdout with the run's other lines.
 pub fn error(text: &str) {
-    println!("{} {text}", red("error:"));
+    line(&format!("{} {text}", red("error:")));
 }
 
 /// A size for people: bytes, KiB or MiB.

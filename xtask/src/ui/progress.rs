@@ -11,7 +11,7 @@ use mte_results::summary::format_duration;
 use mte_results::text::{first_line, one_line};
 use mte_results::{Environment, Outcome, Verdict};
 
-use super::{dim, green, note, red, size, yellow};
+use super::{dim, green, line, note, red, size, yellow, Format};
 use crate::artifacts::Kept;
 use crate::session::Selection;
 
@@ -85,6 +85,14 @@ pub fn runner_up(
 /// `[12/178 emulated 6.12.95+deb12-arm64, 1 failed] FAIL  tags::x  3.2 ms`, and the first line
 /// of the reason of anything but a pass.
 pub fn verdict(at: &Position, verdict: &Verdict) {
+    match super::format() {
+        Format::Json => {
+            println!("{}", json_event(verdict));
+            return;
+        }
+        Format::Quiet if verdict.outcome != Outcome::Fail => return,
+        _ => {}
+    }
     let outcome = match verdict.outcome {
         Outcome::Pass => green("pass "),
         Outcome::Fail => red("FAIL "),
@@ -99,6 +107,28 @@ pub fn verdict(at: &Position, verdict: &Verdict) {
     if verdict.outcome != Outcome::Pass {
         println!("           {}", dim(&first_line(&verdict.reason)));
     }
+}
+
+/// A verdict as libtest's JSON event of a finished test (`--format json`), named as the
+/// reports name it when the run has several lanes or boots.
+fn json_event(verdict: &Verdict) -> String {
+    let event = match verdict.outcome {
+        Outcome::Pass | Outcome::Xfail => "ok",
+        Outcome::Fail => "failed",
+        Outcome::Skip => "ignored",
+    };
+    let mut object = serde_json::json!({
+        "type": "test",
+        "event": event,
+        "name": verdict.test,
+        "exec_time": verdict.duration_ms / 1000.0,
+        "lane": verdict.lane.name(),
+        "kernel": verdict.kernel,
+    });
+    if verdict.outcome != Outcome::Pass {
+        object["message"] = verdict.reason.clone().into();
+    }
+    object.to_string()
 }
 
 /// One benchmark as it arrives: `bench ID  median ... [lower, upper], rate`, or why not.
@@ -123,33 +153,44 @@ pub fn artifact_kept(kept: &Kept) {
         kept.path.display(),
         size(kept.bytes as u64)
     );
-    println!("    {}", dim(&what));
+    line(&format!("    {}", dim(&what)));
 }
 
 pub fn artifact_not_kept(why: &str) {
-    println!("    {} {}", red("artifact not kept:"), one_line(why));
+    line(&format!(
+        "    {} {}",
+        red("artifact not kept:"),
+        one_line(why)
+    ));
 }
 
 /// The runner's log lines; a listing (which comes as log records) printed plainly.
 pub fn runner_log(text: &str, listing: bool) {
-    for line in text.lines().map(one_line) {
+    for text in text.lines().map(one_line) {
         if listing {
-            println!("{line}");
+            line(&text);
         } else {
-            println!("    {}", dim(&format!("runner: {line}")));
+            line(&format!("    {}", dim(&format!("runner: {text}"))));
         }
     }
 }
 
 /// What the lane's machine or VMM lacks: the run's error, told as soon as the runner says it.
 pub fn lane_lacks(why: &str) {
-    println!("    {} {}", red("run error:"), one_line(why));
+    line(&format!("    {} {}", red("run error:"), one_line(why)));
 }
 
 pub fn corrupt_record(reason: &str) {
-    println!("    {} {}", red("corrupt record:"), one_line(reason));
+    line(&format!(
+        "    {} {}",
+        red("corrupt record:"),
+        one_line(reason)
+    ));
 }
 
 pub fn cannot_write(error: &std::io::Error) {
-    println!("    {} {error}", red("cannot write the run directory:"));
+    line(&format!(
+        "    {} {error}",
+        red("cannot write the run directory:")
+    ));
 }
