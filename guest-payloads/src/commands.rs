@@ -9,7 +9,7 @@
 use mte_protocol::{Command, Status};
 
 use crate::args::{Refusal, UNKNOWN_COMMAND};
-use crate::{access, data, instructions, mailbox, power, precopy_workload, tags, timing};
+use crate::{access, data, instructions, mailbox, no_mte, power, precopy_workload, tags, timing};
 
 /// Answer the host forever: doorbell, command, doorbell, ...
 #[cfg(not(feature = "selftest"))]
@@ -66,5 +66,6 @@ fn execute(command: Command, args: &[u64; 8]) -> Result<(), Refusal> {
         Command::ReadData => data::read_data(args[0], args[1]),
         Command::RetagUntilStopped => precopy_workload::retag_until_stopped(args[0], args[1]),
         Command::TimeInstructions => timing::time_instructions(args[0], args[1], args[2], args[3]),
+        Command::ProbeTagAccess => no_mte::probe_tag_access(args[0]),
     }
 }

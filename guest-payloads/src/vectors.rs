@@ -11,7 +11,7 @@
 //! every register it had, and the handler is compiled code too (it may use vector registers).
 
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicU8, Ordering, compiler_fence};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering, compiler_fence};
 use mte_protocol::esr;
 
 use crate::{mailbox, power, sysreg};
@@ -30,6 +30,9 @@ const IDLE: u8 = 0;
 const ARMED: u8 = 1;
 const CAUGHT: u8 = 2;
 static ABORT_CATCHER: AtomicU8 = AtomicU8::new(IDLE);
+/// [`catching_undefined`] state, and the ESR of what it caught.
+static UNDEFINED_CATCHER: AtomicU8 = AtomicU8::new(IDLE);
+static UNDEFINED_ESR: AtomicU64 = AtomicU64::new(0);
 
 global_asm!(
     r#"
@@ -161,6 +164,15 @@ extern "C" fn handle_exception(elr: &mut u64, vector: u64) {
         *elr += 4;
         return;
     }
+    if vector == SYNC_CURRENT_EL
+        && esr::ec(esr) == esr::EC_UNKNOWN
+        && UNDEFINED_CATCHER.load(Ordering::Relaxed) == ARMED
+    {
+        UNDEFINED_CATCHER.store(CAUGHT, Ordering::Relaxed);
+        UNDEFINED_ESR.store(esr, Ordering::Relaxed);
+        *elr += 4;
+        return;
+    }
     println!("mte-guest: exception {vector}: ESR {esr:#x} FAR {far:#x} ELR {elr:#x}");
     mailbox::stop_with_panic();
 }
@@ -179,4 +191,17 @@ pub fn catching_aborts<R>(access: impl FnOnce() -> R) -> (R, bool) {
     let caught = ABORT_CATCHER.load(Ordering::Relaxed) == CAUGHT;
     ABORT_CATCHER.store(IDLE, Ordering::Relaxed);
     (value, caught)
+}
+
+/// Run `step`, which must be one instruction (in inline asm) that may be UNDEFINED here, so
+/// that the exception it raises is recorded and skipped rather than being a panic. Returns what
+/// `step` returned (its output registers unchanged if it raised one) and the exception's ESR.
+pub fn catching_undefined<R>(step: impl FnOnce() -> R) -> (R, Option<u64>) {
+    UNDEFINED_CATCHER.store(ARMED, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    let value = step();
+    compiler_fence(Ordering::SeqCst);
+    let caught = UNDEFINED_CATCHER.load(Ordering::Relaxed) == CAUGHT;
+    UNDEFINED_CATCHER.store(IDLE, Ordering::Relaxed);
+    (value, caught.then(|| UNDEFINED_ESR.load(Ordering::Relaxed)))
 }

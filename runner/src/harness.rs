@@ -21,7 +21,7 @@ use crate::artifacts::KeepsArtifacts;
 use crate::emit;
 use crate::environment;
 use mte_vmm_kvm::KvmVmm;
-use mte_vmm_qemu::QemuVmm;
+use mte_vmm_qemu::{Accel, QemuVmm};
 
 /// The runner's own options; everything else goes to libtest-mimic.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,10 +30,12 @@ pub struct Options {
     pub inject: Option<Injection>,
     pub payload_dir: PathBuf,
     pub deadline: Duration,
-    /// The `qemu-system-aarch64` of the qemu lane; a bare name is looked up on PATH.
+    /// The `qemu-system-aarch64` of the qemu lanes; a bare name is looked up on PATH.
     pub qemu: PathBuf,
     /// Run only this shard's checks (and their fault-injection proofs).
     pub shard: Option<Shard>,
+    /// Run only these checks (and their fault-injection proofs), by exact name; all if empty.
+    pub select: Vec<String>,
     /// Run the performance suite (`crate::bench`) instead of the checks.
     pub bench: bool,
     pub harness_args: Vec<String>,
@@ -41,7 +43,8 @@ pub struct Options {
 
 impl Options {
     pub const USAGE: &'static str = "mte-runner [--lane NAME] [--inject MODE] [--payload-dir DIR] \
-        [--deadline SECS] [--qemu PATH] [--shard K/N] [--bench] [LIBTEST-ARGS...]";
+        [--deadline SECS] [--qemu PATH] [--shard K/N] [--select CHECK]... [--bench] \
+        [LIBTEST-ARGS...]";
 
     /// Split the runner's options from libtest's. `args` excludes the program name.
     pub fn parse(args: Vec<String>, default_payload_dir: PathBuf) -> Result<Self, String> {
@@ -52,6 +55,7 @@ impl Options {
             deadline: Duration::from_secs(30),
             qemu: "qemu-system-aarch64".into(),
             shard: None,
+            select: Vec::new(),
             bench: false,
             harness_args: Vec::new(),
         };
@@ -76,6 +80,7 @@ impl Options {
                 "--payload-dir" => options.payload_dir = value("--payload-dir")?.into(),
                 "--qemu" => options.qemu = value("--qemu")?.into(),
                 "--shard" => options.shard = Some(Shard::parse(&value("--shard")?)?),
+                "--select" => options.select.push(value("--select")?),
                 "--bench" => options.bench = true,
                 "--deadline" => {
                     let secs = value("--deadline")?;
@@ -111,6 +116,11 @@ impl Options {
 const LANES_PROMISING_MTE: &[(Lane, &str)] = &[
     (Lane::Emulated, "machine is built with KVM and MTE"),
     (Lane::Qemu, "QEMU runs its guests with mte=on"),
+    (
+        Lane::QemuKvm,
+        "machine is built with KVM and MTE, and its QEMU runs its guests on that KVM with \
+         mte=on",
+    ),
 ];
 
 /// A VMM that is not there: every step fails for the same reason, as a skip where the lane may
@@ -160,8 +170,8 @@ fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>
         .find(|(lane, _)| *lane == options.lane)
         .map(|&(_, promise)| promise);
     let promised = promise.is_some();
-    let missing = if options.lane == Lane::Qemu {
-        match open_qemu(options, &mut facts) {
+    let missing = if !options.lane.runner_is_vmm() {
+        match open_qemu(options, kernel_release, &mut facts) {
             Ok(qemu) => return (qemu, facts),
             Err(e) => e,
         }
@@ -216,11 +226,22 @@ fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>
     (Arc::new(vmm), facts)
 }
 
-/// QEMU as the VMM, after one probe boot: the lane promises MTE, so any error is the lane's.
-fn open_qemu(options: &Options, facts: &mut Vec<Feature>) -> Result<SharedVmm, VmmError> {
+/// QEMU as the VMM (under TCG in the qemu lane, on the machine's KVM in the qemu-kvm lane),
+/// after one probe boot: the lanes promise MTE, so any error is the lane's.
+fn open_qemu(
+    options: &Options,
+    kernel_release: &str,
+    facts: &mut Vec<Feature>,
+) -> Result<SharedVmm, VmmError> {
+    let accel = match options.lane {
+        Lane::QemuKvm => Accel::Kvm,
+        _ => Accel::Tcg,
+    };
     let qemu = QemuVmm::open(
         options.lane,
         options.qemu.clone(),
+        accel,
+        kernel_release,
         options.payload_dir.clone(),
         options.deadline,
     )
@@ -229,9 +250,35 @@ fn open_qemu(options: &Options, facts: &mut Vec<Feature>) -> Result<SharedVmm, V
         "QEMU",
         format!("{} ({})", qemu.banner(), qemu.path().display()),
     ));
+    facts.push(Feature::new("QEMU accelerator", accel.name()));
+    let started = Instant::now();
     let view = guest_view(&qemu);
+    facts.push(Feature::new(
+        "QEMU probe boot",
+        format!(
+            "{:.0} ms from QEMU's start to the guest's first doorbell",
+            started.elapsed().as_secs_f64() * 1e3
+        ),
+    ));
+    if view.is_ok() && accel == Accel::Kvm {
+        // The probe's QEMU went back to the pool: what the next guest's costs.
+        let started = Instant::now();
+        if qemu.boot(&BootOptions::default()).is_ok() {
+            facts.push(Feature::new(
+                "QEMU reused boot",
+                format!(
+                    "{:.0} ms from a kept QEMU's reset to its new guest's first doorbell",
+                    started.elapsed().as_secs_f64() * 1e3
+                ),
+            ));
+        }
+        facts.push(Feature::new("QEMU start-up", qemu.costs().describe()));
+    }
     if let Some(features) = qemu.stub_features() {
         facts.push(Feature::new("QEMU gdbstub features", features.join(";")));
+    }
+    if let Some(ram) = qemu.ram_in_words() {
+        facts.push(Feature::new("QEMU guest RAM", ram));
     }
     let view = view.inspect_err(|e| facts.push(Feature::new("guest probe boot", e)))?;
     facts.extend(view);
@@ -349,11 +396,15 @@ fn injection_trial(
     })
 }
 
-/// The checks the libtest arguments and the shard select, in words; empty for all of them.
-fn describe_selection(args: &Arguments, shard: Option<Shard>) -> String {
+/// The checks the libtest arguments, the shard and the selection select, in words; empty for
+/// all of them.
+fn describe_selection(args: &Arguments, shard: Option<Shard>, select: &[String]) -> String {
     let mut words = Vec::new();
     if let Some(shard) = shard {
         words.push(format!("shard {shard}"));
+    }
+    if !select.is_empty() {
+        words.push(format!("{} checks selected", select.len()));
     }
     if let Some(filter) = &args.filter {
         words.push(if args.exact {
@@ -436,12 +487,16 @@ pub fn injection_trial_name(scenario: &Scenario, injection: Injection) -> String
 /// around them instead of a long one trailing alone at the end of the run.
 const LONG_FAMILIES: &[&str] = &["harness::", "migration::", "swap::", "cost::"];
 
+/// The check a trial runs: its own name, or the name of the check a proof injects into.
+fn check_of(name: &str) -> &str {
+    name.strip_prefix(FAULT_INJECTION_PROOFS)
+        .and_then(|rest| rest.split_once("::"))
+        .map_or(name, |(_injection, check)| check)
+}
+
 /// Whether the trial `name` (a check, or a proof of one) is of a long family.
 fn is_long(name: &str) -> bool {
-    let check = name
-        .strip_prefix(FAULT_INJECTION_PROOFS)
-        .and_then(|rest| rest.split_once("::"))
-        .map_or(name, |(_injection, check)| check);
+    let check = check_of(name);
     LONG_FAMILIES.iter().any(|family| check.starts_with(family))
 }
 
@@ -489,6 +544,9 @@ pub fn run(options: &Options) -> bool {
     if let Some(shard) = options.shard {
         trials.retain(|t| shard.contains(t.name()));
     }
+    if !options.select.is_empty() {
+        trials.retain(|t| options.select.iter().any(|name| name == check_of(t.name())));
+    }
     let planned = if args.list {
         0
     } else {
@@ -508,7 +566,7 @@ pub fn run(options: &Options) -> bool {
         planned,
         available,
         list: args.list,
-        selection: describe_selection(&args, options.shard),
+        selection: describe_selection(&args, options.shard, &options.select),
         bench: false,
     });
     if args.list {
@@ -549,6 +607,11 @@ mod tests {
         assert_eq!(o.harness_args, vec!["tags::", "--exact"]);
         assert_eq!(o.payload_dir, PathBuf::from("/p"));
         assert_eq!(o.shard, None);
+        let o = parse(&["--select", "tags::a", "--select", "faults::b", "x"]).unwrap();
+        assert_eq!(o.select, ["tags::a", "faults::b"]);
+        assert_eq!(o.harness_args, vec!["x"]);
+        assert_eq!(check_of("fault_injection::corrupt_tag::tags::a"), "tags::a");
+        assert_eq!(check_of("tags::a"), "tags::a");
         let o = parse(&["--shard", "2/3", "tags::"]).unwrap();
         assert_eq!(o.shard.map(|s| s.to_string()).as_deref(), Some("2/3"));
         assert_eq!(o.harness_args, vec!["tags::"]);

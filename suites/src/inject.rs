@@ -12,7 +12,9 @@ use crate::host_mm::{
 use crate::migration_plan::{
     IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault,
 };
-use crate::vmm::{AbiVm, BootOptions, CopyTagsArgs, Guest, Reply, Vmm, VmmError, VmmMigration};
+use crate::vmm::{
+    AbiVm, BootOptions, CopyTagsArgs, Guest, Reply, StubTagPackets, Vmm, VmmError, VmmMigration,
+};
 
 /// What to break. Each injection breaks one path a verdict rests on; a check names the ones
 /// that must turn it red ([`crate::Scenario::proven_by`]).
@@ -253,6 +255,14 @@ impl Guest for InjectingGuest {
     }
     fn console(&self) -> String {
         self.inner.console()
+    }
+    fn host_tag_view(&self) -> Option<String> {
+        self.inner.host_tag_view()
+    }
+    /// The tag the stub is asked to write goes through the broken host tag path.
+    fn stub_tag_packets(&mut self, probe: Option<(u64, u8)>) -> Result<StubTagPackets, VmmError> {
+        let probe = probe.map(|(ipa, tag)| (ipa, self.injection.host_written(&[tag])[0]));
+        self.inner.stub_tag_packets(probe)
     }
     fn ram_backing(&self) -> Result<Backing, VmmError> {
         self.inner.ram_backing()

@@ -11,7 +11,6 @@ mod abi;
 mod backing;
 pub mod copy_tags;
 mod fork;
-mod host;
 mod host_steps;
 mod ioctls;
 mod memory;

@@ -20,6 +20,7 @@ mod kernel_modules;
 mod kernels;
 mod lanes;
 mod lints;
+mod qemu_package;
 mod reports;
 mod run;
 mod runner_process;

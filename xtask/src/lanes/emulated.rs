@@ -25,6 +25,7 @@ impl LaneDriver for EmulatedLane {
             kernels: true,
             qemu: true,
             host_runner: false,
+            guest_qemu: false,
         }
     }
 
@@ -152,12 +153,12 @@ impl LaneRun for Boot {
     }
 }
 
-/// The machine to boot.
+/// The machine to boot (the qemu-kvm lane boots the same machine with its own initramfs).
 #[derive(Clone, Debug)]
-struct Machine {
-    qemu: PathBuf,
-    kernel: PathBuf,
-    initramfs: PathBuf,
+pub(super) struct Machine {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
 }
 
 impl Machine {
@@ -166,7 +167,7 @@ impl Machine {
     /// authentication cheap under TCG. The console is the first serial port on stdout; there is
     /// no monitor, display or network, and `-no-reboot` turns the runner's power-off (and a
     /// panic's reboot) into QEMU's exit.
-    fn args(&self) -> Vec<String> {
+    pub fn args(&self) -> Vec<String> {
         let path = |p: &Path| p.display().to_string();
         [
             "-M",
@@ -198,7 +199,7 @@ impl Machine {
     }
 
     /// The command line as a person would type it, for the run's record.
-    fn command_line(&self) -> String {
+    pub fn command_line(&self) -> String {
         console::command_line(&self.qemu, &self.args())
     }
 }
