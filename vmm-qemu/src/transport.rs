@@ -319,8 +319,10 @@ impl Transport for GdbTransport {
                 Ok(Stop::PoweredOff)
             }
             Ok(StopReply::Exited(_) | StopReply::Terminated(_)) | Err(RspError::Closed) => {
+                let how = self.machine_mut().ended_how(REPLY_LIMIT);
                 Ok(Self::ended(format!(
-                    "QEMU ended during {what}: {}",
+                    "QEMU ended during {what} ({}): {}",
+                    how.as_deref().unwrap_or("still running"),
                     self.machine().messages()
                 )))
             }
