@@ -9,9 +9,10 @@
 //! so SP and SPSel are restored on both paths.
 
 use core::arch::asm;
+use mte_protocol::{access_kind, with_tag};
 
-use crate::args::{Refusal, check_access, require_tag_storage, tcf_mode};
-use crate::{mailbox, mmu, mte, vectors};
+use crate::args::{Refusal, bulk_range, check_access, require_tag_storage, tcf_mode};
+use crate::{bulk, mailbox, mmu, mte, vectors};
 
 /// What the SP forms add to SP: the immediate of `[sp, #8]`.
 const SP_OFFSET: u64 = 8;
@@ -38,6 +39,37 @@ pub fn store(ptr: u64, value: u64) -> Result<(), Refusal> {
         unsafe { asm!("str {v}, [{p}]", v = in(reg) value, p = in(reg) ptr, options(nostack)) };
     });
     mailbox::set_result(0, faulted as u64);
+    Ok(())
+}
+
+/// `AccessRange`: one load or store through tag `tag` at each granule of the range; a fault is
+/// caught and recorded in the bulk buffer (1 a faulting granule). `result = [faults]`.
+pub fn access_range(addr: u64, len: u64, kind: u64, tag: u64) -> Result<(), Refusal> {
+    let (addr, len) = bulk_range(addr, len)?;
+    if kind > access_kind::STORE {
+        return Err(2);
+    }
+    if tag > 0xf {
+        return Err(3);
+    }
+    let mut faults = 0u64;
+    for (i, granule) in (addr..addr + len).step_by(16).enumerate() {
+        let ptr = with_tag(granule, tag as u8);
+        let ((), faulted) = vectors::catching_aborts(|| {
+            // SAFETY: the first word of a granule of test RAM (checked by `bulk_range`), which
+            // the host gave over; an abort is caught and skipped.
+            unsafe {
+                if kind == access_kind::LOAD {
+                    asm!("ldr xzr, [{p}]", p = in(reg) ptr, options(nostack, readonly));
+                } else {
+                    asm!("str {p}, [{p}]", p = in(reg) ptr, options(nostack));
+                }
+            }
+        });
+        bulk::set_byte(i, faulted as u8);
+        faults += faulted as u64;
+    }
+    mailbox::set_result(0, faults);
     Ok(())
 }
 

@@ -2,15 +2,14 @@
 //! refused: the index of the bad argument, or one of the protocol's refusals.
 //!
 //! Ranges (`addr`, `len`) must be granule aligned and inside test RAM; their pointer tag is
-//! ignored. Bulk commands take at most `BULK_SIZE` granules (one byte each). Loads and stores
+//! ignored. Bulk commands take at most as many granules as the vCPU's bulk buffer has bytes. Loads and stores
 //! take any pointer whose 8 bytes lie in RAM or in its untagged alias, with any tag.
 
 use mte_protocol::{
-    BULK_SIZE, GRANULE, RAM_IPA, RAM_SIZE, TEST_RAM_IPA, TEST_RAM_SIZE, UNTAGGED_ALIAS_VA,
-    granules, tcf,
+    GRANULE, RAM_IPA, RAM_SIZE, TEST_RAM_IPA, TEST_RAM_SIZE, UNTAGGED_ALIAS_VA, granules, tcf,
 };
 
-use crate::mte;
+use crate::{bulk, mte};
 
 pub use mte_protocol::refusal::{NO_MTE, PROHIBITED, UNKNOWN_COMMAND};
 
@@ -63,7 +62,7 @@ pub fn test_range(addr: u64, len: u64) -> Result<(u64, u64), Refusal> {
 /// A [`test_range`] whose tag map fits the bulk buffer.
 pub fn bulk_range(addr: u64, len: u64) -> Result<(u64, u64), Refusal> {
     let (addr, len) = test_range(addr, len)?;
-    if granules(len) as u64 > BULK_SIZE {
+    if granules(len) as u64 > bulk::size() {
         return Err(1);
     }
     Ok((addr, len))

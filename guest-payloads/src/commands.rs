@@ -6,13 +6,14 @@
 //! without tag storage (or asymmetric checking without MTE3), `PROHIBITED` where the ID
 //! registers forbid an instruction, or `UNKNOWN_COMMAND`.
 
-use mte_protocol::{Command, Status};
+use mte_protocol::{Command, START_TOGETHER, Status};
 
 use crate::args::{Refusal, UNKNOWN_COMMAND};
-use crate::{access, data, instructions, mailbox, no_mte, power, precopy_workload, tags, timing};
+use crate::{
+    access, data, instructions, mailbox, no_mte, power, precopy_workload, smp, tags, timing,
+};
 
 /// Answer the host forever: doorbell, command, doorbell, ...
-#[cfg(not(feature = "selftest"))]
 pub fn serve() -> ! {
     loop {
         mailbox::ring();
@@ -20,10 +21,15 @@ pub fn serve() -> ! {
     }
 }
 
-/// Run the command in the mailbox and write its results and status there.
+/// Run the command in the mailbox and write its results and status there; a command posted
+/// with `START_TOGETHER` first waits at the start barrier.
 pub fn run_one() {
     mailbox::begin_command();
     let (code, args) = mailbox::command();
+    if code & START_TOGETHER != 0 {
+        smp::wait_at_start();
+    }
+    let code = code & !START_TOGETHER;
     let status = match Command::from_u32(code)
         .ok_or(UNKNOWN_COMMAND)
         .and_then(|command| execute(command, &args))
@@ -66,6 +72,8 @@ fn execute(command: Command, args: &[u64; 8]) -> Result<(), Refusal> {
         Command::ReadData => data::read_data(args[0], args[1]),
         Command::RetagUntilStopped => precopy_workload::retag_until_stopped(args[0], args[1]),
         Command::TimeInstructions => timing::time_instructions(args[0], args[1], args[2], args[3]),
+        Command::CpuOn => smp::cpu_on(args[0]),
+        Command::AccessRange => access::access_range(args[0], args[1], args[2], args[3]),
         Command::ProbeTagAccess => no_mte::probe_tag_access(args[0]),
     }
 }

@@ -3,7 +3,7 @@
 //! pattern is `pattern_word(seed, offset)` with `offset` the byte offset of each 8-byte word
 //! from `addr`.
 
-use mte_protocol::{BULK_SIZE, pattern_word};
+use mte_protocol::pattern_word;
 
 use crate::args::{Refusal, test_range, untagged_alias};
 use crate::{bulk, mailbox};
@@ -44,7 +44,7 @@ pub fn check_pattern(addr: u64, len: u64, seed: u64) -> Result<(), Refusal> {
 /// `ReadData`: the range's data to the bulk buffer.
 pub fn read_data(addr: u64, len: u64) -> Result<(), Refusal> {
     let words = words(addr, len)?;
-    if len > BULK_SIZE {
+    if len > bulk::size() {
         return Err(1);
     }
     for (offset, word) in words {

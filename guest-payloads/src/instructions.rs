@@ -7,8 +7,8 @@
 
 use core::arch::asm;
 use mte_protocol::{
-    ADDSUBG_ENCODINGS, BULK_SIZE, GMI_MASKS, GRANULE, TEST_RAM_IPA, dc_tags, granules, id,
-    pattern_word, tag_of, tag_store, with_tag,
+    ADDSUBG_ENCODINGS, GMI_MASKS, GRANULE, TEST_RAM_IPA, dc_tags, granules, id, pattern_word,
+    tag_of, tag_store, with_tag,
 };
 
 use crate::args::{PROHIBITED, Refusal, bulk_range, require_tag_storage, test_range, untagged};
@@ -20,7 +20,7 @@ pub fn irg_sample(exclude: u64, count: u64, xm: u64) -> Result<(), Refusal> {
     if exclude > 0xffff {
         return Err(0);
     }
-    if count > BULK_SIZE {
+    if count > bulk::size() {
         return Err(1);
     }
     let gcr = mte::set_exclude(exclude);

@@ -1,7 +1,8 @@
 //! The guest half of the transport: the mailbox page and the doorbell.
 //!
-//! The host reads and writes the mailbox while the guest is stopped at a doorbell, so every
-//! access is volatile. The doorbell is `mte_doorbell`: a barrier, then a 32-bit store of the new
+//! Each vCPU has its own mailbox (`mte_protocol::mailbox_ipa`), picked by its number
+//! (`cpu`). The host reads and writes a vCPU's mailbox while that vCPU is stopped at a
+//! doorbell, so every access is volatile. The doorbell is `mte_doorbell`: a barrier, then a 32-bit store of the new
 //! `seq` to `DOORBELL_IPA` at the global label `mte_doorbell_store`. That store leaves the guest
 //! (an MMIO exit on KVM; a debugger backend stops on the label and steps over it); when the guest
 //! runs again the host's reply is in the mailbox.
@@ -9,19 +10,22 @@
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 use mte_protocol::{
-    DOORBELL_IPA, FaultRecord, GuestIds, MAILBOX_IPA, MAILBOX_MAGIC, Mailbox, PROTOCOL_VERSION,
-    Status,
+    DOORBELL_IPA, FaultRecord, GuestIds, MAILBOX_MAGIC, MAX_VCPUS, Mailbox, PROTOCOL_VERSION,
+    Status, mailbox_ipa,
 };
 
-use crate::power;
+use crate::{cpu, power};
 
-const MAILBOX: *mut Mailbox = MAILBOX_IPA as *mut Mailbox;
+/// This vCPU's mailbox.
+fn mine() -> *mut Mailbox {
+    mailbox_ipa(cpu::index()) as *mut Mailbox
+}
 
-/// A raw pointer to one mailbox field; used in `unsafe` blocks, which are sound because the
-/// mailbox page is RAM, identity mapped and reserved for it.
+/// A raw pointer to one field of this vCPU's mailbox; used in `unsafe` blocks, which are sound
+/// because the mailbox page is RAM, identity mapped and reserved for it.
 macro_rules! field {
     ($($path:tt)+) => {
-        &raw mut (*MAILBOX).$($path)+
+        &raw mut (*mine()).$($path)+
     };
 }
 
@@ -48,8 +52,8 @@ mte_doorbell_store:
     doorbell = const DOORBELL_IPA,
 );
 
-/// Set once the guest has reported a panic: it then only waits to be stopped.
-static STOPPED: AtomicBool = AtomicBool::new(false);
+/// Set once a vCPU has reported a panic: it then only waits to be stopped.
+static STOPPED: [AtomicBool; MAX_VCPUS] = [const { AtomicBool::new(false) }; MAX_VCPUS];
 
 /// Publish the guest's identity and `Booted` (the caller then rings the doorbell). The rest of
 /// the page starts from zero, whatever the VMM left there (a DTB, say).
@@ -62,7 +66,7 @@ pub fn boot(ids: GuestIds) {
         ..Mailbox::zeroed()
     };
     // SAFETY: the mailbox page, see `field!`.
-    unsafe { MAILBOX.write_volatile(mailbox) };
+    unsafe { mine().write_volatile(mailbox) };
 }
 
 /// Hand the mailbox to the host and wait for it to give it back.
@@ -73,6 +77,13 @@ pub fn ring() {
         field!(seq).write_volatile(next);
         mte_doorbell(next as u32);
     }
+}
+
+/// The address of argument `index` of this vCPU's mailbox, for a command the host may steer
+/// while it runs.
+pub fn arg_address(index: usize) -> *const u64 {
+    // SAFETY: a field of the mailbox page; only its address is taken.
+    unsafe { field!(args[index]) }
 }
 
 /// The host's command code and arguments.
@@ -120,16 +131,16 @@ pub fn record_fault(esr: u64, far: u64, elr: u64, vector: u64) {
     }
 }
 
-/// Whether the guest has already reported a panic.
+/// Whether this vCPU has already reported a panic.
 pub fn stopped() -> bool {
-    STOPPED.load(Ordering::Relaxed)
+    STOPPED[cpu::index()].load(Ordering::Relaxed)
 }
 
 /// Report `Panic` (with whatever the fault record holds) and stop. An exception raised while
 /// doing so (the doorbell itself may fault where no host answers it) finds [`stopped`] set and
 /// halts without touching the record.
 pub fn stop_with_panic() -> ! {
-    if !STOPPED.swap(true, Ordering::Relaxed) {
+    if !STOPPED[cpu::index()].swap(true, Ordering::Relaxed) {
         set_status(Status::Panic);
         ring();
     }
@@ -152,5 +163,5 @@ pub fn post(command: u32, args: &[u64]) {
 #[cfg(feature = "selftest")]
 pub fn snapshot() -> Mailbox {
     // SAFETY: the mailbox page, see `field!`.
-    unsafe { MAILBOX.read_volatile() }
+    unsafe { mine().read_volatile() }
 }

@@ -8,6 +8,9 @@
 //! 2. [`main`]: banner, MTE registers (`mte`), identity in the mailbox, `Booted`.
 //! 3. `commands`: doorbell, run the host's command, doorbell, ... until `PowerOff`.
 //!
+//! The other vCPUs, started by vCPU 0 when the host asks (`smp`), go through the same steps
+//! from `entry::secondary_start` to [`secondary_main`], each with its own stack and mailbox.
+//!
 //! With the `selftest` feature the payload runs a fixed script of commands instead and reports
 //! on the console (`selftest`).
 #![no_std]
@@ -19,6 +22,7 @@ mod access;
 mod args;
 mod bulk;
 mod commands;
+mod cpu;
 mod data;
 mod entry;
 mod instructions;
@@ -30,6 +34,7 @@ mod power;
 mod precopy_workload;
 #[cfg(feature = "selftest")]
 mod selftest;
+mod smp;
 mod sysreg;
 mod tags;
 mod timing;
@@ -47,6 +52,15 @@ extern "C" fn main(entered_at_el2: bool) -> ! {
     #[cfg(feature = "selftest")]
     selftest::run();
     #[cfg(not(feature = "selftest"))]
+    commands::serve();
+}
+
+/// First Rust code of vCPUs 1 and up: MMU and caches on, on the vCPU's own stack, its number
+/// in TPIDR_EL1. Each vCPU has its own MTE registers to set.
+extern "C" fn secondary_main(vcpu: u64) -> ! {
+    mte::init();
+    println!("mte-guest: vCPU {vcpu} up");
+    mailbox::boot(read_ids());
     commands::serve();
 }
 

@@ -2,7 +2,7 @@
 //! only tags) while the host copies its memory round after round, until the host asks it to
 //! stop.
 
-use mte_protocol::{MAILBOX_IPA, STOP_ARG, offsets};
+use mte_protocol::STOP_ARG;
 
 use crate::args::Refusal;
 use crate::tags::{for_each_granule, read_tags};
@@ -30,7 +30,6 @@ pub fn retag_until_stopped(addr: u64, len: u64) -> Result<(), Refusal> {
 /// Whether the host has set the stop argument while the command ran. Volatile: the host writes
 /// it behind the guest's back.
 fn stop_requested() -> bool {
-    let stop = (MAILBOX_IPA as usize + offsets::ARGS + STOP_ARG * 8) as *const u64;
-    // SAFETY: a field of the mailbox page, identity mapped RAM.
-    unsafe { stop.read_volatile() != 0 }
+    // SAFETY: a field of this vCPU's mailbox page, identity mapped RAM.
+    unsafe { mailbox::arg_address(STOP_ARG).read_volatile() != 0 }
 }

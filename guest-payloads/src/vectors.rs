@@ -12,9 +12,9 @@
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering, compiler_fence};
-use mte_protocol::esr;
+use mte_protocol::{MAX_VCPUS, esr};
 
-use crate::{mailbox, power, sysreg};
+use crate::{cpu, mailbox, power, sysreg};
 
 /// The kinds and origins of the exception that may be skipped: synchronous, from the current
 /// EL, with SP_EL1 (the runtime's own stack) or SP_EL0 selected.
@@ -25,14 +25,19 @@ const FRAME_SIZE: usize = 272 + 32 * 16;
 /// Where ELR_EL1 is saved in the frame; `eret` returns to what is there.
 const ELR_OFFSET: usize = 31 * 8;
 
-/// [`catching_aborts`] state.
+/// [`catching_aborts`] state, one a vCPU.
 const IDLE: u8 = 0;
 const ARMED: u8 = 1;
 const CAUGHT: u8 = 2;
-static ABORT_CATCHER: AtomicU8 = AtomicU8::new(IDLE);
-/// [`catching_undefined`] state, and the ESR of what it caught.
-static UNDEFINED_CATCHER: AtomicU8 = AtomicU8::new(IDLE);
-static UNDEFINED_ESR: AtomicU64 = AtomicU64::new(0);
+static ABORT_CATCHERS: [AtomicU8; MAX_VCPUS] = [const { AtomicU8::new(IDLE) }; MAX_VCPUS];
+/// [`catching_undefined`] state, one a vCPU, and the ESR of what each caught.
+static UNDEFINED_CATCHERS: [AtomicU8; MAX_VCPUS] = [const { AtomicU8::new(IDLE) }; MAX_VCPUS];
+static UNDEFINED_ESRS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+
+/// This vCPU's catcher.
+fn catcher() -> &'static AtomicU8 {
+    &ABORT_CATCHERS[cpu::index()]
+}
 
 global_asm!(
     r#"
@@ -158,18 +163,18 @@ extern "C" fn handle_exception(elr: &mut u64, vector: u64) {
 
     if (vector == SYNC_CURRENT_EL || vector == SYNC_CURRENT_EL_SP_EL0)
         && esr::ec(esr) == esr::EC_DABT_CUR
-        && ABORT_CATCHER.load(Ordering::Relaxed) == ARMED
+        && catcher().load(Ordering::Relaxed) == ARMED
     {
-        ABORT_CATCHER.store(CAUGHT, Ordering::Relaxed);
+        catcher().store(CAUGHT, Ordering::Relaxed);
         *elr += 4;
         return;
     }
     if vector == SYNC_CURRENT_EL
         && esr::ec(esr) == esr::EC_UNKNOWN
-        && UNDEFINED_CATCHER.load(Ordering::Relaxed) == ARMED
+        && UNDEFINED_CATCHERS[cpu::index()].load(Ordering::Relaxed) == ARMED
     {
-        UNDEFINED_CATCHER.store(CAUGHT, Ordering::Relaxed);
-        UNDEFINED_ESR.store(esr, Ordering::Relaxed);
+        UNDEFINED_CATCHERS[cpu::index()].store(CAUGHT, Ordering::Relaxed);
+        UNDEFINED_ESRS[cpu::index()].store(esr, Ordering::Relaxed);
         *elr += 4;
         return;
     }
@@ -184,12 +189,13 @@ extern "C" fn handle_exception(elr: &mut u64, vector: u64) {
 /// that selects SP_EL1 again. Returns
 /// what `access` returned (its output registers unchanged if it aborted) and whether it did.
 pub fn catching_aborts<R>(access: impl FnOnce() -> R) -> (R, bool) {
-    ABORT_CATCHER.store(ARMED, Ordering::Relaxed);
+    let catcher = catcher();
+    catcher.store(ARMED, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
     let value = access();
     compiler_fence(Ordering::SeqCst);
-    let caught = ABORT_CATCHER.load(Ordering::Relaxed) == CAUGHT;
-    ABORT_CATCHER.store(IDLE, Ordering::Relaxed);
+    let caught = catcher.load(Ordering::Relaxed) == CAUGHT;
+    catcher.store(IDLE, Ordering::Relaxed);
     (value, caught)
 }
 
@@ -197,11 +203,16 @@ pub fn catching_aborts<R>(access: impl FnOnce() -> R) -> (R, bool) {
 /// that the exception it raises is recorded and skipped rather than being a panic. Returns what
 /// `step` returned (its output registers unchanged if it raised one) and the exception's ESR.
 pub fn catching_undefined<R>(step: impl FnOnce() -> R) -> (R, Option<u64>) {
-    UNDEFINED_CATCHER.store(ARMED, Ordering::Relaxed);
+    let vcpu = cpu::index();
+    let catcher = &UNDEFINED_CATCHERS[vcpu];
+    catcher.store(ARMED, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
     let value = step();
     compiler_fence(Ordering::SeqCst);
-    let caught = UNDEFINED_CATCHER.load(Ordering::Relaxed) == CAUGHT;
-    UNDEFINED_CATCHER.store(IDLE, Ordering::Relaxed);
-    (value, caught.then(|| UNDEFINED_ESR.load(Ordering::Relaxed)))
+    let caught = catcher.load(Ordering::Relaxed) == CAUGHT;
+    catcher.store(IDLE, Ordering::Relaxed);
+    (
+        value,
+        caught.then(|| UNDEFINED_ESRS[vcpu].load(Ordering::Relaxed)),
+    )
 }

@@ -17,15 +17,16 @@
 //!   sets PG_mte_tagged with release): every interleaving keeps the tags. Leaving out the
 //!   `smp_wmb` or the `smp_rmb` ([`page::Weakened`]) lets a reader see stale tags, which the
 //!   checker finds: it catches orderings, not only sequences.
-//! - (c) [`postcopy`]: the suite's post-copy engine (UFFDIO_COPY with DONTWAKE, then
-//!   `KVM_ARM_MTE_COPY_TAGS(TO_GUEST)`, then UFFDIO_WAKE) keeps a page's data and tags ahead
-//!   of the faulting vCPU when the wake is what lets the vCPU go on; with the tags written
-//!   after the wake (`migrate-late-tags`) the checker finds the vCPU reading zero tags. Modelled
-//!   as fs/userfaultfd.c's `handle_userfault()` has it, the fault re-reads the PTE after
-//!   queueing itself and goes on without a wake if UFFDIO_COPY has installed it by then: the
-//!   checker finds the vCPU reading zero tags with the engine's order too. Writing data and
-//!   tags before the page is mapped where the vCPU faults (UFFDIO_CONTINUE on shared memory)
-//!   holds on that fault path.
+//! - (c) [`postcopy`]: the suite's post-copy engine. Its order where the kernel takes a
+//!   MAP_SHARED memslot with MTE (6.2 on) writes a page's data and tags through a second,
+//!   PROT_MTE mapping of the memfd behind RAM and only then maps the page where the vCPU
+//!   faulted (UFFDIO_CONTINUE): it holds on the kernel's fault path, which re-reads the PTE
+//!   after queueing the fault (fs/userfaultfd.c's `handle_userfault()`). Its order before 6.2
+//!   (UFFDIO_COPY with DONTWAKE, then `KVM_ARM_MTE_COPY_TAGS(TO_GUEST)`, then UFFDIO_WAKE)
+//!   holds when the wake is what lets the vCPU go on, and the checker finds the vCPU reading
+//!   zero tags on that fault path: `handle_userfault()` goes on without a wake if UFFDIO_COPY
+//!   has installed the PTE by the time it re-reads it. With the tags written after the wake
+//!   (`migrate-late-tags`, either order) the checker finds the vCPU reading zero tags.
 //!
 //! Which kernel primitive each atomic and ordering stands for is said where they are defined
 //! ([`page`], [`postcopy`]), with the kernel files they come from.
@@ -36,7 +37,11 @@
 //! data; one fault, one page. Loom checks the C11 memory model, with the kernel's barriers
 //! mapped to C11 fences and orderings as tabled; the arm64 and Linux kernel memory models are
 //! not C11, and loom leaves out some C11 executions (load buffering). Tag storage, cache
-//! maintenance, swap, copy-on-write, KSM and the VMM's other threads are not modelled. The
+//! maintenance, swap, copy-on-write, KSM and the VMM's other threads are not modelled, nor is
+//! `kvm->mmu_lock`: before 6.2 stage-2 faults take it for writing around
+//! `sanitise_mte_tags()`, so two vCPUs' first touches do not interleave there on such a
+//! kernel (parallel faults came with 6.2, 1577cb5823ce, together with PG_mte_lock), and the
+//! races of (a) that a real 6.1 shows are those with the VMM's paths. The
 //! models say which interleavings exist, not how likely they are: the suite's `races::` and
 //! `migration::` checks test the real kernels.
 

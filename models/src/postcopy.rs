@@ -1,12 +1,16 @@
-//! Model (c): the post-copy rule of the suite's engine (runner/src/kvm/migrate/postcopy.rs and
-//! uffd.rs): a page's data and its tags are both in place before the guest can touch it.
+//! Model (c): the post-copy rule of the suite's engine (vmm-kvm/src/migration_engine/fill.rs):
+//! a page's data and its tags are both in place before the guest can touch it.
 //!
-//! Two threads: a vCPU that faults on a missing page of the destination's RAM (registered
-//! with userfaultfd for missing pages) and then reads the page's data and tags, and the page
-//! server that answers the fault. The engine's server fills the page with UFFDIO_COPY in
-//! UFFDIO_COPY_MODE_DONTWAKE, writes its tags with KVM_ARM_MTE_COPY_TAGS(TO_GUEST), then
-//! UFFDIO_WAKE lets the faulting thread go on ([`Server::TagsBeforeWake`]); the fault injection
-//! `migrate-late-tags` wakes with the copy and writes the tags after ([`Server::LateTags`]).
+//! Two threads: a vCPU that faults on a page of the destination's RAM that is not there yet
+//! (registered with userfaultfd) and then reads the page's data and tags, and the page server
+//! that answers the fault. The engine has two orders. Where the kernel takes a MAP_SHARED
+//! memslot with MTE (6.2 on), it writes data and tags through a second, PROT_MTE mapping of
+//! the memfd behind RAM and only then maps the page where the vCPU faulted, with
+//! UFFDIO_CONTINUE ([`Server::TagsBeforePresent`]). Before 6.2 it fills the page with
+//! UFFDIO_COPY in UFFDIO_COPY_MODE_DONTWAKE, writes its tags with
+//! KVM_ARM_MTE_COPY_TAGS(TO_GUEST), then UFFDIO_WAKE lets the faulting thread go on
+//! ([`Server::TagsBeforeWake`]). The fault injection `migrate-late-tags` wakes before the tags
+//! in either order ([`Server::LateTags`], [`Server::LateTagsOnContinue`]).
 //!
 //! How the faulting thread waits matters, so it is a choice ([`FaultPath`]):
 //! - [`FaultPath::WakeOnly`], the engine's premise: the thread goes on only when woken.
@@ -56,14 +60,18 @@ const DATA: &str = "data";
 /// What the page server does once it has read the fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Server {
-    /// The engine: UFFDIO_COPY(DONTWAKE), KVM_ARM_MTE_COPY_TAGS(TO_GUEST), UFFDIO_WAKE.
-    TagsBeforeWake,
-    /// `--inject migrate-late-tags`: UFFDIO_COPY (which wakes), then the tags.
-    LateTags,
-    /// Data and tags written through a second, PROT_MTE mapping of shared guest memory, and
-    /// only then the page mapped where the vCPU faults (UFFDIO_CONTINUE, which wakes): the
-    /// way postcopy.rs's own comment suggests for a VMM with several vCPUs.
+    /// The engine where the kernel takes a MAP_SHARED memslot with MTE (6.2 on): data and
+    /// tags written through a second, PROT_MTE mapping of the memfd behind RAM, and only then
+    /// the page mapped where the vCPU faults (UFFDIO_CONTINUE, which wakes).
     TagsBeforePresent,
+    /// `--inject migrate-late-tags` on that order: the data, UFFDIO_CONTINUE (which wakes),
+    /// then the tags.
+    LateTagsOnContinue,
+    /// The engine before 6.2: UFFDIO_COPY(DONTWAKE), KVM_ARM_MTE_COPY_TAGS(TO_GUEST),
+    /// UFFDIO_WAKE.
+    TagsBeforeWake,
+    /// `--inject migrate-late-tags` on that order: UFFDIO_COPY (which wakes), then the tags.
+    LateTags,
 }
 
 /// How the faulting thread waits for its page.
@@ -250,6 +258,14 @@ fn page_server(dest: &Destination, server: Server, trace: &Trace) {
                 .write_tags(trace, ME, "STG through the second mapping", tags::HOST);
             dest.install_pte(trace, "UFFDIO_CONTINUE");
             dest.wake(trace, "UFFDIO_CONTINUE");
+        }
+        Server::LateTagsOnContinue => {
+            dest.write_data(trace, "store through the second mapping");
+            dest.page.mte_sync_tags(trace, ME);
+            dest.install_pte(trace, "UFFDIO_CONTINUE");
+            dest.wake(trace, "UFFDIO_CONTINUE");
+            dest.page
+                .write_tags(trace, ME, "STG through the second mapping", tags::HOST);
         }
     }
 }

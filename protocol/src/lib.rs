@@ -13,17 +13,25 @@
 //! |-----------------------------|--------------------------------------------------|
 //! | `0x0900_0000`               | PL011 data register: guest console bytes         |
 //! | [`DOORBELL_IPA`]            | doorbell: a 32-bit store exits to the VMM        |
-//! | [`MAILBOX_IPA`], 4 KiB      | the [`Mailbox`]                                  |
-//! | [`BULK_IPA`], [`BULK_SIZE`] | bulk buffer: tag maps and data patterns          |
-//! | [`PAYLOAD_IPA`]             | payload image, stack, page tables                |
+//! | [`MAILBOX_IPA`], 4 KiB      | the [`Mailbox`] of vCPU 0; vCPU n's is n pages on ([`mailbox_ipa`]) |
+//! | [`START_BARRIER_IPA`]       | the [`StartBarrier`] that lines vCPUs up         |
+//! | [`BULK_IPA`], [`BULK_SIZE`] | vCPU 0's bulk buffer: tag maps and data patterns |
+//! | [`PAYLOAD_IPA`]             | payload image, stacks, page tables               |
+//! | [`SECONDARY_BULK_IPA`]      | the other vCPUs' bulk buffers ([`bulk`])         |
 //! | [`TEST_RAM_IPA`] ..         | test RAM: the memory scenarios tag and touch     |
 //!
 //! The 1 GiB block holding RAM is mapped Normal-Tagged (MAIR 0xF0). The same physical RAM is
 //! also visible untagged (Normal, MAIR 0xFF) at [`UNTAGGED_ALIAS_VA`].
+//!
+//! A guest may have up to [`MAX_VCPUS`] vCPUs. vCPU 0 boots at the payload's entry; it starts
+//! the others with PSCI CPU_ON when the host asks ([`Command::CpuOn`]). Each vCPU has its own
+//! mailbox, bulk buffer and stack, rings the same doorbell (the VMM knows which vCPU exited)
+//! and serves its own commands; a command posted with [`START_TOGETHER`] waits at the
+//! [`StartBarrier`] until the host lets every waiting vCPU go at once.
 #![no_std]
 
 /// Protocol version: bump on any incompatible change to the mailbox or the commands.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Written by the guest into [`Mailbox::magic`] once its runtime is up.
 pub const MAILBOX_MAGIC: u32 = 0x4d54_4531; // "MTE1"
 
@@ -35,6 +43,13 @@ pub const BULK_IPA: u64 = RAM_IPA + 0x1_0000;
 pub const BULK_SIZE: u64 = 0x7_0000;
 /// Link address of every payload (QEMU's virt machine keeps its DTB below it).
 pub const PAYLOAD_IPA: u64 = RAM_IPA + 0x8_0000;
+/// The most vCPUs a guest may have (its vCPU ids, and so MPIDR_EL1.Aff0, are 0 to 7).
+pub const MAX_VCPUS: usize = 8;
+/// The page of the [`StartBarrier`], after the mailboxes of every vCPU.
+pub const START_BARRIER_IPA: u64 = MAILBOX_IPA + MAX_VCPUS as u64 * PAGE_SIZE;
+/// The bulk buffers of vCPUs 1 and up, [`SECONDARY_BULK_SIZE`] each, above the payload image.
+pub const SECONDARY_BULK_IPA: u64 = RAM_IPA + 0x40_0000;
+pub const SECONDARY_BULK_SIZE: u64 = 0x1_0000;
 pub const TEST_RAM_IPA: u64 = RAM_IPA + 0x100_0000;
 pub const TEST_RAM_SIZE: u64 = RAM_IPA + RAM_SIZE - TEST_RAM_IPA;
 /// VA at which RAM is mapped a second time, Normal but not tagged.
@@ -55,11 +70,30 @@ pub const TAG_SHIFT: u32 = 56;
 // The layout is ordered and page aligned; checked when either side compiles.
 const _: () = {
     assert!(MAILBOX_IPA + PAGE_SIZE <= BULK_IPA);
+    assert!(START_BARRIER_IPA + PAGE_SIZE <= BULK_IPA);
     assert!(BULK_IPA + BULK_SIZE <= PAYLOAD_IPA);
-    assert!(PAYLOAD_IPA < TEST_RAM_IPA);
+    assert!(PAYLOAD_IPA < SECONDARY_BULK_IPA);
+    assert!(SECONDARY_BULK_IPA + (MAX_VCPUS as u64 - 1) * SECONDARY_BULK_SIZE <= TEST_RAM_IPA);
+    assert!(core::mem::size_of::<StartBarrier>() <= PAGE_SIZE as usize);
     assert!(TEST_RAM_IPA % PAGE_SIZE == 0 && TEST_RAM_SIZE % PAGE_SIZE == 0);
     assert!(core::mem::size_of::<Mailbox>() <= PAGE_SIZE as usize);
 };
+
+/// Where vCPU `vcpu`'s mailbox lives.
+pub const fn mailbox_ipa(vcpu: usize) -> u64 {
+    MAILBOX_IPA + vcpu as u64 * PAGE_SIZE
+}
+
+/// Where vCPU `vcpu`'s bulk buffer lives and how long it is: vCPU 0 has the large one.
+pub const fn bulk(vcpu: usize) -> (u64, u64) {
+    match vcpu {
+        0 => (BULK_IPA, BULK_SIZE),
+        n => (
+            SECONDARY_BULK_IPA + (n as u64 - 1) * SECONDARY_BULK_SIZE,
+            SECONDARY_BULK_SIZE,
+        ),
+    }
+}
 
 /// Give `addr` the logical tag `tag` (bits 59:56).
 pub const fn with_tag(addr: u64, tag: u8) -> u64 {
@@ -201,13 +235,23 @@ pub enum Command {
     /// `result = [CNTVCT_EL0 ticks of all passes, CNTFRQ_EL0]`. Leaves the page's tags (and,
     /// for the zeroing forms, its data) as the last pass wrote them.
     TimeInstructions = 24,
+    /// `args = [count]`: start vCPUs 1 to `count - 1` with PSCI CPU_ON (MPIDR_EL1 = the vCPU's
+    /// number, context id = the same), each at the payload's secondary entry, where it sets up
+    /// its MMU and MTE registers as vCPU 0 did, fills in its mailbox and rings the doorbell.
+    /// Only vCPU 0 takes it. `result[n - 1]` = PSCI's return value for vCPU n (0 success).
+    CpuOn = 25,
+    /// `args = [addr, len, kind, tag]`: one 64-bit access of [`access_kind`] `kind` to the
+    /// first word of every granule of the range, through a pointer with logical tag `tag`,
+    /// tag checked as SCTLR_EL1.TCF says; a tag check fault is recorded and skipped. The bulk
+    /// buffer gets one byte a granule: 1 where the access faulted. `result = [faults]`.
+    AccessRange = 26,
     /// `args = [addr]` (a granule of test RAM): what the guest can do with tags whatever its ID
     /// registers say, each step's UNDEFINED exception caught instead of being a panic. With
     /// SCTLR_EL1.ATA set for the duration: STG of tag [`PROBE_TAG`] to `addr`, LDG of it,
     /// and a read of GCR_EL1. Never refused for want of MTE. The bulk buffer gets four
     /// little-endian words: the ESR of STG's exception (0 for none), LDG's, the tag LDG read
     /// (0 where it raised one) and GCR_EL1's read's.
-    ProbeTagAccess = 25,
+    ProbeTagAccess = 27,
 }
 
 /// The tag [`Command::ProbeTagAccess`] stores.
@@ -215,6 +259,39 @@ pub const PROBE_TAG: u8 = 0x5;
 
 /// The mailbox argument the host sets (nonzero) to end [`Command::RetagUntilStopped`].
 pub const STOP_ARG: usize = 7;
+
+/// A bit of [`Mailbox::command`]: wait at the [`StartBarrier`] before running the command.
+pub const START_TOGETHER: u32 = 1 << 31;
+
+/// The kinds of [`Command::AccessRange`].
+pub mod access_kind {
+    pub const LOAD: u64 = 0;
+    pub const STORE: u64 = 1;
+}
+
+/// The start barrier at [`START_BARRIER_IPA`], which lines up the vCPUs of a race. The host
+/// sets `arrived` and `go` to 0 and each vCPU's `spins`, then posts commands with
+/// [`START_TOGETHER`]. Each such vCPU adds one to `arrived` (an atomic add), waits until `go`
+/// is nonzero, spins `spins[vcpu]` times and runs its command; the host, once `arrived` says
+/// every vCPU is there, sets `go` when its own side of the race is ready, so the vCPUs leave
+/// within a few instructions of each other and of the host.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartBarrier {
+    pub arrived: u32,
+    pub go: u32,
+    /// Busy-wait iterations each vCPU makes after `go`, before its command.
+    pub spins: [u64; MAX_VCPUS],
+}
+
+/// Byte offsets of the [`StartBarrier`]'s fields.
+pub mod barrier_offsets {
+    use super::StartBarrier;
+    use core::mem::offset_of;
+    pub const ARRIVED: usize = offset_of!(StartBarrier, arrived);
+    pub const GO: usize = offset_of!(StartBarrier, go);
+    pub const SPINS: usize = offset_of!(StartBarrier, spins);
+}
 
 impl Command {
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -244,7 +321,9 @@ impl Command {
             22 => Self::ReadData,
             23 => Self::RetagUntilStopped,
             24 => Self::TimeInstructions,
-            25 => Self::ProbeTagAccess,
+            25 => Self::CpuOn,
+            26 => Self::AccessRange,
+            27 => Self::ProbeTagAccess,
             _ => return None,
         })
     }
@@ -512,6 +591,24 @@ mod tests {
     }
 
     #[test]
+    fn every_vcpu_has_its_own_mailbox_and_bulk_buffer() {
+        let (first, _) = bulk(1);
+        assert_eq!(first, SECONDARY_BULK_IPA);
+        for a in 0..MAX_VCPUS {
+            assert!(mailbox_ipa(a) < START_BARRIER_IPA);
+            for b in a + 1..MAX_VCPUS {
+                assert_ne!(mailbox_ipa(a), mailbox_ipa(b));
+                let ((x, xl), (y, yl)) = (bulk(a), bulk(b));
+                assert!(
+                    x + xl <= y || y + yl <= x,
+                    "bulk buffers of {a} and {b} overlap"
+                );
+            }
+        }
+        assert_eq!(barrier_offsets::SPINS % 8, 0);
+    }
+
+    #[test]
     fn pointer_tags_round_trip() {
         let p = with_tag(TEST_RAM_IPA, 0xb);
         assert_eq!(tag_of(p), 0xb);
@@ -520,10 +617,11 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for v in 0..=25 {
+        for v in 0..=27 {
             assert_eq!(Command::from_u32(v).unwrap() as u32, v);
         }
-        assert!(Command::from_u32(26).is_none());
+        assert!(Command::from_u32(28).is_none());
+        assert!(Command::from_u32(Command::Nop as u32 | START_TOGETHER).is_none());
         for v in 0..=4 {
             assert_eq!(Status::from_u32(v).unwrap() as u32, v);
         }

@@ -40,6 +40,11 @@ pub struct Benchmark {
     /// criterion's files for this benchmark, as criterion wrote them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub criterion: Option<CriterionFiles>,
+    /// The share of the time it ran in which some task on the host waited for a CPU
+    /// (`/proc/pressure/cpu`), as xtask saw it from the record before this one to this one;
+    /// `None` where the host has no such file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_cpu_pressure: Option<f64>,
 }
 
 /// A ratio of this benchmark's median to another's.
@@ -61,6 +66,9 @@ pub struct Quantity {
 
 /// The unit of quantities compared between a benchmark and its baseline.
 pub const BYTES: &str = "bytes";
+
+/// The quantity, in Hz, of a benchmark timed with the guest's own counter.
+pub const GUEST_COUNTER_FREQUENCY: &str = "guest counter frequency (CNTFRQ_EL0)";
 
 /// An estimate of one iteration's time, in nanoseconds, with its confidence interval.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -189,6 +197,7 @@ mod tests {
             versus: None,
             figures: Vec::new(),
             criterion: None,
+            host_cpu_pressure: None,
         };
         let json = serde_json::to_value(&b).unwrap();
         assert!(json.get("estimates").is_none() && json.get("figures").is_none());

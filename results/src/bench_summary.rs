@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bench::{Benchmark, Quantity, BYTES};
+use crate::bench::{Benchmark, Quantity, BYTES, GUEST_COUNTER_FREQUENCY};
 use crate::figures::{format_figure, FigureKind};
 use crate::group::in_order_of_first;
 use crate::model::{Lane, Outcome};
@@ -45,7 +45,25 @@ pub struct BenchLine {
     /// Bytes of guest memory per second at the median.
     pub bytes_per_second: Option<f64>,
     pub figures: Vec<Quantity>,
+    /// The share of the time it ran in which some task on the host waited for a CPU, and
+    /// whether that makes it a figure taken under pressure ([`UNDER_PRESSURE`]).
+    #[serde(default)]
+    pub host_cpu_pressure: Option<f64>,
+    #[serde(default)]
+    pub under_pressure: bool,
+    /// For a benchmark timed with the guest's counter whose iteration is under
+    /// [`CLOSE_TO_RESOLUTION`] ticks: the counter's resolution beside the figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
 }
+
+/// A benchmark that ran while some task on the host waited for a CPU this share of the time or
+/// more is flagged: its figures moved 2-3x on a busy machine.
+pub const UNDER_PRESSURE: f64 = 0.10;
+
+/// An iteration shorter than this many ticks of the counter that timed it gets the counter's
+/// resolution stated beside it.
+pub const CLOSE_TO_RESOLUTION: f64 = 1000.0;
 
 /// A benchmark's median against its baseline's, or one of its byte counts against the
 /// baseline's.
@@ -103,8 +121,35 @@ impl BenchLine {
                 _ => None,
             },
             figures: b.figures.clone(),
+            host_cpu_pressure: b.host_cpu_pressure,
+            under_pressure: b.host_cpu_pressure.is_some_and(|p| p >= UNDER_PRESSURE),
+            resolution: median.and_then(|m| resolution(b, m.point_ns)),
         }
     }
+}
+
+/// The resolution of the guest counter that timed `b`, in words, where its iteration
+/// (`median_ns`) is close to it: the tick, the ticks of one iteration, and the fewest
+/// iterations a sample timed between two reads of the counter.
+fn resolution(b: &Benchmark, median_ns: f64) -> Option<String> {
+    let frequency = (b.figures.iter())
+        .find(|q| q.what == GUEST_COUNTER_FREQUENCY && q.unit == "Hz" && q.value > 0.0)?
+        .value;
+    let tick_ns = 1e9 / frequency;
+    let ticks = median_ns / tick_ns;
+    if ticks >= CLOSE_TO_RESOLUTION {
+        return None;
+    }
+    let fewest = (b.criterion.as_ref())
+        .and_then(|files| files.sample.get("iters")?.as_array().cloned())
+        .and_then(|iters| iters.iter().filter_map(|n| n.as_f64()).reduce(f64::min))
+        .map(|n| format!("; a sample timed at least {n:.0} iterations between two reads"))
+        .unwrap_or_default();
+    Some(format!(
+        "counter resolution {} ({} MHz): one iteration is {ticks:.0} ticks{fewest}",
+        format_ns(tick_ns),
+        (frequency / 1e5).round() / 10.0
+    ))
 }
 
 /// The ratios the benchmarks of one column declared, in their order: of the median times, and
@@ -179,7 +224,22 @@ impl BenchLine {
         if let Some(rate) = self.bytes_per_second {
             text.push_str(&format!(", {}", format_rate(rate)));
         }
+        if let Some(resolution) = &self.resolution {
+            text.push_str(&format!("; {resolution}"));
+        }
+        if let Some(flag) = self.pressure_flag() {
+            text.push_str(&format!("; {flag}"));
+        }
         Some(text)
+    }
+
+    /// What a figure taken under pressure says of itself.
+    pub fn pressure_flag(&self) -> Option<String> {
+        let pressure = self.host_cpu_pressure.filter(|_| self.under_pressure)?;
+        Some(format!(
+            "UNDER HOST CPU PRESSURE: some task waited for a CPU {:.0} % of the time it ran",
+            pressure * 100.0
+        ))
     }
 }
 
@@ -281,5 +341,34 @@ mod tests {
             ratios(&[&tagged, &untagged])[0].describe(),
             "g/f/tagged: tagged / untagged = 3.00 [2.45, 3.67]"
         );
+    }
+
+    #[test]
+    fn figures_taken_under_pressure_or_near_the_counter_s_tick_say_so() {
+        let mut busy = measured("g/f/x", 1000.0, None);
+        busy.host_cpu_pressure = Some(0.34);
+        let line = BenchLine::of(&busy);
+        assert!(line.under_pressure);
+        assert!(line.describe().unwrap().ends_with(
+            "UNDER HOST CPU PRESSURE: some task waited for a CPU 34 % of the time it ran"
+        ));
+        busy.host_cpu_pressure = Some(0.02);
+        assert!(!BenchLine::of(&busy).under_pressure);
+        let mut timed = measured("tag_instructions/stgm/TCF none", 438.0, None);
+        timed.figures.push(Quantity {
+            what: GUEST_COUNTER_FREQUENCY.into(),
+            value: 62.5e6,
+            unit: "Hz".into(),
+        });
+        let resolution = BenchLine::of(&timed).resolution.unwrap();
+        assert_eq!(
+            resolution,
+            "counter resolution 16 ns (62.5 MHz): one iteration is 27 ticks"
+        );
+        let slow = Benchmark {
+            figures: timed.figures.clone(),
+            ..measured("tag_instructions/str/TCF sync", 18_000.0 * 16.0, None)
+        };
+        assert_eq!(BenchLine::of(&slow).resolution, None);
     }
 }

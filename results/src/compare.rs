@@ -1,10 +1,13 @@
 //! A run against a baseline run: what got worse, what got better, and whether that is a
 //! regression.
 //!
-//! Verdicts are matched per column, a column being a lane on a kernel. Columns with the same
-//! lane and kernel release match; then, per lane, the one column left in each run matches the
-//! other, so a lane's run on a new kernel build is compared with its run on the old one (that is
-//! what a baseline is for). Columns left over have their checks appear or disappear.
+//! Verdicts are matched per column, a column being a boot of a lane, on its kernel. Within a
+//! lane, columns match in this order: the same boot of the same kernel release; the same release
+//! at another boot (a run of fewer kernels, `6.12` against `6.1,6.12`), the nearest boot
+//! first; the same boot (new builds of the run's kernels, compared with the old ones: that is
+//! what a baseline is for); and last the one column left in each run. A kernel booted twice is
+//! two columns, each compared with its own. Columns left over have their checks appear or
+//! disappear.
 //!
 //! Each check that changed falls in one class, the first that fits:
 //! - new failure: fails now, and did not (or did not run) in the baseline;
@@ -17,18 +20,22 @@
 //! its baseline value *and* by more than a floor that keeps noise in tiny numbers out: 1 µs for a
 //! timing, 0.05 for a ratio. Larger is worse for both kinds.
 //!
-//! The run regressed when it has a new failure, a new skip, a figure that moved up, or an error
-//! the baseline did not have (a lane that ended early). Checks that appeared or disappeared are
-//! listed, never counted: a filtered or sharded run would otherwise always regress.
+//! The run regressed when it has a new failure, a new skip, a figure that moved up, an error
+//! the baseline did not have (a lane that ended early), or when no check is in both runs (a run
+//! with no verdict, or whose checks all vanished, shows nothing kept working). Otherwise checks
+//! that appeared or disappeared are listed, never counted: a filtered or sharded run would
+//! always regress.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::boot::BootKey;
 use crate::figures::{figures, format_figure, FigureKind};
-use crate::model::{Lane, Outcome, Verdict};
+use crate::model::{Environment, Outcome, Verdict, KERNEL_IMAGE_SHA256};
 use crate::summary::{Column, RunSummary};
+use crate::text::{first_line, one_line, printable};
 
 /// When a figure counts as moved.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -117,8 +124,8 @@ impl ChangeKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub kind: ChangeKind,
-    /// The column, `lane · kernel`, as this run names it (the baseline's for a check that
-    /// disappeared).
+    /// The column, `lane · kernel` (with the boot where the lane booted several times), as this
+    /// run names it (the baseline's for a check that disappeared).
     pub column: String,
     pub test: String,
     pub before: Option<Outcome>,
@@ -167,6 +174,40 @@ impl FigureMove {
 pub struct ColumnMatch {
     pub baseline: Option<String>,
     pub run: Option<String>,
+    /// Where both sides ran the same release from different builds (their images' SHA-256, or
+    /// `uname -v`, differ): what differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_build: Option<String>,
+}
+
+/// How the builds behind two columns of the same release differ, if they do: the image's
+/// SHA-256 (recorded by xtask for the kernels it boots), else `uname -v`.
+fn other_build(baseline: Option<&Environment>, run: Option<&Environment>) -> Option<String> {
+    let (before, now) = (baseline?, run?);
+    if before.kernel_release != now.kernel_release {
+        return None;
+    }
+    let image = |env: &Environment| {
+        (env.host.iter())
+            .find(|f| f.name == KERNEL_IMAGE_SHA256)
+            .map(|f| f.value.clone())
+    };
+    let short = |hash: &str| hash.chars().take(12).collect::<String>();
+    match (image(before), image(now)) {
+        (Some(a), Some(b)) if a != b => Some(format!(
+            "another build of {}: image sha256 {}… → {}…",
+            now.kernel_release,
+            short(&a),
+            short(&b)
+        )),
+        _ if before.kernel_version != now.kernel_version => Some(format!(
+            "another build of {}: {} → {}",
+            now.kernel_release,
+            one_line(&before.kernel_version),
+            one_line(&now.kernel_version)
+        )),
+        _ => None,
+    }
 }
 
 /// A run compared with a baseline; kept as `comparison.json` in the run's directory.
@@ -182,32 +223,48 @@ pub struct Comparison {
     pub figures: Vec<FigureMove>,
     /// Checks with the same outcome in both runs.
     pub unchanged: usize,
+    /// Verdicts of the baseline; none compared when no check is in both runs.
+    #[serde(default)]
+    pub baseline_verdicts: usize,
+    /// Verdicts of this run.
+    #[serde(default)]
+    pub run_verdicts: usize,
     /// This run's error, when the baseline ended cleanly and this run did not.
     pub run_error: Option<String>,
 }
 
-/// A column's lane and kernel.
-type Key<'a> = (Lane, &'a str);
-
-/// Pairs of column indices (baseline, run); `None` where a column has no partner.
-fn match_columns(baseline: &[Key], run: &[Key]) -> Vec<(Option<usize>, Option<usize>)> {
-    let mut partner_of_run: Vec<Option<usize>> = run
-        .iter()
-        .map(|c| baseline.iter().position(|b| b == c))
-        .collect();
+/// Pairs of column indices (baseline, run); `None` where a column has no partner. Each pass
+/// pairs what the one before left, in the order the module's documentation gives.
+fn match_columns(baseline: &[BootKey], run: &[BootKey]) -> Vec<(Option<usize>, Option<usize>)> {
+    type Same = fn(&BootKey, &BootKey) -> bool;
+    let passes: [Same; 3] = [
+        |b, r| b == r,
+        |b, r| b.lane == r.lane && b.kernel == r.kernel,
+        |b, r| b.lane == r.lane && b.boot == r.boot,
+    ];
+    let mut partner_of_run: Vec<Option<usize>> = vec![None; run.len()];
     let taken = |partners: &[Option<usize>], b: usize| partners.contains(&Some(b));
-    for (r, column) in run.iter().enumerate() {
+    for same in passes {
+        for r in 0..run.len() {
+            if partner_of_run[r].is_some() {
+                continue;
+            }
+            partner_of_run[r] = (0..baseline.len())
+                .filter(|&b| !taken(&partner_of_run, b) && same(&baseline[b], &run[r]))
+                .min_by_key(|&b| baseline[b].boot.abs_diff(run[r].boot));
+        }
+    }
+    for r in 0..run.len() {
         if partner_of_run[r].is_some() {
             continue;
         }
-        let lane = &column.0;
-        let run_left: Vec<usize> = (0..run.len())
-            .filter(|&i| partner_of_run[i].is_none() && &run[i].0 == lane)
-            .collect();
+        let lane = run[r].lane;
+        let run_left =
+            (0..run.len()).filter(|&i| partner_of_run[i].is_none() && run[i].lane == lane);
         let baseline_left: Vec<usize> = (0..baseline.len())
-            .filter(|&b| !taken(&partner_of_run, b) && &baseline[b].0 == lane)
+            .filter(|&b| !taken(&partner_of_run, b) && baseline[b].lane == lane)
             .collect();
-        if run_left.len() == 1 && baseline_left.len() == 1 {
+        if run_left.count() == 1 && baseline_left.len() == 1 {
             partner_of_run[r] = Some(baseline_left[0]);
         }
     }
@@ -246,8 +303,8 @@ impl Comparison {
     ) -> Comparison {
         let base_columns = baseline.columns();
         let run_columns = run.columns();
-        let keys = |columns: &[Column<'a>]| -> Vec<Key<'a>> {
-            columns.iter().map(|c| (c.lane, c.kernel)).collect()
+        let keys = |columns: &[Column<'a>]| -> Vec<BootKey<'a>> {
+            columns.iter().map(Column::key).collect()
         };
         let (base_keys, run_keys) = (keys(&base_columns), keys(&run_columns));
         let mut comparison = Comparison {
@@ -259,6 +316,8 @@ impl Comparison {
             changes: Vec::new(),
             figures: Vec::new(),
             unchanged: 0,
+            baseline_verdicts: baseline.verdicts.len(),
+            run_verdicts: run.verdicts.len(),
             run_error: match (&baseline.error, &run.error) {
                 (None, Some(error)) => Some(error.clone()),
                 _ => None,
@@ -266,12 +325,18 @@ impl Comparison {
         };
         for (b, r) in match_columns(&base_keys, &run_keys) {
             let (before, now) = (b.map(|b| &base_columns[b]), r.map(|r| &run_columns[r]));
+            let name_of = |c: &Column| c.name.clone();
+            let environment = |summary: &'a RunSummary, column: Option<&Column>| {
+                let key = column?.key();
+                (summary.environments.iter()).find(|e| BootKey::of_environment(e) == key)
+            };
             comparison.columns.push(ColumnMatch {
-                baseline: before.map(Column::name),
-                run: now.map(Column::name),
+                baseline: before.map(name_of),
+                run: now.map(name_of),
+                other_build: other_build(environment(baseline, before), environment(run, now)),
             });
             // Named as this run names it; as the baseline did for a column that is gone.
-            let name = now.or(before).map(Column::name).unwrap_or_default();
+            let name = now.or(before).map(name_of).unwrap_or_default();
             let before_verdicts = before.map_or(&[][..], |c| &c.verdicts);
             let now_verdicts = now.map_or(&[][..], |c| &c.verdicts);
             comparison.compare_column(&name, before_verdicts, now_verdicts);
@@ -363,6 +428,29 @@ impl Comparison {
         self.figures.iter().filter(|f| f.worse()).count()
     }
 
+    /// Checks that are in both runs (in matching columns).
+    pub fn compared(&self) -> usize {
+        let both = |c: &&Change| c.before.is_some() && c.after.is_some();
+        self.unchanged + self.changes.iter().filter(both).count()
+    }
+
+    /// Why nothing could be compared, when no check is in both runs.
+    fn nothing_compared(&self) -> Option<String> {
+        if self.compared() > 0 {
+            return None;
+        }
+        Some(if self.run_verdicts == 0 {
+            "the run has no verdict".to_string()
+        } else if self.baseline_verdicts == 0 {
+            "the baseline has no verdict to compare with".to_string()
+        } else {
+            format!(
+                "none of the baseline's {} checks ran (every one vanished)",
+                self.baseline_verdicts
+            )
+        })
+    }
+
     /// What made the run regress, in words; empty when it did not.
     pub fn regressions(&self) -> Vec<String> {
         let mut reasons = Vec::new();
@@ -384,6 +472,7 @@ impl Comparison {
         if let Some(error) = &self.run_error {
             reasons.push(format!("the run ended early: {error}"));
         }
+        reasons.extend(self.nothing_compared());
         reasons
     }
 
@@ -391,8 +480,13 @@ impl Comparison {
         !self.regressions().is_empty()
     }
 
-    /// The comparison for a terminal: every change, the figures that moved, the verdict.
+    /// The comparison for a terminal: every change, the figures that moved, the verdict. Text
+    /// from the runs is printable only ([`crate::text`]).
     pub fn text(&self) -> String {
+        printable(&self.plain_text())
+    }
+
+    fn plain_text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -408,6 +502,9 @@ impl Comparison {
                     side(&column.baseline),
                     side(&column.run)
                 );
+            }
+            if let Some(build) = &column.other_build {
+                let _ = writeln!(out, "  column {}: {build}", side(&column.run));
             }
         }
         self.write_changes(&mut out);
@@ -431,12 +528,12 @@ impl Comparison {
             }
             let _ = writeln!(out, "{} ({}):", kind.title(), changes.len());
             for c in changes {
-                let reason = shortened(c.reason.lines().next().unwrap_or_default());
+                let reason = shortened(&first_line(&c.reason));
                 let _ = writeln!(
                     out,
                     "  {}  {}  {} → {}  {reason}",
                     c.column,
-                    c.test,
+                    c.test.replace(['\n', '\r'], " "),
                     outcome_name(c.before),
                     outcome_name(c.after)
                 );
@@ -494,7 +591,12 @@ mod tests {
         crate::fixtures::verdict(test, outcome, &format!("{test} {outcome}"))
     }
 
-    fn on(kernel: &str, mut verdict: Verdict) -> Verdict {
+    fn on(kernel: &str, verdict: Verdict) -> Verdict {
+        at(1, kernel, verdict)
+    }
+
+    fn at(boot: u32, kernel: &str, mut verdict: Verdict) -> Verdict {
+        verdict.boot = boot;
         verdict.kernel = kernel.into();
         verdict
     }
@@ -591,11 +693,13 @@ mod tests {
             [
                 ColumnMatch {
                     baseline: Some("emulated · 6.12.90".into()),
-                    run: Some("emulated · 6.12.95".into())
+                    run: Some("emulated · 6.12.95".into()),
+                    other_build: None,
                 },
                 ColumnMatch {
                     baseline: Some("qemu · qemu-9.2".into()),
-                    run: None
+                    run: None,
+                    other_build: None,
                 },
             ]
         );
@@ -610,28 +714,119 @@ mod tests {
     }
 
     #[test]
-    fn several_kernels_of_a_lane_match_by_release_only() {
+    fn several_kernels_of_a_lane_match_by_boot_and_release() {
         use Outcome::*;
-        let baseline = run(vec![on("6.1", v("a", Pass)), on("6.12", v("a", Pass))]);
-        let now = run(vec![on("6.1", v("a", Pass)), on("6.13", v("a", Pass))]);
-        let c = Comparison::of(&baseline, &now, Thresholds::default());
-        // 6.1 matches 6.1; the one column left on each side (6.12, 6.13) match each other.
-        assert_eq!(c.unchanged, 2);
-        assert!(c.changes.is_empty());
+        let baseline = run(vec![
+            at(1, "6.1", v("a", Pass)),
+            at(2, "6.12", v("a", Pass)),
+        ]);
         let now = run(vec![
-            on("6.1", v("a", Pass)),
-            on("6.13", v("a", Pass)),
-            on("6.14", v("a", Pass)),
+            at(1, "6.1", v("a", Pass)),
+            at(2, "6.13", v("a", Pass)),
         ]);
         let c = Comparison::of(&baseline, &now, Thresholds::default());
+        // 6.1 matches 6.1; the second boots (6.12, 6.13) match each other.
+        assert_eq!(c.unchanged, 2);
+        assert!(c.changes.is_empty());
+        // A run of fewer kernels: its 6.12 is the baseline's 6.12, at another boot.
+        let now = run(vec![at(1, "6.12", v("a", Fail))]);
+        let c = Comparison::of(&baseline, &now, Thresholds::default());
+        assert_eq!(
+            c.columns[0],
+            ColumnMatch {
+                baseline: Some("emulated boot 2 · 6.12".into()),
+                run: Some("emulated · 6.12".into()),
+                other_build: None,
+            }
+        );
         assert_eq!(
             kinds(&c),
             [
-                (ChangeKind::Appeared, "a"),
-                (ChangeKind::Appeared, "a"),
+                (ChangeKind::NewFailure, "a"),
                 (ChangeKind::Disappeared, "a")
             ]
         );
+    }
+
+    #[test]
+    fn a_kernel_booted_twice_is_compared_boot_by_boot() {
+        use Outcome::*;
+        let boots = |third: Outcome| {
+            run(vec![
+                at(1, "6.1", v("a", Pass)),
+                at(2, "6.12", v("a", Pass)),
+                at(3, "6.1", v("a", third)),
+            ])
+        };
+        let c = Comparison::of(&boots(Pass), &boots(Fail), Thresholds::default());
+        assert_eq!(c.unchanged, 2);
+        assert_eq!(kinds(&c), [(ChangeKind::NewFailure, "a")]);
+        assert_eq!(c.changes[0].column, "emulated boot 3 · 6.1");
+        assert!(c.regressed());
+    }
+
+    #[test]
+    fn two_builds_of_one_release_are_told_apart() {
+        let built = |sha: &str| RunSummary {
+            environments: vec![Environment {
+                host: vec![crate::model::Feature::new(KERNEL_IMAGE_SHA256, sha)],
+                ..crate::fixtures::environment()
+            }],
+            ..run(vec![v("a", Outcome::Pass)])
+        };
+        let c = Comparison::of(
+            &built("aaaaaaaaaaaaaaaa"),
+            &built("bbbbbbbbbbbbbbbb"),
+            Thresholds::default(),
+        );
+        assert_eq!(
+            c.columns[0].other_build.as_deref(),
+            Some("another build of 6.12.95: image sha256 aaaaaaaaaaaa… → bbbbbbbbbbbb…")
+        );
+        assert!(
+            c.text()
+                .contains("  column emulated · 6.12.95: another build of 6.12.95"),
+            "{}",
+            c.text()
+        );
+        let same = Comparison::of(&built("aaaa"), &built("aaaa"), Thresholds::default());
+        assert_eq!(same.columns[0].other_build, None);
+    }
+
+    #[test]
+    fn a_run_with_nothing_to_compare_regressed() {
+        use Outcome::*;
+        let baseline = run(vec![v("a", Pass), v("b", Pass)]);
+        let empty = Comparison::of(&baseline, &run(vec![]), Thresholds::default());
+        assert_eq!(empty.regressions(), ["the run has no verdict"]);
+        let vanished = Comparison::of(&baseline, &run(vec![v("c", Pass)]), Thresholds::default());
+        assert_eq!(
+            vanished.regressions(),
+            ["none of the baseline's 2 checks ran (every one vanished)"]
+        );
+        assert!(vanished
+            .text()
+            .ends_with("regressed: none of the baseline's 2 checks ran (every one vanished)\n"));
+        // One check left in common is a comparison: the others vanished as a filter does.
+        let filtered = Comparison::of(&baseline, &run(vec![v("a", Pass)]), Thresholds::default());
+        assert!(!filtered.regressed(), "{filtered:?}");
+    }
+
+    #[test]
+    fn the_terminal_text_carries_no_control_characters() {
+        let hostile = "t\u{1b}[2J\nforged";
+        let baseline = run(vec![v(hostile, Outcome::Pass)]);
+        let now = run(vec![crate::fixtures::verdict(
+            hostile,
+            Outcome::Fail,
+            hostile,
+        )]);
+        let text = Comparison::of(&baseline, &now, Thresholds::default()).text();
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("t\u{fffd}[2J forged  pass → fail"), "{text}");
     }
 
     fn measured(test: &str, values: &[(&str, &str)]) -> Verdict {

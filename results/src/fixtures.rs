@@ -11,6 +11,7 @@ pub fn verdict(test: &str, outcome: Outcome, reason: &str) -> Verdict {
         test: test.into(),
         lane: Lane::Emulated,
         kernel: "6.12.95".into(),
+        boot: 1,
         outcome,
         reason: reason.into(),
         detail: vec![],
@@ -22,6 +23,7 @@ pub fn verdict(test: &str, outcome: Outcome, reason: &str) -> Verdict {
 pub fn environment() -> Environment {
     Environment {
         lane: Lane::Emulated,
+        boot: 1,
         kernel_release: "6.12.95".into(),
         kernel_version: "#1 SMP Debian 6.12.95-1".into(),
         machine: "aarch64".into(),
@@ -86,5 +88,6 @@ pub fn benchmark(id: &str, median_ns: f64) -> Benchmark {
         versus: None,
         figures: Vec::new(),
         criterion: None,
+        host_cpu_pressure: None,
     }
 }

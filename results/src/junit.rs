@@ -1,14 +1,16 @@
 //! JUnit XML, the format CI systems read, written by quick-junit.
 //!
 //! How verdicts map onto JUnit:
-//! - one `<testsuite>` per lane and kernel (a run is normally one of each), carrying the run's
-//!   environment as `<properties>`;
-//! - one `<testcase classname="lane.kernel" name="test" time="secs">` per verdict;
+//! - one `<testsuite>` per column, a boot of a lane (a run is normally one of each lane),
+//!   named `lane.kernel`, or `lane.bootN.kernel` where the lane booted several times, and
+//!   carrying that boot's environment as `<properties>`;
+//! - one `<testcase classname="SUITE" name="test" time="secs">` per verdict;
 //! - fail: `<failure message="reason">` with the evidence as text;
 //! - skip: `<skipped message="reason"/>`;
 //! - xfail: a pass with `<system-out>xfail: reason</system-out>`. An xfail is the documented
 //!   behaviour of an older kernel or VMM, so it must not turn CI red, and JUnit has no outcome
 //!   for it; the reason stays visible next to the test;
+//! - a planned check that never reported: `<error type="not run" message="why">`;
 //! - a run that ended early ([`RunSummary::error`]) adds a testcase named `run` with an `<error>`,
 //!   so a run whose guest died before its checks reported never looks green.
 
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
-use crate::model::{Environment, Lane, Outcome, Verdict};
+use crate::model::{Environment, Lane, NotRun, Outcome, Verdict};
 use crate::summary::RunSummary;
 
 /// The JUnit document of a run.
@@ -32,44 +34,51 @@ pub fn render(summary: &RunSummary) -> String {
         .expect("a report held in memory always serialises")
 }
 
-/// The verdicts of one lane and kernel; `run_error` is set on the suite that reports the run's
-/// early end.
+/// The verdicts of one column; `run_error` is set on the suite that reports the run's early
+/// end.
 struct Suite<'a> {
     name: String,
-    /// The lane of its verdicts; none for a suite that holds the run's error only.
-    lane: Option<Lane>,
+    /// The lane and boot of its verdicts; none for a suite that holds the run's error only.
+    boot: Option<(Lane, u32)>,
     verdicts: Vec<&'a Verdict>,
+    not_run: Vec<&'a NotRun>,
     run_error: Option<&'a str>,
 }
 
 /// A suite a column, in the order their first verdict arrived; the run's error goes to the
-/// suite of the lane it names.
+/// suite of the boot it names.
 fn suites(summary: &RunSummary) -> Vec<Suite<'_>> {
-    let mut suites: Vec<Suite> = (summary.columns().into_iter())
+    let columns = summary.columns();
+    let several = |lane: Lane| columns.iter().filter(|c| c.lane == lane).count() > 1;
+    let name_of = |lane: Lane, boot: u32, kernel: &str| {
+        suite_name(lane.name(), several(lane).then_some(boot), kernel)
+    };
+    let mut suites: Vec<Suite> = (columns.iter())
         .map(|column| Suite {
-            name: suite_name(column.lane.name(), column.kernel),
-            lane: Some(column.lane),
-            verdicts: column.verdicts,
+            name: name_of(column.lane, column.boot, column.kernel),
+            boot: Some((column.lane, column.boot)),
+            verdicts: column.verdicts.clone(),
+            not_run: column.not_run.clone(),
             run_error: None,
         })
         .collect();
     if let Some(error) = &summary.error {
-        // A run of several lanes names the lane that ended early ("qemu lane: ...").
         let env = summary
             .environments
             .iter()
-            .find(|env| error.starts_with(&format!("{} lane: ", env.lane)))
+            .find(|env| names_boot(error, env))
             .or(summary.environments.first());
         let name = env.map_or_else(
-            || suite_name("", ""),
-            |env| suite_name(env.lane.name(), &env.kernel_release),
+            || suite_name("", None, ""),
+            |env| name_of(env.lane, env.boot, &env.kernel_release),
         );
         match suites.iter_mut().find(|s| s.name == name) {
             Some(suite) => suite.run_error = Some(error),
             None => suites.push(Suite {
                 name,
-                lane: None,
+                boot: None,
                 verdicts: vec![],
+                not_run: vec![],
                 run_error: Some(error),
             }),
         }
@@ -77,7 +86,15 @@ fn suites(summary: &RunSummary) -> Vec<Suite<'_>> {
     suites
 }
 
-fn suite_name(lane: &str, kernel: &str) -> String {
+/// Whether a run's error names the boot of `env`: a run of several boots names each error by
+/// its boot's label, `qemu lane: ...` or `emulated lane, boot 3 (6.1): ...`.
+fn names_boot(error: &str, env: &Environment) -> bool {
+    error.starts_with(&format!("{} lane: ", env.lane))
+        || error.starts_with(&format!("{} lane, boot {} ", env.lane, env.boot))
+}
+
+/// `lane.kernel`, or `lane.bootN.kernel` where the lane booted several times.
+fn suite_name(lane: &str, boot: Option<u32>, kernel: &str) -> String {
     let or_unknown = |s: &str| {
         if s.is_empty() {
             "unknown".to_string()
@@ -85,22 +102,34 @@ fn suite_name(lane: &str, kernel: &str) -> String {
             s.to_string()
         }
     };
-    format!("{}.{}", or_unknown(lane), or_unknown(kernel))
+    match boot {
+        Some(boot) => format!("{}.boot{boot}.{}", or_unknown(lane), or_unknown(kernel)),
+        None => format!("{}.{}", or_unknown(lane), or_unknown(kernel)),
+    }
 }
 
 fn test_suite(summary: &RunSummary, suite: &Suite) -> TestSuite {
     let mut out = TestSuite::new(xml_text(&suite.name));
     out.set_time(duration(suite.verdicts.iter().map(|v| v.duration_ms).sum()));
+    // The boot's own environment: another boot of the lane ran another kernel.
+    let of_boot = |env: &&Environment| suite.boot == Some((env.lane, env.boot));
     if let Some(env) = summary
         .environments
         .iter()
-        .find(|env| Some(env.lane) == suite.lane)
+        .find(of_boot)
         .or(summary.environments.first())
     {
         out.add_properties(properties(env));
     }
     for verdict in &suite.verdicts {
         out.add_test_case(test_case(&suite.name, verdict));
+    }
+    for missing in &suite.not_run {
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+        status.set_message(missing.reason()).set_type("not run");
+        let mut case = TestCase::new(xml_text(&missing.test), status);
+        case.set_classname(xml_text(&suite.name));
+        out.add_test_case(case);
     }
     if let Some(error) = suite.run_error {
         let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
@@ -116,7 +145,7 @@ fn test_suite(summary: &RunSummary, suite: &Suite) -> TestSuite {
 }
 
 fn test_case(classname: &str, v: &Verdict) -> TestCase {
-    let status = match v.outcome {
+    let status = match v.counted_outcome() {
         Outcome::Pass | Outcome::Xfail => TestCaseStatus::success(),
         Outcome::Fail => {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
@@ -134,7 +163,7 @@ fn test_case(classname: &str, v: &Verdict) -> TestCase {
     let mut case = TestCase::new(xml_text(&v.test), status);
     case.set_classname(xml_text(classname))
         .set_time(duration(v.duration_ms));
-    if v.outcome == Outcome::Xfail {
+    if v.counted_outcome() == Outcome::Xfail {
         case.set_system_out(xml_text(&format!("xfail: {}", v.reason)));
     }
     case
@@ -142,8 +171,10 @@ fn test_case(classname: &str, v: &Verdict) -> TestCase {
 
 /// The lane's environment, so a CI page shows which kernel and VMM a result belongs to.
 fn properties(env: &Environment) -> Vec<Property> {
+    let boot = env.boot.to_string();
     let fixed = [
         ("lane", env.lane.name()),
+        ("boot", &boot),
         ("kernel_release", &env.kernel_release),
         ("kernel_version", &env.kernel_version),
         ("machine", &env.machine),
@@ -238,6 +269,7 @@ mod tests {
     fn counts_add_up_per_suite_and_overall() {
         let mut other_kernel = verdict("tags::b", Outcome::Fail, "differs");
         other_kernel.kernel = "6.1.0".into();
+        other_kernel.boot = 2;
         let xml = render(&summary(vec![
             verdict("tags::a", Outcome::Pass, "agree"),
             verdict("cow::a", Outcome::Fail, "child lost tags"),
@@ -257,15 +289,15 @@ mod tests {
         assert_eq!(
             suites,
             [
-                "errors=0 failures=1 name=emulated.6.12.95 skipped=1 tests=4 time=6.000",
-                "errors=0 failures=1 name=emulated.6.1.0 skipped=0 tests=1 time=1.500"
+                "errors=0 failures=1 name=emulated.boot1.6.12.95 skipped=1 tests=4 time=6.000",
+                "errors=0 failures=1 name=emulated.boot2.6.1.0 skipped=0 tests=1 time=1.500"
             ]
         );
         let cases = elements(&doc, "testcase");
         assert_eq!(cases.len(), 5);
         assert_eq!(
             attributes(cases[0]),
-            "classname=emulated.6.12.95 name=tags::a time=1.500"
+            "classname=emulated.boot1.6.12.95 name=tags::a time=1.500"
         );
         assert!(!cases[0].has_children());
         let failure = elements(&doc, "failure")[0];
@@ -280,6 +312,69 @@ mod tests {
             .into_iter()
             .find(|p| p.attribute("name") == Some("host.qemu"));
         assert_eq!(host.and_then(|p| p.attribute("value")), Some("9.2.0"));
+    }
+
+    #[test]
+    fn a_kernel_booted_twice_is_two_suites_with_their_own_properties() {
+        let at = |boot: u32, kernel: &str| Verdict {
+            boot,
+            kernel: kernel.into(),
+            ..verdict("migration::a", Outcome::Pass, "ok")
+        };
+        let mut run = summary(vec![at(1, "6.1"), at(2, "6.12"), at(3, "6.1")]);
+        run.environments = [
+            (1, "6.1", "#1 first"),
+            (2, "6.12", "#2"),
+            (3, "6.1", "#1 second"),
+        ]
+        .map(|(boot, kernel, version)| Environment {
+            boot,
+            kernel_release: kernel.into(),
+            kernel_version: version.into(),
+            ..crate::fixtures::environment()
+        })
+        .to_vec();
+        run.error = Some("emulated lane, boot 3 (6.1): the machine stopped".into());
+        let xml = render(&run);
+        let doc = parse(&xml);
+        let suites = elements(&doc, "testsuite");
+        let names: Vec<&str> = suites
+            .iter()
+            .map(|s| s.attribute("name").unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "emulated.boot1.6.1",
+                "emulated.boot2.6.12",
+                "emulated.boot3.6.1"
+            ]
+        );
+        let version = |suite: roxmltree::Node| {
+            suite
+                .descendants()
+                .find(|p| p.attribute("name") == Some("kernel_version"))
+                .and_then(|p| p.attribute("value"))
+                .map(String::from)
+        };
+        assert_eq!(version(suites[0]).as_deref(), Some("#1 first"));
+        assert_eq!(version(suites[2]).as_deref(), Some("#1 second"));
+        // The run's error is reported with the boot that ended early.
+        assert_eq!(attributes(suites[2]).split(' ').next(), Some("errors=1"));
+        let mut cases: Vec<String> = elements(&doc, "testcase")
+            .into_iter()
+            .map(|c| {
+                format!(
+                    "{}/{}",
+                    c.attribute("classname").unwrap(),
+                    c.attribute("name").unwrap()
+                )
+            })
+            .collect();
+        let all = cases.len();
+        cases.sort();
+        cases.dedup();
+        assert_eq!(cases.len(), all, "testcases repeat: {cases:?}");
     }
 
     #[test]

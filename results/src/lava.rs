@@ -2,9 +2,12 @@
 //! lab's LAVA test shell to run after the suite (see lab/lava/mte-suite.yaml).
 //!
 //! - pass and xfail are `pass` (an xfail is documented behaviour, as in JUnit); fail is `fail`;
-//!   skip is `skip`;
+//!   skip is `skip`; a fault-injection proof whose check was xfail proved nothing: `skip`;
+//! - where the run has several columns a name starts with its column, `lane.kernel.`, or
+//!   `lane.bootN.kernel.` where a lane booted several times: one set of cases a boot;
 //! - each figure ([`crate::figures`]) of a check is a case of its own, `CHECK.WHAT`, with
 //!   `--measurement VALUE --units ms` (timings) or `--units ratio`, so a lab's charts get them;
+//! - a planned check that never reported is `unknown`;
 //! - a run that ended early adds `lava-test-case run --result fail`.
 //!
 //! The lines are run by a shell, so a name holds only `A-Z a-z 0-9 . _ -` (what LAVA accepts in
@@ -13,21 +16,24 @@
 
 use std::fmt::Write as _;
 
+use crate::boot::BootKey;
 use crate::figures::{figures, FigureKind};
-use crate::model::Outcome;
+use crate::model::{Lane, Outcome};
 use crate::summary::RunSummary;
 
 /// The `lava-test-case` lines of a run.
 pub fn render(summary: &RunSummary) -> String {
-    let several_columns = summary.columns().len() > 1;
+    let columns = summary.columns();
+    let several_in = |lane: Lane| columns.iter().filter(|c| c.lane == lane).count() > 1;
+    let prefix = |key: BootKey| match (columns.len(), several_in(key.lane)) {
+        (0 | 1, _) => String::new(),
+        (_, false) => format!("{}.{}.", key.lane, key.kernel),
+        (_, true) => format!("{}.boot{}.{}.", key.lane, key.boot, key.kernel),
+    };
     let mut out = String::new();
     for v in &summary.verdicts {
-        let name = if several_columns {
-            case_name(&format!("{}.{}.{}", v.lane, v.kernel, v.test))
-        } else {
-            case_name(&v.test)
-        };
-        let result = match v.outcome {
+        let name = case_name(&format!("{}{}", prefix(BootKey::of(v)), v.test));
+        let result = match v.counted_outcome() {
             Outcome::Pass | Outcome::Xfail => "pass",
             Outcome::Fail => "fail",
             Outcome::Skip => "skip",
@@ -45,6 +51,11 @@ pub fn render(summary: &RunSummary) -> String {
                 decimal(figure.value)
             );
         }
+    }
+    // A check that never ran has no result: LAVA's `unknown`.
+    for missing in &summary.not_run {
+        let name = case_name(&format!("{}{}", prefix(missing.key()), missing.test));
+        let _ = writeln!(out, "lava-test-case {name} --result unknown");
     }
     if summary.error.is_some() {
         out.push_str("lava-test-case run --result fail\n");
@@ -88,7 +99,7 @@ pub fn case_name(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::{two_lanes, verdict};
-    use crate::model::Evidence;
+    use crate::model::{Evidence, Verdict};
 
     #[test]
     fn each_verdict_is_a_lava_test_case() {
@@ -137,6 +148,32 @@ mod tests {
             lines,
             "lava-test-case emulated.6.12.95.tags.a --result pass\n\
              lava-test-case qemu.qemu-10.0.2.tags.a --result pass\n"
+        );
+    }
+
+    #[test]
+    fn each_boot_is_a_set_and_proofs_of_xfail_checks_proved_nothing() {
+        let at = |boot: u32, kernel: &str, test: &str, outcome| Verdict {
+            boot,
+            kernel: kernel.into(),
+            ..verdict(test, outcome, "why")
+        };
+        let proof = "fault_injection::corrupt_tag::shared::a";
+        let lines = render(&RunSummary {
+            verdicts: vec![
+                at(1, "6.1", "shared::a", Outcome::Xfail),
+                at(1, "6.1", proof, Outcome::Xfail),
+                at(2, "6.12", "shared::a", Outcome::Pass),
+                at(3, "6.1", "shared::a", Outcome::Xfail),
+            ],
+            ..RunSummary::default()
+        });
+        assert_eq!(
+            lines,
+            "lava-test-case emulated.boot1.6.1.shared.a --result pass\n\
+             lava-test-case emulated.boot1.6.1.fault_injection.corrupt_tag.shared.a --result skip\n\
+             lava-test-case emulated.boot2.6.12.shared.a --result pass\n\
+             lava-test-case emulated.boot3.6.1.shared.a --result pass\n"
         );
     }
 

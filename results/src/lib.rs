@@ -2,11 +2,13 @@
 //! reports it).
 //!
 //! - [`model`]: verdicts, evidence and the environment of a run; versioned by [`SCHEMA_VERSION`].
+//! - [`boot`]: the boot a verdict came from, which with its lane and kernel is where it ran.
 //! - [`tag_map`]: tag maps, the evidence most checks carry: where two differ, and their layout.
 //! - [`mod@bench`]: what the performance suite measured, one record a benchmark.
 //! - [`stream`]: the framed records the runner prints on its console, and their parser;
 //!   [`base64`] carries an artifact's bytes in one, and [`artifact`] says where it is kept.
 //! - [`shard`]: which checks a shard `K/N` of a run takes.
+//! - [`text`]: text from results made safe for a terminal and line-based formats.
 //!
 //! With the `report` feature (host side only):
 //! - [`summary`]: a finished run as the reports see it, its columns (a lane on a kernel), and
@@ -31,10 +33,12 @@
 pub mod artifact;
 pub mod base64;
 pub mod bench;
+pub mod boot;
 pub mod model;
 pub mod shard;
 pub mod stream;
 pub mod tag_map;
+pub mod text;
 
 #[cfg(all(test, feature = "report"))]
 mod fixtures;

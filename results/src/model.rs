@@ -99,6 +99,9 @@ impl std::str::FromStr for Lane {
     }
 }
 
+/// The host fact that holds the SHA-256 of the kernel image a boot started from.
+pub const KERNEL_IMAGE_SHA256: &str = "kernel.image_sha256";
+
 /// Name prefix of the runner's fault-injection proofs (`fault_injection::MODE::CHECK`), which
 /// pass only when the injection turned their check red; the test gate looks for them.
 pub const FAULT_INJECTION_PROOFS: &str = "fault_injection::";
@@ -112,6 +115,13 @@ pub struct Verdict {
     pub lane: Lane,
     /// The release of the kernel under test (`uname -r` where the VMM ran).
     pub kernel: String,
+    /// Which boot of its lane in the run it came from, counted from 1 (`--kernel 6.1,6.12,6.1`
+    /// boots the emulated lane three times; the qemu and host lanes boot once). With the lane
+    /// it tells the same kernel booted twice apart. The runner does not know it: xtask stamps
+    /// it on what arrives. 0 until stamped, and in files written before boots were recorded
+    /// (loading numbers those: see [`crate::boot::number_unstamped`]).
+    #[serde(default)]
+    pub boot: u32,
     pub outcome: Outcome,
     /// One line a person reads first: what held, what differed, or why it was skipped.
     pub reason: String,
@@ -119,6 +129,47 @@ pub struct Verdict {
     pub detail: Vec<Evidence>,
     /// Wall time of the check, in milliseconds.
     pub duration_ms: f64,
+}
+
+impl Verdict {
+    /// Whether this verdict is a fault-injection proof (`fault_injection::MODE::CHECK`).
+    pub fn is_fault_injection_proof(&self) -> bool {
+        self.test.starts_with(FAULT_INJECTION_PROOFS)
+    }
+
+    /// The outcome as the result formats count it. A fault-injection proof whose check was
+    /// xfail proved nothing, so it counts as a skip, never as the pass an xfail counts as
+    /// elsewhere; runners now send it as a skip, older runs recorded it as xfail.
+    pub fn counted_outcome(&self) -> Outcome {
+        match self.outcome {
+            Outcome::Xfail if self.is_fault_injection_proof() => Outcome::Skip,
+            outcome => outcome,
+        }
+    }
+}
+
+/// A planned check that never reported a verdict: its boot stopped (a hung or panicked kernel,
+/// a killed machine) before it ran or while it ran. Kept beside the verdicts, never as one:
+/// it has no outcome, and every format lists it as not run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotRun {
+    pub test: String,
+    pub lane: Lane,
+    pub boot: u32,
+    pub kernel: String,
+    /// It had started when its boot stopped: what was running then.
+    pub was_running: bool,
+}
+
+impl NotRun {
+    /// Why it has no verdict, in words.
+    pub fn reason(&self) -> &'static str {
+        if self.was_running {
+            "did not finish: it was running when its machine stopped"
+        } else {
+            "did not run: its machine stopped before it started"
+        }
+    }
 }
 
 /// Evidence kept with a verdict, enough to judge it without rerunning.
@@ -165,9 +216,13 @@ pub enum Evidence {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
     pub lane: Lane,
+    /// The boot of the lane this environment is of, as [`Verdict::boot`].
+    #[serde(default)]
+    pub boot: u32,
     /// `uname -r` of the kernel under test.
     pub kernel_release: String,
-    /// `uname -v`.
+    /// `uname -v`: with the image's hash (the host fact [`KERNEL_IMAGE_SHA256`]), what tells
+    /// two builds of one release apart.
     pub kernel_version: String,
     /// `uname -m`.
     pub machine: String,
@@ -392,13 +447,14 @@ mod tests {
             test: "t".into(),
             lane: Lane::Emulated,
             kernel: "6.12".into(),
+            boot: 2,
             outcome: Outcome::Xfail,
             reason: "r".into(),
             detail: vec![Evidence::Note { text: "n".into() }],
             duration_ms: 1.5,
         };
         let json: serde_json::Value = serde_json::to_value(&v).unwrap();
-        for key in ["test", "lane", "kernel", "outcome", "detail"] {
+        for key in ["test", "lane", "kernel", "boot", "outcome", "detail"] {
             assert!(json.get(key).is_some(), "{key} missing");
         }
         assert_eq!(json["outcome"], "xfail");

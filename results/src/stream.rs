@@ -13,6 +13,9 @@ use crate::model::{Environment, Tally, Verdict};
 /// Marks the start of a record on a console line.
 pub const MARKER: &str = "@@mte ";
 
+/// How often the runner says it is alive while checks run.
+pub const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One message from the runner.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
@@ -33,7 +36,19 @@ pub enum Record {
         /// Benchmark records instead of verdicts.
         #[serde(default)]
         bench: bool,
+        /// What the lane's machine or VMM lacks of what the lane needs, with what to do: a run
+        /// error however its checks end (those that need what is missing skip saying so).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        setup_error: Option<String>,
+        /// The planned checks by name, so that those that never report can be named.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checks: Vec<String>,
     },
+    /// A check started; its verdict ends it. What was running when a machine stopped.
+    Started { test: String },
+    /// The runner is alive: sent every [`ALIVE_EVERY`] while checks run, so that a machine that
+    /// stopped (a hung kernel) is told from checks that take long.
+    Alive,
     /// One check's verdict, sent as soon as it is known.
     Verdict(Verdict),
     /// One benchmark's result, sent as soon as criterion has analysed it.

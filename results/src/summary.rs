@@ -1,11 +1,14 @@
-//! A finished run as the reports see it (its columns: a lane on a kernel), and its plain-text
-//! table for the terminal.
+//! A finished run as the reports see it (its columns: a boot of a lane, on its kernel), and its
+//! plain-text table for the terminal.
 
-use std::fmt::{self, Write as _};
+use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use crate::bench::Benchmark;
+use crate::boot::BootKey;
 use crate::group::in_order_of_first;
-use crate::model::{Environment, Lane, Outcome, Tally, Verdict};
+use crate::model::{Environment, Lane, NotRun, Outcome, Tally, Verdict};
+use crate::text::{first_line, one_line, printable};
 
 /// Everything the reports need about one run.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -20,26 +23,96 @@ pub struct RunSummary {
     pub wall_ms: f64,
     /// Why the run ended before every check reported, e.g. "QEMU exited early: ...".
     pub error: Option<String>,
+    /// The planned checks that never reported, in the order they were planned.
+    pub not_run: Vec<NotRun>,
 }
 
-/// The verdicts of one lane on one kernel: a column of the reports.
+/// The verdicts of one boot of a lane: a column of the reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Column<'a> {
     pub lane: Lane,
+    /// The lane's boot, counted from 1.
+    pub boot: u32,
     pub kernel: &'a str,
+    /// As the reports head it: `lane · kernel`, with the boot where the lane booted more than
+    /// once (`emulated boot 3 · 6.1.0-57-arm64`).
+    pub name: String,
     pub verdicts: Vec<&'a Verdict>,
+    /// Its planned checks that never reported.
+    pub not_run: Vec<&'a NotRun>,
 }
 
-impl Column<'_> {
-    /// `lane · kernel`, as the HTML report and the comparison name a column.
-    pub fn name(&self) -> String {
-        column_name(self.lane, self.kernel)
+impl<'a> Column<'a> {
+    pub fn key(&self) -> BootKey<'a> {
+        BootKey {
+            lane: self.lane,
+            boot: self.boot,
+            kernel: self.kernel,
+        }
     }
 }
 
-/// The name of the column of `lane` on `kernel`: `lane · kernel`.
-pub fn column_name(lane: Lane, kernel: &str) -> String {
-    format!("{lane} · {kernel}")
+impl NotRun {
+    pub fn key(&self) -> BootKey<'_> {
+        BootKey {
+            lane: self.lane,
+            boot: self.boot,
+            kernel: &self.kernel,
+        }
+    }
+}
+
+/// The name of the column of boot `key`: `lane · kernel`, or `lane boot N · kernel` when its
+/// lane has several columns (`several_in_lane`), which is what tells a kernel booted twice
+/// apart.
+pub fn column_name(key: BootKey, several_in_lane: bool) -> String {
+    if several_in_lane {
+        format!("{} boot {} · {}", key.lane, key.boot, key.kernel)
+    } else {
+        format!("{} · {}", key.lane, key.kernel)
+    }
+}
+
+/// The columns of `verdicts`, in the order their first verdict arrived.
+pub fn columns_of(verdicts: &[Verdict]) -> Vec<Column<'_>> {
+    columns_with(verdicts, &[])
+}
+
+/// The columns of `verdicts` and of the checks that did not run: those of the verdicts in the
+/// order their first verdict arrived, then the boots that stopped before any verdict.
+fn columns_with<'a>(verdicts: &'a [Verdict], not_run: &'a [NotRun]) -> Vec<Column<'a>> {
+    let mut groups: Vec<(BootKey, Vec<&Verdict>, Vec<&NotRun>)> =
+        (in_order_of_first(verdicts, |v| BootKey::of(v)).into_iter())
+            .map(|(key, verdicts)| (key, verdicts, Vec::new()))
+            .collect();
+    for n in not_run {
+        match groups.iter_mut().find(|(key, _, _)| *key == n.key()) {
+            Some((_, _, missing)) => missing.push(n),
+            None => groups.push((n.key(), Vec::new(), vec![n])),
+        }
+    }
+    let in_lane = |lane: Lane| groups.iter().filter(|(k, _, _)| k.lane == lane).count();
+    let several: Vec<bool> = groups.iter().map(|(k, _, _)| in_lane(k.lane) > 1).collect();
+    groups
+        .into_iter()
+        .zip(several)
+        .map(|((key, verdicts, not_run), several)| Column {
+            lane: key.lane,
+            boot: key.boot,
+            kernel: key.kernel,
+            name: column_name(key, several),
+            verdicts,
+            not_run,
+        })
+        .collect()
+}
+
+/// The column name of each verdict of `verdicts`, as [`columns_of`] names them.
+pub fn column_names(verdicts: &[Verdict]) -> HashMap<BootKey<'_>, String> {
+    columns_of(verdicts)
+        .into_iter()
+        .map(|c| (c.key(), c.name))
+        .collect()
 }
 
 impl RunSummary {
@@ -47,15 +120,16 @@ impl RunSummary {
         Tally::of(&self.verdicts)
     }
 
-    /// The run's columns, in the order their first verdict arrived.
+    /// The run's columns: those of its verdicts in the order their first verdict arrived, then
+    /// those of boots that stopped before any verdict.
     pub fn columns(&self) -> Vec<Column<'_>> {
-        in_order_of_first(&self.verdicts, |v| (v.lane, v.kernel.as_str()))
-            .into_iter()
-            .map(|((lane, kernel), verdicts)| Column {
-                lane,
-                kernel,
-                verdicts,
-            })
+        columns_with(&self.verdicts, &self.not_run)
+    }
+
+    /// Each column's name, by its boot.
+    pub fn column_names(&self) -> HashMap<BootKey<'_>, String> {
+        (self.columns().into_iter())
+            .map(|c| (c.key(), c.name))
             .collect()
     }
 }
@@ -64,28 +138,44 @@ impl RunSummary {
 /// and, unless it passed, the reason), then the run's error if any, then a totals line per place
 /// where there are several, then the totals line, `N passed, N failed, N skipped, N xfailed`,
 /// last and alone on its line so that tools reading a harness's closing line find it. A place is
-/// a lane, or a lane and a kernel where one lane ran on several kernels.
+/// a lane, or a column (a boot of the lane, with its kernel) where one lane booted several
+/// times. Text from the results is printable only ([`crate::text`]): the table goes to a
+/// terminal.
 pub fn table(summary: &RunSummary) -> String {
     let columns = summary.columns();
-    let with_kernel = columns.iter().any(|c| {
-        columns
-            .iter()
-            .any(|o| o.lane == c.lane && o.kernel != c.kernel)
-    });
-    let places = in_order_of_first(&summary.verdicts, |v| Place::of(v, with_kernel));
-    let name_width = summary.verdicts.iter().map(|v| v.test.chars().count());
-    let name_width = name_width.max().unwrap_or(0);
-    let place_width = places.iter().map(|(p, _)| p.to_string().chars().count());
-    let place_width = (places.len() > 1).then(|| place_width.max().unwrap_or(0));
+    let lane_has_several = |lane: Lane| columns.iter().filter(|c| c.lane == lane).count() > 1;
+    let place_of = |key: BootKey| -> Place {
+        match columns.iter().find(|c| c.key() == key) {
+            Some(column) if lane_has_several(key.lane) => Place::Column(printable(&column.name)),
+            _ => Place::Lane(key.lane),
+        }
+    };
+    let places = in_order_of_first(&summary.verdicts, |v| place_of(BootKey::of(v)));
+    let lanes = in_order_of_first(&columns, |c| place_of(c.key())).len();
+    let names =
+        (summary.verdicts.iter().map(|v| &v.test)).chain(summary.not_run.iter().map(|n| &n.test));
+    let name_width = names.map(|t| one_line(t).chars().count()).max();
+    let name_width = name_width.unwrap_or(0);
+    let place_width = (columns.iter())
+        .map(|c| place_of(c.key()).to_string().chars().count())
+        .max()
+        .filter(|_| lanes > 1);
     let mut out = String::new();
     for v in &summary.verdicts {
-        let place = place_width.map(|width| (Place::of(v, with_kernel), width));
+        let place = place_width.map(|width| (place_of(BootKey::of(v)), width));
         out.push_str(&verdict_line(v, name_width, place));
     }
-    if let Some(error) = &summary.error {
-        let _ = writeln!(out, "error: {}", error.lines().next().unwrap_or_default());
+    for n in &summary.not_run {
+        let place = place_width.map(|width| (place_of(n.key()), width));
+        out.push_str(&not_run_line(n, name_width, place));
     }
-    if places.len() > 1 {
+    if let Some(error) = &summary.error {
+        let _ = writeln!(out, "error: {}", first_line(error));
+    }
+    if let Some(line) = not_run_totals(&summary.not_run) {
+        let _ = writeln!(out, "{line}");
+    }
+    if lanes > 1 {
         for (place, verdicts) in &places {
             let _ = writeln!(
                 out,
@@ -100,35 +190,30 @@ pub fn table(summary: &RunSummary) -> String {
     out
 }
 
-/// Where the table says a verdict ran: its lane, with the kernel where a lane ran on several.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Place<'a> {
-    lane: Lane,
-    kernel: Option<&'a str>,
+/// Where the table says a verdict ran: its lane, or its column where its lane booted several
+/// times.
+#[derive(Clone, Debug, PartialEq)]
+enum Place {
+    Lane(Lane),
+    /// The column's name, printable.
+    Column(String),
 }
 
-impl<'a> Place<'a> {
-    fn of(v: &'a Verdict, with_kernel: bool) -> Self {
-        Place {
-            lane: v.lane,
-            kernel: with_kernel.then_some(v.kernel.as_str()),
-        }
-    }
-
-    /// What its totals line is headed: `emulated lane`, `emulated lane on 6.12`.
+impl Place {
+    /// What its totals line is headed: `emulated lane`, `emulated boot 3 · 6.1.0-57-arm64`.
     fn title(&self) -> String {
-        match self.kernel {
-            Some(kernel) => format!("{} lane on {kernel}", self.lane),
-            None => format!("{} lane", self.lane),
+        match self {
+            Place::Lane(lane) => format!("{lane} lane"),
+            Place::Column(name) => name.clone(),
         }
     }
 }
 
-impl fmt::Display for Place<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kernel {
-            Some(kernel) => write!(f, "{} {kernel}", self.lane),
-            None => write!(f, "{}", self.lane),
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Lane(lane) => write!(f, "{lane}"),
+            Place::Column(name) => f.write_str(name),
         }
     }
 }
@@ -141,16 +226,51 @@ fn verdict_line(v: &Verdict, name_width: usize, place: Option<(Place, usize)>) -
     let mut line = format!(
         "{:<5}  {place}{:<name_width$}  {:>9}",
         v.outcome.as_str(),
-        v.test,
+        one_line(&v.test),
         format_duration(v.duration_ms)
     );
     if v.outcome != Outcome::Pass {
         // Only the first line: the table stays one line per verdict.
-        let reason = v.reason.lines().next().unwrap_or_default();
         line.push_str("  ");
-        line.push_str(reason);
+        line.push_str(&first_line(&v.reason));
     }
     format!("{}\n", line.trim_end())
+}
+
+/// A line of the table for a check that did not run: `norun` where the outcome goes.
+fn not_run_line(n: &NotRun, name_width: usize, place: Option<(Place, usize)>) -> String {
+    let place = place.map_or(String::new(), |(place, width)| {
+        format!("{:<width$}  ", place.to_string())
+    });
+    let line = format!(
+        "norun  {place}{:<name_width$}  {:>9}  {}",
+        one_line(&n.test),
+        "",
+        n.reason()
+    );
+    format!("{}\n", line.trim_end())
+}
+
+/// `did not run: N checks (a and b were running when their machine stopped)`.
+fn not_run_totals(not_run: &[NotRun]) -> Option<String> {
+    if not_run.is_empty() {
+        return None;
+    }
+    let running: Vec<String> = (not_run.iter())
+        .filter(|n| n.was_running)
+        .map(|n| one_line(&n.test))
+        .collect();
+    let plural = if not_run.len() == 1 { "" } else { "s" };
+    let mut line = format!("did not run: {} check{plural}", not_run.len());
+    if !running.is_empty() {
+        let verb = if running.len() == 1 { "was" } else { "were" };
+        let _ = write!(
+            line,
+            " ({} {verb} running when the machine stopped)",
+            running.join(", ")
+        );
+    }
+    Some(line)
 }
 
 /// A duration for people: milliseconds below ten seconds, then seconds, then minutes.
@@ -242,18 +362,20 @@ mod tests {
     }
 
     #[test]
-    fn a_lane_on_several_kernels_shows_each_kernel() {
-        let on = |lane: &str, kernel: &str| Verdict {
+    fn a_lane_booted_several_times_shows_each_boot_with_its_kernel() {
+        let on = |lane: &str, boot: u32, kernel: &str| Verdict {
             lane: lane.parse().unwrap(),
+            boot,
             kernel: kernel.into(),
             ..verdict("tags::a", Outcome::Pass, "why")
         };
         let summary = RunSummary {
             benchmarks: Vec::new(),
             verdicts: vec![
-                on("emulated", "6.1.0-56-arm64"),
-                on("emulated", "6.12.95+deb12-arm64"),
-                on("qemu", "6.1.0-cloud"),
+                on("emulated", 1, "6.1.0-56-arm64"),
+                on("emulated", 2, "6.12.95+deb12-arm64"),
+                on("emulated", 3, "6.1.0-56-arm64"),
+                on("qemu", 1, "qemu-10.0.2"),
             ],
             ..RunSummary::default()
         };
@@ -261,20 +383,72 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0],
-            "pass   emulated 6.1.0-56-arm64       tags::a    12.3 ms"
+            "pass   emulated boot 1 · 6.1.0-56-arm64       tags::a    12.3 ms"
         );
         assert!(
-            lines[1].starts_with("pass   emulated 6.12.95+deb12-arm64  tags::a"),
+            lines[2].starts_with("pass   emulated boot 3 · 6.1.0-56-arm64       tags::a"),
             "{table}"
         );
+        assert!(lines[3].starts_with("pass   qemu     "), "{table}");
         assert_eq!(
-            lines[3],
-            "emulated lane on 6.1.0-56-arm64: 1 passed, 0 failed, 0 skipped, 0 xfailed"
+            lines[6],
+            "emulated boot 3 · 6.1.0-56-arm64: 1 passed, 0 failed, 0 skipped, 0 xfailed"
         );
         assert_eq!(
-            lines[5],
-            "qemu lane on 6.1.0-cloud: 1 passed, 0 failed, 0 skipped, 0 xfailed"
+            lines[7],
+            "qemu lane: 1 passed, 0 failed, 0 skipped, 0 xfailed"
         );
+        assert_eq!(lines[9], "4 passed, 0 failed, 0 skipped, 0 xfailed");
+    }
+
+    #[test]
+    fn text_from_results_cannot_drive_the_terminal() {
+        let hostile = "x\u{1b}[2J\u{1b}]0;owned\u{7}\r\nforged line";
+        let summary = RunSummary {
+            verdicts: vec![verdict(hostile, Outcome::Fail, hostile)],
+            error: Some(hostile.into()),
+            ..RunSummary::default()
+        };
+        let table = table(&summary);
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert_eq!(table.lines().count(), 4, "{table}");
+        assert!(table.starts_with("fail   x\u{fffd}[2J"), "{table}");
+    }
+
+    #[test]
+    fn checks_that_never_ran_are_listed_and_counted() {
+        let missing = |test: &str, was_running| NotRun {
+            test: test.into(),
+            lane: Lane::Emulated,
+            boot: 1,
+            kernel: "6.12.95".into(),
+            was_running,
+        };
+        let summary = RunSummary {
+            verdicts: vec![verdict("tags::a", Outcome::Pass, "ok")],
+            not_run: vec![missing("swap::b", true), missing("tags::c", false)],
+            error: Some("the machine printed nothing for 30 s".into()),
+            ..RunSummary::default()
+        };
+        let table = table(&summary);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "pass   tags::a    12.3 ms");
+        assert_eq!(
+            lines[1],
+            "norun  swap::b             did not finish: it was running when its machine stopped"
+        );
+        assert_eq!(
+            lines[2],
+            "norun  tags::c             did not run: its machine stopped before it started"
+        );
+        assert_eq!(
+            lines[4],
+            "did not run: 2 checks (swap::b was running when the machine stopped)"
+        );
+        assert_eq!(lines[6], "1 passed, 0 failed, 0 skipped, 0 xfailed");
     }
 
     #[test]

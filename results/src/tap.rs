@@ -4,9 +4,11 @@
 //! - fail: `not ok N - name`, with the reason and the evidence in a YAML block below it;
 //! - skip: `ok N - name # SKIP reason`;
 //! - xfail: `not ok N - name # TODO reason`: TAP's expected failure, which does not fail the run;
+//! - a planned check that never reported: `not ok N - name # missing`, with why in a YAML block;
 //! - a run that ended early adds `not ok N - run` with the error, as JUnit's `<error>` does.
 //!
-//! A name is the check's name; where the run has several lanes or kernels, `lane kernel: check`.
+//! A name is the check's name; where the run has several columns, `lane kernel: check`, and
+//! `lane boot N kernel: check` where a lane booted several times (each name once a run).
 //! Text from a guest or a kernel can break no line: `#` in a name is escaped, line breaks and
 //! control characters in a name or a directive become spaces, and the YAML blocks hold text
 //! only as indented literal blocks.
@@ -16,26 +18,29 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Outcome, Verdict};
+use crate::boot::BootKey;
+use crate::model::Outcome;
 use crate::summary::RunSummary;
+use crate::text::{one_line, printable};
 
 /// The TAP document of a run.
 pub fn render(summary: &RunSummary) -> String {
-    let several_columns = summary.columns().len() > 1;
-    let name = |v: &Verdict| {
-        if several_columns {
-            format!("{} {}: {}", v.lane, v.kernel, v.test)
-        } else {
-            v.test.clone()
+    let columns = summary.column_names();
+    let name = |key: BootKey, test: &str| match columns.len() {
+        0 | 1 => test.to_string(),
+        _ => {
+            let column = columns.get(&key).cloned().unwrap_or_default();
+            format!("{}: {test}", column.replace(" · ", " "))
         }
     };
-    let planned = summary.verdicts.len() + usize::from(summary.error.is_some());
+    let planned =
+        summary.verdicts.len() + summary.not_run.len() + usize::from(summary.error.is_some());
     let mut tap = format!("TAP version 13\n1..{planned}\n");
     for (i, v) in summary.verdicts.iter().enumerate() {
         let n = i + 1;
-        let name = description(&name(v));
+        let name = description(&name(BootKey::of(v), &v.test));
         let reason = one_line(&v.reason);
-        match v.outcome {
+        match v.counted_outcome() {
             Outcome::Pass => {
                 let _ = writeln!(tap, "ok {n} - {name}");
             }
@@ -51,6 +56,12 @@ pub fn render(summary: &RunSummary) -> String {
                 yaml_block(&mut tap, &v.reason, &evidence.join("\n\n"));
             }
         }
+    }
+    for (i, missing) in summary.not_run.iter().enumerate() {
+        let n = summary.verdicts.len() + i + 1;
+        let name = description(&name(missing.key(), &missing.test));
+        let _ = writeln!(tap, "not ok {n} - {name} # missing");
+        yaml_block(&mut tap, missing.reason(), "");
     }
     if let Some(error) = &summary.error {
         let _ = writeln!(tap, "not ok {planned} - run");
@@ -81,26 +92,11 @@ fn description(name: &str) -> String {
     one_line(name).replace('\\', "\\\\").replace('#', "\\#")
 }
 
-fn one_line(text: &str) -> String {
-    printable(&text.replace(['\n', '\r'], " "))
-}
-
-/// Control characters (an escape sequence from a console, say) as U+FFFD; tabs as spaces.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\t' => ' ',
-            c if c.is_control() => '\u{fffd}',
-            c => c,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::{two_lanes, verdict};
-    use crate::model::Evidence;
+    use crate::model::{Evidence, Verdict};
 
     #[test]
     fn outcomes_read_as_tap_13() {
@@ -138,6 +134,68 @@ mod tests {
         assert_eq!(lines[3], "ok 2 - qemu qemu-10.0.2: tags::a");
         assert_eq!(lines[4], "not ok 3 - run");
         assert_eq!(lines[7], "    qemu lane: the runner gave up");
+    }
+
+    #[test]
+    fn a_kernel_booted_twice_gives_each_boot_its_own_names() {
+        let at = |boot: u32, kernel: &str, outcome| Verdict {
+            boot,
+            kernel: kernel.into(),
+            ..verdict("migration::a", outcome, "why")
+        };
+        let tap = render(&RunSummary {
+            verdicts: vec![
+                at(1, "6.1", Outcome::Pass),
+                at(2, "6.12", Outcome::Pass),
+                at(3, "6.1", Outcome::Fail),
+            ],
+            ..RunSummary::default()
+        });
+        let lines: Vec<&str> = tap.lines().collect();
+        assert_eq!(lines[2], "ok 1 - emulated boot 1 6.1: migration::a");
+        assert_eq!(lines[3], "ok 2 - emulated boot 2 6.12: migration::a");
+        assert_eq!(lines[4], "not ok 3 - emulated boot 3 6.1: migration::a");
+    }
+
+    #[test]
+    fn a_proof_of_an_xfail_check_is_a_skip() {
+        let proof = verdict(
+            "fault_injection::corrupt_tag::shared::a",
+            Outcome::Xfail,
+            "shared::a was xfail: refused before 6.2",
+        );
+        let tap = render(&RunSummary {
+            verdicts: vec![proof],
+            ..RunSummary::default()
+        });
+        assert!(
+            tap.ends_with("ok 1 - fault_injection::corrupt_tag::shared::a # SKIP shared::a was xfail: refused before 6.2\n"),
+            "{tap}"
+        );
+    }
+
+    #[test]
+    fn checks_that_never_ran_are_missing() {
+        let tap = render(&RunSummary {
+            verdicts: vec![verdict("tags::a", Outcome::Pass, "ok")],
+            not_run: vec![crate::model::NotRun {
+                test: "swap::b".into(),
+                lane: crate::model::Lane::Emulated,
+                boot: 1,
+                kernel: "6.12.95".into(),
+                was_running: true,
+            }],
+            error: Some("the machine stopped".into()),
+            ..RunSummary::default()
+        });
+        let lines: Vec<&str> = tap.lines().collect();
+        assert_eq!(lines[1], "1..3");
+        assert_eq!(lines[3], "not ok 2 - swap::b # missing");
+        assert_eq!(
+            lines[6],
+            "    did not finish: it was running when its machine stopped"
+        );
+        assert_eq!(lines[8], "not ok 3 - run");
     }
 
     #[test]

@@ -4,16 +4,19 @@
 
 use std::io::ErrorKind;
 
-use mte_results::artifact::{check_name, incoming_path, INCOMING_DIR, SAVED_ON_FILE};
+use mte_results::artifact::{
+    check_name, incoming_path, INCOMING_DIR, NEXT_KERNEL_WORD, SAVED_ON_FILE,
+};
 use mte_results::stream::Record;
 use mte_results::Lane;
 use mte_suites::migration_plan::{IncomingStream, StreamFault};
-use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, IpaProbe, IpaSizes, Vmm, VmmError};
 
 use crate::emit;
 
-/// A VMM whose checks keep artifacts with the run and find those of the run's previous kernel
-/// (the migration stream carried across kernels); everything else is the VMM's own.
+/// A VMM whose checks keep artifacts with the run, for its next kernel, and find those of the
+/// run's previous kernel (the migration stream carried across kernels); everything else is the
+/// VMM's own.
 pub struct KeepsArtifacts<V>(pub V);
 
 impl<V: Vmm> Vmm for KeepsArtifacts<V> {
@@ -36,6 +39,9 @@ impl<V: Vmm> Vmm for KeepsArtifacts<V> {
     fn kernel_release(&self) -> &str {
         self.0.kernel_release()
     }
+    fn without_injection(&self) -> &dyn Vmm {
+        self
+    }
 
     fn restore(
         &self,
@@ -45,13 +51,32 @@ impl<V: Vmm> Vmm for KeepsArtifacts<V> {
         self.0.restore(stream, fault)
     }
 
+    /// Sent only when a next kernel of the run will read it.
     fn keep_artifact(&self, name: &str, bytes: &[u8]) -> Result<bool, VmmError> {
+        if !next_kernel_waits() {
+            return Ok(false);
+        }
         keep(name, bytes).map(|()| true)
     }
 
     fn incoming_stream(&self, name: &str) -> Result<Option<IncomingStream>, VmmError> {
         incoming(name)
     }
+
+    fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {
+        self.0.ipa_sizes()
+    }
+
+    fn ipa_probe(&self, bits: u32, top: u64) -> Result<IpaProbe, VmmError> {
+        self.0.ipa_probe(bits, top)
+    }
+}
+
+/// Whether xtask said, on this machine's kernel command line, that a next kernel of the run
+/// takes this one's artifacts.
+fn next_kernel_waits() -> bool {
+    std::fs::read_to_string("/proc/cmdline")
+        .is_ok_and(|line| line.split_whitespace().any(|word| word == NEXT_KERNEL_WORD))
 }
 
 /// Send `bytes` to the host side, which keeps them with the run under `name`.

@@ -28,7 +28,7 @@ pub fn uname() -> (String, String, String) {
 }
 
 /// The CPU features the kernel reports (the `Features` line of /proc/cpuinfo).
-fn cpu_features() -> Option<String> {
+pub fn cpu_features() -> Option<String> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     cpuinfo.lines().find_map(|l| {
         l.strip_prefix("Features")
@@ -65,6 +65,8 @@ pub fn probe(lane: Lane, extra: Vec<Feature>) -> Environment {
     features.extend(extra);
     Environment {
         lane,
+        // Which boot of the lane this is, xtask knows and stamps.
+        boot: 0,
         kernel_release,
         kernel_version,
         machine,

@@ -3,23 +3,26 @@
 //! each trial also sends its verdict as a record the moment it is known.
 
 use std::path::PathBuf;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use mte_results::shard::Shard;
-use mte_results::stream::Record;
+use mte_results::stream::{Record, ALIVE_EVERY};
 use mte_results::{
     Environment, Evidence, Feature, Lane, Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS,
     SCHEMA_VERSION,
 };
 use mte_suites::inject::{Injecting, Injection};
-use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
+use mte_suites::race_plan::{configure, parse_seed, RaceSettings};
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, IpaSizes, Vmm, VmmError};
 use mte_suites::{Finding, Scenario};
 
 use crate::artifacts::KeepsArtifacts;
 use crate::emit;
 use crate::environment;
+use crate::mte_layers::{missing_in_emulated_machine, MteSigns};
 use mte_vmm_kvm::KvmVmm;
 use mte_vmm_qemu::{Accel, QemuVmm};
 
@@ -38,13 +41,17 @@ pub struct Options {
     pub select: Vec<String>,
     /// Run the performance suite (`crate::bench`) instead of the checks.
     pub bench: bool,
+    /// The seed and time budget of the race checks.
+    pub races: RaceSettings,
+    /// Run each check's fault-injection proofs after the checks.
+    pub prove: bool,
     pub harness_args: Vec<String>,
 }
 
 impl Options {
     pub const USAGE: &'static str = "mte-runner [--lane NAME] [--inject MODE] [--payload-dir DIR] \
-        [--deadline SECS] [--qemu PATH] [--shard K/N] [--select CHECK]... [--bench] \
-        [LIBTEST-ARGS...]";
+        [--deadline SECS] [--qemu PATH] [--shard K/N] [--select CHECK]... [--bench] [--prove] \
+        [--seed N] [--race-budget SECS] [LIBTEST-ARGS...]";
 
     /// Split the runner's options from libtest's. `args` excludes the program name.
     pub fn parse(args: Vec<String>, default_payload_dir: PathBuf) -> Result<Self, String> {
@@ -57,6 +64,8 @@ impl Options {
             shard: None,
             select: Vec::new(),
             bench: false,
+            races: RaceSettings::default(),
+            prove: false,
             harness_args: Vec::new(),
         };
         let mut args = args.into_iter();
@@ -82,16 +91,16 @@ impl Options {
                 "--shard" => options.shard = Some(Shard::parse(&value("--shard")?)?),
                 "--select" => options.select.push(value("--select")?),
                 "--bench" => options.bench = true,
-                "--deadline" => {
-                    let secs = value("--deadline")?;
-                    options.deadline = secs
-                        .parse()
-                        .ok()
-                        .filter(|&s: &f64| s > 0.0)
-                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                        .ok_or_else(|| {
-                            format!("--deadline {secs:?} is not a positive number of seconds")
-                        })?;
+                "--prove" => options.prove = true,
+                "--deadline" => options.deadline = seconds("--deadline", &value("--deadline")?)?,
+                "--seed" => {
+                    let seed = value("--seed")?;
+                    options.races.seed = Some(parse_seed(&seed).ok_or_else(|| {
+                        format!("--seed {seed:?} is not a number (decimal or 0x-hex)")
+                    })?);
+                }
+                "--race-budget" => {
+                    options.races.budget = seconds("--race-budget", &value("--race-budget")?)?
                 }
                 _ => options.harness_args.push(arg),
             }
@@ -99,6 +108,15 @@ impl Options {
         options.libtest_arguments()?;
         Ok(options)
     }
+}
+
+/// A positive number of seconds given to `option`.
+fn seconds(option: &str, secs: &str) -> Result<Duration, String> {
+    secs.parse()
+        .ok()
+        .filter(|&s: &f64| s > 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{option} {secs:?} is not a positive number of seconds"))
 }
 
 impl Options {
@@ -110,21 +128,9 @@ impl Options {
     }
 }
 
-/// Lanes that promise a VMM with MTE, and what they promise: the emulated machine is started
-/// with virtualization=on,mte=on, the qemu lane's guests with mte=on. There a VMM or MTE that
-/// is missing is a failure of what is under test, never a reason to skip.
-const LANES_PROMISING_MTE: &[(Lane, &str)] = &[
-    (Lane::Emulated, "machine is built with KVM and MTE"),
-    (Lane::Qemu, "QEMU runs its guests with mte=on"),
-    (
-        Lane::QemuKvm,
-        "machine is built with KVM and MTE, and its QEMU runs its guests on that KVM with \
-         mte=on",
-    ),
-];
-
-/// A VMM that is not there: every step fails for the same reason, as a skip where the lane may
-/// lack it, as a fail where the lane promised it.
+/// A VMM that is not there: every step fails for the same reason, as a skip where the lane's
+/// checks cannot be judged (the lane lacks what they need, which the run reports as its error),
+/// as a fail where what the lane promised broke under the checks' feet.
 struct Unavailable {
     lane: Lane,
     kernel_release: String,
@@ -149,6 +155,9 @@ impl Vmm for Unavailable {
     fn kernel_release(&self) -> &str {
         &self.kernel_release
     }
+    fn without_injection(&self) -> &dyn Vmm {
+        self
+    }
     fn boot(&self, _: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
         Err(self.error())
     }
@@ -158,94 +167,179 @@ impl Vmm for Unavailable {
     fn mte_capable(&self) -> Result<(), VmmError> {
         Err(self.error())
     }
+    fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {
+        Err(self.error())
+    }
 }
 
 type SharedVmm = Arc<dyn Vmm + Send + Sync>;
 
+/// The feature of run.json that says the IPA size of the lane's VMs.
+pub const IPA_SIZE_FEATURE: &str = "KVM VM IPA size";
+
+/// The lane's VMM as opened: what was found of it, and what the lane's machine or VMM lacks of
+/// what the lane needs (a run error, which no verdict may stand in for).
+struct Opened {
+    vmm: SharedVmm,
+    facts: Vec<Feature>,
+    setup_error: Option<String>,
+}
+
+impl Opened {
+    fn unavailable(options: &Options, kernel_release: &str, reason: String) -> SharedVmm {
+        Arc::new(Unavailable {
+            lane: options.lane,
+            kernel_release: kernel_release.into(),
+            reason,
+            promised: false,
+        })
+    }
+}
+
 /// Open the lane's VMM and describe what was found.
-fn open_vmm(options: &Options, kernel_release: &str) -> (SharedVmm, Vec<Feature>) {
+fn open_vmm(options: &Options, kernel_release: &str) -> Opened {
     let mut facts = crate::machine_setup::features();
-    let promise = LANES_PROMISING_MTE
-        .iter()
-        .find(|(lane, _)| *lane == options.lane)
-        .map(|&(_, promise)| promise);
-    let promised = promise.is_some();
-    let missing = if !options.lane.runner_is_vmm() {
-        match open_qemu(options, kernel_release, &mut facts) {
-            Ok(qemu) => return (qemu, facts),
-            Err(e) => e,
-        }
-    } else {
-        let opened = KvmVmm::open(
-            options.lane,
-            kernel_release,
-            options.payload_dir.clone(),
-            options.deadline,
-        );
-        match opened {
-            Ok(kvm) => {
-                facts.push(Feature::new("KVM API version", kvm.api_version()));
-                facts.push(Feature::new("KVM_CAP_ARM_MTE", kvm.has_mte_cap()));
-                match kvm.mte_capable().and_then(|()| guest_view(&kvm)) {
-                    Ok(view) => {
-                        facts.extend(view);
-                        return (Arc::new(KeepsArtifacts(kvm)), facts);
-                    }
-                    Err(e) => {
-                        facts.push(Feature::new("guest probe boot", &e));
-                        if !promised {
-                            // The checks that need MTE skip one by one; the others still run.
-                            return (Arc::new(KeepsArtifacts(kvm)), facts);
-                        }
-                        e
-                    }
-                }
-            }
-            Err(e) => {
-                facts.push(Feature::new("KVM", format!("unavailable: {e}")));
-                e
-            }
-        }
-    };
-    // No check can run (or, where the lane promised KVM with MTE, be trusted): each one ends
-    // with this reason.
-    let why = match missing {
+    facts.extend(crate::kernel_config::features());
+    match options.lane {
+        Lane::Qemu | Lane::QemuKvm => open_qemu_lane(options, kernel_release, facts),
+        Lane::Emulated | Lane::Host => open_kvm_lane(options, kernel_release, facts),
+    }
+}
+
+/// The words of a VMM error a skip or a run error quotes.
+fn reason_of(error: VmmError) -> String {
+    match error {
         VmmError::Unsupported(why) => why,
         other => other.to_string(),
+    }
+}
+
+/// KVM as the VMM. The emulated lane's machine is built to give KVM with MTE: where a layer of
+/// it does not (QEMU's MTE, the kernel's, KVM's capability, KVM itself), that is the run's
+/// error, naming the layer, and the checks that need what is missing skip while the others run.
+/// The host lane promises nothing: there its checks skip one by one.
+fn open_kvm_lane(options: &Options, kernel_release: &str, mut facts: Vec<Feature>) -> Opened {
+    let promised = options.lane == Lane::Emulated;
+    let opened = KvmVmm::open(
+        options.lane,
+        kernel_release,
+        options.payload_dir.clone(),
+        options.deadline,
+    );
+    let kvm = match opened {
+        Ok(kvm) => kvm,
+        Err(e) => return without_kvm(options, kernel_release, reason_of(e), facts),
     };
-    let reason = match promise {
-        Some(promise) => format!("the {} lane's {promise}, yet {why}", options.lane),
-        None => why,
+    facts.push(Feature::new("KVM API version", kvm.api_version()));
+    facts.push(Feature::new("KVM_CAP_ARM_MTE", kvm.has_mte_cap()));
+    facts.push(Feature::new(IPA_SIZE_FEATURE, kvm.describe_ipa_size()));
+    if promised {
+        let signs = MteSigns::of_this_machine(Ok(kvm.has_mte_cap()));
+        facts.extend(signs.features());
+        if let Some(lacks) = missing_in_emulated_machine(&signs) {
+            // The checks that need MTE skip with this reason; the others still run.
+            return Opened {
+                vmm: Arc::new(KeepsArtifacts(kvm.without_mte_because(lacks.clone()))),
+                facts,
+                setup_error: Some(machine_lacks(options.lane, &lacks)),
+            };
+        }
+    }
+    match kvm.mte_capable().and_then(|()| guest_view(&kvm)) {
+        Ok(view) => facts.extend(view),
+        Err(e) => {
+            facts.push(Feature::new("guest probe boot", &e));
+            if promised {
+                // KVM offers MTE, yet a guest with it does not boot: that is KVM's to answer
+                // for, in every check.
+                let reason = format!(
+                    "the emulated lane's machine is built with KVM and MTE, yet {}",
+                    reason_of(e)
+                );
+                return Opened {
+                    vmm: Arc::new(Unavailable {
+                        lane: options.lane,
+                        kernel_release: kernel_release.into(),
+                        reason,
+                        promised: true,
+                    }),
+                    facts,
+                    setup_error: None,
+                };
+            }
+            // The checks that need MTE skip one by one; the others still run.
+        }
+    }
+    Opened {
+        vmm: Arc::new(KeepsArtifacts(kvm)),
+        facts,
+        setup_error: None,
+    }
+}
+
+/// The run error of a lane whose machine lacks what the lane needs.
+fn machine_lacks(lane: Lane, why: &str) -> String {
+    format!("the {lane} lane's machine lacks what the lane needs: {why}")
+}
+
+/// A KVM lane where /dev/kvm cannot be opened (`why`): every check skips. In the emulated
+/// lane, whose machine is built to have KVM, that is the run's error too, saying which layer.
+fn without_kvm(
+    options: &Options,
+    kernel_release: &str,
+    why: String,
+    mut facts: Vec<Feature>,
+) -> Opened {
+    facts.push(Feature::new("KVM", format!("unavailable: {why}")));
+    let (reason, setup_error) = match options.lane {
+        Lane::Emulated => {
+            let signs = MteSigns::of_this_machine(Err(why));
+            let lacks = missing_in_emulated_machine(&signs).unwrap_or_default();
+            let error = machine_lacks(options.lane, &lacks);
+            (lacks, Some(error))
+        }
+        _ => (why, None),
     };
-    let vmm = Unavailable {
-        lane: options.lane,
-        kernel_release: kernel_release.into(),
-        reason,
-        promised,
-    };
-    (Arc::new(vmm), facts)
+    Opened {
+        vmm: Opened::unavailable(options, kernel_release, reason),
+        facts,
+        setup_error,
+    }
 }
 
 /// QEMU as the VMM (under TCG in the qemu lane, on the machine's KVM in the qemu-kvm lane),
-/// after one probe boot: the lanes promise MTE, so any error is the lane's.
-fn open_qemu(
-    options: &Options,
-    kernel_release: &str,
-    facts: &mut Vec<Feature>,
-) -> Result<SharedVmm, VmmError> {
-    let accel = match options.lane {
+/// after one probe boot. A QEMU that cannot be run, or that lacks what the lane drives (a
+/// version without the gdbstub's memory-tagging packets, a stub that does not know a packet,
+/// no KVM with MTE beneath it), is the run's error, every check a skip with the reason; any
+/// other failure of the probe is QEMU's, as the VMM under test, in every check.
+fn open_qemu_lane(options: &Options, kernel_release: &str, mut facts: Vec<Feature>) -> Opened {
+    let lane = options.lane;
+    let lane_lacks =
+        |why: &str| format!("the {lane} lane's QEMU lacks what the lane drives: {why}");
+    let accel = match lane {
         Lane::QemuKvm => Accel::Kvm,
         _ => Accel::Tcg,
     };
-    let qemu = QemuVmm::open(
+    let opened = QemuVmm::open(
         options.lane,
         options.qemu.clone(),
         accel,
         kernel_release,
         options.payload_dir.clone(),
         options.deadline,
-    )
-    .inspect_err(|e| facts.push(Feature::new("QEMU", format!("unavailable: {e}"))))?;
+    );
+    let qemu = match opened {
+        Ok(qemu) => qemu,
+        Err(e) => {
+            let why = reason_of(e);
+            facts.push(Feature::new("QEMU", format!("unavailable: {why}")));
+            return Opened {
+                vmm: Opened::unavailable(options, kernel_release, why.clone()),
+                facts,
+                setup_error: Some(lane_lacks(&why)),
+            };
+        }
+    };
     facts.push(Feature::new(
         "QEMU",
         format!("{} ({})", qemu.banner(), qemu.path().display()),
@@ -280,9 +374,42 @@ fn open_qemu(
     if let Some(ram) = qemu.ram_in_words() {
         facts.push(Feature::new("QEMU guest RAM", ram));
     }
-    let view = view.inspect_err(|e| facts.push(Feature::new("guest probe boot", e)))?;
-    facts.extend(view);
-    Ok(Arc::new(qemu))
+    let release = qemu.kernel_release().to_string();
+    match view {
+        Ok(view) => {
+            facts.extend(view);
+            Opened {
+                vmm: Arc::new(qemu),
+                facts,
+                setup_error: None,
+            }
+        }
+        Err(VmmError::Unsupported(why)) => {
+            facts.push(Feature::new("guest probe boot", &why));
+            Opened {
+                vmm: Opened::unavailable(options, &release, why.clone()),
+                facts,
+                setup_error: Some(lane_lacks(&why)),
+            }
+        }
+        Err(e) => {
+            facts.push(Feature::new("guest probe boot", &e));
+            let reason = format!(
+                "the {lane} lane's QEMU runs its guests with mte=on, yet {}",
+                reason_of(e)
+            );
+            Opened {
+                vmm: Arc::new(Unavailable {
+                    lane: options.lane,
+                    kernel_release: release,
+                    reason,
+                    promised: true,
+                }),
+                facts,
+                setup_error: None,
+            }
+        }
+    }
 }
 
 /// What a guest with MTE sees of its CPU: one probe boot before the checks.
@@ -311,6 +438,8 @@ fn verdict(test: &str, vmm: &dyn Vmm, finding: Finding, started: Instant) -> Ver
         test: test.into(),
         lane: vmm.lane(),
         kernel: vmm.kernel_release().into(),
+        // xtask stamps the boot: the runner does not know which of the lane's boots it is in.
+        boot: 0,
         outcome: finding.outcome,
         reason: finding.reason,
         detail: finding.detail,
@@ -356,6 +485,9 @@ fn scenario_trial(
     tally: SharedTally,
 ) -> Trial {
     Trial::ignorable_test(scenario.name, move || {
+        emit::record(&Record::Started {
+            test: scenario.name.into(),
+        });
         let started = Instant::now();
         let finding = match inject {
             Some(injection) => execute(
@@ -383,6 +515,7 @@ fn injection_trial(
 ) -> Trial {
     let name = injection_trial_name(scenario, injection);
     Trial::ignorable_test(name.clone(), move || {
+        emit::record(&Record::Started { test: name.clone() });
         let started = Instant::now();
         let inner = execute(
             scenario,
@@ -397,8 +530,13 @@ fn injection_trial(
 }
 
 /// The checks the libtest arguments, the shard and the selection select, in words; empty for
-/// all of them.
-fn describe_selection(args: &Arguments, shard: Option<Shard>, select: &[String]) -> String {
+/// all of them without their proofs.
+fn describe_selection(
+    args: &Arguments,
+    shard: Option<Shard>,
+    select: &[String],
+    prove: bool,
+) -> String {
     let mut words = Vec::new();
     if let Some(shard) = shard {
         words.push(format!("shard {shard}"));
@@ -416,6 +554,9 @@ fn describe_selection(args: &Arguments, shard: Option<Shard>, select: &[String])
     words.extend(args.skip.iter().map(|skip| format!("--skip {skip}")));
     if args.ignored {
         words.push("--ignored".into());
+    }
+    if prove {
+        words.push(WITH_PROOFS.into());
     }
     words.join(" ")
 }
@@ -447,9 +588,13 @@ fn judge_injected(scenario: &str, injection: Injection, inner: Finding) -> Findi
                 injection.name()
             ),
         ),
+        // A check that skipped or xfailed was not shown able to fail: the proof proved nothing.
         Outcome::Skip | Outcome::Xfail => (
-            inner.outcome,
-            format!("{scenario} was {}: {}", inner.outcome, inner.reason),
+            Outcome::Skip,
+            format!(
+                "{scenario} was {}, so the injection proved nothing: {}",
+                inner.outcome, inner.reason
+            ),
         ),
     };
     let mut detail = vec![Evidence::Values {
@@ -500,15 +645,23 @@ fn is_long(name: &str) -> bool {
     LONG_FAMILIES.iter().any(|family| check.starts_with(family))
 }
 
-/// Every trial: the scenarios, then (unless the whole run is injected) the injection proofs;
-/// those of long families first.
-fn trials(vmm: &SharedVmm, inject: Option<Injection>, tally: &SharedTally) -> Vec<Trial> {
+/// How a selection says that the checks' fault-injection proofs run too.
+pub const WITH_PROOFS: &str = "with their fault-injection proofs";
+
+/// Every trial: the scenarios, then (asked to prove, and unless the whole run is injected) the
+/// injection proofs; those of long families first.
+fn trials(
+    vmm: &SharedVmm,
+    inject: Option<Injection>,
+    prove: bool,
+    tally: &SharedTally,
+) -> Vec<Trial> {
     let scenarios = mte_suites::all();
     let mut trials: Vec<Trial> = scenarios
         .iter()
         .map(|&s| scenario_trial(s, Arc::clone(vmm), inject, Arc::clone(tally)))
         .collect();
-    if inject.is_none() {
+    if prove && inject.is_none() {
         for injection in Injection::ALL {
             for &s in scenarios
                 .iter()
@@ -527,6 +680,21 @@ fn trials(vmm: &SharedVmm, inject: Option<Injection>, tally: &SharedTally) -> Ve
     trials
 }
 
+/// Run `work`, saying every [`ALIVE_EVERY`] that the runner is alive: the host side tells a
+/// machine that stopped from checks that take long by these records.
+fn while_saying_alive<T>(work: impl FnOnce() -> T) -> T {
+    let (done, stop) = std::sync::mpsc::channel::<()>();
+    let alive = std::thread::spawn(move || {
+        while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(ALIVE_EVERY) {
+            emit::record(&Record::Alive);
+        }
+    });
+    let result = work();
+    drop(done);
+    let _ = alive.join();
+    result
+}
+
 /// Run the harness; returns whether every check that ran avoided fail.
 pub fn run(options: &Options) -> bool {
     let started = Instant::now();
@@ -534,12 +702,24 @@ pub fn run(options: &Options) -> bool {
         .libtest_arguments()
         .expect("validated by Options::parse");
     let (kernel_release, _, _) = environment::uname();
-    let (vmm, mut facts) = open_vmm(options, &kernel_release);
+    configure(options.races);
+    let Opened {
+        vmm,
+        mut facts,
+        setup_error,
+    } = open_vmm(options, &kernel_release);
     if let Some(injection) = options.inject {
         facts.push(Feature::new("fault injection", injection.name()));
     }
+    if let Some(seed) = options.races.seed {
+        facts.push(Feature::new("race seed", format!("{seed:#x}")));
+    }
+    facts.push(Feature::new(
+        "race budget",
+        format!("{:?} a race check", options.races.budget),
+    ));
     let tally = SharedTally::default();
-    let mut trials = trials(&vmm, options.inject, &tally);
+    let mut trials = trials(&vmm, options.inject, options.prove, &tally);
     let available = trials.len();
     if let Some(shard) = options.shard {
         trials.retain(|t| shard.contains(t.name()));
@@ -547,13 +727,12 @@ pub fn run(options: &Options) -> bool {
     if !options.select.is_empty() {
         trials.retain(|t| options.select.iter().any(|name| name == check_of(t.name())));
     }
-    let planned = if args.list {
-        0
-    } else {
-        trials
-            .iter()
+    let checks: Vec<String> = match args.list {
+        true => Vec::new(),
+        false => (trials.iter())
             .filter(|t| !args.is_filtered_out(t) && !args.is_ignored(t))
-            .count()
+            .map(|t| t.name().to_string())
+            .collect(),
     };
     emit::record(&Record::Hello {
         schema: SCHEMA_VERSION,
@@ -563,18 +742,20 @@ pub fn run(options: &Options) -> bool {
             kernel_release: vmm.kernel_release().to_string(),
             ..environment::probe(options.lane, facts)
         },
-        planned,
+        planned: checks.len(),
         available,
         list: args.list,
-        selection: describe_selection(&args, options.shard, &options.select),
+        selection: describe_selection(&args, options.shard, &options.select, options.prove),
         bench: false,
+        setup_error,
+        checks,
     });
     if args.list {
         for trial in trials.iter().filter(|t| !args.is_filtered_out(t)) {
             emit::log(format!("{}: test", trial.name()));
         }
     }
-    let conclusion = libtest_mimic::run(&args, trials);
+    let conclusion = while_saying_alive(|| libtest_mimic::run(&args, trials));
     let tally = *tally.lock().unwrap();
     emit::record(&Record::Done {
         tally,
@@ -612,10 +793,21 @@ mod tests {
         assert_eq!(o.harness_args, vec!["x"]);
         assert_eq!(check_of("fault_injection::corrupt_tag::tags::a"), "tags::a");
         assert_eq!(check_of("tags::a"), "tags::a");
+        assert!(!o.prove);
+        assert!(parse(&["--prove", "tags::"]).unwrap().prove);
         let o = parse(&["--shard", "2/3", "tags::"]).unwrap();
         assert_eq!(o.shard.map(|s| s.to_string()).as_deref(), Some("2/3"));
         assert_eq!(o.harness_args, vec!["tags::"]);
         assert!(parse(&["--shard", "4/3"]).unwrap_err().contains("K/N"));
+    }
+
+    #[test]
+    fn the_race_seed_and_budget_are_the_runners() {
+        let o = parse(&["--seed", "0x2a", "--race-budget", "10", "races::"]).unwrap();
+        assert_eq!(o.races.seed, Some(42));
+        assert_eq!(o.races.budget, Duration::from_secs(10));
+        assert_eq!(o.harness_args, vec!["races::"]);
+        assert_eq!(parse(&[]).unwrap().races, RaceSettings::default());
     }
 
     #[test]
@@ -644,6 +836,10 @@ mod tests {
             parse(&["--deadline", "2.5"]).unwrap().deadline,
             Duration::from_millis(2500)
         );
+        assert!(parse(&["--seed", "x"]).unwrap_err().contains("--seed"));
+        assert!(parse(&["--race-budget", "0"])
+            .unwrap_err()
+            .contains("--race-budget"));
         assert!(parse(&["--lane"]).unwrap_err().contains("needs a value"));
         assert!(parse(&["--kernel-package", "x"])
             .unwrap_err()
@@ -664,7 +860,7 @@ mod tests {
             reason: "r".into(),
             promised: false,
         });
-        let names: Vec<bool> = trials(&vmm, None, &SharedTally::default())
+        let names: Vec<bool> = trials(&vmm, None, true, &SharedTally::default())
             .iter()
             .map(|t| is_long(t.name()))
             .collect();
@@ -681,7 +877,7 @@ mod tests {
             promised: false,
         });
         let tally = SharedTally::default();
-        let names: Vec<String> = trials(&vmm, None, &tally)
+        let names: Vec<String> = trials(&vmm, None, true, &tally)
             .iter()
             .map(|t| t.name().to_string())
             .collect();
@@ -690,8 +886,11 @@ mod tests {
                 assert!(names.contains(&injection_trial_name(s, injection)));
             }
         }
-        let injected: Vec<Trial> = trials(&vmm, Some(Injection::CorruptTag), &tally);
+        let injected: Vec<Trial> = trials(&vmm, Some(Injection::CorruptTag), true, &tally);
         assert_eq!(injected.len(), mte_suites::all().len());
+        // Not asked to prove, the checks run alone.
+        let checks: Vec<Trial> = trials(&vmm, None, false, &tally);
+        assert_eq!(checks.len(), mte_suites::all().len());
     }
 
     #[test]
@@ -719,6 +918,7 @@ mod tests {
         };
         assert_eq!(judge(passed), Outcome::Fail);
         assert_eq!(judge(Finding::skip("no MTE")), Outcome::Skip);
+        assert_eq!(judge(Finding::xfail("refused before 6.2")), Outcome::Skip);
         let long = Evidence::TagMaps {
             expected_from: "guest".into(),
             observed_from: "host".into(),
@@ -754,6 +954,52 @@ mod tests {
             assert_eq!(finding.outcome, Outcome::Skip, "{}", s.name);
             assert_eq!(finding.reason, "no arm64 KVM");
         }
+    }
+
+    fn options_for(lane: Lane) -> Options {
+        Options {
+            lane,
+            qemu: "/nonexistent/qemu-system-aarch64".into(),
+            ..parse(&[]).unwrap()
+        }
+    }
+
+    #[test]
+    fn an_emulated_machine_without_kvm_is_a_run_error_and_its_checks_skip() {
+        // This host is not the emulated machine: there is no arm64 KVM here, which in the
+        // emulated lane is what its machine lacks.
+        if cfg!(target_arch = "aarch64") {
+            return;
+        }
+        let opened = open_vmm(&options_for(Lane::Emulated), "6.12.95");
+        let error = opened.setup_error.expect("a run error");
+        assert!(
+            error.starts_with("the emulated lane's machine lacks what the lane needs: the emulated machine has no KVM"),
+            "{error}"
+        );
+        for s in mte_suites::all() {
+            let finding = execute(s, opened.vmm.as_ref());
+            assert_eq!(finding.outcome, Outcome::Skip, "{}", s.name);
+        }
+        // The host lane promises nothing: its checks skip, and that is no run error.
+        assert_eq!(
+            open_vmm(&options_for(Lane::Host), "6.12.95").setup_error,
+            None
+        );
+    }
+
+    #[test]
+    fn a_qemu_lane_without_its_qemu_is_a_run_error_and_its_checks_skip() {
+        let opened = open_vmm(&options_for(Lane::Qemu), "6.12.95");
+        let error = opened.setup_error.expect("a run error");
+        assert!(
+            error.starts_with(
+                "the qemu lane's QEMU lacks what the lane drives: no QEMU at /nonexistent"
+            ),
+            "{error}"
+        );
+        let finding = execute(mte_suites::all()[0], opened.vmm.as_ref());
+        assert_eq!(finding.outcome, Outcome::Skip);
     }
 
     #[test]

@@ -10,4 +10,6 @@ pub mod emit;
 pub mod environment;
 pub mod harness;
 pub mod init;
+pub mod kernel_config;
 pub mod machine_setup;
+pub mod mte_layers;

@@ -58,6 +58,7 @@ pub fn errno_name(errno: i32) -> String {
         28 => "ENOSPC",
         38 => "ENOSYS",
         95 => "EOPNOTSUPP",
+        97 => "EAFNOSUPPORT",
         _ => return format!("errno {errno}"),
     };
     format!("{name} ({errno})")

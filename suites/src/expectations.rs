@@ -49,6 +49,20 @@ pub enum Behaviour {
     /// The memslot is accepted, and KVM_RUN fails with this errno at the guest's first access
     /// to RAM.
     RunFails { errno: i32 },
+    /// A page's tags are initialised by whichever path finds PG_mte_tagged clear, tested then
+    /// set apart: two paths racing on a fresh page can both initialise it, and one clear the
+    /// tags the other just wrote.
+    TagInitRacy,
+    /// PG_mte_lock lets one path initialise a page's tags while the others wait for
+    /// PG_mte_tagged: no tags are lost.
+    TagInitLocked,
+    /// No MAP_SHARED memslot with MTE: post-copy fills a page of private memory with
+    /// UFFDIO_COPY(DONTWAKE) and writes its tags after, so a second vCPU can find the page
+    /// before its tags.
+    PostCopyDontWake,
+    /// A MAP_SHARED memslot with MTE: post-copy writes a page's data and tags through a
+    /// second mapping, then maps it (UFFDIO_CONTINUE).
+    PostCopyBeforeMapping,
 }
 
 impl std::fmt::Display for Behaviour {
@@ -64,6 +78,26 @@ impl std::fmt::Display for Behaviour {
                 f,
                 "the memslot is accepted, then KVM_RUN fails with {} at the guest's first access",
                 errno_name(*errno)
+            ),
+            Behaviour::TagInitRacy => write!(
+                f,
+                "a page's tag initialisation tests PG_mte_tagged and sets it apart, so a racing \
+                 path's tags can be cleared"
+            ),
+            Behaviour::TagInitLocked => write!(
+                f,
+                "one path initialises a page's tags under PG_mte_lock, the others wait for \
+                 PG_mte_tagged"
+            ),
+            Behaviour::PostCopyDontWake => write!(
+                f,
+                "no MAP_SHARED memslot with MTE, so post-copy maps a page (UFFDIO_COPY, \
+                 DONTWAKE) before its tags are in"
+            ),
+            Behaviour::PostCopyBeforeMapping => write!(
+                f,
+                "post-copy puts a page's data and tags in through a second mapping before \
+                 UFFDIO_CONTINUE maps it"
             ),
         }
     }
@@ -117,6 +151,14 @@ pub const UNIFY_CHANGE: &str = "\"KVM: arm64: unify the tests for VMAs in memslo
     logic\" (2dbf12ae132c, 6.2): a mapping without VM_MTE_ALLOWED is refused when the memslot is \
     created; before them KVM looked only for VM_SHARED, so a MAP_PRIVATE ramfs mapping was \
     accepted and the guest ran on page cache that cannot keep tags";
+
+/// Commit d77e59a8fccd (arm64, merged for 6.2).
+pub const TAG_LOCK_CHANGE: &str = "\"arm64: mte: Lock a page for MTE tag initialisation\" \
+    (d77e59a8fccd, 6.2), which adds PG_mte_lock: the first path to take it initialises the \
+    page's tags and sets PG_mte_tagged, and the others wait for that; before it \
+    sanitise_mte_tags(), mte_sync_tags() and KVM_ARM_MTE_COPY_TAGS(TO_GUEST) each tested \
+    PG_mte_tagged and set it later, so a vCPU's first touch could clear tags the VMM had just \
+    written";
 
 /// Why a ramfs mapping is refused from 6.2 on.
 pub const NOT_MTE_ALLOWED: &str = "kvm_arch_prepare_memory_region() refuses a VMA without \
@@ -186,6 +228,75 @@ const CONTROL: [Expectation; 2] = shared_memslot!(
     "control: memfd"
 );
 
+/// The case of every race check's entries.
+pub const TAG_INIT: &str = "tag initialisation";
+
+/// A race check on the tag initialisation: racy before 6.2 (xfail when it loses tags), locked
+/// from 6.2 (pass).
+macro_rules! tag_init_race {
+    ($check:literal) => {
+        [
+            entry(
+                $check,
+                TAG_INIT,
+                None,
+                Some(V6_2),
+                Behaviour::TagInitRacy,
+                Outcome::Xfail,
+                TAG_LOCK_CHANGE,
+            ),
+            entry(
+                $check,
+                TAG_INIT,
+                Some(V6_2),
+                None,
+                Behaviour::TagInitLocked,
+                Outcome::Pass,
+                TAG_LOCK_CHANGE,
+            ),
+        ]
+    };
+}
+
+/// The case of the post-copy race's entries.
+pub const POSTCOPY_ORDER: &str = "post-copy order";
+
+/// The post-copy race: the engine's order before 6.2 lets a second vCPU in early (xfail), its
+/// order from 6.2 does not (pass).
+const POSTCOPY: [Expectation; 2] = [
+    entry(
+        "races::postcopy_pages_reach_every_vcpu_with_their_tags",
+        POSTCOPY_ORDER,
+        None,
+        Some(V6_2),
+        Behaviour::PostCopyDontWake,
+        Outcome::Xfail,
+        MAP_SHARED_CHANGE,
+    ),
+    entry(
+        "races::postcopy_pages_reach_every_vcpu_with_their_tags",
+        POSTCOPY_ORDER,
+        Some(V6_2),
+        None,
+        Behaviour::PostCopyBeforeMapping,
+        Outcome::Pass,
+        MAP_SHARED_CHANGE,
+    ),
+];
+
+/// Every race check of the tag initialisation.
+const RACES: [[Expectation; 2]; 9] = [
+    tag_init_race!("races::host_tag_writes_vs_guest_first_read"),
+    tag_init_race!("races::host_tag_reads_vs_guest_first_tagging"),
+    tag_init_race!("races::host_tag_writes_vs_guest_first_tagging"),
+    tag_init_race!("races::vcpus_first_touch_the_same_pages"),
+    tag_init_race!("races::host_mapping_tag_stores_vs_guest_first_read"),
+    tag_init_race!("races::host_mapping_tag_loads_vs_guest_first_tagging"),
+    tag_init_race!("races::guest_tag_writes_vs_swap"),
+    tag_init_race!("races::guest_tag_writes_vs_cow_break"),
+    tag_init_race!("races::guest_tag_writes_vs_ksm_scanning"),
+];
+
 const RAMFS: [Expectation; 4] = [
     entry(
         "shared::non_ram_backed_mapping_is_refused",
@@ -234,8 +345,10 @@ pub fn table() -> impl Iterator<Item = &'static Expectation> {
         &DONTNEED[..],
         &CONTROL[..],
         &RAMFS[..],
+        &POSTCOPY[..],
     ]
     .into_iter()
+    .chain(RACES.iter().map(|pair| &pair[..]))
     .flatten()
 }
 
@@ -298,6 +411,19 @@ mod tests {
         for e in table() {
             assert!(names.contains(&e.check), "{} is not a check", e.check);
         }
+    }
+
+    #[test]
+    fn the_tag_initialisation_races_are_known_on_6_1_and_fixed_on_6_12() {
+        let check = "races::host_tag_writes_vs_guest_first_read";
+        let (old, _) = lookup(check, TAG_INIT, "6.1.0-54-arm64").unwrap();
+        assert_eq!(
+            (old.behaviour, old.outcome),
+            (Behaviour::TagInitRacy, Outcome::Xfail)
+        );
+        assert!(old.change.contains("d77e59a8fccd"));
+        let (new, _) = lookup(check, TAG_INIT, "6.12.95+deb12-arm64").unwrap();
+        assert_eq!(new.behaviour, Behaviour::TagInitLocked);
     }
 
     #[test]

@@ -1,12 +1,11 @@
 //! The host's memory management of a guest's RAM, as the scenarios see it: what backs the RAM
 //! memslot, what the VMM may do to that mapping (madvise, mprotect, fork), what the host kernel
-//! says about its pages (mincore, /proc/self/pagemap, /proc/kpageflags), swap and KSM, a
-//! second VM on the same memory, and host tag copies racing the guest.
+//! says about its pages (mincore, /proc/self/pagemap, /proc/kpageflags), swap and KSM, and a
+//! second VM on the same memory. Races of the host against the guest are
+//! [`crate::race_plan`]'s.
 //!
 //! These are the types of the [`crate::vmm::Guest`] steps; the KVM backend implements them,
 //! other lanes answer [`crate::vmm::VmmError::Unsupported`].
-
-use std::time::Duration;
 
 use crate::error::VmmError;
 
@@ -62,6 +61,9 @@ pub enum Advice {
     Unmergeable,
     /// MADV_NOHUGEPAGE (15): no transparent huge pages here; pages fault one by one.
     NoHugePage,
+    /// MADV_REMOVE (9): free the pages of shared memory behind the range (a hole in its
+    /// file); the next touch finds fresh pages.
+    Remove,
 }
 
 impl Advice {
@@ -73,6 +75,7 @@ impl Advice {
             Advice::Mergeable => 12,
             Advice::Unmergeable => 13,
             Advice::NoHugePage => 15,
+            Advice::Remove => 9,
         }
     }
     pub fn name(self) -> &'static str {
@@ -82,6 +85,7 @@ impl Advice {
             Advice::Mergeable => "MADV_MERGEABLE",
             Advice::Unmergeable => "MADV_UNMERGEABLE",
             Advice::NoHugePage => "MADV_NOHUGEPAGE",
+            Advice::Remove => "MADV_REMOVE",
         }
     }
 }
@@ -263,42 +267,6 @@ pub trait TagPeer {
     fn read_data(&mut self, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError>;
 }
 
-/// What the host does while the guest runs one command.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HostTagOp {
-    /// KVM_ARM_MTE_COPY_TAGS(FROM_GUEST) of each page, sweep after sweep until the guest's
-    /// command is done (at least one sweep).
-    Read,
-    /// KVM_ARM_MTE_COPY_TAGS(TO_GUEST) of each page once, with these tags: one byte per
-    /// granule of `[RacePlan::base, RacePlan::base + RacePlan::len)`.
-    Write(Vec<u8>),
-}
-
-/// Host tag copies racing a guest command over the same pages.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RacePlan {
-    pub base: u64,
-    pub len: u64,
-    /// The pages (IPAs inside the range) in the order the host visits them.
-    pub order: Vec<u64>,
-    pub op: HostTagOp,
-    /// How long after the guest is let go the host starts.
-    pub delay: Duration,
-}
-
-/// What the host did during a race; times are microseconds from the moment both sides were
-/// let go.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RaceLog {
-    /// Each host read: the page and its tags.
-    pub reads: Vec<(u64, Vec<u8>)>,
-    pub host_started_us: u64,
-    pub host_finished_us: u64,
-    pub guest_finished_us: u64,
-    /// How many page copies the host made.
-    pub copies: u64,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,5 +291,6 @@ mod tests {
         assert_eq!(Advice::Mergeable.value(), 12);
         assert_eq!(Advice::Unmergeable.value(), 13);
         assert_eq!(Advice::NoHugePage.value(), 15);
+        assert_eq!(Advice::Remove.value(), 9);
     }
 }

@@ -7,13 +7,15 @@ use mte_results::{Evidence, Lane, Outcome};
 use crate::check::Finding;
 use crate::host_mm::{
     Advice, Backing, ChildReport, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection,
-    RaceLog, RacePlan, SwapDevice, TagPeer,
+    SwapDevice, TagPeer,
 };
 use crate::migration_plan::{
     IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault,
 };
+use crate::race_plan::{RaceLog, RacePlan};
 use crate::vmm::{
-    AbiVm, BootOptions, CopyTagsArgs, Guest, Reply, StubTagPackets, Vmm, VmmError, VmmMigration,
+    AbiVm, BootOptions, CopyTagsArgs, Guest, IpaProbe, IpaSizes, Reply, StubTagPackets, Vmm,
+    VmmError, VmmMigration,
 };
 
 /// What to break. Each injection breaks one path a verdict rests on; a check names the ones
@@ -40,9 +42,9 @@ pub enum Injection {
     MigrateStaleTags,
     /// Post-copy: the guest is woken before a page's tags are in place.
     MigrateLateTags,
-    /// The ABI path: every KVM_ARM_MTE_COPY_TAGS reaches the kernel with half its length, and
-    /// KVM_ENABLE_CAP(KVM_CAP_ARM_MTE) answers success whatever the kernel said: a VMM that
-    /// gets its requests and its errors wrong.
+    /// The ABI path: every KVM_ARM_MTE_COPY_TAGS reaches the kernel with half its length,
+    /// KVM_ENABLE_CAP(KVM_CAP_ARM_MTE) answers success whatever the kernel said, and a VM asked
+    /// for an IPA size gets 4 bits fewer: a VMM that gets its requests and its errors wrong.
     TamperAbi,
     /// The VMM's deadline: a guest given a deadline runs under five times that.
     LateDeadline,
@@ -221,6 +223,28 @@ impl Vmm for Injecting<'_> {
     fn incoming_stream(&self, name: &str) -> Result<Option<IncomingStream>, VmmError> {
         self.inner.incoming_stream(name)
     }
+
+    fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {
+        self.inner.ipa_sizes()
+    }
+
+    fn under_injection(&self) -> bool {
+        true
+    }
+
+    fn without_injection(&self) -> &dyn Vmm {
+        self.inner.without_injection()
+    }
+
+    /// Under `tamper-abi` the VM gets an IPA space a sixteenth of the one asked for (4 bits
+    /// fewer, never under KVM's minimum of 32): a VMM that gets its request wrong.
+    fn ipa_probe(&self, bits: u32, top: u64) -> Result<IpaProbe, VmmError> {
+        let bits = match self.injection {
+            Injection::TamperAbi => bits.saturating_sub(4).max(32),
+            _ => bits,
+        };
+        self.inner.ipa_probe(bits, top)
+    }
 }
 
 struct InjectingGuest {
@@ -264,6 +288,22 @@ impl Guest for InjectingGuest {
         let probe = probe.map(|(ipa, tag)| (ipa, self.injection.host_written(&[tag])[0]));
         self.inner.stub_tag_packets(probe)
     }
+    fn vcpus(&self) -> usize {
+        self.inner.vcpus()
+    }
+    fn exec_on(&mut self, vcpu: usize, command: Command, args: &[u64]) -> Result<Reply, VmmError> {
+        let mut args = args.to_vec();
+        self.injection.command_args(command, &mut args);
+        self.inner.exec_on(vcpu, command, &args)
+    }
+    fn read_bulk_on(&mut self, vcpu: usize, len: usize) -> Result<Vec<u8>, VmmError> {
+        let mut bytes = self.inner.read_bulk_on(vcpu, len)?;
+        self.injection.guest_report(&mut bytes);
+        Ok(bytes)
+    }
+    fn write_bulk_on(&mut self, vcpu: usize, bytes: &[u8]) -> Result<(), VmmError> {
+        self.inner.write_bulk_on(vcpu, bytes)
+    }
     fn ram_backing(&self) -> Result<Backing, VmmError> {
         self.inner.ram_backing()
     }
@@ -300,23 +340,19 @@ impl Guest for InjectingGuest {
             injection: self.injection,
         }))
     }
-    fn race(
-        &mut self,
-        plan: &RacePlan,
-        command: Command,
-        args: &[u64],
-    ) -> Result<(Reply, RaceLog), VmmError> {
-        let mut args = args.to_vec();
-        self.injection.command_args(command, &mut args);
+    fn race(&mut self, plan: &RacePlan) -> Result<RaceLog, VmmError> {
         let mut plan = plan.clone();
-        if let crate::host_mm::HostTagOp::Write(tags) = &mut plan.op {
+        for part in &mut plan.vcpus {
+            self.injection.command_args(part.command, &mut part.args);
+        }
+        if let Some(tags) = plan.host.tags_mut() {
             self.injection.host_tags(tags);
         }
-        let (reply, mut log) = self.inner.race(&plan, command, &args)?;
+        let mut log = self.inner.race(&plan)?;
         for (_, tags) in &mut log.reads {
             self.injection.host_tags(tags);
         }
-        Ok((reply, log))
+        Ok(log)
     }
     fn migrate(self: Box<Self>, plan: &MigrationPlan) -> Result<Box<dyn Guest>, VmmError> {
         let mut plan = plan.clone();

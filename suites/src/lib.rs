@@ -5,7 +5,8 @@
 //! scenarios lives in its own module under [`families`]; [`all`] is the table the runner reads.
 //!
 //! Modules depend one way, from the bottom up: [`error`] and [`reply`]; the types of the VMM's
-//! steps ([`host_mm`], [`migration_plan`]) and its traits ([`vmm`]); findings ([`check`], with
+//! steps ([`host_mm`], [`migration_plan`], [`race_plan`]), the kernel options they need
+//! ([`kernel_options`]) and its traits ([`vmm`]); findings ([`check`], with
 //! [`esr`] in words), fault injection ([`inject`]) and what a scenario is ([`scenario`]); the
 //! steps the families share ([`steps`]); then the families.
 
@@ -16,9 +17,11 @@ pub mod expectations;
 pub mod families;
 pub mod host_mm;
 pub mod inject;
+pub mod kernel_options;
 pub mod migration_plan;
 pub mod peers;
 pub mod pseudocode;
+pub mod race_plan;
 pub mod reply;
 pub mod scenario;
 pub mod steps;

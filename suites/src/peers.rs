@@ -1,8 +1,9 @@
 //! Where the suite's checks meet a peer's: kvm-unit-tests' arm/mte.c, which checks the three
 //! tag-check fault modes with one read and one write each (six report lines). Each of its lines
 //! names the conditions it reports on; the checks listed here compare every one of them (and
-//! more), so on the same QEMU both must agree. The table is data for the report and the run's
-//! notes; none of the peer's code is used.
+//! more), so on the same QEMU both must agree. The table is data for the run's closing lines,
+//! which say how this suite's own checks fared, mapped to the peer's lines: kvm-unit-tests does
+//! not run, and none of its code is used.
 
 /// One report line of the peer and the checks of this suite that cover it.
 pub struct PeerCheck {
@@ -19,33 +20,36 @@ pub const KVM_UNIT_TESTS_MTE: &[PeerCheck] = &[
     PeerCheck {
         peer: "mte: sync: read",
         requires: "a load through a mismatched tag raises DFSC 0b010001, its destination is not \
-                   written, TFSR_EL1 stays 0",
+                   written, TFSR_EL1 is 0",
         ours: &["faults::sync_mismatched_load_faults"],
     },
     PeerCheck {
         peer: "mte: sync: write",
         requires: "a store through a mismatched tag raises DFSC 0b010001, memory keeps its old \
-                   value, TFSR_EL1 stays 0",
+                   value, TFSR_EL1 is 0",
         ours: &["faults::sync_mismatched_store_faults_and_writes_nothing"],
     },
     PeerCheck {
         peer: "mte: async: read",
-        requires: "a load through a mismatched tag returns the data and sets TFSR_EL1.TF0",
+        requires: "a load through a mismatched tag returns the data, and TFSR_EL1 is TF0 alone",
         ours: &["faults::async_mismatch_sets_tfsr_without_exception"],
     },
     PeerCheck {
         peer: "mte: async: write",
-        requires: "a store through a mismatched tag is performed and sets TFSR_EL1.TF0",
+        requires: "a store through a mismatched tag is performed (memory holds the stored \
+                   value), and TFSR_EL1 is TF0 alone",
         ours: &["faults::async_mismatch_sets_tfsr_without_exception"],
     },
     PeerCheck {
         peer: "mte: asymm: read",
-        requires: "a load through a mismatched tag raises DFSC 0b010001, TFSR_EL1 stays 0",
+        requires: "a load through a mismatched tag raises DFSC 0b010001, its destination is not \
+                   written, TFSR_EL1 is 0",
         ours: &["faults::asymmetric_mismatched_load_faults"],
     },
     PeerCheck {
         peer: "mte: asymm: write",
-        requires: "a store through a mismatched tag is performed and sets TFSR_EL1.TF0",
+        requires: "a store through a mismatched tag is performed (memory holds the stored \
+                   value), and TFSR_EL1 is TF0 alone",
         ours: &["faults::asymmetric_mismatched_store_sets_tfsr"],
     },
 ];

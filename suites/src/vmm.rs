@@ -7,12 +7,13 @@ use mte_results::Lane;
 
 pub use crate::error::{errno_name, VmmError};
 use crate::host_mm::{
-    Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, RaceLog,
-    RacePlan, SwapDevice, TagPeer,
+    Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, SwapDevice,
+    TagPeer,
 };
 use crate::migration_plan::{
     IncomingStream, MigrationPlan, MigrationReport, SavedStream, StreamFault,
 };
+use crate::race_plan::{RaceLog, RacePlan};
 pub use crate::reply::Reply;
 
 /// A booted payload under the VMM, stopped at a doorbell.
@@ -55,6 +56,44 @@ pub trait Guest {
         Err(VmmError::Unsupported(
             "a debug stub with memory-tag packets: QEMU's gdbstub, in the qemu lanes".into(),
         ))
+    }
+
+    // Several vCPUs ([`BootOptions::vcpus`]): each has its own mailbox and bulk buffer, and
+    // vCPU 0 is the one the methods above drive.
+
+    /// How many vCPUs serve commands.
+    fn vcpus(&self) -> usize {
+        1
+    }
+
+    /// Run one command on vCPU `vcpu`.
+    fn exec_on(&mut self, vcpu: usize, command: Command, args: &[u64]) -> Result<Reply, VmmError> {
+        match vcpu {
+            0 => self.exec(command, args),
+            _ => Err(no_such_vcpu(vcpu, self.vcpus())),
+        }
+    }
+
+    /// Read `len` bytes of vCPU `vcpu`'s bulk buffer.
+    fn read_bulk_on(&mut self, vcpu: usize, len: usize) -> Result<Vec<u8>, VmmError> {
+        match vcpu {
+            0 => self.read_bulk(len),
+            _ => Err(no_such_vcpu(vcpu, self.vcpus())),
+        }
+    }
+
+    /// Write the start of vCPU `vcpu`'s bulk buffer.
+    fn write_bulk_on(&mut self, vcpu: usize, bytes: &[u8]) -> Result<(), VmmError> {
+        match vcpu {
+            0 => self.write_bulk(bytes),
+            _ => Err(no_such_vcpu(vcpu, self.vcpus())),
+        }
+    }
+
+    /// Run the vCPUs' commands of `plan`, let go together, while a host thread does the
+    /// plan's host part on the same pages.
+    fn race(&mut self, _plan: &RacePlan) -> Result<RaceLog, VmmError> {
+        Err(not_here("host threads racing the guest's vCPUs"))
     }
 
     // Host memory-management steps on the guest's RAM (see [`crate::host_mm`]). Only a VMM
@@ -113,16 +152,6 @@ pub trait Guest {
     /// A second VM (with MTE) whose RAM memslot is a second mapping of this guest's memory.
     fn tag_peer(&mut self) -> Result<Box<dyn TagPeer>, VmmError> {
         Err(not_here("a second VM on the same memory"))
-    }
-
-    /// Run one guest command while host threads copy tags of the same pages as `plan` says.
-    fn race(
-        &mut self,
-        _plan: &RacePlan,
-        _command: Command,
-        _args: &[u64],
-    ) -> Result<(Reply, RaceLog), VmmError> {
-        Err(not_here("host tag copies concurrent with the guest"))
     }
 
     // Migration (see [`crate::migration_plan`]): the KVM lanes move the guest with the runner's own
@@ -191,6 +220,11 @@ pub struct VmmMigration {
     pub downtime: std::time::Duration,
 }
 
+/// What a guest answers for a vCPU it does not have.
+fn no_such_vcpu(vcpu: usize, vcpus: usize) -> VmmError {
+    VmmError::Host(format!("vCPU {vcpu} asked of a guest of {vcpus} vCPU(s)"))
+}
+
 /// What a lane answers for a host step its VMM does not offer.
 fn not_here(step: &str) -> VmmError {
     VmmError::Unsupported(format!(
@@ -212,6 +246,9 @@ pub struct BootOptions {
     /// can read). Lanes that cannot choose it answer [`Guest::ram_backing`] with
     /// [`VmmError::Unsupported`].
     pub backing: Option<Backing>,
+    /// vCPUs, all started at boot (up to `mte_protocol::MAX_VCPUS`). Lanes whose VMM cannot
+    /// run several vCPUs of a guest apart answer [`VmmError::Unsupported`].
+    pub vcpus: usize,
 }
 
 impl Default for BootOptions {
@@ -221,6 +258,7 @@ impl Default for BootOptions {
             mte: true,
             deadline: None,
             backing: None,
+            vcpus: 1,
         }
     }
 }
@@ -253,6 +291,31 @@ pub trait AbiVm {
     fn ram(&self) -> (u64, u64);
     /// The host kernel's page size: the alignment KVM_ARM_MTE_COPY_TAGS demands.
     fn page_size(&self) -> u64;
+}
+
+/// The IPA (guest physical address) sizes a VM may have (`KVM_VM_TYPE_ARM_IPA_SIZE` at
+/// KVM_CREATE_VM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpaSizes {
+    /// The size of the VMs the lane makes for the checks.
+    pub suite_bits: u32,
+    /// The largest the host's KVM gives (KVM_CAP_ARM_VM_IPA_SIZE); `None` without the
+    /// capability, where every VM has KVM's default.
+    pub host_limit: Option<u32>,
+}
+
+/// A VM created with an IPA space of some size, offered a one-page memslot on the last page
+/// below an IPA and one at it, and closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpaProbe {
+    /// KVM_CREATE_VM.
+    pub create: std::time::Duration,
+    /// KVM_SET_USER_MEMORY_REGION of the last page below the IPA: Ok or errno.
+    pub below: Result<(), i32>,
+    /// KVM_SET_USER_MEMORY_REGION of the page at the IPA: Ok or errno.
+    pub at: Result<(), i32>,
+    /// Closing the VM's fd: its stage-2 tables freed.
+    pub teardown: std::time::Duration,
 }
 
 /// The VMM under test, as a lane offers it.
@@ -294,5 +357,28 @@ pub trait Vmm: Sync {
     /// given one.
     fn incoming_stream(&self, _name: &str) -> Result<Option<IncomingStream>, VmmError> {
         Ok(None)
+    }
+
+    /// Whether a fault is injected here: the verdict shows that a comparison can fail, not
+    /// what the VMM does. No report keeps the figures measured under injection, so a check
+    /// that repeats a measurement takes it once; and proofs may share the set-up the injection
+    /// does not touch (see [`Vmm::without_injection`]).
+    fn under_injection(&self) -> bool {
+        false
+    }
+
+    /// This VMM without the fault injected, for a set-up the proofs of one check share (a
+    /// source guest saved once): what the proof breaks must stay on the injected VMM.
+    fn without_injection(&self) -> &dyn Vmm;
+
+    /// The IPA sizes VMs may have here. Lanes without KVM answer [`VmmError::Unsupported`].
+    fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {
+        Err(not_here("choosing a VM's IPA size"))
+    }
+
+    /// Create a VM with an IPA space of `bits`, offer it memslots on the page below `top` and
+    /// at `top`, and close it, timed.
+    fn ipa_probe(&self, _bits: u32, _top: u64) -> Result<IpaProbe, VmmError> {
+        Err(not_here("choosing a VM's IPA size"))
     }
 }

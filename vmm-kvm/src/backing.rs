@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use mte_suites::host_mm::Backing;
+use mte_suites::kernel_options::{self, Call};
 use mte_suites::vmm::VmmError;
 
 /// statfs(2) f_type of ramfs (include/uapi/linux/magic.h).
@@ -73,7 +74,12 @@ fn memfd() -> Result<OwnedFd, VmmError> {
     // SAFETY: a NUL-terminated name; the descriptor returned is ours.
     let fd = unsafe { libc::memfd_create(c"mte-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        return Err(sys_error("memfd_create".into()));
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        return Err(kernel_options::call_error(
+            Call::MemfdCreate,
+            "memfd_create",
+            errno,
+        ));
     }
     // SAFETY: a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

@@ -28,12 +28,46 @@ pub fn to_guest(vm: RawFd, guest_ipa: u64, tags: &[u8]) -> io::Result<usize> {
     unsafe { copy_raw(vm, args, tags.as_ptr().cast_mut()) }
 }
 
+/// Set the tags of `granules` granules from `guest_ipa` on from the user buffer at `tags`,
+/// which may lie partly on memory that is not there yet (a held copy: the kernel's read of it
+/// faults, and waits, mid-way). Returns what the kernel returned.
+///
+/// # Safety
+/// `tags` must point to `granules` bytes of this process's address space, mapped (the kernel
+/// only reads them).
+pub unsafe fn to_guest_from(
+    vm: RawFd,
+    guest_ipa: u64,
+    tags: *const u8,
+    granules: usize,
+) -> io::Result<usize> {
+    let args = arch::args(guest_ipa, granules, arch::TO_GUEST);
+    // SAFETY: the caller vouches for `granules` mapped bytes at `tags`; with TO_GUEST the
+    // kernel only reads them.
+    unsafe { copy_raw(vm, args, tags.cast_mut()) }
+}
+
+/// [`to_guest_from`], all of it, or the error that says why not.
+///
+/// # Safety
+/// As [`to_guest_from`].
+pub unsafe fn write_from(
+    vm: RawFd,
+    ipa: u64,
+    tags: *const u8,
+    granules: usize,
+) -> Result<(), VmmError> {
+    // SAFETY: as the caller vouches.
+    let copied = unsafe { to_guest_from(vm, ipa, tags, granules) };
+    whole(copied, "TO_GUEST", ipa, granules)
+}
+
 /// The tags of `[ipa, ipa + len)` (page aligned), all of them, or the error that says why not.
 ///
 /// ```no_run
 /// # use std::os::fd::AsRawFd;
 /// # let kvm = kvm_ioctls::Kvm::new().unwrap();
-/// # let vm = kvm.create_vm().unwrap();
+/// # let vm = mte_vmm_kvm::ipa::create_vm(&kvm, mte_vmm_kvm::ipa::SUITE_IPA_BITS).unwrap();
 /// let tags = mte_vmm_kvm::copy_tags::read(vm.as_raw_fd(), 0x4000_0000, 4096)?;
 /// assert_eq!(tags.len(), 4096 / 16);
 /// # Ok::<(), mte_suites::vmm::VmmError>(())

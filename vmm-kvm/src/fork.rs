@@ -517,7 +517,7 @@ mod tests {
     use super::*;
 
     fn ram_with(byte: u8) -> GuestRam {
-        let mut ram = GuestRam::new(16 * 4096).unwrap();
+        let ram = GuestRam::new(16 * 4096).unwrap();
         ram.write(0, &[byte; 16 * 4096]);
         ram
     }

@@ -3,13 +3,15 @@
 //! inspect the mapping, fork, race the guest, open a second VM on the same memory, and migrate
 //! the guest with the suite's own engine.
 
-use mte_protocol::{Command, RAM_IPA, RAM_SIZE};
+use mte_protocol::{RAM_IPA, RAM_SIZE};
 use mte_suites::host_mm::{
-    Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, RaceLog,
-    RacePlan, SwapDevice, TagPeer,
+    Advice, Backing, ForkPlan, ForkedChild, KsmKnob, KsmState, PageState, Protection, SwapDevice,
+    TagPeer,
 };
+use mte_suites::kernel_options::{self, Call};
 use mte_suites::migration_plan::{MigrationPlan, SavedStream, StreamFault};
-use mte_suites::vmm::{Guest, Reply, VmmError};
+use mte_suites::race_plan::{RaceLog, RacePlan};
+use mte_suites::vmm::{Guest, VmmError};
 use mte_vmm::host_kernel as host;
 use mte_vmm::HostSteps;
 
@@ -28,6 +30,16 @@ fn ram_range(ipa: u64, len: u64) -> Result<usize, VmmError> {
     Ok((ipa - RAM_IPA) as usize)
 }
 
+/// The migration engine moves guests of one vCPU (both ends build their VM the same way).
+fn one_vcpu(guest: &KvmGuest, step: &str) -> Result<(), VmmError> {
+    match guest.vcpu_count() {
+        1 => Ok(()),
+        n => Err(VmmError::Unsupported(format!(
+            "{step} a guest of {n} vCPUs: the suite's migration engine moves guests of one vCPU"
+        ))),
+    }
+}
+
 impl HostSteps for KvmTransport {
     fn host_read_tags(guest: &mut KvmGuest, ipa: u64, len: u64) -> Result<Vec<u8>, VmmError> {
         copy_tags::read(guest.transport().vm.raw_fd(), ipa, len)
@@ -43,12 +55,25 @@ impl HostSteps for KvmTransport {
 
     fn madvise(guest: &mut KvmGuest, ipa: u64, len: u64, advice: Advice) -> Result<(), VmmError> {
         let offset = ram_range(ipa, len)?;
-        guest
+        let done = guest
             .transport()
             .vm
             .ram
-            .madvise(offset, len as usize, advice.value())
-            .map_err(|e| io_error(&format!("madvise({})", advice.name()), e))
+            .madvise(offset, len as usize, advice.value());
+        match done.map_err(|e| e.raw_os_error().unwrap_or(0)) {
+            Ok(()) => Ok(()),
+            // A kernel built without THP knows no MADV_NOHUGEPAGE, and maps no huge pages: what
+            // the advice asks holds already.
+            Err(libc::EINVAL) if advice == Advice::NoHugePage => Ok(()),
+            Err(errno) => {
+                let what = format!("madvise({})", advice.name());
+                Err(kernel_options::call_error(
+                    Call::Madvise(advice),
+                    &what,
+                    errno,
+                ))
+            }
+        }
     }
 
     fn protect(guest: &mut KvmGuest, ipa: u64, len: u64, prot: Protection) -> Result<(), VmmError> {
@@ -100,21 +125,17 @@ impl HostSteps for KvmTransport {
         Ok(Box::new(peer::KvmPeer::open(&guest.transport().vm.ram)?))
     }
 
-    fn race(
-        guest: &mut KvmGuest,
-        plan: &RacePlan,
-        command: Command,
-        args: &[u64],
-    ) -> Result<(Reply, RaceLog), VmmError> {
-        let vm = guest.transport().vm.raw_fd();
-        race::race(vm, plan, || guest.exec(command, args))
+    fn race(guest: &mut KvmGuest, plan: &RacePlan) -> Result<RaceLog, VmmError> {
+        race::race(guest, plan)
     }
 
     fn migrate(guest: KvmGuest, plan: &MigrationPlan) -> Result<Box<dyn Guest>, VmmError> {
+        one_vcpu(&guest, "migrating")?;
         migration_engine::migrate(guest, plan)
     }
 
     fn save(guest: KvmGuest, fault: Option<StreamFault>) -> Result<SavedStream, VmmError> {
+        one_vcpu(&guest, "saving")?;
         migration_engine::save(guest, fault)
     }
 }

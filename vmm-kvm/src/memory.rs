@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use mte_suites::host_mm::{Backing, PageState};
@@ -24,10 +25,13 @@ pub struct GuestRam {
     file: Option<Arc<OwnedFd>>,
 }
 
-// SAFETY: the mapping is plain memory owned by this value; access goes through &self/&mut self
-// (the guest writes to it concurrently only while its vCPU runs, which happens on the thread
-// that owns the VM).
+// SAFETY: the mapping is plain memory owned by this value, valid until it is dropped; every
+// access is a volatile copy in or out (or a system call on the range), which the guest's vCPUs
+// and the VMM's threads may make at the same time, as with any memory a guest shares with its
+// VMM.
 unsafe impl Send for GuestRam {}
+// SAFETY: as for Send: no access assumes that nobody else changes the memory meanwhile.
+unsafe impl Sync for GuestRam {}
 
 impl GuestRam {
     /// Private anonymous memory, as VMMs use by default.
@@ -46,13 +50,30 @@ impl GuestRam {
 
     /// A second mapping of the same memory: only for backings with a file.
     pub fn second_mapping(&self) -> io::Result<Option<GuestRam>> {
+        self.second_mapping_with(0)
+    }
+
+    /// A second mapping of the same memory with protection bits `extra` besides read and
+    /// write (PROT_MTE, say): only for backings with a file.
+    pub fn second_mapping_with(&self, extra: i32) -> io::Result<Option<GuestRam>> {
         match &self.file {
-            Some(file) => Self::map(self.size, self.backing, Some(Arc::clone(file))).map(Some),
+            Some(file) => {
+                Self::map_with(self.size, self.backing, Some(Arc::clone(file)), extra).map(Some)
+            }
             None => Ok(None),
         }
     }
 
     fn map(size: usize, backing: Backing, file: Option<Arc<OwnedFd>>) -> io::Result<Self> {
+        Self::map_with(size, backing, file, 0)
+    }
+
+    fn map_with(
+        size: usize,
+        backing: Backing,
+        file: Option<Arc<OwnedFd>>,
+        extra: i32,
+    ) -> io::Result<Self> {
         let sharing = match backing {
             Backing::PrivateAnonymous | Backing::RamfsFile { shared: false } => libc::MAP_PRIVATE,
             _ => libc::MAP_SHARED,
@@ -67,7 +88,7 @@ impl GuestRam {
             libc::mmap(
                 std::ptr::null_mut(),
                 size,
-                libc::PROT_READ | libc::PROT_WRITE,
+                libc::PROT_READ | libc::PROT_WRITE | extra,
                 flags,
                 fd,
                 0,
@@ -126,12 +147,31 @@ impl GuestRam {
         };
     }
 
-    pub fn write(&mut self, offset: usize, bytes: &[u8]) {
+    pub fn write(&self, offset: usize, bytes: &[u8]) {
         self.check(offset, bytes.len());
         for (i, byte) in bytes.iter().enumerate() {
             // SAFETY: in range (checked above) of a live mapping.
             unsafe { self.base.as_ptr().add(offset + i).write_volatile(*byte) };
         }
+    }
+
+    /// The 32-bit word at `offset` (4-byte aligned), read atomically with acquire ordering: a
+    /// word the guest's vCPUs change atomically while the host watches.
+    pub fn load_u32(&self, offset: usize) -> u32 {
+        self.word(offset).load(Ordering::Acquire)
+    }
+
+    /// Store the 32-bit word at `offset` (4-byte aligned) atomically with release ordering.
+    pub fn store_u32(&self, offset: usize, value: u32) {
+        self.word(offset).store(value, Ordering::Release)
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU32 {
+        self.check(offset, 4);
+        assert!(offset % 4 == 0, "a word of guest RAM is 4-byte aligned");
+        // SAFETY: in range (checked) and aligned; the mapping lives as long as `self`, and
+        // every access to this word from the host is atomic (the guest's are its own).
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(offset).cast()) }
     }
 
     /// madvise(2) of `[offset, offset + len)` (page aligned).
@@ -203,7 +243,7 @@ mod tests {
 
     #[test]
     fn bytes_round_trip() {
-        let mut ram = GuestRam::new(1 << 16).unwrap();
+        let ram = GuestRam::new(1 << 16).unwrap();
         ram.write(100, &[1, 2, 3]);
         let mut out = [0u8; 4];
         ram.read(99, &mut out);
@@ -219,7 +259,7 @@ mod tests {
 
     #[test]
     fn a_memfd_mapped_twice_shares_its_bytes() {
-        let mut ram = GuestRam::with_backing(1 << 16, Backing::Memfd).unwrap();
+        let ram = GuestRam::with_backing(1 << 16, Backing::Memfd).unwrap();
         let second = ram
             .second_mapping()
             .unwrap()
@@ -239,7 +279,7 @@ mod tests {
     #[test]
     fn pages_never_written_are_told_from_written_ones() {
         let page = page_size();
-        let mut ram = GuestRam::new(4 * page).unwrap();
+        let ram = GuestRam::new(4 * page).unwrap();
         ram.write(page, &[1]);
         let entries = pagemap(ram.host_address() as usize, 4).unwrap();
         let never: Vec<bool> = entries.into_iter().map(never_mapped).collect();
@@ -249,7 +289,7 @@ mod tests {
     #[test]
     fn dontneed_on_private_memory_frees_the_pages() {
         let page = page_size();
-        let mut ram = GuestRam::new(4 * page).unwrap();
+        let ram = GuestRam::new(4 * page).unwrap();
         ram.write(0, &vec![1u8; 4 * page]);
         let states = ram.page_states(0, 4 * page).unwrap();
         assert!(states.iter().all(|s| s.present && s.resident), "{states:?}");
@@ -264,7 +304,7 @@ mod tests {
     #[test]
     fn a_read_only_range_still_reads() {
         let page = page_size();
-        let mut ram = GuestRam::new(2 * page).unwrap();
+        let ram = GuestRam::new(2 * page).unwrap();
         ram.write(page, &[5]);
         ram.mprotect(page, page, libc::PROT_READ).unwrap();
         let mut out = [0u8; 1];

@@ -10,9 +10,10 @@ use mte_suites::vmm::{Vmm, VmmError};
 use mte_vmm::{Stop, Transport};
 
 use crate::copy_tags;
+use crate::ipa;
 use crate::memory::GuestRam;
 use crate::transport::KvmTransport;
-use crate::vm::{add_ram_memslot, add_vcpu, enable_mte, sys, Vm};
+use crate::vm::{add_ram_memslot, add_vcpu, enable_mte, Vm};
 use crate::KvmVmm;
 
 /// How long each step of one VM's life took.
@@ -48,7 +49,9 @@ impl KvmVmm {
             self.mte_capable()?;
         }
         let mut steps = LifeSteps::default();
-        let fd = lap(&mut steps.create, || self.kvm.create_vm()).map_err(sys("KVM_CREATE_VM"))?;
+        let fd = lap(&mut steps.create, || {
+            ipa::create_vm(&self.kvm, ipa::SUITE_IPA_BITS)
+        })?;
         if mte {
             lap(&mut steps.mte_cap, || enable_mte(&fd))?;
         }

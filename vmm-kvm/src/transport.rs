@@ -1,7 +1,9 @@
 //! The mailbox protocol's transport on KVM: guest memory is the VMM's mapping of the RAM
 //! memslot, the doorbell is an MMIO write that no memslot covers (KVM_EXIT_MMIO), the console
-//! is the PL011 data register, and SYSTEM_OFF is a system event.
+//! is the PL011 data register, and SYSTEM_OFF is a system event. Each vCPU of a VM has its own
+//! transport, which shares the VM with the others and may run on a thread of its own.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN;
@@ -21,22 +23,37 @@ const CONSOLE_LIMIT: usize = 64 << 10;
 /// (they read as zero: transmitter ready).
 const UART_REGISTERS: std::ops::Range<u64> = UART_IPA..UART_IPA + 0x1000;
 
-/// vCPU 0 of a VM and the VM with its RAM. Field order is drop order: the vCPU before its VM.
+/// A vCPU of a VM and the VM with its RAM. Field order is drop order: the vCPUs before their
+/// VM.
 pub struct KvmTransport {
     pub(crate) vcpu: VcpuFd,
-    pub(crate) vm: Vm,
-    /// Kicks the vCPU out of KVM_RUN at a step's deadline; it watches the thread that made it.
+    /// vCPUs 1 and up of vCPU 0's VM, created powered off, until [`Transport::other_vcpu`]
+    /// hands each its own transport.
+    others: Vec<Option<VcpuFd>>,
+    pub(crate) vm: Arc<Vm>,
+    /// Kicks the vCPU out of KVM_RUN at a step's deadline, on whichever thread runs it.
     pub(crate) watchdog: Watchdog,
     pub(crate) console: Vec<u8>,
 }
 
 impl KvmTransport {
-    /// The transport of a vCPU not yet run (or restored), driven from this thread.
+    /// The transport of a vCPU not yet run (or restored).
     pub(crate) fn new(vcpu: VcpuFd, vm: Vm, console: Vec<u8>) -> Self {
+        Self::with_others(vcpu, Vec::new(), Arc::new(vm), console)
+    }
+
+    /// vCPU 0's transport, holding `others` (vCPUs 1 and up, powered off) for the guest.
+    pub(crate) fn with_others(
+        vcpu: VcpuFd,
+        others: Vec<VcpuFd>,
+        vm: Arc<Vm>,
+        console: Vec<u8>,
+    ) -> Self {
         KvmTransport {
             vcpu,
+            others: others.into_iter().map(Some).collect(),
             vm,
-            watchdog: Watchdog::for_current_thread(),
+            watchdog: Watchdog::new(),
             console,
         }
     }
@@ -125,5 +142,25 @@ impl Transport for KvmTransport {
 
     fn console(&self) -> String {
         String::from_utf8_lossy(&self.console).into_owned()
+    }
+
+    fn other_vcpu(&mut self, index: usize) -> Result<Self, VmmError> {
+        let vcpu = index
+            .checked_sub(1)
+            .and_then(|i| self.others.get_mut(i))
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                VmmError::Host(format!(
+                    "the VM has no vCPU {index} to hand out (it was made with {} more, or \
+                     handed out already)",
+                    self.others.len()
+                ))
+            })?;
+        Ok(Self::with_others(
+            vcpu,
+            Vec::new(),
+            Arc::clone(&self.vm),
+            Vec::new(),
+        ))
     }
 }

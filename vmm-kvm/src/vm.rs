@@ -1,5 +1,6 @@
 //! A VM as the suite builds it: one RAM memslot at `RAM_IPA`, MTE enabled if asked (before any
-//! vCPU, as KVM requires), vCPU 0 started at the payload's entry.
+//! vCPU, as KVM requires), vCPU 0 started at the payload's entry and any others created
+//! powered off, for the guest to start.
 
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -9,6 +10,7 @@ use mte_protocol::RAM_IPA;
 use mte_suites::vmm::VmmError;
 use mte_vmm::Payload;
 
+use crate::ipa;
 use crate::memory::GuestRam;
 use crate::vcpu;
 
@@ -36,9 +38,9 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// A VM whose RAM memslot is `ram`, with MTE if asked.
+    /// A VM of the suite's IPA size whose RAM memslot is `ram`, with MTE if asked.
     pub fn new(kvm: &Kvm, mte: bool, ram: GuestRam) -> Result<Vm, VmmError> {
-        let vm = kvm.create_vm().map_err(sys("KVM_CREATE_VM"))?;
+        let vm = ipa::create_vm(kvm, ipa::SUITE_IPA_BITS)?;
         if mte {
             enable_mte(&vm)?;
         }
@@ -87,10 +89,23 @@ pub fn add_ram_memslot(vm: VmFd, ram: GuestRam) -> Result<Vm, VmmError> {
 
 /// vCPU 0 of `vm`, initialised to start at `entry`.
 pub fn add_vcpu(vm: &Vm, entry: u64) -> Result<VcpuFd, VmmError> {
-    let vcpu = vm.fd.create_vcpu(0).map_err(sys("KVM_CREATE_VCPU"))?;
-    vcpu::init(&vm.fd, &vcpu, entry).map_err(|(call, errno)| VmmError::Sys {
-        call: call.into(),
-        errno,
-    })?;
-    Ok(vcpu)
+    Ok(add_vcpus(vm, entry, 1)?.remove(0))
+}
+
+/// vCPUs 0 to `count - 1` of `vm`: vCPU 0 initialised to start at `entry`, the others powered
+/// off until the guest starts them (PSCI CPU_ON).
+pub fn add_vcpus(vm: &Vm, entry: u64, count: usize) -> Result<Vec<VcpuFd>, VmmError> {
+    (0..count)
+        .map(|index| {
+            let vcpu = vm
+                .fd
+                .create_vcpu(index as u64)
+                .map_err(sys("KVM_CREATE_VCPU"))?;
+            vcpu::init(&vm.fd, &vcpu, entry, index > 0).map_err(|(call, errno)| VmmError::Sys {
+                call: format!("{call} of vCPU {index}"),
+                errno,
+            })?;
+            Ok(vcpu)
+        })
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! KVM as the VMM under test, on this machine: one VM per guest, built from the payload.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kvm_bindings::KVM_CAP_ARM_MTE;
@@ -9,14 +10,15 @@ use mte_protocol::RAM_SIZE;
 use mte_results::Lane;
 use mte_suites::host_mm::Backing;
 use mte_suites::migration_plan::StreamFault;
-use mte_suites::vmm::{AbiVm, BootOptions, Guest, Vmm, VmmError};
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, IpaProbe, IpaSizes, Vmm, VmmError};
 use mte_vmm::{MailboxGuest, PayloadDir};
 
 use crate::abi::KvmAbiVm;
+use crate::ipa;
 use crate::memory::GuestRam;
 use crate::migration_engine;
 use crate::transport::KvmTransport;
-use crate::vm::{add_vcpu, Vm};
+use crate::vm::{add_vcpus, Vm};
 
 /// KVM as the VMM under test, on this machine.
 pub struct KvmVmm {
@@ -26,6 +28,8 @@ pub struct KvmVmm {
     pub(crate) payloads: PayloadDir,
     /// How long the guest may take to reach its next doorbell.
     pub(crate) deadline: Duration,
+    /// Why VMs here have no MTE, where the lane found out more than KVM's capability says.
+    no_mte_because: Option<String>,
 }
 
 impl KvmVmm {
@@ -54,7 +58,17 @@ impl KvmVmm {
             kernel_release: kernel_release.into(),
             payloads: PayloadDir::new(payload_dir),
             deadline,
+            no_mte_because: None,
         })
+    }
+
+    /// This VMM, its checks that need MTE skipping with `why` (which layer of the machine lacks
+    /// it) rather than with KVM's missing capability alone.
+    pub fn without_mte_because(self, why: String) -> Self {
+        KvmVmm {
+            no_mte_because: Some(why),
+            ..self
+        }
     }
 
     /// KVM_CHECK_EXTENSION(KVM_CAP_ARM_MTE).
@@ -64,6 +78,11 @@ impl KvmVmm {
 
     pub fn api_version(&self) -> i32 {
         self.kvm.get_api_version()
+    }
+
+    /// The IPA size of the VMs the suite makes, and the host's limit, in words.
+    pub fn describe_ipa_size(&self) -> String {
+        ipa::describe(&self.kvm)
     }
 
     /// A VM with its RAM memslot on `backing`, and MTE enabled if asked.
@@ -84,25 +103,29 @@ impl Vmm for KvmVmm {
     fn kernel_release(&self) -> &str {
         &self.kernel_release
     }
+    fn without_injection(&self) -> &dyn Vmm {
+        self
+    }
 
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
         let backing = options.backing.unwrap_or_default();
         let mut vm = self.create_vm(options.mte, backing)?;
         let entry = vm.load(&*self.payloads.get(options.payload)?);
-        let vcpu = add_vcpu(&vm, entry)?;
-        let transport = KvmTransport::new(vcpu, vm, Vec::new());
+        let mut vcpus = add_vcpus(&vm, entry, options.vcpus.max(1))?;
+        let first = vcpus.remove(0);
+        let transport = KvmTransport::with_others(first, vcpus, Arc::new(vm), Vec::new());
         let mte_on = "KVM_CAP_ARM_MTE is enabled";
         let guest = MailboxGuest::boot(transport, options, self.deadline, mte_on)?;
         Ok(Box::new(guest))
     }
 
     fn mte_capable(&self) -> Result<(), VmmError> {
-        if self.has_mte_cap() {
-            Ok(())
-        } else {
-            Err(VmmError::Unsupported(
+        match (&self.no_mte_because, self.has_mte_cap()) {
+            (Some(why), _) => Err(VmmError::Unsupported(why.clone())),
+            (None, true) => Ok(()),
+            (None, false) => Err(VmmError::Unsupported(
                 "KVM has no KVM_CAP_ARM_MTE (a CPU without MTE, or a kernel before 5.13)".into(),
-            ))
+            )),
         }
     }
 
@@ -117,5 +140,16 @@ impl Vmm for KvmVmm {
     fn abi_vm(&self, mte: bool) -> Result<Box<dyn AbiVm>, VmmError> {
         let vm = self.create_vm(mte, Backing::PrivateAnonymous)?;
         Ok(Box::new(KvmAbiVm::new(vm)))
+    }
+
+    fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {
+        Ok(IpaSizes {
+            suite_bits: ipa::SUITE_IPA_BITS,
+            host_limit: ipa::host_limit(&self.kvm),
+        })
+    }
+
+    fn ipa_probe(&self, bits: u32, top: u64) -> Result<IpaProbe, VmmError> {
+        ipa::probe(&self.kvm, bits, top)
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! KVM_RUN returns EINTR when a signal arrives for its thread. A signal that lands just before
 //! the thread enters KVM_RUN would be lost, so once the deadline has passed the watchdog keeps
-//! signalling until it is disarmed.
+//! signalling until it is disarmed. Each deadline watches the thread that armed it: a vCPU may
+//! run on one thread now and on another later.
 
-use std::marker::PhantomData;
 use std::sync::{Arc, Condvar, Mutex, Once, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,26 +29,25 @@ fn install_kick_handler() {
 
 struct State {
     deadline: Option<Instant>,
+    /// The thread that armed the deadline, which it signals.
+    target: Option<libc::pthread_t>,
     fired: bool,
     quit: bool,
 }
 
-/// Watches one vCPU thread (the one that created it). Not `Send`: it must not outlive that
-/// thread, whose id it signals.
+/// Watches one vCPU: kicks the thread that runs it once its deadline has passed.
 pub struct Watchdog {
     shared: Arc<(Mutex<State>, Condvar)>,
     thread: Option<JoinHandle<()>>,
-    _stays_on_its_thread: PhantomData<*const ()>,
 }
 
 impl Watchdog {
-    pub fn for_current_thread() -> Self {
+    pub fn new() -> Self {
         install_kick_handler();
-        // SAFETY: pthread_self has no preconditions.
-        let target = unsafe { libc::pthread_self() };
         let shared = Arc::new((
             Mutex::new(State {
                 deadline: None,
+                target: None,
                 fired: false,
                 quit: false,
             }),
@@ -57,20 +56,22 @@ impl Watchdog {
         let watched = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("vcpu-watchdog".into())
-            .spawn(move || watch(target, &watched))
+            .spawn(move || watch(&watched))
             .expect("spawning the watchdog thread");
         Watchdog {
             shared,
             thread: Some(thread),
-            _stays_on_its_thread: PhantomData,
         }
     }
 
-    /// Start a deadline `timeout` from now.
+    /// Start a deadline `timeout` from now for the calling thread, which must disarm it
+    /// before it ends.
     pub fn arm(&self, timeout: Duration) {
         let (lock, cv) = &*self.shared;
         let mut state = lock.lock().unwrap();
         state.deadline = Some(Instant::now() + timeout);
+        // SAFETY: pthread_self has no preconditions.
+        state.target = Some(unsafe { libc::pthread_self() });
         state.fired = false;
         cv.notify_one();
     }
@@ -80,6 +81,7 @@ impl Watchdog {
         let (lock, _) = &*self.shared;
         let mut state = lock.lock().unwrap();
         state.deadline = None;
+        state.target = None;
         state.fired
     }
 
@@ -89,25 +91,31 @@ impl Watchdog {
     }
 }
 
-fn watch(target: libc::pthread_t, shared: &(Mutex<State>, Condvar)) {
+fn watch(shared: &(Mutex<State>, Condvar)) {
     let (lock, cv) = shared;
     let mut state = lock.lock().unwrap();
     while !state.quit {
-        state = match state.deadline {
-            None => cv.wait(state).unwrap(),
-            Some(deadline) => {
+        state = match (state.deadline, state.target) {
+            (Some(deadline), Some(target)) => {
                 let now = Instant::now();
                 if now >= deadline {
                     state.fired = true;
-                    // SAFETY: the target thread outlives the watchdog (it owns it and joins it
-                    // on drop).
+                    // SAFETY: the target thread armed the deadline and disarms it before it
+                    // ends (under this lock), so it is alive while it is the target.
                     unsafe { libc::pthread_kill(target, KICK_SIGNAL) };
                     cv.wait_timeout(state, Duration::from_millis(10)).unwrap().0
                 } else {
                     cv.wait_timeout(state, deadline - now).unwrap().0
                 }
             }
+            _ => cv.wait(state).unwrap(),
         };
+    }
+}
+
+impl Default for Watchdog {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -131,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_passed_deadline_interrupts_a_blocking_call() {
-        let dog = Watchdog::for_current_thread();
+        let dog = Watchdog::new();
         dog.arm(Duration::from_millis(50));
         let started = Instant::now();
         // A blocking read on a pipe nobody writes: only the kick ends it.
@@ -153,8 +161,32 @@ mod tests {
     }
 
     #[test]
+    fn a_deadline_kicks_the_thread_that_armed_it() {
+        let dog = Watchdog::new();
+        let kicked = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    dog.arm(Duration::from_millis(20));
+                    let started = Instant::now();
+                    // SAFETY: sleeps only; a signal ends it early with EINTR.
+                    let ret = unsafe { libc::usleep(5_000_000) };
+                    let errno = std::io::Error::last_os_error().raw_os_error();
+                    let fired = dog.disarm();
+                    (ret, errno, fired, started.elapsed())
+                })
+                .join()
+                .unwrap()
+        });
+        assert_eq!(
+            (kicked.0, kicked.1, kicked.2),
+            (-1, Some(libc::EINTR), true)
+        );
+        assert!(kicked.3 < Duration::from_secs(4));
+    }
+
+    #[test]
     fn a_disarmed_deadline_never_fires() {
-        let dog = Watchdog::for_current_thread();
+        let dog = Watchdog::new();
         dog.arm(Duration::from_secs(60));
         assert!(!dog.disarm());
         assert!(!dog.fired());

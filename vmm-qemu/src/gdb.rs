@@ -24,6 +24,11 @@ const INTERRUPT: u8 = 0x03;
 /// How often a packet the stub asked to be sent again (`-`) is sent before giving up.
 const RETRANSMISSIONS: usize = 3;
 
+/// The longest packet taken from a stub, as received and as decoded: far above any reply the
+/// client asks for (its requests stay within the stub's packet size), and a bound on what a
+/// stub that never ends its packet, or expands run lengths without end, can make it hold.
+pub const MAX_PACKET: usize = 1 << 20;
+
 #[derive(Debug)]
 pub enum RspError {
     /// Nothing (complete) arrived before the deadline.
@@ -68,7 +73,7 @@ pub enum StopReply {
 /// Parse a stop reply (`T05thread:...;`, `S05`, `W00`, `X09`); `None` for anything else.
 pub fn parse_stop_reply(reply: &str) -> Option<StopReply> {
     let kind = reply.chars().next()?;
-    let code = u8::from_str_radix(reply.get(1..3)?, 16).ok()?;
+    let code = hex_byte(reply.get(1..3)?)?;
     match kind {
         'S' | 'T' => Some(StopReply::Signal(code)),
         'W' => Some(StopReply::Exited(code)),
@@ -120,6 +125,9 @@ pub fn decode(raw: &[u8]) -> Result<Vec<u8>, String> {
             }
             _ => out.push(b),
         }
+        if out.len() > MAX_PACKET {
+            return Err(format!("a packet longer than {MAX_PACKET} bytes decoded"));
+        }
     }
     Ok(out)
 }
@@ -136,15 +144,112 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
     }
     (0..text.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .map(|i| hex_byte(text.get(i..i + 2)?))
         .collect()
+}
+
+/// Two hex digits as a byte. Not `u8::from_str_radix` alone, which takes a sign (`+8`).
+fn hex_byte(digits: &str) -> Option<u8> {
+    if digits.len() != 2 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u8::from_str_radix(digits, 16).ok()
+}
+
+/// Bytes received from a stub and not yet taken, taken apart into acknowledgements and
+/// packets. Apart from the socket, so that what a stub may send is tested on its own.
+#[derive(Debug, Default)]
+pub struct Received {
+    bytes: Vec<u8>,
+}
+
+impl Received {
+    /// Bytes as they arrived.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// Bytes held, not yet taken.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The acknowledgement the bytes start with: `+` (true) or `-` (false: send again); `None`
+    /// before anything arrived.
+    pub fn take_acknowledgement(&mut self) -> Result<Option<bool>, RspError> {
+        let ack = match self.bytes.first() {
+            None => return Ok(None),
+            Some(b'+') => true,
+            Some(b'-') => false,
+            Some(&other) => {
+                return Err(RspError::Protocol(format!(
+                    "expected an acknowledgement, received {:?}",
+                    other as char
+                )))
+            }
+        };
+        self.bytes.remove(0);
+        Ok(Some(ack))
+    }
+
+    /// The decoded payload of one whole packet, if the bytes hold one. Bytes before its `$`
+    /// (acknowledgements) are dropped; a packet that grows past [`MAX_PACKET`] without its end
+    /// is an error.
+    pub fn take_packet(&mut self) -> Result<Option<String>, RspError> {
+        let Some(start) = self.bytes.iter().position(|&b| b == b'$') else {
+            self.bytes.clear();
+            return Ok(None);
+        };
+        // An escaped `#` is sent as `}` 0x03, so the first `#` ends the packet.
+        let Some(hash) = self.bytes[start..].iter().position(|&b| b == b'#') else {
+            if self.bytes.len() - start > MAX_PACKET {
+                return Err(RspError::Protocol(format!(
+                    "a packet longer than {MAX_PACKET} bytes without its end"
+                )));
+            }
+            return Ok(None);
+        };
+        let end = start + hash;
+        let Some(sum) = self.bytes.get(end + 1..end + 3) else {
+            return Ok(None);
+        };
+        let sum = std::str::from_utf8(sum)
+            .ok()
+            .and_then(|s| u8::from_str_radix(s, 16).ok());
+        let body: Vec<u8> = self.bytes[start + 1..end].to_vec();
+        self.bytes.drain(..end + 3);
+        if sum != Some(checksum(&body)) {
+            return Err(RspError::Protocol(format!(
+                "bad checksum on `{}`",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        let payload = decode(&body).map_err(RspError::Protocol)?;
+        Ok(Some(String::from_utf8_lossy(&payload).into_owned()))
+    }
+}
+
+/// What a stub's answer to `qSupported` says: its features, one an entry, and the packet size
+/// it announces (or the size assumed of one that does not).
+pub fn parse_features(reply: &str) -> (Vec<String>, usize) {
+    let features: Vec<String> = reply.split(';').map(str::to_string).collect();
+    let packet_size = features
+        .iter()
+        .find_map(|f| f.strip_prefix("PacketSize="))
+        .filter(|size| size.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|size| usize::from_str_radix(size, 16).ok())
+        .unwrap_or(DEFAULT_PACKET_SIZE);
+    (features, packet_size)
 }
 
 /// A session with a stub over a stream socket.
 pub struct Connection {
     stream: UnixStream,
-    /// Bytes read and not yet taken as a packet.
-    received: Vec<u8>,
+    received: Received,
     /// Whether packets are still acknowledged (until no-ack mode starts).
     acking: bool,
     packet_size: usize,
@@ -157,19 +262,13 @@ impl Connection {
     pub fn handshake(stream: UnixStream, limit: Duration) -> Result<Self, RspError> {
         let mut connection = Connection {
             stream,
-            received: Vec::new(),
+            received: Received::default(),
             acking: true,
             packet_size: DEFAULT_PACKET_SIZE,
             features: Vec::new(),
         };
         let reply = connection.request(CLIENT_FEATURES, limit)?;
-        connection.features = reply.split(';').map(str::to_string).collect();
-        connection.packet_size = connection
-            .features
-            .iter()
-            .find_map(|f| f.strip_prefix("PacketSize="))
-            .and_then(|size| usize::from_str_radix(size, 16).ok())
-            .unwrap_or(DEFAULT_PACKET_SIZE);
+        (connection.features, connection.packet_size) = parse_features(&reply);
         if connection.supports("QStartNoAckMode") {
             connection.request_ok("QStartNoAckMode", limit)?;
             connection.acking = false;
@@ -304,21 +403,8 @@ impl Connection {
     /// Wait for the stub's `+` (true) or `-` (false: send again).
     fn acknowledged(&mut self, deadline: Instant) -> Result<bool, RspError> {
         loop {
-            match self.received.first() {
-                Some(b'+') => {
-                    self.received.remove(0);
-                    return Ok(true);
-                }
-                Some(b'-') => {
-                    self.received.remove(0);
-                    return Ok(false);
-                }
-                Some(&other) => {
-                    return Err(RspError::Protocol(format!(
-                        "expected an acknowledgement, received {:?}",
-                        other as char
-                    )))
-                }
+            match self.received.take_acknowledgement()? {
+                Some(ack) => return Ok(ack),
                 None => self.fill(deadline)?,
             }
         }
@@ -334,39 +420,15 @@ impl Connection {
         }
     }
 
-    /// Take one whole packet off the received bytes, if they hold one. Bytes before its `$`
-    /// (acknowledgements) are dropped.
+    /// Take one whole packet off the received bytes, if they hold one, and acknowledge it.
     fn take_packet(&mut self) -> Result<Option<String>, RspError> {
-        let Some(start) = self.received.iter().position(|&b| b == b'$') else {
-            self.received.clear();
-            return Ok(None);
-        };
-        // An escaped `#` is sent as `}` 0x03, so the first `#` ends the packet.
-        let Some(hash) = self.received[start..].iter().position(|&b| b == b'#') else {
-            return Ok(None);
-        };
-        let end = start + hash;
-        let Some(sum) = self.received.get(end + 1..end + 3) else {
-            return Ok(None);
-        };
-        let sum = std::str::from_utf8(sum)
-            .ok()
-            .and_then(|s| u8::from_str_radix(s, 16).ok());
-        let body: Vec<u8> = self.received[start + 1..end].to_vec();
-        self.received.drain(..end + 3);
-        if sum != Some(checksum(&body)) {
-            return Err(RspError::Protocol(format!(
-                "bad checksum on `{}`",
-                String::from_utf8_lossy(&body)
-            )));
-        }
-        if self.acking {
+        let packet = self.received.take_packet()?;
+        if packet.is_some() && self.acking {
             // Best effort: a stub may close right after its last packet (an exit report),
             // and then the packet still counts; the next exchange finds the connection gone.
             let _ = self.stream.write_all(b"+");
         }
-        let payload = decode(&body).map_err(RspError::Protocol)?;
-        Ok(Some(String::from_utf8_lossy(&payload).into_owned()))
+        Ok(packet)
     }
 
     /// Read what the stub has sent, waiting until `deadline` for at least one byte.
@@ -379,7 +441,7 @@ impl Connection {
             match self.stream.read(&mut buffer) {
                 Ok(0) => return Err(RspError::Closed),
                 Ok(n) => {
-                    self.received.extend_from_slice(&buffer[..n]);
+                    self.received.extend(&buffer[..n]);
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -461,6 +523,42 @@ mod tests {
         assert_eq!(unhex("abc"), None);
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex("E01x"), None);
+    }
+
+    /// Found by the `gdb_replies` fuzz target: the packet `$+8#63` (amid a session's bytes)
+    /// read as the byte 8, since `from_str_radix` takes a sign.
+    #[test]
+    fn hex_is_digits_only_without_a_sign() {
+        let mut received = Received::default();
+        received.extend(b"+$+8#63");
+        let reply = received.take_packet().unwrap().unwrap();
+        assert_eq!(reply, "+8");
+        assert_eq!(unhex(&reply), None);
+        assert_eq!(unhex("-1"), None);
+        assert_eq!(parse_stop_reply("S+5"), None);
+        assert_eq!(parse_stop_reply("T+5thread:01;"), None);
+        assert_eq!(parse_features("PacketSize=+1000").1, DEFAULT_PACKET_SIZE);
+        assert_eq!(parse_features("PacketSize=1000").1, 4096);
+    }
+
+    #[test]
+    fn packets_are_bounded_received_and_decoded() {
+        let mut received = Received::default();
+        received.extend(b"$");
+        received.extend(&vec![b'0'; MAX_PACKET - 1]);
+        assert!(
+            received.take_packet().unwrap().is_none(),
+            "not yet too long"
+        );
+        received.extend(b"0");
+        assert!(matches!(
+            received.take_packet(),
+            Err(RspError::Protocol(why)) if why.contains("without its end")
+        ));
+        // Each `0*~` (126 - 29 = 97 more) grows the payload 98 times its three bytes.
+        let runs = b"0*~".repeat(MAX_PACKET / 98 + 1);
+        assert!(decode(&runs).unwrap_err().contains("longer than"));
+        assert_eq!(decode(&b"0*~".repeat(10)).unwrap().len(), 980);
     }
 
     #[test]
@@ -628,7 +726,7 @@ mod tests {
         let (client, mut stub) = UnixStream::pair().unwrap();
         let mut connection = Connection {
             stream: client,
-            received: Vec::new(),
+            received: Received::default(),
             acking: false,
             packet_size: DEFAULT_PACKET_SIZE,
             features: Vec::new(),

@@ -13,13 +13,14 @@
 
 mod binary;
 pub mod expectations;
-mod gdb;
+// The protocol clients are public so that the fuzz targets (fuzz/) reach what they read.
+pub mod gdb;
 mod host_steps;
 mod machine;
-mod memtags;
+pub mod memtags;
 mod pool;
 pub mod qemu_ram;
-mod qmp;
+pub mod qmp;
 pub mod tag_view;
 mod transport;
 mod vmm;

@@ -7,17 +7,21 @@
 //! Hand-written: the QMP crates generate the whole QAPI schema at build time (qapi) or need an
 //! async runtime (qmp), for the three commands sent here.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// A connected QMP monitor in command mode.
-pub struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+/// The longest message taken from QEMU: far above any reply to the commands sent here, and a
+/// bound on what a monitor that never ends its line can make the client hold.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// A connected QMP monitor in command mode; over a socket unless a test gives other ends.
+pub struct Qmp<R = BufReader<UnixStream>, W = UnixStream> {
+    reader: R,
+    writer: W,
 }
 
 impl Qmp {
@@ -37,10 +41,14 @@ impl Qmp {
             .set_read_timeout(Some(limit))
             .map_err(|e| format!("QMP socket: {e}"))?;
         let writer = stream.try_clone().map_err(|e| format!("QMP socket: {e}"))?;
-        let mut qmp = Qmp {
-            reader: BufReader::new(stream),
-            writer,
-        };
+        Qmp::negotiate(BufReader::new(stream), writer)
+    }
+}
+
+impl<R: BufRead, W: Write> Qmp<R, W> {
+    /// Take QEMU's greeting from `reader` and leave capabilities negotiation.
+    pub fn negotiate(reader: R, writer: W) -> Result<Self, String> {
+        let mut qmp = Qmp { reader, writer };
         let greeting = qmp.read_message()?;
         if greeting.get("QMP").is_none() {
             return Err(format!("QMP greeting expected, got {greeting}"));
@@ -104,9 +112,15 @@ impl Qmp {
 
     fn read_message(&mut self) -> Result<Value, String> {
         let mut line = String::new();
-        match self.reader.read_line(&mut line) {
+        let limit = MAX_MESSAGE as u64 + 1;
+        match (&mut self.reader).take(limit).read_line(&mut line) {
             Ok(0) => Err("QMP: QEMU closed the monitor".into()),
-            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("QMP: {e} in {line:?}")),
+            Ok(n) if n > MAX_MESSAGE => Err(format!(
+                "QMP: a message longer than {MAX_MESSAGE} bytes, starting {:?}",
+                start_of(&line)
+            )),
+            Ok(_) => serde_json::from_str(&line)
+                .map_err(|e| format!("QMP: {e} in {:?}", start_of(&line))),
             Err(e) => Err(format!("QMP: {e}")),
         }
     }
@@ -138,6 +152,15 @@ impl Qmp {
     }
 }
 
+/// The start of a message, for an error that quotes it.
+fn start_of(message: &str) -> &str {
+    const SHOWN: usize = 200;
+    match message.char_indices().nth(SHOWN) {
+        Some((at, _)) => &message[..at],
+        None => message,
+    }
+}
+
 /// The `return` of a reply, or its `error` in words.
 fn reply_of(command: &str, reply: Value) -> Result<Value, String> {
     if let Some(value) = reply.get("return") {
@@ -158,6 +181,54 @@ fn reply_of(command: &str, reply: Value) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// QEMU 10.0's monitor as the qemu lane meets it: the greeting, an event between a
+    /// command and its reply, a migration's statuses.
+    const SESSION: &str = r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": ""}, "capabilities": ["oob"]}}
+{"return": {}}
+{"timestamp": {"seconds": 1765137000, "microseconds": 1}, "event": "STOP"}
+{"return": {}}
+{"return": {"status": "active"}}
+{"return": {"status": "completed", "total-time": 19}}
+"#;
+
+    #[test]
+    fn a_session_skips_events_and_follows_the_migration() {
+        let mut qmp = Qmp::negotiate(SESSION.as_bytes(), Vec::new()).unwrap();
+        assert_eq!(
+            qmp.execute("migrate", json!({"uri": "file:/m"})).unwrap(),
+            json!({})
+        );
+        let done = qmp.wait_for_migration(Duration::from_secs(5)).unwrap();
+        assert_eq!(done["total-time"], 19);
+        let sent = String::from_utf8(qmp.writer).unwrap();
+        assert_eq!(
+            sent.lines().collect::<Vec<_>>(),
+            [
+                r#"{"execute":"qmp_capabilities"}"#,
+                r#"{"arguments":{"uri":"file:/m"},"execute":"migrate"}"#,
+                r#"{"execute":"query-migrate"}"#,
+                r#"{"execute":"query-migrate"}"#,
+            ]
+        );
+        assert!(Qmp::negotiate(&b"{\"return\": {}}\n"[..], Vec::new())
+            .err()
+            .unwrap()
+            .contains("greeting expected"));
+        assert!(Qmp::negotiate(&b""[..], Vec::new())
+            .err()
+            .unwrap()
+            .contains("closed"));
+    }
+
+    #[test]
+    fn a_message_without_its_end_is_bounded() {
+        let mut endless = br#"{"QMP": ""#.to_vec();
+        endless.resize(MAX_MESSAGE + 100, b'x');
+        let error = Qmp::negotiate(&endless[..], Vec::new()).err().unwrap();
+        assert!(error.contains("longer than"), "{error:.100}");
+        assert!(error.len() < 400, "the error quotes only the start");
+    }
 
     #[test]
     fn replies_give_their_return_or_their_error_in_words() {

@@ -244,10 +244,7 @@ impl GdbTransport {
                 "QEMU ended during {during}: {}",
                 self.machine().messages()
             )),
-            RspError::Refused { packet, reply } => VmmError::Host(format!(
-                "QEMU's gdbstub answered `{packet}` with `{reply}` during {during}{}",
-                memtags::explain(&packet, &reply)
-            )),
+            RspError::Refused { packet, reply } => refusal(&packet, &reply, during),
             other => VmmError::Host(format!("QEMU's gdbstub during {during}: {other}")),
         }
     }
@@ -274,6 +271,34 @@ impl GdbTransport {
             why,
         }
     }
+}
+
+/// What the stub's refusal of `packet` with `reply` means. An empty reply is the protocol's "I
+/// do not know this packet": the VMM lacks what the lane drives, which says nothing of its
+/// conformance, so the check is a skip that says so. Any other refusal is the VMM's error.
+pub fn refusal(packet: &str, reply: &str, during: &str) -> VmmError {
+    if reply.is_empty() {
+        return VmmError::Unsupported(unsupported_packet(packet, during));
+    }
+    VmmError::Host(format!(
+        "QEMU's gdbstub answered `{packet}` with `{reply}` during {during}{}",
+        memtags::explain(packet, reply)
+    ))
+}
+
+/// Why a check cannot run on a gdbstub that answered `packet` with an empty packet.
+fn unsupported_packet(packet: &str, during: &str) -> String {
+    let name: String = packet
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    let name = if name.is_empty() { packet } else { &name };
+    format!(
+        "QEMU's gdbstub does not support the `{name}` packet (it answered `{packet}` with an \
+         empty packet during {during}): the qemu lane drives QEMU through register reads and \
+         the memory-tagging packets of QEMU 9.2 or newer; give it one with --qemu PATH or \
+         MTE_QEMU"
+    )
 }
 
 impl Transport for GdbTransport {
@@ -347,5 +372,34 @@ impl Transport for GdbTransport {
 
     fn console(&self) -> String {
         self.machine().console_from(self.console_from)
+    }
+
+    fn other_vcpu(&mut self, _index: usize) -> Result<Self, VmmError> {
+        Err(VmmError::Unsupported(
+            "guests of several vCPUs: QEMU's gdbstub stops every vCPU when one reaches a \
+             breakpoint (all-stop mode), so each vCPU cannot run to its own doorbell while the \
+             others run; the KVM lanes, where the runner is the VMM, take them"
+                .into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packet_the_stub_does_not_know_is_a_skip_not_a_fail() {
+        match refusal("p20", "", "boot") {
+            VmmError::Unsupported(why) => {
+                assert!(why.starts_with("QEMU's gdbstub does not support the `p` packet (it answered `p20` with an empty packet during boot)"), "{why}");
+                assert!(why.contains("9.2 or newer"), "{why}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match refusal("qMemTags:41000000,1:1", "E04", "a tag read") {
+            VmmError::Host(why) => assert!(why.ends_with("(E04: not tagged memory)"), "{why}"),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

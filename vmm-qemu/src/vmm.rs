@@ -293,6 +293,9 @@ impl Vmm for QemuVmm {
     fn kernel_release(&self) -> &str {
         &self.release
     }
+    fn without_injection(&self) -> &dyn Vmm {
+        self
+    }
 
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
         let payload = self.payloads.get(options.payload)?;

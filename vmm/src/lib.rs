@@ -9,6 +9,6 @@ pub mod host_kernel;
 pub mod payload;
 mod transport;
 
-pub use guest::{HostSteps, MailboxGuest};
+pub use guest::{HostSteps, MailboxGuest, Vcpu};
 pub use payload::{Payload, PayloadDir};
 pub use transport::{Stop, Transport};

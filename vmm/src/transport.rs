@@ -4,7 +4,8 @@
 //! written once for every backend.
 //!
 //! A transport is one vCPU's view of its VM: memory is the VM's, the run is the vCPU's. A guest
-//! of several vCPUs gets one transport (and one mailbox) per vCPU.
+//! of several vCPUs gets one transport (and one mailbox) per vCPU, each from vCPU 0's
+//! ([`Transport::other_vcpu`]), and each vCPU may run on a thread of its own.
 
 use std::time::Duration;
 
@@ -38,4 +39,16 @@ pub trait Transport {
 
     /// What the guest printed on its console so far.
     fn console(&self) -> String;
+
+    /// The transport of vCPU `index` (1 and up) of the same VM, before vCPU 0 first runs: a
+    /// vCPU that stays off until the guest starts it with PSCI CPU_ON. A backend that drives
+    /// one vCPU a guest says why ([`VmmError::Unsupported`]).
+    fn other_vcpu(&mut self, _index: usize) -> Result<Self, VmmError>
+    where
+        Self: Sized,
+    {
+        Err(VmmError::Unsupported(
+            "guests of several vCPUs: this VMM backend drives one vCPU a guest".into(),
+        ))
+    }
 }

@@ -14,10 +14,11 @@ pub struct Kept {
     pub bytes: usize,
 }
 
-/// Decode an artifact record's bytes and write them to the run directory, under the kernel
-/// release that sent them; a later artifact of the same kernel and name replaces it.
+/// Decode an artifact record's bytes and write them to the run directory, under the boot and
+/// kernel release that sent them; a later artifact of the same boot and name replaces it.
 pub fn keep(
     run_dir: &Path,
+    boot: u32,
     kernel_release: &str,
     name: &str,
     base64: &str,
@@ -25,7 +26,7 @@ pub fn keep(
     check_name(name)?;
     let bytes = mte_results::base64::decode(base64)
         .map_err(|e| format!("artifact {name} is damaged: {e}"))?;
-    let path = run_dir.join(kept_path(kernel_release, name));
+    let path = run_dir.join(kept_path(boot, kernel_release, name));
     let written = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
@@ -70,8 +71,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         let bytes: Vec<u8> = (0..=255u8).collect();
         let base64 = mte_results::base64::encode(&bytes);
-        let kept = keep(&root, "6.1.0-56-arm64", "s.stream", &base64).unwrap();
-        assert_eq!(kept.path, root.join("artifacts/6.1.0-56-arm64/s.stream"));
+        let kept = keep(&root, 1, "6.1.0-56-arm64", "s.stream", &base64).unwrap();
+        assert_eq!(
+            kept.path,
+            root.join("artifacts/boot1-6.1.0-56-arm64/s.stream")
+        );
         assert_eq!(kept.bytes, 256);
         let incoming = Incoming {
             saved_on: "6.1.0-56-arm64".into(),
@@ -80,8 +84,8 @@ mod tests {
         let files = incoming.files().unwrap();
         assert_eq!(files[0], ("saved-on".into(), b"6.1.0-56-arm64\n".to_vec()));
         assert_eq!(files[1], ("s.stream".into(), bytes));
-        assert!(keep(&root, "6.1", "../escape", &base64).is_err());
-        assert!(keep(&root, "6.1", "s.stream", "not base64!")
+        assert!(keep(&root, 1, "6.1", "../escape", &base64).is_err());
+        assert!(keep(&root, 1, "6.1", "s.stream", "not base64!")
             .unwrap_err()
             .contains("damaged"));
         std::fs::remove_dir_all(&root).unwrap();

@@ -1,7 +1,7 @@
 //! The report in a real browser: headless Chromium opens a run's `report/index.html` from disk,
 //! draws it into `report/screenshot.png` (kept with the run) and dumps the DOM it built, whose
-//! "Checks by lane" matrix must hold exactly the run's verdicts: every check a row, every lane
-//! and kernel a column, every cell the outcome recorded in `results.jsonl`.
+//! "Checks by lane" matrix must hold exactly the run's verdicts: every check a row, every boot
+//! of a lane a column, every verdict of `results.jsonl` a cell with its outcome.
 //!
 //! A page the browser cannot open, a matrix that lost or changed a cell, or no screenshot fails
 //! the check. No Chromium to be had (no root to install it, no package) skips it, saying why.
@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mte_results::boot::BootKey;
 use mte_results::rundir::{LoadedRun, REPORT_HTML, REPORT_SCREENSHOT};
+use mte_results::summary::column_name;
 use mte_results::Verdict;
 
 use crate::apt::Apt;
@@ -97,6 +99,14 @@ pub fn check(run: &LoadedRun, apt: &mut Apt) -> Result<BrowserCheck> {
     if let Some(difference) = first_difference(&expected, &seen) {
         bail!("the matrix the browser shows differs from the run's verdicts: {difference}");
     }
+    // Every verdict its own cell: a column that stood for two boots would hide one of them.
+    let shown = cells_shown(&seen);
+    if shown != run.verdicts.len() {
+        bail!(
+            "the matrix shows {shown} of the run's {} verdicts",
+            run.verdicts.len()
+        );
+    }
     Ok(BrowserCheck::Passed {
         screenshot,
         rows: seen.rows.len(),
@@ -169,20 +179,18 @@ pub struct MatrixSeen {
 /// What an absent cell shows.
 const ABSENT: &str = "—";
 
-/// The matrix the report must show for `verdicts`: as the report builds it, a row a check in
-/// the order checks first reported, a column a lane and kernel.
+/// The matrix the report must show for `verdicts`: a row a check in the order checks first
+/// reported, a column a boot of a lane (a kernel booted twice is two columns), named as the
+/// report names them.
 pub fn expected_matrix(verdicts: &[Verdict]) -> MatrixSeen {
-    let mut columns: Vec<String> = Vec::new();
+    let mut keys: Vec<BootKey> = Vec::new();
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     for v in verdicts {
-        let column = format!("{} · {}", v.lane, v.kernel);
-        let at = columns
-            .iter()
-            .position(|c| *c == column)
-            .unwrap_or_else(|| {
-                columns.push(column);
-                columns.len() - 1
-            });
+        let key = BootKey::of(v);
+        let at = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+            keys.push(key);
+            keys.len() - 1
+        });
         let row = match rows.iter().position(|(test, _)| *test == v.test) {
             Some(row) => row,
             None => {
@@ -197,9 +205,23 @@ pub fn expected_matrix(verdicts: &[Verdict]) -> MatrixSeen {
         cells[at] = v.outcome.as_str().to_string();
     }
     for (_, cells) in &mut rows {
-        cells.resize(columns.len(), ABSENT.to_string());
+        cells.resize(keys.len(), ABSENT.to_string());
     }
+    let several = |lane| keys.iter().filter(|k| k.lane == lane).count() > 1;
+    let columns = (keys.iter())
+        .map(|k| column_name(*k, several(k.lane)))
+        .collect();
     MatrixSeen { columns, rows }
+}
+
+/// How many verdicts a matrix shows: its cells that are not absent.
+pub fn cells_shown(matrix: &MatrixSeen) -> usize {
+    let shown = |cell: &&String| cell.as_str() != ABSENT;
+    matrix
+        .rows
+        .iter()
+        .map(|(_, cells)| cells.iter().filter(shown).count())
+        .sum()
 }
 
 /// Read the matrix out of a dumped DOM.
@@ -415,6 +437,33 @@ mod tests {
             first_difference(&expected_matrix(&changed), &seen).unwrap(),
             "2 rows, expected 3"
         );
+    }
+
+    #[test]
+    fn a_kernel_booted_twice_must_show_both_boots() {
+        let at = |boot: u32, kernel: &str| Verdict {
+            boot,
+            kernel: kernel.into(),
+            ..verdict("migration::a", Lane::Emulated, Outcome::Pass)
+        };
+        let verdicts = [at(1, "6.1"), at(2, "6.12"), at(3, "6.1")];
+        let expected = expected_matrix(&verdicts);
+        assert_eq!(
+            expected.columns,
+            [
+                "emulated boot 1 · 6.1",
+                "emulated boot 2 · 6.12",
+                "emulated boot 3 · 6.1"
+            ]
+        );
+        assert_eq!(cells_shown(&expected), 3);
+        // A page that merged the two boots of 6.1 into one column shows 2 of the 3.
+        let merged = MatrixSeen {
+            columns: vec!["emulated · 6.1".into(), "emulated · 6.12".into()],
+            rows: vec![("migration::a".into(), vec!["pass".into(), "pass".into()])],
+        };
+        assert!(first_difference(&expected, &merged).is_some());
+        assert_eq!(cells_shown(&merged), 2);
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! `cargo xtask test`, what CI runs: the host unit tests, a run of the suite, its report in a
-//! browser, and what the run must show besides no failure: a pass, and checks proven able to
-//! fail.
+//! `cargo xtask test`, what CI runs: the host unit tests, the lints, a few seconds of each fuzz
+//! target, a run of the suite, its report in a browser, and what the run must show besides no
+//! failure: a pass, and checks proven able to fail.
 
 use std::path::Path;
 
+use mte_results::text::one_line;
 use mte_results::{Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS};
 
 use crate::apt::Apt;
 use crate::build::repo_root;
 use crate::cli::Options;
+use crate::fuzz;
 use crate::lints;
 use crate::reports;
 use crate::run;
@@ -23,6 +25,10 @@ pub fn test(options: &Options) -> Status {
         ui::error("the host unit tests failed; the emulated run goes on");
     }
     let lints_held = Apt::new().is_ok_and(|mut apt| lints::check(&mut apt));
+    let fuzzing_clean = fuzz::fuzz(None, fuzz::SMOKE_SECONDS).unwrap_or_else(|e| {
+        ui::error(&format!("fuzzing: {e:#}"));
+        false
+    });
     let (tally, unproven, mut status, rendered) = match run::run(options) {
         Ok(finished) => {
             let unproven = unproven_checks(&finished.summary.verdicts, finished.selection.all);
@@ -54,6 +60,10 @@ pub fn test(options: &Options) -> Status {
     }
     if !lints_held && status == Status::Clean {
         ui::error("the lints did not hold (see above)");
+        status = Status::Failed;
+    }
+    if !fuzzing_clean && status == Status::Clean {
+        ui::error("a fuzz target found an input its parser fails on, or could not run (see above)");
         status = Status::Failed;
     }
     if !unit_tests_passed && status == Status::Clean {
@@ -99,21 +109,26 @@ fn unproven_checks(verdicts: &[Verdict], all_selected: bool) -> Vec<String> {
         verdicts.iter().any(|v| {
             Some(v.test.as_str()) == check
                 && v.lane == proof.lane
-                && v.kernel == proof.kernel
+                && v.boot == proof.boot
                 && v.outcome == Outcome::Pass
         })
     };
     let mut problems: Vec<String> = proofs
         .iter()
-        .filter(|v| match v.outcome {
+        .filter(|v| match v.counted_outcome() {
             Outcome::Pass => false,
             Outcome::Fail => true,
             Outcome::Skip | Outcome::Xfail => check_passed(v),
         })
         .map(|v| {
             format!(
-                "fault-injection proof {} was {} in the {} lane on {}: {}",
-                v.test, v.outcome, v.lane, v.kernel, v.reason
+                "fault-injection proof {} was {} in the {} lane, boot {} ({}): {}",
+                v.test,
+                v.counted_outcome(),
+                v.lane,
+                v.boot,
+                v.kernel,
+                one_line(&v.reason)
             )
         })
         .collect();

@@ -47,6 +47,10 @@ pub struct Options {
     pub thresholds: Thresholds,
     /// Run the performance suite instead of the checks.
     pub bench: bool,
+    /// The race checks' seed and time budget, for the runner.
+    pub races: RaceFlags,
+    /// Run each check's fault-injection proofs after the checks.
+    pub prove: bool,
     /// Passed untouched to the in-guest harness.
     pub harness_args: Vec<String>,
     /// Whether this is `test`'s run, where a lane may take a share of its checks.
@@ -55,15 +59,27 @@ pub struct Options {
 
 impl Options {
     /// What the runner is given after its lane's own options: `--bench` for the performance
-    /// suite, the shard, then the harness arguments untouched.
+    /// suite, `--prove` for the proofs, the shard, the races' seed and budget, then the harness
+    /// arguments untouched.
     pub fn runner_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         if self.bench {
             args.push("--bench".to_string());
         }
+        if self.prove {
+            args.push("--prove".to_string());
+        }
         if let Some(shard) = self.shard {
             args.push("--shard".to_string());
             args.push(shard.to_string());
+        }
+        if let Some(seed) = self.races.seed {
+            args.push("--seed".to_string());
+            args.push(format!("{seed:#x}"));
+        }
+        if let Some(budget) = self.races.budget {
+            args.push("--race-budget".to_string());
+            args.push(budget.as_secs_f64().to_string());
         }
         args.extend(self.harness_args.iter().cloned());
         args
@@ -105,6 +121,11 @@ pub enum Command {
     },
     /// rustfmt and clippy, warnings denied, as `test` runs them.
     Lint,
+    /// The fuzz targets: one (or each) for this many seconds.
+    Fuzz {
+        target: Option<String>,
+        seconds: u64,
+    },
 }
 
 /// Parse the arguments after `cargo xtask`. `env_kernel` is `MTE_KERNEL`, if set. `--help`
@@ -130,28 +151,33 @@ fn parse_on(
             kernel,
             timeout,
             shard,
+            prove,
             baseline,
             threshold,
+            races,
             harness,
         } => Command::Run(options(
             run_lanes,
             false,
             &[
-                &lane, &kernel, &timeout, &shard, &baseline, &threshold, &harness,
+                &lane, &kernel, &timeout, &shard, &prove, &baseline, &threshold, &races, &harness,
             ],
         )),
+        // CI proves every check it runs.
         Cmd::Test {
             lane,
             kernel,
             timeout,
             shard,
+            races,
             harness,
         } => Command::Test(Options {
+            prove: true,
             for_test: true,
             ..options(
                 lanes_here(arm64),
                 false,
-                &[&lane, &kernel, &timeout, &shard, &harness],
+                &[&lane, &kernel, &timeout, &shard, &races, &harness],
             )
         }),
         Cmd::Bench {
@@ -183,6 +209,10 @@ fn parse_on(
         Cmd::Report(ReportCmd::Check { run }) => Command::ReportCheck { run },
         Cmd::LavaResults { run } => Command::LavaResults { run },
         Cmd::Lint => Command::Lint,
+        Cmd::Fuzz { target, seconds } => Command::Fuzz {
+            target,
+            seconds: seconds.unwrap_or(crate::fuzz::DEFAULT_SECONDS),
+        },
     })
 }
 
@@ -217,6 +247,8 @@ impl Defaults {
             baseline: None,
             thresholds: Thresholds::default(),
             bench,
+            races: RaceFlags::default(),
+            prove: false,
             harness_args: Vec::new(),
             for_test: false,
         };
@@ -307,15 +339,20 @@ enum Cmd {
         #[command(flatten)]
         shard: ShardFlag,
         #[command(flatten)]
+        prove: ProveFlag,
+        #[command(flatten)]
         baseline: BaselineFlag,
         #[command(flatten)]
         threshold: ThresholdFlag,
         #[command(flatten)]
+        races: RaceFlags,
+        #[command(flatten)]
         harness: HarnessArgs,
     },
-    /// What CI runs: the host unit tests, `run`, then the report in a headless browser
+    /// What CI runs: the lints, the host unit tests, `run --prove`, then the report in a
+    /// headless browser
     ///
-    /// Fails on any fail, error or no pass.
+    /// Fails on any fail, error, unproven check or no pass.
     #[command(after_help = AFTER_HELP)]
     Test {
         #[command(flatten)]
@@ -326,6 +363,8 @@ enum Cmd {
         timeout: TimeoutFlag,
         #[command(flatten)]
         shard: ShardFlag,
+        #[command(flatten)]
+        races: RaceFlags,
         #[command(flatten)]
         harness: HarnessArgs,
     },
@@ -386,6 +425,18 @@ enum Cmd {
     /// rustfmt and clippy with warnings denied: the host workspace, the runner for aarch64 and
     /// the guest payload for bare metal (as `test` runs them)
     Lint,
+    /// Fuzz what the suite reads from other programs (libFuzzer through cargo-fuzz)
+    ///
+    /// The console's records, run directories, the migration stream, gdbstub replies, QMP
+    /// messages and kernel modules' .modinfo; `test` runs each target for a few seconds.
+    Fuzz {
+        /// One target (default: each): console_records, run_dir, migration_stream,
+        /// gdb_replies, qmp_messages, modinfo
+        target: Option<String>,
+        /// Seconds each target runs (default: 60)
+        #[arg(long, value_name = "N")]
+        seconds: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -477,6 +528,21 @@ impl Flag for ShardFlag {
 }
 
 #[derive(Args, Debug)]
+struct ProveFlag {
+    /// After the checks, run their fault-injection proofs: each check run
+    /// again with a fault injected that must turn it red (`test` always
+    /// does)
+    #[arg(verbatim_doc_comment, long)]
+    prove: bool,
+}
+
+impl Flag for ProveFlag {
+    fn apply(&self, options: &mut Options, _: bool) {
+        options.prove |= self.prove;
+    }
+}
+
+#[derive(Args, Debug)]
 struct BaselineFlag {
     /// After the run, compare it with BASELINE as `compare` does; the exit
     /// status then says whether it regressed
@@ -503,6 +569,35 @@ impl Flag for ThresholdFlag {
         let relative = &mut options.thresholds.relative;
         *relative = self.fraction.unwrap_or(*relative);
     }
+}
+
+/// The race checks' schedule and time budget.
+#[derive(Args, Clone, Copy, Debug, Default, PartialEq)]
+pub struct RaceFlags {
+    /// The seed of the race checks' schedules (decimal or 0x-hex): a race
+    /// verdict's evidence names its seed, and this replays its rounds
+    /// (default: each check draws one from the clock)
+    #[arg(verbatim_doc_comment, long, value_name = "N", value_parser = parse_seed)]
+    pub seed: Option<u64>,
+    /// How long each race check plays rounds (default 3; more on
+    /// hardware, where each round is faster and rarer races show)
+    #[arg(verbatim_doc_comment, long = "race-budget", value_name = "SECS", value_parser = parse_seconds)]
+    pub budget: Option<Duration>,
+}
+
+impl Flag for RaceFlags {
+    fn apply(&self, options: &mut Options, _: bool) {
+        options.races = *self;
+    }
+}
+
+fn parse_seed(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|_| format!("{text:?} is not a number (decimal or 0x-hex)"))
 }
 
 #[derive(Args, Debug)]
@@ -567,18 +662,15 @@ impl LaneWords {
 #[derive(Clone, Debug, PartialEq)]
 struct Kernels(Vec<String>);
 
-/// The kernels of `--kernel 6.1,6.12,newest`, in the order given; a word repeated right after
-/// itself once, while a kernel named again after another boots again (`6.1,6.12,6.1`: a
-/// migration round trip).
+/// The kernels of `--kernel 6.1,6.12,newest`, in the order given: each word is a boot, so a
+/// kernel named twice boots twice (`6.12,6.12`: a same-kernel migration round trip).
 fn parse_kernels(text: &str) -> Result<Kernels, String> {
     let mut kernels: Vec<String> = Vec::new();
     for word in text.split(',').map(str::trim) {
         if word.is_empty() {
             return Err("names an empty kernel; give a comma list such as 6.1,6.12,newest".into());
         }
-        if kernels.last().map(String::as_str) != Some(word) {
-            kernels.push(word.to_string());
-        }
+        kernels.push(word.to_string());
     }
     Ok(Kernels(kernels))
 }
@@ -642,9 +734,9 @@ mod tests {
     }
 
     #[test]
-    fn kernels_parse_as_a_list_in_order_repeating_only_after_another() {
+    fn kernels_parse_as_a_list_in_order_each_word_a_boot() {
         let o = run_options(parse(&args("run --kernel 6.1,6.1,6.12,newest,6.1"), None).unwrap());
-        assert_eq!(o.kernels, ["6.1", "6.12", "newest", "6.1"]);
+        assert_eq!(o.kernels, ["6.1", "6.1", "6.12", "newest", "6.1"]);
         let o = run_options(parse(&args("build"), Some("6.12, 6.1".into())).unwrap());
         assert_eq!(o.kernels, ["6.12", "6.1"]);
         assert!(error("run --kernel 6.1,,6.12").contains("empty kernel"));
@@ -691,6 +783,32 @@ mod tests {
         assert!(error("run --shard 5/4").contains("K/N"));
         let o = run_options(parse(&args("build --shard 1/2"), None).unwrap());
         assert_eq!(o.runner_args(), args("--shard 1/2"));
+    }
+
+    #[test]
+    fn the_race_seed_and_budget_reach_the_runner() {
+        let o =
+            run_options(parse(&args("run --seed 0x2a --race-budget 20 -- races::"), None).unwrap());
+        assert_eq!(o.races.seed, Some(42));
+        assert_eq!(
+            o.runner_args(),
+            args("--seed 0x2a --race-budget 20 races::")
+        );
+        let o = run_options(parse(&args("test --seed 7"), None).unwrap());
+        assert_eq!(o.runner_args(), args("--prove --seed 0x7"));
+        assert!(error("run --seed nope").contains("0x-hex"));
+        assert!(error("run --race-budget 0").contains("seconds"));
+    }
+
+    #[test]
+    fn run_proves_when_asked_and_test_always() {
+        let o = run_options(parse(&args("run"), None).unwrap());
+        assert!(!o.prove);
+        assert!(!o.runner_args().contains(&"--prove".to_string()));
+        let o = run_options(parse(&args("run --prove --shard 1/2 -- tags::"), None).unwrap());
+        assert_eq!(o.runner_args(), args("--prove --shard 1/2 tags::"));
+        assert!(run_options(parse(&args("test"), None).unwrap()).prove);
+        assert!(error("bench --prove").contains("--prove"));
     }
 
     #[test]
@@ -834,6 +952,7 @@ mod tests {
             "--kernel",
             "--timeout",
             "--shard",
+            "--prove",
             "--baseline",
             "--threshold",
             "HARNESS-ARGS",

@@ -14,6 +14,10 @@ use mte_results::stream::MARKER;
 const PANIC_TAIL_LINES: usize = 30;
 /// The process's own messages (stderr) kept for error reports.
 const STDERR_KEPT: usize = 20;
+/// The longest console line taken whole: far above the longest record (an artifact of a guest's
+/// whole RAM in base64); a machine that never ends its line has the rest come as further
+/// lines, whose records then fail their checksum, instead of growing one without bound.
+const MAX_LINE: u64 = 128 << 20;
 
 /// When a process that is still running is stopped.
 #[derive(Clone, Copy, Debug)]
@@ -43,9 +47,16 @@ impl Deadlines {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
     Continue,
+    /// The runner says it is alive at least this often from now on: a silence longer than
+    /// this means the machine stopped (a hung kernel), whatever the silence deadline says.
+    AliveEvery(Duration),
     /// The runner said its last word: the process should end now.
     Finished,
 }
+
+/// A runner that says it is alive every so often has missed this many of its beats when the
+/// machine is taken to have stopped: a loaded host (two cores, TCG) delays a beat, never six.
+const BEATS_MISSED: u32 = 6;
 
 /// How the process's run ended.
 #[derive(Debug)]
@@ -215,8 +226,12 @@ impl Watch<'_> {
     /// backtrace is complete.
     fn on_console(&mut self, line: &str, now: Instant) -> Option<String> {
         self.last_line = now;
-        if (self.on_line)(line) == Flow::Finished && self.finished_at.is_none() {
-            self.finished_at = Some(now);
+        match (self.on_line)(line) {
+            Flow::Finished if self.finished_at.is_none() => self.finished_at = Some(now),
+            Flow::AliveEvery(every) => {
+                self.deadlines.silence = self.deadlines.silence.min(every * BEATS_MISSED)
+            }
+            _ => {}
         }
         match &mut self.panic {
             Some(panic) => panic.tail += 1,
@@ -283,7 +298,7 @@ fn spawn_line_reader(
         let mut buffer = Vec::new();
         loop {
             buffer.clear();
-            match reader.read_until(b'\n', &mut buffer) {
+            match read_line(&mut reader, &mut buffer, MAX_LINE) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     let line = String::from_utf8_lossy(&buffer);
@@ -298,6 +313,15 @@ fn spawn_line_reader(
             let _ = events.send(Event::ConsoleClosed);
         }
     });
+}
+
+/// One line of `reader` into `buffer` (with its newline, if it came), at most `limit` bytes.
+fn read_line(
+    reader: &mut impl BufRead,
+    buffer: &mut Vec<u8>,
+    limit: u64,
+) -> std::io::Result<usize> {
+    reader.take(limit).read_until(b'\n', buffer)
 }
 
 fn kill(child: &mut Child) {
@@ -316,6 +340,17 @@ mod tests {
             command_line(Path::new("/usr/bin/qemu"), &args),
             r"/usr/bin/qemu -append 'console=ttyAMA0 quiet' 'it'\''s'"
         );
+    }
+
+    #[test]
+    fn a_line_without_its_end_comes_in_bounded_pieces() {
+        let mut console = &b"0123456789abc\nde"[..];
+        let mut pieces = Vec::new();
+        let mut buffer = Vec::new();
+        while read_line(&mut console, &mut buffer, 5).unwrap() > 0 {
+            pieces.push(String::from_utf8(std::mem::take(&mut buffer)).unwrap());
+        }
+        assert_eq!(pieces, ["01234", "56789", "abc\n", "de"]);
     }
 
     fn script(text: &str) -> Command {
@@ -377,6 +412,31 @@ mod tests {
         );
         assert!(matches!(ending.end, End::Deadline(_)), "{ending:?}");
         assert!(lines.len() > 2);
+    }
+
+    #[test]
+    fn a_runner_that_stops_saying_it_is_alive_is_found_silent_soon() {
+        let started = Instant::now();
+        let mut lines = 0;
+        let ending = watch(
+            script("echo alive; sleep 10"),
+            short(5000, 5000),
+            &mut |_| {
+                lines += 1;
+                Flow::AliveEvery(Duration::from_millis(50))
+            },
+        )
+        .unwrap();
+        assert!(
+            matches!(ending.end, End::Silent(limit) if limit == Duration::from_millis(300)),
+            "{ending:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(lines, 1);
     }
 
     #[test]

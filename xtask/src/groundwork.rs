@@ -118,9 +118,9 @@ fn kernel_specs(options: &Options) -> Result<Vec<(String, KernelSpec)>> {
         .collect()
 }
 
-/// Each kernel found or fetched. A word that names the kernel of the word before it (`7.3`
-/// then `newest`) boots it once; a kernel named again after another boots again, as the way
-/// back of a migration round trip (`6.1,6.12,6.1`).
+/// Each kernel found or fetched, a boot each word: a kernel named twice boots twice, also
+/// right after itself (`6.12,6.12`, a same-kernel round trip) or under another name (`7.3`
+/// then `newest`), which is said.
 fn resolve_kernels(specs: &[(String, KernelSpec)], apt: &mut Apt) -> Result<Vec<KernelUnderTest>> {
     let mut kernels: Vec<KernelUnderTest> = Vec::new();
     for (word, spec) in specs {
@@ -128,16 +128,16 @@ fn resolve_kernels(specs: &[(String, KernelSpec)], apt: &mut Apt) -> Result<Vec<
         if let Some(tree) = &kernel.tree {
             kernel_modules::ensure_decompressor(tree, apt)?;
         }
-        match kernels.last().filter(|k| k.kernel.image == kernel.image) {
-            Some(same) => ui::note(&format!(
-                "--kernel {word} is the kernel of --kernel {}: it runs once",
+        if let Some(same) = kernels.last().filter(|k| k.kernel.image == kernel.image) {
+            ui::note(&format!(
+                "--kernel {word} is the kernel of --kernel {} before it: it boots again",
                 same.requested
-            )),
-            None => kernels.push(KernelUnderTest {
-                requested: word.clone(),
-                kernel,
-            }),
+            ));
         }
+        kernels.push(KernelUnderTest {
+            requested: word.clone(),
+            kernel,
+        });
     }
     Ok(kernels)
 }

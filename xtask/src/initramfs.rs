@@ -88,7 +88,17 @@ pub fn for_lane(
         None => Vec::new(),
     };
     let args = self::runner_args(image.lane, &image.lane_args, runner_args);
-    let size = write(&out, runner, payload, &args, &modules, &files, &image.files)
+    let config = packaged_config(kernel);
+    let contents = Contents {
+        runner,
+        payload,
+        args: &args,
+        modules: &modules,
+        config: config.as_deref(),
+        incoming: &files,
+        extra: &image.files,
+    };
+    let size = write(&out, &contents)
         .with_context(|| format!("writing the initramfs for {}", kernel.hint()))?;
     let passed_on = match incoming {
         Some(incoming) => format!(
@@ -121,7 +131,9 @@ fn machine_modules(kernel: &Kernel) -> (ModuleSet, String) {
     let Some(tree) = &kernel.tree else {
         return (
             ModuleSet::default(),
-            "none: the kernel is an image file, without its package's modules".into(),
+            "none packed: an image file comes without its package's modules (what the \
+             machine needs must be built in)"
+                .into(),
         );
     };
     match kernel_modules::for_machine(tree) {
@@ -137,6 +149,17 @@ fn machine_modules(kernel: &Kernel) -> (ModuleSet, String) {
             (ModuleSet::default(), format!("none: {e:#}"))
         }
     }
+}
+
+/// The config a kernel package ships (`boot/config-<release>`), which the runner reads where
+/// the kernel has no /proc/config.gz; none for an image file.
+fn packaged_config(kernel: &Kernel) -> Option<Vec<u8>> {
+    let tree = kernel.tree.as_ref()?;
+    std::fs::read(
+        tree.join("boot")
+            .join(format!("config-{}", kernel.release()?)),
+    )
+    .ok()
 }
 
 /// A kernel hint as one directory name.
@@ -158,6 +181,8 @@ pub const ARGS_PATH: &str = "/mte/args";
 pub const PAYLOAD_PATH: &str = "/mte/payloads/mte-guest.elf";
 /// Where the runner finds the kernel modules to load: one path a line, in load order.
 pub const MODULES_LIST_PATH: &str = "/mte/modules";
+/// Where the runner finds the config of a kernel from a package.
+pub const KERNEL_CONFIG_PATH: &str = "/mte/kernel-config";
 
 /// The runner's arguments: the lane and its options, then the harness arguments as the person
 /// gave them. (What xtask knows of the kernel package goes into the run's environment, not to
@@ -206,18 +231,33 @@ fn parent_directories<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Strin
     directories
 }
 
-/// Write the initramfs to `out`; returns its size in bytes. `modules` are loaded at boot
-/// in their order; `incoming` are files (by name) the previous kernel of the run left for this
-/// one, put in `mte_results::artifact::INCOMING_DIR`; `extra` are the lane's own files.
-pub fn write(
-    out: &Path,
-    runner: &Path,
-    payload: &Path,
-    args: &[String],
-    modules: &ModuleSet,
-    incoming: &[(String, Vec<u8>)],
-    extra: &[ImageFile],
-) -> Result<u64> {
+/// What goes into an initramfs besides its directories and device nodes.
+pub struct Contents<'a> {
+    pub runner: &'a Path,
+    pub payload: &'a Path,
+    pub args: &'a [String],
+    /// Loaded at boot in their order.
+    pub modules: &'a ModuleSet,
+    /// The kernel's config, where its package has one.
+    pub config: Option<&'a [u8]>,
+    /// Files (by name) the previous kernel of the run left for this one, put in
+    /// `mte_results::artifact::INCOMING_DIR`.
+    pub incoming: &'a [(String, Vec<u8>)],
+    /// The lane's own files.
+    pub extra: &'a [ImageFile],
+}
+
+/// Write the initramfs of `contents` to `out`; returns its size in bytes.
+pub fn write(out: &Path, contents: &Contents) -> Result<u64> {
+    let &Contents {
+        runner,
+        payload,
+        args,
+        modules,
+        config,
+        incoming,
+        extra,
+    } = contents;
     let runner_bytes =
         std::fs::read(runner).with_context(|| format!("reading {}", runner.display()))?;
     let payload_bytes =
@@ -247,6 +287,9 @@ pub fn write(
     cpio.file("/init", 0o755, &runner_bytes)?;
     cpio.file(ARGS_PATH, 0o644, args_text.as_bytes())?;
     cpio.file(PAYLOAD_PATH, 0o644, &payload_bytes)?;
+    if let Some(config) = config {
+        cpio.file(KERNEL_CONFIG_PATH, 0o644, config)?;
+    }
     if !module_paths.is_empty() {
         for dir in parent_directories(module_paths.iter().map(String::as_str)) {
             cpio.directory(&dir, 0o755)?;

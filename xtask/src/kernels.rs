@@ -118,7 +118,10 @@ pub fn resolve(spec: &KernelSpec, apt: &mut Apt) -> Result<Kernel> {
         KernelSpec::Image(path) => {
             ui::step(&format!("kernel {}", path.display()));
             let image = path.canonicalize()?;
-            ui::note("using the image file as given (no modules: no zram swap)");
+            ui::note(
+                "using the image file as given: no modules come with it, so the machine has \
+                 what is built in (zram for swap, say); the runner reports what it found",
+            );
             Ok(Kernel {
                 image,
                 package: "file".into(),

@@ -1,6 +1,6 @@
 //! The lints `test` holds the code to, with every warning an error: rustfmt, and clippy on the
-//! host workspace, on the runner for its aarch64 target (code that only arm64 compiles) and on
-//! the guest payload for bare metal.
+//! host workspace, on the fuzz targets (a workspace of their own), on the runner for its
+//! aarch64 target (code that only arm64 compiles) and on the guest payload for bare metal.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,19 +14,43 @@ use crate::ui;
 /// built from source for the payload.
 const DEBIAN_CLIPPY_PACKAGE: &str = "rust-web-clippy";
 const DEBIAN_CARGO_CLIPPY: &str = "/usr/bin/cargo-clippy";
-/// Where the cross lints keep their build, apart from the real builds.
+/// Where the cross lints and the fuzz targets' lints keep their build, apart from the real builds.
 const LINT_TARGET_DIR: &str = "target/mte-lints";
+/// The fuzz targets' own workspace.
+const FUZZ_WORKSPACE: &str = "fuzz";
 
 /// Run every lint; whether all held. Each one that fails says what to run.
 pub fn check(apt: &mut Apt) -> bool {
     ui::step("lints: rustfmt and clippy, warnings denied");
     let root = repo_root();
     let payload = root.join(PAYLOAD_WORKSPACE);
+    // The fuzz targets are a workspace of their own (they build only under cargo-fuzz).
+    let fuzz = root.join(FUZZ_WORKSPACE);
+    let lint_target_dir = root.join(LINT_TARGET_DIR).to_string_lossy().into_owned();
     let mut held = true;
     held &= lint("rustfmt", cargo(&root, &["fmt", "--all", "--", "--check"]));
     held &= lint(
         "rustfmt (guest payload)",
         cargo(&payload, &["fmt", "--all", "--", "--check"]),
+    );
+    held &= lint(
+        "rustfmt (fuzz targets)",
+        cargo(&fuzz, &["fmt", "--all", "--", "--check"]),
+    );
+    held &= lint(
+        "clippy (fuzz targets)",
+        cargo(
+            &fuzz,
+            &[
+                "clippy",
+                "--all-targets",
+                "--target-dir",
+                &lint_target_dir,
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
     );
     held &= lint(
         "clippy (host workspace)",

@@ -14,12 +14,15 @@ mod cpio;
 mod debian_version;
 mod elf;
 mod facts;
+mod fuzz;
 mod groundwork;
+mod host_load;
 mod initramfs;
 mod kernel_modules;
 mod kernels;
 mod lanes;
 mod lints;
+mod modinfo;
 mod qemu_package;
 mod reports;
 mod run;
@@ -89,6 +92,15 @@ fn main() -> ExitCode {
         Command::ReportMerge { runs, out } => report(reports::merge_runs(&runs, &out)),
         Command::ReportCheck { run } => report(reports::check_in_browser(run.as_deref())),
         Command::LavaResults { run } => report(reports::lava_results(run.as_deref())),
+        Command::Fuzz { target, seconds } => {
+            report(fuzz::fuzz(target.as_deref(), seconds).map(|clean| {
+                if clean {
+                    Status::Clean
+                } else {
+                    Status::Failed
+                }
+            }))
+        }
         Command::Lint => report(apt::Apt::new().map(|mut apt| {
             if lints::check(&mut apt) {
                 Status::Clean

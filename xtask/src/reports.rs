@@ -7,6 +7,7 @@ use mte_results::lava;
 use mte_results::merge::merge;
 use mte_results::rundir::{self, LoadedRun, LATEST, REPORT_HTML};
 use mte_results::summary::table;
+use mte_results::text::one_line;
 
 use crate::apt::Apt;
 use crate::browser::{self, BrowserCheck};
@@ -29,7 +30,7 @@ pub fn run_dir(given: Option<&Path>) -> PathBuf {
 pub fn load(dir: &Path) -> Result<LoadedRun> {
     let run = rundir::load(dir).map_err(anyhow::Error::msg)?;
     for warning in &run.warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", one_line(warning));
     }
     Ok(run)
 }
@@ -52,7 +53,7 @@ pub fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<Status> {
         .unwrap_or_else(|| "merged".into());
     let merged = merge(&loaded, &run_id);
     for warning in &merged.warnings {
-        ui::note(&format!("{} {warning}", ui::yellow("warning:")));
+        ui::note(&format!("{} {}", ui::yellow("warning:"), one_line(warning)));
     }
     rundir::write_run(out, &merged.info, &merged.verdicts)
         .with_context(|| format!("writing the merged run to {}", out.display()))?;

@@ -127,6 +127,7 @@ fn run_one(
     let mut session = Session::new(
         run_dir,
         run.lane(),
+        recorded.boot,
         &recorded.kernel,
         recorded.source,
         facts,
@@ -150,16 +151,14 @@ fn run_one(
     )
 }
 
-/// The lanes' summaries as one run: environments and verdicts in lane order, and each lane's
-/// error named by its label (a lane, or a lane and its kernel) when there are several.
+/// The lanes' summaries as one run: environments, verdicts and the checks that did not run in
+/// lane order, and each lane's error named by its label (a lane, or a lane and its boot) when
+/// there are several.
 fn merge(parts: Vec<Part>, wall_ms: f64) -> (RunSummary, Selection) {
     let several = parts.len() > 1;
     let mut summary = RunSummary {
-        benchmarks: Vec::new(),
-        environments: Vec::new(),
-        verdicts: Vec::new(),
         wall_ms,
-        error: None,
+        ..RunSummary::default()
     };
     let mut selection: Option<Selection> = None;
     let mut errors = Vec::new();
@@ -172,6 +171,7 @@ fn merge(parts: Vec<Part>, wall_ms: f64) -> (RunSummary, Selection) {
         summary.environments.extend(part.environments);
         summary.verdicts.extend(part.verdicts);
         summary.benchmarks.extend(part.benchmarks);
+        summary.not_run.extend(part.not_run);
         if let Some(error) = part.error {
             errors.push(if several {
                 format!("{label}: {error}")
@@ -247,7 +247,6 @@ mod tests {
             let mut v = verdict("tags::a", Outcome::Pass);
             v.lane = lane;
             let summary = RunSummary {
-                benchmarks: Vec::new(),
                 environments: vec![mte_results::Environment {
                     lane,
                     ..Default::default()
@@ -255,6 +254,7 @@ mod tests {
                 verdicts: vec![v],
                 wall_ms: 1.0,
                 error: error.map(String::from),
+                ..RunSummary::default()
             };
             let selection = Selection {
                 all,

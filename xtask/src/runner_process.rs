@@ -73,6 +73,8 @@ impl LaneRun for RunnerProcess {
         let mut facts = self.lane.facts.clone();
         facts.push(Feature::new("runner.command", command));
         Recorded {
+            // The lane's one boot: its runner runs once.
+            boot: 1,
             kernel: self.lane.kernel.clone(),
             source: Source::RunnerProcess,
             facts,

@@ -2,16 +2,19 @@
 //! every verdict onto disk and the terminal at once, and at the end the run's summary and
 //! what it means for the exit status.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use mte_results::bench::Benchmark;
 use mte_results::rundir::RunDir;
-use mte_results::stream::{parse_line, Line, Record};
+use mte_results::stream::{parse_line, Line, Record, ALIVE_EVERY};
 use mte_results::summary::RunSummary;
-use mte_results::{Environment, Feature, Lane, Outcome, Tally, Verdict};
+use mte_results::text::one_line;
+use mte_results::{Environment, Feature, Lane, NotRun, Outcome, Tally, Verdict};
 
 use crate::artifacts::{self, Kept};
 use crate::console::{End, Ending, Flow};
+use crate::host_load::{self, PressureClock};
 use crate::ui::progress;
 
 /// Which checks the runner selected, as its Hello record says.
@@ -35,6 +38,10 @@ pub enum Source {
     /// The runner as a process on this machine: it exits 0, or 101 when a check failed.
     RunnerProcess,
 }
+
+/// The features of run.json that say how busy the host was when the lane started and ended.
+const LOAD_AT_START: &str = "host.load_at_start";
+const LOAD_AT_END: &str = "host.load_at_end";
 
 /// The runner's exit status when it ran to its end and a check failed (as libtest's).
 const RUNNER_EXIT_CHECK_FAILED: i32 = 101;
@@ -61,8 +68,6 @@ pub struct Session<'a> {
     selection: Selection,
     started: Instant,
     environment: Environment,
-    /// The kernel name the run's record holds for this lane until the runner reports its own.
-    recorded_as: String,
     planned: Option<usize>,
     first_record_after: Option<Duration>,
     first_verdict_after: Option<Duration>,
@@ -73,28 +78,41 @@ pub struct Session<'a> {
     checks_wall_ms: Option<f64>,
     /// Why the runner gave up, from its Abort record.
     aborted: Option<String>,
+    /// What the lane's machine or VMM lacks, from the Hello record: a run error.
+    setup_error: Option<String>,
+    /// The planned checks by name, from the Hello record.
+    planned_checks: Vec<String>,
+    /// Checks started and not yet reported, in the order they started.
+    running: Vec<String>,
     /// Failures so far, for the progress lines.
     failed: usize,
     corrupt: Vec<String>,
     write_error: Option<String>,
     /// Artifacts the runner sent, kept in the run directory, for the run's next kernel.
     kept: Vec<Kept>,
+    /// The host's CPU pressure from one benchmark's record to the next.
+    pressure: PressureClock,
 }
 
 impl<'a> Session<'a> {
     /// `host` holds what xtask knows of the machine and the emulator; it is kept in every
-    /// environment this run writes. Until the runner says hello, the run's record holds these
-    /// facts under `lane` and `kernel`, xtask's name for the kernel.
+    /// environment this run writes. `boot` is which boot of its lane this is (from 1), stamped
+    /// on the environment and on every verdict, which the runner sends without it. Until the
+    /// runner says hello, the run's record holds these facts under `kernel`, xtask's name for
+    /// the kernel.
     pub fn new(
         run: &'a RunDir,
         lane: Lane,
+        boot: u32,
         kernel: &str,
         source: Source,
-        host: Vec<Feature>,
+        mut host: Vec<Feature>,
         started: Instant,
     ) -> Self {
+        host.push(Feature::new(LOAD_AT_START, host_load::describe_now()));
         let environment = Environment {
             lane,
+            boot,
             kernel_release: kernel.into(),
             host,
             ..Environment::default()
@@ -109,7 +127,6 @@ impl<'a> Session<'a> {
             selection: Selection::default(),
             started,
             environment,
-            recorded_as: kernel.into(),
             planned: None,
             first_record_after: None,
             first_verdict_after: None,
@@ -118,10 +135,14 @@ impl<'a> Session<'a> {
             done: None,
             checks_wall_ms: None,
             aborted: None,
+            setup_error: None,
+            planned_checks: Vec::new(),
+            running: Vec::new(),
             failed: 0,
             corrupt: Vec::new(),
             write_error,
             kept: Vec::new(),
+            pressure: PressureClock::start(),
         }
     }
 
@@ -159,6 +180,8 @@ impl<'a> Session<'a> {
                 list,
                 selection,
                 bench,
+                setup_error,
+                checks,
                 ..
             } => {
                 let selection = Selection {
@@ -167,8 +190,12 @@ impl<'a> Session<'a> {
                     words: selection,
                     bench,
                 };
+                self.setup_error = setup_error;
+                self.planned_checks = checks;
                 self.on_hello(environment, selection, planned);
             }
+            Record::Started { test } => self.running.push(test),
+            Record::Alive => return Flow::AliveEvery(ALIVE_EVERY),
             Record::Verdict(verdict) => self.on_verdict(verdict),
             Record::Artifact { name, bytes_base64 } => self.on_artifact(&name, &bytes_base64),
             Record::Benchmark(benchmark) => self.on_benchmark(*benchmark),
@@ -191,27 +218,36 @@ impl<'a> Session<'a> {
     /// facts and the selection (so that a merge of shards says which each was).
     fn on_hello(&mut self, environment: Environment, selection: Selection, planned: usize) {
         let mut host = std::mem::take(&mut self.environment.host);
+        // "with their fault-injection proofs" alone qualifies every check.
         let selected = match selection.words.as_str() {
-            "" => "every check",
-            words => words,
+            "" => "every check".to_string(),
+            words if words.starts_with("with ") => format!("every check {words}"),
+            words => words.to_string(),
         };
         host.push(Feature::new("runner.selection", selected));
-        self.environment = environment;
-        self.environment.host = host;
+        let boot = self.environment.boot;
+        self.environment = Environment {
+            boot,
+            host,
+            ..environment
+        };
         self.planned = Some(planned);
         self.selection = selection;
-        if let Err(e) = self
-            .run
-            .write_environment_over(&self.recorded_as, &self.environment)
-        {
+        // The first benchmark's interval starts when the runner is up, after the boot.
+        self.pressure = PressureClock::start();
+        if let Err(e) = self.run.write_environment(&self.environment) {
             self.note_write_error(e);
         }
-        self.recorded_as = self.environment.kernel_release.clone();
         let after = self.first_record_after.unwrap_or_default();
         progress::runner_up(after, &self.environment, &self.selection, planned);
+        if let Some(lacks) = &self.setup_error {
+            progress::lane_lacks(lacks);
+        }
     }
 
-    fn on_verdict(&mut self, verdict: Verdict) {
+    fn on_verdict(&mut self, mut verdict: Verdict) {
+        verdict.boot = self.environment.boot;
+        self.running.retain(|test| *test != verdict.test);
         self.first_verdict_after
             .get_or_insert_with(|| self.started.elapsed());
         if let Err(e) = self.run.append_verdict(&verdict) {
@@ -231,8 +267,8 @@ impl<'a> Session<'a> {
     }
 
     fn on_artifact(&mut self, name: &str, bytes_base64: &str) {
-        let release = &self.environment.kernel_release;
-        match artifacts::keep(self.run.path(), release, name, bytes_base64) {
+        let (boot, release) = (self.environment.boot, &self.environment.kernel_release);
+        match artifacts::keep(self.run.path(), boot, release, name, bytes_base64) {
             Ok(kept) => {
                 progress::artifact_kept(&kept);
                 self.kept.push(kept);
@@ -244,7 +280,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn on_benchmark(&mut self, benchmark: Benchmark) {
+    fn on_benchmark(&mut self, mut benchmark: Benchmark) {
+        benchmark.host_cpu_pressure = self.pressure.share_since_last();
         if let Err(e) = self.run.append_benchmark(&benchmark) {
             self.note_write_error(e);
         }
@@ -276,6 +313,7 @@ impl<'a> Session<'a> {
                 self.checks_wall_ms.map(|ms| format!("{ms:.0} ms")),
             ),
             ("timing.lane_wall", seconds(Some(self.started.elapsed()))),
+            (LOAD_AT_END, Some(host_load::describe_now())),
         ];
         for (name, value) in timings {
             if let Some(value) = value {
@@ -295,14 +333,31 @@ impl<'a> Session<'a> {
     pub fn conclude(mut self, ending: &Ending) -> (RunSummary, Selection) {
         let error = self.run_error(ending);
         self.record_timings();
+        let not_run = self.not_run();
         let summary = RunSummary {
             benchmarks: self.benchmarks,
             environments: vec![self.environment],
             verdicts: self.verdicts,
             wall_ms: self.started.elapsed().as_secs_f64() * 1000.0,
             error,
+            not_run,
         };
         (summary, self.selection)
+    }
+
+    /// The planned checks that never reported, in the order they were planned.
+    fn not_run(&self) -> Vec<NotRun> {
+        let reported: HashSet<&str> = self.verdicts.iter().map(|v| v.test.as_str()).collect();
+        (self.planned_checks.iter())
+            .filter(|test| !reported.contains(test.as_str()))
+            .map(|test| NotRun {
+                test: test.clone(),
+                lane: self.environment.lane,
+                boot: self.environment.boot,
+                kernel: self.environment.kernel_release.clone(),
+                was_running: self.running.contains(test),
+            })
+            .collect()
     }
 
     /// Close a run whose machine could not be started.
@@ -319,6 +374,17 @@ impl<'a> Session<'a> {
     /// gave up, the process ended badly, the stream was damaged, the selection was empty,
     /// records went missing.
     fn run_error(&self, ending: &Ending) -> Option<String> {
+        let how_it_ended = self.end_error(ending);
+        // What the lane lacks comes first: it is what to fix; how the run then ended follows.
+        match (&self.setup_error, how_it_ended) {
+            (Some(lacks), Some(error)) => Some(format!("{lacks}; and {error}")),
+            (Some(lacks), None) => Some(lacks.clone()),
+            (None, error) => error,
+        }
+    }
+
+    /// How the run ended, when that was not how a complete run ends.
+    fn end_error(&self, ending: &Ending) -> Option<String> {
         if let Some(reason) = &self.aborted {
             return Some(format!("the runner gave up: {reason}"));
         }
@@ -330,6 +396,30 @@ impl<'a> Session<'a> {
             return None;
         }
         self.nothing_planned().or_else(|| self.records_lost())
+    }
+
+    /// What was running when the run stopped, and how many checks never ran: `while swap::a
+    /// was running; 69 checks never ran`.
+    fn at_the_stop(&self) -> String {
+        let mut text = String::new();
+        match self.running.as_slice() {
+            [] => {}
+            [one] => text.push_str(&format!(" while {} was running", one_line(one))),
+            several => {
+                let names: Vec<String> = several.iter().map(|t| one_line(t)).collect();
+                text.push_str(&format!(" while {} were running", names.join(", ")))
+            }
+        }
+        let never = self.not_run().iter().filter(|n| !n.was_running).count();
+        if never > 0 {
+            let plural = if never == 1 {
+                " never ran"
+            } else {
+                "s never ran"
+            };
+            text.push_str(&format!("; {never} check{plural}"));
+        }
+        text
     }
 
     /// How the process ended, when that was not how a complete run ends.
@@ -354,21 +444,35 @@ impl<'a> Session<'a> {
             )),
             End::Exited(status) => Some(format!(
                 "truncated stream: the machine stopped ({status}) after {} of {} verdicts, \
-                 before the runner's last record{stderr}; see {console}",
+                 before the runner's last record{}{stderr}; see {console}",
                 self.verdicts.len(),
                 self.planned.unwrap_or_default(),
+                self.at_the_stop(),
             )),
             End::Deadline(limit) => Some(format!(
-                "the run passed its deadline of {} s and was stopped; raise it with --timeout SECS",
-                limit.as_secs()
+                "the run passed its deadline of {} s and was stopped{}; raise it with --timeout \
+                 SECS",
+                limit.as_secs(),
+                self.at_the_stop(),
             )),
             End::Silent(limit) => Some(format!(
-                "the machine printed nothing for {} s and was stopped (stuck?); see {console}",
+                "the machine printed nothing for {} s{} and was stopped{} (a hung kernel?); see \
+                 {console}",
                 limit.as_secs(),
+                match self.planned {
+                    // The runner says it is alive while checks run: its silence is the machine's.
+                    Some(_) => format!(
+                        " (its runner says it is alive every {} s)",
+                        ALIVE_EVERY.as_secs()
+                    ),
+                    None => String::new(),
+                },
+                self.at_the_stop(),
             )),
             End::Panic(line) => Some(format!(
-                "the kernel panicked: {}; see {console}",
-                without_timestamp(line)
+                "the kernel panicked: {}{}; see {console}",
+                one_line(without_timestamp(line)),
+                self.at_the_stop(),
             )),
         }
     }
@@ -490,6 +594,11 @@ mod tests {
     }
 
     fn hello(planned: usize) -> Record {
+        let names = ["a", "b", "c", "d"];
+        hello_with(&names[..planned], None)
+    }
+
+    fn hello_with(checks: &[&str], setup_error: Option<&str>) -> Record {
         Record::Hello {
             schema: mte_results::SCHEMA_VERSION,
             environment: Environment {
@@ -497,11 +606,13 @@ mod tests {
                 kernel_release: "6.12.95+deb12-arm64".into(),
                 ..Environment::default()
             },
-            planned,
-            available: planned,
+            planned: checks.len(),
+            available: checks.len(),
             list: false,
             selection: String::new(),
             bench: false,
+            setup_error: setup_error.map(String::from),
+            checks: checks.iter().map(|c| c.to_string()).collect(),
         }
     }
 
@@ -514,6 +625,8 @@ mod tests {
             list,
             selection: selection.into(),
             bench: false,
+            setup_error: None,
+            checks: Vec::new(),
         }
     }
 
@@ -539,6 +652,7 @@ mod tests {
         let mut session = Session::new(
             &run,
             Lane::Emulated,
+            1,
             "6.12.95+deb12-arm64",
             Source::Machine,
             host,
@@ -594,6 +708,7 @@ mod tests {
         let mut session = Session::new(
             &run,
             Lane::Emulated,
+            1,
             "vmlinuz-custom",
             Source::Machine,
             vec![],
@@ -612,6 +727,56 @@ mod tests {
         assert!(error.starts_with("truncated stream"), "{error}");
         assert!(error.contains("after 1 of 3 verdicts"), "{error}");
         assert_eq!(c.verdicts.len(), 1);
+    }
+
+    #[test]
+    fn a_machine_that_stops_names_what_ran_and_what_never_did() {
+        let lines = vec![
+            frame(&hello_with(&["a", "b", "c", "d"], None)),
+            frame(&Record::Started { test: "a".into() }),
+            frame(&Record::Started { test: "b".into() }),
+            frame(&verdict("a", Outcome::Pass)),
+            frame(&Record::Started { test: "c".into() }),
+            frame(&Record::Alive),
+        ];
+        let silent = Ending {
+            end: End::Silent(Duration::from_secs(30)),
+            qemu_stderr: vec![],
+        };
+        let (c, _scratch) = feed("silent", &lines, silent);
+        let error = c.error.unwrap();
+        assert!(
+            error.starts_with(
+                "the machine printed nothing for 30 s (its runner says it is alive every 5 s) \
+                 and was stopped while b, c were running; 1 check never ran (a hung kernel?)"
+            ),
+            "{error}"
+        );
+        let not_run: Vec<(&str, bool)> = (c.not_run.iter())
+            .map(|n| (n.test.as_str(), n.was_running))
+            .collect();
+        assert_eq!(not_run, [("b", true), ("c", true), ("d", false)]);
+        assert_eq!(c.not_run[0].boot, 1);
+    }
+
+    #[test]
+    fn what_the_lane_lacks_is_the_run_s_error_whatever_its_checks_say() {
+        let lacks = "the emulated lane's machine lacks what the lane needs: QEMU gives the \
+                     machine no MTE";
+        let lines = vec![
+            frame(&hello_with(&["a", "b"], Some(lacks))),
+            frame(&verdict("a", Outcome::Pass)),
+            frame(&verdict("b", Outcome::Skip)),
+            frame(&done(Tally {
+                pass: 1,
+                skip: 1,
+                ..Tally::default()
+            })),
+        ];
+        let (c, _scratch) = feed("lacks", &lines, exited(0));
+        assert_eq!(c.error.as_deref(), Some(lacks));
+        assert!(c.not_run.is_empty());
+        assert_eq!(crate::Status::of(&c), crate::Status::Error);
     }
 
     #[test]

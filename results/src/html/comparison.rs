@@ -4,9 +4,10 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::boot::BootKey;
 use crate::compare::{outcome_name, ChangeKind, Comparison};
 use crate::model::Verdict;
-use crate::summary::column_name;
+use crate::summary::column_names;
 
 /// The comparison with a baseline, as the top of the page shows it.
 #[derive(Serialize)]
@@ -17,6 +18,8 @@ pub(super) struct ComparisonView<'a> {
     rule: String,
     /// Columns matched across a change of kernel (or left without a partner).
     renamed_columns: Vec<(String, String)>,
+    /// Columns of the same release on both sides from different builds: what differs.
+    other_builds: Vec<String>,
     groups: Vec<ChangeGroup<'a>>,
     figures: Vec<FigureMoveRow<'a>>,
     unchanged: usize,
@@ -63,6 +66,9 @@ impl<'a> ComparisonView<'a> {
                 .filter(|m| m.baseline != m.run)
                 .map(|m| (side(&m.baseline), side(&m.run)))
                 .collect(),
+            other_builds: (c.columns.iter())
+                .filter_map(|m| m.other_build.clone())
+                .collect(),
             groups: change_groups(c, verdicts),
             figures: figure_rows(c),
             unchanged: c.unchanged,
@@ -72,14 +78,13 @@ impl<'a> ComparisonView<'a> {
 
 /// The changes by kind, each linking to its verdict in this report where it has one.
 fn change_groups<'a>(c: &'a Comparison, verdicts: &[Verdict]) -> Vec<ChangeGroup<'a>> {
+    let names = column_names(verdicts);
     let anchors: HashMap<(String, &str), String> = verdicts
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            (
-                (column_name(v.lane, &v.kernel), v.test.as_str()),
-                format!("v{i}"),
-            )
+            let column = names.get(&BootKey::of(v)).cloned().unwrap_or_default();
+            ((column, v.test.as_str()), format!("v{i}"))
         })
         .collect();
     ChangeKind::ALL

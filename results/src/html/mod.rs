@@ -8,7 +8,7 @@
 //! its pictures take numbers and escaped text only.
 //!
 //! The page's parts, a module each: `comparison` (with a baseline, on top), `matrix` (every
-//! check by lane and kernel), `verdicts` (failures first, then every verdict, with their
+//! check by column, a boot of a lane), `verdicts` (failures first, then every verdict, with their
 //! evidence and figures) and `perf` (the suite's speed, or a bench run's benchmarks).
 
 mod comparison;
@@ -19,22 +19,42 @@ mod verdicts;
 use serde::Serialize;
 use tera::{Context, Tera};
 
+use crate::boot::BootKey;
 use crate::compare::Comparison;
-use crate::model::{Environment, Outcome, Tally};
+use crate::model::{Environment, Outcome, Tally, Verdict};
 use crate::picture::TAG_CLASSES;
-use crate::summary::{format_duration, RunSummary};
+use crate::summary::{column_names, format_duration, RunSummary};
 use comparison::ComparisonView;
 use matrix::Matrix;
 use perf::{bench_view, speed_view, BenchColumnView, SpeedView};
-use verdicts::{FigureCard, VerdictView};
+use verdicts::{FigureCard, TagMapDetail, VerdictView};
 
 const TEMPLATE: &str = include_str!("../../templates/report.html.tera");
 /// The `.html` suffix is what makes the template autoescaped.
 const TEMPLATE_NAME: &str = "report.html";
 
+/// What a report shows beyond its default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// Draw every granule of every tag map, not only those of failures.
+    pub every_tag_map: bool,
+}
+
+/// The environment variable that asks for every tag map whole: `MTE_REPORT_TAG_MAPS=all`.
+pub const TAG_MAPS_ENV: &str = "MTE_REPORT_TAG_MAPS";
+
+impl ReportOptions {
+    /// The options the environment asks for.
+    pub fn from_env() -> Self {
+        ReportOptions {
+            every_tag_map: std::env::var(TAG_MAPS_ENV).is_ok_and(|v| v == "all"),
+        }
+    }
+}
+
 /// Render the report of a run; `title` names the run, normally its run id.
 pub fn render(summary: &RunSummary, title: &str) -> tera::Result<String> {
-    render_compared(summary, title, None)
+    render_compared(summary, title, None, ReportOptions::default())
 }
 
 /// Render the report of a run compared with a baseline: the comparison comes first.
@@ -42,12 +62,13 @@ pub fn render_compared(
     summary: &RunSummary,
     title: &str,
     comparison: Option<&Comparison>,
+    options: ReportOptions,
 ) -> tera::Result<String> {
     let mut tera = Tera::default();
     tera.autoescape_on(vec![".html"]);
     tera.set_escape_fn(escape_html);
     tera.add_raw_template(TEMPLATE_NAME, TEMPLATE)?;
-    let context = Context::from_serialize(Page::new(summary, title, comparison))?;
+    let context = Context::from_serialize(Page::new(summary, title, comparison, options))?;
     tera.render(TEMPLATE_NAME, &context)
 }
 
@@ -62,6 +83,7 @@ struct Page<'a> {
     wall: String,
     error: Option<&'a str>,
     failures: Vec<VerdictView<'a>>,
+    not_run: Vec<NotRunView<'a>>,
     figures: Vec<FigureCard<'a>>,
     verdicts: Vec<VerdictView<'a>>,
     tag_classes: [&'static str; 16],
@@ -72,26 +94,47 @@ struct Page<'a> {
 }
 
 impl<'a> Page<'a> {
-    fn new(summary: &'a RunSummary, title: &'a str, comparison: Option<&'a Comparison>) -> Self {
+    fn new(
+        summary: &'a RunSummary,
+        title: &'a str,
+        comparison: Option<&'a Comparison>,
+        options: ReportOptions,
+    ) -> Self {
+        let names = column_names(&summary.verdicts);
+        let column = |v: &Verdict| names.get(&BootKey::of(v)).cloned().unwrap_or_default();
+        // Only failures keep every granule of their tag maps (unless every map was asked for):
+        // the maps of a verdict that did not fail are agreement, or a fault a proof injected,
+        // and were most of a report's weight.
         let verdicts: Vec<VerdictView> = summary
             .verdicts
             .iter()
             .enumerate()
-            .map(|(i, v)| VerdictView::new(i, v, false))
+            .map(|(i, v)| {
+                let detail = TagMapDetail::in_list(v, options.every_tag_map);
+                VerdictView::new(i, v, column(v), detail)
+            })
             .collect();
-        // Only the failures draw their tag maps as pictures: a passing map is all agreement.
+        // Only the failures draw their tag maps as pictures.
         let failures = summary
             .verdicts
             .iter()
             .enumerate()
             .filter(|(_, v)| v.outcome == Outcome::Fail)
-            .map(|(i, v)| VerdictView::new(i, v, true))
+            .map(|(i, v)| VerdictView::new(i, v, column(v), TagMapDetail::Pictures))
             .collect();
         let figures = summary
             .verdicts
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| FigureCard::new(i, v))
+            .filter_map(|(i, v)| FigureCard::new(i, v, column(v)))
+            .collect();
+        let all_names = summary.column_names();
+        let not_run = (summary.not_run.iter())
+            .map(|n| NotRunView {
+                test: &n.test,
+                column: all_names.get(&n.key()).cloned().unwrap_or_default(),
+                reason: n.reason(),
+            })
             .collect();
         let tally = summary.tally();
         Page {
@@ -104,6 +147,7 @@ impl<'a> Page<'a> {
             wall: format_duration(summary.wall_ms),
             error: summary.error.as_deref(),
             failures,
+            not_run,
             figures,
             verdicts,
             tag_classes: TAG_CLASSES,
@@ -112,6 +156,14 @@ impl<'a> Page<'a> {
             bench: bench_view(&summary.benchmarks),
         }
     }
+}
+
+/// A planned check that never reported, where, and why.
+#[derive(Serialize)]
+struct NotRunView<'a> {
+    test: &'a str,
+    column: String,
+    reason: &'static str,
 }
 
 /// Escape text for HTML element content and quoted attributes, and replace the control
@@ -167,6 +219,30 @@ mod tests {
     }
 
     #[test]
+    fn checks_that_did_not_run_are_listed_with_their_boot() {
+        let mut run = summary(vec![verdict("tags::a", Outcome::Pass, "ok", vec![])]);
+        run.not_run = vec![crate::model::NotRun {
+            test: "swap::b".into(),
+            lane: Lane::Emulated,
+            boot: 1,
+            kernel: "6.12.95".into(),
+            was_running: true,
+        }];
+        let html = render(&run, "run").unwrap();
+        let section = &html[html.find("<section id=\"not-run\">").unwrap()..];
+        assert!(
+            section.contains("1 planned check never reported"),
+            "{section}"
+        );
+        assert!(
+            section.contains(
+                "<td class=\"mono\">swap::b</td><td>emulated · 6.12.95</td><td>did not finish"
+            ),
+            "{section}"
+        );
+    }
+
+    #[test]
     fn guest_text_cannot_inject_markup() {
         let attack = "<script>alert(1)</script>";
         let mut run = summary(vec![verdict(
@@ -219,7 +295,8 @@ mod tests {
         let comparison =
             Comparison::of(&baseline, &run, Default::default()).named(attack, attack, attack);
         assert!(!comparison.figures.is_empty() && !comparison.changes.is_empty());
-        let html = render_compared(&run, attack, Some(&comparison)).unwrap();
+        let html =
+            render_compared(&run, attack, Some(&comparison), ReportOptions::default()).unwrap();
         for part in [
             "id=\"comparison\"",
             "<svg class=\"tagmap\"",
@@ -424,9 +501,42 @@ mod tests {
         .unwrap();
         let section = &html[html.find("id=\"speed\"").unwrap()..];
         assert!(section.contains("suite speed: 1 checks in 30.0 s"));
-        assert!(section.contains("kvm-unit-tests&#39; mte group"));
+        assert!(!section.contains("kvm-unit-tests"));
         assert!(section.contains("not judged"), "{section}");
         assert!(!html.contains("id=\"benchmarks\""));
+    }
+
+    #[test]
+    fn only_failures_keep_every_granule_unless_every_map_is_asked_for() {
+        let digits = "5".repeat(256);
+        let passed = verdict(
+            "tags::a",
+            Outcome::Pass,
+            "ok",
+            vec![tag_maps(&digits, &digits, vec![])],
+        );
+        let mut observed = digits.clone();
+        observed.replace_range(3..4, "7");
+        let failed = verdict(
+            "tags::b",
+            Outcome::Fail,
+            "differs",
+            vec![tag_maps(&digits, &observed, vec![3])],
+        );
+        let run = summary(vec![passed, failed]);
+        let grid_cells = |html: &str| html.matches("<td class=\"tag").count();
+        let html = render(&run, "run").unwrap();
+        // The failure's map: its grid in the failures and in the list, two rows a side.
+        assert_eq!(grid_cells(&html), 2 * 2 * 256);
+        assert!(
+            html.contains("tag 5 ×256; CRC-32 0x"),
+            "the passing map in brief"
+        );
+        let every = ReportOptions {
+            every_tag_map: true,
+        };
+        let html = render_compared(&run, "run", None, every).unwrap();
+        assert_eq!(grid_cells(&html), 3 * 2 * 256);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::figures::FigureKind;
 use crate::group::in_order_of_first;
 use crate::model::Outcome;
 use crate::plot::{interval_chart, BarChart, Interval};
-use crate::speed::{SuiteSpeed, KVM_UNIT_TESTS_MTE};
+use crate::speed::{Judged, SuiteSpeed};
 use crate::summary::{format_duration, RunSummary};
 
 /// The benchmarks of one lane on one kernel.
@@ -45,6 +45,10 @@ pub struct BenchRow {
     pub samples: String,
     pub figures: String,
     pub reason: String,
+    /// The counter's resolution, beside a figure close to it.
+    pub resolution: String,
+    /// Why the figure is not to be trusted: taken under host CPU pressure.
+    pub pressure: String,
 }
 
 /// The part of a benchmark id before its first `/` (its group), and the rest.
@@ -158,6 +162,8 @@ impl BenchRow {
                 .collect::<Vec<_>>()
                 .join("; "),
             reason: b.reason.clone(),
+            resolution: b.resolution.clone().unwrap_or_default(),
+            pressure: b.pressure_flag().unwrap_or_default(),
         }
     }
 }
@@ -166,12 +172,8 @@ impl BenchRow {
 #[derive(Serialize)]
 pub struct SpeedView {
     pub line: String,
-    pub checks: usize,
-    pub wall: String,
-    pub checks_per_second: String,
-    pub median_check: String,
-    pub times_peer: String,
-    pub peer: String,
+    /// Why the targets are not judged on this run; empty where they are.
+    pub not_judged: String,
     pub targets: Vec<TargetView>,
     pub lanes: Vec<LaneSpeedView>,
 }
@@ -188,8 +190,10 @@ pub struct LaneSpeedView {
     pub lane: String,
     pub kernel: String,
     pub checks: usize,
+    pub proofs: usize,
     pub wall: String,
     pub boot: String,
+    pub first_verdict: String,
     pub checks_time: String,
     pub median_check: String,
     pub slowest: Vec<(String, String)>,
@@ -199,21 +203,13 @@ pub struct LaneSpeedView {
 pub fn speed_view(summary: &RunSummary) -> Option<SpeedView> {
     let speed = SuiteSpeed::of(summary)?;
     let seconds = |s: Option<f64>| s.map_or("not recorded".to_string(), |s| format!("{s:.2} s"));
+    let not_judged = match &speed.judged {
+        Judged::Yes => String::new(),
+        Judged::NotTheirRun => "not the full default run".into(),
+        Judged::Incomplete(why) => why.clone(),
+    };
     Some(SpeedView {
         line: speed.line(),
-        checks: speed.checks,
-        wall: format!("{:.1} s", speed.wall_s),
-        checks_per_second: format!("{:.1}", speed.checks_per_second),
-        median_check: format_duration(speed.median_check_ms),
-        times_peer: format!("{:.1}×", speed.times_peer),
-        peer: format!(
-            "{}: {} entries, {} checks in {} s wall, {:.1} checks/s",
-            KVM_UNIT_TESTS_MTE.name,
-            KVM_UNIT_TESTS_MTE.entries,
-            KVM_UNIT_TESTS_MTE.checks,
-            KVM_UNIT_TESTS_MTE.wall_s,
-            KVM_UNIT_TESTS_MTE.checks_per_second()
-        ),
         targets: speed
             .targets()
             .into_iter()
@@ -222,10 +218,11 @@ pub fn speed_view(summary: &RunSummary) -> Option<SpeedView> {
                 verdict: match met {
                     Some(true) => "met",
                     Some(false) => "not met",
-                    None => "not judged (not the full default run)",
+                    None => "not judged",
                 },
             })
             .collect(),
+        not_judged,
         lanes: speed
             .lanes
             .iter()
@@ -233,8 +230,10 @@ pub fn speed_view(summary: &RunSummary) -> Option<SpeedView> {
                 lane: lane.lane.to_string(),
                 kernel: lane.kernel.clone(),
                 checks: lane.checks,
+                proofs: lane.proofs,
                 wall: seconds(lane.wall_s),
                 boot: seconds(lane.boot_s),
+                first_verdict: seconds(lane.first_verdict_s),
                 checks_time: seconds(lane.checks_s),
                 median_check: format_duration(lane.median_check_ms),
                 slowest: lane

@@ -10,8 +10,8 @@ use crate::figures::figures;
 use crate::model::{Evidence, Verdict};
 use crate::picture::{self, TagPicture};
 use crate::plot::{self, BarChart};
-use crate::summary::{column_name, format_duration};
-use crate::tag_map::{differing_granules, TagMapLayout, TagMapLine};
+use crate::summary::format_duration;
+use crate::tag_map::{differing_granules, tag_map_summary, TagMapLayout, TagMapLine};
 
 /// Granules per line of a tag-map grid: 64 granules are 1 KiB of memory.
 const GRANULES_PER_ROW: usize = 64;
@@ -36,14 +36,40 @@ pub(super) struct FigureCard<'a> {
 }
 
 impl<'a> FigureCard<'a> {
-    pub(super) fn new(index: usize, v: &'a Verdict) -> Option<Self> {
+    /// `column`: the name of the verdict's column.
+    pub(super) fn new(index: usize, v: &'a Verdict, column: String) -> Option<Self> {
         let charts = plot::charts(&figures(v));
         (!charts.is_empty()).then(|| FigureCard {
             anchor: format!("v{index}"),
             test: &v.test,
-            column: column_name(v.lane, &v.kernel),
+            column,
             charts,
         })
+    }
+}
+
+/// How much of a verdict's tag maps the report shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TagMapDetail {
+    /// Each side summarised (granules, how many carry each tag, a CRC-32) and where they
+    /// differ: for a verdict that did not fail, whose maps are all agreement (or a fault a
+    /// proof injected on purpose).
+    Brief,
+    /// Every granule as a grid of hex digits.
+    Grid,
+    /// The grid, and the two maps drawn as pictures where they differ: for a failure.
+    Pictures,
+}
+
+impl TagMapDetail {
+    /// What the list of every verdict shows of `v`'s maps: every granule of a failure's, or
+    /// of every verdict's when `every_tag_map` was asked for; otherwise in brief.
+    pub(super) fn in_list(v: &Verdict, every_tag_map: bool) -> Self {
+        if every_tag_map || v.outcome == crate::model::Outcome::Fail {
+            TagMapDetail::Grid
+        } else {
+            TagMapDetail::Brief
+        }
     }
 }
 
@@ -53,6 +79,8 @@ pub(super) struct VerdictView<'a> {
     anchor: String,
     lane: &'static str,
     kernel: &'a str,
+    /// The name of its column (the lane's boot where the lane booted more than once).
+    column: String,
     test: &'a str,
     outcome: &'static str,
     reason: &'a str,
@@ -61,12 +89,13 @@ pub(super) struct VerdictView<'a> {
 }
 
 impl<'a> VerdictView<'a> {
-    /// `pictures`: draw tag maps as pictures besides the grid.
-    pub(super) fn new(index: usize, v: &'a Verdict, pictures: bool) -> Self {
+    /// `column`: the name of the verdict's column; `detail`: how much of its tag maps to show.
+    pub(super) fn new(index: usize, v: &'a Verdict, column: String, detail: TagMapDetail) -> Self {
         VerdictView {
             anchor: format!("v{index}"),
             lane: v.lane.name(),
             kernel: &v.kernel,
+            column,
             test: &v.test,
             outcome: v.outcome.as_str(),
             reason: &v.reason,
@@ -74,7 +103,7 @@ impl<'a> VerdictView<'a> {
             evidence: v
                 .detail
                 .iter()
-                .map(|e| EvidenceView::new(e, pictures))
+                .map(|e| EvidenceView::new(e, detail))
                 .collect(),
         }
     }
@@ -94,6 +123,18 @@ pub(super) enum EvidenceView<'a> {
         pictures: Option<[TagPicture; 2]>,
         /// Among a failure's evidence, maps that agree keep their grid folded away.
         brief: bool,
+    },
+    /// Tag maps as [`TagMapDetail::Brief`] shows them.
+    TagMapsInBrief {
+        expected_from: &'a str,
+        observed_from: &'a str,
+        ipa: String,
+        granules: usize,
+        differing: usize,
+        /// The first granule that differs, if any.
+        first_difference: Option<usize>,
+        expected: String,
+        observed: String,
     },
     Fault {
         esr: String,
@@ -119,8 +160,30 @@ pub(super) enum EvidenceView<'a> {
 }
 
 impl<'a> EvidenceView<'a> {
-    fn new(evidence: &'a Evidence, pictures: bool) -> Self {
+    fn new(evidence: &'a Evidence, detail: TagMapDetail) -> Self {
+        let pictures = detail == TagMapDetail::Pictures;
         match evidence {
+            Evidence::TagMaps {
+                expected_from,
+                observed_from,
+                ipa,
+                expected,
+                observed,
+                mismatches,
+            } if detail == TagMapDetail::Brief => {
+                let differing = differing_granules(expected, observed, mismatches);
+                let granules = expected.chars().count().max(observed.chars().count());
+                EvidenceView::TagMapsInBrief {
+                    expected_from,
+                    observed_from,
+                    ipa: format!("{ipa:#x}"),
+                    granules,
+                    differing: differing.range(..granules).count(),
+                    first_difference: differing.first().copied(),
+                    expected: tag_map_summary(expected),
+                    observed: tag_map_summary(observed),
+                }
+            }
             Evidence::TagMaps {
                 expected_from,
                 observed_from,

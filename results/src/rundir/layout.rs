@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Environment;
+use crate::model::{Environment, NotRun};
 
 pub const RUN_JSON: &str = "run.json";
 pub const RESULTS_JSONL: &str = "results.jsonl";
@@ -38,4 +38,7 @@ pub struct RunInfo {
     pub error: Option<String>,
     /// One per lane of the run, in the order the lanes ran.
     pub environments: Vec<Environment>,
+    /// The planned checks that never reported (a boot that stopped early).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_run: Vec<NotRun>,
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::layout::{RunInfo, BENCHMARKS_JSONL, LATEST, RESULTS_JSONL, RUN_JSON};
 use crate::bench::Benchmark;
+use crate::boot::{number_unstamped_environments, number_unstamped_verdicts};
 use crate::model::Verdict;
 use crate::summary::RunSummary;
 use crate::SCHEMA_VERSION;
@@ -40,6 +41,7 @@ impl LoadedRun {
             verdicts: self.verdicts.clone(),
             wall_ms: self.info.wall_ms.unwrap_or_default(),
             error,
+            not_run: self.info.not_run.clone(),
         }
     }
 }
@@ -109,13 +111,16 @@ impl std::error::Error for LoadError {
 }
 
 /// Read a run directory (or the `latest` link) back: `run.json`, every verdict of
-/// `results.jsonl` and, for a run of `bench`, every benchmark of `benchmarks.jsonl`. An
+/// `results.jsonl` and, for a run of `bench`, every benchmark of `benchmarks.jsonl`; verdicts
+/// and environments of files from before boots were recorded get theirs. An
 /// unfinished last line, left by a run killed while writing it, is skipped with a warning; any
 /// other damaged line is an error naming the file and line.
 pub fn load(dir: impl AsRef<Path>) -> Result<LoadedRun, LoadError> {
     let dir = dir.as_ref();
-    let info = read_info(&dir.join(RUN_JSON))?;
-    let (verdicts, mut warnings) = read_verdicts(&dir.join(RESULTS_JSONL))?;
+    let mut info = read_info(&dir.join(RUN_JSON))?;
+    let (mut verdicts, mut warnings) = read_verdicts(&dir.join(RESULTS_JSONL))?;
+    number_unstamped_environments(&mut info.environments);
+    number_unstamped_verdicts(&mut verdicts);
     let benchmarks_path = dir.join(BENCHMARKS_JSONL);
     let benchmarks = if benchmarks_path.exists() {
         let (benchmarks, more) = read_lines(&benchmarks_path, |line, bytes| {

@@ -37,7 +37,8 @@ pub fn write_reports(
     }
     write_replacing(&dir.join(JUNIT_XML), junit::render(summary).as_bytes())?;
     write_replacing(&dir.join(RESULTS_TAP), tap::render(summary).as_bytes())?;
-    let page = html::render_compared(summary, run_id, comparison)
+    let options = html::ReportOptions::from_env();
+    let page = html::render_compared(summary, run_id, comparison, options)
         .map_err(|e| io::Error::other(format!("rendering the HTML report: {}", error_chain(&e))))?;
     let report = dir.join(REPORT_HTML);
     if let Some(parent) = report.parent() {

@@ -27,6 +27,7 @@ fn verdict(test: &str, outcome: Outcome) -> Verdict {
         test: test.into(),
         lane: Lane::Emulated,
         kernel: "6.12.95".into(),
+        boot: 1,
         outcome,
         reason: format!("{test} {outcome}"),
         detail: vec![Evidence::TagMaps {
@@ -110,6 +111,7 @@ fn results_round_trip_through_load() {
         verdicts: verdicts.clone(),
         wall_ms: 1234.0,
         error: None,
+        not_run: Vec::new(),
     };
     run.finish(&summary).unwrap();
     let loaded = load(run.path()).unwrap();
@@ -143,6 +145,7 @@ fn a_merged_run_is_written_whole_and_a_comparison_tops_its_report() {
         wall_ms: Some(10.0),
         error: None,
         environments: vec![environment()],
+        not_run: Vec::new(),
     };
     let verdicts = vec![
         verdict("tags::a", Outcome::Pass),
@@ -176,43 +179,86 @@ fn a_merged_run_is_written_whole_and_a_comparison_tops_its_report() {
 }
 
 #[test]
-fn environments_are_kept_per_lane_and_kernel() {
+fn environments_are_kept_per_lane_and_boot() {
     let scratch = scratch();
     let run = RunDir::create_at(scratch.path(), "emulated", "6.1+6.12", at(START)).unwrap();
-    let on = |lane: &str, kernel: &str, version: &str| Environment {
+    let on = |lane: &str, boot: u32, kernel: &str, version: &str| Environment {
         lane: lane.parse().unwrap(),
+        boot,
         kernel_release: kernel.into(),
         kernel_version: version.into(),
         ..Environment::default()
     };
     let recorded = || load(run.path()).unwrap().info.environments;
-    run.write_environment(&on("emulated", "6.1.0-56-arm64", "booting"))
+    // The host's name for the kernel gives way to the runner's report of the same boot.
+    run.write_environment(&on("emulated", 1, "vmlinuz-custom", "booting"))
         .unwrap();
-    run.write_environment(&on("emulated", "6.1.0-56-arm64", "#1 SMP"))
+    run.write_environment(&on("emulated", 1, "6.1.0-56-arm64", "#1 SMP"))
         .unwrap();
-    run.write_environment(&on("emulated", "6.12.95", "#1 SMP"))
+    run.write_environment(&on("emulated", 2, "6.12.95", "#1 SMP"))
         .unwrap();
-    run.write_environment(&on("qemu", "6.12.95", "#2")).unwrap();
-    let kernels: Vec<(String, String, String)> = recorded()
+    run.write_environment(&on("emulated", 3, "6.1.0-56-arm64", "#1 SMP"))
+        .unwrap();
+    run.write_environment(&on("qemu", 1, "6.12.95", "#2"))
+        .unwrap();
+    let boots: Vec<(String, u32, String, String)> = recorded()
         .into_iter()
-        .map(|e| (e.lane.to_string(), e.kernel_release, e.kernel_version))
+        .map(|e| {
+            (
+                e.lane.to_string(),
+                e.boot,
+                e.kernel_release,
+                e.kernel_version,
+            )
+        })
         .collect();
     assert_eq!(
-        kernels,
+        boots,
         [
-            ("emulated".into(), "6.1.0-56-arm64".into(), "#1 SMP".into()),
-            ("emulated".into(), "6.12.95".into(), "#1 SMP".into()),
-            ("qemu".into(), "6.12.95".into(), "#2".into()),
+            (
+                "emulated".into(),
+                1,
+                "6.1.0-56-arm64".into(),
+                "#1 SMP".into()
+            ),
+            ("emulated".into(), 2, "6.12.95".into(), "#1 SMP".into()),
+            (
+                "emulated".into(),
+                3,
+                "6.1.0-56-arm64".into(),
+                "#1 SMP".into()
+            ),
+            ("qemu".into(), 1, "6.12.95".into(), "#2".into()),
         ]
     );
-    // A record made under the host's name for a kernel gives way to the runner's.
-    run.write_environment(&on("emulated", "vmlinuz-custom", "booting"))
+}
+
+#[test]
+fn files_from_before_boots_were_recorded_still_load_with_boots() {
+    let scratch = scratch();
+    let run = RunDir::create_at(scratch.path(), "emulated", "6.1+6.12", at(START)).unwrap();
+    let old = |kernel: &str| {
+        let mut v = serde_json::to_value(Verdict {
+            kernel: kernel.into(),
+            ..verdict("a", Outcome::Pass)
+        })
         .unwrap();
-    run.write_environment_over("vmlinuz-custom", &on("emulated", "7.0.1", "#3"))
-        .unwrap();
-    let environments = recorded();
-    assert_eq!(environments.len(), 4);
-    assert_eq!(environments[3].kernel_release, "7.0.1");
+        v.as_object_mut().unwrap().remove("boot");
+        serde_json::to_string(&v).unwrap() + "\n"
+    };
+    let lines = [old("6.1"), old("6.12"), old("6.1")].concat();
+    fs::write(run.path().join(RESULTS_JSONL), lines).unwrap();
+    let info = r#"{"schema": 2, "run_id": "r", "started": "2026-01-01T00:00:00Z", "environments": [
+        {"lane": "emulated", "kernel_release": "6.1", "kernel_version": "", "machine": "",
+         "runner_version": "", "features": [], "host": []},
+        {"lane": "emulated", "kernel_release": "6.12", "kernel_version": "", "machine": "",
+         "runner_version": "", "features": [], "host": []}]}"#;
+    fs::write(run.path().join(RUN_JSON), info).unwrap();
+    let loaded = load(run.path()).unwrap();
+    let boots: Vec<u32> = loaded.verdicts.iter().map(|v| v.boot).collect();
+    assert_eq!(boots, [1, 2, 1]);
+    let boots: Vec<u32> = loaded.info.environments.iter().map(|e| e.boot).collect();
+    assert_eq!(boots, [1, 2]);
 }
 
 #[test]

@@ -97,28 +97,14 @@ impl RunDir {
         &self.run_id
     }
 
-    /// Record where a lane of the run happens on one kernel, once its runner has said so: it
-    /// replaces what was recorded for the same lane and kernel release, and joins the others'
-    /// (one lane may run on several kernels).
+    /// Record where a boot of a lane happens: it replaces what was recorded for the same lane
+    /// and boot (the host's facts before its runner reported, say), and joins the others' (one
+    /// lane may boot several times).
     pub fn write_environment(&self, environment: &Environment) -> io::Result<()> {
-        self.write_environment_over(&environment.kernel_release, environment)
-    }
-
-    /// As [`RunDir::write_environment`], for an environment first recorded under another kernel
-    /// name, `recorded_as` (the host's name for the kernel before the runner reported its
-    /// release): that record is the one replaced.
-    pub fn write_environment_over(
-        &self,
-        recorded_as: &str,
-        environment: &Environment,
-    ) -> io::Result<()> {
         let environments = {
             let mut all = self.environments.lock().unwrap_or_else(|e| e.into_inner());
-            let position = |kernel: &str| {
-                all.iter()
-                    .position(|e| e.lane == environment.lane && e.kernel_release == kernel)
-            };
-            match position(&environment.kernel_release).or_else(|| position(recorded_as)) {
+            let same = |e: &Environment| e.lane == environment.lane && e.boot == environment.boot;
+            match all.iter().position(same) {
                 Some(at) => all[at] = environment.clone(),
                 None => all.push(environment.clone()),
             }
@@ -177,6 +163,7 @@ impl RunDir {
             finished: Some(utc::rfc3339(SystemTime::now())),
             wall_ms: Some(summary.wall_ms),
             error: summary.error.clone(),
+            not_run: summary.not_run.clone(),
             ..self.info(summary.environments.clone())
         };
         write_info(&self.path, &info)?;
@@ -196,6 +183,7 @@ impl RunDir {
             let first_lane = self.lane.split('+').next().and_then(|w| w.parse().ok());
             filled.environments.push(Environment {
                 lane: first_lane.unwrap_or_default(),
+                boot: 1,
                 ..Environment::default()
             });
         }
@@ -217,6 +205,7 @@ impl RunDir {
             wall_ms: None,
             error: None,
             environments,
+            not_run: Vec::new(),
         }
     }
 }

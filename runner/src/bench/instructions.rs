@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use mte_protocol::{tcf, timed, Command, PAGE_SIZE, TEST_RAM_IPA};
-use mte_results::bench::Quantity;
+use mte_results::bench::{Quantity, GUEST_COUNTER_FREQUENCY};
 use mte_suites::steps::command::{require_mte, run as exec};
 use mte_suites::vmm::{BootOptions, Guest, Vmm, VmmError};
 use mte_vmm_kvm::KvmVmm;
@@ -78,7 +78,7 @@ pub fn run(bench: &mut Bench, vmm: &KvmVmm) {
                     return Err(VmmError::Guest("the guest reads CNTFRQ_EL0 as 0".into()));
                 }
                 *figures = vec![Quantity {
-                    what: "guest counter frequency (CNTFRQ_EL0)".into(),
+                    what: GUEST_COUNTER_FREQUENCY.into(),
                     value: frequency as f64,
                     unit: "Hz".into(),
                 }];

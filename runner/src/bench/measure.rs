@@ -256,6 +256,8 @@ impl Bench {
             versus: declared.versus.clone(),
             figures: Vec::new(),
             criterion: None,
+            // xtask measures the host's load as the record arrives.
+            host_cpu_pressure: None,
         }
     }
 

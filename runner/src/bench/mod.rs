@@ -2,7 +2,8 @@
 //! by the runner as the VMM, in the emulated machine or on an MTE host.
 //!
 //! Families of benchmarks, each sharing its set-up: tag copies against plain copies
-//! ([`copy_tags`]), a VM's life step by step ([`lifecycle`]), first touch, copy-on-write and
+//! ([`copy_tags`]), a VM's life step by step ([`lifecycle`]), a VM's creation and teardown
+//! against the size of its IPA space ([`ipa_size`]), first touch, copy-on-write and
 //! swap of tagged against untagged pages ([`memory`]), migration with and without tags
 //! ([`migration_cost`]) and the tag instructions timed inside the guest ([`instructions`]).
 //! [`measure`] runs each benchmark under criterion and sends what criterion found as a record,
@@ -11,6 +12,7 @@
 mod copy_tags;
 mod criterion_files;
 mod instructions;
+mod ipa_size;
 mod lifecycle;
 mod measure;
 mod memory;
@@ -79,6 +81,7 @@ pub fn declared() -> Vec<Declared> {
     [
         copy_tags::declared(),
         lifecycle::declared(),
+        ipa_size::declared(),
         memory::declared(),
         migration_cost::declared(),
         instructions::declared(),
@@ -112,6 +115,8 @@ pub fn run(options: &Options) -> bool {
         list: args.list,
         selection: selection.describe(),
         bench: true,
+        setup_error: None,
+        checks: Vec::new(),
     });
     if args.list {
         for d in &planned {
@@ -128,6 +133,7 @@ pub fn run(options: &Options) -> bool {
         Ok(vmm) => {
             copy_tags::run(&mut bench, &vmm);
             lifecycle::run(&mut bench, &vmm);
+            ipa_size::run(&mut bench, &vmm);
             memory::run(&mut bench, &vmm);
             migration_cost::run(&mut bench, &vmm);
             instructions::run(&mut bench, &vmm);
@@ -155,6 +161,10 @@ fn open(options: &Options, kernel: &str, facts: &mut Vec<Feature>) -> Result<Kvm
     .and_then(|kvm| {
         facts.push(Feature::new("KVM API version", kvm.api_version()));
         facts.push(Feature::new("KVM_CAP_ARM_MTE", kvm.has_mte_cap()));
+        facts.push(Feature::new(
+            crate::harness::IPA_SIZE_FEATURE,
+            kvm.describe_ipa_size(),
+        ));
         kvm.mte_capable().map(|()| kvm)
     });
     match opened {

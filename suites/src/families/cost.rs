@@ -1,7 +1,8 @@
 //! What tags cost on the memory-management paths: first touch, copy-on-write after fork, and
 //! swap out and in, per page, for a VM with MTE (every page it touches is tagged) against one
-//! without. Each check still compares tags and data, so that a number is never reported from
-//! a run that went wrong; the numbers land in the evidence as values.
+//! without; and what a VM's IPA size costs when it is created and torn down. Each check still
+//! compares tags and data (or what KVM answered), so that a number is never reported from a
+//! run that went wrong; the numbers land in the evidence as values.
 //!
 //! Method: the measured pages are kept out of transparent huge pages (MADV_NOHUGEPAGE), so
 //! that each page faults, copies and swaps alone; the first touch of a whole transparent huge
@@ -26,7 +27,7 @@ use crate::steps::host_memory::{forking, no_forks_meanwhile, pages};
 use crate::steps::random::nonzero_tags;
 use crate::steps::swap::{page_out, require_swap, GiveUp};
 use crate::steps::tags::guest_store_tags;
-use crate::vmm::{Guest, Vmm, VmmError};
+use crate::vmm::{Guest, IpaProbe, Vmm, VmmError};
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -59,12 +60,36 @@ pub const SCENARIOS: &[Scenario] = &[
         proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
         run: swap,
     },
+    Scenario {
+        name: "cost::vm_teardown_by_ipa_size",
+        summary: "A VM created with an IPA space of 40, 48 and 52 bits (those the host gives) \
+                  takes a memslot on the last page below 2^bits and refuses one at 2^bits \
+                  (EFAULT); how long creating and closing it take, against 40 bits",
+        why: "The VMM chooses a VM's IPA size at KVM_CREATE_VM (KVM_VM_TYPE_ARM_IPA_SIZE, \
+              api.rst), and kvm-ioctls' create_vm() asks for the host's limit (52 bits with \
+              LPA2). A kernel whose stage-2 teardown walks the whole IPA space (7.3 frees it \
+              1 GiB at a time in kvm_pgtable_stage2_destroy_range) makes every VM of a large \
+              IPA space pay for its size at its end; measured so that a comparison of two runs \
+              shows such a change",
+        proven_by: &[Injection::TamperAbi],
+        run: teardown_by_ipa_size,
+    },
 ];
 
 /// Pages per measurement, and repetitions on fresh pages.
 const N: u64 = 64;
 const REPS: u64 = 5;
 const FIRST_PAGE: u64 = 512;
+
+/// Repetitions of each measurement: `reps`, or one under fault injection, where the
+/// comparisons are what counts and no figure is kept.
+fn repetitions(vmm: &dyn Vmm, reps: u64) -> u64 {
+    if vmm.under_injection() {
+        1
+    } else {
+        reps
+    }
+}
 
 /// The cost checks take turns, so that at least they do not disturb each other's numbers.
 static TURN: Mutex<()> = Mutex::new(());
@@ -203,6 +228,7 @@ fn thp_first_touch_once(
 }
 
 fn first_touch(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let reps = repetitions(vmm, REPS);
     let _turn = take_turn();
     let _forks = no_forks_meanwhile();
     let (mut tagged, mut plain) = boot_pair(vmm)?;
@@ -212,14 +238,14 @@ fn first_touch(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut thp, mut thp_plain) = (Best::new(), Best::new());
     let mut huge = true;
     // Tagged and untagged take turns, so that both see the same disturbances.
-    for rep in 0..REPS {
+    for rep in 0..reps {
         first_touch_once(tagged, &mut checks, rep, &mut best)?;
         first_touch_once(plain, &mut checks, rep, &mut best_plain)?;
         huge &= thp_first_touch_once(tagged, rep, &mut thp)?;
         huge &= thp_first_touch_once(plain, rep, &mut thp_plain)?;
     }
 
-    let measured_pages = pages(FIRST_PAGE, N * REPS);
+    let measured_pages = pages(FIRST_PAGE, N * reps);
     let zeros = vec![0u8; granules(measured_pages.1)];
     let zeros = ("zero tags", &zeros[..]);
     let host = "host, pages the guest touched first with data";
@@ -234,14 +260,14 @@ fn first_touch(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         &mut checks,
         "first touch (guest write fault) per 4 KiB page",
         &format!(
-            "guest FillPattern over {N} fresh pages (MADV_NOHUGEPAGE), best of {REPS}, minus \
-             the same over the same pages again, best of {REPS}; divided by {N}"
+            "guest FillPattern over {N} fresh pages (MADV_NOHUGEPAGE), best of {reps}, minus \
+             the same over the same pages again, best of {reps}; divided by {N}"
         ),
         best.per(N),
         best_plain.per(N),
     );
     let how = format!(
-        "guest FillPattern of one page of a fresh 2 MiB region, best of {REPS}, minus the \
+        "guest FillPattern of one page of a fresh 2 MiB region, best of {reps}, minus the \
          same again; one write fault maps the whole transparent huge page"
     );
     let what = "first touch of a transparent huge page (2 MiB)";
@@ -297,7 +323,7 @@ fn tags_kept(
     expected: (&str, &[u8]),
     after: &str,
 ) -> Result<(), VmmError> {
-    let measured_pages = pages(FIRST_PAGE, N * REPS);
+    let measured_pages = pages(FIRST_PAGE, granules_to_pages(expected.1.len()));
     let host = format!("host after {after}");
     checks.expect_host_tags(tagged, measured_pages, expected, &host)?;
     let ldg = format!("guest LDG after {after}");
@@ -306,6 +332,7 @@ fn tags_kept(
 }
 
 fn cow(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let reps = repetitions(vmm, REPS);
     let _turn = take_turn();
     let _forks = forking();
     let (mut tagged, mut plain) = boot_pair(vmm)?;
@@ -314,7 +341,7 @@ fn cow(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut best, mut best_plain) = (Best::new(), Best::new());
     let mut fork_time = Duration::MAX;
     let mut all_tags = Vec::new();
-    for rep in 0..REPS {
+    for rep in 0..reps {
         let (ipa, len) = pages(FIRST_PAGE + rep * N, N);
         all_tags.extend(prepare_both(tagged, plain, (ipa, len), 0xc0 + rep, 0xc0)?);
         fork_time = fork_time.min(cow_once(tagged, ipa, len, &mut best)?);
@@ -333,8 +360,8 @@ fn cow(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         &mut checks,
         "copy-on-write break (guest write after fork) per page",
         &format!(
-            "guest FillPattern over {N} pages shared with a forked child, best of {REPS}, \
-             minus the same over the pages once it owns them, best of {REPS}; divided by {N}"
+            "guest FillPattern over {N} pages shared with a forked child, best of {reps}, \
+             minus the same over the pages once it owns them, best of {reps}; divided by {N}"
         ),
         best.per(N),
         best_plain.per(N),
@@ -344,7 +371,7 @@ fn cow(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         "fork of the VMM process, until its child is up",
         &format!(
             "best of {} forks; the whole runner is forked, not only a guest",
-            2 * REPS
+            2 * reps
         ),
         micros(fork_time),
     );
@@ -379,10 +406,11 @@ fn swap_once(
 }
 
 fn swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let reps = repetitions(vmm, REPS);
     let _turn = take_turn();
     let _forks = no_forks_meanwhile();
     let mut tagged = boot_private(vmm)?;
-    require_swap(tagged.as_ref(), 2 * REPS * N * PAGE_SIZE)?;
+    require_swap(tagged.as_ref(), 2 * reps * N * PAGE_SIZE)?;
     let mut plain = boot_untagged(vmm)?;
     small_pages(tagged.as_mut())?;
     small_pages(plain.as_mut())?;
@@ -391,7 +419,7 @@ fn swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (mut out, mut out_plain) = (Duration::MAX, Duration::MAX);
     let (mut swap_in, mut swap_in_plain) = (Best::new(), Best::new());
     let mut all_tags = Vec::new();
-    for rep in 0..REPS {
+    for rep in 0..reps {
         let (ipa, len) = pages(FIRST_PAGE + rep * N, N);
         all_tags.extend(prepare_both(tagged, plain, (ipa, len), 0x5a + rep, 0x5a)?);
         out = out.min(swap_once(tagged, &mut checks, ipa, len, &mut swap_in)?);
@@ -409,7 +437,7 @@ fn swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         "swap-out per page",
         &format!(
             "the MADV_PAGEOUT calls over {N} pages until all are out, divided by the pages, \
-             best of {REPS}"
+             best of {reps}"
         ),
         out,
         out_plain,
@@ -418,11 +446,92 @@ fn swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         &mut checks,
         "swap-in (guest read fault) per page",
         &format!(
-            "guest CheckPattern over {N} swapped-out pages, best of {REPS}, minus the same \
-             over the pages in memory, best of {REPS}; divided by {N}"
+            "guest CheckPattern over {N} swapped-out pages, best of {reps}, minus the same \
+             over the pages in memory, best of {reps}; divided by {N}"
         ),
         swap_in.per(N),
         swap_in_plain.per(N),
     );
     Ok(checks.finish())
+}
+
+/// The IPA sizes measured, where the host gives them: KVM's default, the usual 48-bit limit,
+/// the 52 bits of LPA2.
+const IPA_SIZES: [u32; 3] = [40, 48, 52];
+/// Each size's best of this many VMs, unless one took longer than [`SLOW_TEARDOWN`] to close.
+const IPA_REPS: u64 = 3;
+const SLOW_TEARDOWN: Duration = Duration::from_millis(100);
+/// EFAULT: KVM's answer to a memslot outside the VM's IPA space.
+const EFAULT: i32 = 14;
+
+/// The best (shortest) creation and teardown of VMs with an IPA space of `bits`, and the
+/// first VM's answers to its memslots.
+fn probe_ipa_size(vmm: &dyn Vmm, bits: u32) -> Result<IpaProbe, VmmError> {
+    let top = 1 << bits;
+    let mut best = vmm.ipa_probe(bits, top)?;
+    for _ in 1..repetitions(vmm, IPA_REPS) {
+        if best.teardown > SLOW_TEARDOWN {
+            break;
+        }
+        let again = vmm.ipa_probe(bits, top)?;
+        best.create = best.create.min(again.create);
+        best.teardown = best.teardown.min(again.teardown);
+    }
+    Ok(best)
+}
+
+fn teardown_by_ipa_size(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let _turn = take_turn();
+    let sizes = vmm.ipa_sizes()?;
+    let limit = sizes.host_limit.unwrap_or(sizes.suite_bits);
+    let mut checks = Checks::new();
+    checks.value(
+        "IPA size of the suite's VMs, and the host's limit (KVM_CAP_ARM_VM_IPA_SIZE)",
+        "-",
+        format!(
+            "{} bits; limit {}",
+            sizes.suite_bits,
+            sizes
+                .host_limit
+                .map_or("not reported".into(), |b| format!("{b} bits"))
+        ),
+    );
+    let how = format!(
+        "best of {} VMs (one where closing took over {} ms)",
+        repetitions(vmm, IPA_REPS),
+        SLOW_TEARDOWN.as_millis()
+    );
+    let mut teardowns = Vec::new();
+    for bits in IPA_SIZES.into_iter().filter(|&bits| bits <= limit) {
+        let probe = probe_ipa_size(vmm, bits)?;
+        checks.syscall(
+            &format!("{bits}-bit IPA: a memslot on the last page below 2^{bits}"),
+            Ok(0),
+            probe.below.map(|()| 0),
+        );
+        checks.syscall(
+            &format!("{bits}-bit IPA: a memslot on the page at 2^{bits}"),
+            Err(EFAULT),
+            probe.at.map(|()| 0),
+        );
+        let create = format!("KVM_CREATE_VM, {bits}-bit IPA");
+        measured(&mut checks, &create, &how, micros(probe.create));
+        let teardown = format!("VM teardown (close of the VM fd), {bits}-bit IPA");
+        measured(&mut checks, &teardown, &how, micros(probe.teardown));
+        teardowns.push((bits, probe.teardown));
+    }
+    if let [(small, small_time), .., (large, large_time)] = teardowns[..] {
+        measured(
+            &mut checks,
+            &format!("VM teardown, {large}-bit IPA / {small}-bit IPA"),
+            &how,
+            ratio(large_time, small_time),
+        );
+    }
+    Ok(checks.finish())
+}
+
+/// The pages a tag map of `granules` covers.
+fn granules_to_pages(granules: usize) -> u64 {
+    granules as u64 * mte_protocol::GRANULE / PAGE_SIZE
 }

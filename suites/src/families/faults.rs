@@ -9,13 +9,14 @@
 //! The eight checks are one table: each gives the page it uses, the mode it selects and its
 //! steps, which `in_mode` takes in order: an access, then the comparisons on its reply.
 
-use mte_protocol::{pattern_word, tcf, with_tag, PAGE_SIZE, TEST_RAM_IPA};
+use mte_protocol::{pattern_word, tcf, with_tag, GRANULE, PAGE_SIZE, TEST_RAM_IPA};
 
 use crate::check::{Checks, Finding};
 use crate::inject::Injection;
 use crate::reply::Reply;
 use crate::scenario::Scenario;
 use crate::steps::boot::boot;
+use crate::steps::bulk::guest_data;
 use crate::steps::command::require_mte3;
 use crate::steps::data::guest_pattern_mismatches;
 use crate::steps::tag_checks::{
@@ -75,7 +76,8 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "faults::asymmetric_mismatched_load_faults",
         summary: "With SCTLR_EL1.TCF = asymmetric (3), a mismatched load raises a synchronous tag \
-                  check fault (DFSC 0b010001)",
+                  check fault (DFSC 0b010001), leaves its destination register as it was and \
+                  TFSR_EL1 at 0",
         why: "Arm ARM (FEAT_MTE3): in asymmetric mode reads are checked synchronously; needs \
               ID_AA64PFR1_EL1.MTE >= 3",
         proven_by: WRONG_TCF,
@@ -84,7 +86,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "faults::asymmetric_mismatched_store_sets_tfsr",
         summary: "With SCTLR_EL1.TCF = asymmetric (3), a mismatched store takes no exception, is \
-                  performed, and sets TFSR_EL1.TF0",
+                  performed (memory holds the stored value), and sets TFSR_EL1 to TF0 alone",
         why: "Arm ARM (FEAT_MTE3): in asymmetric mode writes are checked asynchronously; needs \
               ID_AA64PFR1_EL1.MTE >= 3",
         proven_by: WRONG_TCF,
@@ -125,6 +127,8 @@ enum Step {
     WroteNothing(&'static str),
     /// The store changed exactly the page's first word.
     WroteOneWord,
+    /// The page's first word holds this value now.
+    Holds(u64),
     /// Select another tag-check mode.
     Tcf(u64),
 }
@@ -184,6 +188,8 @@ const ASYNC_MATCHING: &[Step] = &[
 
 const ASYMMETRIC_LOAD: &[Step] = &[
     Load(WRONG_TAG, Fault("mismatched load")),
+    // Reads are checked synchronously: the faulting load leaves its destination as it was.
+    Reads("destination register after the faulting load", 0),
     Tf0("the synchronous fault", false),
 ];
 
@@ -191,6 +197,7 @@ const ASYMMETRIC_STORE: &[Step] = &[
     Store(WRONG_TAG, INVERTED, Complete("mismatched store")),
     Tf0("the mismatched store", true),
     WroteOneWord,
+    Holds(INVERTED),
 ];
 
 const TCF_NONE: &[Step] = &[
@@ -254,6 +261,15 @@ fn in_mode(vmm: &dyn Vmm, n: u64, mode: u64, steps: &[Step]) -> Result<Finding, 
                     (1, 0),
                     guest_pattern_mismatches(guest, ipa, PAGE_SIZE, SEED)?,
                 );
+            }
+            Holds(value) => {
+                // The guest reads whole granules; the word is the first of this one.
+                let granule = guest_data(guest, ipa, GRANULE)?;
+                let word = granule.first_chunk::<8>().ok_or_else(|| {
+                    VmmError::Guest(format!("the guest reported {} bytes", granule.len()))
+                })?;
+                let word = u64::from_le_bytes(*word);
+                check_value(&mut checks, "memory at the store's address", value, word);
             }
             Tcf(mode) => set_tcf(guest, mode)?,
         }

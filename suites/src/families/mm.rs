@@ -2,7 +2,6 @@
 //! mprotect.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use mte_protocol::{granules, PAGE_SIZE};
@@ -13,7 +12,7 @@ use crate::inject::Injection;
 use crate::scenario::Scenario;
 use crate::steps::boot::{boot_private, boot_untagged};
 use crate::steps::data::{expect_pattern, expect_zero_data, guest_fill};
-use crate::steps::host_memory::{letters, no_forks_meanwhile, pages};
+use crate::steps::host_memory::{ksm_turn, letters, no_forks_meanwhile, pages, restore_ksm};
 use crate::steps::random::nonzero_tags;
 use crate::steps::tags::{guest_store_tags, guest_tag_random};
 use crate::vmm::{Guest, Vmm, VmmError};
@@ -86,15 +85,6 @@ const KSM_SETTINGS: [(KsmKnob, u64); 3] = [
     (KsmKnob::Run, 1),
 ];
 
-/// KSM is one for the whole host: checks (and their fault-injection proofs, which may run at
-/// the same time) take turns.
-static KSM_TURN: Mutex<()> = Mutex::new(());
-
-/// Held by a check while it runs KSM.
-pub(crate) fn ksm_turn() -> MutexGuard<'static, ()> {
-    KSM_TURN.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 fn ksm_never_merges_tagged_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let _turn = ksm_turn();
     let _forks = no_forks_meanwhile();
@@ -119,7 +109,7 @@ fn ksm_never_merges_tagged_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 
     let mut checks = Checks::new();
     let run = scan(tagged, plain, &saved, same_ipa, same_len);
-    let restored = restore(tagged, &saved);
+    let restored = restore_ksm(tagged, &saved);
     let (after, waited) = run?;
     restored?;
 
@@ -256,18 +246,6 @@ pub(crate) fn frames(states: Vec<PageState>) -> Result<Vec<u64>, VmmError> {
     Ok(states.iter().map(|s| s.pfn).collect())
 }
 
-/// Put KSM back as it was.
-/// Put the KSM knobs back as they were.
-pub(crate) fn restore(guest: &mut dyn Guest, saved: &KsmState) -> Result<(), VmmError> {
-    guest.ksm_set(KsmKnob::Run, saved.run)?;
-    guest.ksm_set(KsmKnob::PagesToScan, saved.pages_to_scan)?;
-    guest.ksm_set(KsmKnob::SleepMillisecs, saved.sleep_millisecs)?;
-    if let Some(value) = saved.use_zero_pages {
-        guest.ksm_set(KsmKnob::UseZeroPages, value)?;
-    }
-    Ok(())
-}
-
 const DONTNEED_FIRST_PAGE: u64 = 160;
 
 fn dontneed_gives_fresh_zero_tagged_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
@@ -333,8 +311,9 @@ fn thp_split_keeps_tags_of_zero_data_pages(vmm: &dyn Vmm) -> Result<Finding, Vmm
     let before = guest.page_states(base, len)?;
     if !before.iter().all(|s| s.huge) {
         return Err(VmmError::Unsupported(format!(
-            "guest RAM is not backed by a transparent huge page here (pages: {}; see \
-             /sys/kernel/mm/transparent_hugepage/enabled)",
+            "guest RAM is not backed by a transparent huge page here (pages: {}): a kernel \
+             without CONFIG_TRANSPARENT_HUGEPAGE, or THP off in \
+             /sys/kernel/mm/transparent_hugepage/enabled",
             letters(&before)
         )));
     }

@@ -13,7 +13,7 @@ use crate::inject::Injection;
 use crate::scenario::Scenario;
 use crate::steps::boot::{boot, boot_tagged, boot_untagged};
 use crate::steps::data::{expect_pattern, expect_zero_data, guest_fill};
-use crate::steps::host_memory::{letters, pages};
+use crate::steps::host_memory::{ksm_turn, letters, pages, restore_ksm};
 use crate::steps::random::nonzero_tags;
 use crate::steps::swap::{page_out, require_swap, GiveUp};
 use crate::steps::tags::{guest_ldg, guest_store_tags};
@@ -272,7 +272,7 @@ const KSM_ZERO: u64 = 8;
 const KSM_SEED: u64 = 0x45e1;
 
 fn ksm_never_merges_tagged_guest_ram(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let _turn = mm::ksm_turn();
+    let _turn = ksm_turn();
     let mut tagged = boot_on_private_ram(vmm)?;
     require_qemu(vmm)?;
     let saved = tagged.ksm_state()?;
@@ -298,7 +298,7 @@ fn ksm_never_merges_tagged_guest_ram(vmm: &dyn Vmm) -> Result<Finding, VmmError>
 
     let mut checks = Checks::new();
     let run = mm::scan(tagged, plain, &saved, same, same_len);
-    let restored = mm::restore(tagged, &saved);
+    let restored = restore_ksm(tagged, &saved);
     let (after, waited) = run?;
     restored?;
     // Every QEMU's RAM is mergeable (guests of other checks too): KSM's counters are not this

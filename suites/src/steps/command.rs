@@ -65,18 +65,24 @@ pub fn require_mte3(ids: &GuestIds) -> Result<(), VmmError> {
     Ok(())
 }
 
-/// Why the guest refused `command` for want of MTE: asymmetric checking needs MTE3, the rest
-/// tag storage (MTE2).
+/// Why the guest refused `command` for want of MTE. A guest with tag storage (MTE2) refuses
+/// only what needs MTE3: asymmetric tag checking, whichever argument of whichever command
+/// asked for it. (Judging by the command alone named tag storage as missing on a CPU with MTE
+/// field 2: a reason that contradicted itself.)
 fn no_mte_reason(ids: &GuestIds, command: Command, args: &[u64]) -> String {
     let has = format!(
         "ID_AA64PFR1_EL1 = {:#x}, MTE field {}",
         ids.id_aa64pfr1_el1,
         ids.mte_level()
     );
-    if command == Command::SetTcf && args.first() == Some(&tcf::ASYMMETRIC) {
+    if ids.mte_level() >= 2 {
+        let asked = match args.contains(&tcf::ASYMMETRIC) {
+            true => "asymmetric tag checking (TCF = 3)",
+            false => "what it asked",
+        };
         format!(
-            "asymmetric tag checking (SCTLR_EL1.TCF = 3) needs MTE3 (MTE field >= 3); the guest \
-             CPU has {has}"
+            "{command:?} needs MTE3 (MTE field >= 3) for {asked}; the guest CPU has only MTE2: \
+             {has}"
         )
     } else {
         format!("the guest CPU has no MTE tag storage (MTE field >= 2 needed): {has}")
@@ -108,5 +114,34 @@ mod tests {
             Err(VmmError::Unsupported(why)) => assert!(why.contains("tag storage"), "{why}"),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_refusal_on_an_mte2_cpu_never_says_tag_storage_is_missing() {
+        let mte2 = GuestIds {
+            id_aa64pfr1_el1: 0x221,
+            ..GuestIds::default()
+        };
+        // TimeInstructions takes the tag-check mode as its fourth argument.
+        let why = no_mte_reason(
+            &mte2,
+            Command::TimeInstructions,
+            &[0, 0x1000, 1, tcf::ASYMMETRIC],
+        );
+        assert!(!why.contains("no MTE tag storage"), "{why}");
+        assert!(!why.contains(">= 2"), "{why}");
+        assert!(
+            why.starts_with(
+                "TimeInstructions needs MTE3 (MTE field >= 3) for asymmetric tag checking"
+            ),
+            "{why}"
+        );
+        assert!(why.ends_with("MTE field 2"), "{why}");
+        let none = GuestIds::default();
+        let why = no_mte_reason(&none, Command::SetTcf, &[tcf::SYNC]);
+        assert!(
+            why.starts_with("the guest CPU has no MTE tag storage"),
+            "{why}"
+        );
     }
 }

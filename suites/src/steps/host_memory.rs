@@ -1,11 +1,14 @@
 //! The host's side of guest RAM: pages of test RAM as IPA ranges, what the host kernel says of
-//! them, and the lock that keeps a fork of the VMM from sharing another check's pages.
+//! them, the lock that keeps a fork of the VMM from sharing another check's pages, and the
+//! turns checks take at KSM.
 
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use mte_protocol::{PAGE_SIZE, TEST_RAM_IPA};
 
-use crate::host_mm::PageState;
+use crate::error::VmmError;
+use crate::host_mm::{KsmKnob, KsmState, PageState};
+use crate::vmm::Guest;
 
 /// A fork of the VMM shares every page of every guest in the process with the child until it
 /// exits: MADV_PAGEOUT leaves such pages alone, shared huge pages are not split, and a write
@@ -21,6 +24,26 @@ pub fn forking() -> RwLockWriteGuard<'static, ()> {
 /// Held by a check whose pages must not be shared with a forked child meanwhile.
 pub fn no_forks_meanwhile() -> RwLockReadGuard<'static, ()> {
     FORKS.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// KSM is one for the whole host: checks that set its knobs (and their fault-injection proofs,
+/// which may run at the same time) take turns.
+static KSM_TURN: Mutex<()> = Mutex::new(());
+
+/// Held by a check while it sets KSM's knobs and until it has put them back.
+pub fn ksm_turn() -> MutexGuard<'static, ()> {
+    KSM_TURN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Put KSM's knobs back as `saved` had them.
+pub fn restore_ksm(guest: &mut dyn Guest, saved: &KsmState) -> Result<(), VmmError> {
+    guest.ksm_set(KsmKnob::Run, saved.run)?;
+    guest.ksm_set(KsmKnob::PagesToScan, saved.pages_to_scan)?;
+    guest.ksm_set(KsmKnob::SleepMillisecs, saved.sleep_millisecs)?;
+    if let Some(value) = saved.use_zero_pages {
+        guest.ksm_set(KsmKnob::UseZeroPages, value)?;
+    }
+    Ok(())
 }
 
 /// Pages `[first, first + count)` of test RAM, as an IPA range.

@@ -189,7 +189,9 @@ pub fn expect_store(
     Ok(())
 }
 
-/// TFSR_EL1.TF0 as read now must be `set`.
+/// TFSR_EL1 as read now must be exactly TF0 (`set`) or exactly 0: the whole register, as
+/// kvm-unit-tests' arm/mte.c compares it; a stray TF1 or any other bit is as wrong as a
+/// missing TF0.
 pub fn check_tf0(
     checks: &mut Checks,
     guest: &mut dyn Guest,
@@ -197,11 +199,16 @@ pub fn check_tf0(
     set: bool,
 ) -> Result<(), VmmError> {
     let tfsr = read_tfsr(guest)?;
+    let expected = if set { TFSR_TF0 } else { 0 };
     checks.holds(
-        &format!("TFSR_EL1.TF0 after {after}"),
-        (tfsr & TFSR_TF0 != 0) == set,
-        if set { "TF0 set" } else { "TF0 clear" },
-        format!("TFSR_EL1 = {tfsr:#x}"),
+        &format!("TFSR_EL1 after {after}"),
+        tfsr == expected,
+        if set {
+            format!("{TFSR_TF0:#x} (TF0 alone)")
+        } else {
+            "0".into()
+        },
+        format!("{tfsr:#x}"),
     );
     Ok(())
 }

@@ -3,9 +3,10 @@
 //! after the doorbell the source stopped at. Methods: stop-and-copy into a VM of this process
 //! ([`in_process`]) or of a new process started from this executable ([`to_new_process`],
 //! [`destination_process`]), iterative pre-copy with KVM dirty logging ([`in_process`],
-//! [`dirty`]), and post-copy with userfaultfd ([`postcopy`]); and a stream saved into memory and
-//! restored from it ([`saved`]), to carry a guest to another kernel. Faults a stream may suffer
-//! on the way ([`send::in_transit`]) serve the suite's fault injection.
+//! [`dirty`]), and post-copy with userfaultfd ([`postcopy`], each page put in place by
+//! [`fill`]); and a stream saved into memory and restored from it ([`saved`]), to carry a
+//! guest to another kernel. Faults a stream may suffer on the way ([`send::in_transit`]) serve
+//! the suite's fault injection.
 //!
 //! The stream carries what the guest has (RAM, tags, every register KVM_GET_REG_LIST names),
 //! not how the VM was built: both ends create their VM and vCPU the same way (MTE on, one vCPU,
@@ -15,6 +16,7 @@ mod arrived;
 mod control;
 mod destination_process;
 mod dirty;
+pub(crate) mod fill;
 mod in_process;
 mod postcopy;
 mod receive;
@@ -23,7 +25,6 @@ mod send;
 mod source;
 pub mod stream;
 mod to_new_process;
-mod uffd;
 mod vcpu_state;
 
 use mte_suites::migration_plan::{Method, MigrationPlan, SavedStream, StreamFault};

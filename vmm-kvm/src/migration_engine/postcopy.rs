@@ -1,16 +1,19 @@
 //! Post-copy: the destination runs before its memory is there. Its RAM is registered with
-//! userfaultfd for missing pages, and a page server thread answers each fault with the page
-//! from the (paused) source, through the stream like any other page record.
+//! userfaultfd, and a page server thread answers each fault with the page from the (paused)
+//! source, through the stream like any other page record.
 //!
-//! The guarantee that a page's data and tags are both in place before anything touches it:
-//! UFFDIO_COPY with UFFDIO_COPY_MODE_DONTWAKE fills the page but leaves the faulting thread
-//! (the vCPU, or the VMM reading the mailbox) asleep; KVM_ARM_MTE_COPY_TAGS(TO_GUEST) then
-//! writes the page's tags, and since the page is present the ioctl's own access takes no fault
-//! and cannot end up waiting on the server that issues it; only then does UFFDIO_WAKE let the
-//! faulting thread go on. With one vCPU the thread that waits is the only one that could touch
-//! the page. A VMM with several vCPUs must also keep the others from finding the page present
-//! before its tags (say, by writing data and tags through a second, PROT_MTE mapping of shared
-//! memory and then UFFDIO_CONTINUE).
+//! The guarantee that a page's data and tags are both in place before anything touches it is
+//! [`super::fill`]'s: where the kernel takes a MAP_SHARED memslot with MTE (6.2 on), the
+//! destination's RAM is a memfd, and each page's data and tags go in through a second,
+//! PROT_MTE mapping before UFFDIO_CONTINUE maps it where the guest faulted (`models/`: tags
+//! before the PTE, which holds on the kernel's fault path). Where it does not, the page is
+//! filled with UFFDIO_COPY(DONTWAKE), its tags written with KVM_ARM_MTE_COPY_TAGS(TO_GUEST)
+//! (the page is present, so the ioctl's own access takes no fault and cannot wait on the
+//! server that issues it), then UFFDIO_WAKE: that relies on the faulting thread (this engine's
+//! one vCPU, or the VMM reading the mailbox) sleeping until the wake, which
+//! `handle_userfault()` does not promise: it goes on when it finds the PTE installed as it
+//! re-checks after queueing the fault, and the model finds the vCPU reading zero tags then.
+//! The report says which order ran.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -21,18 +24,20 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mte_protocol::RAM_IPA;
+use mte_suites::host_mm::Backing;
 use mte_suites::migration_plan::{MigrationReport, SentPage, StreamFault};
 use mte_suites::vmm::VmmError;
 
 use super::arrived::MigratedGuest;
+use super::fill::Filler;
 use super::in_process::{pause, resume, Carried};
 use super::receive::{check_page_size, stream_error, vm_for};
 use super::send::Sender;
 use super::source::SourceMemory;
 use super::stream::{Decoder, Record};
-use super::uffd::{Filled, Userfaultfd};
 use crate::copy_tags;
 use crate::memory::GuestRam;
+use crate::vm::Vm;
 use crate::KvmGuest;
 
 /// How long the server waits for a fault before it looks at its stop flag again.
@@ -44,7 +49,6 @@ pub fn post_copy(
     mut source: KvmGuest,
     fault: Option<StreamFault>,
 ) -> Result<MigratedGuest, VmmError> {
-    let uffd = Userfaultfd::open()?;
     let paused = pause(&mut source)?;
     let memory = SourceMemory::of(&source.transport().vm);
     let (writer, reader) = loopback();
@@ -59,25 +63,25 @@ pub fn post_copy(
             "post-copy stream without its Memory record".into(),
         ));
     };
-    let vm = vm_for(ipa, size, mte, |size| {
-        let ram = GuestRam::new(size).map_err(|e| VmmError::Sys {
-            call: "mmap of the destination's RAM".into(),
-            errno: e.raw_os_error().unwrap_or(0),
-        })?;
-        uffd.register_missing(ram.host_address(), size as u64)?;
-        Ok(ram)
-    })?;
+    let (vm, shared_refused) = destination(ipa, size, mte)?;
+    let filler = Filler::register(&vm, 0, size as usize)?;
     let Some(Record::Registers(registers)) = decoder.next_record().map_err(stream_error)? else {
         return Err(VmmError::Host(
             "post-copy stream without the vCPU's registers".into(),
         ));
     };
     let (dest_vm, dest_hva) = (vm.raw_fd(), vm.ram.host_address());
+    let how = format!(
+        "post-copy: vCPU state first, then each page when the destination first touches it \
+         (userfaultfd): {}{}",
+        filler.order().describe(),
+        shared_refused.map_or(String::new(), |why| format!(
+            " (a memfd mapped MAP_SHARED was refused: {why})"
+        ))
+    );
     let (inner, differing) = resume(vm, &registers, Carried::from(&source))?;
     let mut report = MigrationReport {
-        how: "post-copy: vCPU state first, then each page (data, then tags, then the wake) \
-              when the destination first touches it (userfaultfd, missing pages)"
-            .into(),
+        how,
         downtime: paused.at.elapsed(),
         registers_differing: differing,
         ..Default::default()
@@ -85,7 +89,7 @@ pub fn post_copy(
     paused.add_to(&mut report);
     let server = PageServer::start(
         Context {
-            uffd,
+            filler,
             sender,
             decoder,
             source: memory,
@@ -100,6 +104,25 @@ pub fn post_copy(
         inner,
         report,
     })
+}
+
+/// The destination's VM: on a memfd mapped MAP_SHARED where the kernel takes one with MTE (so
+/// that pages can be filled before they are mapped), else on private memory, with why not.
+fn destination(ipa: u64, size: u64, mte: bool) -> Result<(Vm, Option<VmmError>), VmmError> {
+    match vm_for(ipa, size, mte, |size| {
+        GuestRam::with_backing(size, Backing::Memfd)
+    }) {
+        Ok(vm) => Ok((vm, None)),
+        Err(refused) => {
+            let vm = vm_for(ipa, size, mte, |size| {
+                GuestRam::new(size).map_err(|e| VmmError::Sys {
+                    call: "mmap of the destination's RAM".into(),
+                    errno: e.raw_os_error().unwrap_or(0),
+                })
+            })?;
+            Ok((vm, Some(refused)))
+        }
+    }
 }
 
 /// An in-memory byte channel: the server thread writes a page record and reads it back, so
@@ -151,7 +174,7 @@ struct Served {
 
 /// What the server thread works with.
 struct Context {
-    uffd: Userfaultfd,
+    filler: Filler,
     sender: Sender<Loopback>,
     decoder: Decoder<Loopback>,
     source: SourceMemory,
@@ -235,20 +258,14 @@ impl Drop for PageServer {
 }
 
 fn serve(mut context: Context, stop: &AtomicBool, served: &Mutex<Served>) {
-    let page_size = context.source.page_size;
-    let zeros = vec![0u8; page_size as usize];
     while !stop.load(Ordering::Relaxed) {
-        let outcome = match context.uffd.next_fault(POLL_MS) {
+        let outcome = match context.filler.next_fault(POLL_MS) {
             Ok(None) => continue,
-            Ok(Some(address)) => {
-                let page = address & !(page_size - 1);
-                context.bring(page, served).inspect_err(|_| {
-                    // Let whoever waits go on (with zeros) rather than hang; every later step
-                    // of the guest reports the error.
-                    let _ = context.uffd.copy(page, &zeros, true);
-                    let _ = context.uffd.wake(page, page_size);
-                })
-            }
+            Ok(Some(page)) => context.bring(page, served).inspect_err(|_| {
+                // Let whoever waits go on (with zeros) rather than hang; every later step of
+                // the guest reports the error.
+                context.filler.give_up(page);
+            }),
             Err(e) => Err(e),
         };
         if let Err(e) = outcome {
@@ -276,24 +293,24 @@ impl Context {
                 &zeros
             }
         };
-        // The late-tags fault wakes at once; the right way waits until the tags are in.
-        if let Filled::AlreadyThere = self.uffd.copy(hva, data, self.late_tags)? {
-            return self.uffd.wake(hva, page_size);
+        // The late-tags fault wakes before the tags; the right order puts them in first.
+        let started = Instant::now();
+        let tags = page.tags.as_deref();
+        if !self
+            .filler
+            .fill(hva, data, tags, Duration::ZERO, self.late_tags)?
+        {
+            return Ok(());
         }
         let mut served_now = Served::default();
         if let Some(tags) = page.tags {
             if self.late_tags {
                 served_now.late.push((ipa, tags));
             } else {
-                let started = Instant::now();
-                copy_tags::write(self.dest_vm, ipa, &tags)?;
                 served_now.tag_write_time = started.elapsed();
                 served_now.tag_write_bytes = page_size;
                 served_now.tags_before_wake = 1;
             }
-        }
-        if !self.late_tags {
-            self.uffd.wake(hva, page_size)?;
         }
         let mut served = served.lock().unwrap_or_else(PoisonError::into_inner);
         served.pages.append(&mut self.sender.sent);

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::Kvm;
-use mte_protocol::{GRANULE, RAM_IPA};
+use mte_protocol::{GRANULE, RAM_IPA, RAM_SIZE};
 use mte_suites::migration_plan::StreamFault;
 use mte_suites::vmm::VmmError;
 
@@ -59,6 +59,13 @@ pub fn vm_for(
     if ipa != RAM_IPA {
         return Err(VmmError::Host(format!(
             "the migration stream's RAM starts at {ipa:#x}, this VMM's at {RAM_IPA:#x}"
+        )));
+    }
+    // The RAM this VMM gives a guest, which every source of this engine has: the stream's
+    // figure sizes the mapping and the destination's page bookkeeping.
+    if size != RAM_SIZE {
+        return Err(VmmError::Host(format!(
+            "the migration stream's RAM is {size:#x} bytes, this VMM's guests have {RAM_SIZE:#x}"
         )));
     }
     if !mte {

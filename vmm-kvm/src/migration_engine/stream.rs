@@ -198,6 +198,11 @@ pub enum Problem {
     },
     PageBeforeMemory,
     MemoryTwice,
+    /// Guest RAM that is not whole pages: a page the decoder lets through must lie in it.
+    BadMemory {
+        ipa: u64,
+        size: u64,
+    },
     UnalignedPage(u64),
     PageOutsideMemory {
         ipa: u64,
@@ -256,6 +261,10 @@ impl std::fmt::Display for StreamError {
             }
             Problem::PageBeforeMemory => write!(f, "Page record before the Memory record"),
             Problem::MemoryTwice => write!(f, "a second Memory record"),
+            Problem::BadMemory { ipa, size } => write!(
+                f,
+                "guest RAM {ipa:#x}+{size:#x} is not whole pages of the address space"
+            ),
             Problem::UnalignedPage(ipa) => write!(f, "page IPA {ipa:#x} is not page aligned"),
             Problem::PageOutsideMemory { ipa, base, size } => {
                 write!(f, "page IPA {ipa:#x} outside guest RAM {base:#x}+{size:#x}")
@@ -582,6 +591,10 @@ impl<R: Read> Decoder<R> {
             return Err(self.error(Problem::MemoryTwice));
         }
         let (ipa, size) = (le64(&payload[..8]), le64(&payload[8..]));
+        let page = u64::from(self.header.page_size);
+        if ipa % page != 0 || size == 0 || size % page != 0 || ipa.checked_add(size).is_none() {
+            return Err(self.error(Problem::BadMemory { ipa, size }));
+        }
         self.memory = Some((ipa, size));
         Ok(Record::Memory {
             ipa,
@@ -990,6 +1003,60 @@ mod tests {
             problem(&bytes),
             (Some(1), Problem::UnalignedPage(BASE + 0x10))
         );
+    }
+
+    /// Found by the `migration_stream` fuzz target: RAM of 4 bytes, and a page at its base that
+    /// the decoder let through though it lay mostly outside, for the destination to copy at
+    /// an index past its RAM.
+    #[test]
+    fn guest_ram_must_be_whole_pages() {
+        // The header, then the Memory record: kind 1, MTE, sequence 0, 16 bytes of payload
+        // (IPA 0x4000_0000, size 4), its CRC (made to hold, as the target repairs them).
+        const FOUND: &str = "4d54454d49475200 0100 0000 00100000 10000000 da3429e2 \
+                             01 01 0000 00000000 10000000 \
+                             0000004000000000 0400000000000000 c1a54836";
+        let hex: String = FOUND.split_whitespace().collect();
+        let found: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let memory = |size| Record::Memory {
+            ipa: BASE,
+            size,
+            mte: true,
+        };
+        let page = Record::Page(Page::new(BASE, &[1; 4096], &[0; 256]));
+        let bytes = encode(&[memory(4), page.clone()]);
+        assert_eq!(
+            bytes[..found.len()],
+            found[..],
+            "the input found, header and Memory"
+        );
+        let bad = |ipa, size| Problem::BadMemory { ipa, size };
+        assert_eq!(problem(&bytes), (Some(0), bad(BASE, 4)));
+        assert_eq!(problem(&encode(&[memory(0)])), (Some(0), bad(BASE, 0)));
+        assert_eq!(
+            problem(&encode(&[memory(0x1800)])),
+            (Some(0), bad(BASE, 0x1800))
+        );
+        let at_the_top = Record::Memory {
+            ipa: u64::MAX - 0xfff,
+            size: 0x2000,
+            mte: true,
+        };
+        assert_eq!(
+            problem(&encode(&[at_the_top])),
+            (Some(0), bad(u64::MAX - 0xfff, 0x2000))
+        );
+        let unaligned = Record::Memory {
+            ipa: BASE + 0x10,
+            size: 0x1000,
+            mte: true,
+        };
+        assert_eq!(
+            problem(&encode(&[unaligned])),
+            (Some(0), bad(BASE + 0x10, 0x1000))
+        );
+        assert!(decode(&encode(&[memory(0x1000), page])).is_ok());
     }
 
     #[test]

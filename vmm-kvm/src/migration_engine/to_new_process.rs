@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use mte_protocol::{Command as GuestCommand, GuestIds};
+use mte_suites::kernel_options::{self, Call};
 use mte_suites::migration_plan::{MigrationReport, StreamFault};
 use mte_suites::vmm::{Guest, Reply, VmmError};
 
@@ -102,8 +103,14 @@ pub fn stop_and_copy_to_new_process(
 /// Start this executable as a destination, with one end of a socket pair as its
 /// [`DESTINATION_FD`].
 fn spawn_destination(deadline: Duration) -> Result<(Child, UnixStream), VmmError> {
-    let (ours, theirs) =
-        UnixStream::pair().map_err(|e| io_error("socketpair for the destination", &e))?;
+    let (ours, theirs) = UnixStream::pair().map_err(|e| {
+        let errno = e.raw_os_error().unwrap_or(0);
+        kernel_options::call_error(
+            Call::UnixSocketPair,
+            "socketpair for the destination",
+            errno,
+        )
+    })?;
     let exe = std::env::current_exe().map_err(|e| io_error("the runner's own executable", &e))?;
     let theirs_fd = theirs.as_raw_fd();
     let mut command = Command::new(&exe);

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use mte_results::{Feature, Lane};
+use mte_results::artifact::NEXT_KERNEL_WORD;
+use mte_results::{Feature, Lane, KERNEL_IMAGE_SHA256};
+use sha2::{Digest, Sha256};
 
 use super::{LaneDriver, LaneRun, Needs, Recorded};
 use crate::artifacts::Incoming;
@@ -45,6 +47,7 @@ impl LaneDriver for EmulatedLane {
                         qemu: qemu.path.clone(),
                         kernel: kernel.kernel.image.clone(),
                         initramfs: initramfs.path.clone(),
+                        next_kernel: index + 1 < count,
                     },
                     kernel: kernel.clone(),
                     modules: initramfs.modules.clone(),
@@ -82,10 +85,15 @@ impl LaneRun for Boot {
         Lane::Emulated
     }
 
+    /// `emulated lane`, or `emulated lane, boot 3 (6.1)` where it boots several times: the
+    /// prefix of this boot's error in the run's (see junit's `names_boot`).
     fn label(&self) -> String {
         match self.position {
             (_, 1) => "emulated lane".into(),
-            _ => format!("emulated lane on {}", self.kernel.kernel.hint()),
+            (index, _) => format!(
+                "emulated lane, boot {index} ({})",
+                self.kernel.kernel.hint()
+            ),
         }
     }
 
@@ -101,7 +109,10 @@ impl LaneRun for Boot {
     fn record(&self) -> Recorded {
         let kernel = &self.kernel.kernel;
         let tree = kernel.tree.as_ref();
+        let image_sha256 =
+            sha256_of_file(&kernel.image).unwrap_or_else(|e| format!("unreadable: {e}"));
         Recorded {
+            boot: u32::try_from(self.position.0).unwrap_or(u32::MAX),
             kernel: kernel.release().unwrap_or_else(|| kernel.hint()),
             source: Source::Machine,
             facts: vec![
@@ -109,6 +120,7 @@ impl LaneRun for Boot {
                 Feature::new("kernel.package", &kernel.package),
                 Feature::new("kernel.package_version", &kernel.version),
                 Feature::new("kernel.image", kernel.image.display()),
+                Feature::new(KERNEL_IMAGE_SHA256, image_sha256),
                 Feature::new(
                     "kernel.tree",
                     tree.map_or(String::new(), |t| t.display().to_string()),
@@ -153,12 +165,26 @@ impl LaneRun for Boot {
     }
 }
 
+/// The SHA-256 of a file, in hex: what tells two builds of one kernel release apart.
+pub(super) fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 /// The machine to boot (the qemu-kvm lane boots the same machine with its own initramfs).
 #[derive(Clone, Debug)]
 pub(super) struct Machine {
     pub qemu: PathBuf,
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
+    /// Whether a next kernel of the run takes this one's artifacts: its runner sends them
+    /// only then.
+    pub next_kernel: bool,
 }
 
 impl Machine {
@@ -169,6 +195,10 @@ impl Machine {
     /// panic's reboot) into QEMU's exit.
     pub fn args(&self) -> Vec<String> {
         let path = |p: &Path| p.display().to_string();
+        let mut command_line = "console=ttyAMA0 rdinit=/init quiet panic=-1".to_string();
+        if self.next_kernel {
+            command_line = format!("{command_line} {NEXT_KERNEL_WORD}");
+        }
         [
             "-M",
             "virt,virtualization=on,mte=on,gic-version=3",
@@ -192,7 +222,7 @@ impl Machine {
             "-initrd",
             &path(&self.initramfs),
             "-append",
-            "console=ttyAMA0 rdinit=/init quiet panic=-1",
+            &command_line,
         ]
         .map(String::from)
         .to_vec()
@@ -213,6 +243,7 @@ mod tests {
             qemu: "/usr/bin/qemu-system-aarch64".into(),
             kernel: "/k/vmlinuz-6.12".into(),
             initramfs: "/t/initramfs.cpio".into(),
+            next_kernel: false,
         }
     }
 
@@ -223,6 +254,26 @@ mod tests {
         assert!(args.contains("-serial stdio"));
         assert!(args.contains("-no-reboot"));
         assert!(args.ends_with("-kernel /k/vmlinuz-6.12 -initrd /t/initramfs.cpio -append console=ttyAMA0 rdinit=/init quiet panic=-1"));
+        let followed = Machine {
+            next_kernel: true,
+            ..machine()
+        };
+        assert!(followed
+            .args()
+            .join(" ")
+            .ends_with(&format!("panic=-1 {NEXT_KERNEL_WORD}")));
+    }
+
+    #[test]
+    fn an_image_is_known_by_its_sha256() {
+        let file = std::env::temp_dir().join(format!("mte-sha-{}", std::process::id()));
+        std::fs::write(&file, b"abc").unwrap();
+        let hash = sha256_of_file(&file).unwrap();
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(
+            hash,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

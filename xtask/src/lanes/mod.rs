@@ -74,6 +74,8 @@ pub trait LaneDriver: Sync {
 
 /// What the run records of a lane's run before its runner reports.
 pub struct Recorded {
+    /// Which boot of its lane the run is, counted from 1.
+    pub boot: u32,
     /// The kernel as xtask can name it, until the runner reports its release.
     pub kernel: String,
     /// What carries the run's records.

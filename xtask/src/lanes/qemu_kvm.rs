@@ -4,9 +4,9 @@
 //! drives that QEMU on the kernel's KVM as the qemu lane drives QEMU (gdbstub and QMP).
 
 use anyhow::Result;
-use mte_results::{Feature, Lane};
+use mte_results::{Feature, Lane, KERNEL_IMAGE_SHA256};
 
-use super::emulated::Machine;
+use super::emulated::{sha256_of_file, Machine};
 use super::{LaneDriver, LaneRun, Needs, Recorded};
 use crate::console::{self, Deadlines, Ending, Flow};
 use crate::groundwork::{Groundwork, KernelUnderTest};
@@ -91,6 +91,8 @@ impl LaneDriver for QemuKvmLane {
                     qemu: ground.tools.qemu().path.clone(),
                     kernel: kernel.kernel.image.clone(),
                     initramfs: initramfs.path.clone(),
+                    // The lane hands nothing on from one kernel to the next.
+                    next_kernel: false,
                 },
                 kernel: kernel.clone(),
                 initramfs,
@@ -154,6 +156,10 @@ impl LaneRun for Boot {
             Feature::new("kernel.package", &kernel.package),
             Feature::new("kernel.package_version", &kernel.version),
             Feature::new("kernel.image", kernel.image.display()),
+            Feature::new(
+                KERNEL_IMAGE_SHA256,
+                sha256_of_file(&kernel.image).unwrap_or_else(|e| format!("unreadable: {e}")),
+            ),
             Feature::new("kernel.requested", &self.kernel.requested),
             Feature::new("machine.modules", &self.initramfs.modules),
             Feature::new(
@@ -186,6 +192,7 @@ impl LaneRun for Boot {
             ));
         }
         Recorded {
+            boot: u32::try_from(self.position.0).unwrap_or(u32::MAX),
             kernel: kernel.release().unwrap_or_else(|| kernel.hint()),
             source: Source::Machine,
             facts,

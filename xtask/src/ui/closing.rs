@@ -5,8 +5,9 @@ use std::path::Path;
 
 use mte_results::bench_summary::BenchSummary;
 use mte_results::rundir::{BENCH_JSON, CRITERION_DIR, REPORT_HTML};
-use mte_results::speed::SuiteSpeed;
+use mte_results::speed::{Judged, SuiteSpeed};
 use mte_results::summary::{table, RunSummary};
+use mte_results::text::{self, one_line, printable};
 use mte_results::{Lane, Outcome, Verdict};
 
 use super::{error, green, red};
@@ -27,7 +28,7 @@ pub fn run(summary: &RunSummary, selection: &Selection, dir: &Path) {
 
 fn run_error(summary: &RunSummary) {
     if let Some(e) = &summary.error {
-        error(e);
+        error(&printable(e));
     }
 }
 
@@ -50,7 +51,8 @@ fn benchmarks(summary: &RunSummary, dir: &Path) {
     report(dir);
 }
 
-/// The table of verdicts, how kvm-unit-tests' lines fared, the report, the suite's speed.
+/// The table of verdicts, how the checks mapped to kvm-unit-tests' lines fared, the report, the
+/// suite's speed.
 fn checks(summary: &RunSummary, dir: &Path) {
     println!();
     print!("{}", table(summary));
@@ -60,6 +62,9 @@ fn checks(summary: &RunSummary, dir: &Path) {
     report(dir);
     if let Some(speed) = SuiteSpeed::of(summary) {
         println!("{}", speed.line());
+        if let Judged::Incomplete(why) = &speed.judged {
+            println!("  targets not judged: {why}");
+        }
         for (target, met) in speed.targets() {
             match met {
                 Some(true) => println!("  target {}: {target}", green("met")),
@@ -70,9 +75,10 @@ fn checks(summary: &RunSummary, dir: &Path) {
     }
 }
 
-/// How the checks that cover each of kvm-unit-tests' MTE report lines fared, per lane: one
-/// line for each peer line whose checks ran, e.g. "peer kvm-unit-tests `mte: sync: read`:
-/// emulated pass, qemu fail". A lane passes a line when every covering check passed there.
+/// How this suite's checks that cover each of kvm-unit-tests' MTE report lines fared, per
+/// lane: one line for each peer line whose checks ran, e.g. "mapped to kvm-unit-tests arm/mte.c
+/// line `mte: sync: read`: emulated pass, qemu fail". A lane passes a line when every covering
+/// check passed there. kvm-unit-tests itself does not run.
 fn peer_agreement(verdicts: &[Verdict]) -> Vec<String> {
     mte_suites::peers::KVM_UNIT_TESTS_MTE
         .iter()
@@ -104,7 +110,7 @@ fn peer_agreement(verdicts: &[Verdict]) -> Vec<String> {
                 .collect();
             (!per_lane.is_empty()).then(|| {
                 format!(
-                    "peer kvm-unit-tests `{}`: {}",
+                    "mapped to kvm-unit-tests arm/mte.c line `{}`: {}",
                     line.peer,
                     per_lane.join(", ")
                 )
@@ -119,7 +125,8 @@ fn bench_table(summary: &BenchSummary) -> String {
     for column in &summary.columns {
         out.push_str(&format!(
             "{} lane on {}: ratios that carry across machines\n",
-            column.lane, column.kernel
+            column.lane,
+            one_line(&column.kernel)
         ));
         if column.ratios.is_empty() {
             out.push_str("  none: no pair of benchmarks was measured on both sides\n");
@@ -129,7 +136,8 @@ fn bench_table(summary: &BenchSummary) -> String {
         }
         out.push_str(&format!(
             "{} lane on {}: benchmarks\n",
-            column.lane, column.kernel
+            column.lane,
+            one_line(&column.kernel)
         ));
         let width = column
             .benchmarks
@@ -140,16 +148,16 @@ fn bench_table(summary: &BenchSummary) -> String {
         for line in &column.benchmarks {
             let result = match line.outcome {
                 Outcome::Pass => line.describe().unwrap_or_default(),
-                outcome => format!("{outcome}: {}", first_line(&line.reason)),
+                outcome => format!("{outcome}: {}", text::first_line(&line.reason)),
             };
-            out.push_str(&format!("  {:<width$}  {result}\n", line.id));
+            out.push_str(&format!(
+                "  {:<width$}  {}\n",
+                one_line(&line.id),
+                one_line(&result)
+            ));
         }
     }
     out
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -186,6 +194,7 @@ mod tests {
             versus: None,
             figures: Vec::new(),
             criterion: None,
+            host_cpu_pressure: None,
         }
     }
 
@@ -218,7 +227,7 @@ mod tests {
         let lines = peer_agreement(&[fault, in_qemu]);
         assert_eq!(
             lines,
-            ["peer kvm-unit-tests `mte: sync: read`: emulated pass, qemu fail"]
+            ["mapped to kvm-unit-tests arm/mte.c line `mte: sync: read`: emulated pass, qemu fail"]
         );
         assert!(peer_agreement(&[verdict("tags::a", Outcome::Pass)]).is_empty());
     }

@@ -1,11 +1,14 @@
 //! The lines a lane's run prints as its records arrive: the runner up, each verdict or
-//! benchmark with how far the lane is, artifacts, the runner's own log, damaged records.
+//! benchmark with how far the lane is, artifacts, the runner's own log, damaged records. What
+//! came from the runner or the machine is printed through [`mte_results::text`]: it cannot
+//! drive the terminal.
 
 use std::time::Duration;
 
 use mte_results::bench::Benchmark;
 use mte_results::bench_summary::BenchLine;
 use mte_results::summary::format_duration;
+use mte_results::text::{first_line, one_line};
 use mte_results::{Environment, Outcome, Verdict};
 
 use super::{dim, green, note, red, size, yellow};
@@ -36,8 +39,9 @@ impl std::fmt::Display for Position<'_> {
         } = self.environment;
         write!(
             f,
-            "[{}/{planned} {lane} {kernel_release}{failed}]",
-            self.done
+            "[{}/{planned} {lane} {}{failed}]",
+            self.done,
+            one_line(kernel_release)
         )
     }
 }
@@ -63,9 +67,19 @@ pub fn runner_up(
     note(&format!(
         "runner up {:.1} s after boot, on {} ({}): {what}",
         after.as_secs_f64(),
-        environment.kernel_release,
-        environment.machine,
+        one_line(&environment.kernel_release),
+        one_line(&environment.machine),
     ));
+    // What the machine gives the checks, as the runner found it (built in or loaded).
+    let fact = |name: &str| {
+        let found = environment.features.iter().find(|f| f.name == name);
+        found.map(|f| one_line(&f.value))
+    };
+    for name in ["swap", "kernel config"] {
+        if let Some(value) = fact(name) {
+            note(&dim(&format!("{name}: {value}")));
+        }
+    }
 }
 
 /// `[12/178 emulated 6.12.95+deb12-arm64, 1 failed] FAIL  tags::x  3.2 ms`, and the first line
@@ -79,29 +93,26 @@ pub fn verdict(at: &Position, verdict: &Verdict) {
     };
     println!(
         "    {at} {outcome} {} {}",
-        verdict.test,
+        one_line(&verdict.test),
         dim(&format_duration(verdict.duration_ms))
     );
     if verdict.outcome != Outcome::Pass {
-        if let Some(reason) = verdict.reason.lines().next() {
-            println!("           {}", dim(reason));
-        }
+        println!("           {}", dim(&first_line(&verdict.reason)));
     }
 }
 
 /// One benchmark as it arrives: `bench ID  median ... [lower, upper], rate`, or why not.
 pub fn benchmark(at: &Position, benchmark: &Benchmark) {
-    let first_line = benchmark.reason.lines().next().unwrap_or_default();
+    let reason = first_line(&benchmark.reason);
+    let id = one_line(&benchmark.id);
     let result = match benchmark.outcome {
         Outcome::Pass => {
             let line = BenchLine::of(benchmark);
             let described = line.describe().unwrap_or_default();
-            format!("{} {}  {}", green("bench"), benchmark.id, dim(&described))
+            format!("{} {id}  {}", green("bench"), dim(&one_line(&described)))
         }
-        Outcome::Skip | Outcome::Xfail => {
-            format!("{} {}  {}", yellow("skip "), benchmark.id, dim(first_line))
-        }
-        Outcome::Fail => format!("{} {}  {first_line}", red("FAIL "), benchmark.id),
+        Outcome::Skip | Outcome::Xfail => format!("{} {id}  {}", yellow("skip "), dim(&reason)),
+        Outcome::Fail => format!("{} {id}  {reason}", red("FAIL ")),
     };
     println!("    {at} {result}");
 }
@@ -116,12 +127,12 @@ pub fn artifact_kept(kept: &Kept) {
 }
 
 pub fn artifact_not_kept(why: &str) {
-    println!("    {} {why}", red("artifact not kept:"));
+    println!("    {} {}", red("artifact not kept:"), one_line(why));
 }
 
 /// The runner's log lines; a listing (which comes as log records) printed plainly.
 pub fn runner_log(text: &str, listing: bool) {
-    for line in text.lines() {
+    for line in text.lines().map(one_line) {
         if listing {
             println!("{line}");
         } else {
@@ -130,8 +141,13 @@ pub fn runner_log(text: &str, listing: bool) {
     }
 }
 
+/// What the lane's machine or VMM lacks: the run's error, told as soon as the runner says it.
+pub fn lane_lacks(why: &str) {
+    println!("    {} {}", red("run error:"), one_line(why));
+}
+
 pub fn corrupt_record(reason: &str) {
-    println!("    {} {reason}", red("corrupt record:"));
+    println!("    {} {}", red("corrupt record:"), one_line(reason));
 }
 
 pub fn cannot_write(error: &std::io::Error) {

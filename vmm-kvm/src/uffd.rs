@@ -1,12 +1,15 @@
-//! userfaultfd(2), as post-copy needs it: a descriptor that reports missing-page faults of a
-//! registered range, UFFDIO_COPY to fill a page without waking who waits for it, UFFDIO_WAKE to
-//! wake them. Its structs are declared here, kept by hand: userfaultfd-sys generates them with
-//! bindgen at build time, which the static aarch64 cross build has no headers or libclang for;
-//! the ioctl numbers come from vmm-sys-util's macros.
+//! userfaultfd(2), as post-copy and the races need it: a descriptor that reports the faults of
+//! a registered range (missing pages; minor faults of shared memory, whose page is in the page
+//! cache but not yet mapped there), UFFDIO_COPY to fill a missing page, UFFDIO_CONTINUE to map
+//! a page that is there already, each with or without waking who waits for it, and
+//! UFFDIO_WAKE. Its structs are declared here, kept by hand: userfaultfd-sys generates them
+//! with bindgen at build time, which the static aarch64 cross build has no headers or libclang
+//! for; the ioctl numbers come from vmm-sys-util's macros.
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use mte_suites::kernel_options::{self, Call};
 use mte_suites::vmm::{errno_name, VmmError};
 use vmm_sys_util::ioctl::{ioctl_with_mut_ref, ioctl_with_val};
 use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iowr_nr};
@@ -39,6 +42,14 @@ struct UffdioRegister {
 
 #[repr(C)]
 #[derive(Default)]
+struct UffdioContinue {
+    range: UffdioRange,
+    mode: u64,
+    mapped: i64,
+}
+
+#[repr(C)]
+#[derive(Default)]
 struct UffdioCopy {
     dst: u64,
     src: u64,
@@ -62,14 +73,32 @@ ioctl_iowr_nr!(UFFDIO_API, UFFDIO, 0x3f, UffdioApi);
 ioctl_iowr_nr!(UFFDIO_REGISTER, UFFDIO, 0x00, UffdioRegister);
 ioctl_ior_nr!(UFFDIO_WAKE, UFFDIO, 0x02, UffdioRange);
 ioctl_iowr_nr!(UFFDIO_COPY, UFFDIO, 0x03, UffdioCopy);
+ioctl_iowr_nr!(UFFDIO_CONTINUE, UFFDIO, 0x07, UffdioContinue);
 // On /dev/userfaultfd.
 ioctl_io_nr!(USERFAULTFD_IOC_NEW, UFFDIO, 0x00);
 
 const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
+const UFFDIO_REGISTER_MODE_MINOR: u64 = 1 << 2;
 const UFFDIO_COPY_MODE_DONTWAKE: u64 = 1;
+const UFFDIO_CONTINUE_MODE_DONTWAKE: u64 = 1;
 const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
-/// Bits of `ioctls` (the ioctl numbers' low bytes) a registered range must offer.
-const NEEDED_IOCTLS: u64 = 1 << 0x02 | 1 << 0x03;
+/// UFFDIO_API feature: minor faults on shmem (5.14).
+const UFFD_FEATURE_MINOR_SHMEM: u64 = 1 << 10;
+/// Bits of `ioctls` (the ioctl numbers' low bytes) a registered range must offer: UFFDIO_WAKE,
+/// and UFFDIO_COPY for missing pages, UFFDIO_CONTINUE for minor faults.
+const WAKE_IOCTL: u64 = 1 << 0x02;
+const COPY_IOCTL: u64 = 1 << 0x03;
+const CONTINUE_IOCTL: u64 = 1 << 0x07;
+
+/// Which faults of a range a descriptor reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Faults {
+    /// Missing pages, filled with UFFDIO_COPY.
+    Missing,
+    /// Missing pages and, of shared memory, pages in the page cache but not mapped here, which
+    /// UFFDIO_CONTINUE maps.
+    MissingAndMinor,
+}
 
 /// A userfaultfd descriptor, non-blocking.
 pub struct Userfaultfd {
@@ -87,9 +116,10 @@ pub enum Filled {
 }
 
 impl Userfaultfd {
-    /// Open one, by the system call or else by /dev/userfaultfd; Unsupported with both reasons
-    /// where neither is allowed.
-    pub fn open() -> Result<Self, VmmError> {
+    /// Open one that reports `faults` (minor faults of shmem need the kernel's
+    /// UFFD_FEATURE_MINOR_SHMEM, 5.14), by the system call or else by /dev/userfaultfd;
+    /// Unsupported with both reasons where neither is allowed.
+    pub fn open(faults: Faults) -> Result<Self, VmmError> {
         let flags = libc::O_CLOEXEC | libc::O_NONBLOCK;
         // SAFETY: the system call takes flags only and returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) } as i32;
@@ -97,6 +127,11 @@ impl Userfaultfd {
             fd
         } else {
             let syscall_errno = last_errno();
+            if let VmmError::Unsupported(why) =
+                kernel_options::call_error(Call::Userfaultfd, "userfaultfd", syscall_errno)
+            {
+                return Err(VmmError::Unsupported(why));
+            }
             Self::open_device(flags).map_err(|device| {
                 let sysctl = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd")
                     .map_or_else(|_| "unreadable".into(), |s| s.trim().to_string());
@@ -112,11 +147,25 @@ impl Userfaultfd {
             // SAFETY: a fresh descriptor that nobody else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         };
+        let features = match faults {
+            Faults::Missing => 0,
+            Faults::MissingAndMinor => UFFD_FEATURE_MINOR_SHMEM,
+        };
         let mut api = UffdioApi {
             api: UFFD_API,
+            features,
             ..Default::default()
         };
-        uffd.ioctl(UFFDIO_API(), &mut api, "UFFDIO_API")?;
+        uffd.ioctl(UFFDIO_API(), &mut api, "UFFDIO_API")
+            .map_err(|e| match e {
+                VmmError::Sys { errno, .. } if features != 0 && errno == libc::EINVAL => {
+                    VmmError::Unsupported(
+                        "userfaultfd has no minor faults of shmem (UFFD_FEATURE_MINOR_SHMEM, 5.14)"
+                            .into(),
+                    )
+                }
+                other => other,
+            })?;
         Ok(uffd)
     }
 
@@ -148,21 +197,29 @@ impl Userfaultfd {
         Ok(())
     }
 
-    /// Report missing-page faults of `[start, start + len)`.
-    pub fn register_missing(&self, start: u64, len: u64) -> Result<(), VmmError> {
+    /// Report `faults` of `[start, start + len)`.
+    pub fn register(&self, start: u64, len: u64, faults: Faults) -> Result<(), VmmError> {
+        let (mode, name, needed) = match faults {
+            Faults::Missing => (
+                UFFDIO_REGISTER_MODE_MISSING,
+                "UFFDIO_REGISTER(MODE_MISSING)",
+                WAKE_IOCTL | COPY_IOCTL,
+            ),
+            Faults::MissingAndMinor => (
+                UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
+                "UFFDIO_REGISTER(MODE_MISSING|MODE_MINOR)",
+                WAKE_IOCTL | COPY_IOCTL | CONTINUE_IOCTL,
+            ),
+        };
         let mut register = UffdioRegister {
             range: UffdioRange { start, len },
-            mode: UFFDIO_REGISTER_MODE_MISSING,
+            mode,
             ioctls: 0,
         };
-        self.ioctl(
-            UFFDIO_REGISTER(),
-            &mut register,
-            "UFFDIO_REGISTER(MODE_MISSING)",
-        )?;
-        if register.ioctls & NEEDED_IOCTLS != NEEDED_IOCTLS {
+        self.ioctl(UFFDIO_REGISTER(), &mut register, name)?;
+        if register.ioctls & needed != needed {
             return Err(VmmError::Unsupported(format!(
-                "the registered range offers ioctls {:#x}, without UFFDIO_COPY and UFFDIO_WAKE",
+                "the range registered with {name} offers ioctls {:#x}, not {needed:#x}",
                 register.ioctls
             )));
         }
@@ -223,6 +280,26 @@ impl Userfaultfd {
         }
     }
 
+    /// Map the page at `dst` (of shared memory, whose page cache holds it already) where it was
+    /// registered; with `wake` false, whoever waits for it keeps waiting until
+    /// [`Userfaultfd::wake`].
+    pub fn continue_mapping(&self, dst: u64, len: u64, wake: bool) -> Result<Filled, VmmError> {
+        let mut request = UffdioContinue {
+            range: UffdioRange { start: dst, len },
+            mode: if wake {
+                0
+            } else {
+                UFFDIO_CONTINUE_MODE_DONTWAKE
+            },
+            mapped: 0,
+        };
+        match self.ioctl(UFFDIO_CONTINUE(), &mut request, "UFFDIO_CONTINUE") {
+            Ok(()) => Ok(Filled::Now),
+            Err(VmmError::Sys { errno, .. }) if errno == libc::EEXIST => Ok(Filled::AlreadyThere),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Wake whoever waits for a page of `[start, start + len)`.
     pub fn wake(&self, start: u64, len: u64) -> Result<(), VmmError> {
         let mut range = UffdioRange { start, len };
@@ -241,6 +318,8 @@ mod tests {
         assert_eq!(UFFDIO_REGISTER(), 0xc020_aa00);
         assert_eq!(UFFDIO_COPY(), 0xc028_aa03);
         assert_eq!(UFFDIO_WAKE(), 0x8010_aa02);
+        assert_eq!(UFFDIO_CONTINUE(), 0xc020_aa07);
+        assert_eq!(std::mem::size_of::<UffdioContinue>(), 32);
         assert_eq!(USERFAULTFD_IOC_NEW(), 0xaa00);
     }
 }
