@@ -47,13 +47,13 @@ impl LaneDriver for QemuKvmLane {
         }
     }
 
+    /// The kernels, then the QEMU inside (`arm64-qemu-10.0.2`).
     fn run_hint(&self, ground: &Groundwork) -> Vec<String> {
-        let qemu = ground
-            .guest_qemu
-            .as_ref()
-            .and_then(|q| q.upstream_version());
-        qemu.map(|v| vec![format!("qemu-kvm-{v}")])
-            .unwrap_or_default()
+        let kernels = ground.kernels.iter().map(|k| k.kernel.hint());
+        let qemu = (ground.guest_qemu.as_ref())
+            .and_then(|q| q.upstream_version())
+            .map(|v| format!("arm64-qemu-{v}"));
+        kernels.chain(qemu).collect()
     }
 
     fn prepare(&self, ground: &Groundwork) -> Result<Vec<Box<dyn LaneRun>>> {
