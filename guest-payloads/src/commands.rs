@@ -9,7 +9,9 @@
 use mte_protocol::{Command, START_TOGETHER, Status};
 
 use crate::args::{Refusal, UNKNOWN_COMMAND};
-use crate::{access, data, instructions, mailbox, power, precopy_workload, smp, tags, timing};
+use crate::{
+    access, data, instructions, mailbox, no_mte, power, precopy_workload, smp, tags, timing,
+};
 
 /// Answer the host forever: doorbell, command, doorbell, ...
 pub fn serve() -> ! {
@@ -72,5 +74,6 @@ fn execute(command: Command, args: &[u64; 8]) -> Result<(), Refusal> {
         Command::TimeInstructions => timing::time_instructions(args[0], args[1], args[2], args[3]),
         Command::CpuOn => smp::cpu_on(args[0]),
         Command::AccessRange => access::access_range(args[0], args[1], args[2], args[3]),
+        Command::ProbeTagAccess => no_mte::probe_tag_access(args[0]),
     }
 }

@@ -29,6 +29,7 @@ mod instructions;
 mod mailbox;
 mod mmu;
 mod mte;
+mod no_mte;
 mod power;
 mod precopy_workload;
 #[cfg(feature = "selftest")]

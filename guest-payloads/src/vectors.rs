@@ -11,7 +11,7 @@
 //! every register it had, and the handler is compiled code too (it may use vector registers).
 
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicU8, Ordering, compiler_fence};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering, compiler_fence};
 use mte_protocol::{MAX_VCPUS, esr};
 
 use crate::{cpu, mailbox, power, sysreg};
@@ -30,6 +30,9 @@ const IDLE: u8 = 0;
 const ARMED: u8 = 1;
 const CAUGHT: u8 = 2;
 static ABORT_CATCHERS: [AtomicU8; MAX_VCPUS] = [const { AtomicU8::new(IDLE) }; MAX_VCPUS];
+/// [`catching_undefined`] state, one a vCPU, and the ESR of what each caught.
+static UNDEFINED_CATCHERS: [AtomicU8; MAX_VCPUS] = [const { AtomicU8::new(IDLE) }; MAX_VCPUS];
+static UNDEFINED_ESRS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
 
 /// This vCPU's catcher.
 fn catcher() -> &'static AtomicU8 {
@@ -166,6 +169,15 @@ extern "C" fn handle_exception(elr: &mut u64, vector: u64) {
         *elr += 4;
         return;
     }
+    if vector == SYNC_CURRENT_EL
+        && esr::ec(esr) == esr::EC_UNKNOWN
+        && UNDEFINED_CATCHERS[cpu::index()].load(Ordering::Relaxed) == ARMED
+    {
+        UNDEFINED_CATCHERS[cpu::index()].store(CAUGHT, Ordering::Relaxed);
+        UNDEFINED_ESRS[cpu::index()].store(esr, Ordering::Relaxed);
+        *elr += 4;
+        return;
+    }
     println!("mte-guest: exception {vector}: ESR {esr:#x} FAR {far:#x} ELR {elr:#x}");
     mailbox::stop_with_panic();
 }
@@ -185,4 +197,22 @@ pub fn catching_aborts<R>(access: impl FnOnce() -> R) -> (R, bool) {
     let caught = catcher.load(Ordering::Relaxed) == CAUGHT;
     catcher.store(IDLE, Ordering::Relaxed);
     (value, caught)
+}
+
+/// Run `step`, which must be one instruction (in inline asm) that may be UNDEFINED here, so
+/// that the exception it raises is recorded and skipped rather than being a panic. Returns what
+/// `step` returned (its output registers unchanged if it raised one) and the exception's ESR.
+pub fn catching_undefined<R>(step: impl FnOnce() -> R) -> (R, Option<u64>) {
+    let vcpu = cpu::index();
+    let catcher = &UNDEFINED_CATCHERS[vcpu];
+    catcher.store(ARMED, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    let value = step();
+    compiler_fence(Ordering::SeqCst);
+    let caught = catcher.load(Ordering::Relaxed) == CAUGHT;
+    catcher.store(IDLE, Ordering::Relaxed);
+    (
+        value,
+        caught.then(|| UNDEFINED_ESRS[vcpu].load(Ordering::Relaxed)),
+    )
 }

@@ -245,7 +245,17 @@ pub enum Command {
     /// tag checked as SCTLR_EL1.TCF says; a tag check fault is recorded and skipped. The bulk
     /// buffer gets one byte a granule: 1 where the access faulted. `result = [faults]`.
     AccessRange = 26,
+    /// `args = [addr]` (a granule of test RAM): what the guest can do with tags whatever its ID
+    /// registers say, each step's UNDEFINED exception caught instead of being a panic. With
+    /// SCTLR_EL1.ATA set for the duration: STG of tag [`PROBE_TAG`] to `addr`, LDG of it,
+    /// and a read of GCR_EL1. Never refused for want of MTE. The bulk buffer gets four
+    /// little-endian words: the ESR of STG's exception (0 for none), LDG's, the tag LDG read
+    /// (0 where it raised one) and GCR_EL1's read's.
+    ProbeTagAccess = 27,
 }
+
+/// The tag [`Command::ProbeTagAccess`] stores.
+pub const PROBE_TAG: u8 = 0x5;
 
 /// The mailbox argument the host sets (nonzero) to end [`Command::RetagUntilStopped`].
 pub const STOP_ARG: usize = 7;
@@ -313,6 +323,7 @@ impl Command {
             24 => Self::TimeInstructions,
             25 => Self::CpuOn,
             26 => Self::AccessRange,
+            27 => Self::ProbeTagAccess,
             _ => return None,
         })
     }
@@ -551,6 +562,9 @@ pub mod esr {
     }
     /// Data abort taken without a change of exception level.
     pub const EC_DABT_CUR: u8 = 0x25;
+    /// Unknown reason: an UNDEFINED instruction, or a system register access the CPU (or the
+    /// hypervisor) does not give.
+    pub const EC_UNKNOWN: u8 = 0x00;
     /// ISS.DFSC of a data abort.
     pub const fn dfsc(esr: u64) -> u8 {
         (esr & 0x3f) as u8
@@ -603,10 +617,10 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for v in 0..=26 {
+        for v in 0..=27 {
             assert_eq!(Command::from_u32(v).unwrap() as u32, v);
         }
-        assert!(Command::from_u32(27).is_none());
+        assert!(Command::from_u32(28).is_none());
         assert!(Command::from_u32(Command::Nop as u32 | START_TOGETHER).is_none());
         for v in 0..=4 {
             assert_eq!(Status::from_u32(v).unwrap() as u32, v);

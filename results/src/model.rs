@@ -49,19 +49,23 @@ pub enum Lane {
     Emulated,
     /// QEMU itself as the VMM: the payloads boot directly in qemu-system-aarch64.
     Qemu,
+    /// QEMU with `-accel kvm` as the VMM, inside the emulated machine: Debian's arm64 QEMU
+    /// on the kernel under test's KVM, driven by the runner there (the production pairing).
+    QemuKvm,
     /// The runner natively on this machine, on its own KVM: an arm64 host with MTE.
     Host,
 }
 
 impl Lane {
     /// Every lane, in the order runs take them and reports list them.
-    pub const ALL: [Lane; 3] = [Lane::Emulated, Lane::Qemu, Lane::Host];
+    pub const ALL: [Lane; 4] = [Lane::Emulated, Lane::Qemu, Lane::QemuKvm, Lane::Host];
 
     /// The lane's name, as `--lane` takes it and records keep it.
     pub fn name(self) -> &'static str {
         match self {
             Lane::Emulated => "emulated",
             Lane::Qemu => "qemu",
+            Lane::QemuKvm => "qemu-kvm",
             Lane::Host => "host",
         }
     }
@@ -70,7 +74,7 @@ impl Lane {
     pub fn runner_is_vmm(self) -> bool {
         match self {
             Lane::Emulated | Lane::Host => true,
-            Lane::Qemu => false,
+            Lane::Qemu | Lane::QemuKvm => false,
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::kernel_log;
 use crate::mte_layers::{missing_in_emulated_machine, MteSigns};
 use crate::selection;
 use mte_vmm_kvm::KvmVmm;
-use mte_vmm_qemu::QemuVmm;
+use mte_vmm_qemu::{Accel, QemuVmm};
 
 /// The runner's own options; everything else goes to libtest-mimic.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,10 +32,12 @@ pub struct Options {
     pub inject: Option<Injection>,
     pub payload_dir: PathBuf,
     pub deadline: Duration,
-    /// The `qemu-system-aarch64` of the qemu lane; a bare name is looked up on PATH.
+    /// The `qemu-system-aarch64` of the qemu lanes; a bare name is looked up on PATH.
     pub qemu: PathBuf,
     /// Run only this shard's checks (and their fault-injection proofs).
     pub shard: Option<Shard>,
+    /// Run only these checks (and their fault-injection proofs), by exact name; all if empty.
+    pub select: Vec<String>,
     /// Run the performance suite (`crate::bench`) instead of the checks.
     pub bench: bool,
     /// The seed and time budget of the race checks.
@@ -47,8 +49,8 @@ pub struct Options {
 
 impl Options {
     pub const USAGE: &'static str = "mte-runner [--lane NAME] [--inject MODE] [--payload-dir DIR] \
-        [--deadline SECS] [--qemu PATH] [--shard K/N] [--bench] [--prove] [--seed N] \
-        [--race-budget SECS] [LIBTEST-ARGS...]";
+        [--deadline SECS] [--qemu PATH] [--shard K/N] [--select CHECK]... [--bench] [--prove] \
+        [--seed N] [--race-budget SECS] [LIBTEST-ARGS...]";
 
     /// Split the runner's options from libtest's. `args` excludes the program name.
     pub fn parse(args: Vec<String>, default_payload_dir: PathBuf) -> Result<Self, String> {
@@ -59,6 +61,7 @@ impl Options {
             deadline: Duration::from_secs(30),
             qemu: "qemu-system-aarch64".into(),
             shard: None,
+            select: Vec::new(),
             bench: false,
             races: RaceSettings::default(),
             prove: false,
@@ -85,6 +88,7 @@ impl Options {
                 "--payload-dir" => options.payload_dir = value("--payload-dir")?.into(),
                 "--qemu" => options.qemu = value("--qemu")?.into(),
                 "--shard" => options.shard = Some(Shard::parse(&value("--shard")?)?),
+                "--select" => options.select.push(value("--select")?),
                 "--bench" => options.bench = true,
                 "--prove" => options.prove = true,
                 "--deadline" => options.deadline = seconds("--deadline", &value("--deadline")?)?,
@@ -201,7 +205,7 @@ fn open_vmm(options: &Options, kernel_release: &str) -> Opened {
     let mut facts = crate::machine_setup::features();
     facts.extend(crate::kernel_config::features());
     match options.lane {
-        Lane::Qemu => open_qemu_lane(options, kernel_release, facts),
+        Lane::Qemu | Lane::QemuKvm => open_qemu_lane(options, kernel_release, facts),
         Lane::Emulated | Lane::Host => open_kvm_lane(options, kernel_release, facts),
     }
 }
@@ -307,15 +311,24 @@ fn without_kvm(
     }
 }
 
-/// QEMU as the VMM, after one probe boot. A QEMU that cannot be run, or that lacks what the
-/// lane drives (a version without the gdbstub's memory-tagging packets, a stub that does not
-/// know a packet), is the run's error, every check a skip with the reason; any other failure of
-/// the probe is QEMU's, as the VMM under test, in every check.
+/// QEMU as the VMM (under TCG in the qemu lane, on the machine's KVM in the qemu-kvm lane),
+/// after one probe boot. A QEMU that cannot be run, or that lacks what the lane drives (a
+/// version without the gdbstub's memory-tagging packets, a stub that does not know a packet,
+/// no KVM with MTE beneath it), is the run's error, every check a skip with the reason; any
+/// other failure of the probe is QEMU's, as the VMM under test, in every check.
 fn open_qemu_lane(options: &Options, kernel_release: &str, mut facts: Vec<Feature>) -> Opened {
-    let lane_lacks = |why: &str| format!("the qemu lane's QEMU lacks what the lane drives: {why}");
+    let lane = options.lane;
+    let lane_lacks =
+        |why: &str| format!("the {lane} lane's QEMU lacks what the lane drives: {why}");
+    let accel = match lane {
+        Lane::QemuKvm => Accel::Kvm,
+        _ => Accel::Tcg,
+    };
     let opened = QemuVmm::open(
         options.lane,
         options.qemu.clone(),
+        accel,
+        kernel_release,
         options.payload_dir.clone(),
         options.deadline,
     );
@@ -335,9 +348,35 @@ fn open_qemu_lane(options: &Options, kernel_release: &str, mut facts: Vec<Featur
         "QEMU",
         format!("{} ({})", qemu.banner(), qemu.path().display()),
     ));
+    facts.push(Feature::new("QEMU accelerator", accel.name()));
+    let started = Instant::now();
     let view = guest_view(&qemu);
+    facts.push(Feature::new(
+        "QEMU probe boot",
+        format!(
+            "{:.0} ms from QEMU's start to the guest's first doorbell",
+            started.elapsed().as_secs_f64() * 1e3
+        ),
+    ));
+    if view.is_ok() && accel == Accel::Kvm {
+        // The probe's QEMU went back to the pool: what the next guest's costs.
+        let started = Instant::now();
+        if qemu.boot(&BootOptions::default()).is_ok() {
+            facts.push(Feature::new(
+                "QEMU reused boot",
+                format!(
+                    "{:.0} ms from a kept QEMU's reset to its new guest's first doorbell",
+                    started.elapsed().as_secs_f64() * 1e3
+                ),
+            ));
+        }
+        facts.push(Feature::new("QEMU start-up", qemu.costs().describe()));
+    }
     if let Some(features) = qemu.stub_features() {
         facts.push(Feature::new("QEMU gdbstub features", features.join(";")));
+    }
+    if let Some(ram) = qemu.ram_in_words() {
+        facts.push(Feature::new("QEMU guest RAM", ram));
     }
     let release = qemu.kernel_release().to_string();
     match view {
@@ -360,7 +399,7 @@ fn open_qemu_lane(options: &Options, kernel_release: &str, mut facts: Vec<Featur
         Err(e) => {
             facts.push(Feature::new("guest probe boot", &e));
             let reason = format!(
-                "the qemu lane's QEMU runs its guests with mte=on, yet {}",
+                "the {lane} lane's QEMU runs its guests with mte=on, yet {}",
                 reason_of(e)
             );
             Opened {
@@ -498,17 +537,21 @@ fn injection_trial(
     })
 }
 
-/// The checks the libtest arguments and the shard select, in words; empty for all of them
-/// without their proofs.
+/// The checks the libtest arguments, the filters, the shard and the selection select, in words;
+/// empty for all of them without their proofs.
 fn describe_selection(
     args: &Arguments,
     filters: &[String],
     shard: Option<Shard>,
+    select: &[String],
     prove: bool,
 ) -> String {
     let mut words = Vec::new();
     if let Some(shard) = shard {
         words.push(format!("shard {shard}"));
+    }
+    if !select.is_empty() {
+        words.push(format!("{} checks selected", select.len()));
     }
     if !filters.is_empty() {
         let filters = filters.join(" ");
@@ -667,6 +710,10 @@ pub fn run(options: &Options) -> bool {
         trials.retain(|t| shard.contains(t.name()));
     }
     trials.retain(|t| selection::passes_filters(&args, &filters, t.name()));
+    if !options.select.is_empty() {
+        let selected = |name: &str| options.select.iter().any(|s| s == selection::check_of(name));
+        trials.retain(|t| selected(t.name()));
+    }
     let checks: Vec<String> = match args.list {
         true => Vec::new(),
         false => (trials.iter())
@@ -685,7 +732,13 @@ pub fn run(options: &Options) -> bool {
         planned: checks.len(),
         available,
         list: args.list,
-        selection: describe_selection(&args, &filters, options.shard, options.prove),
+        selection: describe_selection(
+            &args,
+            &filters,
+            options.shard,
+            &options.select,
+            options.prove,
+        ),
         bench: false,
         setup_error,
         checks,
@@ -741,6 +794,11 @@ mod tests {
         assert_eq!(o.harness_args, vec!["tags::", "--exact"]);
         assert_eq!(o.payload_dir, PathBuf::from("/p"));
         assert_eq!(o.shard, None);
+        let o = parse(&["--select", "tags::a", "--select", "faults::b", "x"]).unwrap();
+        assert_eq!(o.select, ["tags::a", "faults::b"]);
+        assert_eq!(o.harness_args, vec!["x"]);
+        assert_eq!(selection::check_of("fault_injection::corrupt_tag::tags::a"), "tags::a");
+        assert_eq!(selection::check_of("tags::a"), "tags::a");
         assert!(!o.prove);
         assert!(parse(&["--prove", "tags::"]).unwrap().prove);
         let o = parse(&["--shard", "2/3", "tags::"]).unwrap();

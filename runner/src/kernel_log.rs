@@ -72,7 +72,8 @@ fn open_kmsg(lane: Lane) -> Result<File, String> {
                 "the runner is not root, and the host's {KMSG} is root's to read whole"
             ))
         }
-        Lane::Host | Lane::Emulated => {}
+        // The qemu-kvm lane runs QEMU on the kernel under test, as the emulated lane runs the runner.
+        Lane::Host | Lane::Emulated | Lane::QemuKvm => {}
     }
     let mut kmsg = std::fs::OpenOptions::new()
         .read(true)

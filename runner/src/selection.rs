@@ -45,12 +45,16 @@ pub fn proof_name(scenario: &Scenario, injection: Injection) -> String {
 /// around them instead of a long one trailing alone at the end of the run.
 const LONG_FAMILIES: &[&str] = &["harness::", "migration::", "swap::", "cost::"];
 
+/// The check a trial runs: its own name, or the name of the check a proof injects into.
+pub fn check_of(name: &str) -> &str {
+    name.strip_prefix(FAULT_INJECTION_PROOFS)
+        .and_then(|rest| rest.split_once("::"))
+        .map_or(name, |(_injection, check)| check)
+}
+
 /// Whether the trial `name` (a check, or a proof of one) is of a long family.
 pub fn is_long(name: &str) -> bool {
-    let check = name
-        .strip_prefix(FAULT_INJECTION_PROOFS)
-        .and_then(|rest| rest.split_once("::"))
-        .map_or(name, |(_injection, check)| check);
+    let check = check_of(name);
     LONG_FAMILIES.iter().any(|family| check.starts_with(family))
 }
 

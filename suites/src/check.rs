@@ -41,11 +41,12 @@ impl Finding {
         self
     }
 
-    /// The outcome of a step that could not be taken: a skip where the lane lacks it, else a
-    /// fail that says what broke.
+    /// The outcome of a step that could not be taken: a skip where the lane lacks it, an xfail
+    /// where its refusal is documented for this version, else a fail that says what broke.
     pub fn from_error(error: &VmmError) -> Self {
         match error {
             VmmError::Unsupported(why) => Finding::skip(why.clone()),
+            VmmError::Documented(why) => Finding::xfail(why.clone()),
             other => Finding::fail(other.to_string()),
         }
     }
@@ -218,6 +219,17 @@ impl Checks {
     /// A note for the record.
     pub fn note(&mut self, text: impl Into<String>) {
         self.evidence(Evidence::Note { text: text.into() });
+    }
+
+    /// A note for the record, unless it is there already.
+    pub fn note_once(&mut self, text: String) {
+        let known = self
+            .evidence
+            .iter()
+            .any(|e| matches!(e, Evidence::Note { text: t } if *t == text));
+        if !known {
+            self.note(text);
+        }
     }
 
     fn record(&mut self, what: &str, ok: bool, expected: String, observed: String) {

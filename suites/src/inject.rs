@@ -14,7 +14,8 @@ use crate::migration_plan::{
 };
 use crate::race_plan::{RaceLog, RacePlan};
 use crate::vmm::{
-    AbiVm, BootOptions, CopyTagsArgs, Guest, IpaProbe, IpaSizes, Reply, Vmm, VmmError, VmmMigration,
+    AbiVm, BootOptions, CopyTagsArgs, Guest, IpaProbe, IpaSizes, Reply, StubTagPackets, Vmm,
+    VmmError, VmmMigration,
 };
 
 /// What to break. Each injection breaks one path a verdict rests on; a check names the ones
@@ -289,6 +290,14 @@ impl Guest for InjectingGuest {
     }
     fn console(&self) -> String {
         self.inner.console()
+    }
+    fn host_tag_view(&self) -> Option<String> {
+        self.inner.host_tag_view()
+    }
+    /// The tag the stub is asked to write goes through the broken host tag path.
+    fn stub_tag_packets(&mut self, probe: Option<(u64, u8)>) -> Result<StubTagPackets, VmmError> {
+        let probe = probe.map(|(ipa, tag)| (ipa, self.injection.host_written(&[tag])[0]));
+        self.inner.stub_tag_packets(probe)
     }
     fn vcpus(&self) -> usize {
         self.inner.vcpus()

@@ -43,6 +43,23 @@ pub trait Guest {
     /// What the guest printed on its console so far.
     fn console(&self) -> String;
 
+    /// How the host's tag steps reach the tags, where a lane's view is not the KVM ioctl the
+    /// checks name (QEMU's gdbstub; the runner's PROT_MTE mapping of QEMU's memory), for the
+    /// verdicts to say which view they used.
+    fn host_tag_view(&self) -> Option<String> {
+        None
+    }
+
+    /// The VMM's debug stub's memory-tag packets: whether it advertises them and, with
+    /// `probe = Some((ipa, tag))`, what they do on the granule at `ipa` (tagged by the guest):
+    /// read its tag, set it to `tag`, ask whether it is tagged; each sent only while the VMM
+    /// lives, and none where the stub does not advertise them.
+    fn stub_tag_packets(&mut self, _probe: Option<(u64, u8)>) -> Result<StubTagPackets, VmmError> {
+        Err(VmmError::Unsupported(
+            "a debug stub with memory-tag packets: QEMU's gdbstub, in the qemu lanes".into(),
+        ))
+    }
+
     // Several vCPUs ([`BootOptions::vcpus`]): each has its own mailbox and bulk buffer, and
     // vCPU 0 is the one the methods above drive.
 
@@ -179,6 +196,27 @@ pub trait Guest {
     }
 }
 
+/// What a VMM's debug stub did with its memory-tag packets ([`Guest::stub_tag_packets`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StubTagPackets {
+    /// What the stub announced of them (`memory-tagging+` in QEMU's `qSupported`).
+    pub advertised: bool,
+    /// The announcement in the stub's words.
+    pub features: String,
+    /// The read of one granule's tag (`qMemTags`), the write of it (`QMemTags`) and the
+    /// question whether the address is tagged (`qIsAddressTagged`), in that order.
+    pub exchanges: Vec<StubExchange>,
+}
+
+/// One packet to the stub and what came back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StubExchange {
+    pub packet: String,
+    /// The stub's reply, or what became of the VMM instead (it was killed by a signal), or why
+    /// the packet was not sent.
+    pub reply: Result<String, String>,
+}
+
 /// What a VMM's own migration said of itself.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct VmmMigration {
@@ -212,9 +250,11 @@ pub struct BootOptions {
     pub mte: bool,
     /// How long the guest may take to reach each doorbell; the lane's default if `None`.
     pub deadline: Option<std::time::Duration>,
-    /// What backs the RAM memslot. Lanes that cannot choose it answer
-    /// [`Guest::ram_backing`] with [`VmmError::Unsupported`].
-    pub backing: Backing,
+    /// What backs the RAM memslot; `None` for the lane's usual RAM (private anonymous memory
+    /// where the runner is the VMM; a shared memfd under QEMU with KVM, whose tags the runner
+    /// can read). Lanes that cannot choose it answer [`Guest::ram_backing`] with
+    /// [`VmmError::Unsupported`].
+    pub backing: Option<Backing>,
     /// vCPUs, all started at boot (up to `mte_protocol::MAX_VCPUS`). Lanes whose VMM cannot
     /// run several vCPUs of a guest apart answer [`VmmError::Unsupported`].
     pub vcpus: usize,
@@ -226,7 +266,7 @@ impl Default for BootOptions {
             payload: "mte-guest.elf",
             mte: true,
             deadline: None,
-            backing: Backing::PrivateAnonymous,
+            backing: None,
             vcpus: 1,
         }
     }

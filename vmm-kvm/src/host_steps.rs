@@ -14,10 +14,11 @@ use mte_suites::kernel_options::{self, Call};
 use mte_suites::migration_plan::{MigrationPlan, SavedStream, StreamFault};
 use mte_suites::race_plan::{RaceLog, RacePlan};
 use mte_suites::vmm::{Guest, VmmError};
+use mte_vmm::host_kernel as host;
 use mte_vmm::HostSteps;
 
 use crate::vm::io_error;
-use crate::{copy_tags, fork, host, memory, migration_engine, peer, race};
+use crate::{copy_tags, fork, memory, migration_engine, peer, race};
 use crate::{KvmGuest, KvmTransport};
 
 /// The offset into guest RAM of a page-aligned range inside it.

@@ -12,7 +12,6 @@ mod backing;
 pub mod copy_tags;
 mod fork;
 mod held_copy;
-mod host;
 mod host_steps;
 mod ioctls;
 pub mod ipa;

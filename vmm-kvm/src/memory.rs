@@ -5,13 +5,14 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use mte_suites::host_mm::{Backing, PageState};
 use mte_suites::vmm::VmmError;
+pub use mte_vmm::host_kernel::page_size;
+use mte_vmm::host_kernel::{page_state, pagemap_of};
 
 use super::backing;
 
@@ -208,42 +209,17 @@ impl GuestRam {
             return Err(io::Error::last_os_error());
         }
         let kpageflags = File::open("/proc/kpageflags").ok();
-        let mut states = Vec::with_capacity(pages);
-        for (i, entry) in pagemap(start, pages)?.into_iter().enumerate() {
-            let present = (entry >> 63) & 1 == 1;
-            let pfn = if present { entry & ((1 << 55) - 1) } else { 0 };
-            let flags = match (&kpageflags, pfn) {
-                (Some(file), pfn) if pfn != 0 => {
-                    let mut word = [0u8; 8];
-                    file.read_exact_at(&mut word, pfn * 8)
-                        .map_or(0, |()| u64::from_le_bytes(word))
-                }
-                _ => 0,
-            };
-            states.push(PageState {
-                resident: incore[i] & 1 == 1,
-                present,
-                swapped: (entry >> 62) & 1 == 1,
-                exclusive: (entry >> 56) & 1 == 1,
-                pfn,
-                zero_page: (flags >> KPF_ZERO_PAGE) & 1 == 1,
-                huge: (flags >> KPF_THP) & 1 == 1,
-            });
-        }
-        Ok(states)
+        Ok(pagemap(start, pages)?
+            .into_iter()
+            .zip(incore)
+            .map(|(entry, incore)| page_state(entry, kpageflags.as_ref(), Some(incore & 1 == 1)))
+            .collect())
     }
 }
 
-/// The /proc/self/pagemap entries of `pages` pages of this process from the address `start`
-/// (Documentation/admin-guide/mm/pagemap.rst): bit 63 present, bit 62 swapped.
+/// The /proc/self/pagemap entries of `pages` pages of this process from the address `start`.
 pub fn pagemap(start: usize, pages: usize) -> io::Result<Vec<u64>> {
-    let mut entries = vec![0u8; pages * 8];
-    File::open("/proc/self/pagemap")?
-        .read_exact_at(&mut entries, (start / page_size() * 8) as u64)?;
-    Ok(entries
-        .chunks_exact(8)
-        .map(|entry| u64::from_le_bytes(entry.try_into().expect("8 bytes")))
-        .collect())
+    pagemap_of("self", start, pages)
 }
 
 /// Whether a pagemap entry is neither present nor swapped (nor a migration entry, which
@@ -251,16 +227,6 @@ pub fn pagemap(start: usize, pages: usize) -> io::Result<Vec<u64>> {
 /// written or was dropped, and reads as zeros.
 pub fn never_mapped(entry: u64) -> bool {
     entry >> 62 == 0
-}
-
-/// Bits of /proc/kpageflags (Documentation/admin-guide/mm/pagemap.rst).
-const KPF_THP: u64 = 22;
-const KPF_ZERO_PAGE: u64 = 24;
-
-/// The host kernel's page size.
-pub fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
 impl Drop for GuestRam {

@@ -108,7 +108,8 @@ impl Vmm for KvmVmm {
     }
 
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
-        let mut vm = self.create_vm(options.mte, options.backing)?;
+        let backing = options.backing.unwrap_or_default();
+        let mut vm = self.create_vm(options.mte, backing)?;
         let entry = vm.load(&*self.payloads.get(options.payload)?);
         let mut vcpus = add_vcpus(&vm, entry, options.vcpus.max(1))?;
         let first = vcpus.remove(0);

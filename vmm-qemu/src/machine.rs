@@ -27,6 +27,42 @@ const MIGRATION: &str = "migration.bin";
 const CONSOLE: &str = "console.log";
 const MESSAGES: &str = "qemu.log";
 
+/// How QEMU runs the guest's CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// QEMU's own emulation (`-accel tcg -cpu max`): QEMU keeps the tags itself.
+    Tcg,
+    /// The host's KVM (`-accel kvm -cpu host`): the host kernel keeps the tags.
+    Kvm,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+}
+
+/// What backs the guest's RAM in QEMU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ram {
+    /// QEMU's own: private anonymous memory.
+    Private,
+    /// `-object memory-backend-memfd,share=on`: a memfd QEMU maps shared, which another
+    /// process can map too.
+    SharedMemfd,
+}
+
+/// How a QEMU is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Setup {
+    pub accel: Accel,
+    pub mte: bool,
+    pub ram: Ram,
+}
+
 /// A running `qemu-system-aarch64`, halted (`-S`) until its gdbstub lets it go. Dropping it
 /// kills the process and removes its directory.
 pub struct Machine {
@@ -41,7 +77,7 @@ impl Machine {
     pub fn start(
         qemu: &Path,
         image: &[u8],
-        mte: bool,
+        setup: Setup,
         incoming: Option<&Path>,
         limit: Duration,
     ) -> Result<(Self, UnixStream), VmmError> {
@@ -54,7 +90,7 @@ impl Machine {
             .map_err(|e| host("creating QEMU's log", e))?;
         let mut command = Command::new(qemu);
         command
-            .args(arguments(&dir, mte, incoming))
+            .args(arguments(&dir, setup, incoming))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(messages);
@@ -114,14 +150,24 @@ impl Machine {
         self.dir.join(MIGRATION)
     }
 
-    /// What the guest wrote to its serial port so far.
-    pub fn console(&self) -> String {
-        read_limited(&self.dir.join(CONSOLE))
+    /// What the guest wrote to its serial port from byte `offset` on.
+    pub fn console_from(&self, offset: u64) -> String {
+        read_limited(&self.dir.join(CONSOLE), offset)
+    }
+
+    /// How much the guests of this QEMU wrote to its serial port so far.
+    pub fn console_len(&self) -> u64 {
+        std::fs::metadata(self.dir.join(CONSOLE)).map_or(0, |m| m.len())
+    }
+
+    /// Whether QEMU still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// What QEMU itself printed (its errors and warnings).
     pub fn messages(&self) -> String {
-        let text = read_limited(&self.dir.join(MESSAGES));
+        let text = read_limited(&self.dir.join(MESSAGES), 0);
         match text.trim() {
             "" => "QEMU printed nothing".into(),
             text => text.to_string(),
@@ -142,6 +188,25 @@ impl Machine {
         }
     }
 
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How QEMU ended, if it has within `limit`: its exit status or the signal that killed it.
+    pub fn ended_how(&mut self, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(describe_exit(status)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => return None,
+            }
+        }
+    }
+
     /// Stop QEMU now (a guest past its deadline, or done with).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -156,10 +221,39 @@ impl Drop for Machine {
     }
 }
 
-/// QEMU's command line: the virt machine with (or without) MTE and nothing else attached,
-/// halted at the payload's entry (or, with `incoming`, paused after loading that migration
-/// file) until the gdbstub resumes it; the console goes to a file; a QMP monitor for migration.
-fn arguments(dir: &Path, mte: bool, incoming: Option<&Path>) -> Vec<OsString> {
+/// An exit status in words: `exited with status 1`, `killed by signal 11 (SIGSEGV)`.
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal} ({})", signal_name(signal)),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// The name of the signals a process is usually ended by.
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGTRAP => "SIGTRAP",
+        _ => "a signal",
+    }
+}
+
+/// The QEMU object id of a shared RAM backend.
+const RAM_BACKEND: &str = "mte-ram";
+
+/// QEMU's command line: the virt machine with (or without) MTE and nothing else attached, its
+/// CPU emulated (TCG, `-cpu max`) or the host's (KVM, `-cpu host`), its RAM QEMU's own or a
+/// shared memfd, halted at the payload's entry (or, with `incoming`, paused after loading that
+/// migration file) until the gdbstub resumes it; the console goes to a file; a QMP monitor
+/// for migration.
+fn arguments(dir: &Path, setup: Setup, incoming: Option<&Path>) -> Vec<OsString> {
     let in_dir = |name: &str| dir.join(name).into_os_string();
     let mut serial = OsString::from("file:");
     serial.push(in_dir(CONSOLE));
@@ -169,35 +263,49 @@ fn arguments(dir: &Path, mte: bool, incoming: Option<&Path>) -> Vec<OsString> {
         spec.push(",server=on,wait=off");
         spec
     };
-    let machine = format!("virt,mte={},gic-version=3", if mte { "on" } else { "off" });
+    let mte = if setup.mte { "on" } else { "off" };
+    let mut machine = format!("virt,mte={mte},gic-version=3");
     let memory = format!("{}M", mte_protocol::RAM_SIZE >> 20);
-    let mut args: Vec<OsString> = [
-        "-M",
-        &machine,
-        "-cpu",
-        "max",
-        "-accel",
-        "tcg",
-        "-smp",
-        "1",
-        "-m",
-        &memory,
-        "-nodefaults",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-no-reboot",
-        "-S",
-        // A guest stopped by the gdbstub is in the `debug` run state, which a destination
-        // cannot enter from `inmigrate` (QEMU aborts); without the run state in the stream,
-        // the destination stays paused, as -S asks, until the gdbstub resumes it.
-        "-global",
-        "migration.store-global-state=off",
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
+    let cpu = match setup.accel {
+        Accel::Tcg => "max",
+        Accel::Kvm => "host",
+    };
+    let mut args: Vec<OsString> = Vec::new();
+    if setup.ram == Ram::SharedMemfd {
+        machine.push_str(&format!(",memory-backend={RAM_BACKEND}"));
+        args.extend([
+            "-object".into(),
+            format!("memory-backend-memfd,id={RAM_BACKEND},size={memory},share=on").into(),
+        ]);
+    }
+    args.extend(
+        [
+            "-M",
+            &machine,
+            "-cpu",
+            cpu,
+            "-accel",
+            setup.accel.name(),
+            "-smp",
+            "1",
+            "-m",
+            &memory,
+            "-nodefaults",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-S",
+            // A guest stopped by the gdbstub is in the `debug` run state, which a destination
+            // cannot enter from `inmigrate` (QEMU aborts); without the run state in the stream,
+            // the destination stays paused, as -S asks, until the gdbstub resumes it.
+            "-global",
+            "migration.store-global-state=off",
+        ]
+        .iter()
+        .map(OsString::from),
+    );
     args.extend([
         "-serial".into(),
         serial,
@@ -240,10 +348,13 @@ fn private_dir() -> Result<PathBuf, VmmError> {
     }
 }
 
-fn read_limited(path: &Path) -> String {
+fn read_limited(path: &Path, offset: u64) -> String {
+    use std::io::{Seek, SeekFrom};
     let mut bytes = Vec::new();
-    if let Ok(file) = std::fs::File::open(path) {
-        let _ = file.take(TEXT_LIMIT).read_to_end(&mut bytes);
+    if let Ok(mut file) = std::fs::File::open(path) {
+        if file.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = file.take(TEXT_LIMIT).read_to_end(&mut bytes);
+        }
     }
     String::from_utf8_lossy(&bytes).into_owned()
 }
@@ -254,7 +365,12 @@ mod tests {
 
     #[test]
     fn the_command_line_names_the_machine_and_the_files_in_its_directory() {
-        let args: Vec<String> = arguments(Path::new("/tmp/q"), true, None)
+        let tcg = Setup {
+            accel: Accel::Tcg,
+            mte: true,
+            ram: Ram::Private,
+        };
+        let args: Vec<String> = arguments(Path::new("/tmp/q"), tcg, None)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
@@ -270,9 +386,38 @@ mod tests {
         assert_eq!(after("-qmp"), "unix:/tmp/q/qmp.sock,server=on,wait=off");
         assert!(args.iter().any(|a| a == "-S"));
         assert!(!args.iter().any(|a| a == "-incoming"));
-        let untagged = arguments(Path::new("/tmp/q"), false, None);
+        assert_eq!(after("-cpu"), "max");
+        let untagged = Setup { mte: false, ..tcg };
+        let untagged = arguments(Path::new("/tmp/q"), untagged, None);
         assert!(untagged.iter().any(|a| a == "virt,mte=off,gic-version=3"));
-        let incoming = arguments(Path::new("/tmp/q"), true, Some(Path::new("/tmp/p/m.bin")));
+        let incoming = arguments(Path::new("/tmp/q"), tcg, Some(Path::new("/tmp/p/m.bin")));
         assert!(incoming.ends_with(&["-incoming".into(), "file:/tmp/p/m.bin".into()]));
+    }
+
+    #[test]
+    fn under_kvm_the_cpu_is_the_hosts_and_ram_may_be_a_shared_memfd() {
+        let kvm = Setup {
+            accel: Accel::Kvm,
+            mte: true,
+            ram: Ram::SharedMemfd,
+        };
+        let args: Vec<String> = arguments(Path::new("/tmp/q"), kvm, None)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let line = args.join(" ");
+        assert!(line.starts_with(
+            "-object memory-backend-memfd,id=mte-ram,size=64M,share=on \
+             -M virt,mte=on,gic-version=3,memory-backend=mte-ram -cpu host -accel kvm "
+        ));
+        let private = arguments(
+            Path::new("/tmp/q"),
+            Setup {
+                ram: Ram::Private,
+                ..kvm
+            },
+            None,
+        );
+        assert!(!private.iter().any(|a| a == "-object"));
     }
 }

@@ -77,6 +77,39 @@ impl<R: BufRead, W: Write> Qmp<R, W> {
         }
     }
 
+    /// Run `command` and wait, within `limit`, for QEMU's `event` that says it is done (a
+    /// `system_reset` returns at once; the machine has reset at its `RESET` event).
+    pub fn execute_until_event(
+        &mut self,
+        command: &str,
+        event: &str,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        let line = format!("{}\n", json!({ "execute": command }));
+        self.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| format!("QMP {command}: {e}"))?;
+        let (mut replied, mut happened) = (false, false);
+        while !(replied && happened) {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no {event} event within {:.1} s of QMP {command}",
+                    limit.as_secs_f64()
+                ));
+            }
+            let message = self.read_message()?;
+            match message.get("event").and_then(Value::as_str) {
+                Some(name) => happened |= name == event,
+                None => {
+                    reply_of(command, message)?;
+                    replied = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn read_message(&mut self) -> Result<Value, String> {
         let mut line = String::new();
         let limit = MAX_MESSAGE as u64 + 1;

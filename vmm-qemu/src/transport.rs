@@ -2,16 +2,20 @@
 //! packets, the doorbell a breakpoint on the payload's doorbell store, the console QEMU's
 //! PL011 log, and SYSTEM_OFF the end of the QEMU process.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mte_suites::vmm::VmmError;
 use mte_vmm::{Payload, Stop, Transport};
 
+use crate::binary::{QemuBinary, Version};
 use crate::gdb::{Connection, RspError, StopReply};
-use crate::machine::Machine;
+use crate::machine::{Machine, Setup};
 use crate::memtags;
+use crate::pool::{self, Idle, Pool};
+use crate::qemu_ram::{self, Mapping};
+use crate::tag_view::MemfdTagView;
 
 /// An A64 instruction's length: the breakpoint's kind, and the step over the doorbell.
 const INSTRUCTION: u64 = 4;
@@ -29,16 +33,56 @@ pub(crate) const MIGRATION_LIMIT: Duration = Duration::from_secs(30);
 
 /// A QEMU process and the gdbstub session that drives its vCPU. Field order is drop order: the
 /// connection before the process.
-pub struct GdbTransport {
+pub(crate) struct Process {
     pub(crate) stub: Connection,
     pub(crate) machine: Machine,
+}
+
+/// What a dropped transport's process is, where it does not go back to a pool.
+const LIVE: &str = "a transport's process lives until the transport is dropped";
+
+/// A guest's QEMU, driven over its gdbstub.
+pub struct GdbTransport {
+    /// The process; taken only as the transport is dropped, to go back to its pool.
+    process: Option<Process>,
+    /// Where the process goes when the guest is done with, if it may serve another guest.
+    pub(crate) pool: Option<Arc<Pool>>,
+    /// Where this guest's output starts in the console file (a pooled QEMU served others
+    /// before).
+    console_from: u64,
     /// What a migration's destination is started from.
-    pub(crate) qemu: PathBuf,
+    pub(crate) qemu: QemuBinary,
+    /// Its version, which the expectations are looked up by.
+    pub(crate) version: Version,
     pub(crate) payload: Arc<Payload>,
-    pub(crate) mte: bool,
+    pub(crate) setup: Setup,
     doorbell: u64,
     /// Stopped at the doorbell (rather than at the entry point, before the first run).
     pub(crate) at_doorbell: bool,
+    /// Why the host cannot see this guest's tags, where it cannot (KVM on private RAM).
+    pub(crate) no_tag_view: Option<VmmError>,
+    /// QEMU's mapping of guest RAM, once looked up (KVM).
+    ram: Option<Mapping>,
+    /// The runner's PROT_MTE mapping of QEMU's memfd RAM, once made (KVM on a memfd).
+    tag_view: Option<MemfdTagView>,
+}
+
+impl Drop for GdbTransport {
+    /// A guest done with at a doorbell, in a QEMU that lives, leaves the QEMU to its pool.
+    fn drop(&mut self) {
+        let (Some(pool), Some(mut process)) = (self.pool.take(), self.process.take()) else {
+            return;
+        };
+        if self.at_doorbell && process.machine.running() {
+            pool.put(Idle {
+                process,
+                payload: Arc::clone(&self.payload),
+                setup: self.setup,
+                ram: self.ram.take(),
+                tag_view: self.tag_view.take(),
+            });
+        }
+    }
 }
 
 impl GdbTransport {
@@ -46,13 +90,14 @@ impl GdbTransport {
     /// the doorbell it was migrated at), shake hands with its gdbstub and set the doorbell's
     /// breakpoint.
     pub(crate) fn start(
-        qemu: &Path,
+        qemu: &QemuBinary,
         payload: Arc<Payload>,
-        mte: bool,
+        setup: Setup,
         incoming: Option<&Path>,
     ) -> Result<Self, VmmError> {
         let doorbell = payload.doorbell_store()?;
-        let (machine, stream) = Machine::start(qemu, &payload.image, mte, incoming, STARTUP_LIMIT)?;
+        let (machine, stream) =
+            Machine::start(&qemu.path, &payload.image, setup, incoming, STARTUP_LIMIT)?;
         if incoming.is_some() {
             // The gdbstub answers only once the guest's state is in place.
             machine
@@ -79,19 +124,113 @@ impl GdbTransport {
             ))
         })?;
         Ok(GdbTransport {
-            stub,
-            machine,
-            qemu: qemu.to_path_buf(),
+            process: Some(Process { stub, machine }),
+            pool: None,
+            console_from: 0,
+            qemu: qemu.clone(),
+            version: qemu.version,
             payload,
-            mte,
+            setup,
             doorbell,
             at_doorbell: incoming.is_some(),
+            no_tag_view: None,
+            ram: None,
+            tag_view: None,
         })
+    }
+
+    /// A fresh guest in the QEMU `idle`, reset: its RAM discarded, the machine reset (the
+    /// payload loaded again, the vCPU at its entry) and the doorbell's breakpoint set again.
+    pub(crate) fn reset(qemu: &QemuBinary, idle: Idle) -> Result<Self, VmmError> {
+        let Idle {
+            process,
+            payload,
+            setup,
+            ram,
+            tag_view,
+        } = idle;
+        let doorbell = payload.doorbell_store()?;
+        let mut transport = GdbTransport {
+            process: Some(process),
+            pool: None,
+            console_from: 0,
+            qemu: qemu.clone(),
+            version: qemu.version,
+            payload,
+            setup,
+            doorbell,
+            at_doorbell: false,
+            no_tag_view: None,
+            ram,
+            tag_view,
+        };
+        let breakpoint = format!("{doorbell:x},{INSTRUCTION}");
+        let failed = |what: &str, e: String| VmmError::Host(format!("resetting QEMU: {what}: {e}"));
+        // A software breakpoint is a BRK in guest RAM: taken out while it is there, set again
+        // in the payload the reset loads.
+        transport
+            .stub()
+            .request_ok(&format!("z0,{breakpoint}"), REPLY_LIMIT)
+            .map_err(|e| failed("removing the doorbell breakpoint", e.to_string()))?;
+        let ram = transport.ram_mapping()?;
+        pool::discard_ram(transport.machine().pid(), &ram)?;
+        // QEMU runs with -no-reboot, which makes any reset its exit: for this one, a reset is
+        // a reset.
+        let mut qmp = transport.machine().qmp(REPLY_LIMIT)?;
+        let reboot = |action: &str| serde_json::json!({ "reboot": action });
+        qmp.execute("set-action", reboot("reset"))
+            .map_err(|e| failed("set-action", e))?;
+        qmp.execute_until_event("system_reset", "RESET", REPLY_LIMIT)
+            .map_err(|e| failed("system_reset", e))?;
+        qmp.execute("set-action", reboot("shutdown"))
+            .map_err(|e| failed("set-action", e))?;
+        transport
+            .stub()
+            .request_ok(&format!("Z0,{breakpoint}"), REPLY_LIMIT)
+            .map_err(|e| failed("setting the doorbell breakpoint", e.to_string()))?;
+        transport.console_from = transport.machine().console_len();
+        Ok(transport)
+    }
+
+    pub(crate) fn stub(&mut self) -> &mut Connection {
+        &mut self.process.as_mut().expect(LIVE).stub
+    }
+
+    pub(crate) fn stub_ref(&self) -> &Connection {
+        &self.process.as_ref().expect(LIVE).stub
+    }
+
+    pub(crate) fn machine(&self) -> &Machine {
+        &self.process.as_ref().expect(LIVE).machine
+    }
+
+    pub(crate) fn machine_mut(&mut self) -> &mut Machine {
+        &mut self.process.as_mut().expect(LIVE).machine
+    }
+
+    /// QEMU's mapping of the guest's RAM, looked up once the guest has written its mailbox.
+    pub(crate) fn ram_mapping(&mut self) -> Result<Mapping, VmmError> {
+        if self.ram.is_none() {
+            self.ram = Some(qemu_ram::find(self.machine().pid())?);
+        }
+        Ok(self.ram.clone().expect("looked up"))
+    }
+
+    /// The runner's tag view of QEMU's memfd RAM, mapped at its first use.
+    pub(crate) fn tag_view(&mut self) -> Result<&MemfdTagView, VmmError> {
+        if let Some(why) = &self.no_tag_view {
+            return Err(why.clone());
+        }
+        if self.tag_view.is_none() {
+            let ram = self.ram_mapping()?;
+            self.tag_view = Some(MemfdTagView::open(self.machine().pid(), &ram)?);
+        }
+        Ok(self.tag_view.as_ref().expect("mapped"))
     }
 
     /// What the gdbstub announced (`qSupported`).
     pub fn stub_features(&self) -> &[String] {
-        self.stub.features()
+        self.stub_ref().features()
     }
 
     /// A failed exchange with the stub, as a step's error.
@@ -103,7 +242,7 @@ impl GdbTransport {
             },
             RspError::Closed => VmmError::Guest(format!(
                 "QEMU ended during {during}: {}",
-                self.machine.messages()
+                self.machine().messages()
             )),
             RspError::Refused { packet, reply } => refusal(&packet, &reply, during),
             other => VmmError::Host(format!("QEMU's gdbstub during {during}: {other}")),
@@ -114,12 +253,13 @@ impl GdbTransport {
     /// run, once it is at the doorbell.
     fn resume(&mut self, what: &str) -> Result<(), VmmError> {
         if self.at_doorbell {
-            self.stub
-                .write_register(PC, self.doorbell + INSTRUCTION, REPLY_LIMIT)
+            let next = self.doorbell + INSTRUCTION;
+            self.stub()
+                .write_register(PC, next, REPLY_LIMIT)
                 .map_err(|e| self.stub_error(what, e))?;
         }
         self.at_doorbell = false;
-        self.stub
+        self.stub()
             .resume(REPLY_LIMIT)
             .map_err(|e| self.stub_error(what, e))
     }
@@ -163,13 +303,13 @@ fn unsupported_packet(packet: &str, during: &str) -> String {
 
 impl Transport for GdbTransport {
     fn read(&mut self, ipa: u64, len: usize) -> Result<Vec<u8>, VmmError> {
-        self.stub
+        self.stub()
             .read_memory(ipa, len, REPLY_LIMIT)
             .map_err(|e| self.stub_error(&format!("the read of [{ipa:#x}, +{len:#x})"), e))
     }
 
     fn write(&mut self, ipa: u64, bytes: &[u8]) -> Result<(), VmmError> {
-        self.stub
+        self.stub()
             .write_memory(ipa, bytes, REPLY_LIMIT)
             .map_err(|e| {
                 let len = bytes.len();
@@ -179,10 +319,10 @@ impl Transport for GdbTransport {
 
     fn run_to_doorbell(&mut self, what: &str, deadline: Duration) -> Result<Stop, VmmError> {
         self.resume(what)?;
-        match self.stub.wait_for_stop(Instant::now() + deadline) {
+        match self.stub().wait_for_stop(Instant::now() + deadline) {
             Ok(StopReply::Signal(SIGTRAP)) => {
                 let pc = self
-                    .stub
+                    .stub()
                     .read_register(PC, REPLY_LIMIT)
                     .map_err(|e| self.stub_error(what, e))?;
                 if pc != self.doorbell {
@@ -200,19 +340,21 @@ impl Transport for GdbTransport {
             ))),
             // SYSTEM_OFF ends QEMU: the stub reports the exit, or only closes the connection.
             Ok(StopReply::Exited(0)) => Ok(Stop::PoweredOff),
-            Err(RspError::Closed) if self.machine.exited_cleanly(REPLY_LIMIT) => {
+            Err(RspError::Closed) if self.machine_mut().exited_cleanly(REPLY_LIMIT) => {
                 Ok(Stop::PoweredOff)
             }
             Ok(StopReply::Exited(_) | StopReply::Terminated(_)) | Err(RspError::Closed) => {
+                let how = self.machine_mut().ended_how(REPLY_LIMIT);
                 Ok(Self::ended(format!(
-                    "QEMU ended during {what}: {}",
-                    self.machine.messages()
+                    "QEMU ended during {what} ({}): {}",
+                    how.as_deref().unwrap_or("still running"),
+                    self.machine().messages()
                 )))
             }
             Err(RspError::Timeout) => {
                 // Stop the vCPU, then the process: nothing of the guest is needed any more.
-                let _ = self.stub.interrupt();
-                self.machine.kill();
+                let _ = self.stub().interrupt();
+                self.machine_mut().kill();
                 Ok(Stop::Ended {
                     error: VmmError::Timeout {
                         what: what.into(),
@@ -229,7 +371,7 @@ impl Transport for GdbTransport {
     }
 
     fn console(&self) -> String {
-        self.machine.console()
+        self.machine().console_from(self.console_from)
     }
 
     fn other_vcpu(&mut self, _index: usize) -> Result<Self, VmmError> {

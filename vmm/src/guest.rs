@@ -13,7 +13,7 @@ use mte_suites::host_mm::{
 };
 use mte_suites::migration_plan::{MigrationPlan, MigrationReport, SavedStream, StreamFault};
 use mte_suites::race_plan::{RaceLog, RacePlan};
-use mte_suites::vmm::{BootOptions, Guest, Reply, VmmError, VmmMigration};
+use mte_suites::vmm::{BootOptions, Guest, Reply, StubTagPackets, VmmError, VmmMigration};
 
 use crate::boot_check::booted_ids;
 use crate::transport::{Stop, Transport};
@@ -411,6 +411,17 @@ pub trait HostSteps: Transport + Sized + 'static {
         tags: &[u8],
     ) -> Result<(), VmmError>;
 
+    fn host_tag_view(_guest: &MailboxGuest<Self>) -> Option<String> {
+        None
+    }
+
+    fn stub_tag_packets(
+        _guest: &mut MailboxGuest<Self>,
+        probe: Option<(u64, u8)>,
+    ) -> Result<StubTagPackets, VmmError> {
+        NoHostSteps.stub_tag_packets(probe)
+    }
+
     fn ram_backing(_guest: &MailboxGuest<Self>) -> Result<Backing, VmmError> {
         NoHostSteps.ram_backing()
     }
@@ -576,6 +587,14 @@ impl<T: HostSteps> Guest for MailboxGuest<T> {
 
     fn host_write_tags(&mut self, ipa: u64, tags: &[u8]) -> Result<(), VmmError> {
         T::host_write_tags(self, ipa, tags)
+    }
+
+    fn host_tag_view(&self) -> Option<String> {
+        T::host_tag_view(self)
+    }
+
+    fn stub_tag_packets(&mut self, probe: Option<(u64, u8)>) -> Result<StubTagPackets, VmmError> {
+        T::stub_tag_packets(self, probe)
     }
 
     fn ram_backing(&self) -> Result<Backing, VmmError> {

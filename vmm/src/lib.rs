@@ -5,6 +5,7 @@
 
 pub mod boot_check;
 mod guest;
+pub mod host_kernel;
 pub mod payload;
 mod transport;
 

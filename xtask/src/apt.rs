@@ -230,6 +230,65 @@ impl Apt {
     }
 }
 
+impl Apt {
+    /// `apt-cache policy PACKAGE`: each version apt knows, with the sources and priorities
+    /// it comes from.
+    pub fn policy_of(&self, package: &str) -> Result<String> {
+        Ok(cmd!(self.sh, "apt-cache policy {package}")
+            .quiet()
+            .ignore_stderr()
+            .read()?)
+    }
+
+    /// What `apt-get -t SUITE install SPEC` would install on an empty system of architecture
+    /// `arch`, without recommends: apt's own resolution of the dependencies from its lists
+    /// (from `suite` where it has them, as a backport is installed), simulated (`-s`) against
+    /// `empty_status`, an empty dpkg status file, so that nothing of this machine's packages
+    /// counts and nothing is locked or changed. The `Inst` lines of the simulation.
+    pub fn simulate_install_on_empty(
+        &self,
+        spec: &str,
+        suite: &str,
+        arch: &str,
+        empty_status: &Path,
+    ) -> Result<String> {
+        let status = format!("Dir::State::status={}", empty_status.display());
+        let native = format!("APT::Architecture={arch}");
+        let only = format!("APT::Architectures::={arch}");
+        let output = cmd!(
+            self.sh,
+            "apt-get -q -s -o {status} -o {native} -o {only} -o APT::Install-Recommends=false
+             -o Debug::NoLocking=1 -t {suite} install {spec}"
+        )
+        .quiet()
+        .ignore_status()
+        .output()?;
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        if !output.status.success() {
+            bail!(
+                "apt-get -s install {spec} for an empty {arch} system failed ({}): {}{}",
+                output.status,
+                text(&output.stderr).trim(),
+                text(&output.stdout).trim()
+            );
+        }
+        Ok(text(&output.stdout))
+    }
+
+    /// Download the packages `specs` (`NAME:ARCH=VERSION`) into `dir` in one apt-get call.
+    pub fn download_all(&self, specs: &[String], dir: &Path) -> Result<()> {
+        let _cwd = self.sh.push_dir(dir);
+        let sandbox: &[&str] = if is_root() {
+            &["-o", "APT::Sandbox::User=root"]
+        } else {
+            &[]
+        };
+        cmd!(self.sh, "apt-get -q {sandbox...} download {specs...}")
+            .run()
+            .with_context(|| format!("apt-get download of {} packages failed", specs.len()))
+    }
+}
+
 /// `linux-image-arm64:arm64` -> `linux-image-arm64`.
 fn strip_arch(package: &str) -> &str {
     package.split(':').next().unwrap_or(package)

@@ -53,6 +53,8 @@ pub struct Options {
     pub prove: bool,
     /// Passed untouched to the in-guest harness.
     pub harness_args: Vec<String>,
+    /// Whether this is `test`'s run, where a lane may take a share of its checks.
+    pub for_test: bool,
 }
 
 impl Options {
@@ -176,6 +178,7 @@ fn parse_on(
             harness,
         } => Command::Test(Options {
             prove: true,
+            for_test: true,
             ..options(
                 lanes_here(arm64),
                 false,
@@ -253,6 +256,7 @@ impl Defaults {
             races: RaceFlags::default(),
             prove: false,
             harness_args: Vec::new(),
+            for_test: false,
         };
         for flag in flags {
             flag.apply(&mut options, self.arm64);
@@ -482,9 +486,10 @@ trait Flag {
 #[derive(Args, Debug)]
 struct LaneFlag {
     /// Where the VMM under test runs: emulated (KVM in the emulated machine),
-    /// qemu (QEMU as the VMM), host (this machine's KVM: an arm64 host with
-    /// /dev/kvm and MTE), all (host only on arm64), or a comma list
-    /// (default: run emulated; test all; bench takes emulated or host)
+    /// qemu (QEMU as the VMM), qemu-kvm (QEMU -accel kvm in the emulated
+    /// machine), host (this machine's KVM: an arm64 host with /dev/kvm and
+    /// MTE), all (host only on arm64), or a comma list (default: run
+    /// emulated; test all, qemu-kvm a share; bench takes emulated or host)
     #[arg(verbatim_doc_comment, long = "lane", value_name = "LANES", value_parser = parse_lane_words)]
     words: Option<LaneWords>,
 }
@@ -641,7 +646,7 @@ enum LaneWord {
 #[derive(Clone, Debug, PartialEq)]
 struct LaneWords(Vec<LaneWord>);
 
-/// `emulated`, `qemu`, `host`, `all`, or a comma-separated list.
+/// `emulated`, `qemu`, `qemu-kvm`, `host`, `all`, or a comma-separated list.
 fn parse_lane_words(text: &str) -> Result<LaneWords, String> {
     text.split(',')
         .map(str::trim)
@@ -766,8 +771,10 @@ mod tests {
         );
         assert_eq!(
             run_options(parse(&args("test"), None).unwrap()).lanes,
-            [Lane::Emulated, Lane::Qemu]
+            [Lane::Emulated, Lane::Qemu, Lane::QemuKvm]
         );
+        assert!(run_options(parse(&args("test"), None).unwrap()).for_test);
+        assert!(!run_options(parse(&args("run --lane qemu-kvm"), None).unwrap()).for_test);
         let o = run_options(parse(&args("run --lane qemu,emulated,qemu"), None).unwrap());
         assert_eq!(o.lanes, [Lane::Qemu, Lane::Emulated]);
         let o = run_options(parse(&args("test --lane=qemu"), None).unwrap());
@@ -779,12 +786,13 @@ mod tests {
     fn the_host_lane_is_in_all_only_on_arm64() {
         let lanes =
             |line: &str, arm64| run_options(parse_on(&args(line), None, arm64).unwrap()).lanes;
-        assert_eq!(lanes("test", false), [Lane::Emulated, Lane::Qemu]);
+        let here = [Lane::Emulated, Lane::Qemu, Lane::QemuKvm];
+        assert_eq!(lanes("test", false), here);
         assert_eq!(
             lanes("test", true),
-            [Lane::Emulated, Lane::Qemu, Lane::Host]
+            [Lane::Emulated, Lane::Qemu, Lane::QemuKvm, Lane::Host]
         );
-        assert_eq!(lanes("run --lane all", false), [Lane::Emulated, Lane::Qemu]);
+        assert_eq!(lanes("run --lane all", false), here);
         // Asked for by name, it runs anywhere (and says why its checks skip).
         assert_eq!(lanes("run --lane host", false), [Lane::Host]);
     }

@@ -12,6 +12,7 @@ use crate::initramfs::{self, Initramfs};
 use crate::kernel_modules;
 use crate::kernels::{self, Kernel, KernelSpec};
 use crate::lanes::Needs;
+use crate::qemu_package::{self, QemuPackage};
 use crate::tools::{self, CrossRoute, Tools};
 use crate::ui;
 
@@ -42,11 +43,15 @@ pub struct Groundwork {
     pub host_runner: Option<PathBuf>,
     /// What every lane's runner is given after its lane's own options.
     pub runner_args: Vec<String>,
+    /// The arm64 QEMU for inside the emulated machine, when a lane needs it.
+    pub guest_qemu: Option<QemuPackage>,
+    /// Whether the run is `cargo xtask test`'s, where a lane may run a share of its checks.
+    pub for_test: bool,
 }
 
 /// Set up what the lanes need: tools, kernels, builds.
 pub fn lay(options: &Options, needs: Needs) -> Result<Groundwork> {
-    let (tools, kernels) = tools_and_kernels(options, needs)?;
+    let (tools, kernels, guest_qemu) = tools_and_kernels(options, needs)?;
     let runner_args = options.runner_args();
     let built = build(&tools.cross, &runner_args, &kernels)?;
     let host_runner = match needs.host_runner {
@@ -59,6 +64,8 @@ pub fn lay(options: &Options, needs: Needs) -> Result<Groundwork> {
         built,
         host_runner,
         runner_args,
+        guest_qemu,
+        for_test: options.for_test,
     })
 }
 
@@ -68,12 +75,16 @@ pub fn setup(options: &Options) -> Result<()> {
         kernels: true,
         qemu: true,
         host_runner: false,
+        guest_qemu: true,
     };
     tools_and_kernels(options, everything).map(drop)
 }
 
-/// The tools, and the kernels when `needs` says so.
-fn tools_and_kernels(options: &Options, needs: Needs) -> Result<(Tools, Vec<KernelUnderTest>)> {
+/// The tools, and the kernels and the arm64 QEMU when `needs` says so.
+fn tools_and_kernels(
+    options: &Options,
+    needs: Needs,
+) -> Result<(Tools, Vec<KernelUnderTest>, Option<QemuPackage>)> {
     let specs = match needs.kernels {
         true => kernel_specs(options)?,
         false => Vec::new(),
@@ -81,7 +92,11 @@ fn tools_and_kernels(options: &Options, needs: Needs) -> Result<(Tools, Vec<Kern
     let mut apt = Apt::new()?;
     let tools = tools::ensure(&mut apt, needs.qemu)?;
     let kernels = resolve_kernels(&specs, &mut apt)?;
-    Ok((tools, kernels))
+    let guest_qemu = match needs.guest_qemu {
+        true => Some(qemu_package::ensure(&mut apt)?),
+        false => None,
+    };
+    Ok((tools, kernels, guest_qemu))
 }
 
 /// `build` on its own: the cross toolchain and the kernels.

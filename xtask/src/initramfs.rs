@@ -1,7 +1,7 @@
 //! The initramfs of the emulated machine: the runner as `/init`, its arguments, the guest
-//! payloads it loads into the nested VMs, the kernel modules it loads at boot, and what the run's
-//! previous kernel left for this one. The modules tie an initramfs to its kernel: each kernel
-//! gets its own.
+//! payloads it loads into the nested VMs, the kernel modules it loads at boot, what the run's
+//! previous kernel left for this one, and what the lane adds (the qemu-kvm lane: QEMU and its
+//! libraries). The modules tie an initramfs to its kernel: each kernel gets its own.
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -15,10 +15,34 @@ use crate::build::{relative, repo_root};
 use crate::cpio::CpioWriter;
 use crate::kernel_modules::{self, ModuleSet};
 use crate::kernels::Kernel;
+use crate::qemu_package::ImageFile;
 use crate::ui;
 
 /// Where each kernel's initramfs goes: `<this>/<kernel hint>/initramfs.cpio`.
 const INITRAMFS_DIR: &str = "target/mte-emulated";
+
+/// A lane's part of the initramfs: how its runner is started, and the files it adds.
+#[derive(Clone, Debug)]
+pub struct LaneImage {
+    pub lane: Lane,
+    /// The runner's options for the lane, after `--lane NAME`.
+    pub lane_args: Vec<String>,
+    /// Where its initramfs goes: `<dir>/<kernel hint>/initramfs.cpio`.
+    pub dir: &'static str,
+    pub files: Vec<ImageFile>,
+}
+
+impl LaneImage {
+    /// The emulated lane's: the runner alone.
+    pub fn emulated() -> LaneImage {
+        LaneImage {
+            lane: Lane::Emulated,
+            lane_args: Vec::new(),
+            dir: INITRAMFS_DIR,
+            files: Vec::new(),
+        }
+    }
+}
 
 /// An initramfs built for one kernel.
 #[derive(Clone, Debug)]
@@ -26,11 +50,26 @@ pub struct Initramfs {
     pub path: PathBuf,
     /// The modules it loads, or why it has none, for the run's record.
     pub modules: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
-/// Write the initramfs of `kernel`, whose runner is given `runner_args`, with what the run's
-/// previous kernel left for it, if anything.
+/// Write the emulated lane's initramfs of `kernel`, whose runner is given `runner_args`, with
+/// what the run's previous kernel left for it, if anything.
 pub fn for_kernel(
+    kernel: &Kernel,
+    runner: &Path,
+    payload: &Path,
+    runner_args: &[String],
+    incoming: Option<&Incoming>,
+) -> Result<Initramfs> {
+    let image = LaneImage::emulated();
+    for_lane(&image, kernel, runner, payload, runner_args, incoming)
+}
+
+/// Write the initramfs of `kernel` for the lane `image` describes.
+pub fn for_lane(
+    image: &LaneImage,
     kernel: &Kernel,
     runner: &Path,
     payload: &Path,
@@ -39,7 +78,7 @@ pub fn for_kernel(
 ) -> Result<Initramfs> {
     let (modules, described) = machine_modules(kernel);
     let out = repo_root()
-        .join(INITRAMFS_DIR)
+        .join(image.dir)
         .join(path_safe(&kernel.hint()))
         .join("initramfs.cpio");
     let files = match incoming {
@@ -48,18 +87,19 @@ pub fn for_kernel(
             .context("reading the artifacts of the previous kernel")?,
         None => Vec::new(),
     };
-    let args = self::runner_args(runner_args);
+    let args = self::runner_args(image.lane, &image.lane_args, runner_args);
     let config = packaged_config(kernel);
-    let size = write(
-        &out,
+    let contents = Contents {
         runner,
         payload,
-        &args,
-        &modules,
-        config.as_deref(),
-        &files,
-    )
-    .with_context(|| format!("writing the initramfs for {}", kernel.hint()))?;
+        args: &args,
+        modules: &modules,
+        config: config.as_deref(),
+        incoming: &files,
+        extra: &image.files,
+    };
+    let size = write(&out, &contents)
+        .with_context(|| format!("writing the initramfs for {}", kernel.hint()))?;
     let passed_on = match incoming {
         Some(incoming) => format!(
             "; from {}: {}",
@@ -81,6 +121,7 @@ pub fn for_kernel(
     Ok(Initramfs {
         path: out,
         modules: described,
+        size,
     })
 }
 
@@ -143,10 +184,12 @@ pub const MODULES_LIST_PATH: &str = "/mte/modules";
 /// Where the runner finds the config of a kernel from a package.
 pub const KERNEL_CONFIG_PATH: &str = "/mte/kernel-config";
 
-/// The runner's arguments: the lane, then the harness arguments as the person gave them.
-/// (What xtask knows of the kernel package goes into the run's environment, not to the runner.)
-pub fn runner_args(harness_args: &[String]) -> Vec<String> {
-    let mut args = vec!["--lane".to_string(), Lane::Emulated.to_string()];
+/// The runner's arguments: the lane and its options, then the harness arguments as the person
+/// gave them. (What xtask knows of the kernel package goes into the run's environment, not to
+/// the runner.)
+pub fn runner_args(lane: Lane, lane_args: &[String], harness_args: &[String]) -> Vec<String> {
+    let mut args = vec!["--lane".to_string(), lane.to_string()];
+    args.extend(lane_args.iter().cloned());
     args.extend(harness_args.iter().cloned());
     args
 }
@@ -188,19 +231,33 @@ fn parent_directories<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Strin
     directories
 }
 
-/// Write the initramfs to `out`; returns its size in bytes. `modules` are loaded at boot
-/// in their order; `config` is the kernel's config, where its package has one; `incoming` are
-/// files (by name) the previous kernel of the run left for this one, put in
-/// `mte_results::artifact::INCOMING_DIR`.
-pub fn write(
-    out: &Path,
-    runner: &Path,
-    payload: &Path,
-    args: &[String],
-    modules: &ModuleSet,
-    config: Option<&[u8]>,
-    incoming: &[(String, Vec<u8>)],
-) -> Result<u64> {
+/// What goes into an initramfs besides its directories and device nodes.
+pub struct Contents<'a> {
+    pub runner: &'a Path,
+    pub payload: &'a Path,
+    pub args: &'a [String],
+    /// Loaded at boot in their order.
+    pub modules: &'a ModuleSet,
+    /// The kernel's config, where its package has one.
+    pub config: Option<&'a [u8]>,
+    /// Files (by name) the previous kernel of the run left for this one, put in
+    /// `mte_results::artifact::INCOMING_DIR`.
+    pub incoming: &'a [(String, Vec<u8>)],
+    /// The lane's own files.
+    pub extra: &'a [ImageFile],
+}
+
+/// Write the initramfs of `contents` to `out`; returns its size in bytes.
+pub fn write(out: &Path, contents: &Contents) -> Result<u64> {
+    let &Contents {
+        runner,
+        payload,
+        args,
+        modules,
+        config,
+        incoming,
+        extra,
+    } = contents;
     let runner_bytes =
         std::fs::read(runner).with_context(|| format!("reading {}", runner.display()))?;
     let payload_bytes =
@@ -223,6 +280,8 @@ pub fn write(
     for dir in ["/dev", "/proc", "/sys", "/mte", "/mte/payloads"] {
         cpio.directory(dir, 0o755)?;
     }
+    // Where programs keep their temporary files (QEMU's sockets, in the qemu-kvm lane).
+    cpio.directory("/tmp", 0o1777)?;
     // The kernel gives /init its console through this node, before devtmpfs can be mounted.
     cpio.char_device("/dev/console", 0o600, 5, 1)?;
     cpio.file("/init", 0o755, &runner_bytes)?;
@@ -240,6 +299,16 @@ pub fn write(
         }
         let list: String = module_paths.iter().map(|p| format!("{p}\n")).collect();
         cpio.file(MODULES_LIST_PATH, 0o644, list.as_bytes())?;
+    }
+    if !extra.is_empty() {
+        for dir in parent_directories(extra.iter().map(|f| f.path.as_str())) {
+            cpio.directory(&dir, 0o755)?;
+        }
+        for file in extra {
+            let bytes = std::fs::read(&file.source)
+                .with_context(|| format!("reading {}", file.source.display()))?;
+            cpio.file(&file.path, file.mode, &bytes)?;
+        }
     }
     if !incoming.is_empty() {
         cpio.directory(INCOMING_DIR, 0o755)?;
@@ -269,10 +338,27 @@ mod tests {
             "drop".to_string(),
         ];
         assert_eq!(
-            runner_args(&harness),
+            runner_args(Lane::Emulated, &[], &harness),
             ["--lane", "emulated", "tags::", "--exact", "--inject", "drop"]
         );
-        assert_eq!(runner_args(&[]), ["--lane", "emulated"]);
+        assert_eq!(
+            runner_args(Lane::Emulated, &[], &[]),
+            ["--lane", "emulated"]
+        );
+        let qemu = [
+            "--qemu".to_string(),
+            "/usr/bin/qemu-system-aarch64".to_string(),
+        ];
+        assert_eq!(
+            runner_args(Lane::QemuKvm, &qemu, &harness[..1]),
+            [
+                "--lane",
+                "qemu-kvm",
+                "--qemu",
+                "/usr/bin/qemu-system-aarch64",
+                "tags::"
+            ]
+        );
     }
 
     #[test]

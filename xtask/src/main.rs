@@ -25,6 +25,7 @@ mod kernels;
 mod lanes;
 mod lints;
 mod modinfo;
+mod qemu_package;
 mod reports;
 mod run;
 mod runner_process;

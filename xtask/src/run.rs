@@ -63,11 +63,16 @@ pub fn run(options: &Options) -> Result<Finished> {
 fn create_run_dir(options: &Options, ground: &Groundwork) -> Result<RunDir> {
     let names: Vec<&str> = options.lanes.iter().map(|l| l.name()).collect();
     // What the lanes run on: the kernels, QEMU, this host (the order of `Lane::ALL`).
-    let hint: Vec<String> = Lane::ALL
-        .into_iter()
+    let mut hint: Vec<String> = Vec::new();
+    let hints = (Lane::ALL.into_iter())
         .filter(|lane| options.lanes.contains(lane))
-        .flat_map(|lane| lanes::driver(lane).run_hint(ground))
-        .collect();
+        .flat_map(|lane| lanes::driver(lane).run_hint(ground));
+    for word in hints {
+        // Lanes on the same kernels name them once.
+        if !hint.contains(&word) {
+            hint.push(word);
+        }
+    }
     let run_dir = RunDir::create(
         repo_root().join(RESULTS_ROOT),
         &names.join("+"),

@@ -10,6 +10,7 @@ pub mod faults;
 pub mod harness;
 pub mod migration;
 pub mod mm;
+pub mod qemu;
 pub mod races;
 pub mod shared;
 pub mod swap;
@@ -28,6 +29,7 @@ pub const ALL: &[&[Scenario]] = &[
     mm::SCENARIOS,
     races::SCENARIOS,
     migration::SCENARIOS,
+    qemu::SCENARIOS,
     cost::SCENARIOS,
     copy_tags_abi::SCENARIOS,
     harness::SCENARIOS,

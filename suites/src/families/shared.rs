@@ -96,7 +96,7 @@ fn boot_case(
     backing: Backing,
 ) -> Result<Case, VmmError> {
     let options = BootOptions {
-        backing,
+        backing: Some(backing),
         ..BootOptions::default()
     };
     let (observed, guest) = match vmm.boot(&options) {

@@ -1,12 +1,15 @@
 //! The host's view of a guest's tags against the guest's own: first touch, guest-written and
 //! host-written tags.
 
-use mte_protocol::{granules, PAGE_SIZE, TEST_RAM_IPA};
+use mte_protocol::{esr, granules, Command, PAGE_SIZE, PROBE_TAG, TEST_RAM_IPA};
+use mte_results::Lane;
 
 use crate::check::{Checks, Finding};
+use crate::esr::describe_esr;
 use crate::inject::Injection;
 use crate::scenario::Scenario;
-use crate::steps::boot::boot;
+use crate::steps::boot::{boot, boot_untagged};
+use crate::steps::bulk::bulk_report;
 use crate::steps::tags::guest_tag_random;
 use crate::vmm::{Vmm, VmmError};
 
@@ -45,6 +48,20 @@ pub const SCENARIOS: &[Scenario] = &[
               (PG_mte_tagged); stale tags would leak between VMs",
         proven_by: &[Injection::CorruptTag, Injection::MisreadReport],
         run: untouched_pages_read_zero,
+    },
+    Scenario {
+        name: "tags::vm_without_mte_has_no_tag_storage",
+        summary: "A guest of a VM given no MTE (no KVM_CAP_ARM_MTE; QEMU's mte=off) sees none: \
+                  ID_AA64PFR1_EL1.MTE is 0 under KVM (at most 1, the instructions alone, under \
+                  QEMU's TCG), GCR_EL1 is UNDEFINED, and a tag it stores with STG is never read \
+                  back by LDG (both UNDEFINED, or tag accesses read as zero and ignored)",
+        why: "api.rst (KVM_CAP_ARM_MTE): MTE is exposed to a guest only once the VMM enables the \
+              capability; KVM hides ID_AA64PFR1_EL1.MTE otherwise, and keeps HCR_EL2.ATA clear, \
+              so that the guest's tag accesses read as zero and GCR_EL1 traps (UNDEFINED). QEMU \
+              9.2's mte=off under KVM leaves the guest's view to KVM; QEMU's TCG keeps FEAT_MTE's \
+              instructions without tag storage (MTE = 1, as a Cortex-A710 with BROADCASTMTE low)",
+        proven_by: &[Injection::MisreadReport],
+        run: vm_without_mte_has_no_tag_storage,
     },
 ];
 
@@ -92,6 +109,7 @@ fn host_tags_seen_by_guest(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let pattern = host_pattern(granules(LEN));
     guest.host_write_tags(ipa, &pattern)?;
     let mut checks = Checks::new();
+    checks.note_host_view(guest.as_ref());
     let written = ("host KVM_ARM_TAGS_TO_GUEST", &pattern[..]);
     checks.expect_guest_tags(guest.as_mut(), (ipa, LEN), written, "guest LDG")?;
     Ok(checks.finish())
@@ -112,6 +130,59 @@ fn untouched_pages_read_zero(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     // Pages nobody looked at before the guest's own LDG.
     checks.expect_guest_tags(guest, guest_first, zeros, "guest LDG of fresh pages")?;
     checks.expect_host_tags(guest, guest_first, zeros, "host read after the guest's LDG")?;
+    Ok(checks.finish())
+}
+
+/// An exception a probe step raised, in words, or that it raised none.
+fn raised(esr_value: u64) -> String {
+    match esr_value {
+        0 => "no exception".into(),
+        value => describe_esr(value),
+    }
+}
+
+fn vm_without_mte_has_no_tag_storage(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut guest = boot_untagged(vmm)?;
+    let level = guest.ids().mte_level();
+    let mut checks = Checks::new();
+    // Under KVM the guest's ID registers are KVM's; only QEMU's TCG decides them itself.
+    let (highest, whose) = match vmm.lane() {
+        Lane::Qemu => (
+            1,
+            "QEMU's TCG: FEAT_MTE's instructions without tag storage, or none",
+        ),
+        _ => (0, "KVM hides MTE from a VM without KVM_CAP_ARM_MTE"),
+    };
+    checks.holds(
+        "ID_AA64PFR1_EL1.MTE of the guest of a VM without MTE",
+        level <= highest,
+        format!("at most {highest} ({whose})"),
+        format!(
+            "{level} (ID_AA64PFR1_EL1 = {:#x})",
+            guest.ids().id_aa64pfr1_el1
+        ),
+    );
+    let report = bulk_report(guest.as_mut(), 32, Command::ProbeTagAccess, &[TEST_RAM_IPA])?;
+    let word = |i: usize| u64::from_le_bytes(report[i * 8..i * 8 + 8].try_into().expect("8"));
+    let (stg, ldg, tag, gcr) = (word(0), word(1), word(2), word(3));
+    let undefined = |value: u64| value != 0 && esr::ec(value) == esr::EC_UNKNOWN;
+    checks.holds(
+        "GCR_EL1, a register of MTE's tag storage, is UNDEFINED",
+        undefined(gcr),
+        "an UNDEFINED exception (EC 0x00)",
+        raised(gcr),
+    );
+    checks.holds(
+        &format!("a tag stored with STG ({PROBE_TAG:#x}) is not read back by LDG"),
+        undefined(ldg) || (ldg == 0 && tag == 0),
+        "LDG reads tag 0, or is UNDEFINED",
+        match ldg {
+            0 => format!("LDG read tag {tag:#x}"),
+            value => format!("LDG raised {}", raised(value)),
+        },
+    );
+    checks.value("STG in the guest of a VM without MTE", "", raised(stg));
+    checks.value("LDG in the guest of a VM without MTE", "", raised(ldg));
     Ok(checks.finish())
 }
 

@@ -23,7 +23,7 @@ pub fn boot_on(vmm: &dyn Vmm, backing: Backing) -> Result<Box<dyn Guest>, VmmErr
     boot_tagged(
         vmm,
         &BootOptions {
-            backing,
+            backing: Some(backing),
             ..BootOptions::default()
         },
     )

@@ -55,7 +55,16 @@ impl Checks {
         observed_from: &str,
     ) -> Result<Vec<u8>, VmmError> {
         let host = guest.host_read_tags(ipa, len)?;
+        self.note_host_view(guest);
         self.tags_equal(ipa, expected, (observed_from, &host));
         Ok(host)
+    }
+
+    /// Say, once a check, how the host's tag steps reach the tags in this lane, where that is
+    /// not the ioctl the checks name.
+    pub fn note_host_view(&mut self, guest: &dyn Guest) {
+        if let Some(view) = guest.host_tag_view() {
+            self.note_once(format!("the host's view of the tags here: {view}"));
+        }
     }
 }

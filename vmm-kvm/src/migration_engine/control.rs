@@ -202,6 +202,7 @@ fn error_body(body: Body, e: &VmmError) -> Body {
         VmmError::Timeout { what, seconds } => body.u8(2).text(what).u64(seconds.to_bits()),
         VmmError::Guest(why) => body.u8(3).text(why),
         VmmError::Host(why) => body.u8(4).text(why),
+        VmmError::Documented(why) => body.u8(5).text(why),
     }
 }
 
@@ -218,6 +219,7 @@ fn read_error(f: &mut Fields) -> io::Result<VmmError> {
         },
         3 => VmmError::Guest(f.text()?),
         4 => VmmError::Host(f.text()?),
+        5 => VmmError::Documented(f.text()?),
         other => return Err(malformed(&format!("unknown error kind {other}"))),
     })
 }

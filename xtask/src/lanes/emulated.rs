@@ -27,6 +27,7 @@ impl LaneDriver for EmulatedLane {
             kernels: true,
             qemu: true,
             host_runner: false,
+            guest_qemu: false,
         }
     }
 
@@ -165,7 +166,7 @@ impl LaneRun for Boot {
 }
 
 /// The SHA-256 of a file, in hex: what tells two builds of one kernel release apart.
-fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+pub(super) fn sha256_of_file(path: &Path) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
     Ok(hasher
@@ -175,15 +176,15 @@ fn sha256_of_file(path: &Path) -> std::io::Result<String> {
         .collect())
 }
 
-/// The machine to boot.
+/// The machine to boot (the qemu-kvm lane boots the same machine with its own initramfs).
 #[derive(Clone, Debug)]
-struct Machine {
-    qemu: PathBuf,
-    kernel: PathBuf,
-    initramfs: PathBuf,
+pub(super) struct Machine {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
     /// Whether a next kernel of the run takes this one's artifacts: its runner sends them
     /// only then.
-    next_kernel: bool,
+    pub next_kernel: bool,
 }
 
 impl Machine {
@@ -192,7 +193,7 @@ impl Machine {
     /// authentication cheap under TCG. The console is the first serial port on stdout; there is
     /// no monitor, display or network, and `-no-reboot` turns the runner's power-off (and a
     /// panic's reboot) into QEMU's exit.
-    fn args(&self) -> Vec<String> {
+    pub fn args(&self) -> Vec<String> {
         let path = |p: &Path| p.display().to_string();
         let mut command_line = "console=ttyAMA0 rdinit=/init quiet panic=-1".to_string();
         if self.next_kernel {
@@ -228,7 +229,7 @@ impl Machine {
     }
 
     /// The command line as a person would type it, for the run's record.
-    fn command_line(&self) -> String {
+    pub fn command_line(&self) -> String {
         console::command_line(&self.qemu, &self.args())
     }
 }

@@ -24,6 +24,7 @@ impl LaneDriver for HostLane {
             kernels: false,
             qemu: false,
             host_runner: true,
+            guest_qemu: false,
         }
     }
 

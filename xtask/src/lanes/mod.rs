@@ -6,6 +6,7 @@
 mod emulated;
 mod host;
 mod qemu;
+mod qemu_kvm;
 
 use anyhow::Result;
 use mte_results::{Feature, Lane};
@@ -20,6 +21,7 @@ pub fn driver(lane: Lane) -> &'static dyn LaneDriver {
     match lane {
         Lane::Emulated => &emulated::EmulatedLane,
         Lane::Qemu => &qemu::QemuLane,
+        Lane::QemuKvm => &qemu_kvm::QemuKvmLane,
         Lane::Host => &host::HostLane,
     }
 }
@@ -33,6 +35,8 @@ pub struct Needs {
     pub qemu: bool,
     /// The runner built for this machine.
     pub host_runner: bool,
+    /// Debian's arm64 QEMU with its libraries, for inside the emulated machine.
+    pub guest_qemu: bool,
 }
 
 impl std::ops::BitOr for Needs {
@@ -43,6 +47,7 @@ impl std::ops::BitOr for Needs {
             kernels: self.kernels || other.kernels,
             qemu: self.qemu || other.qemu,
             host_runner: self.host_runner || other.host_runner,
+            guest_qemu: self.guest_qemu || other.guest_qemu,
         }
     }
 }

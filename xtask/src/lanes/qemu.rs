@@ -16,6 +16,7 @@ impl LaneDriver for QemuLane {
             kernels: false,
             qemu: true,
             host_runner: true,
+            guest_qemu: false,
         }
     }
 

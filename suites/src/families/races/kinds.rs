@@ -29,7 +29,7 @@ impl Racing {
             vmm,
             &BootOptions {
                 vcpus: VCPUS,
-                backing,
+                backing: Some(backing),
                 ..BootOptions::default()
             },
         )?;

@@ -1,9 +1,13 @@
-//! What the VMM's host kernel offers every VM: swap devices and KSM.
+//! What the VMM's host kernel offers every VM and says of a VMM's memory: swap devices, KSM,
+//! /proc/vmstat, and the page map of a process (its own, or QEMU's seen from outside).
 
 use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use mte_suites::host_mm::{parse_proc_swaps, KsmKnob, KsmState, SwapDevice};
+use mte_suites::host_mm::{parse_proc_swaps, KsmKnob, KsmState, PageState, SwapDevice};
 use mte_suites::vmm::VmmError;
 
 const KSM: &str = "/sys/kernel/mm/ksm";
@@ -106,4 +110,52 @@ pub fn ksm_set(knob: KsmKnob, value: u64) -> Result<(), VmmError> {
         call: format!("write {value} to {path}"),
         errno: e.raw_os_error().unwrap_or(0),
     })
+}
+
+/// The /proc/PROCESS/pagemap entries of `pages` pages from the address `start` of that process
+/// (`self`, or a process id) (Documentation/admin-guide/mm/pagemap.rst): bit 63 present, bit
+/// 62 swapped, bit 56 mapped exclusively, bits 0-54 the page frame (to CAP_SYS_ADMIN).
+pub fn pagemap_of(process: &str, start: usize, pages: usize) -> io::Result<Vec<u64>> {
+    let mut entries = vec![0u8; pages * 8];
+    File::open(format!("/proc/{process}/pagemap"))?
+        .read_exact_at(&mut entries, (start / page_size() * 8) as u64)?;
+    Ok(entries
+        .chunks_exact(8)
+        .map(|entry| u64::from_le_bytes(entry.try_into().expect("8 bytes")))
+        .collect())
+}
+
+/// Bits of /proc/kpageflags (Documentation/admin-guide/mm/pagemap.rst).
+const KPF_THP: u64 = 22;
+const KPF_ZERO_PAGE: u64 = 24;
+
+/// What a pagemap `entry` says of its page, with the page's /proc/kpageflags where they can be
+/// read; `resident` is what mincore(2) said, where the mapping is the caller's own (else
+/// whether a page table entry maps the page).
+pub fn page_state(entry: u64, kpageflags: Option<&File>, resident: Option<bool>) -> PageState {
+    let present = (entry >> 63) & 1 == 1;
+    let pfn = if present { entry & ((1 << 55) - 1) } else { 0 };
+    let flags = match (kpageflags, pfn) {
+        (Some(file), pfn) if pfn != 0 => {
+            let mut word = [0u8; 8];
+            file.read_exact_at(&mut word, pfn * 8)
+                .map_or(0, |()| u64::from_le_bytes(word))
+        }
+        _ => 0,
+    };
+    PageState {
+        resident: resident.unwrap_or(present),
+        present,
+        swapped: (entry >> 62) & 1 == 1,
+        exclusive: (entry >> 56) & 1 == 1,
+        pfn,
+        zero_page: (flags >> KPF_ZERO_PAGE) & 1 == 1,
+        huge: (flags >> KPF_THP) & 1 == 1,
+    }
+}
+
+/// The host kernel's page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }

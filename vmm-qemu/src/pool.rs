@@ -1,0 +1,88 @@
+//! QEMUs kept between guests. Inside the emulated machine a QEMU takes most of a second to
+//! start (its dynamic loading and initialisation run emulated), against a few tens of
+//! milliseconds for its guest's boot; a QEMU whose guest ended at a doorbell is kept instead,
+//! and the next guest of the same setup gets it reset: its RAM (a shared memfd) discarded, so
+//! that every page is fresh with zero data and zero tags, the machine reset (the payload loaded
+//! again, the vCPU and the interrupt controller as after QEMU's start).
+
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use mte_protocol::RAM_SIZE;
+use mte_suites::vmm::VmmError;
+use mte_vmm::Payload;
+
+use crate::machine::{Ram, Setup};
+use crate::qemu_ram::Mapping;
+use crate::tag_view::MemfdTagView;
+use crate::transport::Process;
+
+/// The most QEMUs kept idle: one per test thread is all that is ever taken at once.
+const KEPT: usize = 2;
+
+/// A QEMU whose guest is done with, and what was learnt of it.
+pub(crate) struct Idle {
+    pub(crate) process: Process,
+    pub(crate) payload: Arc<Payload>,
+    pub(crate) setup: Setup,
+    pub(crate) ram: Option<Mapping>,
+    pub(crate) tag_view: Option<MemfdTagView>,
+}
+
+/// The idle QEMUs of a VMM.
+#[derive(Default)]
+pub(crate) struct Pool {
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl Pool {
+    /// Whether guests of `setup` may share QEMUs: those on a shared memfd, whose RAM the
+    /// runner can discard.
+    pub(crate) fn takes(setup: Setup) -> bool {
+        setup.ram == Ram::SharedMemfd
+    }
+
+    /// Keep `idle` for a later guest (or let it go, when enough are kept).
+    pub(crate) fn put(&self, idle: Idle) {
+        let mut kept = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() < KEPT {
+            kept.push(idle);
+        }
+    }
+
+    /// An idle QEMU of `setup` with `payload` loaded, if one is kept.
+    pub(crate) fn take(&self, setup: Setup, payload: &Arc<Payload>) -> Option<Idle> {
+        let mut kept = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = kept
+            .iter()
+            .position(|idle| idle.setup == setup && Arc::ptr_eq(&idle.payload, payload))?;
+        Some(kept.swap_remove(at))
+    }
+}
+
+/// Give every page of QEMU's memfd RAM back to the host kernel (fallocate PUNCH_HOLE): the
+/// next touch of each, by the guest, QEMU or the runner, finds a fresh page, zero-filled with
+/// zero tags. KVM and every mapping of the memfd lose the old pages on the way.
+pub(crate) fn discard_ram(pid: u32, ram: &Mapping) -> Result<(), VmmError> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(ram.map_file(pid))
+        .map_err(|e| VmmError::Host(format!("opening QEMU's guest RAM to discard it: {e}")))?;
+    // SAFETY: fallocate on a descriptor we own; it changes only the file's pages.
+    let ret = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            RAM_SIZE as libc::off_t,
+        )
+    };
+    if ret != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(VmmError::Sys {
+            call: "fallocate(PUNCH_HOLE) of QEMU's memfd guest RAM".into(),
+            errno: e.raw_os_error().unwrap_or(0),
+        });
+    }
+    Ok(())
+}
