@@ -711,7 +711,12 @@ pub fn run(options: &Options) -> bool {
     }
     trials.retain(|t| selection::passes_filters(&args, &filters, t.name()));
     if !options.select.is_empty() {
-        let selected = |name: &str| options.select.iter().any(|s| s == selection::check_of(name));
+        let selected = |name: &str| {
+            options
+                .select
+                .iter()
+                .any(|s| s == selection::check_of(name))
+        };
         trials.retain(|t| selected(t.name()));
     }
     let checks: Vec<String> = match args.list {
@@ -797,7 +802,10 @@ mod tests {
         let o = parse(&["--select", "tags::a", "--select", "faults::b", "x"]).unwrap();
         assert_eq!(o.select, ["tags::a", "faults::b"]);
         assert_eq!(o.harness_args, vec!["x"]);
-        assert_eq!(selection::check_of("fault_injection::corrupt_tag::tags::a"), "tags::a");
+        assert_eq!(
+            selection::check_of("fault_injection::corrupt_tag::tags::a"),
+            "tags::a"
+        );
         assert_eq!(selection::check_of("tags::a"), "tags::a");
         assert!(!o.prove);
         assert!(parse(&["--prove", "tags::"]).unwrap().prove);
