@@ -186,7 +186,7 @@ pub fn runner(route: &CrossRoute) -> Result<PathBuf> {
 }
 
 /// The name a runner outside the emulated machine loads the payload by, as in the initramfs.
-const STAGED_PAYLOAD_NAME: &str = "mte-guest.elf";
+pub const STAGED_PAYLOAD_NAME: &str = "mte-guest.elf";
 
 /// Copy the payload into `dir` (relative to the repository's top), where a runner on this
 /// machine is pointed with `--payload-dir`; returns the directory.

@@ -126,6 +126,15 @@ pub enum Command {
     },
     /// rustfmt and clippy, warnings denied, as `test` runs them.
     Lint,
+    /// The suite for a device without Rust, as one tarball.
+    Bundle {
+        out: Option<PathBuf>,
+    },
+    /// A device's run of the bundle, made a run directory.
+    Import {
+        device_run: PathBuf,
+        out: Option<PathBuf>,
+    },
     /// The fuzz targets: one (or each) for this many seconds.
     Fuzz {
         target: Option<String>,
@@ -215,6 +224,8 @@ fn parse_on(
         Cmd::LavaResults { run } => Command::LavaResults { run },
         Cmd::Kcidb { run, origin } => Command::Kcidb { run, origin },
         Cmd::Lint => Command::Lint,
+        Cmd::Bundle { out } => Command::Bundle { out },
+        Cmd::Import { device_run, out } => Command::Import { device_run, out },
         Cmd::Fuzz { target, seconds } => Command::Fuzz {
             target,
             seconds: seconds.unwrap_or(crate::fuzz::DEFAULT_SECONDS),
@@ -446,6 +457,22 @@ enum Cmd {
     /// rustfmt and clippy with warnings denied: the host workspace, the runner for aarch64 and
     /// the guest payload for bare metal (as `test` runs them)
     Lint,
+    /// Build the tarball for an arm64 device without Rust: the static runner, the payload and
+    /// run.sh, the POSIX sh driver of the host lane
+    Bundle {
+        /// Where the tarball goes (default: target/mte-bundle/mte-suite-arm64.tar.gz)
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Make a run directory (results.jsonl, run.json, kernel log, TAP, JUnit, report) of what
+    /// the bundle's run.sh saved on a device
+    Import {
+        /// The directory run.sh wrote (its records, exit status and device facts)
+        device_run: PathBuf,
+        /// Where the run directory goes (default: a new one under target/mte-results/)
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Fuzz what the suite reads from other programs (libFuzzer through cargo-fuzz)
     ///
     /// The console's records, run directories, the migration stream, gdbstub replies, QMP

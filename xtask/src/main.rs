@@ -6,6 +6,7 @@ mod apt;
 mod artifacts;
 mod browser;
 mod build;
+mod bundle;
 mod ci;
 mod cli;
 mod compare;
@@ -18,6 +19,7 @@ mod fuzz;
 mod groundwork;
 mod harness_args;
 mod host_load;
+mod import;
 mod initramfs;
 mod kcidb;
 mod kernel_modules;
@@ -103,6 +105,10 @@ fn main() -> ExitCode {
                     Status::Failed
                 }
             }))
+        }
+        Command::Bundle { out } => report(bundle::bundle_command(out.as_deref())),
+        Command::Import { device_run, out } => {
+            report(import::import_command(&device_run, out.as_deref()))
         }
         Command::Lint => report(apt::Apt::new().map(|mut apt| {
             if lints::check(&mut apt) {

@@ -91,16 +91,35 @@ struct HostMachine {
 /// Look at this machine: `/proc/cpuinfo`, the MIDR of CPU 0, the device tree's model or the
 /// DMI names, /dev/kvm.
 fn survey() -> HostMachine {
-    let read = |path: &str| std::fs::read_to_string(path).ok();
+    survey_under(Path::new("/"), std::env::consts::ARCH)
+}
+
+/// The kernel release and facts of a device that ran the bundle: its driver saved the files
+/// [`survey_under`] reads under `device/` of its run, with `device/arch` (`uname -m`).
+pub fn device_facts(device_run: &Path) -> (String, Vec<Feature>) {
+    let root = device_run.join("device");
+    let arch = std::fs::read_to_string(root.join("arch")).unwrap_or_default();
+    let machine = survey_under(&root, arch.trim());
+    let mut facts = machine.facts;
+    facts.push(Feature::new("host.arch", arch.trim()));
+    if let Ok(name) = std::fs::read_to_string(root.join("proc/sys/kernel/hostname")) {
+        facts.push(Feature::new("host.name", name.trim()));
+    }
+    (machine.kernel_release, facts)
+}
+
+/// The machine whose `/` is `root`, of architecture `arch`.
+fn survey_under(root: &Path, arch: &str) -> HostMachine {
+    let path = |p: &str| root.join(p.trim_start_matches('/'));
+    let read = |p: &str| std::fs::read_to_string(path(p)).ok();
     let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
     let midr = read("/sys/devices/system/cpu/cpu0/regs/identification/midr_el1");
     let model = machine_model(
-        std::fs::read("/sys/firmware/devicetree/base/model").ok(),
+        std::fs::read(path("/sys/firmware/devicetree/base/model")).ok(),
         read("/sys/class/dmi/id/sys_vendor"),
         read("/sys/class/dmi/id/product_name"),
     );
-    let kvm = Path::new("/dev/kvm").exists();
-    let arch = std::env::consts::ARCH;
+    let kvm = path("/dev/kvm").exists();
     let mte = mte_level(&cpuinfo);
     let mut facts = vec![
         Feature::new("host.cpu.mte", mte.describe()),

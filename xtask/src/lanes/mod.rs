@@ -8,6 +8,8 @@ mod host;
 mod qemu;
 mod qemu_kvm;
 
+pub use host::device_facts;
+
 use anyhow::Result;
 use mte_results::{Feature, Lane};
 
