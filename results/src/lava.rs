@@ -3,8 +3,9 @@
 //!
 //! - pass and xfail are `pass` (an xfail is documented behaviour, as in JUnit); fail is `fail`;
 //!   skip is `skip`; a fault-injection proof whose check was xfail proved nothing: `skip`;
-//! - where the run has several columns a name starts with its column, `lane.kernel.`, or
-//!   `lane.bootN.kernel.` where a lane booted several times: one set of cases a boot;
+//! - each column is a `lava-test-set`, `lane-kernel`, or `lane-bootN-kernel` where a lane
+//!   booted several times, so that a name is the check's alone (under 100 characters: a longer
+//!   one keeps its start and its end);
 //! - each figure ([`crate::figures`]) of a check is a case of its own, `CHECK.WHAT`, with
 //!   `--measurement VALUE --units ms` (timings) or `--units ratio`, so a lab's charts get them;
 //! - a planned check that never reported is `unknown`;
@@ -16,51 +17,65 @@
 
 use std::fmt::Write as _;
 
-use crate::boot::BootKey;
 use crate::figures::{figures, FigureKind};
 use crate::model::{Lane, Outcome};
 use crate::summary::RunSummary;
 
-/// The `lava-test-case` lines of a run.
+/// The longest test case name LAVA takes is 99 characters.
+pub const MAX_CASE_NAME: usize = 99;
+
+/// The `lava-test-case` lines of a run, a `lava-test-set` a column.
 pub fn render(summary: &RunSummary) -> String {
     let columns = summary.columns();
     let several_in = |lane: Lane| columns.iter().filter(|c| c.lane == lane).count() > 1;
-    let prefix = |key: BootKey| match (columns.len(), several_in(key.lane)) {
-        (0 | 1, _) => String::new(),
-        (_, false) => format!("{}.{}.", key.lane, key.kernel),
-        (_, true) => format!("{}.boot{}.{}.", key.lane, key.boot, key.kernel),
-    };
     let mut out = String::new();
-    for v in &summary.verdicts {
-        let name = case_name(&format!("{}{}", prefix(BootKey::of(v)), v.test));
-        let result = match v.counted_outcome() {
-            Outcome::Pass | Outcome::Xfail => "pass",
-            Outcome::Fail => "fail",
-            Outcome::Skip => "skip",
+    for column in &columns {
+        let key = column.key();
+        let set = match several_in(key.lane) {
+            false => format!("{}-{}", key.lane, key.kernel),
+            true => format!("{}-boot{}-{}", key.lane, key.boot, key.kernel),
         };
-        let _ = writeln!(out, "lava-test-case {name} --result {result}");
-        for figure in figures(v) {
-            let units = match figure.kind {
-                FigureKind::Timing => "ms",
-                FigureKind::Ratio => "ratio",
-            };
+        let _ = writeln!(out, "lava-test-set start {}", case_name(&set));
+        for v in &column.verdicts {
+            cases_of(&mut out, v);
+        }
+        // A check that never ran has no result: LAVA's `unknown`.
+        for missing in &column.not_run {
             let _ = writeln!(
                 out,
-                "lava-test-case {name}.{} --result pass --measurement {} --units {units}",
-                case_name(figure.what),
-                decimal(figure.value)
+                "lava-test-case {} --result unknown",
+                case_name(&missing.test)
             );
         }
-    }
-    // A check that never ran has no result: LAVA's `unknown`.
-    for missing in &summary.not_run {
-        let name = case_name(&format!("{}{}", prefix(missing.key()), missing.test));
-        let _ = writeln!(out, "lava-test-case {name} --result unknown");
+        out.push_str("lava-test-set stop\n");
     }
     if summary.error.is_some() {
         out.push_str("lava-test-case run --result fail\n");
     }
     out
+}
+
+/// A verdict's case, and a case for each of its figures.
+fn cases_of(out: &mut String, v: &crate::model::Verdict) {
+    let name = case_name(&v.test);
+    let result = match v.counted_outcome() {
+        Outcome::Pass | Outcome::Xfail => "pass",
+        Outcome::Fail => "fail",
+        Outcome::Skip => "skip",
+    };
+    let _ = writeln!(out, "lava-test-case {name} --result {result}");
+    for figure in figures(v) {
+        let units = match figure.kind {
+            FigureKind::Timing => "ms",
+            FigureKind::Ratio => "ratio",
+        };
+        let _ = writeln!(
+            out,
+            "lava-test-case {} --result pass --measurement {} --units {units}",
+            case_name(&format!("{}.{}", v.test, figure.what)),
+            decimal(figure.value)
+        );
+    }
 }
 
 /// A number in plain decimals (nanosecond precision for milliseconds), without trailing zeros.
@@ -90,6 +105,10 @@ pub fn case_name(text: &str) -> String {
     let name = name.trim_matches(['_', '.']);
     if name.is_empty() {
         "unnamed".to_string()
+    } else if name.len() > MAX_CASE_NAME {
+        // Its start, and its end, which tells apart names that share a long start (the
+        // bundle's run.sh cuts the same way).
+        format!("{}.{}", &name[..90], &name[name.len() - 8..])
     } else {
         name.to_string()
     }
@@ -130,24 +149,41 @@ mod tests {
         });
         assert_eq!(
             lines,
-            "lava-test-case tags.a --result pass\n\
+            "lava-test-set start emulated-6.12.95\n\
+             lava-test-case tags.a --result pass\n\
              lava-test-case tags.b --result fail\n\
              lava-test-case swap.c --result skip\n\
              lava-test-case shared.d --result pass\n\
              lava-test-case cost.cow --result pass\n\
              lava-test-case cost.cow.copy-on-write_per_page_MTE_VM --result pass --measurement 0.0305 --units ms\n\
              lava-test-case cost.cow.copy-on-write_tagged_untagged --result pass --measurement 1.25 --units ratio\n\
+             lava-test-set stop\n\
              lava-test-case run --result fail\n"
         );
     }
 
     #[test]
-    fn several_lanes_prefix_their_names() {
+    fn each_lane_is_a_set() {
         let lines = render(&two_lanes());
         assert_eq!(
             lines,
-            "lava-test-case emulated.6.12.95.tags.a --result pass\n\
-             lava-test-case qemu.qemu-10.0.2.tags.a --result pass\n"
+            "lava-test-set start emulated-6.12.95\n\
+             lava-test-case tags.a --result pass\n\
+             lava-test-set stop\n\
+             lava-test-set start qemu-qemu-10.0.2\n\
+             lava-test-case tags.a --result pass\n\
+             lava-test-set stop\n"
+        );
+    }
+
+    #[test]
+    fn long_names_keep_their_start_and_end_under_100_characters() {
+        let long = format!("migration::{}end_one", "very_long_name_".repeat(8));
+        let name = case_name(&long);
+        assert_eq!(name.len(), 99);
+        assert!(
+            name.starts_with("migration.very_long") && name.ends_with("._end_one"),
+            "{name}"
         );
     }
 
@@ -170,10 +206,16 @@ mod tests {
         });
         assert_eq!(
             lines,
-            "lava-test-case emulated.boot1.6.1.shared.a --result pass\n\
-             lava-test-case emulated.boot1.6.1.fault_injection.corrupt_tag.shared.a --result skip\n\
-             lava-test-case emulated.boot2.6.12.shared.a --result pass\n\
-             lava-test-case emulated.boot3.6.1.shared.a --result pass\n"
+            "lava-test-set start emulated-boot1-6.1\n\
+             lava-test-case shared.a --result pass\n\
+             lava-test-case fault_injection.corrupt_tag.shared.a --result skip\n\
+             lava-test-set stop\n\
+             lava-test-set start emulated-boot2-6.12\n\
+             lava-test-case shared.a --result pass\n\
+             lava-test-set stop\n\
+             lava-test-set start emulated-boot3-6.1\n\
+             lava-test-case shared.a --result pass\n\
+             lava-test-set stop\n"
         );
     }
 

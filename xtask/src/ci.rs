@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use mte_results::text::one_line;
-use mte_results::{Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS};
+use mte_results::{Lane, Outcome, Tally, Verdict, FAULT_INJECTION_PROOFS};
 
 use crate::apt::Apt;
 use crate::build::repo_root;
@@ -40,7 +40,8 @@ pub fn test(options: &Options) -> Status {
         Ok(finished) => {
             let unproven = unproven_checks(&finished.summary.verdicts, finished.selection.all);
             let rendered = finished.selection.list || report_renders(&finished.dir);
-            let labs_read = finished.selection.list || labs_read_it(&finished);
+            let labs_read = finished.selection.list
+                || (labs_read_it(&finished) && device_agrees(options, &finished));
             (
                 finished.summary.tally(),
                 unproven,
@@ -111,6 +112,22 @@ fn labs_read_it(finished: &run::Finished) -> bool {
         false
     });
     kcidb_valid && prove_reads_failures(finished)
+}
+
+/// The bundle on the emulated device gives the verdicts the emulated lane gave (a run of
+/// every check in the emulated lane only: the device's share is then in it).
+fn device_agrees(options: &Options, finished: &run::Finished) -> bool {
+    let (Some(kernel), true) = (
+        options.kernels.first(),
+        options.lanes.contains(&Lane::Emulated) && finished.selection.all,
+    ) else {
+        ui::note("skipped: the device test needs a run of every check in the emulated lane");
+        return true;
+    };
+    crate::device::step(kernel, &finished.dir).unwrap_or_else(|e| {
+        ui::error(&format!("device test: {e:#}"));
+        false
+    })
 }
 
 /// `prove` reads the TAP of the run's fault-injected failures.
@@ -190,7 +207,6 @@ fn host_unit_tests() -> bool {
 mod tests {
     use super::*;
     use crate::testing::verdict;
-    use mte_results::Lane;
 
     #[test]
     fn a_run_must_show_its_checks_can_fail() {

@@ -130,6 +130,11 @@ pub enum Command {
     Bundle {
         out: Option<PathBuf>,
     },
+    /// The bundle on the emulated machine booted as a device, against a run's emulated lane.
+    Device {
+        kernel: String,
+        against: Option<PathBuf>,
+    },
     /// A device's run of the bundle, made a run directory.
     Import {
         device_run: PathBuf,
@@ -225,6 +230,10 @@ fn parse_on(
         Cmd::Kcidb { run, origin } => Command::Kcidb { run, origin },
         Cmd::Lint => Command::Lint,
         Cmd::Bundle { out } => Command::Bundle { out },
+        Cmd::Device { kernel, against } => Command::Device {
+            kernel: kernel.unwrap_or_else(|| DEFAULT_KERNEL.to_string()),
+            against,
+        },
         Cmd::Import { device_run, out } => Command::Import { device_run, out },
         Cmd::Fuzz { target, seconds } => Command::Fuzz {
             target,
@@ -464,12 +473,24 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Boot the emulated machine as a device (busybox and the bundle), run the bundle's driver
+    /// as a LAVA test shell would, and compare its verdicts with a run's emulated lane (as
+    /// `test` does)
+    Device {
+        /// The kernel the device boots (default 6.12)
+        #[arg(long, value_name = "SERIES")]
+        kernel: Option<String>,
+        /// The run whose emulated lane it is compared with (default: the latest)
+        #[arg(long, value_name = "RUN")]
+        against: Option<PathBuf>,
+    },
     /// Make a run directory (results.jsonl, run.json, kernel log, TAP, JUnit, report) of what
     /// the bundle's run.sh saved on a device
     Import {
         /// The directory run.sh wrote (its records, exit status and device facts)
         device_run: PathBuf,
-        /// Where the run directory goes (default: a new one under target/mte-results/)
+        /// The directory the run directory is made in (default: target/mte-results, whose
+        /// `latest` then names it)
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },

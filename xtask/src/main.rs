@@ -13,6 +13,7 @@ mod compare;
 mod console;
 mod cpio;
 mod debian_version;
+mod device;
 mod elf;
 mod facts;
 mod fuzz;
@@ -107,6 +108,15 @@ fn main() -> ExitCode {
             }))
         }
         Command::Bundle { out } => report(bundle::bundle_command(out.as_deref())),
+        Command::Device { kernel, against } => report(
+            device::step(&kernel, &reports::run_dir(against.as_deref())).map(|held| {
+                if held {
+                    Status::Clean
+                } else {
+                    Status::Failed
+                }
+            }),
+        ),
         Command::Import { device_run, out } => {
             report(import::import_command(&device_run, out.as_deref()))
         }

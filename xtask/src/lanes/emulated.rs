@@ -176,9 +176,10 @@ pub(super) fn sha256_of_file(path: &Path) -> std::io::Result<String> {
         .collect())
 }
 
-/// The machine to boot (the qemu-kvm lane boots the same machine with its own initramfs).
+/// The machine to boot (the qemu-kvm lane boots the same machine with its own initramfs, the
+/// device test its busybox one).
 #[derive(Clone, Debug)]
-pub(super) struct Machine {
+pub struct Machine {
     pub qemu: PathBuf,
     pub kernel: PathBuf,
     pub initramfs: PathBuf,

@@ -8,6 +8,7 @@ mod host;
 mod qemu;
 mod qemu_kvm;
 
+pub use emulated::Machine;
 pub use host::device_facts;
 
 use anyhow::Result;
