@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use mte_results::rundir::RunDir;
+use mte_results::stream::{parse_line, Line, Record};
 use mte_results::summary::RunSummary;
 use mte_results::{Feature, Lane};
 
@@ -87,7 +88,14 @@ pub fn replay<'a>(
         facts,
         Instant::now(),
     );
+    // The run took the runner's time on the device, not the replay's.
+    let mut device_wall_ms = None;
     for line in lines {
+        if let Line::Record(record) = parse_line(line) {
+            if let Record::Done { wall_ms, .. } = *record {
+                device_wall_ms = Some(wall_ms);
+            }
+        }
         if session.on_line(line) == Flow::Finished {
             break;
         }
@@ -99,10 +107,12 @@ pub fn replay<'a>(
                 .into(),
         ),
     };
-    session.conclude(&Ending {
+    let (mut summary, selection) = session.conclude(&Ending {
         end,
         qemu_stderr: Vec::new(),
-    })
+    });
+    summary.wall_ms = device_wall_ms.unwrap_or(summary.wall_ms);
+    (summary, selection)
 }
 
 /// Write the reports and print the summary, as a run does.
@@ -117,7 +127,7 @@ pub fn finish(run_dir: &RunDir, summary: &RunSummary, selection: &Selection) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mte_results::stream::{frame, Record};
+    use mte_results::stream::frame;
     use mte_results::{Environment, Outcome, Tally};
 
     #[test]
