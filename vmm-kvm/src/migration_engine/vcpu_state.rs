@@ -42,7 +42,7 @@ const MOVING: [u64; 2] = [sys_reg(3, 3, 14, 3, 2), sys_reg(3, 3, 14, 0, 1)];
 
 /// A register's name where the suite knows it, else its id.
 pub fn describe(id: u64) -> String {
-    const NAMED: [(&str, u64); 7] = [
+    const NAMED: [(&str, u64); 10] = [
         ("PC", PC),
         ("SCTLR_EL1", sys_reg(3, 0, 1, 0, 0)),
         ("TCR_EL1", sys_reg(3, 0, 2, 0, 2)),
@@ -50,6 +50,9 @@ pub fn describe(id: u64) -> String {
         ("VBAR_EL1", sys_reg(3, 0, 12, 0, 0)),
         ("KVM_REG_ARM_TIMER_CNT", MOVING[0]),
         ("KVM_REG_ARM_PTIMER_CNT", MOVING[1]),
+        ("KVM_REG_ARM_TIMER_CTL", sys_reg(3, 3, 14, 3, 1)),
+        ("KVM_REG_ARM_PTIMER_CTL", sys_reg(3, 3, 14, 2, 1)),
+        ("ID_AA64MMFR2_EL1", sys_reg(3, 0, 0, 7, 2)),
     ];
     MTE_REGISTERS
         .iter()
@@ -183,7 +186,7 @@ fn write_each<'a>(vcpu: &VcpuFd, registers: &'a [Register]) -> (Vec<&'a Register
     (accepted, refused)
 }
 
-/// The names of `registers` read back otherwise than written.
+/// `registers` read back otherwise than written: each named, with both values.
 fn read_back(vcpu: &VcpuFd, registers: &[&Register]) -> Result<Vec<String>, VmmError> {
     let mut differing = Vec::new();
     for r in registers.iter().filter(|r| !MOVING.contains(&r.id)) {
@@ -191,7 +194,12 @@ fn read_back(vcpu: &VcpuFd, registers: &[&Register]) -> Result<Vec<String>, VmmE
         vcpu.get_one_reg(r.id, &mut value)
             .map_err(|e| sys_error(format!("KVM_GET_ONE_REG({})", describe(r.id)), e.errno()))?;
         if value != r.value {
-            differing.push(describe(r.id));
+            differing.push(format!(
+                "{}: wrote {}, read {}",
+                describe(r.id),
+                hex_le(&r.value),
+                hex_le(&value)
+            ));
         }
     }
     Ok(differing)
