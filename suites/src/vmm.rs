@@ -292,6 +292,15 @@ pub trait AbiVm {
     /// Issue KVM_ARM_MTE_COPY_TAGS; `buffer` is the user buffer (at least `length / 16` bytes
     /// for valid calls). Ok(return value) or Err(errno).
     fn copy_tags_raw(&mut self, args: CopyTagsArgs, buffer: &mut [u8]) -> Result<i64, i32>;
+    /// [`AbiVm::copy_tags_raw`] with the user buffer in a mapping of its own whose pages from
+    /// byte `readable` on (page aligned, inside the buffer) are PROT_NONE: a buffer that stops
+    /// being accessible midway. Only the first `readable` bytes come back into `buffer`.
+    fn copy_tags_guarded(
+        &mut self,
+        args: CopyTagsArgs,
+        buffer: &mut [u8],
+        readable: usize,
+    ) -> Result<i64, i32>;
     /// KVM_ENABLE_CAP(KVM_CAP_ARM_MTE) now. Ok or Err(errno).
     fn enable_mte(&mut self) -> Result<(), i32>;
     /// Create the next vCPU. Ok or Err(errno).
@@ -300,6 +309,15 @@ pub trait AbiVm {
     fn ram(&self) -> (u64, u64);
     /// The host kernel's page size: the alignment KVM_ARM_MTE_COPY_TAGS demands.
     fn page_size(&self) -> u64;
+}
+
+/// The host kernel's MTE, from its hwcaps (getauxval(AT_HWCAP2)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostMte {
+    /// As ID_AA64PFR1_EL1.MTE counts: 0 none, 2 MTE2 (HWCAP2_MTE), 3 MTE3 (HWCAP2_MTE3).
+    pub level: u8,
+    /// Where it was read, and the raw bits, in words.
+    pub source: String,
 }
 
 /// The IPA (guest physical address) sizes a VM may have (`KVM_VM_TYPE_ARM_IPA_SIZE` at
@@ -379,6 +397,12 @@ pub trait Vmm: Sync {
     /// This VMM without the fault injected, for a set-up the proofs of one check share (a
     /// source guest saved once): what the proof breaks must stay on the injected VMM.
     fn without_injection(&self) -> &dyn Vmm;
+
+    /// The MTE the host's kernel offers its own processes: what a VM with KVM_CAP_ARM_MTE should
+    /// see. Lanes without KVM answer [`VmmError::Unsupported`].
+    fn host_mte(&self) -> Result<HostMte, VmmError> {
+        Err(not_here("reading the host's hwcaps"))
+    }
 
     /// The IPA sizes VMs may have here. Lanes without KVM answer [`VmmError::Unsupported`].
     fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {

@@ -7,7 +7,7 @@ use mte_protocol::{GRANULE, RAM_IPA, RAM_SIZE};
 use mte_suites::vmm::{AbiVm, CopyTagsArgs};
 
 use crate::copy_tags;
-use crate::memory::page_size;
+use crate::memory::{page_size, GuestRam};
 use crate::vm::Vm;
 
 /// Field order is drop order: vCPUs first.
@@ -35,6 +35,35 @@ impl AbiVm for KvmAbiVm {
         unsafe { copy_tags::copy_raw(self.vm.raw_fd(), args, buffer.as_mut_ptr()) }
             .map(|n| n as i64)
             .map_err(|e| e.raw_os_error().unwrap_or(0))
+    }
+
+    fn copy_tags_guarded(
+        &mut self,
+        args: CopyTagsArgs,
+        buffer: &mut [u8],
+        readable: usize,
+    ) -> Result<i64, i32> {
+        let page = page_size();
+        let mapped = buffer.len().div_ceil(page) * page;
+        assert!(
+            readable % page == 0 && readable < buffer.len(),
+            "the guard starts on a page boundary inside the buffer"
+        );
+        assert!(buffer.len() as u64 >= args.length / GRANULE);
+        let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(0);
+        let memory = GuestRam::new(mapped).map_err(errno)?;
+        memory.write(0, buffer);
+        memory
+            .mprotect(readable, mapped - readable, libc::PROT_NONE)
+            .map_err(errno)?;
+        let user = memory.host_address() as *mut u8;
+        // SAFETY: the mapping covers length / 16 bytes (asserted above) and lives until the
+        // end of this function; the kernel finds the PROT_NONE part inaccessible and says so.
+        let result = unsafe { copy_tags::copy_raw(self.vm.raw_fd(), args, user) }
+            .map(|n| n as i64)
+            .map_err(errno);
+        memory.read(0, &mut buffer[..readable]);
+        result
     }
 
     fn enable_mte(&mut self) -> Result<(), i32> {

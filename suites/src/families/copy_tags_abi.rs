@@ -21,6 +21,13 @@ mod libc_errno {
 
 const API: &str = "Documentation/virt/kvm/api.rst, KVM_ARM_MTE_COPY_TAGS";
 
+const API_PARTIAL: &str = "Documentation/virt/kvm/api.rst, KVM_ARM_MTE_COPY_TAGS: 'If an error \
+    occurs before any data is copied then a negative error code is returned. If some tags have \
+    been copied before an error occurs then the number of bytes successfully copied is \
+    returned.' A VMM that saves or restores tags in large ranges relies on the count to know \
+    which pages' tags moved (kvm_vm_ioctl_mte_copy_tags copies page by page and returns the \
+    pages done)";
+
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "copy_tags_abi::returns_bytes_copied",
@@ -29,6 +36,24 @@ pub const SCENARIOS: &[Scenario] = &[
         why: API,
         proven_by: &[Injection::TamperAbi],
         run: returns_bytes_copied,
+    },
+    Scenario {
+        name: "copy_tags_abi::range_past_memslot_end_copies_the_prefix",
+        summary: "A range that runs one page past the end of the RAM memslot returns the bytes \
+                  up to the end, in both directions; TO_GUEST sets exactly those pages' tags, \
+                  FROM_GUEST fills exactly their part of the buffer",
+        why: API_PARTIAL,
+        proven_by: &[Injection::TamperAbi],
+        run: range_past_memslot_end_copies_the_prefix,
+    },
+    Scenario {
+        name: "copy_tags_abi::buffer_inaccessible_midway_copies_the_prefix",
+        summary: "A user buffer whose second page is PROT_NONE returns the bytes of guest \
+                  memory whose tags lie in its first page, in both directions; TO_GUEST sets \
+                  exactly those pages' tags and leaves the rest of the range as it was",
+        why: API_PARTIAL,
+        proven_by: &[Injection::TamperAbi],
+        run: buffer_inaccessible_midway_copies_the_prefix,
     },
     Scenario {
         name: "copy_tags_abi::unaligned_ipa_is_einval",
@@ -135,6 +160,130 @@ fn returns_bytes_copied(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
             checks.syscall(&describe(&args), Ok(args.length as i64), observed);
         }
     }
+    Ok(checks.finish())
+}
+
+/// Tags for `n` granules: every value but 0, so that a granule never set reads otherwise.
+fn nonzero_pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 15 + 1) as u8).collect()
+}
+
+/// What a buffer byte the kernel must not write holds before the call.
+const UNTOUCHED: u8 = 0xee;
+
+/// A copy over `[ipa, ipa + length)` with `buffer`, each direction: TO_GUEST of a pattern,
+/// then FROM_GUEST into a buffer of [`UNTOUCHED`], the buffer PROT_NONE from byte `guard` on
+/// where there is one ([`AbiVm::copy_tags_guarded`]). Checks that both
+/// return `prefix` and what the kernel did with the tags and the buffer.
+fn partial_copies(
+    vm: &mut dyn AbiVm,
+    ipa: u64,
+    length: u64,
+    prefix: u64,
+    why_short: &str,
+    guard: Option<usize>,
+) -> Checks {
+    let copy = |vm: &mut dyn AbiVm, args, buffer: &mut [u8]| match guard {
+        Some(readable) => vm.copy_tags_guarded(args, buffer, readable),
+        None => vm.copy_tags_raw(args, buffer),
+    };
+    let mut checks = Checks::new();
+    let granules_in = |len: u64| (len / GRANULE) as usize;
+    let pattern = nonzero_pattern(granules_in(length));
+    let done = granules_in(prefix);
+    let args = |flags| CopyTagsArgs {
+        guest_ipa: ipa,
+        length,
+        flags,
+        reserved: [0; 2],
+    };
+
+    let mut buffer = pattern.clone();
+    let observed = copy(vm, args(TAGS_TO_GUEST), &mut buffer);
+    checks.syscall(
+        &format!("{} ({why_short})", describe(&args(TAGS_TO_GUEST))),
+        Ok(prefix as i64),
+        observed,
+    );
+    // What TO_GUEST left, read where the memslot has memory and through a whole buffer.
+    let readable = granules_in(length.min(vm.ram().0 + vm.ram().1 - ipa));
+    let mut tags = vec![0u8; readable];
+    let read = CopyTagsArgs {
+        length: readable as u64 * GRANULE,
+        ..args(TAGS_FROM_GUEST)
+    };
+    let control = vm.copy_tags_raw(read, &mut tags);
+    checks.syscall(
+        &format!("control: read back with {}", describe(&read)),
+        Ok(read.length as i64),
+        control,
+    );
+    let mut expected = pattern[..done].to_vec();
+    expected.resize(readable, 0);
+    checks.tags_equal(
+        ipa,
+        ("the copied prefix's tags, zero after it", &expected),
+        ("KVM_ARM_TAGS_FROM_GUEST after the partial TO_GUEST", &tags),
+    );
+
+    let mut buffer = vec![UNTOUCHED; pattern.len()];
+    let observed = copy(vm, args(TAGS_FROM_GUEST), &mut buffer);
+    checks.syscall(
+        &format!("{} ({why_short})", describe(&args(TAGS_FROM_GUEST))),
+        Ok(prefix as i64),
+        observed,
+    );
+    let filled = buffer
+        .iter()
+        .position(|&b| b == UNTOUCHED)
+        .unwrap_or(buffer.len());
+    checks.equal(
+        "FROM_GUEST: buffer bytes the kernel wrote (one a granule), up to the first it left",
+        done,
+        filled,
+    );
+    checks.tags_equal(
+        ipa,
+        ("the prefix's tags", &pattern[..done]),
+        ("FROM_GUEST's buffer", &buffer[..done]),
+    );
+    checks
+}
+
+fn range_past_memslot_end_copies_the_prefix(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut vm = vmm.abi_vm(true)?;
+    let page = vm.page_size();
+    let (start, size) = vm.ram();
+    // Three pages inside, one past: halving the length (tamper-abi) copies two, all inside.
+    let ipa = start + size - 3 * page;
+    let checks = partial_copies(
+        vm.as_mut(),
+        ipa,
+        4 * page,
+        3 * page,
+        "the last page lies past the memslot",
+        None,
+    );
+    Ok(checks.finish())
+}
+
+fn buffer_inaccessible_midway_copies_the_prefix(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut vm = vmm.abi_vm(true)?;
+    let page = vm.page_size();
+    let (start, _) = vm.ram();
+    // One byte a granule: the buffer's first page holds the tags of 16 pages of guest memory.
+    // A range of 24 pages has its last 8 pages' tags behind the guard; halving the length
+    // (tamper-abi) stays before it.
+    let prefix = 16 * page;
+    let guard = page as usize;
+    let checks = partial_copies(
+        vm.as_mut(),
+        start + 64 * page,
+        24 * page,
+        prefix,
+        "the buffer's second page is PROT_NONE",
+        Some(guard),
+    );
     Ok(checks.finish())
 }
 
