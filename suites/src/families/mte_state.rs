@@ -22,11 +22,11 @@ use crate::steps::command::run;
 use crate::steps::tag_checks::{check_tf0, prepare, set_tcf, store, GRANULE_TAG, WRONG_TAG};
 use crate::vmm::{Guest, Vmm, VmmError};
 
-const WHY_EXITS: &str = "KVM keeps the guest's GCR_EL1, RGSR_EL1, TFSR_EL1 and TFSRE0_EL1 in \
-    the vCPU context and swaps them with the host's on vcpu_put/vcpu_load \
-    (arch/arm64/kvm/hyp: __mte_switch_to_guest, mte_save/restore of the EL1 registers since \
-    5.13; TFSR_EL1 is synchronised with a DSB on exit, 'KVM: arm64: Save/restore MTE registers'); \
-    an exit to the VMM or a descheduled vCPU thread must leave them as the guest set them";
+const WHY_EXITS: &str = "KVM swaps the guest's GCR_EL1 and RGSR_EL1 with the host's on every \
+    guest entry and exit (mte_switch_to_guest / mte_switch_to_hyp, \
+    arch/arm64/include/asm/kvm_mte.h) and keeps TFSR_EL1 and TFSRE0_EL1 in the vCPU's EL1 context \
+    across vcpu_put/vcpu_load ('KVM: arm64: Save/restore MTE registers', 5.13): an exit to the \
+    VMM or a descheduled vCPU thread must leave them as the guest set them";
 
 const WHY_ONE_REG: &str = "api.rst (KVM_CAP_ARM_MTE) leaves saving the guest's MTE state on \
     migration to the VMM; KVM_GET_REG_LIST names GCR_EL1, RGSR_EL1, TFSR_EL1 and TFSRE0_EL1 when \
