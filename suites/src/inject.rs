@@ -312,6 +312,17 @@ impl Guest for InjectingGuest {
     fn host_tag_view(&self) -> Option<String> {
         self.inner.host_tag_view()
     }
+    fn copy_tags_raw(
+        &mut self,
+        mut args: CopyTagsArgs,
+        buffer: &mut [u8],
+        readable: Option<usize>,
+    ) -> Result<Result<i64, i32>, VmmError> {
+        if self.injection == Injection::TamperAbi {
+            args.length /= 2;
+        }
+        self.inner.copy_tags_raw(args, buffer, readable)
+    }
     /// The tag the stub is asked to write goes through the broken host tag path.
     fn stub_tag_packets(&mut self, probe: Option<(u64, u8)>) -> Result<StubTagPackets, VmmError> {
         let probe = probe.map(|(ipa, tag)| (ipa, self.injection.host_written(&[tag])[0]));
@@ -425,15 +436,6 @@ impl AbiVm for TamperingAbiVm {
     fn copy_tags_raw(&mut self, mut args: CopyTagsArgs, buffer: &mut [u8]) -> Result<i64, i32> {
         args.length /= 2;
         self.inner.copy_tags_raw(args, buffer)
-    }
-    fn copy_tags_guarded(
-        &mut self,
-        mut args: CopyTagsArgs,
-        buffer: &mut [u8],
-        readable: usize,
-    ) -> Result<i64, i32> {
-        args.length /= 2;
-        self.inner.copy_tags_guarded(args, buffer, readable)
     }
     fn enable_mte(&mut self) -> Result<(), i32> {
         let _ = self.inner.enable_mte();

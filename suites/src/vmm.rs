@@ -43,6 +43,22 @@ pub trait Guest {
     /// What the guest printed on its console so far.
     fn console(&self) -> String;
 
+    /// KVM_ARM_MTE_COPY_TAGS on this guest's VM with the arguments as given. Where `readable`
+    /// is given, the user buffer lies in a mapping of its own whose pages from byte `readable`
+    /// on (page aligned, inside the buffer) are PROT_NONE, a buffer that stops being accessible
+    /// midway, and only its first `readable` bytes come back into `buffer`. Ok(what the kernel
+    /// answered: its return value or errno).
+    fn copy_tags_raw(
+        &mut self,
+        _args: CopyTagsArgs,
+        _buffer: &mut [u8],
+        _readable: Option<usize>,
+    ) -> Result<Result<i64, i32>, VmmError> {
+        Err(not_here(
+            "KVM_ARM_MTE_COPY_TAGS with arguments of the check's choosing",
+        ))
+    }
+
     /// How the host's tag steps reach the tags, where a lane's view is not the KVM ioctl the
     /// checks name (QEMU's gdbstub; the runner's PROT_MTE mapping of QEMU's memory), for the
     /// verdicts to say which view they used.
@@ -292,15 +308,6 @@ pub trait AbiVm {
     /// Issue KVM_ARM_MTE_COPY_TAGS; `buffer` is the user buffer (at least `length / 16` bytes
     /// for valid calls). Ok(return value) or Err(errno).
     fn copy_tags_raw(&mut self, args: CopyTagsArgs, buffer: &mut [u8]) -> Result<i64, i32>;
-    /// [`AbiVm::copy_tags_raw`] with the user buffer in a mapping of its own whose pages from
-    /// byte `readable` on (page aligned, inside the buffer) are PROT_NONE: a buffer that stops
-    /// being accessible midway. Only the first `readable` bytes come back into `buffer`.
-    fn copy_tags_guarded(
-        &mut self,
-        args: CopyTagsArgs,
-        buffer: &mut [u8],
-        readable: usize,
-    ) -> Result<i64, i32>;
     /// KVM_ENABLE_CAP(KVM_CAP_ARM_MTE) now. Ok or Err(errno).
     fn enable_mte(&mut self) -> Result<(), i32>;
     /// Create the next vCPU. Ok or Err(errno).

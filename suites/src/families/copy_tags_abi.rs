@@ -3,12 +3,13 @@
 //! Every probe first makes a valid call on the same VM (the control), so that an error is
 //! known to come from the one argument that was made wrong.
 
-use mte_protocol::GRANULE;
+use mte_protocol::{GRANULE, RAM_IPA, RAM_SIZE, TEST_RAM_IPA};
 
 use crate::check::{Checks, Finding};
 use crate::inject::Injection;
 use crate::scenario::Scenario;
-use crate::vmm::{AbiVm, CopyTagsArgs, Vmm, VmmError, TAGS_FROM_GUEST, TAGS_TO_GUEST};
+use crate::steps::boot::boot;
+use crate::vmm::{AbiVm, CopyTagsArgs, Guest, Vmm, VmmError, TAGS_FROM_GUEST, TAGS_TO_GUEST};
 
 const EINVAL: i32 = libc_errno::EINVAL;
 const EFAULT: i32 = libc_errno::EFAULT;
@@ -40,19 +41,19 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "copy_tags_abi::range_past_memslot_end_copies_the_prefix",
         summary: "A range that runs one page past the end of the RAM memslot returns the bytes \
-                  up to the end, in both directions; TO_GUEST sets exactly those pages' tags, \
-                  FROM_GUEST fills exactly their part of the buffer",
+                  up to the end, in both directions; the guest's LDG reads the tags TO_GUEST set on \
+                  exactly those pages, and FROM_GUEST fills exactly their part of the buffer",
         why: API_PARTIAL,
-        proven_by: &[Injection::TamperAbi],
+        proven_by: &[Injection::TamperAbi, Injection::MisreadReport],
         run: range_past_memslot_end_copies_the_prefix,
     },
     Scenario {
         name: "copy_tags_abi::buffer_inaccessible_midway_copies_the_prefix",
         summary: "A user buffer whose second page is PROT_NONE returns the bytes of guest \
-                  memory whose tags lie in its first page, in both directions; TO_GUEST sets \
-                  exactly those pages' tags and leaves the rest of the range as it was",
+                  memory whose tags lie in its first page, in both directions; the guest's LDG \
+                  reads the new tags on exactly those pages and the old ones on the rest",
         why: API_PARTIAL,
-        proven_by: &[Injection::TamperAbi],
+        proven_by: &[Injection::TamperAbi, Injection::MisreadReport],
         run: buffer_inaccessible_midway_copies_the_prefix,
     },
     Scenario {
@@ -171,22 +172,18 @@ fn nonzero_pattern(n: usize) -> Vec<u8> {
 /// What a buffer byte the kernel must not write holds before the call.
 const UNTOUCHED: u8 = 0xee;
 
-/// A copy over `[ipa, ipa + length)` with `buffer`, each direction: TO_GUEST of a pattern,
-/// then FROM_GUEST into a buffer of [`UNTOUCHED`], the buffer PROT_NONE from byte `guard` on
-/// where there is one ([`AbiVm::copy_tags_guarded`]). Checks that both
-/// return `prefix` and what the kernel did with the tags and the buffer.
+/// A copy over `[ipa, ipa + length)` of the guest's VM, each direction: TO_GUEST of a
+/// pattern, then FROM_GUEST into a buffer of [`UNTOUCHED`], the buffer PROT_NONE from byte
+/// `guard` on where there is one. Both must return `prefix`; the guest's LDG must read the
+/// pattern over the prefix and zero after it (where there is memory), and FROM_GUEST must have
+/// filled exactly the prefix's part of the buffer.
 fn partial_copies(
-    vm: &mut dyn AbiVm,
-    ipa: u64,
-    length: u64,
+    guest: &mut dyn Guest,
+    (ipa, length): (u64, u64),
     prefix: u64,
     why_short: &str,
     guard: Option<usize>,
-) -> Checks {
-    let copy = |vm: &mut dyn AbiVm, args, buffer: &mut [u8]| match guard {
-        Some(readable) => vm.copy_tags_guarded(args, buffer, readable),
-        None => vm.copy_tags_raw(args, buffer),
-    };
+) -> Result<Finding, VmmError> {
     let mut checks = Checks::new();
     let granules_in = |len: u64| (len / GRANULE) as usize;
     let pattern = nonzero_pattern(granules_in(length));
@@ -199,35 +196,25 @@ fn partial_copies(
     };
 
     let mut buffer = pattern.clone();
-    let observed = copy(vm, args(TAGS_TO_GUEST), &mut buffer);
+    let observed = guest.copy_tags_raw(args(TAGS_TO_GUEST), &mut buffer, guard)?;
     checks.syscall(
         &format!("{} ({why_short})", describe(&args(TAGS_TO_GUEST))),
         Ok(prefix as i64),
         observed,
     );
-    // What TO_GUEST left, read where the memslot has memory and through a whole buffer.
-    let readable = granules_in(length.min(vm.ram().0 + vm.ram().1 - ipa));
-    let mut tags = vec![0u8; readable];
-    let read = CopyTagsArgs {
-        length: readable as u64 * GRANULE,
-        ..args(TAGS_FROM_GUEST)
-    };
-    let control = vm.copy_tags_raw(read, &mut tags);
-    checks.syscall(
-        &format!("control: read back with {}", describe(&read)),
-        Ok(read.length as i64),
-        control,
-    );
+    // What TO_GUEST left, as the guest reads it, where the memslot has memory.
+    let inside = length.min(RAM_IPA + RAM_SIZE - ipa);
     let mut expected = pattern[..done].to_vec();
-    expected.resize(readable, 0);
-    checks.tags_equal(
-        ipa,
+    expected.resize(granules_in(inside), 0);
+    checks.expect_guest_tags(
+        guest,
+        (ipa, inside),
         ("the copied prefix's tags, zero after it", &expected),
-        ("KVM_ARM_TAGS_FROM_GUEST after the partial TO_GUEST", &tags),
-    );
+        "guest LDG after the partial TO_GUEST",
+    )?;
 
     let mut buffer = vec![UNTOUCHED; pattern.len()];
-    let observed = copy(vm, args(TAGS_FROM_GUEST), &mut buffer);
+    let observed = guest.copy_tags_raw(args(TAGS_FROM_GUEST), &mut buffer, guard)?;
     checks.syscall(
         &format!("{} ({why_short})", describe(&args(TAGS_FROM_GUEST))),
         Ok(prefix as i64),
@@ -247,44 +234,40 @@ fn partial_copies(
         ("the prefix's tags", &pattern[..done]),
         ("FROM_GUEST's buffer", &buffer[..done]),
     );
-    checks
+    Ok(checks.finish())
+}
+
+/// The host's page size, which KVM_ARM_MTE_COPY_TAGS aligns to (asked of a bare VM).
+fn host_page(vmm: &dyn Vmm) -> Result<u64, VmmError> {
+    Ok(vmm.abi_vm(true)?.page_size())
 }
 
 fn range_past_memslot_end_copies_the_prefix(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut vm = vmm.abi_vm(true)?;
-    let page = vm.page_size();
-    let (start, size) = vm.ram();
+    let page = host_page(vmm)?;
+    let mut guest = boot(vmm)?;
     // Three pages inside, one past: halving the length (tamper-abi) copies two, all inside.
-    let ipa = start + size - 3 * page;
-    let checks = partial_copies(
-        vm.as_mut(),
-        ipa,
-        4 * page,
+    partial_copies(
+        guest.as_mut(),
+        (RAM_IPA + RAM_SIZE - 3 * page, 4 * page),
         3 * page,
         "the last page lies past the memslot",
         None,
-    );
-    Ok(checks.finish())
+    )
 }
 
 fn buffer_inaccessible_midway_copies_the_prefix(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut vm = vmm.abi_vm(true)?;
-    let page = vm.page_size();
-    let (start, _) = vm.ram();
+    let page = host_page(vmm)?;
+    let mut guest = boot(vmm)?;
     // One byte a granule: the buffer's first page holds the tags of 16 pages of guest memory.
     // A range of 24 pages has its last 8 pages' tags behind the guard; halving the length
     // (tamper-abi) stays before it.
-    let prefix = 16 * page;
-    let guard = page as usize;
-    let checks = partial_copies(
-        vm.as_mut(),
-        start + 64 * page,
-        24 * page,
-        prefix,
+    partial_copies(
+        guest.as_mut(),
+        (TEST_RAM_IPA + 64 * page, 24 * page),
+        16 * page,
         "the buffer's second page is PROT_NONE",
-        Some(guard),
-    );
-    Ok(checks.finish())
+        Some(page as usize),
+    )
 }
 
 fn unaligned_ipa_is_einval(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
