@@ -10,7 +10,7 @@ use mte_results::artifact::{
 use mte_results::stream::Record;
 use mte_results::Lane;
 use mte_suites::migration_plan::{IncomingStream, StreamFault};
-use mte_suites::vmm::{AbiVm, BootOptions, Guest, IpaProbe, IpaSizes, Vmm, VmmError};
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, HostMte, IpaProbe, IpaSizes, Vmm, VmmError};
 
 use crate::emit;
 
@@ -69,6 +69,10 @@ impl<V: Vmm> Vmm for KeepsArtifacts<V> {
 
     fn ipa_probe(&self, bits: u32, top: u64) -> Result<IpaProbe, VmmError> {
         self.0.ipa_probe(bits, top)
+    }
+
+    fn host_mte(&self) -> Result<HostMte, VmmError> {
+        self.0.host_mte()
     }
 }
 

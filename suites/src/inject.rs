@@ -14,8 +14,8 @@ use crate::migration_plan::{
 };
 use crate::race_plan::{RaceLog, RacePlan};
 use crate::vmm::{
-    AbiVm, BootOptions, CopyTagsArgs, Guest, IpaProbe, IpaSizes, Reply, StubTagPackets, Vmm,
-    VmmError, VmmMigration,
+    AbiVm, BootOptions, CopyTagsArgs, Guest, HostMte, IpaProbe, IpaSizes, Reply, StubTagPackets,
+    Vmm, VmmError, VmmMigration,
 };
 
 /// What to break. Each injection breaks one path a verdict rests on; a check names the ones
@@ -51,10 +51,13 @@ pub enum Injection {
     /// The kernel's voice: the runner writes a line with `WARNING:` into the kernel's log
     /// (/dev/kmsg) while the check runs, as a kernel WARN_ON would print.
     KernelWarn,
+    /// The guest's ID registers as the host reads them: ID_AA64PFR1_EL1.MTE one lower (MTE3
+    /// shown as MTE2), as a kernel that hides a level of MTE from its guests would show it.
+    LowerMteLevel,
 }
 
 impl Injection {
-    pub const ALL: [Injection; 11] = [
+    pub const ALL: [Injection; 12] = [
         Injection::CorruptTag,
         Injection::MisreadReport,
         Injection::WrongTcf,
@@ -66,6 +69,7 @@ impl Injection {
         Injection::TamperAbi,
         Injection::LateDeadline,
         Injection::KernelWarn,
+        Injection::LowerMteLevel,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +85,7 @@ impl Injection {
             Injection::TamperAbi => "tamper-abi",
             Injection::LateDeadline => "late-deadline",
             Injection::KernelWarn => "kernel-warn",
+            Injection::LowerMteLevel => "lower-mte-level",
         }
     }
 
@@ -101,7 +106,8 @@ impl Injection {
             | Injection::WrongTcf
             | Injection::TamperAbi
             | Injection::LateDeadline
-            | Injection::KernelWarn => return None,
+            | Injection::KernelWarn
+            | Injection::LowerMteLevel => return None,
         })
     }
 
@@ -117,7 +123,8 @@ impl Injection {
             Injection::MisreadReport
             | Injection::WrongTcf
             | Injection::TamperAbi
-            | Injection::LateDeadline => true,
+            | Injection::LateDeadline
+            | Injection::LowerMteLevel => true,
             // The kernel's warning, heard while the check ran, must be what failed it.
             Injection::KernelWarn => finding.detail.iter().any(|evidence| {
                 matches!(evidence, Evidence::KernelLog { lines }
@@ -161,6 +168,13 @@ impl Injection {
         if self == Injection::MisreadReport {
             Self::flip_middle(bytes);
         }
+    }
+
+    fn guest_ids(self, mut ids: GuestIds) -> GuestIds {
+        if self == Injection::LowerMteLevel && ids.mte_level() > 0 {
+            ids.id_aa64pfr1_el1 -= 1 << 8;
+        }
+        ids
     }
 
     fn command_args(self, command: Command, args: &mut [u64]) {
@@ -239,6 +253,10 @@ impl Vmm for Injecting<'_> {
         self.inner.ipa_sizes()
     }
 
+    fn host_mte(&self) -> Result<HostMte, VmmError> {
+        self.inner.host_mte()
+    }
+
     fn under_injection(&self) -> bool {
         true
     }
@@ -265,7 +283,7 @@ struct InjectingGuest {
 
 impl Guest for InjectingGuest {
     fn ids(&self) -> GuestIds {
-        self.inner.ids()
+        self.injection.guest_ids(self.inner.ids())
     }
     fn exec(&mut self, command: Command, args: &[u64]) -> Result<Reply, VmmError> {
         let mut args = args.to_vec();
@@ -293,6 +311,17 @@ impl Guest for InjectingGuest {
     }
     fn host_tag_view(&self) -> Option<String> {
         self.inner.host_tag_view()
+    }
+    fn copy_tags_raw(
+        &mut self,
+        mut args: CopyTagsArgs,
+        buffer: &mut [u8],
+        readable: Option<usize>,
+    ) -> Result<Result<i64, i32>, VmmError> {
+        if self.injection == Injection::TamperAbi {
+            args.length /= 2;
+        }
+        self.inner.copy_tags_raw(args, buffer, readable)
     }
     /// The tag the stub is asked to write goes through the broken host tag path.
     fn stub_tag_packets(&mut self, probe: Option<(u64, u8)>) -> Result<StubTagPackets, VmmError> {

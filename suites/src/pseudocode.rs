@@ -28,6 +28,36 @@ pub fn choose_non_excluded_tag(tag: u8, offset: u8, exclude: u16) -> u8 {
     tag
 }
 
+/// `IRG` with GCR_EL1.RRND = 0 (Arm ARM, IRG and `AArch64.RandomTag`): the next tag from
+/// RGSR_EL1 and the exclude mask (GCR_EL1.Exclude OR Xm), and RGSR_EL1 after it. The 16-bit
+/// LFSR in RGSR_EL1.SEED gives four bits of offset (`NextRandomTagBit`); the tag is
+/// `ChooseNonExcludedTag(RGSR_EL1.TAG, offset, exclude)` and becomes RGSR_EL1.TAG.
+pub fn irg_next(rgsr: u64, exclude: u16) -> (u8, u64) {
+    let mut seed = ((rgsr >> 8) & 0xffff) as u16;
+    let start = (rgsr & 0xf) as u8;
+    let mut offset = 0u8;
+    for bit in 0..4 {
+        let top = (seed >> 5 ^ seed >> 3 ^ seed >> 2 ^ seed) & 1;
+        seed = top << 15 | seed >> 1;
+        offset |= (top as u8) << bit;
+    }
+    let tag = choose_non_excluded_tag(start, offset, exclude);
+    let rgsr = (rgsr & !0xff_ff0f) | (seed as u64) << 8 | tag as u64;
+    (tag, rgsr)
+}
+
+/// The `count` tags IRG chooses from RGSR_EL1 = `rgsr` (GCR_EL1.RRND = 0), and RGSR_EL1 after.
+pub fn irg_sequence(mut rgsr: u64, exclude: u16, count: usize) -> (Vec<u8>, u64) {
+    let tags = (0..count)
+        .map(|_| {
+            let (tag, next) = irg_next(rgsr, exclude);
+            rgsr = next;
+            tag
+        })
+        .collect();
+    (tags, rgsr)
+}
+
 /// ADDG: `ptr + offset` with the tag `tag_offset` non-excluded steps after `ptr`'s.
 pub fn addg(ptr: u64, offset: u64, tag_offset: u8, exclude: u16) -> u64 {
     let tag = choose_non_excluded_tag(tag_of(ptr), tag_offset, exclude);
@@ -147,5 +177,21 @@ mod tests {
         assert_eq!(value, 0x4321_9999_9999_9999);
         assert_eq!(ldgm_tags(value, 0x4100_00c0, 4), vec![1, 2, 3, 4]);
         assert_eq!(ldgm_unused_bits(0x4100_00c0, 4), 0x0000_ffff_ffff_ffff);
+    }
+    #[test]
+    fn irg_sequence_follows_the_lfsr_and_never_picks_an_excluded_tag() {
+        // SEED = 1: the first feedback bit is bit 0 = 1, then the shifted-in ones.
+        let (tag, rgsr) = irg_next(1 << 8, 0);
+        assert_eq!(rgsr >> 8 & 0xffff, 0x1000);
+        assert_eq!(tag, 0b0001);
+        assert_eq!(rgsr & 0xf, 1);
+        let (tags, after) = irg_sequence(0x1234 << 8, 0x0001, 256);
+        assert!(tags.iter().all(|&t| (1..16).contains(&t)));
+        assert!(tags.iter().collect::<std::collections::HashSet<_>>().len() >= 8);
+        // The sequence continues where it stopped: state is all in RGSR_EL1.
+        let (first, middle) = irg_sequence(0x1234 << 8, 0x0001, 100);
+        let (rest, end) = irg_sequence(middle, 0x0001, 156);
+        assert_eq!([first, rest].concat(), tags);
+        assert_eq!(end, after);
     }
 }

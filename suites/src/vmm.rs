@@ -43,6 +43,22 @@ pub trait Guest {
     /// What the guest printed on its console so far.
     fn console(&self) -> String;
 
+    /// KVM_ARM_MTE_COPY_TAGS on this guest's VM with the arguments as given. Where `readable`
+    /// is given, the user buffer lies in a mapping of its own whose pages from byte `readable`
+    /// on (page aligned, inside the buffer) are PROT_NONE, a buffer that stops being accessible
+    /// midway, and only its first `readable` bytes come back into `buffer`. Ok(what the kernel
+    /// answered: its return value or errno).
+    fn copy_tags_raw(
+        &mut self,
+        _args: CopyTagsArgs,
+        _buffer: &mut [u8],
+        _readable: Option<usize>,
+    ) -> Result<Result<i64, i32>, VmmError> {
+        Err(not_here(
+            "KVM_ARM_MTE_COPY_TAGS with arguments of the check's choosing",
+        ))
+    }
+
     /// How the host's tag steps reach the tags, where a lane's view is not the KVM ioctl the
     /// checks name (QEMU's gdbstub; the runner's PROT_MTE mapping of QEMU's memory), for the
     /// verdicts to say which view they used.
@@ -302,6 +318,15 @@ pub trait AbiVm {
     fn page_size(&self) -> u64;
 }
 
+/// The host kernel's MTE, from its hwcaps (getauxval(AT_HWCAP2)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostMte {
+    /// As ID_AA64PFR1_EL1.MTE counts: 0 none, 2 MTE2 (HWCAP2_MTE), 3 MTE3 (HWCAP2_MTE3).
+    pub level: u8,
+    /// Where it was read, and the raw bits, in words.
+    pub source: String,
+}
+
 /// The IPA (guest physical address) sizes a VM may have (`KVM_VM_TYPE_ARM_IPA_SIZE` at
 /// KVM_CREATE_VM).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -379,6 +404,12 @@ pub trait Vmm: Sync {
     /// This VMM without the fault injected, for a set-up the proofs of one check share (a
     /// source guest saved once): what the proof breaks must stay on the injected VMM.
     fn without_injection(&self) -> &dyn Vmm;
+
+    /// The MTE the host's kernel offers its own processes: what a VM with KVM_CAP_ARM_MTE should
+    /// see. Lanes without KVM answer [`VmmError::Unsupported`].
+    fn host_mte(&self) -> Result<HostMte, VmmError> {
+        Err(not_here("reading the host's hwcaps"))
+    }
 
     /// The IPA sizes VMs may have here. Lanes without KVM answer [`VmmError::Unsupported`].
     fn ipa_sizes(&self) -> Result<IpaSizes, VmmError> {

@@ -13,7 +13,7 @@ use mte_suites::host_mm::{
 use mte_suites::kernel_options::{self, Call};
 use mte_suites::migration_plan::{MigrationPlan, SavedStream, StreamFault};
 use mte_suites::race_plan::{RaceLog, RacePlan};
-use mte_suites::vmm::{Guest, VmmError};
+use mte_suites::vmm::{CopyTagsArgs, Guest, VmmError};
 use mte_vmm::host_kernel as host;
 use mte_vmm::HostSteps;
 
@@ -49,6 +49,16 @@ impl HostSteps for KvmTransport {
 
     fn host_write_tags(guest: &mut KvmGuest, ipa: u64, tags: &[u8]) -> Result<(), VmmError> {
         copy_tags::write(guest.transport().vm.raw_fd(), ipa, tags)
+    }
+
+    fn copy_tags_raw(
+        guest: &mut KvmGuest,
+        args: CopyTagsArgs,
+        buffer: &mut [u8],
+        readable: Option<usize>,
+    ) -> Result<Result<i64, i32>, VmmError> {
+        let vm = guest.transport().vm.raw_fd();
+        Ok(crate::abi::copy_tags_checked(vm, args, buffer, readable))
     }
 
     fn ram_backing(guest: &KvmGuest) -> Result<Backing, VmmError> {

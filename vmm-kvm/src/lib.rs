@@ -12,6 +12,7 @@ mod backing;
 pub mod copy_tags;
 mod fork;
 mod held_copy;
+mod host_mte;
 mod host_steps;
 mod ioctls;
 pub mod ipa;

@@ -10,7 +10,7 @@ use mte_protocol::RAM_SIZE;
 use mte_results::Lane;
 use mte_suites::host_mm::Backing;
 use mte_suites::migration_plan::StreamFault;
-use mte_suites::vmm::{AbiVm, BootOptions, Guest, IpaProbe, IpaSizes, Vmm, VmmError};
+use mte_suites::vmm::{AbiVm, BootOptions, Guest, HostMte, IpaProbe, IpaSizes, Vmm, VmmError};
 use mte_vmm::{MailboxGuest, PayloadDir};
 
 use crate::abi::KvmAbiVm;
@@ -151,5 +151,9 @@ impl Vmm for KvmVmm {
 
     fn ipa_probe(&self, bits: u32, top: u64) -> Result<IpaProbe, VmmError> {
         ipa::probe(&self.kvm, bits, top)
+    }
+
+    fn host_mte(&self) -> Result<HostMte, VmmError> {
+        crate::host_mte::host_mte()
     }
 }

@@ -13,7 +13,9 @@ use mte_suites::host_mm::{
 };
 use mte_suites::migration_plan::{MigrationPlan, MigrationReport, SavedStream, StreamFault};
 use mte_suites::race_plan::{RaceLog, RacePlan};
-use mte_suites::vmm::{BootOptions, Guest, Reply, StubTagPackets, VmmError, VmmMigration};
+use mte_suites::vmm::{
+    BootOptions, CopyTagsArgs, Guest, Reply, StubTagPackets, VmmError, VmmMigration,
+};
 
 use crate::boot_check::booted_ids;
 use crate::transport::{Stop, Transport};
@@ -422,6 +424,15 @@ pub trait HostSteps: Transport + Sized + 'static {
         NoHostSteps.stub_tag_packets(probe)
     }
 
+    fn copy_tags_raw(
+        _guest: &mut MailboxGuest<Self>,
+        args: CopyTagsArgs,
+        buffer: &mut [u8],
+        readable: Option<usize>,
+    ) -> Result<Result<i64, i32>, VmmError> {
+        NoHostSteps.copy_tags_raw(args, buffer, readable)
+    }
+
     fn ram_backing(_guest: &MailboxGuest<Self>) -> Result<Backing, VmmError> {
         NoHostSteps.ram_backing()
     }
@@ -591,6 +602,15 @@ impl<T: HostSteps> Guest for MailboxGuest<T> {
 
     fn host_tag_view(&self) -> Option<String> {
         T::host_tag_view(self)
+    }
+
+    fn copy_tags_raw(
+        &mut self,
+        args: CopyTagsArgs,
+        buffer: &mut [u8],
+        readable: Option<usize>,
+    ) -> Result<Result<i64, i32>, VmmError> {
+        T::copy_tags_raw(self, args, buffer, readable)
     }
 
     fn stub_tag_packets(&mut self, probe: Option<(u64, u8)>) -> Result<StubTagPackets, VmmError> {

@@ -7,9 +7,11 @@ pub mod copy_tags_abi;
 pub mod cost;
 pub mod cow;
 pub mod faults;
+pub mod features;
 pub mod harness;
 pub mod migration;
 pub mod mm;
+pub mod mte_state;
 pub mod qemu;
 pub mod races;
 pub mod shared;
@@ -20,6 +22,7 @@ pub mod tags;
 /// Every family's table, in report order.
 pub const ALL: &[&[Scenario]] = &[
     tags::SCENARIOS,
+    features::SCENARIOS,
     faults::SCENARIOS,
     access::SCENARIOS,
     tag_instructions::SCENARIOS,
@@ -29,6 +32,7 @@ pub const ALL: &[&[Scenario]] = &[
     mm::SCENARIOS,
     races::SCENARIOS,
     migration::SCENARIOS,
+    mte_state::SCENARIOS,
     qemu::SCENARIOS,
     cost::SCENARIOS,
     copy_tags_abi::SCENARIOS,
