@@ -143,6 +143,7 @@ pub fn watch(
         on_line,
         started: Instant::now(),
         last_line: Instant::now(),
+        runner_beats: false,
         finished_at: None,
         panic: None,
         stderr: Vec::new(),
@@ -167,7 +168,11 @@ struct Watch<'a> {
     deadlines: Deadlines,
     on_line: &'a mut dyn FnMut(&str) -> Flow,
     started: Instant,
+    /// The last sign of life: any line until the runner beats, then only the runner's records.
     last_line: Instant,
+    /// Whether the runner says it is alive at intervals: from then on a kernel that keeps
+    /// printing (a soft lockup reported every 20 s) is no sign that the runner lives.
+    runner_beats: bool,
     /// When the runner said its last word.
     finished_at: Option<Instant>,
     panic: Option<Panic>,
@@ -225,10 +230,13 @@ impl Watch<'_> {
     /// Hand on a console line and follow a panic's backtrace; the panic line once the
     /// backtrace is complete.
     fn on_console(&mut self, line: &str, now: Instant) -> Option<String> {
-        self.last_line = now;
+        if !self.runner_beats || line.contains(MARKER) {
+            self.last_line = now;
+        }
         match (self.on_line)(line) {
             Flow::Finished if self.finished_at.is_none() => self.finished_at = Some(now),
             Flow::AliveEvery(every) => {
+                self.runner_beats = true;
                 self.deadlines.silence = self.deadlines.silence.min(every * BEATS_MISSED)
             }
             _ => {}
@@ -412,6 +420,28 @@ mod tests {
         );
         assert!(matches!(ending.end, End::Deadline(_)), "{ending:?}");
         assert!(lines.len() > 2);
+    }
+
+    #[test]
+    fn a_kernel_that_keeps_printing_does_not_keep_a_silent_runner_alive() {
+        let started = Instant::now();
+        let ending = watch(
+            script(&format!(
+                "echo '{MARKER} alive'; while true; do echo 'watchdog: BUG: soft lockup'; sleep 0.02; done"
+            )),
+            short(5000, 5000),
+            &mut |line| match line.contains(MARKER) {
+                true => Flow::AliveEvery(Duration::from_millis(50)),
+                false => Flow::Continue,
+            },
+        )
+        .unwrap();
+        assert!(matches!(ending.end, End::Silent(_)), "{ending:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -476,8 +476,8 @@ impl<'a> Session<'a> {
                 self.at_the_stop(),
             )),
             End::Silent(limit) => Some(format!(
-                "the machine printed nothing for {} s{} and was stopped{} (a hung kernel?); see \
-                 {console}",
+                "the machine's runner said nothing for {} s{} and was stopped{} (a hung \
+                 kernel?); see {console}",
                 limit.as_secs(),
                 match self.planned {
                     // The runner says it is alive while checks run: its silence is the machine's.
@@ -802,7 +802,7 @@ mod tests {
         let error = c.error.unwrap();
         assert!(
             error.starts_with(
-                "the machine printed nothing for 30 s (its runner says it is alive every 5 s) \
+                "the machine's runner said nothing for 30 s (its runner says it is alive every 5 s) \
                  and was stopped while b, c were running; 1 check never ran (a hung kernel?)"
             ),
             "{error}"
