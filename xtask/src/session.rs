@@ -85,6 +85,9 @@ pub struct Session<'a> {
     planned_checks: Vec<String>,
     /// Checks started and not yet reported, in the order they started.
     running: Vec<String>,
+    /// The kernel's first report of a stuck CPU or task on the console (a soft lockup, an RCU
+    /// stall, a hung task): what a machine that went silent was doing.
+    kernel_stuck: Option<String>,
     /// Failures so far, for the progress lines.
     failed: usize,
     corrupt: Vec<String>,
@@ -139,6 +142,7 @@ impl<'a> Session<'a> {
             setup_error: None,
             planned_checks: Vec::new(),
             running: Vec::new(),
+            kernel_stuck: None,
             failed: 0,
             corrupt: Vec::new(),
             write_error,
@@ -158,7 +162,12 @@ impl<'a> Session<'a> {
             self.note_write_error(e);
         }
         match parse_line(line) {
-            Line::Text => Flow::Continue,
+            Line::Text => {
+                if self.kernel_stuck.is_none() && reports_stuck_kernel(line) {
+                    self.kernel_stuck = Some(one_line(without_timestamp(line)));
+                }
+                Flow::Continue
+            }
             Line::Corrupt(reason) => {
                 progress::corrupt_record(&reason);
                 self.corrupt.push(reason);
@@ -476,8 +485,8 @@ impl<'a> Session<'a> {
                 self.at_the_stop(),
             )),
             End::Silent(limit) => Some(format!(
-                "the machine's runner said nothing for {} s{} and was stopped{} (a hung \
-                 kernel?); see {console}",
+                "the machine's runner said nothing for {} s{} and was stopped{} ({}); see \
+                 {console}",
                 limit.as_secs(),
                 match self.planned {
                     // The runner says it is alive while checks run: its silence is the machine's.
@@ -488,6 +497,10 @@ impl<'a> Session<'a> {
                     None => String::new(),
                 },
                 self.at_the_stop(),
+                match &self.kernel_stuck {
+                    Some(line) => format!("the kernel said: {line}"),
+                    None => "a hung kernel?".to_string(),
+                },
             )),
             End::Panic(line) => Some(format!(
                 "the kernel panicked: {}{}; see {console}",
@@ -563,6 +576,17 @@ fn kernel_timestamp(line: &str) -> Option<(&str, &str)> {
     let stamp = stamp.trim();
     (!stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
         .then_some((stamp, rest))
+}
+
+/// Whether a kernel console line reports a CPU or task that stopped making progress.
+fn reports_stuck_kernel(line: &str) -> bool {
+    const STUCK: [&str; 4] = [
+        "BUG: soft lockup",
+        "self-detected stall",
+        "rcu_preempt detected stalls",
+        "blocked for more than",
+    ];
+    STUCK.iter().any(|words| line.contains(words))
 }
 
 fn without_timestamp(line: &str) -> &str {
@@ -812,6 +836,31 @@ mod tests {
             .collect();
         assert_eq!(not_run, [("b", true), ("c", true), ("d", false)]);
         assert_eq!(c.not_run[0].boot, 1);
+    }
+
+    #[test]
+    fn a_silent_machine_whose_kernel_reported_a_lockup_says_so() {
+        let lines = vec![
+            frame(&hello_with(&["a"], None)),
+            frame(&Record::Started { test: "a".into() }),
+            frame(&Record::Alive),
+            "[   28.215166] watchdog: BUG: soft lockup - CPU#0 stuck for 23s! [kdamond.0:50]"
+                .into(),
+            "[   52.238975] watchdog: BUG: soft lockup - CPU#1 stuck for 45s! [init:228]".into(),
+        ];
+        let silent = Ending {
+            end: End::Silent(Duration::from_secs(30)),
+            qemu_stderr: vec![],
+        };
+        let (c, _scratch) = feed("lockup", &lines, silent);
+        let error = c.error.unwrap();
+        assert!(
+            error.contains(
+                "while a was running (the kernel said: watchdog: BUG: soft lockup - CPU#0 stuck \
+                 for 23s! [kdamond.0:50])"
+            ),
+            "{error}"
+        );
     }
 
     #[test]
