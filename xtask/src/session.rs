@@ -204,7 +204,12 @@ impl<'a> Session<'a> {
                 self.planned_checks = checks;
                 self.on_hello(environment, selection, planned);
             }
-            Record::Started { test } => self.running.push(test),
+            // Checks start only while the runner says it is alive: the beat is promised from
+            // the first start on, even if the machine stops before the first alive record.
+            Record::Started { test } => {
+                self.running.push(test);
+                return Flow::AliveEvery(ALIVE_EVERY);
+            }
             Record::Alive => return Flow::AliveEvery(ALIVE_EVERY),
             Record::Verdict(verdict) => self.on_verdict(verdict),
             Record::Artifact { name, bytes_base64 } => self.on_artifact(&name, &bytes_base64),
