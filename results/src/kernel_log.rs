@@ -23,6 +23,20 @@ pub fn is_warning(line: &str) -> bool {
     WARNING_MARKS.iter().any(|mark| line.contains(mark))
 }
 
+/// What marks a kernel line as a report of a CPU or task that stopped making progress: a
+/// soft lockup, an RCU stall, a hung task. A machine that goes silent after one is stuck.
+pub const STUCK_MARKS: [&str; 4] = [
+    "BUG: soft lockup",
+    "self-detected stall",
+    "rcu_preempt detected stalls",
+    "blocked for more than",
+];
+
+/// Whether a kernel line reports a stuck CPU or task.
+pub fn reports_stuck(line: &str) -> bool {
+    STUCK_MARKS.iter().any(|mark| line.contains(mark))
+}
+
 /// The host fact of an environment that names its boot's kernel log file.
 pub const KERNEL_LOG_FACT: &str = "kernel.log";
 

@@ -163,7 +163,7 @@ impl<'a> Session<'a> {
         }
         match parse_line(line) {
             Line::Text => {
-                if self.kernel_stuck.is_none() && reports_stuck_kernel(line) {
+                if self.kernel_stuck.is_none() && mte_results::kernel_log::reports_stuck(line) {
                     self.kernel_stuck = Some(one_line(without_timestamp(line)));
                 }
                 Flow::Continue
@@ -581,17 +581,6 @@ fn kernel_timestamp(line: &str) -> Option<(&str, &str)> {
     let stamp = stamp.trim();
     (!stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
         .then_some((stamp, rest))
-}
-
-/// Whether a kernel console line reports a CPU or task that stopped making progress.
-fn reports_stuck_kernel(line: &str) -> bool {
-    const STUCK: [&str; 4] = [
-        "BUG: soft lockup",
-        "self-detected stall",
-        "rcu_preempt detected stalls",
-        "blocked for more than",
-    ];
-    STUCK.iter().any(|words| line.contains(words))
 }
 
 fn without_timestamp(line: &str) -> &str {
