@@ -648,9 +648,9 @@ pub struct RaceFlags {
     /// (default: each check draws one from the clock)
     #[arg(verbatim_doc_comment, long, value_name = "N", value_parser = parse_seed)]
     pub seed: Option<u64>,
-    /// How long each race check plays rounds (default 3; more on
+    /// How long each race check plays rounds (default 1; more on
     /// hardware, where each round is faster and rarer races show)
-    #[arg(verbatim_doc_comment, long = "race-budget", value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(verbatim_doc_comment, long = "race-budget", value_name = "SECS", value_parser = parse_fractional_seconds)]
     pub budget: Option<Duration>,
 }
 
@@ -757,6 +757,15 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
         _ => Err("wants a whole number of seconds above 0".into()),
     }
+}
+
+/// A positive number of seconds, fractions allowed (`0.5`).
+fn parse_fractional_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|secs| *secs > 0.0)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| "wants a number of seconds above 0 (fractions allowed: 0.5)".into())
 }
 
 #[cfg(test)]
@@ -867,6 +876,8 @@ mod tests {
         assert_eq!(o.runner_args(), args("--prove --seed 0x7"));
         assert!(error("run --seed nope").contains("0x-hex"));
         assert!(error("run --race-budget 0").contains("seconds"));
+        let o = run_options(parse(&args("run --race-budget 0.5"), None).unwrap());
+        assert_eq!(o.runner_args(), args("--race-budget 0.5"));
     }
 
     #[test]
