@@ -46,11 +46,7 @@ pub fn proof_name(scenario: &Scenario, injection: Injection) -> String {
 const LONG_FAMILIES: &[&str] = &["harness::", "migration::", "swap::", "cost::"];
 
 /// The check a trial runs: its own name, or the name of the check a proof injects into.
-pub fn check_of(name: &str) -> &str {
-    name.strip_prefix(FAULT_INJECTION_PROOFS)
-        .and_then(|rest| rest.split_once("::"))
-        .map_or(name, |(_injection, check)| check)
-}
+pub use mte_results::shard::check_of;
 
 /// Whether the trial `name` (a check, or a proof of one) is of a long family.
 pub fn is_long(name: &str) -> bool {
