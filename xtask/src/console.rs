@@ -8,6 +8,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use mte_results::kernel_log;
 use mte_results::stream::MARKER;
 
 /// After a kernel panic, how many more lines (the backtrace) are kept.
@@ -30,6 +31,13 @@ pub struct Deadlines {
     pub power_off: Duration,
     /// After a kernel panic, the time given to print the backtrace.
     pub panic_tail: Duration,
+    /// Once a runner that beats has gone silent, the further time the kernel is given to
+    /// report what is stuck (its soft-lockup watchdog speaks after 20 s, later under TCG):
+    /// its words tell a kernel that stopped from a machine that did.
+    pub kernel_report_grace: Duration,
+    /// After the kernel reported a stuck CPU or task while the runner is silent, the time
+    /// given to print the backtrace.
+    pub stuck_tail: Duration,
 }
 
 impl Deadlines {
@@ -39,6 +47,8 @@ impl Deadlines {
             silence: Duration::from_secs(300),
             power_off: Duration::from_secs(30),
             panic_tail: Duration::from_secs(10),
+            kernel_report_grace: Duration::from_secs(30),
+            stuck_tail: Duration::from_secs(3),
         }
     }
 }
@@ -57,6 +67,9 @@ pub enum Flow {
 /// A runner that says it is alive every so often has missed this many of its beats when the
 /// machine is taken to have stopped: a loaded host (two cores, TCG) delays a beat, never six.
 const BEATS_MISSED: u32 = 6;
+/// Once the kernel has reported a stuck CPU or task, a runner that missed this many beats is
+/// taken to be stuck with it.
+const BEATS_MISSED_AFTER_A_STUCK_REPORT: u32 = 2;
 
 /// How the process's run ended.
 #[derive(Debug)]
@@ -143,7 +156,8 @@ pub fn watch(
         on_line,
         started: Instant::now(),
         last_line: Instant::now(),
-        runner_beats: false,
+        runner_beats: None,
+        stuck_reported: None,
         finished_at: None,
         panic: None,
         stderr: Vec::new(),
@@ -170,9 +184,11 @@ struct Watch<'a> {
     started: Instant,
     /// The last sign of life: any line until the runner beats, then only the runner's records.
     last_line: Instant,
-    /// Whether the runner says it is alive at intervals: from then on a kernel that keeps
+    /// How often the runner says it is alive, once it does: from then on a kernel that keeps
     /// printing (a soft lockup reported every 20 s) is no sign that the runner lives.
-    runner_beats: bool,
+    runner_beats: Option<Duration>,
+    /// When the kernel reported a stuck CPU or task (a soft lockup, a stall, a hung task).
+    stuck_reported: Option<Instant>,
     /// When the runner said its last word.
     finished_at: Option<Instant>,
     panic: Option<Panic>,
@@ -214,10 +230,23 @@ impl Watch<'_> {
         }
     }
 
+    /// When the machine is taken to have stopped, if nothing more is heard: after the silence
+    /// deadline; with a runner that beats, later by the grace that lets the kernel say what is
+    /// stuck, and sooner once it has said so.
+    fn silent_deadline(&self) -> Instant {
+        let silent = self.last_line + self.deadlines.silence;
+        match (self.runner_beats, self.stuck_reported) {
+            (None, _) => silent,
+            (Some(_), None) => silent + self.deadlines.kernel_report_grace,
+            (Some(every), Some(at)) => silent
+                .min(self.last_line + every * BEATS_MISSED_AFTER_A_STUCK_REPORT)
+                .max(at + self.deadlines.stuck_tail),
+        }
+    }
+
     /// The earliest deadline now in force.
     fn next_deadline(&self) -> Instant {
-        let mut deadline =
-            (self.started + self.deadlines.overall).min(self.last_line + self.deadlines.silence);
+        let mut deadline = (self.started + self.deadlines.overall).min(self.silent_deadline());
         if let Some(at) = self.finished_at {
             deadline = deadline.min(at + self.deadlines.power_off);
         }
@@ -230,13 +259,17 @@ impl Watch<'_> {
     /// Hand on a console line and follow a panic's backtrace; the panic line once the
     /// backtrace is complete.
     fn on_console(&mut self, line: &str, now: Instant) -> Option<String> {
-        if !self.runner_beats || line.contains(MARKER) {
+        let record = line.contains(MARKER);
+        if self.runner_beats.is_none() || record {
             self.last_line = now;
+        }
+        if !record && self.stuck_reported.is_none() && kernel_log::reports_stuck(line) {
+            self.stuck_reported = Some(now);
         }
         match (self.on_line)(line) {
             Flow::Finished if self.finished_at.is_none() => self.finished_at = Some(now),
             Flow::AliveEvery(every) => {
-                self.runner_beats = true;
+                self.runner_beats = Some(every);
                 self.deadlines.silence = self.deadlines.silence.min(every * BEATS_MISSED)
             }
             _ => {}
@@ -277,7 +310,7 @@ impl Watch<'_> {
         } else if now >= self.started + self.deadlines.overall {
             End::Deadline(self.deadlines.overall)
         } else {
-            End::Silent(self.deadlines.silence)
+            End::Silent(now.saturating_duration_since(self.last_line))
         }
     }
 
@@ -373,6 +406,8 @@ mod tests {
             silence: Duration::from_millis(silence_ms),
             power_off: Duration::from_millis(300),
             panic_tail: Duration::from_millis(300),
+            kernel_report_grace: Duration::from_millis(300),
+            stuck_tail: Duration::from_millis(100),
         }
     }
 
@@ -445,6 +480,29 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_that_reports_a_lockup_in_the_grace_ends_the_wait() {
+        let started = Instant::now();
+        let mut deadlines = short(20_000, 20_000);
+        deadlines.kernel_report_grace = Duration::from_secs(10);
+        let ending = watch(
+            script(&format!(
+                "echo '{MARKER} alive'; sleep 0.5; echo 'watchdog: BUG: soft lockup - CPU#1'; \
+                 echo 'Call trace:'; sleep 20"
+            )),
+            deadlines,
+            &mut |line| match line.contains(MARKER) {
+                true => Flow::AliveEvery(Duration::from_millis(50)),
+                false => Flow::Continue,
+            },
+        )
+        .unwrap();
+        assert!(matches!(ending.end, End::Silent(_)), "{ending:?}");
+        // Past the six beats and in the grace: the report ends the wait a tail later.
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[test]
     fn a_runner_that_stops_saying_it_is_alive_is_found_silent_soon() {
         let started = Instant::now();
         let mut lines = 0;
@@ -457,8 +515,9 @@ mod tests {
             },
         )
         .unwrap();
+        // Six missed beats, then the grace the kernel has to say what is stuck.
         assert!(
-            matches!(ending.end, End::Silent(limit) if limit == Duration::from_millis(300)),
+            matches!(ending.end, End::Silent(silent) if silent >= Duration::from_millis(600)),
             "{ending:?}"
         );
         assert!(
