@@ -38,6 +38,9 @@ pub struct Options {
     pub shard: Option<Shard>,
     /// Run only these checks (and their fault-injection proofs), by exact name; all if empty.
     pub select: Vec<String>,
+    /// Trials an earlier boot of the same run already judged, by exact name: left out (a boot
+    /// that resumes one whose kernel stopped).
+    pub already_judged: Vec<String>,
     /// Run the performance suite (`crate::bench`) instead of the checks.
     pub bench: bool,
     /// The seed and time budget of the race checks.
@@ -49,7 +52,7 @@ pub struct Options {
 
 impl Options {
     pub const USAGE: &'static str = "mte-runner [--lane NAME] [--inject MODE] [--payload-dir DIR] \
-        [--deadline SECS] [--qemu PATH] [--shard K/N] [--select CHECK]... [--bench] [--prove] \
+        [--deadline SECS] [--qemu PATH] [--shard K/N] [--select CHECK]... [--already-judged TRIAL]... [--bench] [--prove] \
         [--seed N] [--race-budget SECS] [LIBTEST-ARGS...]";
 
     /// Split the runner's options from libtest's. `args` excludes the program name.
@@ -62,6 +65,7 @@ impl Options {
             qemu: "qemu-system-aarch64".into(),
             shard: None,
             select: Vec::new(),
+            already_judged: Vec::new(),
             bench: false,
             races: RaceSettings::default(),
             prove: false,
@@ -89,6 +93,7 @@ impl Options {
                 "--qemu" => options.qemu = value("--qemu")?.into(),
                 "--shard" => options.shard = Some(Shard::parse(&value("--shard")?)?),
                 "--select" => options.select.push(value("--select")?),
+                "--already-judged" => options.already_judged.push(value("--already-judged")?),
                 "--bench" => options.bench = true,
                 "--prove" => options.prove = true,
                 "--deadline" => options.deadline = seconds("--deadline", &value("--deadline")?)?,
@@ -544,6 +549,7 @@ fn describe_selection(
     filters: &[String],
     shard: Option<Shard>,
     select: &[String],
+    already_judged: usize,
     prove: bool,
 ) -> String {
     let mut words = Vec::new();
@@ -562,6 +568,11 @@ fn describe_selection(
         });
     }
     words.extend(args.skip.iter().map(|skip| format!("--skip {skip}")));
+    if already_judged > 0 {
+        words.push(format!(
+            "resuming: {already_judged} judged by an earlier boot left out"
+        ));
+    }
     if args.ignored {
         words.push("--ignored".into());
     }
@@ -719,6 +730,7 @@ pub fn run(options: &Options) -> bool {
         };
         trials.retain(|t| selected(t.name()));
     }
+    trials.retain(|t| !options.already_judged.iter().any(|j| j == t.name()));
     let checks: Vec<String> = match args.list {
         true => Vec::new(),
         false => (trials.iter())
@@ -742,6 +754,7 @@ pub fn run(options: &Options) -> bool {
             &filters,
             options.shard,
             &options.select,
+            options.already_judged.len(),
             options.prove,
         ),
         bench: false,
@@ -802,6 +815,9 @@ mod tests {
         let o = parse(&["--select", "tags::a", "--select", "faults::b", "x"]).unwrap();
         assert_eq!(o.select, ["tags::a", "faults::b"]);
         assert_eq!(o.harness_args, vec!["x"]);
+        let o = parse(&["--already-judged", "tags::a", "tags::"]).unwrap();
+        assert_eq!(o.already_judged, ["tags::a"]);
+        assert_eq!(o.harness_args, vec!["tags::"]);
         assert_eq!(
             selection::check_of("fault_injection::corrupt_tag::tags::a"),
             "tags::a"

@@ -1,6 +1,7 @@
 //! `run` and `bench`, in order: the lanes announced, what they need set up, their runs
 //! prepared, then each run into one run directory, and the summary.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -88,10 +89,22 @@ struct Part {
     label: String,
     summary: RunSummary,
     selection: Selection,
+    /// The run's machine stopped (silent, or panicked) while checks ran.
+    stopped_mid_run: bool,
+    /// What the kernel under test said as it stopped the machine then.
+    kernel_stopped: Option<String>,
 }
 
+/// How often one kernel's run is resumed on a fresh boot after its kernel stopped the machine:
+/// a kernel that stops every boot is reported, not booted without end.
+const MAX_RESUMES: usize = 3;
+
+/// The host fact of a boot that a later boot resumed.
+const RESUMED_BY: &str = "boot.resumed_by";
+
 /// Each run in turn, under what is left of the whole run's deadline; what a run hands on (the
-/// artifacts of one kernel) goes to the next.
+/// artifacts of one kernel) goes to the next. A run whose kernel stopped its machine while
+/// checks ran goes on in a fresh boot of the same kernel with the checks that had not run.
 fn run_each(
     runs: &mut [Box<dyn LaneRun>],
     ground: &Groundwork,
@@ -101,22 +114,106 @@ fn run_each(
 ) -> Vec<Part> {
     let mut parts = Vec::new();
     let mut handed_on: Option<Incoming> = None;
+    let mut boots_of_lane: HashMap<Lane, u32> = HashMap::new();
+    for run in runs.iter() {
+        *boots_of_lane.entry(run.lane()).or_default() += 1;
+    }
     for run in runs {
-        let deadlines = Deadlines::with_overall(options.timeout.saturating_sub(started.elapsed()));
         if let Some(incoming) = handed_on.take() {
             run.receive(&incoming);
         }
-        let facts = facts::common(&ground.tools, options);
-        let (part, kept) = run_one(run.as_ref(), facts, run_dir, deadlines);
-        if run.hands_on_artifacts() && !kept.is_empty() {
-            handed_on = part.summary.environments.first().map(|e| Incoming {
-                saved_on: e.kernel_release.clone(),
-                artifacts: kept,
-            });
+        let mut resumed: Option<Box<dyn LaneRun>> = None;
+        let mut judged: Vec<String> = Vec::new();
+        let mut kept_by_kernel: Vec<Kept> = Vec::new();
+        for attempt in 0..=MAX_RESUMES {
+            let this = resumed.as_deref().unwrap_or(run.as_ref());
+            let deadlines =
+                Deadlines::with_overall(options.timeout.saturating_sub(started.elapsed()));
+            let facts = facts::common(&ground.tools, options);
+            let (mut part, kept) = run_one(this, facts, run_dir, deadlines);
+            kept_by_kernel.extend(kept);
+            // What ran, to its verdict or into the stop, is not run again.
+            judged.extend(part.summary.verdicts.iter().map(|v| v.test.clone()));
+            judged.extend(
+                (part.summary.not_run.iter())
+                    .filter(|n| n.was_running)
+                    .map(|n| n.test.clone()),
+            );
+            let next = match attempt < MAX_RESUMES {
+                true => fresh_boot(&mut part, this, &judged, &mut boots_of_lane),
+                false => None,
+            };
+            parts.push(part);
+            match next {
+                Some(next) => resumed = Some(next),
+                None => break,
+            }
         }
-        parts.push(part);
+        if run.hands_on_artifacts() && !kept_by_kernel.is_empty() {
+            handed_on = (parts.last())
+                .and_then(|part| part.summary.environments.first())
+                .map(|e| Incoming {
+                    saved_on: e.kernel_release.clone(),
+                    artifacts: kept_by_kernel,
+                });
+        }
     }
     parts
+}
+
+/// A fresh boot of `run`'s kernel for what `part`, the run's last boot, left when its machine
+/// stopped while checks ran and some had not run yet; `None` when there is nothing to resume
+/// or the lane cannot boot again.
+fn fresh_boot(
+    part: &mut Part,
+    run: &dyn LaneRun,
+    judged: &[String],
+    boots_of_lane: &mut HashMap<Lane, u32>,
+) -> Option<Box<dyn LaneRun>> {
+    let never_ran = part.summary.not_run.iter().any(|n| !n.was_running);
+    if !(part.stopped_mid_run && never_ran) {
+        return None;
+    }
+    let boot = boots_of_lane.entry(run.lane()).or_default();
+    *boot += 1;
+    match run.resume(judged, *boot) {
+        Ok(Some(next)) => {
+            part.resumed_by(*boot);
+            Some(next)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            ui::error(&format!("{}: no fresh boot: {e:#}", part.label));
+            None
+        }
+    }
+}
+
+impl Part {
+    /// A later boot runs what this one left: its checks that never ran are that boot's. When
+    /// the kernel under test said what stopped the machine, the stop is its failure (the
+    /// verdicts of the checks it stopped), not an error of the run; otherwise the error stays,
+    /// saying where the rest went.
+    fn resumed_by(&mut self, boot: u32) {
+        self.summary.not_run.retain(|n| n.was_running);
+        let resumed = format!("the checks that had not run went to boot {boot}");
+        let why = match &self.kernel_stopped {
+            Some(said) => {
+                self.summary.error = None;
+                format!("the kernel stopped this boot's machine while checks ran ({said})")
+            }
+            None => {
+                let error = self.summary.error.take().unwrap_or_default();
+                self.summary.error = Some(format!("{error}; {resumed}"));
+                "this boot's machine stopped while checks ran".to_string()
+            }
+        };
+        for environment in &mut self.summary.environments {
+            environment
+                .host
+                .push(Feature::new(RESUMED_BY, format!("boot {boot}: {why}")));
+        }
+    }
 }
 
 /// One run as a session of the run directory, recorded with `facts` and what the lane adds;
@@ -141,9 +238,17 @@ fn run_one(
     ui::step(&run.heading());
     let ended = run.execute(deadlines, &mut |line| session.on_line(line));
     let kept = session.take_kept_artifacts();
-    let (summary, selection) = match ended {
-        Ok(ending) => session.conclude(&ending),
-        Err(e) => session.conclude_with_error(format!("{e:#}")),
+    let (summary, selection, stopped_mid_run, kernel_stopped) = match ended {
+        Ok(ending) => {
+            let mid_run = session.stopped_mid_run(&ending);
+            let said = session.kernel_stopped_the_machine(&ending);
+            let (summary, selection) = session.conclude(&ending);
+            (summary, selection, mid_run, said)
+        }
+        Err(e) => {
+            let (summary, selection) = session.conclude_with_error(format!("{e:#}"));
+            (summary, selection, false, None)
+        }
     };
     let label = run.label();
     (
@@ -151,6 +256,8 @@ fn run_one(
             label,
             summary,
             selection,
+            stopped_mid_run,
+            kernel_stopped,
         },
         kept,
     )
@@ -171,6 +278,7 @@ fn merge(parts: Vec<Part>, wall_ms: f64) -> (RunSummary, Selection) {
         label,
         summary: part,
         selection: part_selection,
+        ..
     } in parts
     {
         summary.environments.extend(part.environments);
@@ -269,6 +377,8 @@ mod tests {
                 label: format!("{} lane", lane.name()),
                 summary,
                 selection,
+                stopped_mid_run: false,
+                kernel_stopped: None,
             }
         };
         let (summary, selection) = merge(

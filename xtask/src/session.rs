@@ -2,16 +2,20 @@
 //! every verdict onto disk and the terminal at once, and at the end the run's summary and
 //! what it means for the exit status.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use mte_results::bench::Benchmark;
 use mte_results::kernel_log;
 use mte_results::rundir::RunDir;
+use mte_results::shard::check_of;
 use mte_results::stream::{parse_line, Line, Record, ALIVE_EVERY};
 use mte_results::summary::RunSummary;
 use mte_results::text::one_line;
-use mte_results::{Environment, Feature, Lane, NotRun, Outcome, Tally, Verdict};
+use mte_results::{
+    Environment, Evidence, Feature, KernelLine, Lane, NotRun, Outcome, Tally, Verdict,
+    FAULT_INJECTION_PROOFS, SCHEMA_VERSION,
+};
 
 use crate::artifacts::{self, Kept};
 use crate::console::{End, Ending, Flow};
@@ -43,6 +47,13 @@ pub enum Source {
 /// The features of run.json that say how busy the host was when the lane started and ended.
 const LOAD_AT_START: &str = "host.load_at_start";
 const LOAD_AT_END: &str = "host.load_at_end";
+
+/// How many lines of the kernel's report of a stuck machine or a panic the checks it stopped
+/// keep as evidence: the report and its backtrace.
+const KERNEL_REPORT_LINES: usize = 60;
+
+/// What the kernel prints first when it panics.
+const KERNEL_PANIC: &str = "Kernel panic";
 
 /// The runner's exit status when it ran to its end and a check failed (as libtest's).
 const RUNNER_EXIT_CHECK_FAILED: i32 = 101;
@@ -85,9 +96,14 @@ pub struct Session<'a> {
     planned_checks: Vec<String>,
     /// Checks started and not yet reported, in the order they started.
     running: Vec<String>,
+    /// When each check started.
+    started_at: HashMap<String, Instant>,
     /// The kernel's first report of a stuck CPU or task on the console (a soft lockup, an RCU
     /// stall, a hung task): what a machine that went silent was doing.
     kernel_stuck: Option<String>,
+    /// The console's text from that report (or from a panic) on, for the evidence of the
+    /// checks the kernel stopped.
+    kernel_report: Vec<String>,
     /// Failures so far, for the progress lines.
     failed: usize,
     corrupt: Vec<String>,
@@ -142,7 +158,9 @@ impl<'a> Session<'a> {
             setup_error: None,
             planned_checks: Vec::new(),
             running: Vec::new(),
+            started_at: HashMap::new(),
             kernel_stuck: None,
+            kernel_report: Vec::new(),
             failed: 0,
             corrupt: Vec::new(),
             write_error,
@@ -163,9 +181,7 @@ impl<'a> Session<'a> {
         }
         match parse_line(line) {
             Line::Text => {
-                if self.kernel_stuck.is_none() && mte_results::kernel_log::reports_stuck(line) {
-                    self.kernel_stuck = Some(one_line(without_timestamp(line)));
-                }
+                self.on_text(line);
                 Flow::Continue
             }
             Line::Corrupt(reason) => {
@@ -178,6 +194,20 @@ impl<'a> Session<'a> {
                     .get_or_insert_with(|| self.started.elapsed());
                 self.on_record(*record)
             }
+        }
+    }
+
+    /// Console text: the kernel's report of a stuck CPU or task, or of a panic, is kept from
+    /// its first line on.
+    fn on_text(&mut self, line: &str) {
+        if self.kernel_stuck.is_none() && kernel_log::reports_stuck(line) {
+            self.kernel_stuck = Some(one_line(without_timestamp(line)));
+        }
+        let reporting = !self.kernel_report.is_empty()
+            || self.kernel_stuck.is_some()
+            || line.contains(KERNEL_PANIC);
+        if reporting && self.kernel_report.len() < KERNEL_REPORT_LINES {
+            self.kernel_report.push(one_line(line));
         }
     }
 
@@ -207,6 +237,7 @@ impl<'a> Session<'a> {
             // Checks start only while the runner says it is alive: the beat is promised from
             // the first start on, even if the machine stops before the first alive record.
             Record::Started { test } => {
+                self.started_at.insert(test.clone(), Instant::now());
                 self.running.push(test);
                 return Flow::AliveEvery(ALIVE_EVERY);
             }
@@ -264,6 +295,7 @@ impl<'a> Session<'a> {
     fn on_verdict(&mut self, mut verdict: Verdict) {
         verdict.boot = self.environment.boot;
         self.running.retain(|test| *test != verdict.test);
+        self.started_at.remove(&verdict.test);
         self.first_verdict_after
             .get_or_insert_with(|| self.started.elapsed());
         if let Err(e) = self.run.append_verdict(&verdict) {
@@ -363,9 +395,103 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Close the run: what went wrong, if anything, becomes the summary's error.
+    /// What the kernel under test said as it stopped its machine while checks ran: it panicked,
+    /// or it reported a stuck CPU or task and then the runner went silent. `None` when the
+    /// machine stopped otherwise, or with no check running.
+    pub fn kernel_stopped_the_machine(&self, ending: &Ending) -> Option<String> {
+        if !self.stopped_mid_run(ending) {
+            return None;
+        }
+        match &ending.end {
+            End::Panic(line) => Some(one_line(without_timestamp(line))),
+            End::Silent(_) => self.kernel_stuck.clone(),
+            _ => None,
+        }
+    }
+
+    /// Whether the machine stopped (went silent, or panicked) while checks ran: what it had
+    /// not run yet may run on a fresh boot.
+    pub fn stopped_mid_run(&self, ending: &Ending) -> bool {
+        !self.running.is_empty() && matches!(ending.end, End::Silent(_) | End::Panic(_))
+    }
+
+    /// The checks that were running when the kernel under test stopped the machine fail: the
+    /// code under test stopped them. The kernel's report is their evidence, shared by all that
+    /// ran at once.
+    fn fail_the_checks_the_kernel_stopped(&mut self, said: &str, ending: &Ending) {
+        let running = std::mem::take(&mut self.running);
+        for test in &running {
+            let others: Vec<String> = running.iter().filter(|t| *t != test).cloned().collect();
+            let lines = (self.kernel_report.iter())
+                .map(|text| KernelLine {
+                    text: text.clone(),
+                    also_running: others.clone(),
+                })
+                .collect();
+            let how = match &ending.end {
+                End::Silent(limit) => format!(
+                    "the machine's runner then said nothing for {} s and the machine was \
+                     stopped; the checks that had not run yet go to a fresh boot of the same \
+                     kernel",
+                    limit.as_secs()
+                ),
+                _ => "the machine stopped; the checks that had not run yet go to a fresh boot \
+                      of the same kernel"
+                    .to_string(),
+            };
+            let started = self.started_at.get(test).copied();
+            let verdict = Verdict {
+                schema: SCHEMA_VERSION,
+                test: test.clone(),
+                lane: self.environment.lane,
+                kernel: self.environment.kernel_release.clone(),
+                boot: self.environment.boot,
+                outcome: Outcome::Fail,
+                reason: format!("the kernel under test stopped while this check ran: {said}"),
+                detail: vec![Evidence::KernelLog { lines }, Evidence::Note { text: how }],
+                duration_ms: started.map_or(0.0, |s| s.elapsed().as_secs_f64() * 1000.0),
+            };
+            self.on_verdict(verdict);
+        }
+        self.skip_the_proofs_of(&running);
+    }
+
+    /// The fault-injection proofs of checks the kernel stopped, not run yet, are skipped: a
+    /// check that did not run to its verdict cannot show that an injection turns it red.
+    fn skip_the_proofs_of(&mut self, stopped: &[String]) {
+        let reported: HashSet<String> = self.verdicts.iter().map(|v| v.test.clone()).collect();
+        let proofs: Vec<String> = (self.planned_checks.iter())
+            .filter(|test| test.starts_with(FAULT_INJECTION_PROOFS) && !reported.contains(*test))
+            .filter(|test| stopped.iter().any(|check| check == check_of(test)))
+            .cloned()
+            .collect();
+        for test in proofs {
+            let reason = format!(
+                "{} did not reach its verdict (the kernel under test stopped while it ran), so \
+                 no injection can be shown to turn it red",
+                check_of(&test)
+            );
+            self.on_verdict(Verdict {
+                schema: SCHEMA_VERSION,
+                test,
+                lane: self.environment.lane,
+                kernel: self.environment.kernel_release.clone(),
+                boot: self.environment.boot,
+                outcome: Outcome::Skip,
+                reason,
+                detail: Vec::new(),
+                duration_ms: 0.0,
+            });
+        }
+    }
+
+    /// Close the run: what went wrong, if anything, becomes the summary's error. Checks the
+    /// kernel under test stopped fail (see [`Self::kernel_stopped_the_machine`]).
     pub fn conclude(mut self, ending: &Ending) -> (RunSummary, Selection) {
         let error = self.run_error(ending);
+        if let Some(said) = self.kernel_stopped_the_machine(ending) {
+            self.fail_the_checks_the_kernel_stopped(&said, ending);
+        }
         self.record_timings();
         let not_run = self.not_run();
         let summary = RunSummary {
@@ -855,6 +981,80 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    #[test]
+    fn checks_the_kernel_stopped_fail_with_its_report_and_their_proofs_skip() {
+        let proof = format!("{FAULT_INJECTION_PROOFS}corrupt_tag::a");
+        let other_proof = format!("{FAULT_INJECTION_PROOFS}corrupt_tag::b");
+        let lines = vec![
+            frame(&hello_with(&["a", "b", &proof, &other_proof], None)),
+            frame(&Record::Started { test: "a".into() }),
+            "[   28.2] watchdog: BUG: soft lockup - CPU#0 stuck for 23s! [kdamond.0:50]".into(),
+            "[   28.3] Call trace:".into(),
+        ];
+        let silent = Ending {
+            end: End::Silent(Duration::from_secs(30)),
+            qemu_stderr: vec![],
+        };
+        let scratch = Scratch::new("stopped");
+        let run = RunDir::create(&scratch.0, "emulated", "6.12").unwrap();
+        let mut session = Session::new(
+            &run,
+            Lane::Emulated,
+            2,
+            "7.3",
+            Source::Machine,
+            vec![],
+            Instant::now(),
+        );
+        for line in &lines {
+            session.on_line(line);
+        }
+        let said = session.kernel_stopped_the_machine(&silent).unwrap();
+        assert!(
+            said.starts_with("watchdog: BUG: soft lockup - CPU#0"),
+            "{said}"
+        );
+        let (c, _) = session.conclude(&silent);
+        let stopped = &c.verdicts[0];
+        assert_eq!(
+            (stopped.test.as_str(), stopped.outcome),
+            ("a", Outcome::Fail)
+        );
+        assert_eq!(stopped.boot, 2);
+        assert!(stopped
+            .reason
+            .contains("stopped while this check ran: watchdog"));
+        let Evidence::KernelLog { lines } = &stopped.detail[0] else {
+            panic!("{:?}", stopped.detail)
+        };
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            (c.verdicts[1].test.as_str(), c.verdicts[1].outcome),
+            (proof.as_str(), Outcome::Skip)
+        );
+        assert_eq!(c.verdicts.len(), 2);
+        // What never started is left for a fresh boot; nothing is counted as running.
+        let never: Vec<&str> = c.not_run.iter().map(|n| n.test.as_str()).collect();
+        assert_eq!(never, ["b", other_proof.as_str()]);
+        assert!(c.not_run.iter().all(|n| !n.was_running));
+    }
+
+    #[test]
+    fn a_machine_silent_without_a_kernel_report_is_not_the_kernel_s_failure() {
+        let lines = vec![
+            frame(&hello_with(&["a"], None)),
+            frame(&Record::Started { test: "a".into() }),
+        ];
+        let silent = Ending {
+            end: End::Silent(Duration::from_secs(30)),
+            qemu_stderr: vec![],
+        };
+        let (c, _scratch) = feed("silent-only", &lines, silent);
+        assert!(c.verdicts.is_empty());
+        assert!(c.not_run[0].was_running);
+        assert!(c.error.is_some());
     }
 
     #[test]

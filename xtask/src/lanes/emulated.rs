@@ -52,6 +52,9 @@ impl LaneDriver for EmulatedLane {
                     kernel: kernel.clone(),
                     modules: initramfs.modules.clone(),
                     position: (index + 1, count),
+                    boot: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                    resumes: None,
+                    incoming: None,
                     qemu_version: qemu.version,
                     runner_build: format!("{:?}", ground.tools.cross),
                     runner: ground.built.runner.clone(),
@@ -64,6 +67,7 @@ impl LaneDriver for EmulatedLane {
 }
 
 /// One kernel's boot.
+#[derive(Clone)]
 struct Boot {
     machine: Machine,
     kernel: KernelUnderTest,
@@ -71,6 +75,13 @@ struct Boot {
     modules: String,
     /// Which of the run's kernels this is, counted from 1, and how many there are.
     position: (usize, usize),
+    /// Which boot of the lane this is: the kernel's position, or after the last kernel's for a
+    /// boot that resumes another.
+    boot: u32,
+    /// The boot this one resumes, whose kernel stopped its machine.
+    resumes: Option<u32>,
+    /// What the kernel before left, which its initramfs carries.
+    incoming: Option<Incoming>,
     qemu_version: Version,
     /// How the runner was built, for the record.
     runner_build: String,
@@ -88,10 +99,16 @@ impl LaneRun for Boot {
     /// `emulated lane`, or `emulated lane, boot 3 (6.1)` where it boots several times: the
     /// prefix of this boot's error in the run's (see junit's `names_boot`).
     fn label(&self) -> String {
-        match self.position {
-            (_, 1) => "emulated lane".into(),
-            (index, _) => format!(
-                "emulated lane, boot {index} ({})",
+        match (self.position, self.resumes) {
+            ((_, 1), None) => "emulated lane".into(),
+            (_, None) => format!(
+                "emulated lane, boot {} ({})",
+                self.boot,
+                self.kernel.kernel.hint()
+            ),
+            (_, Some(stopped)) => format!(
+                "emulated lane, boot {} ({}, resuming boot {stopped})",
+                self.boot,
                 self.kernel.kernel.hint()
             ),
         }
@@ -100,8 +117,12 @@ impl LaneRun for Boot {
     fn heading(&self) -> String {
         let (index, count) = self.position;
         let kernel = &self.kernel.kernel;
+        let resuming = match self.resumes {
+            Some(stopped) => format!(", boot {} resuming boot {stopped}", self.boot),
+            None => String::new(),
+        };
         format!(
-            "emulated lane, kernel {index} of {count}: booting {} {} under QEMU {}",
+            "emulated lane, kernel {index} of {count}{resuming}: booting {} {} under QEMU {}",
             kernel.package, kernel.version, self.qemu_version
         )
     }
@@ -112,7 +133,7 @@ impl LaneRun for Boot {
         let image_sha256 =
             sha256_of_file(&kernel.image).unwrap_or_else(|e| format!("unreadable: {e}"));
         Recorded {
-            boot: u32::try_from(self.position.0).unwrap_or(u32::MAX),
+            boot: self.boot,
             kernel: kernel.release().unwrap_or_else(|| kernel.hint()),
             source: Source::Machine,
             facts: vec![
@@ -147,13 +168,35 @@ impl LaneRun for Boot {
             &self.runner_args,
             Some(incoming),
         );
-        if let Err(e) = written {
-            ui::error(&format!(
+        match written {
+            Ok(_) => self.incoming = Some(incoming.clone()),
+            Err(e) => ui::error(&format!(
                 "{}: the artifacts of {} are not passed on: {e:#}",
                 kernel.hint(),
                 incoming.saved_on
-            ));
+            )),
         }
+    }
+
+    /// Its initramfs, rewritten in place for the fresh boot: the machine that booted from it
+    /// has exited.
+    fn resume(&self, judged: &[String], boot: u32) -> Result<Option<Box<dyn LaneRun>>> {
+        let mut resumed = self.clone();
+        for trial in judged {
+            resumed
+                .runner_args
+                .extend(["--already-judged".to_string(), trial.clone()]);
+        }
+        initramfs::for_kernel(
+            &resumed.kernel.kernel,
+            &resumed.runner,
+            &resumed.payload,
+            &resumed.runner_args,
+            resumed.incoming.as_ref(),
+        )?;
+        resumed.boot = boot;
+        resumed.resumes = Some(self.boot);
+        Ok(Some(Box::new(resumed)))
     }
 
     fn execute(

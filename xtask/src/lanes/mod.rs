@@ -108,6 +108,13 @@ pub trait LaneRun {
     /// Take what the run before it handed on, before it executes.
     fn receive(&mut self, _incoming: &Incoming) {}
 
+    /// A fresh boot of the same kernel, numbered `boot`, that runs what this run would have
+    /// run but the trials in `judged`: for a run whose kernel stopped its machine mid-run.
+    /// `None` where the lane cannot boot again.
+    fn resume(&self, _judged: &[String], _boot: u32) -> Result<Option<Box<dyn LaneRun>>> {
+        Ok(None)
+    }
+
     /// Start it and hand every line of its records' stream to `on_line` until it ends.
     fn execute(
         &self,
