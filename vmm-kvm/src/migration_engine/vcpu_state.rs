@@ -40,18 +40,24 @@ pub const MTE_REGISTERS: [(&str, u64); 4] = [
 /// (`KVM_REG_ARM_TIMER_CNT`, `KVM_REG_ARM_PTIMER_CNT`).
 const MOVING: [u64; 2] = [sys_reg(3, 3, 14, 3, 2), sys_reg(3, 3, 14, 0, 1)];
 
-/// Bits a write cannot set, which report state instead: a timer's CNT*_CTL_EL0.ISTATUS (bit
-/// 2, read-only) says whether the timer condition holds now, against the counter of the VM
-/// that reads it, not what the source's guest last saw.
-const STATUS_BITS: [(u64, u64); 2] = [
+/// Bits a read-back is not compared on, each with why:
+/// - a timer's CNT*_CTL_EL0.ISTATUS (bit 2) is read-only status: whether the timer condition
+///   holds now, against the counter of the VM that reads it, not what the source's guest saw;
+/// - ID_AA64MMFR2_EL1.NV (bits 27:24): older kernels (6.12 among them) exposed the host's
+///   FEAT_NV to guests without EL2; "KVM: arm64: Hide ID_AA64MMFR2_EL1.NV from guest and
+///   userspace" (upstream in 2025, with the NV userspace ABI) masks it and, so that a stream
+///   from an older kernel still restores, takes a write of the old value and ignores it, as
+///   6685f5d572c2 does for MPAM.
+const NOT_COMPARED: [(u64, u64); 3] = [
     (sys_reg(3, 3, 14, 3, 1), 1 << 2),
     (sys_reg(3, 3, 14, 2, 1), 1 << 2),
+    (sys_reg(3, 0, 0, 7, 2), 0xf << 24),
 ];
 
-/// `value` (little-endian) with the status bits of register `id` cleared.
-fn without_status_bits(id: u64, value: &[u8]) -> Vec<u8> {
+/// `value` (little-endian) without the bits of register `id` a read-back is not compared on.
+fn comparable(id: u64, value: &[u8]) -> Vec<u8> {
     let mut value = value.to_vec();
-    if let Some(&(_, mask)) = STATUS_BITS.iter().find(|&&(named, _)| named == id) {
+    if let Some(&(_, mask)) = NOT_COMPARED.iter().find(|&&(named, _)| named == id) {
         for (byte, mask_byte) in value.iter_mut().zip(mask.to_le_bytes()) {
             *byte &= !mask_byte;
         }
@@ -205,15 +211,15 @@ fn write_each<'a>(vcpu: &VcpuFd, registers: &'a [Register]) -> (Vec<&'a Register
     (accepted, refused)
 }
 
-/// `registers` read back otherwise than written (status bits aside): each named, with both
-/// values.
+/// `registers` read back otherwise than written (the bits of [`NOT_COMPARED`] aside): each
+/// named, with both values.
 fn read_back(vcpu: &VcpuFd, registers: &[&Register]) -> Result<Vec<String>, VmmError> {
     let mut differing = Vec::new();
     for r in registers.iter().filter(|r| !MOVING.contains(&r.id)) {
         let mut value = vec![0u8; r.value.len()];
         vcpu.get_one_reg(r.id, &mut value)
             .map_err(|e| sys_error(format!("KVM_GET_ONE_REG({})", describe(r.id)), e.errno()))?;
-        if without_status_bits(r.id, &value) != without_status_bits(r.id, &r.value) {
+        if comparable(r.id, &value) != comparable(r.id, &r.value) {
             differing.push(format!(
                 "{}: wrote {}, read {}",
                 describe(r.id),
@@ -249,20 +255,22 @@ mod tests {
     fn a_timer_s_status_bit_is_no_difference_but_its_enable_is() {
         let ctl = sys_reg(3, 3, 14, 3, 1);
         let [written, fired, disabled] = [0b001u64, 0b101, 0b000].map(|v| v.to_le_bytes());
-        assert_eq!(
-            without_status_bits(ctl, &written),
-            without_status_bits(ctl, &fired)
-        );
-        assert_ne!(
-            without_status_bits(ctl, &written),
-            without_status_bits(ctl, &disabled)
-        );
+        assert_eq!(comparable(ctl, &written), comparable(ctl, &fired));
+        assert_ne!(comparable(ctl, &written), comparable(ctl, &disabled));
         // Other registers compare whole.
         let sctlr = sys_reg(3, 0, 1, 0, 0);
-        assert_ne!(
-            without_status_bits(sctlr, &written),
-            without_status_bits(sctlr, &fired)
-        );
+        assert_ne!(comparable(sctlr, &written), comparable(sctlr, &fired));
+    }
+
+    #[test]
+    fn an_ignored_nv_field_is_no_difference_but_the_rest_of_mmfr2_is() {
+        let mmfr2 = sys_reg(3, 0, 0, 7, 2);
+        // As 6.12 saved it and 7.3 read it back.
+        let saved = 0x1221_0111_1201_1011u64.to_le_bytes();
+        let read = 0x1221_0111_1001_1011u64.to_le_bytes();
+        assert_eq!(comparable(mmfr2, &saved), comparable(mmfr2, &read));
+        let other_field = 0x1221_0111_1201_1111u64.to_le_bytes();
+        assert_ne!(comparable(mmfr2, &saved), comparable(mmfr2, &other_field));
     }
 
     #[test]
