@@ -78,7 +78,37 @@ pub fn plan(inject: Option<Injection>, prove: bool) -> Vec<Planned> {
         }
     }
     planned.sort_by_key(|p| !is_long(&p.name()));
-    planned
+    spread_turn_takers(planned)
+}
+
+/// Families whose checks take turns on one lock (a race holds the machine's CPUs for its
+/// rounds, one race at a time): two of them side by side would leave a test thread waiting for
+/// the other's turn while short checks are left to run.
+const TAKE_TURNS: &[&str] = &["races::"];
+
+/// Whether the trial `name` (a check, or a proof of one) takes turns with others.
+pub fn takes_turns(name: &str) -> bool {
+    let check = check_of(name);
+    TAKE_TURNS.iter().any(|family| check.starts_with(family))
+}
+
+/// The trials in `planned` order, with those that take turns spread evenly through the short
+/// ones, the long ones still first.
+fn spread_turn_takers(planned: Vec<Planned>) -> Vec<Planned> {
+    let (turns, rest): (Vec<Planned>, Vec<Planned>) =
+        planned.into_iter().partition(|p| takes_turns(&p.name()));
+    let longs = rest.iter().take_while(|p| is_long(&p.name())).count();
+    let every = ((rest.len() - longs) / turns.len().max(1)).max(1);
+    let mut turns = turns.into_iter();
+    let mut spread = Vec::with_capacity(rest.len() + turns.len());
+    for (index, trial) in rest.into_iter().enumerate() {
+        if index >= longs && (index - longs) % every == 0 {
+            spread.extend(turns.next());
+        }
+        spread.push(trial);
+    }
+    spread.extend(turns);
+    spread
 }
 
 /// The harness arguments split: the name filters, and the rest for libtest-mimic.
@@ -168,6 +198,23 @@ mod tests {
 
     fn words(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn trials_that_take_turns_are_never_side_by_side() {
+        for prove in [false, true] {
+            let names: Vec<String> = plan(None, prove).iter().map(Planned::name).collect();
+            let turns: Vec<usize> = (names.iter().enumerate())
+                .filter(|(_, name)| takes_turns(name))
+                .map(|(index, _)| index)
+                .collect();
+            assert!(turns.len() >= 10, "{turns:?}");
+            assert!(turns.windows(2).all(|w| w[1] > w[0] + 1), "{turns:?}");
+            // None among the long ones, which still come first.
+            let first_short = names.iter().position(|n| !is_long(n)).unwrap();
+            assert!(names[first_short..].iter().all(|n| !is_long(n)));
+            assert!(turns.iter().all(|&i| i >= first_short));
+        }
     }
 
     #[test]
