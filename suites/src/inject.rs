@@ -28,9 +28,9 @@ pub enum Injection {
     /// The guest's report: flip bit 3 of the middle byte of everything the host reads from the
     /// guest's bulk buffer (the tag maps and samples the guest wrote there).
     MisreadReport,
-    /// The tag-check mode: every SCTLR_EL1.TCF the host asks for becomes the next one (none ->
-    /// sync -> async -> asymmetric -> none), so the guest checks tags otherwise than the check
-    /// believes.
+    /// The tag-check mode: every SCTLR_EL1.TCF and TCF0 the host asks for becomes the next one
+    /// (none -> sync -> async -> asymmetric -> none), so the guest checks tags otherwise than
+    /// the check believes.
     WrongTcf,
     /// Migration: page records travel without their tags.
     MigrateDropTags,
@@ -178,7 +178,7 @@ impl Injection {
     }
 
     fn command_args(self, command: Command, args: &mut [u64]) {
-        if self == Injection::WrongTcf && command == Command::SetTcf {
+        if self == Injection::WrongTcf && matches!(command, Command::SetTcf | Command::SetTcf0) {
             if let Some(mode) = args.first_mut() {
                 *mode = (*mode + 1) % 4;
             }
@@ -535,6 +535,9 @@ mod tests {
         let mut args = [mte_protocol::tcf::ASYMMETRIC];
         Injection::WrongTcf.command_args(Command::SetTcf, &mut args);
         assert_eq!(args, [mte_protocol::tcf::NONE]);
+        let mut tcf0 = [mte_protocol::tcf::ASYNC];
+        Injection::WrongTcf.command_args(Command::SetTcf0, &mut tcf0);
+        assert_eq!(tcf0, [mte_protocol::tcf::ASYMMETRIC]);
         let mut load = [mte_protocol::tcf::SYNC];
         Injection::WrongTcf.command_args(Command::Load, &mut load);
         assert_eq!(load, [mte_protocol::tcf::SYNC]);
