@@ -257,7 +257,7 @@ pub const EL0_SCENARIOS: &[Scenario] = &[
                   load, is still TF0 alone after 32 MMIO exits to the VMM and 3 more with the \
                   vCPU thread asleep 50 ms before each; TFSR_EL1 stays 0 and TCF0 async",
         why: WHY_EL0_EXITS,
-        proven_by: &[Injection::WrongTcf],
+        proven_by: &[Injection::ResetEl0State, Injection::WrongTcf],
         run: tfsre0_survives_exits_and_sleeps,
     },
     Scenario {
@@ -267,7 +267,7 @@ pub const EL0_SCENARIOS: &[Scenario] = &[
                   them); and the guest still checks that way: a mismatched EL0 load faults, a \
                   mismatched EL1 load sets TFSR_EL1.TF0",
         why: WHY_EL0_EXITS,
-        proven_by: &[Injection::WrongTcf],
+        proven_by: &[Injection::ResetEl0State, Injection::WrongTcf],
         run: tcf_and_tcf0_survive_exits_and_sleeps,
     },
     Scenario {
@@ -277,7 +277,7 @@ pub const EL0_SCENARIOS: &[Scenario] = &[
                   suite's stop-and-copy migration the destination's guest reads the same \
                   TFSRE0_EL1 and TCF/TCF0, and an EL1 mismatched load still faults",
         why: WHY_EL0_ONE_REG,
-        proven_by: &[Injection::WrongTcf],
+        proven_by: &[Injection::ResetEl0State, Injection::WrongTcf],
         run: one_reg_and_migration_carry_tfsre0_and_tcf0,
     },
 ];
