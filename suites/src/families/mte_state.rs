@@ -243,7 +243,9 @@ const WHY_EL0_EXITS: &str = "KVM keeps TFSRE0_EL1 and SCTLR_EL1 in the vCPU's EL
     saved and restored on vcpu_put/vcpu_load ('KVM: arm64: Save/restore MTE registers', 5.13; \
     SCTLR_EL1 with the rest of the EL1 system registers): a pending asynchronous fault of the \
     guest's EL0, which guest Linux only reads on its next entry from user space, and the \
-    per-task TCF0 it set must survive every exit to the VMM and a descheduled vCPU thread";
+    per-task TCF0 it set must survive every exit to the VMM (each KVM_RUN that returns to it \
+    ends in vcpu_put, kvm_arch_vcpu_ioctl_run) and a vCPU thread that slept, its CPU free for \
+    other threads, before the next vcpu_load";
 
 const WHY_EL0_ONE_REG: &str = "KVM_GET_REG_LIST names TFSRE0_EL1 (sys_reg(3, 0, 5, 6, 1)) and \
     SCTLR_EL1 for a VM with MTE; KVM_GET_ONE_REG must read what the guest runs with, and a \
