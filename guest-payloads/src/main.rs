@@ -24,6 +24,7 @@ mod bulk;
 mod commands;
 mod cpu;
 mod data;
+mod el0;
 mod entry;
 mod instructions;
 mod mailbox;

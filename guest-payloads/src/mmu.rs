@@ -7,6 +7,10 @@
 //! | 0 .. 1 GiB                        | same          | Device-nGnRnE (UART, doorbell)    |
 //! | `RAM_IPA` .. +1 GiB               | same          | Normal-Tagged (MAIR 0xF0)         |
 //! | `UNTAGGED_ALIAS_VA` .. +1 GiB     | `RAM_IPA` ..  | Normal, untagged (MAIR 0xFF)      |
+//! | `EL0_ALIAS_VA` .. +1 GiB          | `RAM_IPA` ..  | Normal-Tagged, EL0 RW, PXN (`el0`) |
+//!
+//! Only the EL0 alias is open to EL0: memory writable at EL0 is never executable at EL1, so
+//! the runtime's own mapping of RAM stays EL1-only.
 //!
 //! The RAM block's attribute index holds 0xF0 only where the CPU has tag storage (MTE2);
 //! elsewhere it holds 0xFF, since 0xF0 is reserved there. The table is constant data in the
@@ -16,10 +20,10 @@
 //! tag-0 pointers checked like any other. [`set_tag_bits`] changes both at run time.
 
 use core::arch::{asm, global_asm};
-use mte_protocol::{RAM_IPA, UNTAGGED_ALIAS_VA};
+use mte_protocol::{EL0_ALIAS_VA, RAM_IPA, UNTAGGED_ALIAS_VA};
 
 const GIB: u64 = 1 << 30;
-const _: () = assert!(RAM_IPA == GIB && UNTAGGED_ALIAS_VA == 2 * GIB);
+const _: () = assert!(RAM_IPA == GIB && UNTAGGED_ALIAS_VA == 2 * GIB && EL0_ALIAS_VA == 3 * GIB);
 
 /// MAIR_EL1 attribute indices.
 const ATTR_DEVICE: u64 = 0;
@@ -51,6 +55,8 @@ const SCTLR_CLEAR: u64 = 1 << 1 | 1 << 19 | 1 << 24 | 1 << 25;
 const BLOCK: u64 = 0b01;
 const INNER_SHAREABLE: u64 = 3 << 8;
 const ACCESS_FLAG: u64 = 1 << 10;
+/// AP[1]: EL0 may access (read and write, with AP[2] = 0) as EL1 may.
+const AP_EL0: u64 = 1 << 6;
 const PXN: u64 = 1 << 53;
 const UXN: u64 = 1 << 54;
 
@@ -66,7 +72,7 @@ static LEVEL1: Level1 = Level1([
     block(0, ATTR_DEVICE, PXN | UXN),
     block(RAM_IPA, ATTR_RAM, INNER_SHAREABLE | UXN),
     block(RAM_IPA, ATTR_UNTAGGED, INNER_SHAREABLE | PXN | UXN),
-    0,
+    block(RAM_IPA, ATTR_RAM, INNER_SHAREABLE | AP_EL0 | PXN),
 ]);
 
 // mmu_enable: a leaf routine (no stack, no memory writes) that the entry code calls with the

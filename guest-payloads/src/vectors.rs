@@ -2,6 +2,8 @@
 //! test access ([`catching_aborts`]), whether the access ran on SP_EL1 as the runtime does or
 //! with SP_EL0 selected (the SP-based access forms); report anything else as a panic and stop.
 //!
+//! Synchronous exceptions from EL0 go to `el0` first (its SVC return and skipped aborts).
+//!
 //! The recorded `vector` is the kind (0 sync, 1 IRQ, 2 FIQ, 3 SError) plus 4 × the origin
 //! (0 current EL with SP_EL1, where the runtime runs; 1 current EL with SP_EL0; 2 lower EL,
 //! AArch64; 3 lower EL, AArch32), so the runtime's own exceptions are 0..=3.
@@ -14,16 +16,25 @@ use core::arch::global_asm;
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering, compiler_fence};
 use mte_protocol::{MAX_VCPUS, esr};
 
-use crate::{cpu, mailbox, power, sysreg};
+use crate::{cpu, el0, mailbox, power, sysreg};
 
 /// The kinds and origins of the exception that may be skipped: synchronous, from the current
 /// EL, with SP_EL1 (the runtime's own stack) or SP_EL0 selected.
 const SYNC_CURRENT_EL: u64 = 0;
 const SYNC_CURRENT_EL_SP_EL0: u64 = 4;
+/// Synchronous, from EL0 (AArch64).
+const SYNC_LOWER_EL: u64 = 8;
 /// Bytes saved per exception: x0-x30, ELR, SPSR, padding, then q0-q31.
 const FRAME_SIZE: usize = 272 + 32 * 16;
-/// Where ELR_EL1 is saved in the frame; `eret` returns to what is there.
+/// Where ELR_EL1 is saved in the frame, SPSR_EL1 after it: the [`Resume`] that `eret` takes.
 const ELR_OFFSET: usize = 31 * 8;
+
+/// ELR_EL1 and SPSR_EL1 as saved in the frame: where, and at which EL, `eret` resumes.
+#[repr(C)]
+pub struct Resume {
+    pub elr: u64,
+    pub spsr: u64,
+}
 
 /// [`catching_aborts`] state, one a vCPU.
 const IDLE: u8 = 0;
@@ -152,13 +163,17 @@ exception_entry:
     handler = sym handle_exception,
 );
 
-/// `elr` is the saved ELR_EL1, the address the exception returns to.
-extern "C" fn handle_exception(elr: &mut u64, vector: u64) {
+/// `resume` is the saved ELR_EL1 and SPSR_EL1, where the exception returns to.
+extern "C" fn handle_exception(resume: &mut Resume, vector: u64) {
     if mailbox::stopped() {
         power::halt();
     }
     let esr = sysreg::read!("esr_el1");
     let far = sysreg::read!("far_el1");
+    if vector == SYNC_LOWER_EL && el0::handle_exception(resume, esr, far, vector) {
+        return;
+    }
+    let elr = &mut resume.elr;
     mailbox::record_fault(esr, far, *elr, vector);
 
     if (vector == SYNC_CURRENT_EL || vector == SYNC_CURRENT_EL_SP_EL0)

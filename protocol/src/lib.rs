@@ -21,7 +21,8 @@
 //! | [`TEST_RAM_IPA`] ..         | test RAM: the memory scenarios tag and touch     |
 //!
 //! The 1 GiB block holding RAM is mapped Normal-Tagged (MAIR 0xF0). The same physical RAM is
-//! also visible untagged (Normal, MAIR 0xFF) at [`UNTAGGED_ALIAS_VA`].
+//! also visible untagged (Normal, MAIR 0xFF) at [`UNTAGGED_ALIAS_VA`], and tagged but open to
+//! EL0 at [`EL0_ALIAS_VA`], where the payload's EL0 code runs.
 //!
 //! A guest may have up to [`MAX_VCPUS`] vCPUs. vCPU 0 boots at the payload's entry; it starts
 //! the others with PSCI CPU_ON when the host asks ([`Command::CpuOn`]). Each vCPU has its own
@@ -54,6 +55,14 @@ pub const TEST_RAM_IPA: u64 = RAM_IPA + 0x100_0000;
 pub const TEST_RAM_SIZE: u64 = RAM_IPA + RAM_SIZE - TEST_RAM_IPA;
 /// VA at which RAM is mapped a second time, Normal but not tagged.
 pub const UNTAGGED_ALIAS_VA: u64 = 0x8000_0000;
+/// VA at which RAM is mapped a third time, Normal-Tagged and open to EL0 (read, write,
+/// execute; never executable at EL1): where the payload's EL0 code runs and accesses memory.
+pub const EL0_ALIAS_VA: u64 = 0xc000_0000;
+
+/// The EL0 alias of a pointer into RAM, its top byte (the tag) kept.
+pub const fn el0_alias(ptr: u64) -> u64 {
+    ptr - RAM_IPA + EL0_ALIAS_VA
+}
 
 /// A store here leaves the guest: KVM_EXIT_MMIO on KVM (no memslot covers it).
 pub const DOORBELL_IPA: u64 = 0x0b00_0000;
@@ -252,6 +261,45 @@ pub enum Command {
     /// little-endian words: the ESR of STG's exception (0 for none), LDG's, the tag LDG read
     /// (0 where it raised one) and GCR_EL1's read's.
     ProbeTagAccess = 27,
+    /// `args = [tcf0]`: set SCTLR_EL1.TCF0 (a [`tcf`] value: how EL0's accesses, and EL1's
+    /// unprivileged ones, are tag checked) and SCTLR_EL1.ATA0 = 1 (without it EL0's accesses
+    /// are Tag Unchecked); clears TFSRE0_EL1. `result = [previous tcf0]`.
+    SetTcf0 = 28,
+    /// `args = [kind, ptr, value]`: one 64-bit access of [`access_kind`] `kind` run at EL0,
+    /// through `ptr`'s EL0 alias ([`el0_alias`]: the tag kept). A data abort from EL0 is
+    /// recorded in [`Mailbox::fault`] (vector 8: lower EL) and skipped. `result = [value
+    /// loaded (0 for a store or where the load faulted), faulted]`.
+    El0Access = 29,
+    /// `args = [kind, ptr, value]`: the same access from EL1 with the unprivileged forms
+    /// (LDTR, STTR) through `ptr`'s EL0 alias; a data abort is recorded (vector 0) and skipped.
+    /// `result = [value, faulted]`.
+    UnprivilegedAccess = 30,
+    /// `result = [SCTLR_EL1, GCR_EL1, RGSR_EL1, TFSR_EL1, TFSRE0_EL1]`, read after a DSB (so
+    /// every asynchronous fault so far is in the TFSRs), nothing cleared.
+    ReadMteRegisters = 31,
+}
+
+/// The order of [`Command::ReadMteRegisters`]'s results.
+pub mod mte_registers {
+    pub const SCTLR_EL1: usize = 0;
+    pub const GCR_EL1: usize = 1;
+    pub const RGSR_EL1: usize = 2;
+    pub const TFSR_EL1: usize = 3;
+    pub const TFSRE0_EL1: usize = 4;
+}
+
+/// SCTLR_EL1's tag-check fields: TCF (EL1) and TCF0 (EL0 and unprivileged accesses).
+pub mod sctlr {
+    pub const fn tcf(sctlr: u64) -> u64 {
+        (sctlr >> 40) & 3
+    }
+    pub const fn tcf0(sctlr: u64) -> u64 {
+        (sctlr >> 38) & 3
+    }
+    /// ATA0: EL0 may use allocation tags, and its accesses can be tag checked.
+    pub const fn ata0(sctlr: u64) -> bool {
+        sctlr & (1 << 42) != 0
+    }
 }
 
 /// The tag [`Command::ProbeTagAccess`] stores.
@@ -324,6 +372,10 @@ impl Command {
             25 => Self::CpuOn,
             26 => Self::AccessRange,
             27 => Self::ProbeTagAccess,
+            28 => Self::SetTcf0,
+            29 => Self::El0Access,
+            30 => Self::UnprivilegedAccess,
+            31 => Self::ReadMteRegisters,
             _ => return None,
         })
     }
@@ -562,6 +614,8 @@ pub mod esr {
     }
     /// Data abort taken without a change of exception level.
     pub const EC_DABT_CUR: u8 = 0x25;
+    /// Data abort taken from a lower exception level (EL0 into EL1).
+    pub const EC_DABT_LOWER: u8 = 0x24;
     /// Unknown reason: an UNDEFINED instruction, or a system register access the CPU (or the
     /// hypervisor) does not give.
     pub const EC_UNKNOWN: u8 = 0x00;
@@ -617,10 +671,10 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for v in 0..=27 {
+        for v in 0..=31 {
             assert_eq!(Command::from_u32(v).unwrap() as u32, v);
         }
-        assert!(Command::from_u32(28).is_none());
+        assert!(Command::from_u32(32).is_none());
         assert!(Command::from_u32(Command::Nop as u32 | START_TOGETHER).is_none());
         for v in 0..=4 {
             assert_eq!(Status::from_u32(v).unwrap() as u32, v);

@@ -28,9 +28,9 @@ pub enum Injection {
     /// The guest's report: flip bit 3 of the middle byte of everything the host reads from the
     /// guest's bulk buffer (the tag maps and samples the guest wrote there).
     MisreadReport,
-    /// The tag-check mode: every SCTLR_EL1.TCF the host asks for becomes the next one (none ->
-    /// sync -> async -> asymmetric -> none), so the guest checks tags otherwise than the check
-    /// believes.
+    /// The tag-check mode: every SCTLR_EL1.TCF and TCF0 the host asks for becomes the next one
+    /// (none -> sync -> async -> asymmetric -> none), so the guest checks tags otherwise than
+    /// the check believes.
     WrongTcf,
     /// Migration: page records travel without their tags.
     MigrateDropTags,
@@ -54,10 +54,14 @@ pub enum Injection {
     /// The guest's ID registers as the host reads them: ID_AA64PFR1_EL1.MTE one lower (MTE3
     /// shown as MTE2), as a kernel that hides a level of MTE from its guests would show it.
     LowerMteLevel,
+    /// The guest's EL0 MTE state: before every `Nop` (the exits a check makes on purpose) and
+    /// after every migration, SCTLR_EL1.TCF0 is set to none and TFSRE0_EL1 cleared, as a KVM
+    /// that lost them across an exit, a vcpu_put/vcpu_load or a migration would leave them.
+    ResetEl0State,
 }
 
 impl Injection {
-    pub const ALL: [Injection; 12] = [
+    pub const ALL: [Injection; 13] = [
         Injection::CorruptTag,
         Injection::MisreadReport,
         Injection::WrongTcf,
@@ -70,6 +74,7 @@ impl Injection {
         Injection::LateDeadline,
         Injection::KernelWarn,
         Injection::LowerMteLevel,
+        Injection::ResetEl0State,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +91,7 @@ impl Injection {
             Injection::LateDeadline => "late-deadline",
             Injection::KernelWarn => "kernel-warn",
             Injection::LowerMteLevel => "lower-mte-level",
+            Injection::ResetEl0State => "reset-el0-state",
         }
     }
 
@@ -107,7 +113,8 @@ impl Injection {
             | Injection::TamperAbi
             | Injection::LateDeadline
             | Injection::KernelWarn
-            | Injection::LowerMteLevel => return None,
+            | Injection::LowerMteLevel
+            | Injection::ResetEl0State => return None,
         })
     }
 
@@ -124,7 +131,8 @@ impl Injection {
             | Injection::WrongTcf
             | Injection::TamperAbi
             | Injection::LateDeadline
-            | Injection::LowerMteLevel => true,
+            | Injection::LowerMteLevel
+            | Injection::ResetEl0State => true,
             // The kernel's warning, heard while the check ran, must be what failed it.
             Injection::KernelWarn => finding.detail.iter().any(|evidence| {
                 matches!(evidence, Evidence::KernelLog { lines }
@@ -177,8 +185,18 @@ impl Injection {
         ids
     }
 
+    /// Under `reset-el0-state`: reset the guest's EL0 MTE state (TCF0 none, TFSRE0_EL1 0) as
+    /// a VMM that lost it would. What the guest answers is of no concern: a guest without MTE
+    /// refuses, and has no such state to lose.
+    fn reset_el0_state(self, guest: &mut dyn Guest) -> Result<(), VmmError> {
+        if self == Injection::ResetEl0State {
+            guest.exec(Command::SetTcf0, &[mte_protocol::tcf::NONE])?;
+        }
+        Ok(())
+    }
+
     fn command_args(self, command: Command, args: &mut [u64]) {
-        if self == Injection::WrongTcf && command == Command::SetTcf {
+        if self == Injection::WrongTcf && matches!(command, Command::SetTcf | Command::SetTcf0) {
             if let Some(mode) = args.first_mut() {
                 *mode = (*mode + 1) % 4;
             }
@@ -286,6 +304,9 @@ impl Guest for InjectingGuest {
         self.injection.guest_ids(self.inner.ids())
     }
     fn exec(&mut self, command: Command, args: &[u64]) -> Result<Reply, VmmError> {
+        if command == Command::Nop {
+            self.injection.reset_el0_state(self.inner.as_mut())?;
+        }
         let mut args = args.to_vec();
         self.injection.command_args(command, &mut args);
         self.inner.exec(command, &args)
@@ -403,8 +424,10 @@ impl Guest for InjectingGuest {
             plan.fault = Some(fault);
         }
         // The destination's host tag path and reports stay broken as the source's were.
+        let mut inner = self.inner.migrate(&plan)?;
+        self.injection.reset_el0_state(inner.as_mut())?;
         Ok(Box::new(InjectingGuest {
-            inner: self.inner.migrate(&plan)?,
+            inner,
             injection: self.injection,
         }))
     }
@@ -535,6 +558,9 @@ mod tests {
         let mut args = [mte_protocol::tcf::ASYMMETRIC];
         Injection::WrongTcf.command_args(Command::SetTcf, &mut args);
         assert_eq!(args, [mte_protocol::tcf::NONE]);
+        let mut tcf0 = [mte_protocol::tcf::ASYNC];
+        Injection::WrongTcf.command_args(Command::SetTcf0, &mut tcf0);
+        assert_eq!(tcf0, [mte_protocol::tcf::ASYMMETRIC]);
         let mut load = [mte_protocol::tcf::SYNC];
         Injection::WrongTcf.command_args(Command::Load, &mut load);
         assert_eq!(load, [mte_protocol::tcf::SYNC]);

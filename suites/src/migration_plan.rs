@@ -136,6 +136,8 @@ pub struct MigrationReport {
     pub registers_refused: Vec<String>,
     /// The MTE system registers in the list, by name, with their values.
     pub mte_registers: Vec<(String, u64)>,
+    /// SCTLR_EL1 as the source's KVM_GET_ONE_REG read it (its TCF and TCF0 fields).
+    pub sctlr_el1: Option<u64>,
     /// PC when the doorbell's exit reached the VMM, and after the exit was completed: the
     /// destination resumes after the doorbell's store.
     pub pc_at_exit: u64,

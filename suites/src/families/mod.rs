@@ -6,6 +6,7 @@ pub mod access;
 pub mod copy_tags_abi;
 pub mod cost;
 pub mod cow;
+pub mod el0;
 pub mod faults;
 pub mod features;
 pub mod harness;
@@ -25,6 +26,7 @@ pub const ALL: &[&[Scenario]] = &[
     features::SCENARIOS,
     faults::SCENARIOS,
     access::SCENARIOS,
+    el0::SCENARIOS,
     tag_instructions::SCENARIOS,
     cow::SCENARIOS,
     swap::SCENARIOS,
@@ -33,6 +35,7 @@ pub const ALL: &[&[Scenario]] = &[
     races::SCENARIOS,
     migration::SCENARIOS,
     mte_state::SCENARIOS,
+    mte_state::EL0_SCENARIOS,
     qemu::SCENARIOS,
     cost::SCENARIOS,
     copy_tags_abi::SCENARIOS,

@@ -10,16 +10,20 @@
 use std::thread::sleep;
 use std::time::Duration;
 
-use mte_protocol::{tcf, with_tag, Command, GuestIds, PAGE_SIZE, TEST_RAM_IPA};
+use mte_protocol::{sctlr, tcf, with_tag, Command, GuestIds, PAGE_SIZE, TEST_RAM_IPA};
 
 use crate::check::{Checks, Finding};
+use crate::families::el0;
 use crate::inject::Injection;
 use crate::migration_plan::{Method, MigrationPlan};
 use crate::pseudocode::irg_sequence;
 use crate::scenario::Scenario;
 use crate::steps::boot::boot;
 use crate::steps::command::run;
-use crate::steps::tag_checks::{check_tf0, prepare, set_tcf, store, GRANULE_TAG, WRONG_TAG};
+use crate::steps::el0::{self as el0_steps, check_fault_status, read_registers, Maker};
+use crate::steps::tag_checks::{
+    self as tag_checks, check_tf0, prepare, set_tcf, store, GRANULE_TAG, WRONG_TAG,
+};
 use crate::vmm::{Guest, Vmm, VmmError};
 
 const WHY_EXITS: &str = "KVM swaps the guest's GCR_EL1 and RGSR_EL1 with the host's on every \
@@ -227,6 +231,185 @@ fn one_reg_and_migration_carry_gcr_rgsr_tfsr(vmm: &dyn Vmm) -> Result<Finding, V
         guest.as_mut(),
         "an asynchronous fault on the source, then migration",
         true,
+    )?;
+    checks.value("how the guest moved", "", report.how.clone());
+    Ok(checks.finish())
+}
+
+// TFSRE0_EL1 and SCTLR_EL1.TCF/TCF0: the EL0 side of the same state, set through the guest's
+// EL0 code (`el0::`). GCR_EL1 and RGSR_EL1 are the checks above.
+
+const WHY_EL0_EXITS: &str = "KVM keeps TFSRE0_EL1 and SCTLR_EL1 in the vCPU's EL1 context, \
+    saved and restored on vcpu_put/vcpu_load ('KVM: arm64: Save/restore MTE registers', 5.13; \
+    SCTLR_EL1 with the rest of the EL1 system registers): a pending asynchronous fault of the \
+    guest's EL0, which guest Linux only reads on its next entry from user space, and the \
+    per-task TCF0 it set must survive every exit to the VMM (each KVM_RUN that returns to it \
+    ends in vcpu_put, kvm_arch_vcpu_ioctl_run) and a vCPU thread that slept, its CPU free for \
+    other threads, before the next vcpu_load";
+
+const WHY_EL0_ONE_REG: &str = "KVM_GET_REG_LIST names TFSRE0_EL1 (sys_reg(3, 0, 5, 6, 1)) and \
+    SCTLR_EL1 for a VM with MTE; KVM_GET_ONE_REG must read what the guest runs with, and a \
+    migrated guest must find its pending EL0 fault and its TCF0 as it left them";
+
+/// The checks of the EL0 state, listed after [`SCENARIOS`].
+pub const EL0_SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "mte_state::tfsre0_survives_exits_and_sleeps",
+        summary: "TFSRE0_EL1.TF0, set by an asynchronous tag check fault of the guest's EL0 \
+                  load, is still TF0 alone after 32 MMIO exits to the VMM and 3 more with the \
+                  vCPU thread asleep 50 ms before each; TFSR_EL1 stays 0 and TCF0 async",
+        why: WHY_EL0_EXITS,
+        proven_by: &[Injection::ResetEl0State, Injection::WrongTcf],
+        run: tfsre0_survives_exits_and_sleeps,
+    },
+    Scenario {
+        name: "mte_state::tcf_and_tcf0_survive_exits_and_sleeps",
+        summary: "SCTLR_EL1.TCF = async and TCF0 = sync, as set, after 32 MMIO exits and 3 more \
+                  with the vCPU thread asleep 50 ms before each (GCR_EL1 and RGSR_EL1 as before \
+                  them); and the guest still checks that way: a mismatched EL0 load faults, a \
+                  mismatched EL1 load sets TFSR_EL1.TF0",
+        why: WHY_EL0_EXITS,
+        proven_by: &[Injection::ResetEl0State, Injection::WrongTcf],
+        run: tcf_and_tcf0_survive_exits_and_sleeps,
+    },
+    Scenario {
+        name: "mte_state::one_reg_and_migration_carry_tfsre0_and_tcf0",
+        summary: "After an asynchronous EL0 tag check fault, KVM_GET_ONE_REG reads TFSRE0_EL1 = \
+                  TF0 and SCTLR_EL1 with TCF0 = async, TCF = sync at the doorbell; after the \
+                  suite's stop-and-copy migration the destination's guest reads the same \
+                  TFSRE0_EL1 and TCF/TCF0, and an EL1 mismatched load still faults",
+        why: WHY_EL0_ONE_REG,
+        proven_by: &[Injection::ResetEl0State, Injection::WrongTcf],
+        run: one_reg_and_migration_carry_tfsre0_and_tcf0,
+    },
+];
+
+/// Plain round trips to the VMM, then round trips each after the vCPU thread slept.
+const ROUND_TRIPS: usize = 32;
+const SLEEPS: usize = 3;
+const LONG_ASLEEP: Duration = Duration::from_millis(50);
+
+/// The round trips and sleeps; what they were, for the evidence.
+fn exits_and_sleeps(guest: &mut dyn Guest) -> Result<String, VmmError> {
+    for _ in 0..ROUND_TRIPS {
+        run(guest, Command::Nop, &[])?;
+    }
+    for _ in 0..SLEEPS {
+        sleep(LONG_ASLEEP);
+        run(guest, Command::Nop, &[])?;
+    }
+    Ok(format!(
+        "{ROUND_TRIPS} MMIO exits, then {SLEEPS} with the vCPU thread asleep {} ms before each",
+        LONG_ASLEEP.as_millis()
+    ))
+}
+
+/// An asynchronous tag check fault of the guest's EL0: TCF0 = async and an EL0 load through
+/// a mismatched tag. TFSRE0_EL1.TF0 is set, not yet read.
+fn take_el0_async_fault(checks: &mut Checks, guest: &mut dyn Guest) -> Result<(), VmmError> {
+    el0_steps::set_tcf0(guest, tcf::ASYNC)?;
+    let reply = el0_steps::load(guest, Maker::El0, el0::MISMATCHED)?;
+    el0_steps::check_no_fault(checks, "EL0 mismatched load under TCF0 async", &reply);
+    Ok(())
+}
+
+fn tfsre0_survives_exits_and_sleeps(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut guest = el0::prepared_guest(vmm)?;
+    let g = guest.as_mut();
+    let mut checks = Checks::new();
+    take_el0_async_fault(&mut checks, g)?;
+    check_fault_status(&mut checks, g, "the EL0 fault, before the exits", true)?;
+    let events = exits_and_sleeps(g)?;
+    let after = check_fault_status(&mut checks, g, &events, true)?;
+    checks.equal("SCTLR_EL1.TCF0 after them", tcf::ASYNC, after.tcf0());
+    Ok(checks.finish())
+}
+
+fn tcf_and_tcf0_survive_exits_and_sleeps(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut guest = el0::prepared_guest(vmm)?;
+    let g = guest.as_mut();
+    let mut checks = Checks::new();
+    set_tcf(g, tcf::ASYNC)?;
+    el0_steps::set_tcf0(g, tcf::SYNC)?;
+    let before = read_registers(g)?;
+    let events = exits_and_sleeps(g)?;
+    let after = read_registers(g)?;
+    checks.value("what happened between", "", events);
+    checks.equal("SCTLR_EL1.TCF after them, as set", tcf::ASYNC, after.tcf());
+    checks.equal("SCTLR_EL1.TCF0 after them, as set", tcf::SYNC, after.tcf0());
+    checks.equal(
+        "GCR_EL1 after them, against before",
+        format!("{:#x}", before.gcr_el1),
+        format!("{:#x}", after.gcr_el1),
+    );
+    checks.equal(
+        "RGSR_EL1 after them (no IRG between), against before",
+        format!("{:#x}", before.rgsr_el1),
+        format!("{:#x}", after.rgsr_el1),
+    );
+    let reply = el0_steps::load(g, Maker::El0, el0::MISMATCHED)?;
+    el0_steps::check_tag_fault(
+        &mut checks,
+        Maker::El0,
+        "EL0 mismatched load under TCF0 sync",
+        &reply,
+        el0::MISMATCHED,
+        false,
+    );
+    let reply = tag_checks::load(g, el0::MISMATCHED)?;
+    tag_checks::check_no_fault(
+        &mut checks,
+        "EL1 mismatched load under TCF async",
+        &reply,
+        false,
+    );
+    let registers = read_registers(g)?;
+    checks.equal(
+        "TFSR_EL1 after the EL1 mismatched load (TF0 alone)",
+        "0x1".to_string(),
+        format!("{:#x}", registers.tfsr_el1),
+    );
+    checks.equal(
+        "TFSRE0_EL1 (the EL0 fault was synchronous)",
+        "0x0".to_string(),
+        format!("{:#x}", registers.tfsre0_el1),
+    );
+    Ok(checks.finish())
+}
+
+fn one_reg_and_migration_carry_tfsre0_and_tcf0(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut guest = el0::prepared_guest(vmm)?;
+    let mut checks = Checks::new();
+    take_el0_async_fault(&mut checks, guest.as_mut())?;
+    let mut guest = guest.migrate(&MigrationPlan::new(Method::StopAndCopy))?;
+    let report = guest.migration_report()?;
+    checks.equal(
+        "KVM_GET_ONE_REG(TFSRE0_EL1) at the doorbell, after the EL0 fault",
+        Some("0x1".to_string()),
+        register(&report.mte_registers, "TFSRE0_EL1"),
+    );
+    checks.equal(
+        "KVM_GET_ONE_REG(TFSR_EL1) at the doorbell",
+        Some("0x0".to_string()),
+        register(&report.mte_registers, "TFSR_EL1"),
+    );
+    checks.equal(
+        "KVM_GET_ONE_REG(SCTLR_EL1) at the doorbell: (TCF, TCF0)",
+        Some((tcf::SYNC, tcf::ASYNC)),
+        report.sctlr_el1.map(|s| (sctlr::tcf(s), sctlr::tcf0(s))),
+    );
+    let g = guest.as_mut();
+    let after = check_fault_status(&mut checks, g, "migration, on the destination", true)?;
+    checks.equal(
+        "SCTLR_EL1 (TCF, TCF0) on the destination",
+        (tcf::SYNC, tcf::ASYNC),
+        (after.tcf(), after.tcf0()),
+    );
+    tag_checks::expect_load_fault(
+        &mut checks,
+        g,
+        "EL1 mismatched load on the destination (TCF sync)",
+        el0::MISMATCHED,
     )?;
     checks.value("how the guest moved", "", report.how.clone());
     Ok(checks.finish())

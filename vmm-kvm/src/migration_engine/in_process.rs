@@ -46,6 +46,7 @@ impl Paused {
                 vcpu_state::value_of(&self.registers, id).map(|v| (name.to_string(), v))
             })
             .collect();
+        report.sctlr_el1 = vcpu_state::value_of(&self.registers, vcpu_state::SCTLR_EL1);
     }
 }
 

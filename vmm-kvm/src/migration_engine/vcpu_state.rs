@@ -36,6 +36,9 @@ pub const MTE_REGISTERS: [(&str, u64); 4] = [
     ("TFSRE0_EL1", sys_reg(3, 0, 5, 6, 1)),
 ];
 
+/// SCTLR_EL1, whose TCF and TCF0 fields say how the guest's accesses are tag checked.
+pub const SCTLR_EL1: u64 = sys_reg(3, 0, 1, 0, 0);
+
 /// Counters that move on their own: a read-back cannot match what was written
 /// (`KVM_REG_ARM_TIMER_CNT`, `KVM_REG_ARM_PTIMER_CNT`).
 const MOVING: [u64; 2] = [sys_reg(3, 3, 14, 3, 2), sys_reg(3, 3, 14, 0, 1)];
@@ -69,7 +72,7 @@ fn comparable(id: u64, value: &[u8]) -> Vec<u8> {
 pub fn describe(id: u64) -> String {
     const NAMED: [(&str, u64); 10] = [
         ("PC", PC),
-        ("SCTLR_EL1", sys_reg(3, 0, 1, 0, 0)),
+        ("SCTLR_EL1", SCTLR_EL1),
         ("TCR_EL1", sys_reg(3, 0, 2, 0, 2)),
         ("MAIR_EL1", sys_reg(3, 0, 10, 2, 0)),
         ("VBAR_EL1", sys_reg(3, 0, 12, 0, 0)),
