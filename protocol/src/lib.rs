@@ -252,6 +252,40 @@ pub enum Command {
     /// little-endian words: the ESR of STG's exception (0 for none), LDG's, the tag LDG read
     /// (0 where it raised one) and GCR_EL1's read's.
     ProbeTagAccess = 27,
+    /// `args = [ptr, form, value]`: one 64-bit access of [`priority_form`] `form` through `ptr`
+    /// (any alignment; its 8 bytes in RAM or its untagged alias, or `ptr` at or above
+    /// [`UNTRANSLATED_VA`]), a data abort recorded and skipped. The `*_ALIGNMENT_CHECKED` forms
+    /// set SCTLR_EL1.A for the access alone. `result = [value loaded (0 if it aborted; the
+    /// status for STXR), faulted]`; a fault fills [`Mailbox::fault`].
+    PriorityAccess = 28,
+}
+
+/// The first VA the guest's TTBR0 does not translate (TCR_EL1.T0SZ = 32): an access at or
+/// above it takes a translation fault.
+pub const UNTRANSLATED_VA: u64 = 1 << 32;
+
+/// The forms of [`Command::PriorityAccess`], each one instruction on a 64-bit register.
+pub mod priority_form {
+    /// LDR, SCTLR_EL1.A clear (misaligned accesses allowed).
+    pub const LOAD: u64 = 0;
+    /// STR of `value`, SCTLR_EL1.A clear.
+    pub const STORE: u64 = 1;
+    /// LDR with SCTLR_EL1.A set.
+    pub const LOAD_ALIGNMENT_CHECKED: u64 = 2;
+    /// STR of `value` with SCTLR_EL1.A set.
+    pub const STORE_ALIGNMENT_CHECKED: u64 = 3;
+    /// LDXR.
+    pub const LOAD_EXCLUSIVE: u64 = 4;
+    /// LDAXR.
+    pub const LOAD_ACQUIRE_EXCLUSIVE: u64 = 5;
+    /// STXR of `value` (no LDXR before it: the monitor is open, so it may fail, never
+    /// write).
+    pub const STORE_EXCLUSIVE: u64 = 6;
+    /// LDADD of `value` (FEAT_LSE; refused with `PROHIBITED` without it).
+    pub const ATOMIC_ADD: u64 = 7;
+    /// CAS comparing with 0, swapping in `value` (FEAT_LSE).
+    pub const COMPARE_AND_SWAP: u64 = 8;
+    pub const LAST: u64 = COMPARE_AND_SWAP;
 }
 
 /// The tag [`Command::ProbeTagAccess`] stores.
@@ -324,6 +358,7 @@ impl Command {
             25 => Self::CpuOn,
             26 => Self::AccessRange,
             27 => Self::ProbeTagAccess,
+            28 => Self::PriorityAccess,
             _ => return None,
         })
     }
@@ -571,6 +606,10 @@ pub mod esr {
     }
     /// DFSC 0b010001: synchronous tag check fault.
     pub const DFSC_TAG_CHECK: u8 = 0x11;
+    /// DFSC 0b100001: alignment fault.
+    pub const DFSC_ALIGNMENT: u8 = 0x21;
+    /// DFSC 0b000100: translation fault, level 0 (also an address outside TTBR0's range).
+    pub const DFSC_TRANSLATION_L0: u8 = 0x04;
     /// ISS.WnR: the abort was caused by a write.
     pub const fn is_write(esr: u64) -> bool {
         esr & (1 << 6) != 0

@@ -54,10 +54,14 @@ pub enum Injection {
     /// The guest's ID registers as the host reads them: ID_AA64PFR1_EL1.MTE one lower (MTE3
     /// shown as MTE2), as a kernel that hides a level of MTE from its guests would show it.
     LowerMteLevel,
+    /// The fault-priority accesses: every `PriorityAccess` pointer is rounded down to its
+    /// 8-byte access size, so the access is aligned and within one granule, as a VMM or CPU
+    /// that realigned it would make it.
+    AlignedAccess,
 }
 
 impl Injection {
-    pub const ALL: [Injection; 12] = [
+    pub const ALL: [Injection; 13] = [
         Injection::CorruptTag,
         Injection::MisreadReport,
         Injection::WrongTcf,
@@ -70,6 +74,7 @@ impl Injection {
         Injection::LateDeadline,
         Injection::KernelWarn,
         Injection::LowerMteLevel,
+        Injection::AlignedAccess,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +91,7 @@ impl Injection {
             Injection::LateDeadline => "late-deadline",
             Injection::KernelWarn => "kernel-warn",
             Injection::LowerMteLevel => "lower-mte-level",
+            Injection::AlignedAccess => "aligned-access",
         }
     }
 
@@ -107,7 +113,8 @@ impl Injection {
             | Injection::TamperAbi
             | Injection::LateDeadline
             | Injection::KernelWarn
-            | Injection::LowerMteLevel => return None,
+            | Injection::LowerMteLevel
+            | Injection::AlignedAccess => return None,
         })
     }
 
@@ -124,7 +131,8 @@ impl Injection {
             | Injection::WrongTcf
             | Injection::TamperAbi
             | Injection::LateDeadline
-            | Injection::LowerMteLevel => true,
+            | Injection::LowerMteLevel
+            | Injection::AlignedAccess => true,
             // The kernel's warning, heard while the check ran, must be what failed it.
             Injection::KernelWarn => finding.detail.iter().any(|evidence| {
                 matches!(evidence, Evidence::KernelLog { lines }
@@ -181,6 +189,11 @@ impl Injection {
         if self == Injection::WrongTcf && command == Command::SetTcf {
             if let Some(mode) = args.first_mut() {
                 *mode = (*mode + 1) % 4;
+            }
+        }
+        if self == Injection::AlignedAccess && command == Command::PriorityAccess {
+            if let Some(ptr) = args.first_mut() {
+                *ptr &= !7;
             }
         }
     }

@@ -6,6 +6,7 @@ pub mod access;
 pub mod copy_tags_abi;
 pub mod cost;
 pub mod cow;
+pub mod fault_priority;
 pub mod faults;
 pub mod features;
 pub mod harness;
@@ -24,6 +25,7 @@ pub const ALL: &[&[Scenario]] = &[
     tags::SCENARIOS,
     features::SCENARIOS,
     faults::SCENARIOS,
+    fault_priority::SCENARIOS,
     access::SCENARIOS,
     tag_instructions::SCENARIOS,
     cow::SCENARIOS,
