@@ -554,6 +554,20 @@ mod tests {
     }
 
     #[test]
+    fn an_aligned_access_rounds_only_priority_pointers_down() {
+        let mut args = [
+            0x0a00_0000_4110_000c,
+            mte_protocol::priority_form::LOAD_EXCLUSIVE,
+        ];
+        Injection::AlignedAccess.command_args(Command::PriorityAccess, &mut args);
+        assert_eq!(args[0], 0x0a00_0000_4110_0008);
+        assert_eq!(args[1], mte_protocol::priority_form::LOAD_EXCLUSIVE);
+        let mut load = [0x4110_000c];
+        Injection::AlignedAccess.command_args(Command::Load, &mut load);
+        assert_eq!(load, [0x4110_000c]);
+    }
+
+    #[test]
     fn only_a_differing_tag_map_counts_as_caught() {
         let maps = |mismatches: Vec<usize>| Evidence::TagMaps {
             expected_from: "guest".into(),

@@ -25,13 +25,16 @@ use mte_protocol::{
 
 use crate::check::{Checks, Finding};
 use crate::esr::{describe_esr, fault_evidence};
+use crate::host_mm::Advice;
 use crate::inject::Injection;
 use crate::reply::Reply;
 use crate::scenario::Scenario;
 use crate::steps::boot::boot;
 use crate::steps::command::{require_mte, run};
+use crate::steps::data::guest_fill;
 use crate::steps::data::guest_pattern_mismatches;
 use crate::steps::tag_checks::{prepare, set_tcf, GRANULE_TAG, SEED, WRONG_TAG};
+use crate::steps::tags::{guest_ldg, guest_store_tags};
 use crate::vmm::{Guest, Vmm, VmmError};
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -112,6 +115,19 @@ pub const SCENARIOS: &[Scenario] = &[
               reported'; the field includes the tag",
         proven_by: PROOFS,
         run: |vmm| straddling(vmm, 5, true),
+    },
+    Scenario {
+        name: "fault_priority::straddling_into_an_untouched_page_faults_at_its_first_byte",
+        summary: "An LDR through the tag of a page's last granule whose last 4 bytes fall on the \
+                  first granule of the next page, which nothing has touched (not present in the \
+                  VMM's page tables, so not mapped at stage 2): KVM maps the page with its tags \
+                  zeroed, and the guest takes a tag check fault with FAR bits 59:0 the new \
+                  page's first byte and the pointer tag",
+        why: "KVM resolves the stage 2 fault of the access's second page (user_mem_abort, tags \
+              of a new page zeroed) and the re-executed access must then raise the guest's tag \
+              check fault; Arm ARM FAR_EL1: the lower address that gave rise to the fault",
+        proven_by: PROOFS,
+        run: into_untouched_page,
     },
     Scenario {
         name: "fault_priority::untranslated_tagged_access_reports_translation_fault",
@@ -403,6 +419,51 @@ fn untranslated(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         &mut checks,
         "control: the same tag on mapped memory",
         &access(guest, mapped, form::LOAD)?,
+    );
+    Ok(checks.finish())
+}
+
+/// The last granule of page 8 tagged `GRANULE_TAG`, page 9 untouched (neither is in a huge
+/// page); an LDR 4 bytes before their boundary through `GRANULE_TAG`.
+fn into_untouched_page(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut guest = boot(vmm)?;
+    require_mte(&guest.ids())?;
+    let guest = guest.as_mut();
+    let (ipa, next) = (page(8), page(9));
+    // Touching the first page must not map the second with it, as a huge page would.
+    match guest.madvise(ipa, 2 * PAGE_SIZE, Advice::NoHugePage) {
+        Ok(()) | Err(VmmError::Unsupported(_)) => {}
+        Err(e) => return Err(e),
+    }
+    guest_fill(guest, ipa, PAGE_SIZE, SEED)?;
+    guest_store_tags(guest, next - GRANULE, &[GRANULE_TAG])?;
+    set_tcf(guest, tcf::SYNC)?;
+    let mut checks = Checks::new();
+    match guest.page_states(next, PAGE_SIZE) {
+        Ok(states) => {
+            let present = states.iter().any(|state| state.present);
+            checks.path_reached(
+                "the next page is not present in the VMM's page tables before the access",
+                !present,
+                "not present",
+                if present { "present" } else { "not present" },
+            );
+        }
+        Err(VmmError::Unsupported(why)) => checks.path_not_reached(format!(
+            "whether the next page was ever mapped cannot be seen here ({why})"
+        )),
+        Err(e) => return Err(e),
+    }
+    let ptr = with_tag(next - 4, GRANULE_TAG);
+    Abort::tag_check(with_tag(next, GRANULE_TAG), Some(false)).check(
+        &mut checks,
+        "load into the untouched page",
+        &access(guest, ptr, form::LOAD)?,
+    );
+    checks.equal(
+        "the new page's first granule's tag (LDG), zeroed when KVM mapped it",
+        vec![0u8],
+        guest_ldg(guest, next, GRANULE)?,
     );
     Ok(checks.finish())
 }
