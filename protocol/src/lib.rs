@@ -656,10 +656,10 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for v in 0..=27 {
+        for v in 0..=28 {
             assert_eq!(Command::from_u32(v).unwrap() as u32, v);
         }
-        assert!(Command::from_u32(28).is_none());
+        assert!(Command::from_u32(29).is_none());
         assert!(Command::from_u32(Command::Nop as u32 | START_TOGETHER).is_none());
         for v in 0..=4 {
             assert_eq!(Status::from_u32(v).unwrap() as u32, v);
