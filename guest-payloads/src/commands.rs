@@ -10,7 +10,8 @@ use mte_protocol::{Command, START_TOGETHER, Status};
 
 use crate::args::{Refusal, UNKNOWN_COMMAND};
 use crate::{
-    access, data, el0, instructions, mailbox, no_mte, power, precopy_workload, smp, tags, timing,
+    access, data, el0, instructions, mailbox, no_mte, power, precopy_workload, priority, smp,
+    tags, timing,
 };
 
 /// Answer the host forever: doorbell, command, doorbell, ...
@@ -79,5 +80,6 @@ fn execute(command: Command, args: &[u64; 8]) -> Result<(), Refusal> {
         Command::El0Access => el0::el0_access(args[0], args[1], args[2]),
         Command::UnprivilegedAccess => el0::unprivileged_access(args[0], args[1], args[2]),
         Command::ReadMteRegisters => el0::read_mte_registers(),
+        Command::PriorityAccess => priority::access(args[0], args[1], args[2]),
     }
 }

@@ -33,6 +33,7 @@ mod mte;
 mod no_mte;
 mod power;
 mod precopy_workload;
+mod priority;
 #[cfg(feature = "selftest")]
 mod selftest;
 mod smp;

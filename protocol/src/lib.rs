@@ -277,6 +277,12 @@ pub enum Command {
     /// `result = [SCTLR_EL1, GCR_EL1, RGSR_EL1, TFSR_EL1, TFSRE0_EL1]`, read after a DSB (so
     /// every asynchronous fault so far is in the TFSRs), nothing cleared.
     ReadMteRegisters = 31,
+    /// `args = [ptr, form, value]`: one 64-bit access of [`priority_form`] `form` through `ptr`
+    /// (any alignment; its 8 bytes in RAM or its untagged alias, or `ptr` at or above
+    /// [`UNTRANSLATED_VA`]), a data abort recorded and skipped. The `*_ALIGNMENT_CHECKED` forms
+    /// set SCTLR_EL1.A for the access alone. `result = [value loaded (0 if it aborted; the
+    /// status for STXR), faulted]`; a fault fills [`Mailbox::fault`].
+    PriorityAccess = 32,
 }
 
 /// The order of [`Command::ReadMteRegisters`]'s results.
@@ -300,6 +306,34 @@ pub mod sctlr {
     pub const fn ata0(sctlr: u64) -> bool {
         sctlr & (1 << 42) != 0
     }
+}
+
+/// The first VA the guest's TTBR0 does not translate (TCR_EL1.T0SZ = 32): an access at or
+/// above it takes a translation fault.
+pub const UNTRANSLATED_VA: u64 = 1 << 32;
+
+/// The forms of [`Command::PriorityAccess`], each one instruction on a 64-bit register.
+pub mod priority_form {
+    /// LDR, SCTLR_EL1.A clear (misaligned accesses allowed).
+    pub const LOAD: u64 = 0;
+    /// STR of `value`, SCTLR_EL1.A clear.
+    pub const STORE: u64 = 1;
+    /// LDR with SCTLR_EL1.A set.
+    pub const LOAD_ALIGNMENT_CHECKED: u64 = 2;
+    /// STR of `value` with SCTLR_EL1.A set.
+    pub const STORE_ALIGNMENT_CHECKED: u64 = 3;
+    /// LDXR.
+    pub const LOAD_EXCLUSIVE: u64 = 4;
+    /// LDAXR.
+    pub const LOAD_ACQUIRE_EXCLUSIVE: u64 = 5;
+    /// STXR of `value` (no LDXR before it: the monitor is open, so it may fail, never
+    /// write).
+    pub const STORE_EXCLUSIVE: u64 = 6;
+    /// LDADD of `value` (FEAT_LSE; refused with `PROHIBITED` without it).
+    pub const ATOMIC_ADD: u64 = 7;
+    /// CAS comparing with 0, swapping in `value` (FEAT_LSE).
+    pub const COMPARE_AND_SWAP: u64 = 8;
+    pub const LAST: u64 = COMPARE_AND_SWAP;
 }
 
 /// The tag [`Command::ProbeTagAccess`] stores.
@@ -376,6 +410,7 @@ impl Command {
             29 => Self::El0Access,
             30 => Self::UnprivilegedAccess,
             31 => Self::ReadMteRegisters,
+            32 => Self::PriorityAccess,
             _ => return None,
         })
     }
@@ -625,6 +660,10 @@ pub mod esr {
     }
     /// DFSC 0b010001: synchronous tag check fault.
     pub const DFSC_TAG_CHECK: u8 = 0x11;
+    /// DFSC 0b100001: alignment fault.
+    pub const DFSC_ALIGNMENT: u8 = 0x21;
+    /// DFSC 0b000100: translation fault, level 0 (also an address outside TTBR0's range).
+    pub const DFSC_TRANSLATION_L0: u8 = 0x04;
     /// ISS.WnR: the abort was caused by a write.
     pub const fn is_write(esr: u64) -> bool {
         esr & (1 << 6) != 0
@@ -671,10 +710,10 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for v in 0..=31 {
+        for v in 0..=32 {
             assert_eq!(Command::from_u32(v).unwrap() as u32, v);
         }
-        assert!(Command::from_u32(32).is_none());
+        assert!(Command::from_u32(33).is_none());
         assert!(Command::from_u32(Command::Nop as u32 | START_TOGETHER).is_none());
         for v in 0..=4 {
             assert_eq!(Status::from_u32(v).unwrap() as u32, v);

@@ -58,10 +58,14 @@ pub enum Injection {
     /// after every migration, SCTLR_EL1.TCF0 is set to none and TFSRE0_EL1 cleared, as a KVM
     /// that lost them across an exit, a vcpu_put/vcpu_load or a migration would leave them.
     ResetEl0State,
+    /// The fault-priority accesses: every `PriorityAccess` pointer is rounded down to its
+    /// 8-byte access size, so the access is aligned and within one granule, as a VMM or CPU
+    /// that realigned it would make it.
+    AlignedAccess,
 }
 
 impl Injection {
-    pub const ALL: [Injection; 13] = [
+    pub const ALL: [Injection; 14] = [
         Injection::CorruptTag,
         Injection::MisreadReport,
         Injection::WrongTcf,
@@ -75,6 +79,7 @@ impl Injection {
         Injection::KernelWarn,
         Injection::LowerMteLevel,
         Injection::ResetEl0State,
+        Injection::AlignedAccess,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +97,7 @@ impl Injection {
             Injection::KernelWarn => "kernel-warn",
             Injection::LowerMteLevel => "lower-mte-level",
             Injection::ResetEl0State => "reset-el0-state",
+            Injection::AlignedAccess => "aligned-access",
         }
     }
 
@@ -114,7 +120,8 @@ impl Injection {
             | Injection::LateDeadline
             | Injection::KernelWarn
             | Injection::LowerMteLevel
-            | Injection::ResetEl0State => return None,
+            | Injection::ResetEl0State
+            | Injection::AlignedAccess => return None,
         })
     }
 
@@ -132,7 +139,8 @@ impl Injection {
             | Injection::TamperAbi
             | Injection::LateDeadline
             | Injection::LowerMteLevel
-            | Injection::ResetEl0State => true,
+            | Injection::ResetEl0State
+            | Injection::AlignedAccess => true,
             // The kernel's warning, heard while the check ran, must be what failed it.
             Injection::KernelWarn => finding.detail.iter().any(|evidence| {
                 matches!(evidence, Evidence::KernelLog { lines }
@@ -199,6 +207,11 @@ impl Injection {
         if self == Injection::WrongTcf && matches!(command, Command::SetTcf | Command::SetTcf0) {
             if let Some(mode) = args.first_mut() {
                 *mode = (*mode + 1) % 4;
+            }
+        }
+        if self == Injection::AlignedAccess && command == Command::PriorityAccess {
+            if let Some(ptr) = args.first_mut() {
+                *ptr &= !7;
             }
         }
     }
@@ -564,6 +577,20 @@ mod tests {
         let mut load = [mte_protocol::tcf::SYNC];
         Injection::WrongTcf.command_args(Command::Load, &mut load);
         assert_eq!(load, [mte_protocol::tcf::SYNC]);
+    }
+
+    #[test]
+    fn an_aligned_access_rounds_only_priority_pointers_down() {
+        let mut args = [
+            0x0a00_0000_4110_000c,
+            mte_protocol::priority_form::LOAD_EXCLUSIVE,
+        ];
+        Injection::AlignedAccess.command_args(Command::PriorityAccess, &mut args);
+        assert_eq!(args[0], 0x0a00_0000_4110_0008);
+        assert_eq!(args[1], mte_protocol::priority_form::LOAD_EXCLUSIVE);
+        let mut load = [0x4110_000c];
+        Injection::AlignedAccess.command_args(Command::Load, &mut load);
+        assert_eq!(load, [0x4110_000c]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod copy_tags_abi;
 pub mod cost;
 pub mod cow;
 pub mod el0;
+pub mod fault_priority;
 pub mod faults;
 pub mod features;
 pub mod harness;
@@ -25,6 +26,7 @@ pub const ALL: &[&[Scenario]] = &[
     tags::SCENARIOS,
     features::SCENARIOS,
     faults::SCENARIOS,
+    fault_priority::SCENARIOS,
     access::SCENARIOS,
     el0::SCENARIOS,
     tag_instructions::SCENARIOS,
