@@ -10,7 +10,7 @@ use mte_protocol::{Command, START_TOGETHER, Status};
 
 use crate::args::{Refusal, UNKNOWN_COMMAND};
 use crate::{
-    access, data, instructions, mailbox, no_mte, power, precopy_workload, smp, tags, timing,
+    access, data, instructions, mailbox, no_mte, power, precopy_workload, smp, sve, tags, timing,
 };
 
 /// Answer the host forever: doorbell, command, doorbell, ...
@@ -75,5 +75,7 @@ fn execute(command: Command, args: &[u64; 8]) -> Result<(), Refusal> {
         Command::CpuOn => smp::cpu_on(args[0]),
         Command::AccessRange => access::access_range(args[0], args[1], args[2], args[3]),
         Command::ProbeTagAccess => no_mte::probe_tag_access(args[0]),
+        Command::SveEnable => sve::enable(args[0]),
+        Command::SveAccess => sve::access(args[0], args[1]),
     }
 }

@@ -35,6 +35,7 @@ mod precopy_workload;
 #[cfg(feature = "selftest")]
 mod selftest;
 mod smp;
+mod sve;
 mod sysreg;
 mod tags;
 mod timing;
