@@ -45,10 +45,10 @@ pub fn enable(len: u64) -> Result<(), Refusal> {
     if len > 0xf {
         return Err(0);
     }
+    let cpacr = sysreg::read!("cpacr_el1") | CPACR_ZEN;
     // SAFETY: only stops trapping SVE instructions and sets the vector length (ZCR_EL1, by its
     // encoding so that no assembler feature is needed); nothing else depends on either. The
     // macro's ISB makes both apply to what follows.
-    let cpacr = sysreg::read!("cpacr_el1") | CPACR_ZEN;
     unsafe {
         sysreg::write!("cpacr_el1", cpacr);
         sysreg::write!("s3_0_c1_c2_0", len);
