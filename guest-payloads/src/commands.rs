@@ -10,7 +10,7 @@ use mte_protocol::{Command, START_TOGETHER, Status};
 
 use crate::args::{Refusal, UNKNOWN_COMMAND};
 use crate::{
-    access, data, el0, instructions, mailbox, no_mte, power, precopy_workload, priority, smp,
+    access, data, el0, instructions, mailbox, no_mte, power, precopy_workload, priority, smp, sve,
     tags, timing,
 };
 
@@ -81,5 +81,7 @@ fn execute(command: Command, args: &[u64; 8]) -> Result<(), Refusal> {
         Command::UnprivilegedAccess => el0::unprivileged_access(args[0], args[1], args[2]),
         Command::ReadMteRegisters => el0::read_mte_registers(),
         Command::PriorityAccess => priority::access(args[0], args[1], args[2]),
+        Command::SveEnable => sve::enable(args[0]),
+        Command::SveAccess => sve::access(args[0], args[1]),
     }
 }

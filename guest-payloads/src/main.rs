@@ -37,6 +37,7 @@ mod priority;
 #[cfg(feature = "selftest")]
 mod selftest;
 mod smp;
+mod sve;
 mod sysreg;
 mod tags;
 mod timing;

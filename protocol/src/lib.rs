@@ -283,6 +283,19 @@ pub enum Command {
     /// set SCTLR_EL1.A for the access alone. `result = [value loaded (0 if it aborted; the
     /// status for STXR), faulted]`; a fault fills [`Mailbox::fault`].
     PriorityAccess = 32,
+    /// `args = [len]`: enable SVE at EL1 (CPACR_EL1.ZEN = 0b11) and ask for a vector length of
+    /// `len + 1` quadwords (ZCR_EL1.LEN, 0..=15; the CPU gives the largest it has up to that).
+    /// Refused with [`refusal::NO_SVE`] where ID_AA64PFR0_EL1.SVE is 0. `result = [vector length
+    /// in bytes (RDVL), ID_AA64PFR0_EL1, ID_AA64ZFR0_EL1, ZCR_EL1 as read back]`.
+    SveEnable = 33,
+    /// `args = [op, ptr]`: one SVE access of [`sve_op`] `op`, all elements active, tag checked
+    /// as SCTLR_EL1.TCF says; a data abort is recorded and skipped. Needs [`Command::SveEnable`]
+    /// first (else refused with [`refusal::NO_SVE`]). The bulk buffer, with VL the vector
+    /// length in bytes: `[0, VL)` the data vector (what a load read; what a store stores, from
+    /// the host), `[VL, 2 VL)` the 64-bit pointers of a gather or scatter (from the host; `ptr`
+    /// unused), `[2 VL, 2 VL + VL / 8)` the FFR after the access (set before it), one bit a
+    /// byte of the vector. `result = [faulted]`.
+    SveAccess = 34,
 }
 
 /// The order of [`Command::ReadMteRegisters`]'s results.
@@ -411,6 +424,8 @@ impl Command {
             30 => Self::UnprivilegedAccess,
             31 => Self::ReadMteRegisters,
             32 => Self::PriorityAccess,
+            33 => Self::SveEnable,
+            34 => Self::SveAccess,
             _ => return None,
         })
     }
@@ -426,6 +441,36 @@ pub mod refusal {
     /// set for DC GVA/GZVA; a GMID_EL1.BS or DCZID_EL0.BS block size that is not architected
     /// for tags).
     pub const PROHIBITED: u64 = 0xffff_ffff_ffff_fffd;
+    /// The CPU has no SVE (ID_AA64PFR0_EL1.SVE = 0), or the guest has not enabled it.
+    pub const NO_SVE: u64 = 0xffff_ffff_ffff_fffc;
+}
+
+/// The accesses of [`Command::SveAccess`], every element active (PTRUE).
+pub mod sve_op {
+    /// `ld1b {z0.b}, p0/z, [ptr]`: VL bytes from `ptr`.
+    pub const LD1B: u64 = 0;
+    /// `st1b {z0.b}, p0, [ptr]`.
+    pub const ST1B: u64 = 1;
+    /// `ld1d {z0.d}, p0/z, [ptr]`: VL / 8 doublewords from `ptr`.
+    pub const LD1D: u64 = 2;
+    /// `st1d {z0.d}, p0, [ptr]`.
+    pub const ST1D: u64 = 3;
+    /// `ldff1d {z0.d}, p0/z, [ptr, xzr, lsl #3]`: first-faulting.
+    pub const LDFF1D: u64 = 4;
+    /// `ldnf1d {z0.d}, p0/z, [ptr]`: non-faulting.
+    pub const LDNF1D: u64 = 5;
+    /// `ld1d {z0.d}, p0/z, [z1.d]`: a gather, element `i` from the bulk buffer's pointer `i`.
+    pub const GATHER_LD1D: u64 = 6;
+    /// `st1d {z0.d}, p0, [z1.d]`: a scatter, element `i` to pointer `i`.
+    pub const SCATTER_ST1D: u64 = 7;
+    /// The largest op.
+    pub const LAST: u64 = SCATTER_ST1D;
+}
+
+/// Where [`Command::SveAccess`] keeps its vectors in the bulk buffer, for a vector length of
+/// `vl` bytes: the data vector, the pointer vector and the FFR.
+pub const fn sve_bulk_layout(vl: u64) -> (u64, u64, u64) {
+    (0, vl, 2 * vl)
 }
 
 /// The forms of [`Command::StoreTags`].
@@ -710,10 +755,10 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for v in 0..=32 {
+        for v in 0..=34 {
             assert_eq!(Command::from_u32(v).unwrap() as u32, v);
         }
-        assert!(Command::from_u32(33).is_none());
+        assert!(Command::from_u32(35).is_none());
         assert!(Command::from_u32(Command::Nop as u32 | START_TOGETHER).is_none());
         for v in 0..=4 {
             assert_eq!(Status::from_u32(v).unwrap() as u32, v);

@@ -10,7 +10,9 @@ use mte_results::artifact::{
 use mte_results::stream::Record;
 use mte_results::Lane;
 use mte_suites::migration_plan::{IncomingStream, StreamFault};
-use mte_suites::vmm::{AbiVm, BootOptions, Guest, HostMte, IpaProbe, IpaSizes, Vmm, VmmError};
+use mte_suites::vmm::{
+    AbiVm, BootOptions, Guest, HostMte, IpaProbe, IpaSizes, SveOffer, Vmm, VmmError,
+};
 
 use crate::emit;
 
@@ -73,6 +75,10 @@ impl<V: Vmm> Vmm for KeepsArtifacts<V> {
 
     fn host_mte(&self) -> Result<HostMte, VmmError> {
         self.0.host_mte()
+    }
+
+    fn sve_offer(&self) -> Result<SveOffer, VmmError> {
+        self.0.sve_offer()
     }
 }
 

@@ -15,7 +15,7 @@ use crate::migration_plan::{
 use crate::race_plan::{RaceLog, RacePlan};
 use crate::vmm::{
     AbiVm, BootOptions, CopyTagsArgs, Guest, HostMte, IpaProbe, IpaSizes, Reply, StubTagPackets,
-    Vmm, VmmError, VmmMigration,
+    SveOffer, Vmm, VmmError, VmmMigration,
 };
 
 /// What to break. Each injection breaks one path a verdict rests on; a check names the ones
@@ -286,6 +286,10 @@ impl Vmm for Injecting<'_> {
 
     fn host_mte(&self) -> Result<HostMte, VmmError> {
         self.inner.host_mte()
+    }
+
+    fn sve_offer(&self) -> Result<SveOffer, VmmError> {
+        self.inner.sve_offer()
     }
 
     fn under_injection(&self) -> bool {

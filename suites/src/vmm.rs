@@ -274,6 +274,10 @@ pub struct BootOptions {
     /// vCPUs, all started at boot (up to `mte_protocol::MAX_VCPUS`). Lanes whose VMM cannot
     /// run several vCPUs of a guest apart answer [`VmmError::Unsupported`].
     pub vcpus: usize,
+    /// Give the vCPUs SVE (KVM_ARM_VCPU_SVE, with every vector length KVM offers). Off, a KVM
+    /// lane's guest has none; lanes whose VMM decides itself (QEMU's `-cpu`) give what it
+    /// gives, which the guest finds in its ID registers.
+    pub sve: bool,
 }
 
 impl Default for BootOptions {
@@ -284,6 +288,7 @@ impl Default for BootOptions {
             deadline: None,
             backing: None,
             vcpus: 1,
+            sve: false,
         }
     }
 }
@@ -324,6 +329,15 @@ pub struct HostMte {
     /// As ID_AA64PFR1_EL1.MTE counts: 0 none, 2 MTE2 (HWCAP2_MTE), 3 MTE3 (HWCAP2_MTE3).
     pub level: u8,
     /// Where it was read, and the raw bits, in words.
+    pub source: String,
+}
+
+/// The SVE the lane's VMM can give a vCPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SveOffer {
+    /// The vector lengths offered, in bytes, shortest first.
+    pub vector_lengths: Vec<u32>,
+    /// Where they were read, in words, with the raw bits.
     pub source: String,
 }
 
@@ -409,6 +423,12 @@ pub trait Vmm: Sync {
     /// see. Lanes without KVM answer [`VmmError::Unsupported`].
     fn host_mte(&self) -> Result<HostMte, VmmError> {
         Err(not_here("reading the host's hwcaps"))
+    }
+
+    /// The SVE a vCPU booted with [`BootOptions::sve`] gets here. Lanes whose VMM gives no
+    /// SVE on request answer [`VmmError::Unsupported`].
+    fn sve_offer(&self) -> Result<SveOffer, VmmError> {
+        Err(not_here("giving a vCPU SVE (KVM_ARM_VCPU_SVE)"))
     }
 
     /// The IPA sizes VMs may have here. Lanes without KVM answer [`VmmError::Unsupported`].

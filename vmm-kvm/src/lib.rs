@@ -21,6 +21,7 @@ pub mod migration_engine;
 mod mte_view;
 mod peer;
 mod race;
+mod sve;
 pub mod timing;
 mod transport;
 mod uffd;

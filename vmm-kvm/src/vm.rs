@@ -89,21 +89,23 @@ pub fn add_ram_memslot(vm: VmFd, ram: GuestRam) -> Result<Vm, VmmError> {
 
 /// vCPU 0 of `vm`, initialised to start at `entry`.
 pub fn add_vcpu(vm: &Vm, entry: u64) -> Result<VcpuFd, VmmError> {
-    Ok(add_vcpus(vm, entry, 1)?.remove(0))
+    Ok(add_vcpus(vm, entry, 1, false)?.remove(0))
 }
 
 /// vCPUs 0 to `count - 1` of `vm`: vCPU 0 initialised to start at `entry`, the others powered
-/// off until the guest starts them (PSCI CPU_ON).
-pub fn add_vcpus(vm: &Vm, entry: u64, count: usize) -> Result<Vec<VcpuFd>, VmmError> {
+/// off until the guest starts them (PSCI CPU_ON); each with SVE if `sve`.
+pub fn add_vcpus(vm: &Vm, entry: u64, count: usize, sve: bool) -> Result<Vec<VcpuFd>, VmmError> {
     (0..count)
         .map(|index| {
             let vcpu = vm
                 .fd
                 .create_vcpu(index as u64)
                 .map_err(sys("KVM_CREATE_VCPU"))?;
-            vcpu::init(&vm.fd, &vcpu, entry, index > 0).map_err(|(call, errno)| VmmError::Sys {
-                call: format!("{call} of vCPU {index}"),
-                errno,
+            vcpu::init(&vm.fd, &vcpu, entry, index > 0, sve).map_err(|(call, errno)| {
+                VmmError::Sys {
+                    call: format!("{call} of vCPU {index}"),
+                    errno,
+                }
             })?;
             Ok(vcpu)
         })

@@ -10,7 +10,9 @@ use mte_protocol::RAM_SIZE;
 use mte_results::Lane;
 use mte_suites::host_mm::Backing;
 use mte_suites::migration_plan::StreamFault;
-use mte_suites::vmm::{AbiVm, BootOptions, Guest, HostMte, IpaProbe, IpaSizes, Vmm, VmmError};
+use mte_suites::vmm::{
+    AbiVm, BootOptions, Guest, HostMte, IpaProbe, IpaSizes, SveOffer, Vmm, VmmError,
+};
 use mte_vmm::{MailboxGuest, PayloadDir};
 
 use crate::abi::KvmAbiVm;
@@ -109,9 +111,12 @@ impl Vmm for KvmVmm {
 
     fn boot(&self, options: &BootOptions) -> Result<Box<dyn Guest>, VmmError> {
         let backing = options.backing.unwrap_or_default();
+        if options.sve {
+            crate::sve::capable(&self.kvm)?;
+        }
         let mut vm = self.create_vm(options.mte, backing)?;
         let entry = vm.load(&*self.payloads.get(options.payload)?);
-        let mut vcpus = add_vcpus(&vm, entry, options.vcpus.max(1))?;
+        let mut vcpus = add_vcpus(&vm, entry, options.vcpus.max(1), options.sve)?;
         let first = vcpus.remove(0);
         let transport = KvmTransport::with_others(first, vcpus, Arc::new(vm), Vec::new());
         let mte_on = "KVM_CAP_ARM_MTE is enabled";
@@ -155,5 +160,9 @@ impl Vmm for KvmVmm {
 
     fn host_mte(&self) -> Result<HostMte, VmmError> {
         crate::host_mte::host_mte()
+    }
+
+    fn sve_offer(&self) -> Result<SveOffer, VmmError> {
+        crate::sve::offer(&self.kvm)
     }
 }

@@ -17,6 +17,7 @@ pub mod mte_state;
 pub mod qemu;
 pub mod races;
 pub mod shared;
+pub mod sve;
 pub mod swap;
 pub mod tag_instructions;
 pub mod tags;
@@ -41,6 +42,7 @@ pub const ALL: &[&[Scenario]] = &[
     qemu::SCENARIOS,
     cost::SCENARIOS,
     copy_tags_abi::SCENARIOS,
+    sve::SCENARIOS,
     harness::SCENARIOS,
 ];
 

@@ -109,7 +109,7 @@ pub fn resume_with<T>(
         call: "KVM_CREATE_VCPU on the destination".into(),
         errno: e.errno(),
     })?;
-    vcpu::init(&vm.fd, &vcpu_fd, 0, false).map_err(|(call, errno)| VmmError::Sys {
+    vcpu::init(&vm.fd, &vcpu_fd, 0, false, false).map_err(|(call, errno)| VmmError::Sys {
         call: format!("{call} on the destination"),
         errno,
     })?;
