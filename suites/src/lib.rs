@@ -21,6 +21,7 @@ pub mod kernel_options;
 pub mod migration_plan;
 pub mod peers;
 pub mod pseudocode;
+pub mod qemu_cpu;
 pub mod race_plan;
 pub mod reply;
 pub mod scenario;

@@ -21,10 +21,9 @@ use mte_protocol::{
     TEST_RAM_IPA,
 };
 
-use mte_results::Outcome;
-
 use crate::check::{Checks, Finding};
 use crate::inject::Injection;
+use crate::qemu_cpu::judge_with_known_defect;
 use crate::reply::Reply;
 use crate::scenario::Scenario;
 use crate::steps::boot::boot_tagged;
@@ -299,12 +298,6 @@ struct Verdict {
     later: Checks,
 }
 
-/// MIDR_EL1 of QEMU's `-cpu max`: implementer 0 (reserved for software), part number 'Q'.
-fn qemu_max_cpu(ids: &GuestIds) -> bool {
-    let midr = ids.midr_el1;
-    (midr >> 24) & 0xff == 0 && (midr >> 4) & 0xfff == u64::from(b'Q')
-}
-
 /// Why a contiguous SVE access's later elements go unchecked on QEMU's CPU.
 const QEMU_CONTIGUOUS_FIRST_ELEMENT_ONLY: &str = "QEMU's emulated CPU checks the tag of a \
      contiguous SVE load or store at its first element's address only (target/arm/tcg/\
@@ -314,28 +307,12 @@ const QEMU_CONTIGUOUS_FIRST_ELEMENT_ONLY: &str = "QEMU's emulated CPU checks the
 
 impl Verdict {
     fn finish(self, ids: &GuestIds) -> Finding {
-        let (controls_held, later_held) = (self.controls.all_held(), self.later.all_held());
-        let (controls, later) = (self.controls.finish(), self.later.finish());
-        let detail = [controls.detail.clone(), later.detail.clone()].concat();
-        let (outcome, reason, refuted) = if controls_held && !later_held && qemu_max_cpu(ids) {
-            let reason = format!("{QEMU_CONTIGUOUS_FIRST_ELEMENT_ONLY}: {}", later.reason);
-            (Outcome::Xfail, reason, false)
-        } else if controls.outcome == Outcome::Fail || later.outcome == Outcome::Fail {
-            let reasons = [controls, later]
-                .into_iter()
-                .filter(|f| f.outcome == Outcome::Fail)
-                .map(|f| f.reason);
-            (Outcome::Fail, reasons.collect::<Vec<_>>().join("; "), true)
-        } else {
-            let reason = format!("{}; {}", controls.reason, later.reason);
-            (Outcome::Pass, reason, false)
-        };
-        Finding {
-            outcome,
-            reason,
-            detail,
-            refuted,
-        }
+        judge_with_known_defect(
+            self.controls,
+            self.later,
+            ids,
+            QEMU_CONTIGUOUS_FIRST_ELEMENT_ONLY,
+        )
     }
 }
 
@@ -731,36 +708,6 @@ mod tests {
             // The wrong element is neither the lowest address nor the first element.
             assert_ne!(granules[wrong], sorted[0]);
         }
-    }
-
-    fn ids(midr_el1: u64) -> GuestIds {
-        GuestIds {
-            midr_el1,
-            ..GuestIds::default()
-        }
-    }
-
-    fn verdict(controls_hold: bool, later_hold: bool) -> Verdict {
-        let mut v = Verdict::default();
-        v.controls
-            .equal("control", 1, if controls_hold { 1 } else { 0 });
-        v.later
-            .equal("later element", 1, if later_hold { 1 } else { 0 });
-        v
-    }
-
-    #[test]
-    fn only_qemus_first_element_defect_is_an_xfail() {
-        // Seen in the emulated lane: MIDR_EL1 of QEMU's `max`.
-        let qemu = ids(0x000f_0510);
-        let other = ids(0x410f_d400);
-        assert!(qemu_max_cpu(&qemu) && !qemu_max_cpu(&other));
-        assert_eq!(verdict(true, false).finish(&qemu).outcome, Outcome::Xfail);
-        assert_eq!(verdict(true, false).finish(&other).outcome, Outcome::Fail);
-        // A failing control fails everywhere, and is what a proof sees.
-        let failed = verdict(false, false).finish(&qemu);
-        assert!(failed.outcome == Outcome::Fail && failed.refuted);
-        assert_eq!(verdict(true, true).finish(&qemu).outcome, Outcome::Pass);
     }
 
     #[test]
