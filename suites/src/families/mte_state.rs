@@ -24,6 +24,7 @@ use crate::steps::el0::{self as el0_steps, check_fault_status, read_registers, M
 use crate::steps::tag_checks::{
     self as tag_checks, check_tf0, prepare, set_tcf, store, GRANULE_TAG, WRONG_TAG,
 };
+use crate::steps::vcpu_thread;
 use crate::vmm::{Guest, Vmm, VmmError};
 
 const WHY_EXITS: &str = "KVM swaps the guest's GCR_EL1 and RGSR_EL1 with the host's on every \
@@ -256,17 +257,18 @@ pub const EL0_SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "mte_state::tfsre0_survives_exits_and_sleeps",
         summary: "TFSRE0_EL1.TF0, set by an asynchronous tag check fault of the guest's EL0 \
-                  load, is still TF0 alone after 32 MMIO exits to the VMM and 3 more with the \
-                  vCPU thread asleep 50 ms before each; TFSR_EL1 stays 0 and TCF0 async",
+                  load, is still TF0 alone after 32 MMIO exits to the VMM, 3 more with the \
+                  vCPU thread asleep 50 ms before each and, where the runner is the VMM, 4 with \
+                  that thread moved between two CPUs; TFSR_EL1 stays 0 and TCF0 async",
         why: WHY_EL0_EXITS,
         proven_by: &[Injection::ResetEl0State, Injection::WrongTcf],
         run: tfsre0_survives_exits_and_sleeps,
     },
     Scenario {
         name: "mte_state::tcf_and_tcf0_survive_exits_and_sleeps",
-        summary: "SCTLR_EL1.TCF = async and TCF0 = sync, as set, after 32 MMIO exits and 3 more \
-                  with the vCPU thread asleep 50 ms before each (GCR_EL1 and RGSR_EL1 as before \
-                  them); and the guest still checks that way: a mismatched EL0 load faults, a \
+        summary: "SCTLR_EL1.TCF = async and TCF0 = sync, as set, after 32 MMIO exits, 3 more \
+                  with the vCPU thread asleep 50 ms before each and 4 with it moved between two \
+                  CPUs where the runner is the VMM (GCR_EL1 and RGSR_EL1 as before them); and the guest still checks that way: a mismatched EL0 load faults, a \
                   mismatched EL1 load sets TFSR_EL1.TF0",
         why: WHY_EL0_EXITS,
         proven_by: &[Injection::ResetEl0State, Injection::WrongTcf],
@@ -289,8 +291,10 @@ const ROUND_TRIPS: usize = 32;
 const SLEEPS: usize = 3;
 const LONG_ASLEEP: Duration = Duration::from_millis(50);
 
-/// The round trips and sleeps; what they were, for the evidence.
-fn exits_and_sleeps(guest: &mut dyn Guest) -> Result<String, VmmError> {
+/// The round trips and sleeps, and, where the runner is the VMM (its thread runs vCPU 0),
+/// round trips with that thread moved between the machine's CPUs; what they were, for the
+/// evidence.
+fn exits_and_sleeps(vmm: &dyn Vmm, guest: &mut dyn Guest) -> Result<String, VmmError> {
     for _ in 0..ROUND_TRIPS {
         run(guest, Command::Nop, &[])?;
     }
@@ -298,10 +302,26 @@ fn exits_and_sleeps(guest: &mut dyn Guest) -> Result<String, VmmError> {
         sleep(LONG_ASLEEP);
         run(guest, Command::Nop, &[])?;
     }
-    Ok(format!(
+    let mut events = format!(
         "{ROUND_TRIPS} MMIO exits, then {SLEEPS} with the vCPU thread asleep {} ms before each",
         LONG_ASLEEP.as_millis()
-    ))
+    );
+    if vmm.lane().runner_is_vmm() {
+        let moved = vcpu_thread::on_each_cpu(|| run(guest, Command::Nop, &[]).map(drop))?;
+        events.push_str(&match moved {
+            Some(cpus) => format!(
+                ", then {} with the vCPU thread moved to CPU {} before each (a vcpu_load on \
+                 another CPU)",
+                cpus.len(),
+                cpus.iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => ", and no move between CPUs (the vCPU thread may run on one only)".into(),
+        });
+    }
+    Ok(events)
 }
 
 /// An asynchronous tag check fault of the guest's EL0: TCF0 = async and an EL0 load through
@@ -319,7 +339,7 @@ fn tfsre0_survives_exits_and_sleeps(vmm: &dyn Vmm) -> Result<Finding, VmmError> 
     let mut checks = Checks::new();
     take_el0_async_fault(&mut checks, g)?;
     check_fault_status(&mut checks, g, "the EL0 fault, before the exits", true)?;
-    let events = exits_and_sleeps(g)?;
+    let events = exits_and_sleeps(vmm, g)?;
     let after = check_fault_status(&mut checks, g, &events, true)?;
     checks.equal("SCTLR_EL1.TCF0 after them", tcf::ASYNC, after.tcf0());
     Ok(checks.finish())
@@ -332,7 +352,7 @@ fn tcf_and_tcf0_survive_exits_and_sleeps(vmm: &dyn Vmm) -> Result<Finding, VmmEr
     set_tcf(g, tcf::ASYNC)?;
     el0_steps::set_tcf0(g, tcf::SYNC)?;
     let before = read_registers(g)?;
-    let events = exits_and_sleeps(g)?;
+    let events = exits_and_sleeps(vmm, g)?;
     let after = read_registers(g)?;
     checks.value("what happened between", "", events);
     checks.equal("SCTLR_EL1.TCF after them, as set", tcf::ASYNC, after.tcf());

@@ -14,3 +14,4 @@ pub mod random;
 pub mod swap;
 pub mod tag_checks;
 pub mod tags;
+pub mod vcpu_thread;
