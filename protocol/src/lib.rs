@@ -346,7 +346,15 @@ pub mod priority_form {
     pub const ATOMIC_ADD: u64 = 7;
     /// CAS comparing with 0, swapping in `value` (FEAT_LSE).
     pub const COMPARE_AND_SWAP: u64 = 8;
-    pub const LAST: u64 = COMPARE_AND_SWAP;
+    /// LDR through `ptr`'s EL0 alias ([`crate::el0_alias`], the tag kept) with PSTATE.PAN
+    /// set: EL1 may not access memory EL0 may (FEAT_PAN; refused with `PROHIBITED` without
+    /// it).
+    pub const LOAD_PAN: u64 = 9;
+    /// STR of `value` the same way.
+    pub const STORE_PAN: u64 = 10;
+    /// LDR through `ptr`'s EL0 alias with PSTATE.PAN clear: the control of [`LOAD_PAN`].
+    pub const LOAD_EL0_ALIAS: u64 = 11;
+    pub const LAST: u64 = LOAD_EL0_ALIAS;
 }
 
 /// The tag [`Command::ProbeTagAccess`] stores.
@@ -709,6 +717,8 @@ pub mod esr {
     pub const DFSC_ALIGNMENT: u8 = 0x21;
     /// DFSC 0b000100: translation fault, level 0 (also an address outside TTBR0's range).
     pub const DFSC_TRANSLATION_L0: u8 = 0x04;
+    /// Permission fault, level 1 (a level 1 block descriptor).
+    pub const DFSC_PERMISSION_L1: u8 = 0x0d;
     /// ISS.WnR: the abort was caused by a write.
     pub const fn is_write(esr: u64) -> bool {
         esr & (1 << 6) != 0

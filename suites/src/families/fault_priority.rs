@@ -19,8 +19,8 @@
 //! fault, so a guest whose tags would not have faulted anyway cannot pass it.
 
 use mte_protocol::{
-    esr, priority_form as form, tcf, with_tag, Command, GRANULE, PAGE_SIZE, TEST_RAM_IPA,
-    UNTRANSLATED_VA,
+    el0_alias, esr, priority_form as form, tcf, with_tag, Command, GRANULE, PAGE_SIZE,
+    TEST_RAM_IPA, UNTRANSLATED_VA,
 };
 
 use crate::check::{Checks, Finding};
@@ -141,6 +141,19 @@ pub const SCENARIOS: &[Scenario] = &[
         proven_by: &[Injection::WrongTcf],
         run: untranslated,
     },
+    Scenario {
+        name: "fault_priority::permission_fault_beats_tag_check",
+        summary: "An EL1 load and store through a mismatched pointer tag to memory EL0 may \
+                  access (RAM's EL0 alias), with PSTATE.PAN set, raise a level 1 permission \
+                  fault (DFSC 0x0d, FAR the pointer with its tag), where the same load with PAN \
+                  clear takes a tag check fault",
+        why: "Arm ARM D1.4.5.6: Data Aborts from MMU faults (priority 44) before Data Aborts on \
+              Tag Check Faults (45/47); a permission fault is an MMU fault, and with PSTATE.PAN \
+              set an EL1 data access to memory EL0 may access is one (FEAT_PAN); pseudocode \
+              AArch64.MemSingleRead/Write return the permission fault before AArch64.CheckTag",
+        proven_by: &[Injection::WrongTcf],
+        run: permission,
+    },
 ];
 
 /// A wrong tag-check mode breaks every control; a realigned access breaks every comparison of
@@ -204,6 +217,16 @@ impl Abort {
             far,
             far_bits: TAG_CHECK_FAR_BITS,
             write,
+        }
+    }
+
+    fn permission(ptr: u64, write: bool) -> Self {
+        Abort {
+            dfsc: esr::DFSC_PERMISSION_L1,
+            name: "level 1 permission fault",
+            far: ptr,
+            far_bits: ALL_FAR_BITS,
+            write: Some(write),
         }
     }
 
@@ -444,6 +467,39 @@ fn straddling(vmm: &dyn Vmm, n: u64, write: bool) -> Result<Finding, VmmError> {
         &mut checks,
         &format!("control: straddling {what}, first granule mismatched"),
         &access(guest, first_mismatched, form)?,
+    );
+    Ok(checks.finish())
+}
+
+/// A load and a store through a mismatched tag to RAM's EL0 alias with PSTATE.PAN set, then
+/// the load with PAN clear.
+fn permission(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let (mut guest, ipa) = prepared(vmm, 10, &[GRANULE_TAG])?;
+    let guest = guest.as_mut();
+    let ptr = with_tag(ipa, WRONG_TAG);
+    let alias = el0_alias(ptr);
+    let pan = |e: VmmError| match e {
+        VmmError::Unsupported(_) => {
+            VmmError::Unsupported("the guest CPU has no FEAT_PAN (ID_AA64MMFR1_EL1.PAN = 0)".into())
+        }
+        e => e,
+    };
+    let mut checks = Checks::new();
+    Abort::permission(alias, false).check(
+        &mut checks,
+        "load with PSTATE.PAN set",
+        &access(guest, ptr, form::LOAD_PAN).map_err(pan)?,
+    );
+    Abort::permission(alias, true).check(
+        &mut checks,
+        "store with PSTATE.PAN set",
+        &access(guest, ptr, form::STORE_PAN).map_err(pan)?,
+    );
+    wrote_nothing(&mut checks, guest, ipa)?;
+    Abort::tag_check(alias, Some(false)).check(
+        &mut checks,
+        "control: the load with PSTATE.PAN clear",
+        &access(guest, ptr, form::LOAD_EL0_ALIAS)?,
     );
     Ok(checks.finish())
 }
