@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::tag_map::{differing_granules, tag_map_summary, write_text_lines};
+use crate::tag_map::{differing_granules, tag_map_summary, write_text_lines, Comparison};
 
 /// The outcome of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -326,15 +326,15 @@ impl std::fmt::Display for Evidence {
                 observed,
                 mismatches,
             } => {
-                let differing = differing_granules(expected, observed, mismatches);
-                let granules = expected.chars().count().max(observed.chars().count());
+                let compared = Comparison::of(expected, observed, mismatches);
+                let (granules, differing) = (compared.granules, &compared.differing);
                 if differing.is_empty() {
                     writeln!(
                         f,
                         "tag maps agree over {granules} granules from IPA {ipa:#x}"
                     )?;
                 } else {
-                    let count = differing.range(..granules).count();
+                    let count = compared.differing_count();
                     writeln!(
                         f,
                         "tag maps differ in {count} of {granules} granules from IPA {ipa:#x}"
@@ -342,7 +342,7 @@ impl std::fmt::Display for Evidence {
                 }
                 writeln!(f, "  E = {expected_from}")?;
                 write!(f, "  O = {observed_from}")?;
-                write_text_lines(f, *ipa, expected, observed, &differing)
+                write_text_lines(f, *ipa, expected, observed, differing)
             }
             Evidence::Fault {
                 esr,

@@ -43,6 +43,28 @@ pub fn differing_granules(expected: &str, observed: &str, listed: &[usize]) -> B
     differing
 }
 
+/// Two tag maps compared: how many granules they cover (the longer's), and which differ.
+pub struct Comparison {
+    pub granules: usize,
+    pub differing: BTreeSet<usize>,
+}
+
+impl Comparison {
+    /// Compare two hex tag maps, the granules the runner `listed` included (see
+    /// [`differing_granules`]).
+    pub fn of(expected: &str, observed: &str, listed: &[usize]) -> Self {
+        Comparison {
+            granules: expected.chars().count().max(observed.chars().count()),
+            differing: differing_granules(expected, observed, listed),
+        }
+    }
+
+    /// How many of the covered granules differ.
+    pub fn differing_count(&self) -> usize {
+        self.differing.range(..self.granules).count()
+    }
+}
+
 /// How a tag map is shown as text: lines of 64 granules; past 4 lines only those that differ,
 /// at most 16 of them (the full maps stay in `results.jsonl`).
 const TEXT_TAG_MAP: TagMapLayout = TagMapLayout {

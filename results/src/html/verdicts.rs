@@ -11,7 +11,7 @@ use crate::model::{Evidence, Verdict};
 use crate::picture::{self, TagPicture};
 use crate::plot::{self, BarChart};
 use crate::summary::format_duration;
-use crate::tag_map::{differing_granules, tag_map_summary, TagMapLayout, TagMapLine};
+use crate::tag_map::{tag_map_summary, Comparison as MapComparison, TagMapLayout, TagMapLine};
 
 /// Granules per line of a tag-map grid: 64 granules are 1 KiB of memory.
 const GRANULES_PER_ROW: usize = 64;
@@ -186,15 +186,14 @@ impl<'a> EvidenceView<'a> {
                 observed,
                 mismatches,
             } if detail == TagMapDetail::Brief => {
-                let differing = differing_granules(expected, observed, mismatches);
-                let granules = expected.chars().count().max(observed.chars().count());
+                let compared = MapComparison::of(expected, observed, mismatches);
                 EvidenceView::TagMapsInBrief {
                     expected_from,
                     observed_from,
                     ipa: format!("{ipa:#x}"),
-                    granules,
-                    differing: differing.range(..granules).count(),
-                    first_difference: differing.first().copied(),
+                    granules: compared.granules,
+                    differing: compared.differing_count(),
+                    first_difference: compared.differing.first().copied(),
                     expected: tag_map_summary(expected),
                     observed: tag_map_summary(observed),
                 }
@@ -207,20 +206,20 @@ impl<'a> EvidenceView<'a> {
                 observed,
                 mismatches,
             } => {
-                let differing = differing_granules(expected, observed, mismatches);
+                let compared = MapComparison::of(expected, observed, mismatches);
+                let differing = &compared.differing;
                 let expected: Vec<char> = expected.chars().collect();
                 let observed: Vec<char> = observed.chars().collect();
-                let granules = expected.len().max(observed.len());
                 EvidenceView::TagMaps {
                     expected_from,
                     observed_from,
                     ipa: format!("{ipa:#x}"),
-                    granules,
-                    differing: differing.range(..granules).count(),
-                    rows: tag_rows(*ipa, &expected, &observed, &differing),
+                    granules: compared.granules,
+                    differing: compared.differing_count(),
+                    rows: tag_rows(*ipa, &expected, &observed, differing),
                     // Maps that agree need no picture: the grid says so in a line.
                     pictures: (pictures && !differing.is_empty())
-                        .then(|| draw_both(*ipa, &expected, &observed, &differing)),
+                        .then(|| draw_both(*ipa, &expected, &observed, differing)),
                     brief: pictures && differing.is_empty(),
                 }
             }
