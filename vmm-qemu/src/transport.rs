@@ -123,20 +123,29 @@ impl GdbTransport {
                 machine.messages()
             ))
         })?;
-        Ok(GdbTransport {
-            process: Some(Process { stub, machine }),
+        let mut transport = GdbTransport::of(qemu, Process { stub, machine }, payload, setup);
+        transport.doorbell = doorbell;
+        transport.at_doorbell = incoming.is_some();
+        Ok(transport)
+    }
+
+    /// A transport of `process` running `payload`, not in a pool, stopped at its entry, with
+    /// nothing of its RAM looked up yet.
+    fn of(qemu: &QemuBinary, process: Process, payload: Arc<Payload>, setup: Setup) -> Self {
+        GdbTransport {
+            process: Some(process),
             pool: None,
             console_from: 0,
             qemu: qemu.clone(),
             version: qemu.version,
             payload,
             setup,
-            doorbell,
-            at_doorbell: incoming.is_some(),
+            doorbell: 0,
+            at_doorbell: false,
             no_tag_view: None,
             ram: None,
             tag_view: None,
-        })
+        }
     }
 
     /// A fresh guest in the QEMU `idle`, reset: its RAM discarded, the machine reset (the
@@ -150,20 +159,10 @@ impl GdbTransport {
             tag_view,
         } = idle;
         let doorbell = payload.doorbell_store()?;
-        let mut transport = GdbTransport {
-            process: Some(process),
-            pool: None,
-            console_from: 0,
-            qemu: qemu.clone(),
-            version: qemu.version,
-            payload,
-            setup,
-            doorbell,
-            at_doorbell: false,
-            no_tag_view: None,
-            ram,
-            tag_view,
-        };
+        let mut transport = GdbTransport::of(qemu, process, payload, setup);
+        transport.doorbell = doorbell;
+        transport.ram = ram;
+        transport.tag_view = tag_view;
         let breakpoint = format!("{doorbell:x},{INSTRUCTION}");
         let failed = |what: &str, e: String| VmmError::Host(format!("resetting QEMU: {what}: {e}"));
         // A software breakpoint is a BRK in guest RAM: taken out while it is there, set again
