@@ -39,10 +39,12 @@ pub fn access(ptr: u64, form: u64, value: u64) -> Result<(), Refusal> {
         form::LOAD_ALIGNMENT_CHECKED | form::STORE_ALIGNMENT_CHECKED => {
             with_alignment_checks(|| vectors::catching_aborts(|| one_access(ptr, form, value)))
         }
-        form::LOAD_PAN | form::STORE_PAN => with_pan(|| {
+        form::LOAD_PAN | form::STORE_PAN => {
+            with_pan(|| vectors::catching_aborts(|| one_access(el0_alias(ptr), form, value)))
+        }
+        form::LOAD_EL0_ALIAS => {
             vectors::catching_aborts(|| one_access(el0_alias(ptr), form, value))
-        }),
-        form::LOAD_EL0_ALIAS => vectors::catching_aborts(|| one_access(el0_alias(ptr), form, value)),
+        }
         _ => vectors::catching_aborts(|| one_access(ptr, form, value)),
     };
     mailbox::set_result(0, loaded);
