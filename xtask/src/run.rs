@@ -351,8 +351,103 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::console::{Ending, Flow};
+    use crate::lanes::Recorded;
     use crate::testing::verdict;
-    use mte_results::Outcome;
+    use mte_results::{NotRun, Outcome};
+    use std::cell::RefCell;
+
+    /// A lane run that only says how it would resume: with which trials judged, as which boot.
+    struct Resumable {
+        resumed: RefCell<Vec<(Vec<String>, u32)>>,
+    }
+
+    impl LaneRun for Resumable {
+        fn lane(&self) -> Lane {
+            Lane::Emulated
+        }
+        fn label(&self) -> String {
+            "emulated lane, boot 2 (7.3)".into()
+        }
+        fn heading(&self) -> String {
+            String::new()
+        }
+        fn record(&self) -> Recorded {
+            unreachable!("not run")
+        }
+        fn resume(&self, judged: &[String], boot: u32) -> Result<Option<Box<dyn LaneRun>>> {
+            self.resumed.borrow_mut().push((judged.to_vec(), boot));
+            Ok(Some(Box::new(Resumable {
+                resumed: RefCell::default(),
+            })))
+        }
+        fn execute(&self, _: Deadlines, _: &mut dyn FnMut(&str) -> Flow) -> Result<Ending> {
+            unreachable!("not run")
+        }
+    }
+
+    fn stopped_part(kernel_said: Option<&str>) -> Part {
+        let not_run = |test: &str, was_running: bool| NotRun {
+            test: test.into(),
+            lane: Lane::Emulated,
+            boot: 2,
+            kernel: "7.3".into(),
+            was_running,
+        };
+        Part {
+            label: "emulated lane, boot 2 (7.3)".into(),
+            summary: RunSummary {
+                environments: vec![mte_results::Environment::default()],
+                verdicts: vec![verdict("tags::a", Outcome::Pass)],
+                error: Some("the machine's runner said nothing for 60 s".into()),
+                not_run: vec![not_run("races::b", true), not_run("tags::c", false)],
+                ..RunSummary::default()
+            },
+            selection: Selection::default(),
+            stopped_mid_run: true,
+            kernel_stopped: kernel_said.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_boot_stopped_mid_run_resumes_with_what_never_started() {
+        let run = Resumable {
+            resumed: RefCell::default(),
+        };
+        let mut boots = HashMap::from([(Lane::Emulated, 2)]);
+        let judged = vec!["tags::a".to_string(), "races::b".to_string()];
+        // The kernel said nothing: the error stays and says where the rest went.
+        let mut part = stopped_part(None);
+        assert!(fresh_boot(&mut part, &run, &judged, &mut boots).is_some());
+        assert_eq!(run.resumed.borrow()[0], (judged.clone(), 3));
+        let error = part.summary.error.as_deref().unwrap();
+        assert!(
+            error.ends_with("; the checks that had not run went to boot 3"),
+            "{error}"
+        );
+        let left: Vec<&str> = part
+            .summary
+            .not_run
+            .iter()
+            .map(|n| n.test.as_str())
+            .collect();
+        assert_eq!(left, ["races::b"]);
+        let fact = &part.summary.environments[0].host[0];
+        assert_eq!(fact.name, RESUMED_BY);
+        assert!(fact
+            .value
+            .starts_with("boot 3: this boot's machine stopped"));
+        // The kernel said what stopped it: its failure is in the verdicts, not the run's error.
+        let mut part = stopped_part(Some("watchdog: BUG: soft lockup - CPU#0 stuck for 23s!"));
+        assert!(fresh_boot(&mut part, &run, &judged, &mut boots).is_some());
+        assert_eq!(run.resumed.borrow()[1].1, 4);
+        assert_eq!(part.summary.error, None);
+        // Nothing left that never started: no fresh boot.
+        let mut part = stopped_part(None);
+        part.summary.not_run.retain(|n| n.was_running);
+        assert!(fresh_boot(&mut part, &run, &judged, &mut boots).is_none());
+        assert_eq!(run.resumed.borrow().len(), 2);
+    }
 
     #[test]
     fn lanes_merge_in_order_and_name_their_errors() {
