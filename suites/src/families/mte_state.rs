@@ -258,17 +258,17 @@ pub const EL0_SCENARIOS: &[Scenario] = &[
         name: "mte_state::tfsre0_survives_exits_and_sleeps",
         summary: "TFSRE0_EL1.TF0, set by an asynchronous tag check fault of the guest's EL0 \
                   load, is still TF0 alone after 32 MMIO exits to the VMM, 3 more with the \
-                  vCPU thread asleep 50 ms before each and, where the runner is the VMM, 4 with \
-                  that thread moved between two CPUs; TFSR_EL1 stays 0 and TCF0 async",
+                  vCPU thread asleep 50 ms before each, 4 HVC calls the hypervisor answers \
+                  itself and, where the runner is the VMM, 4 exits with that thread moved \
+                  between two CPUs; TFSR_EL1 stays 0 and TCF0 async",
         why: WHY_EL0_EXITS,
         proven_by: &[Injection::ResetEl0State, Injection::WrongTcf],
         run: tfsre0_survives_exits_and_sleeps,
     },
     Scenario {
         name: "mte_state::tcf_and_tcf0_survive_exits_and_sleeps",
-        summary: "SCTLR_EL1.TCF = async and TCF0 = sync, as set, after 32 MMIO exits, 3 more \
-                  with the vCPU thread asleep 50 ms before each and 4 with it moved between two \
-                  CPUs where the runner is the VMM (GCR_EL1 and RGSR_EL1 as before them); and the guest still checks that way: a mismatched EL0 load faults, a \
+        summary: "SCTLR_EL1.TCF = async and TCF0 = sync, as set, after the same exits, sleeps, \
+                  HVC calls and moves between CPUs (GCR_EL1 and RGSR_EL1 as before them); and the guest still checks that way: a mismatched EL0 load faults, a \
                   mismatched EL1 load sets TFSR_EL1.TF0",
         why: WHY_EL0_EXITS,
         proven_by: &[Injection::ResetEl0State, Injection::WrongTcf],
@@ -290,6 +290,10 @@ pub const EL0_SCENARIOS: &[Scenario] = &[
 const ROUND_TRIPS: usize = 32;
 const SLEEPS: usize = 3;
 const LONG_ASLEEP: Duration = Duration::from_millis(50);
+/// HVC calls that stay in the hypervisor (KVM answers PSCI itself), each before a doorbell.
+const HYPERVISOR_CALLS: usize = 4;
+/// PSCI's INVALID_PARAMETERS, what CPU_ON of an MPIDR the VM lacks returns.
+const PSCI_INVALID_PARAMETERS: i64 = -2;
 
 /// The round trips and sleeps, and, where the runner is the VMM (its thread runs vCPU 0),
 /// round trips with that thread moved between the machine's CPUs; what they were, for the
@@ -302,8 +306,21 @@ fn exits_and_sleeps(vmm: &dyn Vmm, guest: &mut dyn Guest) -> Result<String, VmmE
         sleep(LONG_ASLEEP);
         run(guest, Command::Nop, &[])?;
     }
+    let mut answers = Vec::new();
+    for _ in 0..HYPERVISOR_CALLS {
+        // vCPU 1 does not exist: the hypervisor answers the PSCI call itself.
+        let reply = run(guest, Command::CpuOn, &[2])?;
+        answers.push(reply.result[0] as i64);
+    }
+    answers.dedup();
+    let answered = match answers.as_slice() {
+        [PSCI_INVALID_PARAMETERS] => "INVALID_PARAMETERS".to_string(),
+        other => format!("{other:?}"),
+    };
     let mut events = format!(
-        "{ROUND_TRIPS} MMIO exits, then {SLEEPS} with the vCPU thread asleep {} ms before each",
+        "{ROUND_TRIPS} MMIO exits, then {SLEEPS} with the vCPU thread asleep {} ms before each, \
+         then {HYPERVISOR_CALLS} HVC calls the hypervisor answers itself (PSCI CPU_ON of a vCPU \
+         the VM lacks: {answered})",
         LONG_ASLEEP.as_millis()
     );
     if vmm.lane().runner_is_vmm() {
