@@ -10,8 +10,8 @@ use mte_protocol::{Command, START_TOGETHER, Status};
 
 use crate::args::{Refusal, UNKNOWN_COMMAND};
 use crate::{
-    access, data, el0, exception_entry, instructions, mailbox, no_mte, power, precopy_workload, priority, smp, sve,
-    tags, timing,
+    access, data, el0, exception_entry, instructions, mailbox, no_mte, power, precopy_workload,
+    priority, smp, sve, tags, timing,
 };
 
 /// Answer the host forever: doorbell, command, doorbell, ...

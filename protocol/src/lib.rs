@@ -796,10 +796,10 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for v in 0..=34 {
+        for v in 0..=35 {
             assert_eq!(Command::from_u32(v).unwrap() as u32, v);
         }
-        assert!(Command::from_u32(35).is_none());
+        assert!(Command::from_u32(36).is_none());
         assert!(Command::from_u32(Command::Nop as u32 | START_TOGETHER).is_none());
         for v in 0..=4 {
             assert_eq!(Status::from_u32(v).unwrap() as u32, v);
