@@ -52,6 +52,10 @@ pub fn exception_tco(trigger: u64, tco: u64) -> Result<(), Refusal> {
             let (after, esr) = vectors::catching_undefined(|| undefined_instruction(tco));
             (after, esr.unwrap_or(0))
         }
+        exception_trigger::HIDDEN_PMU_REGISTER => {
+            let (after, esr) = vectors::catching_undefined(|| read_pmcr(tco));
+            (after, esr.unwrap_or(0))
+        }
         _ => {
             let ptr = match trigger {
                 exception_trigger::TRANSLATION_FAULT => UNTRANSLATED_VA,
@@ -73,6 +77,7 @@ pub fn exception_tco(trigger: u64, tco: u64) -> Result<(), Refusal> {
     mailbox::set_result(0, esr);
     mailbox::set_result(1, spsr);
     mailbox::set_result(2, caught as u64);
+    mailbox::set_result(3, sysreg::read!("id_aa64dfr0_el1"));
     Ok(())
 }
 
@@ -90,6 +95,29 @@ fn undefined_instruction(tco: u64) -> u64 {
             "mrs {after}, tco",
             "msr tco, xzr",
             tco = in(reg) tco,
+            after = out(reg) after,
+            options(nostack),
+        )
+    };
+    after
+}
+
+/// Set PSTATE.TCO to `tco`, read PMCR_EL0 (UNDEFINED where the vCPU has no PMU), read
+/// PSTATE.TCO back as the handler's ERET left it, and clear it again. Returns what was read
+/// back.
+fn read_pmcr(tco: u64) -> u64 {
+    let after: u64;
+    // SAFETY: reading PMCR_EL0 has no effect; where it is UNDEFINED the exception is caught
+    // and skipped (`catching_undefined`); TCO ends at 0, as the runtime keeps it.
+    unsafe {
+        asm!(
+            ".arch_extension memtag",
+            "msr tco, {tco}",
+            "mrs {scratch}, pmcr_el0",
+            "mrs {after}, tco",
+            "msr tco, xzr",
+            tco = in(reg) tco,
+            scratch = out(reg) _,
             after = out(reg) after,
             options(nostack),
         )

@@ -300,7 +300,8 @@ pub enum Command {
     /// `args = [trigger, tco]`: set PSTATE.TCO to `tco` (0 or 1), raise one synchronous
     /// exception of [`exception_trigger`] `trigger` at EL1, and skip it in the handler. The
     /// bulk buffer gets [`exception_tco`]'s bytes: PSTATE.TCO on entry to the handler, SPSR_EL1.TCO
-    /// there, and PSTATE.TCO after the handler's ERET. `result = [ESR_EL1, SPSR_EL1, caught]`.
+    /// there, and PSTATE.TCO after the handler's ERET. `result = [ESR_EL1, SPSR_EL1, caught,
+    /// ID_AA64DFR0_EL1]`.
     /// PSTATE.TCO is 0 again after the command. Refused with [`refusal::NO_MTE`] without
     /// FEAT_MTE (no TCO to set).
     ExceptionTco = 35,
@@ -344,7 +345,10 @@ pub mod exception_trigger {
     /// A load from [`crate::ABORTING_DEVICE_IPA`]: an MMIO exit, answered with an external data
     /// abort that KVM injects at the VMM's request.
     pub const INJECTED_EXTERNAL_ABORT: u64 = 2;
-    pub const LAST: u64 = INJECTED_EXTERNAL_ABORT;
+    /// `mrs x, pmcr_el0` where ID_AA64DFR0_EL1.PMUVer is 0: in a KVM vCPU without a PMU the
+    /// read traps to KVM (MDCR_EL2.TPM), which hides the register and injects UNDEFINED.
+    pub const HIDDEN_PMU_REGISTER: u64 = 3;
+    pub const LAST: u64 = HIDDEN_PMU_REGISTER;
 }
 
 /// Where [`Command::ExceptionTco`] puts its bytes in the bulk buffer (each 0 or 1).

@@ -7,7 +7,8 @@
 //! UNDEFINED instruction, a translation fault) are the control; KVM's is an external data
 //! abort it injects when the VMM answers an MMIO read with KVM_SET_VCPU_EVENTS
 //! (`ext_dabt_pending`): `enter_exception64` (arch/arm64/kvm/hyp/exception.c) builds that entry's
-//! PSTATE and SPSR_EL1 in software.
+//! PSTATE and SPSR_EL1 in software. So does the UNDEFINED exception KVM injects for a read of
+//! PMCR_EL0 in a vCPU without a PMU.
 
 use mte_protocol::{esr, exception_tco, exception_trigger as trigger, Command, SPSR_TCO};
 use mte_results::Lane;
@@ -38,6 +39,15 @@ const WHY_KVM: &str = "KVM enters an exception it injects in software (enter_exc
     the abort is taken on the load itself; before it KVM also retired the load, and warned (kvm_incr_pc \
     with an exception pending)";
 
+const WHY_KVM_UNDEFINED: &str = "KVM traps the guest's PMU registers (MDCR_EL2.TPM) and, \
+    for a vCPU without KVM_ARM_VCPU_PMU_V3, shows no PMU (ID_AA64DFR0_EL1.PMUVer = 0) and answers \
+    an access with kvm_inject_undefined() (arch/arm64/kvm/sys_regs.c), whose entry \
+    enter_exception64 (arch/arm64/kvm/hyp/exception.c) builds in software: it must follow the \
+    Arm ARM's AArch64.TakeException as the CPU does, 'if IsFeatureImplemented(FEAT_MTE) then \
+    PSTATE.TCO = '1';', the interrupted PSTATE.TCO saved in SPSR_EL1.TCO (bit 25) and restored \
+    by ERET. KVM sets TCO on entry for a VM with MTE since 'KVM: arm64: Introduce MTE VM \
+    feature' (ea7fc1bb1cd1, 5.14)";
+
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "exception_entry::undefined_instruction_sets_tco_and_eret_restores_it",
@@ -59,6 +69,17 @@ pub const SCENARIOS: &[Scenario] = &[
         proven_by: &[Injection::MisreadReport],
         run: kvm_injected_abort_sets_tco_as_the_cpu_does,
     },
+    Scenario {
+        name: "exception_entry::kvm_injected_undefined_sets_tco_as_the_cpu_does",
+        summary: "The UNDEFINED exception KVM injects for a read of PMCR_EL0 in a vCPU without \
+                  a PMU (ID_AA64DFR0_EL1.PMUVer = 0) enters the guest's handler as the CPU's \
+                  own UNDEFINED (udf) does: PSTATE.TCO = 1 on entry, SPSR_EL1.TCO = the \
+                  interrupted PSTATE.TCO, PSTATE.TCO back after ERET, with TCO 0 and with TCO 1 \
+                  before",
+        why: WHY_KVM_UNDEFINED,
+        proven_by: &[Injection::MisreadReport],
+        run: kvm_injected_undefined_sets_tco_as_the_cpu_does,
+    },
 ];
 
 /// What one exception did to PSTATE.TCO, as the guest saw it.
@@ -67,6 +88,7 @@ struct Observation {
     esr: u64,
     spsr: u64,
     caught: bool,
+    id_aa64dfr0_el1: u64,
     on_entry: u8,
     saved: u8,
     after_return: u8,
@@ -80,6 +102,7 @@ fn observe(guest: &mut dyn Guest, kind: u64, tco: u64) -> Result<Observation, Vm
         esr: reply.result[0],
         spsr: reply.result[1],
         caught: reply.result[2] != 0,
+        id_aa64dfr0_el1: reply.result[3],
         on_entry: bytes[exception_tco::ON_ENTRY],
         saved: bytes[exception_tco::SAVED],
         after_return: bytes[exception_tco::AFTER_RETURN],
@@ -97,6 +120,11 @@ fn expected(kind: u64) -> Expected {
     match kind {
         trigger::UNDEFINED_INSTRUCTION => Expected {
             what: "udf #0 (the CPU's UNDEFINED exception)",
+            syndrome: "EC 0x00 (unknown reason)",
+            matches: |value| esr::ec(value) == esr::EC_UNKNOWN,
+        },
+        trigger::HIDDEN_PMU_REGISTER => Expected {
+            what: "mrs of PMCR_EL0 without a PMU (KVM's UNDEFINED exception)",
             syndrome: "EC 0x00 (unknown reason)",
             matches: |value| esr::ec(value) == esr::EC_UNKNOWN,
         },
@@ -154,10 +182,17 @@ fn judge(checks: &mut Checks, kind: u64, tco: u64, seen: &Observation) {
 /// Each trigger of `kinds` with TCO 0, then 1, before it, judged.
 fn check_triggers(vmm: &dyn Vmm, kinds: &[u64]) -> Result<Finding, VmmError> {
     let mut guest = boot(vmm)?;
-    let mut checks = Checks::new();
+    judge_triggers(guest.as_mut(), Checks::new(), kinds)
+}
+
+fn judge_triggers(
+    guest: &mut dyn Guest,
+    mut checks: Checks,
+    kinds: &[u64],
+) -> Result<Finding, VmmError> {
     for tco in [0, 1] {
         for &kind in kinds {
-            let seen = observe(guest.as_mut(), kind, tco)?;
+            let seen = observe(guest, kind, tco)?;
             judge(&mut checks, kind, tco, &seen);
         }
     }
@@ -182,6 +217,36 @@ fn kvm_injected_abort_sets_tco_as_the_cpu_does(vmm: &dyn Vmm) -> Result<Finding,
     )
 }
 
+/// ID_AA64DFR0_EL1.PMUVer: 0 where the (v)CPU has no PMU.
+fn pmu_version(id_aa64dfr0_el1: u64) -> u64 {
+    (id_aa64dfr0_el1 >> 8) & 0xf
+}
+
+fn kvm_injected_undefined_sets_tco_as_the_cpu_does(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let mut guest = boot(vmm)?;
+    let probe = observe(guest.as_mut(), trigger::HIDDEN_PMU_REGISTER, 0)?;
+    let pmu = pmu_version(probe.id_aa64dfr0_el1);
+    if pmu != 0 {
+        return Err(VmmError::Unsupported(format!(
+            "the guest's vCPU has a PMU (ID_AA64DFR0_EL1 = {:#x}, PMUVer {pmu}): PMCR_EL0 \
+             exists, so nobody injects UNDEFINED for it (QEMU gives its guests a PMU; the \
+             suite's KVM VMM does not)",
+            probe.id_aa64dfr0_el1
+        )));
+    }
+    let mut checks = Checks::new();
+    checks.value(
+        "ID_AA64DFR0_EL1.PMUVer of the guest: PMCR_EL0 is not there, KVM traps and refuses it",
+        "0",
+        format!("{pmu} (ID_AA64DFR0_EL1 = {:#x})", probe.id_aa64dfr0_el1),
+    );
+    judge_triggers(
+        guest.as_mut(),
+        checks,
+        &[trigger::UNDEFINED_INSTRUCTION, trigger::HIDDEN_PMU_REGISTER],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +256,7 @@ mod tests {
             esr,
             spsr: (saved as u64) << 25,
             caught: true,
+            id_aa64dfr0_el1: 0,
             on_entry,
             saved,
             after_return,
