@@ -10,8 +10,8 @@ use mte_protocol::{Command, START_TOGETHER, Status};
 
 use crate::args::{Refusal, UNKNOWN_COMMAND};
 use crate::{
-    access, data, el0, instructions, mailbox, no_mte, power, precopy_workload, priority, smp, sve,
-    tags, timing,
+    access, data, el0, exception_entry, instructions, mailbox, no_mte, power, precopy_workload,
+    priority, smp, sve, tags, timing,
 };
 
 /// Answer the host forever: doorbell, command, doorbell, ...
@@ -83,5 +83,6 @@ fn execute(command: Command, args: &[u64; 8]) -> Result<(), Refusal> {
         Command::PriorityAccess => priority::access(args[0], args[1], args[2]),
         Command::SveEnable => sve::enable(args[0]),
         Command::SveAccess => sve::access(args[0], args[1]),
+        Command::ExceptionTco => exception_entry::exception_tco(args[0], args[1]),
     }
 }

@@ -26,6 +26,7 @@ mod cpu;
 mod data;
 mod el0;
 mod entry;
+mod exception_entry;
 mod instructions;
 mod mailbox;
 mod mmu;

@@ -16,7 +16,7 @@ use core::arch::global_asm;
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering, compiler_fence};
 use mte_protocol::{MAX_VCPUS, esr};
 
-use crate::{cpu, el0, mailbox, power, sysreg};
+use crate::{cpu, el0, exception_entry, mailbox, power, sysreg};
 
 /// The kinds and origins of the exception that may be skipped: synchronous, from the current
 /// EL, with SP_EL1 (the runtime's own stack) or SP_EL0 selected.
@@ -165,6 +165,7 @@ exception_entry:
 
 /// `resume` is the saved ELR_EL1 and SPSR_EL1, where the exception returns to.
 extern "C" fn handle_exception(resume: &mut Resume, vector: u64) {
+    exception_entry::note_entry(resume.spsr);
     if mailbox::stopped() {
         power::halt();
     }

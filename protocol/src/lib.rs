@@ -13,6 +13,7 @@
 //! |-----------------------------|--------------------------------------------------|
 //! | `0x0900_0000`               | PL011 data register: guest console bytes         |
 //! | [`DOORBELL_IPA`]            | doorbell: a 32-bit store exits to the VMM        |
+//! | [`ABORTING_DEVICE_IPA`]     | a read takes an external abort the VMM injects   |
 //! | [`MAILBOX_IPA`], 4 KiB      | the [`Mailbox`] of vCPU 0; vCPU n's is n pages on ([`mailbox_ipa`]) |
 //! | [`START_BARRIER_IPA`]       | the [`StartBarrier`] that lines vCPUs up         |
 //! | [`BULK_IPA`], [`BULK_SIZE`] | vCPU 0's bulk buffer: tag maps and data patterns |
@@ -296,6 +297,14 @@ pub enum Command {
     /// unused), `[2 VL, 2 VL + VL / 8)` the FFR after the access (set before it), one bit a
     /// byte of the vector. `result = [faulted]`.
     SveAccess = 34,
+    /// `args = [trigger, tco]`: set PSTATE.TCO to `tco` (0 or 1), raise one synchronous
+    /// exception of [`exception_trigger`] `trigger` at EL1, and skip it in the handler. The
+    /// bulk buffer gets [`exception_tco`]'s bytes: PSTATE.TCO on entry to the handler, SPSR_EL1.TCO
+    /// there, and PSTATE.TCO after the handler's ERET. `result = [ESR_EL1, SPSR_EL1, caught,
+    /// ID_AA64DFR0_EL1]`.
+    /// PSTATE.TCO is 0 again after the command. Refused with [`refusal::NO_MTE`] without
+    /// FEAT_MTE (no TCO to set).
+    ExceptionTco = 35,
 }
 
 /// The order of [`Command::ReadMteRegisters`]'s results.
@@ -320,6 +329,41 @@ pub mod sctlr {
         sctlr & (1 << 42) != 0
     }
 }
+
+/// Reads here are answered by the suite's KVM VMM with an external data abort it asks KVM to
+/// inject (KVM_SET_VCPU_EVENTS, `ext_dabt_pending`), as a VMM does for an access no device
+/// decodes. Mapped as Device memory in the guest, no memslot covers it.
+pub const ABORTING_DEVICE_IPA: u64 = 0x0c00_0000;
+
+/// The exceptions [`Command::ExceptionTco`] raises, and who raises each.
+pub mod exception_trigger {
+    /// `udf #0`: UNDEFINED, raised by the CPU.
+    pub const UNDEFINED_INSTRUCTION: u64 = 0;
+    /// A load from [`crate::UNTRANSLATED_VA`]: a translation fault at stage 1, raised by the CPU
+    /// without leaving the guest.
+    pub const TRANSLATION_FAULT: u64 = 1;
+    /// A load from [`crate::ABORTING_DEVICE_IPA`]: an MMIO exit, answered with an external data
+    /// abort that KVM injects at the VMM's request.
+    pub const INJECTED_EXTERNAL_ABORT: u64 = 2;
+    /// `mrs x, pmcr_el0` where ID_AA64DFR0_EL1.PMUVer is 0: in a KVM vCPU without a PMU the
+    /// read traps to KVM (MDCR_EL2.TPM), which hides the register and injects UNDEFINED.
+    pub const HIDDEN_PMU_REGISTER: u64 = 3;
+    pub const LAST: u64 = HIDDEN_PMU_REGISTER;
+}
+
+/// Where [`Command::ExceptionTco`] puts its bytes in the bulk buffer (each 0 or 1).
+pub mod exception_tco {
+    /// PSTATE.TCO read first thing in the exception handler.
+    pub const ON_ENTRY: usize = 0;
+    /// SPSR_EL1.TCO (bit 25) in the handler: the interrupted PSTATE.TCO as saved.
+    pub const SAVED: usize = 1;
+    /// PSTATE.TCO after the handler's ERET, back in the command.
+    pub const AFTER_RETURN: usize = 2;
+    pub const LEN: usize = 3;
+}
+
+/// SPSR_ELx.TCO: PSTATE.TCO as saved on exception entry.
+pub const SPSR_TCO: u64 = 1 << 25;
 
 /// The first VA the guest's TTBR0 does not translate (TCR_EL1.T0SZ = 32): an access at or
 /// above it takes a translation fault.
@@ -434,6 +478,7 @@ impl Command {
             32 => Self::PriorityAccess,
             33 => Self::SveEnable,
             34 => Self::SveAccess,
+            35 => Self::ExceptionTco,
             _ => return None,
         })
     }
@@ -765,10 +810,10 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for v in 0..=34 {
+        for v in 0..=35 {
             assert_eq!(Command::from_u32(v).unwrap() as u32, v);
         }
-        assert!(Command::from_u32(35).is_none());
+        assert!(Command::from_u32(36).is_none());
         assert!(Command::from_u32(Command::Nop as u32 | START_TOGETHER).is_none());
         for v in 0..=4 {
             assert_eq!(Status::from_u32(v).unwrap() as u32, v);

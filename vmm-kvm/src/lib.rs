@@ -8,6 +8,7 @@
 //! destination.
 
 mod abi;
+mod aborting_device;
 mod backing;
 pub mod copy_tags;
 mod fork;

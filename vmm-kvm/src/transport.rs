@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN;
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use mte_protocol::{DOORBELL_IPA, RAM_IPA, RAM_SIZE, UART_IPA};
+use mte_protocol::{ABORTING_DEVICE_IPA, DOORBELL_IPA, RAM_IPA, RAM_SIZE, UART_IPA};
 use mte_suites::vmm::VmmError;
 use mte_vmm::{Stop, Transport};
 
+use crate::aborting_device;
 use crate::vm::Vm;
 use crate::watchdog::Watchdog;
 
@@ -78,6 +79,7 @@ impl KvmTransport {
                     seconds: deadline.as_secs_f64(),
                 });
             }
+            let mut abort_the_read = false;
             match self.vcpu.run() {
                 Ok(VcpuExit::MmioWrite(DOORBELL_IPA, _)) => return Ok(Stop::Doorbell),
                 Ok(VcpuExit::MmioWrite(UART_IPA, data)) => {
@@ -94,6 +96,7 @@ impl KvmTransport {
                 Ok(VcpuExit::MmioRead(addr, data)) if UART_REGISTERS.contains(&addr) => {
                     data.fill(0)
                 }
+                Ok(VcpuExit::MmioRead(ABORTING_DEVICE_IPA, _)) => abort_the_read = true,
                 Ok(VcpuExit::MmioRead(addr, _)) => {
                     return Err(VmmError::Guest(format!(
                         "read of {addr:#x}, where the VM has no device"
@@ -115,6 +118,9 @@ impl KvmTransport {
                         errno: e.errno(),
                     })
                 }
+            }
+            if abort_the_read {
+                aborting_device::inject_external_abort(&self.vcpu)?;
             }
         }
     }

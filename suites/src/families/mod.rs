@@ -7,6 +7,7 @@ pub mod copy_tags_abi;
 pub mod cost;
 pub mod cow;
 pub mod el0;
+pub mod exception_entry;
 pub mod fault_priority;
 pub mod faults;
 pub mod features;
@@ -39,6 +40,7 @@ pub const ALL: &[&[Scenario]] = &[
     migration::SCENARIOS,
     mte_state::SCENARIOS,
     mte_state::EL0_SCENARIOS,
+    exception_entry::SCENARIOS,
     qemu::SCENARIOS,
     cost::SCENARIOS,
     copy_tags_abi::SCENARIOS,
