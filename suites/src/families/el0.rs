@@ -33,7 +33,7 @@ const WHY_ASYNC: &str = "Arm ARM: with TCF0 = 0b10 a tag check fault at EL0 take
     the access is performed and TFSRE0_EL1.TF0 (TTBR0 addresses) is set, never TFSR_EL1, which \
     is EL1's own. Guest Linux reads and clears TFSRE0_EL1 on entry from user space \
     (check_mte_async_tcf0) and raises SIGSEGV (SEGV_MTEAERR) for the task; KVM keeps TFSRE0_EL1 \
-    in the vCPU's EL1 context ('KVM: arm64: Save/restore MTE registers', 5.13)";
+    in the vCPU's EL1 context ('KVM: arm64: Save/restore MTE registers', 5.14)";
 
 const WHY_ASYMMETRIC: &str = "Arm ARM (FEAT_MTE3): with TCF0 = 0b11 reads at EL0 are checked \
     synchronously and writes asynchronously into TFSRE0_EL1; guest Linux picks it for tasks \

@@ -30,7 +30,7 @@ use crate::vmm::{Guest, Vmm, VmmError};
 const WHY_EXITS: &str = "KVM swaps the guest's GCR_EL1 and RGSR_EL1 with the host's on every \
     guest entry and exit (mte_switch_to_guest / mte_switch_to_hyp, \
     arch/arm64/include/asm/kvm_mte.h) and keeps TFSR_EL1 and TFSRE0_EL1 in the vCPU's EL1 context \
-    across vcpu_put/vcpu_load ('KVM: arm64: Save/restore MTE registers', 5.13): an exit to the \
+    across vcpu_put/vcpu_load ('KVM: arm64: Save/restore MTE registers', 5.14): an exit to the \
     VMM or a descheduled vCPU thread must leave them as the guest set them";
 
 const WHY_ONE_REG: &str = "api.rst (KVM_CAP_ARM_MTE) leaves saving the guest's MTE state on \
@@ -241,7 +241,7 @@ fn one_reg_and_migration_carry_gcr_rgsr_tfsr(vmm: &dyn Vmm) -> Result<Finding, V
 // EL0 code (`el0::`). GCR_EL1 and RGSR_EL1 are the checks above.
 
 const WHY_EL0_EXITS: &str = "KVM keeps TFSRE0_EL1 and SCTLR_EL1 in the vCPU's EL1 context, \
-    saved and restored on vcpu_put/vcpu_load ('KVM: arm64: Save/restore MTE registers', 5.13; \
+    saved and restored on vcpu_put/vcpu_load ('KVM: arm64: Save/restore MTE registers', 5.14; \
     SCTLR_EL1 with the rest of the EL1 system registers): a pending asynchronous fault of the \
     guest's EL0, which guest Linux only reads on its next entry from user space, and the \
     per-task TCF0 it set must survive every exit to the VMM (each KVM_RUN that returns to it \
