@@ -511,22 +511,42 @@ fn last_granule_mismatch(sve: &SveGuest) -> (Vec<u8>, usize) {
 }
 
 fn first_fault_later_element(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
+    let (mut sve, mut checks, ipa, mismatch) =
+        load_with_a_later_mismatch(vmm, 4, (sve_op::LDFF1D, "LDFF1D"))?;
+    check_tf0(&mut checks, sve.guest.as_mut(), "the LDFF1D", false)?;
+    controls_of_a_later_mismatch(sve, checks, ipa, mismatch)
+}
+
+/// On page `n` tagged so that only its vector's last granule mismatches the pointer, under
+/// TCF sync: the first-fault or non-fault load `op`, named `name`, must not fault, must
+/// load every element before the mismatch, and must clear FFR from it on. The guest, the
+/// comparisons so far, the page and the mismatching element.
+fn load_with_a_later_mismatch(
+    vmm: &dyn Vmm,
+    n: u64,
+    (op, name): (u64, &str),
+) -> Result<(SveGuest, Checks, u64, usize), VmmError> {
     let mut checks = Checks::new();
-    let mut sve = sve_guest(vmm, &mut checks, 4)?;
-    let ipa = page(4);
+    let mut sve = sve_guest(vmm, &mut checks, n)?;
+    let ipa = page(n);
     let (tags, mismatch) = last_granule_mismatch(&sve);
     tag(&mut sve, ipa, &tags)?;
     set_tcf(sve.guest.as_mut(), tcf::SYNC)?;
-    let ptr = with_tag(ipa, POINTER_TAG);
     sve.stage(&vec![NOT_WRITTEN; sve.vl as usize], &[])?;
-    let reply = sve.access(sve_op::LDFF1D, ptr)?;
-    check_no_fault(&mut checks, "LDFF1D", &reply, true);
+    let what = format!("{name}, last granule mismatching");
+    let reply = sve.access(op, with_tag(ipa, POINTER_TAG))?;
+    check_no_fault(&mut checks, &what, &reply, true);
     let data = sve.data()?;
     let pattern = |i: usize| pattern_at(i as u64 * 8);
-    check_elements(&mut checks, "LDFF1D loaded", &data, pattern, 0..mismatch);
-    check_ffr(&mut checks, "LDFF1D", &sve.ffr()?, mismatch);
-    check_tf0(&mut checks, sve.guest.as_mut(), "the LDFF1D", false)?;
-    controls_of_a_later_mismatch(sve, checks, ipa, mismatch)
+    check_elements(
+        &mut checks,
+        &format!("{name} loaded"),
+        &data,
+        pattern,
+        0..mismatch,
+    );
+    check_ffr(&mut checks, &what, &sve.ffr()?, mismatch);
+    Ok((sve, checks, ipa, mismatch))
 }
 
 /// The controls of a first-fault or non-fault check whose mismatch is at element `mismatch`:
@@ -553,30 +573,8 @@ fn controls_of_a_later_mismatch(
 }
 
 fn non_fault(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
-    let mut checks = Checks::new();
-    let mut sve = sve_guest(vmm, &mut checks, 5)?;
-    let ipa = page(5);
-    let (tags, mismatch) = last_granule_mismatch(&sve);
-    tag(&mut sve, ipa, &tags)?;
-    set_tcf(sve.guest.as_mut(), tcf::SYNC)?;
-    let ptr = with_tag(ipa, POINTER_TAG);
-    sve.stage(&vec![NOT_WRITTEN; sve.vl as usize], &[])?;
-    let reply = sve.access(sve_op::LDNF1D, ptr)?;
-    check_no_fault(
-        &mut checks,
-        "LDNF1D, last granule mismatching",
-        &reply,
-        true,
-    );
-    let data = sve.data()?;
-    let pattern = |i: usize| pattern_at(i as u64 * 8);
-    check_elements(&mut checks, "LDNF1D loaded", &data, pattern, 0..mismatch);
-    check_ffr(
-        &mut checks,
-        "LDNF1D, last granule mismatching",
-        &sve.ffr()?,
-        mismatch,
-    );
+    let (mut sve, mut checks, ipa, mismatch) =
+        load_with_a_later_mismatch(vmm, 5, (sve_op::LDNF1D, "LDNF1D"))?;
     // Through the last granule's tag every element but those of the last granule mismatch,
     // the first one included: still no fault, and nothing loaded.
     let reply = sve.access(sve_op::LDNF1D, with_tag(ipa, OTHER_TAG))?;
