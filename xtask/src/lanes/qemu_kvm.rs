@@ -20,7 +20,8 @@ const INITRAMFS_DIR: &str = "target/mte-qemu-kvm";
 
 /// What `cargo xtask test` runs of the lane: a share of each family the lane exists for (tags
 /// with the host's view and QEMU's mte=off under KVM, faults, access forms, tag instructions,
-/// QEMU's migration and its own memory paths), with their fault-injection proofs. Every QEMU
+/// the guest's EL0 state across QEMU's exits, SVE as QEMU configures the vCPU, QEMU's
+/// migration and its own memory paths), with their fault-injection proofs. Every QEMU
 /// the runner starts costs about a second inside the emulated machine, so the whole lane
 /// (`cargo xtask run --lane qemu-kvm`) is left to `run`; the checks that fail on QEMU's own
 /// bugs (its gdbstub's tag packets under KVM) are in `run` only, where they are findings, not
@@ -33,6 +34,9 @@ pub const TEST_SHARE: &[&str] = &[
     "faults::async_mismatch_sets_tfsr_without_exception",
     "access::load_across_pages_checks_both_tags",
     "tag_instructions::stg_sets_tags_and_keeps_data",
+    "el0::tcf0_sync_faults_mismatched_el0_accesses_only",
+    "mte_state::tfsre0_survives_exits_and_sleeps",
+    "sve::gather_checks_each_element_against_its_pointer",
     "migration::vmm_migration_keeps_tags",
     "qemu::guest_ram_paged_out_by_the_host_keeps_tags",
 ];
