@@ -185,13 +185,14 @@ pub fn judge(ipa: u64, observed: &Observed) -> Judgement {
         }
         evidence.push(compared);
     }
+    let wrong = distinct(wrong);
     evidence.extend(
         wrong
             .iter()
             .map(|what| Evidence::Note { text: what.clone() }),
     );
     let verdict = if !wrong.is_empty() {
-        Verdict::Wrong(wrong.join("; "))
+        Verdict::Wrong(in_brief(&wrong))
     } else if !lost.is_empty() {
         Verdict::Lost(lost)
     } else if !early.is_empty() {
@@ -231,9 +232,54 @@ fn maps(
     }
 }
 
+/// Each finding once, in the order first seen, with how often it was made where more than
+/// once (a host that read a page many times during a round finds the same thing each time).
+fn distinct(findings: Vec<String>) -> Vec<String> {
+    let mut counted: Vec<(String, usize)> = Vec::new();
+    for finding in findings {
+        match counted.iter_mut().find(|(seen, _)| *seen == finding) {
+            Some((_, count)) => *count += 1,
+            None => counted.push((finding, 1)),
+        }
+    }
+    (counted.into_iter())
+        .map(|(finding, count)| match count {
+            1 => finding,
+            n => format!("{finding} (×{n})"),
+        })
+        .collect()
+}
+
+/// How many findings a verdict's reason names; the evidence keeps them all.
+const REASON_FINDINGS: usize = 4;
+
+/// The findings as a verdict's reason: the first few, and how many more the evidence holds.
+fn in_brief(findings: &[String]) -> String {
+    let mut reason = findings[..findings.len().min(REASON_FINDINGS)].join("; ");
+    if findings.len() > REASON_FINDINGS {
+        reason.push_str(&format!(
+            "; and {} more in the evidence",
+            findings.len() - REASON_FINDINGS
+        ));
+    }
+    reason
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_finding_made_many_times_is_named_once_and_a_reason_stays_short() {
+        let findings: Vec<String> = ["a", "b", "a", "c", "d", "e", "a"].map(String::from).into();
+        let findings = distinct(findings);
+        assert_eq!(findings, ["a (×3)", "b", "c", "d", "e"]);
+        assert_eq!(
+            in_brief(&findings),
+            "a (×3); b; c; d; and 1 more in the evidence"
+        );
+        assert_eq!(in_brief(&findings[..2]), "a (×3); b");
+    }
 
     fn round(writers: &[&[u8]], host: &[u8], guest: &[u8]) -> Observed {
         Observed {
