@@ -70,14 +70,36 @@ pub fn render(summary: &RunSummary) -> String {
     tap
 }
 
-/// A TAP 13 diagnostic block: the reason and the evidence, each a double-quoted YAML scalar.
+/// A TAP 13 diagnostic block: the reason and the evidence, each a double-quoted YAML scalar
+/// of at most [`SCALAR_CHARS`] characters.
 fn yaml_block(tap: &mut String, reason: &str, evidence: &str) {
     tap.push_str("  ---\n");
-    let _ = writeln!(tap, "  message: {}", quoted(reason));
+    let _ = writeln!(tap, "  message: {}", quoted(&at_most(reason, SCALAR_CHARS)));
     if !evidence.is_empty() {
-        let _ = writeln!(tap, "  evidence: {}", quoted(evidence));
+        let _ = writeln!(
+            tap,
+            "  evidence: {}",
+            quoted(&at_most(evidence, SCALAR_CHARS))
+        );
     }
     tap.push_str("  ...\n");
+}
+
+/// The longest scalar a diagnostic block holds: TAP::Parser's YAML reader gives up on a quoted
+/// scalar of about 100 000 characters (its regex recursion limit); results.jsonl keeps all.
+const SCALAR_CHARS: usize = 30_000;
+
+/// `text`, or its first `limit` characters and how many were cut.
+fn at_most(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(limit) {
+        None => text.into(),
+        Some((end, _)) => format!(
+            "{} [cut: {} more characters; results.jsonl keeps them all]",
+            &text[..end],
+            text[end..].chars().count()
+        )
+        .into(),
+    }
 }
 
 /// `text` as a YAML double-quoted scalar on one line, in the subset of YAML that both
@@ -111,6 +133,15 @@ fn description(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_scalar_is_cut_and_says_so() {
+        assert_eq!(at_most("abc", 3), "abc");
+        assert_eq!(
+            at_most("abcdé", 3),
+            "abc [cut: 2 more characters; results.jsonl keeps them all]"
+        );
+    }
     use crate::fixtures::{two_lanes, verdict};
     use crate::model::{Evidence, Verdict};
 
