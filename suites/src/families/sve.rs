@@ -169,17 +169,30 @@ impl SveGuest {
         run(self.guest.as_mut(), Command::SveAccess, &[op, ptr])
     }
 
-    /// Put `data` (the vector a store stores) and `pointers` (a gather's or scatter's) in the
-    /// bulk buffer, the FFR's place poisoned.
-    fn stage(&mut self, data: &[u8], pointers: &[u64]) -> Result<(), VmmError> {
+    /// Put `data` (the doublewords a store stores; none leaves the data vector poisoned, as a
+    /// load must overwrite it) and `pointers` (a gather's or scatter's) in the bulk buffer, the
+    /// FFR's place poisoned.
+    fn stage(&mut self, data: &[u64], pointers: &[u64]) -> Result<(), VmmError> {
         let (_, pointers_at, ffr_at) = sve_bulk_layout(self.vl);
         let mut bytes = vec![NOT_WRITTEN; (ffr_at + self.vl / 8) as usize];
-        bytes[..data.len()].copy_from_slice(data);
+        for (i, word) in data.iter().enumerate() {
+            bytes[i * 8..i * 8 + 8].copy_from_slice(&word.to_le_bytes());
+        }
         for (i, p) in pointers.iter().enumerate() {
             let at = pointers_at as usize + i * 8;
             bytes[at..at + 8].copy_from_slice(&p.to_le_bytes());
         }
         self.guest.write_bulk(&bytes)
+    }
+
+    /// A vector of `word(i)` for each doubleword element `i`.
+    fn vector(&self, word: impl Fn(usize) -> u64) -> Vec<u64> {
+        (0..self.elements()).map(word).collect()
+    }
+
+    /// The doublewords of guest memory from `ipa`, `len` bytes.
+    fn memory(&mut self, ipa: u64, len: u64) -> Result<Vec<u64>, VmmError> {
+        Ok(words(&guest_data(self.guest.as_mut(), ipa, len)?))
     }
 
     /// The data vector after the access, as doublewords.
@@ -196,6 +209,16 @@ impl SveGuest {
             .map(|b| b & 1 != 0)
             .collect())
     }
+}
+
+/// The doubleword the data pattern puts at element `i` of a vector from a page's start.
+fn pattern_word(i: usize) -> u64 {
+    pattern_at(i as u64 * 8)
+}
+
+/// What the stores store at element `i`: the pattern inverted, so that a store shows.
+fn stored_word(i: usize) -> u64 {
+    !pattern_word(i)
 }
 
 fn words(bytes: &[u8]) -> Vec<u64> {
@@ -324,9 +347,8 @@ fn contiguous_matching(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     tag(&mut sve, ipa, &vec![POINTER_TAG; granules])?;
     set_tcf(sve.guest.as_mut(), tcf::SYNC)?;
     let ptr = with_tag(ipa, POINTER_TAG);
-    let pattern = |i: usize| pattern_at(i as u64 * 8);
     for (op, name) in [(sve_op::LD1B, "LD1B"), (sve_op::LD1D, "LD1D")] {
-        sve.stage(&vec![NOT_WRITTEN; sve.vl as usize], &[])?;
+        sve.stage(&[], &[])?;
         let reply = sve.access(op, ptr)?;
         check_no_fault(&mut checks, name, &reply, true);
         let data = sve.data()?;
@@ -334,23 +356,19 @@ fn contiguous_matching(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
             &mut checks,
             &format!("{name} loaded"),
             &data,
-            pattern,
+            pattern_word,
             0..sve.elements(),
         );
     }
-    let stored = |i: usize| !pattern_at(i as u64 * 8);
-    let vector: Vec<u8> = (0..sve.elements())
-        .flat_map(|i| stored(i).to_le_bytes())
-        .collect();
-    sve.stage(&vector, &[])?;
+    sve.stage(&sve.vector(stored_word), &[])?;
     let reply = sve.access(sve_op::ST1D, ptr)?;
     check_no_fault(&mut checks, "ST1D", &reply, true);
-    let memory = words(&guest_data(sve.guest.as_mut(), ipa, sve.vl)?);
+    let memory = sve.memory(ipa, sve.vl)?;
     check_elements(
         &mut checks,
         "ST1D stored",
         &memory,
-        stored,
+        stored_word,
         0..sve.elements(),
     );
     // Control: the same vector through a tag no granule has faults at its first element.
@@ -389,25 +407,22 @@ fn contiguous_sync_mismatch(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
         let reply = sve.access(op, ptr)?;
         expect_fault(&mut v.later, name, &reply, first_mismatch, false);
     }
-    let vector: Vec<u8> = (0..sve.elements())
-        .flat_map(|i| (!pattern_at(i as u64 * 8)).to_le_bytes())
-        .collect();
-    sve.stage(&vector, &[])?;
+    sve.stage(&sve.vector(stored_word), &[])?;
     let reply = sve.access(sve_op::ST1D, ptr)?;
     expect_fault(&mut v.later, "ST1D", &reply, first_mismatch, true);
-    let memory = words(&guest_data(sve.guest.as_mut(), ipa, sve.vl)?);
+    let memory = sve.memory(ipa, sve.vl)?;
     // From the faulting element on nothing was written; before it the architecture allows
     // either, so those elements are recorded only.
     check_elements(
         &mut v.later,
         "ST1D left unwritten",
         &memory,
-        |i| pattern_at(i as u64 * 8),
+        pattern_word,
         2..sve.elements(),
     );
     v.later.value(
         "ST1D: the elements before the fault (either value allowed)",
-        format!("{:#x} or {:#x}", pattern_at(0), !pattern_at(0)),
+        format!("{:#x} or {:#x}", pattern_word(0), stored_word(0)),
         format!("{:#x?}", &memory[..2]),
     );
     // Control: through granule 1's tag the first element mismatches, and faults.
@@ -431,32 +446,27 @@ fn contiguous_async_mismatch(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     tag(&mut sve, ipa, &tags)?;
     set_tcf(sve.guest.as_mut(), tcf::ASYNC)?;
     let ptr = with_tag(ipa, POINTER_TAG);
-    sve.stage(&vec![NOT_WRITTEN; sve.vl as usize], &[])?;
+    sve.stage(&[], &[])?;
     let reply = sve.access(sve_op::LD1D, ptr)?;
     check_no_fault(&mut v.controls, "LD1D", &reply, true);
     let data = sve.data()?;
-    let pattern = |i: usize| pattern_at(i as u64 * 8);
     check_elements(
         &mut v.controls,
         "LD1D loaded",
         &data,
-        pattern,
+        pattern_word,
         0..sve.elements(),
     );
     check_tf0(&mut v.later, sve.guest.as_mut(), "the LD1D", true)?;
-    let stored = |i: usize| !pattern_at(i as u64 * 8);
-    let vector: Vec<u8> = (0..sve.elements())
-        .flat_map(|i| stored(i).to_le_bytes())
-        .collect();
-    sve.stage(&vector, &[])?;
+    sve.stage(&sve.vector(stored_word), &[])?;
     let reply = sve.access(sve_op::ST1D, ptr)?;
     check_no_fault(&mut v.controls, "ST1D", &reply, true);
-    let memory = words(&guest_data(sve.guest.as_mut(), ipa, sve.vl)?);
+    let memory = sve.memory(ipa, sve.vl)?;
     check_elements(
         &mut v.controls,
         "ST1D stored",
         &memory,
-        stored,
+        stored_word,
         0..sve.elements(),
     );
     check_tf0(&mut v.later, sve.guest.as_mut(), "the ST1D", true)?;
@@ -532,17 +542,16 @@ fn load_with_a_later_mismatch(
     let (tags, mismatch) = last_granule_mismatch(&sve);
     tag(&mut sve, ipa, &tags)?;
     set_tcf(sve.guest.as_mut(), tcf::SYNC)?;
-    sve.stage(&vec![NOT_WRITTEN; sve.vl as usize], &[])?;
+    sve.stage(&[], &[])?;
     let what = format!("{name}, last granule mismatching");
     let reply = sve.access(op, with_tag(ipa, POINTER_TAG))?;
     check_no_fault(&mut checks, &what, &reply, true);
     let data = sve.data()?;
-    let pattern = |i: usize| pattern_at(i as u64 * 8);
     check_elements(
         &mut checks,
         &format!("{name} loaded"),
         &data,
-        pattern,
+        pattern_word,
         0..mismatch,
     );
     check_ffr(&mut checks, &what, &sve.ffr()?, mismatch);
@@ -637,7 +646,7 @@ fn gather(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (ipa, n) = (page(6), sve.elements());
     let pointers = gather_pointers(ipa, n, None);
     checks.value("gather pointers", "", format!("{pointers:#x?}"));
-    sve.stage(&vec![NOT_WRITTEN; sve.vl as usize], &pointers)?;
+    sve.stage(&[], &pointers)?;
     let reply = sve.access(sve_op::GATHER_LD1D, 0)?;
     check_no_fault(&mut checks, "LD1D gather", &reply, true);
     let data = sve.data()?;
@@ -645,7 +654,7 @@ fn gather(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     check_elements(&mut checks, "LD1D gather loaded", &data, expected, 0..n);
     let wrong = wrong_element(n);
     let pointers = gather_pointers(ipa, n, Some(wrong));
-    sve.stage(&vec![NOT_WRITTEN; sve.vl as usize], &pointers)?;
+    sve.stage(&[], &pointers)?;
     let reply = sve.access(sve_op::GATHER_LD1D, 0)?;
     let what = format!("LD1D gather, element {wrong}'s tag wrong");
     expect_fault(&mut checks, &what, &reply, pointers[wrong], false);
@@ -659,12 +668,12 @@ fn scatter(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let (ipa, n) = (page(7), sve.elements());
     let at = |i: usize| gather_granule(i, n) * GRANULE;
     let stored = |i: usize| !pattern_at(at(i));
-    let vector: Vec<u8> = (0..n).flat_map(|i| stored(i).to_le_bytes()).collect();
+    let vector = sve.vector(stored);
     let pointers = gather_pointers(ipa, n, None);
     sve.stage(&vector, &pointers)?;
     let reply = sve.access(sve_op::SCATTER_ST1D, 0)?;
     check_no_fault(&mut checks, "ST1D scatter", &reply, true);
-    let memory = words(&guest_data(sve.guest.as_mut(), ipa, PAGE_SIZE)?);
+    let memory = sve.memory(ipa, PAGE_SIZE)?;
     let word = |i: usize| memory[(at(i) / 8) as usize];
     let landed: Vec<u64> = (0..n).map(word).collect();
     check_elements(&mut checks, "ST1D scatter stored", &landed, stored, 0..n);
@@ -676,7 +685,7 @@ fn scatter(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let reply = sve.access(sve_op::SCATTER_ST1D, 0)?;
     let what = format!("ST1D scatter, element {wrong}'s tag wrong");
     expect_fault(&mut checks, &what, &reply, pointers[wrong], true);
-    let memory = words(&guest_data(sve.guest.as_mut(), ipa, PAGE_SIZE)?);
+    let memory = sve.memory(ipa, PAGE_SIZE)?;
     checks.holds(
         &format!("ST1D scatter: element {wrong}'s word not written"),
         memory[(at(wrong) / 8) as usize] == pattern_at(at(wrong)),
