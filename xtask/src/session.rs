@@ -420,6 +420,15 @@ impl<'a> Session<'a> {
     /// ran at once.
     fn fail_the_checks_the_kernel_stopped(&mut self, said: &str, ending: &Ending) {
         let running = std::mem::take(&mut self.running);
+        // Whether a fresh boot takes the checks that never started is the lane's to say
+        // (run.json's `boot.resumed_by`), not this boot's.
+        let how = match &ending.end {
+            End::Silent(silent) => format!(
+                "the machine's runner then said nothing for {} s and the machine was stopped",
+                silent.as_secs()
+            ),
+            _ => "the machine stopped".to_string(),
+        };
         for test in &running {
             let others: Vec<String> = running.iter().filter(|t| *t != test).cloned().collect();
             let lines = (self.kernel_report.iter())
@@ -428,32 +437,42 @@ impl<'a> Session<'a> {
                     also_running: others.clone(),
                 })
                 .collect();
-            let how = match &ending.end {
-                End::Silent(limit) => format!(
-                    "the machine's runner then said nothing for {} s and the machine was \
-                     stopped; the checks that had not run yet go to a fresh boot of the same \
-                     kernel",
-                    limit.as_secs()
-                ),
-                _ => "the machine stopped; the checks that had not run yet go to a fresh boot \
-                      of the same kernel"
-                    .to_string(),
-            };
             let started = self.started_at.get(test).copied();
-            let verdict = Verdict {
-                schema: SCHEMA_VERSION,
-                test: test.clone(),
-                lane: self.environment.lane,
-                kernel: self.environment.kernel_release.clone(),
-                boot: self.environment.boot,
-                outcome: Outcome::Fail,
-                reason: format!("the kernel under test stopped while this check ran: {said}"),
-                detail: vec![Evidence::KernelLog { lines }, Evidence::Note { text: how }],
-                duration_ms: started.map_or(0.0, |s| s.elapsed().as_secs_f64() * 1000.0),
-            };
+            let verdict = self.verdict_of_this_boot(
+                test.clone(),
+                Outcome::Fail,
+                format!("the kernel under test stopped while this check ran: {said}"),
+                vec![
+                    Evidence::KernelLog { lines },
+                    Evidence::Note { text: how.clone() },
+                ],
+                started.map_or(0.0, |s| s.elapsed().as_secs_f64() * 1000.0),
+            );
             self.on_verdict(verdict);
         }
         self.skip_the_proofs_of(&running);
+    }
+
+    /// A verdict xtask makes itself, of this boot's lane, kernel and boot.
+    fn verdict_of_this_boot(
+        &self,
+        test: String,
+        outcome: Outcome,
+        reason: String,
+        detail: Vec<Evidence>,
+        duration_ms: f64,
+    ) -> Verdict {
+        Verdict {
+            schema: SCHEMA_VERSION,
+            test,
+            lane: self.environment.lane,
+            kernel: self.environment.kernel_release.clone(),
+            boot: self.environment.boot,
+            outcome,
+            reason,
+            detail,
+            duration_ms,
+        }
     }
 
     /// The fault-injection proofs of checks the kernel stopped, not run yet, are skipped: a
@@ -471,17 +490,8 @@ impl<'a> Session<'a> {
                  no injection can be shown to turn it red",
                 check_of(&test)
             );
-            self.on_verdict(Verdict {
-                schema: SCHEMA_VERSION,
-                test,
-                lane: self.environment.lane,
-                kernel: self.environment.kernel_release.clone(),
-                boot: self.environment.boot,
-                outcome: Outcome::Skip,
-                reason,
-                detail: Vec::new(),
-                duration_ms: 0.0,
-            });
+            let verdict = self.verdict_of_this_boot(test, Outcome::Skip, reason, Vec::new(), 0.0);
+            self.on_verdict(verdict);
         }
     }
 
