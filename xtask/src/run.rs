@@ -174,11 +174,12 @@ fn fresh_boot(
     if !(part.stopped_mid_run && never_ran) {
         return None;
     }
-    let boot = boots_of_lane.entry(run.lane()).or_default();
-    *boot += 1;
-    match run.resume(judged, *boot) {
+    let boots = boots_of_lane.entry(run.lane()).or_default();
+    let boot = *boots + 1;
+    match run.resume(judged, boot) {
         Ok(Some(next)) => {
-            part.resumed_by(*boot);
+            *boots = boot;
+            part.resumed_by(boot);
             Some(next)
         }
         Ok(None) => None,
