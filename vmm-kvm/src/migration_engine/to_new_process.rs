@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use mte_protocol::{Command as GuestCommand, GuestIds};
 use mte_suites::kernel_options::{self, Call};
 use mte_suites::migration_plan::{MigrationReport, StreamFault};
+use mte_suites::steps::host_memory::forking;
 use mte_suites::vmm::{Guest, Reply, VmmError};
 
 use super::control::{Request, Response};
@@ -138,9 +139,15 @@ fn spawn_destination(deadline: Duration) -> Result<(Child, UnixStream), VmmError
             Ok(())
         })
     };
-    let child = command
-        .spawn()
-        .map_err(|e| io_error(&format!("fork and exec of {}", exe.display()), &e))?;
+    // With the closure std forks the whole runner (no vfork): until the exec every guest's
+    // pages are shared with the child, and the fork write-protects them through each VM's
+    // MMU notifier. Checks that need their pages unshared (races, swap) hold the forks lock
+    // shared; a fork beside a race's held tag copy soft-locked 6.12's machine.
+    let child = {
+        let _forks = forking();
+        command.spawn()
+    }
+    .map_err(|e| io_error(&format!("fork and exec of {}", exe.display()), &e))?;
     Ok((child, ours))
 }
 
