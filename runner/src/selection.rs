@@ -82,8 +82,9 @@ pub fn plan(inject: Option<Injection>, prove: bool) -> Vec<Planned> {
 }
 
 /// Families whose checks take turns on one lock (a race holds the machine's CPUs for its
-/// rounds, one race at a time): two of them side by side would leave a test thread waiting for
-/// the other's turn while short checks are left to run.
+/// rounds, one race at a time). Their turns are a chain through the run: it starts with the
+/// run and goes on beside everything else, so that it does not trail the rest at the end, and
+/// two of them are never side by side, where one test thread would wait for the other's turn.
 const TAKE_TURNS: &[&str] = &["races::"];
 
 /// Whether the trial `name` (a check, or a proof of one) takes turns with others.
@@ -92,19 +93,35 @@ pub fn takes_turns(name: &str) -> bool {
     TAKE_TURNS.iter().any(|family| check.starts_with(family))
 }
 
-/// The trials in `planned` order, with those that take turns spread evenly through the short
-/// ones, the long ones still first.
+/// How many short checks a trial of a long family weighs, roughly, when the turn-takers are
+/// spread through the run: a migration, a swap or a cost check takes a few hundred ms where a
+/// short check takes a few tens.
+const LONG_WEIGHT: usize = 8;
+
+fn weight(trial: &Planned) -> usize {
+    match is_long(&trial.name()) {
+        true => LONG_WEIGHT,
+        false => 1,
+    }
+}
+
+/// The trials in `planned` order (the long ones first), with those that take turns spread
+/// evenly by weight through all the others, the first of them first.
 fn spread_turn_takers(planned: Vec<Planned>) -> Vec<Planned> {
     let (turns, rest): (Vec<Planned>, Vec<Planned>) =
         planned.into_iter().partition(|p| takes_turns(&p.name()));
-    let longs = rest.iter().take_while(|p| is_long(&p.name())).count();
-    let every = ((rest.len() - longs) / turns.len().max(1)).max(1);
+    let total: usize = rest.iter().map(weight).sum();
+    let every = (total / turns.len().max(1)).max(1);
     let mut turns = turns.into_iter();
     let mut spread = Vec::with_capacity(rest.len() + turns.len());
-    for (index, trial) in rest.into_iter().enumerate() {
-        if index >= longs && (index - longs) % every == 0 {
+    let mut due = 0;
+    let mut weighed = 0;
+    for trial in rest {
+        if weighed >= due {
             spread.extend(turns.next());
+            due += every;
         }
+        weighed += weight(&trial);
         spread.push(trial);
     }
     spread.extend(turns);
@@ -201,7 +218,7 @@ mod tests {
     }
 
     #[test]
-    fn trials_that_take_turns_are_never_side_by_side() {
+    fn trials_that_take_turns_start_the_run_and_are_never_side_by_side() {
         for prove in [false, true] {
             let names: Vec<String> = plan(None, prove).iter().map(Planned::name).collect();
             let turns: Vec<usize> = (names.iter().enumerate())
@@ -209,11 +226,14 @@ mod tests {
                 .map(|(index, _)| index)
                 .collect();
             assert!(turns.len() >= 10, "{turns:?}");
+            assert_eq!(turns[0], 0);
             assert!(turns.windows(2).all(|w| w[1] > w[0] + 1), "{turns:?}");
-            // None among the long ones, which still come first.
-            let first_short = names.iter().position(|n| !is_long(n)).unwrap();
-            assert!(names[first_short..].iter().all(|n| !is_long(n)));
-            assert!(turns.iter().all(|&i| i >= first_short));
+            // The long ones still come before the short ones.
+            let others: Vec<&String> = names.iter().filter(|n| !takes_turns(n)).collect();
+            let first_short = others.iter().position(|n| !is_long(n)).unwrap();
+            assert!(others[first_short..].iter().all(|n| !is_long(n)));
+            // The last turn-taker is not left to the end of the run.
+            assert!(*turns.last().unwrap() < names.len() - 1, "{turns:?}");
         }
     }
 
