@@ -144,10 +144,15 @@ pub struct RaceSettings {
     pub budget: Duration,
 }
 
-/// A second a check: on the emulated machine 6.1's lost tags showed within the first 5 rounds
-/// (half a second) in every run measured, so this leaves a margin of about four; hardware runs
-/// take a larger budget with `--race-budget`.
-pub const DEFAULT_RACE_BUDGET: Duration = Duration::from_secs(1);
+/// The run's default: 0.3 s a check, ten checks in about 4 s of the default run. On the emulated
+/// machine 6.1's lost tags showed within the first 5 rounds of the held-copy checks in every
+/// run measured (see README, "Races"); CI (`cargo xtask test`) gives each check
+/// [`TEST_RACE_BUDGET`], and hardware runs take more with `--race-budget`.
+pub const DEFAULT_RACE_BUDGET: Duration = Duration::from_millis(300);
+
+/// What CI gives each race check: a margin for the rarer windows (post-copy, the second of the
+/// tag-initialisation kinds) where the default run has the fewest rounds.
+pub const TEST_RACE_BUDGET: Duration = Duration::from_secs(1);
 
 impl Default for RaceSettings {
     fn default() -> Self {

@@ -8,6 +8,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use mte_results::compare::Thresholds;
 use mte_results::shard::Shard;
+use mte_suites::race_plan::TEST_RACE_BUDGET;
 
 use crate::lanes;
 
@@ -193,6 +194,11 @@ fn parse_on(
         } => Command::Test(Options {
             prove: true,
             for_test: true,
+            // CI gives the races more rounds than the default run.
+            races: RaceFlags {
+                budget: races.budget.or(Some(TEST_RACE_BUDGET)),
+                ..races
+            },
             ..options(
                 lanes_here(arm64),
                 false,
@@ -648,8 +654,8 @@ pub struct RaceFlags {
     /// (default: each check draws one from the clock)
     #[arg(verbatim_doc_comment, long, value_name = "N", value_parser = parse_seed)]
     pub seed: Option<u64>,
-    /// How long each race check plays rounds (default 1; more on
-    /// hardware, where each round is faster and rarer races show)
+    /// How long each race check plays rounds (default 0.3 for `run`, 1
+    /// for `test`; more on hardware, where rarer races show)
     #[arg(verbatim_doc_comment, long = "race-budget", value_name = "SECS", value_parser = parse_fractional_seconds)]
     pub budget: Option<Duration>,
 }
@@ -872,8 +878,16 @@ mod tests {
             o.runner_args(),
             args("--seed 0x2a --race-budget 20 races::")
         );
+        // CI gives the races a second each unless told otherwise; `run` leaves the runner's
+        // default.
         let o = run_options(parse(&args("test --seed 7"), None).unwrap());
-        assert_eq!(o.runner_args(), args("--prove --seed 0x7"));
+        assert_eq!(o.runner_args(), args("--prove --seed 0x7 --race-budget 1"));
+        let o = run_options(parse(&args("test --race-budget 0.5"), None).unwrap());
+        assert_eq!(o.runner_args(), args("--prove --race-budget 0.5"));
+        assert_eq!(
+            run_options(parse(&args("run"), None).unwrap()).runner_args(),
+            Vec::<String>::new()
+        );
         assert!(error("run --seed nope").contains("0x-hex"));
         assert!(error("run --race-budget 0").contains("seconds"));
         let o = run_options(parse(&args("run --race-budget 0.5"), None).unwrap());

@@ -26,8 +26,11 @@ const MAX_ROUND_PAGES: u64 = 4;
 /// microseconds under TCG, around the moment both sides enter the kernel.
 const MAX_SPINS: u64 = 4000;
 const MAX_HOST_DELAY_US: u64 = 400;
-/// The longest a post-copy page server waits between a page's data and its tags: long against
-/// a vCPU's touch of a page in the emulated machine.
+/// How long a post-copy page server waits between a page's data and its tags, drawn between
+/// these: long against a vCPU's touch of a page in the emulated machine, so that a second vCPU
+/// can land in the window (on 6.1 every round that showed the race had held the tags 1.4 ms
+/// or more).
+const MIN_POSTCOPY_HOLD_US: u64 = 1000;
 const MAX_POSTCOPY_HOLD_US: u64 = 4000;
 /// The longest a held copy waits for the vCPUs: far longer than a vCPU's first touch of a page
 /// takes in the emulated machine, when nothing holds it.
@@ -208,7 +211,10 @@ pub fn race(
                 order,
                 tags,
                 data_seed: schedule.below(u64::MAX),
-                hold: Duration::from_micros(schedule.below(MAX_POSTCOPY_HOLD_US)),
+                hold: Duration::from_micros(
+                    MIN_POSTCOPY_HOLD_US
+                        + schedule.below(MAX_POSTCOPY_HOLD_US - MIN_POSTCOPY_HOLD_US),
+                ),
             }
         }
     };
