@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::round::{make_fresh, race, region, skip, spins, tag_first, Host, Pages, Racer, Role};
-use super::rounds::{conclude, play, race_turn, Schedule, POSTCOPY_RACE, TAG_INIT_RACE};
+use super::rounds::{conclude, play, Schedule, POSTCOPY_RACE, TAG_INIT_RACE};
 use crate::check::Finding;
 use crate::host_mm::{Advice, Backing, ForkPlan, KsmKnob};
 use crate::steps::boot::boot_tagged;
@@ -118,7 +118,6 @@ fn tag_random(_: &mut Schedule, _: usize) -> Role {
 
 pub fn host_tag_writes_vs_guest_first_read(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let check = "races::host_tag_writes_vs_guest_first_read";
-    let _turn = race_turn();
     let _forks = no_forks_meanwhile();
     let racing = Racing::boot(vmm, Backing::PrivateAnonymous)?;
     first_touch(vmm, check, racing, Host::WriteTags, ldg)
@@ -126,7 +125,6 @@ pub fn host_tag_writes_vs_guest_first_read(vmm: &dyn Vmm) -> Result<Finding, Vmm
 
 pub fn host_tag_reads_vs_guest_first_tagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let check = "races::host_tag_reads_vs_guest_first_tagging";
-    let _turn = race_turn();
     let _forks = no_forks_meanwhile();
     let racing = Racing::boot(vmm, Backing::PrivateAnonymous)?;
     first_touch(vmm, check, racing, Host::ReadTags, tag_random)
@@ -134,7 +132,6 @@ pub fn host_tag_reads_vs_guest_first_tagging(vmm: &dyn Vmm) -> Result<Finding, V
 
 pub fn host_tag_writes_vs_guest_first_tagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let check = "races::host_tag_writes_vs_guest_first_tagging";
-    let _turn = race_turn();
     let _forks = no_forks_meanwhile();
     let racing = Racing::boot(vmm, Backing::PrivateAnonymous)?;
     first_touch(vmm, check, racing, Host::WriteTags, tag_random)
@@ -142,7 +139,6 @@ pub fn host_tag_writes_vs_guest_first_tagging(vmm: &dyn Vmm) -> Result<Finding, 
 
 pub fn host_mapping_tag_stores_vs_guest_first_read(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let check = "races::host_mapping_tag_stores_vs_guest_first_read";
-    let _turn = race_turn();
     let _forks = no_forks_meanwhile();
     let racing = Racing::boot_shared_if_allowed(vmm)?;
     first_touch(vmm, check, racing, Host::StoreTagsMapped, ldg)
@@ -150,7 +146,6 @@ pub fn host_mapping_tag_stores_vs_guest_first_read(vmm: &dyn Vmm) -> Result<Find
 
 pub fn host_mapping_tag_loads_vs_guest_first_tagging(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let check = "races::host_mapping_tag_loads_vs_guest_first_tagging";
-    let _turn = race_turn();
     let _forks = no_forks_meanwhile();
     let racing = Racing::boot_shared_if_allowed(vmm)?;
     first_touch(vmm, check, racing, Host::LoadTagsMapped, tag_random)
@@ -158,7 +153,6 @@ pub fn host_mapping_tag_loads_vs_guest_first_tagging(vmm: &dyn Vmm) -> Result<Fi
 
 pub fn vcpus_first_touch_the_same_pages(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let check = "races::vcpus_first_touch_the_same_pages";
-    let _turn = race_turn();
     let _forks = no_forks_meanwhile();
     let mut racing = Racing::boot(vmm, Backing::PrivateAnonymous)?;
     let fresh = racing.fresh;
@@ -191,7 +185,6 @@ const POSTCOPY_SPREAD_SPINS: u64 = 400_000;
 
 pub fn postcopy_pages_reach_every_vcpu_with_their_tags(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let check = "races::postcopy_pages_reach_every_vcpu_with_their_tags";
-    let _turn = race_turn();
     let _forks = no_forks_meanwhile();
     let mut racing = Racing::boot_shared_if_allowed(vmm)?;
     let fresh = racing.fresh;
@@ -230,7 +223,6 @@ fn pswpout(guest: &dyn Guest) -> Result<u64, VmmError> {
 
 pub fn guest_tag_writes_vs_swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let check = "races::guest_tag_writes_vs_swap";
-    let _turn = race_turn();
     let _forks = no_forks_meanwhile();
     let _swap = no_swapoff_meanwhile();
     let mut racing = Racing::boot(vmm, Backing::PrivateAnonymous)?;
@@ -271,7 +263,6 @@ pub fn guest_tag_writes_vs_swap(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
 
 pub fn guest_tag_writes_vs_cow_break(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let check = "races::guest_tag_writes_vs_cow_break";
-    let _turn = race_turn();
     let _forks = forking();
     let mut racing = Racing::boot(vmm, Backing::PrivateAnonymous)?;
     let fresh = racing.fresh;
@@ -318,7 +309,6 @@ const KSM_FAST: [(KsmKnob, u64); 3] = [
 
 pub fn guest_tag_writes_vs_ksm_scanning(vmm: &dyn Vmm) -> Result<Finding, VmmError> {
     let check = "races::guest_tag_writes_vs_ksm_scanning";
-    let _turn = race_turn();
     let _ksm = ksm_turn();
     let _forks = no_forks_meanwhile();
     let mut racing = Racing::boot(vmm, Backing::PrivateAnonymous)?;

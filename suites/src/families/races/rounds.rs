@@ -21,8 +21,9 @@ use crate::vmm::{Guest, Vmm, VmmError};
 /// the rounds of two races at once would disturb each other's timing.
 static RACE_TURN: Mutex<()> = Mutex::new(());
 
-/// Held by a race check from its boot to its verdict.
-pub fn race_turn() -> MutexGuard<'static, ()> {
+/// Held by a race check while it plays its rounds; its guest boots and is torn down outside
+/// it, beside another check's rounds.
+fn race_turn() -> MutexGuard<'static, ()> {
     RACE_TURN.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -105,6 +106,7 @@ pub fn play(
     mut round: impl FnMut(&mut dyn Guest, &mut Schedule, u64) -> Result<Round, VmmError>,
 ) -> Result<Rounds, VmmError> {
     let settings = settings();
+    let _turn = race_turn();
     let mut schedule = Schedule::for_check(check, settings.seed);
     let mut rounds = Rounds {
         seed: schedule.seed,
