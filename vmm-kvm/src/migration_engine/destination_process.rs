@@ -18,8 +18,6 @@ use super::receive::receive;
 /// The hidden mode of a program that embeds this backend: be a migration destination on the
 /// descriptor that follows.
 pub const DESTINATION_FLAG: &str = "--migration-destination";
-/// Where the destination finds its end of the socket.
-pub const DESTINATION_FD: RawFd = 3;
 
 /// If this process was started as a migration destination, be one; the exit code.
 pub fn serve_migration_destination_if_asked() -> Option<i32> {

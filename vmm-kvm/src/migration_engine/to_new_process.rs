@@ -8,18 +8,16 @@ use std::io::{BufWriter, Read};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use mte_protocol::{Command as GuestCommand, GuestIds};
 use mte_suites::kernel_options::{self, Call};
 use mte_suites::migration_plan::{MigrationReport, StreamFault};
-use mte_suites::steps::host_memory::forking;
 use mte_suites::vmm::{Guest, Reply, VmmError};
 
 use super::control::{Request, Response};
-use super::destination_process::{DESTINATION_FD, DESTINATION_FLAG};
+use super::destination_process::DESTINATION_FLAG;
 use super::in_process::{pause, report, send_stopped, Sent};
 use super::receive::ReceiveStats;
 use super::send::{is_write_error, Sender};
@@ -101,8 +99,8 @@ pub fn stop_and_copy_to_new_process(
     Ok(remote)
 }
 
-/// Start this executable as a destination, with one end of a socket pair as its
-/// [`DESTINATION_FD`].
+/// Start this executable as a destination, with one end of a socket pair as the descriptor
+/// its arguments name.
 fn spawn_destination(deadline: Duration) -> Result<(Child, UnixStream), VmmError> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| {
         let errno = e.raw_os_error().unwrap_or(0);
@@ -113,41 +111,28 @@ fn spawn_destination(deadline: Duration) -> Result<(Child, UnixStream), VmmError
         )
     })?;
     let exe = std::env::current_exe().map_err(|e| io_error("the runner's own executable", &e))?;
-    let theirs_fd = theirs.as_raw_fd();
-    let mut command = Command::new(&exe);
-    command
+    // Their end stays open across the exec; with nothing to run between fork and exec, std
+    // starts the child with posix_spawn (a vfork), which neither copies the runner's page
+    // tables nor shares any guest's pages with the child, so no other check has to wait.
+    // SAFETY: F_SETFD on a descriptor this function owns.
+    if unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_SETFD, 0) } < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(io_error(
+            "clearing close-on-exec of the destination's socket",
+            &e,
+        ));
+    }
+    let child = Command::new(&exe)
         .arg(DESTINATION_FLAG)
-        .arg(DESTINATION_FD.to_string())
+        .arg(theirs.as_raw_fd().to_string())
         .arg("--deadline")
         .arg(deadline.as_secs_f64().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: between fork and exec the closure makes only async-signal-safe calls (dup2,
-    // fcntl) on descriptors that exist.
-    unsafe {
-        command.pre_exec(move || {
-            let ret = if theirs_fd == DESTINATION_FD {
-                libc::fcntl(theirs_fd, libc::F_SETFD, 0)
-            } else {
-                // dup2 leaves the new descriptor without close-on-exec.
-                libc::dup2(theirs_fd, DESTINATION_FD)
-            };
-            if ret < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    };
-    // With the closure std forks the whole runner (no vfork): until the exec every guest's
-    // pages are shared with the child, and the fork write-protects them through each VM's
-    // MMU notifier. Checks that need their pages unshared (races, swap) hold the forks lock
-    // shared; a fork beside a race's held tag copy soft-locked 6.12's machine.
-    let child = {
-        let _forks = forking();
-        command.spawn()
-    }
-    .map_err(|e| io_error(&format!("fork and exec of {}", exe.display()), &e))?;
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| io_error(&format!("starting {}", exe.display()), &e))?;
+    drop(theirs);
     Ok((child, ours))
 }
 
