@@ -900,10 +900,11 @@ mod tests {
             reason: "r".into(),
             promised: false,
         });
-        // The race checks, which take turns, are spread through the rest from the start.
+        // The features check starts the run, and the race checks, which take turns, are
+        // spread through the rest from the start.
         let names: Vec<bool> = trials(&vmm, None, true, &SharedTally::default())
             .iter()
-            .filter(|t| !crate::selection::takes_turns(t.name()))
+            .filter(|t| !selection::takes_turns(t.name()) && !selection::is_first(t.name()))
             .map(|t| is_long(t.name()))
             .collect();
         let first_short = names.iter().position(|long| !long).unwrap();
