@@ -207,8 +207,7 @@ impl Opened {
 
 /// Open the lane's VMM and describe what was found.
 fn open_vmm(options: &Options, kernel_release: &str) -> Opened {
-    let mut facts = crate::machine_setup::features();
-    facts.extend(crate::kernel_config::features());
+    let facts = crate::kernel_config::features();
     match options.lane {
         Lane::Qemu | Lane::QemuKvm => open_qemu_lane(options, kernel_release, facts),
         Lane::Emulated | Lane::Host => open_kvm_lane(options, kernel_release, facts),
@@ -705,6 +704,8 @@ pub fn run(options: &Options) -> bool {
         mut facts,
         setup_error,
     } = open_vmm(options, &kernel_release);
+    // Asked after the VMM is open: as init, the machine is set up meanwhile.
+    facts.splice(0..0, crate::machine_setup::features());
     if let Some(injection) = options.inject {
         facts.push(Feature::new("fault injection", injection.name()));
     }

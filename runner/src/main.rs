@@ -25,7 +25,7 @@ fn main() {
     let as_init = init::is_init();
     let args = if as_init {
         init::set_up_machine();
-        machine_setup::prepare();
+        machine_setup::prepare_beside();
         init::read_args()
     } else {
         std::env::args().skip(1).collect()

@@ -10,7 +10,8 @@ mod modules;
 mod swap;
 
 use std::ffi::CString;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
 
 use mte_results::Feature;
 
@@ -67,6 +68,18 @@ pub struct Facilities {
 
 static FACILITIES: OnceLock<Facilities> = OnceLock::new();
 
+/// Set up by [`prepare_beside`] while the harness opens the VMM; [`facilities`] waits for it.
+static PREPARING: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+
+/// As init: [`prepare`] on a thread of its own, beside the VMM's opening (a fifth of a second
+/// each on the emulated machine), before anything asks for [`facilities`].
+pub fn prepare_beside() {
+    let preparing = std::thread::spawn(|| {
+        prepare();
+    });
+    *PREPARING.lock().unwrap_or_else(PoisonError::into_inner) = Some(preparing);
+}
+
 /// As init: load the modules, start swap on zram, mount the ramfs. Call once, after /proc,
 /// /sys and /dev are mounted.
 pub fn prepare() -> &'static Facilities {
@@ -91,6 +104,14 @@ pub fn prepare() -> &'static Facilities {
 /// The machine's facilities: as set up by [`prepare`], or, in a runner that is not init, as
 /// found.
 pub fn facilities() -> &'static Facilities {
+    let preparing = PREPARING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(preparing) = preparing {
+        // A panic in it leaves FACILITIES unset: what is found then is what there is.
+        let _ = preparing.join();
+    }
     FACILITIES.get_or_init(|| Facilities {
         modules: Vec::new(),
         swap: swap::active().map_or_else(Facility::Unavailable, Facility::Ready),
