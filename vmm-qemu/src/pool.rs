@@ -7,6 +7,7 @@
 
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::ThreadId;
 
 use mte_protocol::RAM_SIZE;
 use mte_suites::vmm::VmmError;
@@ -17,8 +18,8 @@ use crate::qemu_ram::Mapping;
 use crate::tag_view::MemfdTagView;
 use crate::transport::Process;
 
-/// The most QEMUs kept idle: one per test thread is all that is ever taken at once.
-const KEPT: usize = 2;
+/// The most QEMUs a thread keeps idle: one is all it takes at once.
+const KEPT: usize = 1;
 
 /// A QEMU whose guest is done with, and what was learnt of it.
 pub(crate) struct Idle {
@@ -29,10 +30,13 @@ pub(crate) struct Idle {
     pub(crate) tag_view: Option<MemfdTagView>,
 }
 
-/// The idle QEMUs of a VMM.
+/// The idle QEMUs of a VMM, each kept for the thread that started it: a QEMU dies with that
+/// thread (PR_SET_PDEATHSIG), and a test thread that runs out of checks ends while others
+/// still run theirs, so a QEMU handed to another thread could be killed under it. A guest
+/// never leaves the thread that booted it, so the thread that puts a QEMU back started it.
 #[derive(Default)]
 pub(crate) struct Pool {
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<Vec<(ThreadId, Idle)>>,
 }
 
 impl Pool {
@@ -45,18 +49,20 @@ impl Pool {
     /// Keep `idle` for a later guest (or let it go, when enough are kept).
     pub(crate) fn put(&self, idle: Idle) {
         let mut kept = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if kept.len() < KEPT {
-            kept.push(idle);
+        let owner = std::thread::current().id();
+        if kept.iter().filter(|(thread, _)| *thread == owner).count() < KEPT {
+            kept.push((owner, idle));
         }
     }
 
     /// An idle QEMU of `setup` with `payload` loaded, if one is kept.
     pub(crate) fn take(&self, setup: Setup, payload: &Arc<Payload>) -> Option<Idle> {
         let mut kept = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let at = kept
-            .iter()
-            .position(|idle| idle.setup == setup && Arc::ptr_eq(&idle.payload, payload))?;
-        Some(kept.swap_remove(at))
+        let owner = std::thread::current().id();
+        let at = kept.iter().position(|(thread, idle)| {
+            *thread == owner && idle.setup == setup && Arc::ptr_eq(&idle.payload, payload)
+        })?;
+        Some(kept.swap_remove(at).1)
     }
 }
 
