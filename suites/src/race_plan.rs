@@ -112,6 +112,9 @@ pub struct StallLog {
     pub held_us: u64,
     /// Whether the vCPUs were done before the hold ended.
     pub vcpus_done_first: bool,
+    /// Whether the hold ended because the vCPUs stood at the held page's first granule (their
+    /// touch of it inside the copy) for a while, rather than at its time limit.
+    pub vcpus_waited_at_page: bool,
 }
 
 /// What happened in a race; times are µs from the go.

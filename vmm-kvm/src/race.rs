@@ -14,10 +14,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mte_protocol::{
-    barrier_offsets, granules, pattern_word, StartBarrier, RAM_IPA, START_BARRIER_IPA,
+    barrier_offsets, bulk, granules, pattern_word, Command, StartBarrier, GRANULE, RAM_IPA,
+    START_BARRIER_IPA,
 };
 use mte_suites::host_mm::Advice;
 use mte_suites::race_plan::{HostPart, RaceLog, RacePlan, StallLog};
+use mte_suites::steps::bulk::NOT_WRITTEN;
 use mte_suites::vmm::{Reply, VmmError};
 use mte_vmm::Vcpu;
 
@@ -38,6 +40,14 @@ const MAX_READS: usize = 4096;
 /// How long the host waits for a held copy to reach its page before it lets the vCPUs go
 /// anyway.
 const HOLD_REACHED_WITHIN: Duration = Duration::from_secs(2);
+
+/// How long the vCPUs may stand at the held page's first granule before the copy goes on:
+/// long against a first touch nothing holds (a fraction of a millisecond in the emulated
+/// machine), short against the hold. On a kernel with PG_mte_lock the vCPU spins for the copy
+/// in the kernel with preemption off, and the longer it spins the likelier another CPU's MMU
+/// notifier spins with it (a fork of the VMM; DAMON's aging on 7.3) and the thread that
+/// releases the copy never runs.
+const WAITED_AT_HELD_PAGE: Duration = Duration::from_millis(5);
 
 /// Run `plan` on `guest`.
 pub fn race(guest: &mut KvmGuest, plan: &RacePlan) -> Result<RaceLog, VmmError> {
@@ -224,16 +234,76 @@ impl Vcpus<'_> {
             .map_or(0, |go| go.elapsed().as_micros() as u64)
     }
 
-    /// Wait until the vCPUs are done, at most `hold`; whether they are.
-    fn wait_done(&self, hold: Duration) -> bool {
+    /// Wait until the vCPUs are done, at most `hold`, or until those `watch` follows have stood
+    /// at the held page for [`WAITED_AT_HELD_PAGE`]: whether they were done, and whether they
+    /// waited there.
+    fn wait_done_or_at(&self, hold: Duration, watch: &HeldPageWatch) -> (bool, bool) {
         let until = Instant::now() + hold;
+        let mut standing_since: Option<Instant> = None;
         while !self.done() {
-            if Instant::now() >= until {
-                return false;
+            let now = Instant::now();
+            if now >= until {
+                return (false, false);
+            }
+            match watch.all_at_held_page() {
+                true => {
+                    let since = *standing_since.get_or_insert(now);
+                    if now - since >= WAITED_AT_HELD_PAGE {
+                        return (false, true);
+                    }
+                }
+                false => standing_since = None,
             }
             std::thread::sleep(Duration::from_micros(50));
         }
-        true
+        (true, false)
+    }
+}
+
+/// Where the racing vCPUs stand against a held copy's page, read from their bulk buffers:
+/// `ReadTags` and `TagRandom` write one byte a granule as they go, over bytes poisoned with
+/// [`NOT_WRITTEN`] before the race, so a vCPU whose byte for the granule before the page is
+/// written and whose byte for the page's first is not is in its first touch of the page.
+struct HeldPageWatch<'a> {
+    vm: &'a Vm,
+    /// For each part that reports as it goes and touches the page: the RAM offsets of its byte
+    /// for the granule before its first on the page (none when that is its first granule)
+    /// and of its byte for that one.
+    parts: Vec<(Option<usize>, usize)>,
+}
+
+impl<'a> HeldPageWatch<'a> {
+    fn new(vm: &'a Vm, plan: &RacePlan, held_page: u64) -> Self {
+        let page = page_size() as u64;
+        let parts = (plan.vcpus.iter())
+            .filter(|part| matches!(part.command, Command::ReadTags | Command::TagRandom))
+            .filter_map(|part| {
+                let (start, len) = (part.args[0], part.args[1]);
+                if held_page + page <= start || held_page >= start + len {
+                    return None;
+                }
+                let first = (held_page.saturating_sub(start) / GRANULE) as usize;
+                let report = (bulk(part.vcpu).0 - RAM_IPA) as usize;
+                Some((first.checked_sub(1).map(|b| report + b), report + first))
+            })
+            .collect();
+        HeldPageWatch { vm, parts }
+    }
+
+    fn byte(&self, offset: usize) -> u8 {
+        let mut byte = [0u8];
+        self.vm.ram.read(offset, &mut byte);
+        byte[0]
+    }
+
+    /// Whether every part it follows is in its first touch of the page; false when it follows
+    /// none (then only the hold's time limit or the vCPUs' end releases the copy).
+    fn all_at_held_page(&self) -> bool {
+        !self.parts.is_empty()
+            && self.parts.iter().all(|&(before, first)| {
+                self.byte(first) == NOT_WRITTEN
+                    && before.is_none_or(|before| self.byte(before) != NOT_WRITTEN)
+            })
     }
 }
 
@@ -434,7 +504,8 @@ fn held_copy(
         // The copies began before the go: the host's clock starts at it too.
         let go = vcpus.let_go();
         log.host_started_us = 0;
-        let vcpus_done_first = vcpus.wait_done(stall.hold);
+        let watch = HeldPageWatch::new(vm, plan, stall.page);
+        let (vcpus_done_first, vcpus_waited_at_page) = vcpus.wait_done_or_at(stall.hold, &watch);
         let held_us = go.elapsed().as_micros() as u64;
         let released = held.release();
         let written = writer.join().expect("the copy thread does not panic");
@@ -442,6 +513,7 @@ fn held_copy(
             reached: *reached.as_ref().unwrap_or(&false),
             held_us,
             vcpus_done_first,
+            vcpus_waited_at_page,
         });
         log.host_pages = written?;
         log.host_finished_us = vcpus.since_go();

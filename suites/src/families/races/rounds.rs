@@ -89,6 +89,8 @@ pub struct Rounds {
     pub held: u64,
     pub held_reached: u64,
     pub held_vcpus_first: u64,
+    /// Held rounds released once the vCPUs had stood at the held page a while.
+    pub held_vcpus_waited: u64,
     /// Rounds in which the host started before the last vCPU finished.
     pub overlapped: u64,
     /// The round that ended the check (lost tags, or wrong), with what it showed.
@@ -115,6 +117,7 @@ pub fn play(
         held: 0,
         held_reached: 0,
         held_vcpus_first: 0,
+        held_vcpus_waited: 0,
         overlapped: 0,
         decisive: None,
         last_clean: None,
@@ -129,6 +132,7 @@ pub fn play(
             rounds.held += 1;
             rounds.held_reached += u64::from(stall.reached);
             rounds.held_vcpus_first += u64::from(stall.vcpus_done_first);
+            rounds.held_vcpus_waited += u64::from(stall.vcpus_waited_at_page);
         }
         if played.log.host_started_us < played.log.vcpus_finished_us {
             rounds.overlapped += 1;
@@ -164,10 +168,10 @@ fn timing(log: &RaceLog) -> String {
             } else {
                 "never reached its hold"
             },
-            if stall.vcpus_done_first {
-                "the vCPUs done before its release"
-            } else {
-                "released before the vCPUs were done"
+            match (stall.vcpus_done_first, stall.vcpus_waited_at_page) {
+                (true, _) => "the vCPUs done before its release",
+                (false, true) => "released once the vCPUs had waited at the held page",
+                (false, false) => "released before the vCPUs were done",
             }
         ));
     }
@@ -215,8 +219,8 @@ pub fn conclude(vmm: &dyn Vmm, check: &str, known: Known, rounds: Rounds) -> Fin
         if rounds.held > 0 {
             format!(
                 ", {} with the host's copy held mid-page ({} reached the hold; the vCPUs were \
-                 done before its release in {})",
-                rounds.held, rounds.held_reached, rounds.held_vcpus_first
+                 done before its release in {}, and waited at the held page until it in {})",
+                rounds.held, rounds.held_reached, rounds.held_vcpus_first, rounds.held_vcpus_waited
             )
         } else {
             String::new()
