@@ -260,34 +260,40 @@ impl Vcpus<'_> {
     }
 }
 
+/// For each part of `plan` that reports one byte a granule as it goes and touches the page
+/// at `held_page`: the RAM offsets of its report byte for the granule before its first on the
+/// page (none when that is its first granule) and of its byte for that one.
+fn report_bytes_at(plan: &RacePlan, held_page: u64, page: u64) -> Vec<(Option<usize>, usize)> {
+    (plan.vcpus.iter())
+        .filter(|part| matches!(part.command, Command::ReadTags | Command::TagRandom))
+        .filter_map(|part| {
+            let (start, len) = (part.args[0], part.args[1]);
+            if held_page + page <= start || held_page >= start + len {
+                return None;
+            }
+            let first = (held_page.saturating_sub(start) / GRANULE) as usize;
+            let report = (bulk(part.vcpu).0 - RAM_IPA) as usize;
+            Some((first.checked_sub(1).map(|b| report + b), report + first))
+        })
+        .collect()
+}
+
 /// Where the racing vCPUs stand against a held copy's page, read from their bulk buffers:
 /// `ReadTags` and `TagRandom` write one byte a granule as they go, over bytes poisoned with
 /// [`NOT_WRITTEN`] before the race, so a vCPU whose byte for the granule before the page is
 /// written and whose byte for the page's first is not is in its first touch of the page.
 struct HeldPageWatch<'a> {
     vm: &'a Vm,
-    /// For each part that reports as it goes and touches the page: the RAM offsets of its byte
-    /// for the granule before its first on the page (none when that is its first granule)
-    /// and of its byte for that one.
+    /// See [`report_bytes_at`].
     parts: Vec<(Option<usize>, usize)>,
 }
 
 impl<'a> HeldPageWatch<'a> {
     fn new(vm: &'a Vm, plan: &RacePlan, held_page: u64) -> Self {
-        let page = page_size() as u64;
-        let parts = (plan.vcpus.iter())
-            .filter(|part| matches!(part.command, Command::ReadTags | Command::TagRandom))
-            .filter_map(|part| {
-                let (start, len) = (part.args[0], part.args[1]);
-                if held_page + page <= start || held_page >= start + len {
-                    return None;
-                }
-                let first = (held_page.saturating_sub(start) / GRANULE) as usize;
-                let report = (bulk(part.vcpu).0 - RAM_IPA) as usize;
-                Some((first.checked_sub(1).map(|b| report + b), report + first))
-            })
-            .collect();
-        HeldPageWatch { vm, parts }
+        HeldPageWatch {
+            vm,
+            parts: report_bytes_at(plan, held_page, page_size() as u64),
+        }
     }
 
     fn byte(&self, offset: usize) -> u8 {
@@ -532,5 +538,50 @@ fn spin_or_sleep(delay: Duration) {
         } else {
             std::hint::spin_loop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mte_suites::race_plan::VcpuPart;
+
+    fn part(vcpu: usize, command: Command, start: u64, len: u64) -> VcpuPart {
+        VcpuPart {
+            vcpu,
+            command,
+            args: vec![start, len],
+            spins: 0,
+        }
+    }
+
+    #[test]
+    fn the_watch_reads_the_report_bytes_around_the_held_pages_first_granule() {
+        const PAGE: u64 = 4096;
+        let base = RAM_IPA + 0x100_0000;
+        let plan = |parts| RacePlan {
+            base,
+            len: 3 * PAGE,
+            vcpus: parts,
+            host: HostPart::Nothing,
+            host_delay: Duration::ZERO,
+        };
+        let report = |vcpu| (bulk(vcpu).0 - RAM_IPA) as usize;
+        let per_page = (PAGE / GRANULE) as usize;
+        // From the range's start: the held second page begins at its 257th granule.
+        let from_start = plan(vec![part(0, Command::ReadTags, base, 3 * PAGE)]);
+        assert_eq!(
+            report_bytes_at(&from_start, base + PAGE, PAGE),
+            [(Some(report(0) + per_page - 1), report(0) + per_page)]
+        );
+        // Starting inside the held page: its first granule there is the part's first.
+        let inside = plan(vec![part(1, Command::TagRandom, base + 16 * GRANULE, PAGE)]);
+        assert_eq!(report_bytes_at(&inside, base, PAGE), [(None, report(1))]);
+        // A part that never reaches the page, or reports nothing as it goes, is not watched.
+        let elsewhere = plan(vec![
+            part(0, Command::ReadTags, base + 2 * PAGE, PAGE),
+            part(1, Command::TagFromBulk, base, 3 * PAGE),
+        ]);
+        assert!(report_bytes_at(&elsewhere, base, PAGE).is_empty());
     }
 }
