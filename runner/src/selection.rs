@@ -55,7 +55,9 @@ pub fn is_long(name: &str) -> bool {
 }
 
 /// Every trial, in the order the harness starts them: the scenarios, then (asked to prove,
-/// and unless the whole run is injected) the injection proofs; those of long families first.
+/// and unless the whole run is injected) the injection proofs; the features check first, the
+/// long families before the short ones, and the race checks spread through them all from the
+/// start.
 pub fn plan(inject: Option<Injection>, prove: bool) -> Vec<Planned> {
     let scenarios = mte_suites::all();
     let mut planned: Vec<Planned> = (scenarios.iter())

@@ -42,7 +42,10 @@ fn destination_arguments(args: &[String]) -> Option<Result<(RawFd, Duration), St
     if args.first().map(String::as_str) != Some(DESTINATION_FLAG) {
         return None;
     }
-    let fd = args.get(1).and_then(|a| a.parse::<RawFd>().ok());
+    // Not one of the standard streams, nor negative: the runner passes a socket of its own.
+    let fd = (args.get(1))
+        .and_then(|a| a.parse::<RawFd>().ok())
+        .filter(|&fd| fd > 2);
     let deadline = match args.get(2..) {
         Some([flag, secs]) if flag == "--deadline" => secs
             .parse::<f64>()
@@ -140,6 +143,8 @@ mod tests {
         );
         for bad in [
             &[DESTINATION_FLAG, "x", "--deadline", "1"][..],
+            &[DESTINATION_FLAG, "-1", "--deadline", "1"],
+            &[DESTINATION_FLAG, "2", "--deadline", "1"],
             &[DESTINATION_FLAG, "3"],
             &[DESTINATION_FLAG, "3", "--deadline", "-1"],
             &[DESTINATION_FLAG, "3", "--deadline", "1", "more"],

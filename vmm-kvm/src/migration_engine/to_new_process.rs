@@ -9,6 +9,7 @@ use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mte_protocol::{Command as GuestCommand, GuestIds};
@@ -99,6 +100,9 @@ pub fn stop_and_copy_to_new_process(
     Ok(remote)
 }
 
+/// Held while a destination's end of its socket is open across exec.
+static SPAWNING: Mutex<()> = Mutex::new(());
+
 /// Start this executable as a destination, with one end of a socket pair as the descriptor
 /// its arguments name.
 fn spawn_destination(deadline: Duration) -> Result<(Child, UnixStream), VmmError> {
@@ -114,6 +118,9 @@ fn spawn_destination(deadline: Duration) -> Result<(Child, UnixStream), VmmError
     // Their end stays open across the exec; with nothing to run between fork and exec, std
     // starts the child with posix_spawn (a vfork), which neither copies the runner's page
     // tables nor shares any guest's pages with the child, so no other check has to wait.
+    // Destinations start one at a time, so that none inherits another's end (which would
+    // keep it open after that one's destination ended, and hide its end from the source).
+    let _one_at_a_time = SPAWNING.lock().unwrap_or_else(PoisonError::into_inner);
     // SAFETY: F_SETFD on a descriptor this function owns.
     if unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_SETFD, 0) } < 0 {
         let e = std::io::Error::last_os_error();
