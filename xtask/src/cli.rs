@@ -8,7 +8,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use mte_results::compare::Thresholds;
 use mte_results::shard::Shard;
-use mte_suites::race_plan::TEST_RACE_BUDGET;
+use mte_suites::race_plan::RUN_RACE_BUDGET;
 
 use crate::lanes;
 
@@ -176,13 +176,22 @@ fn parse_on(
             threshold,
             races,
             harness,
-        } => Command::Run(options(
-            run_lanes,
-            false,
-            &[
-                &lane, &kernel, &timeout, &shard, &prove, &baseline, &threshold, &races, &harness,
-            ],
-        )),
+        } => Command::Run(Options {
+            // The default run gives each race check less time than CI and the lab (the
+            // runner's own default).
+            races: RaceFlags {
+                budget: races.budget.or(Some(RUN_RACE_BUDGET)),
+                ..races
+            },
+            ..options(
+                run_lanes,
+                false,
+                &[
+                    &lane, &kernel, &timeout, &shard, &prove, &baseline, &threshold, &races,
+                    &harness,
+                ],
+            )
+        }),
         // CI proves every check it runs.
         Cmd::Test {
             lane,
@@ -194,11 +203,6 @@ fn parse_on(
         } => Command::Test(Options {
             prove: true,
             for_test: true,
-            // CI gives the races more rounds than the default run.
-            races: RaceFlags {
-                budget: races.budget.or(Some(TEST_RACE_BUDGET)),
-                ..races
-            },
             ..options(
                 lanes_here(arm64),
                 false,
@@ -655,7 +659,8 @@ pub struct RaceFlags {
     #[arg(verbatim_doc_comment, long, value_name = "N", value_parser = parse_seed)]
     pub seed: Option<u64>,
     /// How long each race check plays rounds (default 0.3 for `run`, 1
-    /// for `test`; more on hardware, where rarer races show)
+    /// for `test` and the lab's bundle; more on hardware, where rarer
+    /// races show)
     #[arg(verbatim_doc_comment, long = "race-budget", value_name = "SECS", value_parser = parse_fractional_seconds)]
     pub budget: Option<Duration>,
 }
@@ -863,7 +868,10 @@ mod tests {
     #[test]
     fn shards_reach_the_runner_before_the_harness_arguments() {
         let o = run_options(parse(&args("run --shard 2/4 -- tags::"), None).unwrap());
-        assert_eq!(o.runner_args(), args("--shard 2/4 tags::"));
+        assert_eq!(
+            o.runner_args(),
+            args("--shard 2/4 --race-budget 0.3 tags::")
+        );
         assert!(error("run --shard 5/4").contains("K/N"));
         let o = run_options(parse(&args("build --shard 1/2"), None).unwrap());
         assert_eq!(o.runner_args(), args("--shard 1/2"));
@@ -878,16 +886,14 @@ mod tests {
             o.runner_args(),
             args("--seed 0x2a --race-budget 20 races::")
         );
-        // CI gives the races a second each unless told otherwise; `run` leaves the runner's
-        // default.
+        // The default run gives the races 0.3 s each unless told otherwise; CI leaves the
+        // runner's default (a second).
         let o = run_options(parse(&args("test --seed 7"), None).unwrap());
-        assert_eq!(o.runner_args(), args("--prove --seed 0x7 --race-budget 1"));
+        assert_eq!(o.runner_args(), args("--prove --seed 0x7"));
         let o = run_options(parse(&args("test --race-budget 0.5"), None).unwrap());
         assert_eq!(o.runner_args(), args("--prove --race-budget 0.5"));
-        assert_eq!(
-            run_options(parse(&args("run"), None).unwrap()).runner_args(),
-            Vec::<String>::new()
-        );
+        let o = run_options(parse(&args("run"), None).unwrap());
+        assert_eq!(o.runner_args(), args("--race-budget 0.3"));
         assert!(error("run --seed nope").contains("0x-hex"));
         assert!(error("run --race-budget 0").contains("seconds"));
         let o = run_options(parse(&args("run --race-budget 0.5"), None).unwrap());
@@ -900,7 +906,10 @@ mod tests {
         assert!(!o.prove);
         assert!(!o.runner_args().contains(&"--prove".to_string()));
         let o = run_options(parse(&args("run --prove --shard 1/2 -- tags::"), None).unwrap());
-        assert_eq!(o.runner_args(), args("--prove --shard 1/2 tags::"));
+        assert_eq!(
+            o.runner_args(),
+            args("--prove --shard 1/2 --race-budget 0.3 tags::")
+        );
         assert!(run_options(parse(&args("test"), None).unwrap()).prove);
         assert!(error("bench --prove").contains("--prove"));
     }
