@@ -9,6 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use mte_suites::vmm::VmmError;
@@ -68,6 +69,8 @@ pub struct Setup {
 pub struct Machine {
     child: Child,
     dir: PathBuf,
+    /// The thread that started QEMU, whose end kills it (PR_SET_PDEATHSIG).
+    started_by: ThreadId,
 }
 
 impl Machine {
@@ -110,7 +113,11 @@ impl Machine {
                 return Err(VmmError::Host(format!("starting {}: {e}", qemu.display())));
             }
         };
-        let mut machine = Machine { child, dir };
+        let mut machine = Machine {
+            child,
+            dir,
+            started_by: std::thread::current().id(),
+        };
         let stream = machine.connect(limit)?;
         Ok((machine, stream))
     }
@@ -158,6 +165,11 @@ impl Machine {
     /// How much the guests of this QEMU wrote to its serial port so far.
     pub fn console_len(&self) -> u64 {
         std::fs::metadata(self.dir.join(CONSOLE)).map_or(0, |m| m.len())
+    }
+
+    /// The thread whose end kills QEMU.
+    pub(crate) fn started_by(&self) -> ThreadId {
+        self.started_by
     }
 
     /// Whether QEMU still runs.

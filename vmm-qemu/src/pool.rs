@@ -18,7 +18,7 @@ use crate::qemu_ram::Mapping;
 use crate::tag_view::MemfdTagView;
 use crate::transport::Process;
 
-/// The most QEMUs a thread keeps idle: one is all it takes at once.
+/// The most idle QEMUs kept of those one thread started: one is all a thread takes at once.
 const KEPT: usize = 1;
 
 /// A QEMU whose guest is done with, and what was learnt of it.
@@ -30,13 +30,23 @@ pub(crate) struct Idle {
     pub(crate) tag_view: Option<MemfdTagView>,
 }
 
-/// The idle QEMUs of a VMM, each kept for the thread that started it: a QEMU dies with that
+/// The idle QEMUs of a VMM, each for the thread that started it: a QEMU dies with that
 /// thread (PR_SET_PDEATHSIG), and a test thread that runs out of checks ends while others
-/// still run theirs, so a QEMU handed to another thread could be killed under it. A guest
-/// never leaves the thread that booted it, so the thread that puts a QEMU back started it.
-#[derive(Default)]
+/// still run theirs, so a QEMU handed to another thread could be killed under it. The thread
+/// that made the pool (the one that opened the VMM and waits for the test threads) outlives
+/// them all: what it started, any thread may take.
 pub(crate) struct Pool {
     idle: Mutex<Vec<(ThreadId, Idle)>>,
+    maker: ThreadId,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            idle: Mutex::default(),
+            maker: std::thread::current().id(),
+        }
+    }
 }
 
 impl Pool {
@@ -49,7 +59,7 @@ impl Pool {
     /// Keep `idle` for a later guest (or let it go, when enough are kept).
     pub(crate) fn put(&self, idle: Idle) {
         let mut kept = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let owner = std::thread::current().id();
+        let owner = idle.process.machine.started_by();
         if kept.iter().filter(|(thread, _)| *thread == owner).count() < KEPT {
             kept.push((owner, idle));
         }
@@ -58,9 +68,11 @@ impl Pool {
     /// An idle QEMU of `setup` with `payload` loaded, if one is kept.
     pub(crate) fn take(&self, setup: Setup, payload: &Arc<Payload>) -> Option<Idle> {
         let mut kept = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let owner = std::thread::current().id();
+        let taker = std::thread::current().id();
         let at = kept.iter().position(|(thread, idle)| {
-            *thread == owner && idle.setup == setup && Arc::ptr_eq(&idle.payload, payload)
+            (*thread == taker || *thread == self.maker)
+                && idle.setup == setup
+                && Arc::ptr_eq(&idle.payload, payload)
         })?;
         Some(kept.swap_remove(at).1)
     }
