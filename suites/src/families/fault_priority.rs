@@ -24,7 +24,7 @@ use mte_protocol::{
 };
 
 use crate::check::{Checks, Finding};
-use crate::esr::{describe_esr, fault_evidence};
+use crate::esr::fault_evidence;
 use crate::host_mm::Advice;
 use crate::inject::Injection;
 use crate::qemu_cpu::judge_with_known_defect;
@@ -34,7 +34,7 @@ use crate::steps::boot::boot;
 use crate::steps::command::{require_mte, run};
 use crate::steps::data::guest_fill;
 use crate::steps::data::guest_pattern_mismatches;
-use crate::steps::tag_checks::{prepare, set_tcf, GRANULE_TAG, SEED, WRONG_TAG};
+use crate::steps::tag_checks::{check_one_abort, prepare, set_tcf, GRANULE_TAG, SEED, WRONG_TAG};
 use crate::steps::tags::{guest_ldg, guest_store_tags};
 use crate::vmm::{Guest, Vmm, VmmError};
 
@@ -253,20 +253,20 @@ impl Abort {
         access: &str,
         reply: &Reply,
     ) {
-        checks.equal(&format!("{access}: faulted"), 1, reply.result[1]);
-        checks.equal(&format!("{access}: exceptions taken"), 1, reply.fault.count);
-        if reply.fault.count == 0 {
-            return;
-        }
-        checks.holds(
-            &format!("{access}: ESR_EL1 class and fault status"),
-            esr::ec(reply.fault.esr) == esr::EC_DABT_CUR && esr::dfsc(reply.fault.esr) == self.dfsc,
+        let recorded = check_one_abort(
+            checks,
+            access,
+            reply.result[1],
+            reply,
+            (esr::EC_DABT_CUR, self.dfsc),
             format!(
                 "EC 0x25 (data abort, same EL), DFSC {:#04x} ({})",
                 self.dfsc, self.name
             ),
-            describe_esr(reply.fault.esr),
         );
+        if !recorded {
+            return;
+        }
         if let Some(write) = self.write {
             wnr.unwrap_or(checks).equal(
                 &format!("{access}: ESR_EL1.WnR (write)"),

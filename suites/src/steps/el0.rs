@@ -7,9 +7,10 @@ use mte_protocol::{
 };
 
 use super::command::run;
+use super::tag_checks::{check_no_abort, check_one_abort};
 use crate::check::Checks;
 use crate::error::VmmError;
-use crate::esr::{describe_esr, fault_evidence};
+use crate::esr::fault_evidence;
 use crate::reply::Reply;
 use crate::vmm::Guest;
 
@@ -144,21 +145,21 @@ pub fn check_tag_fault(
     ptr: u64,
     write: bool,
 ) {
-    checks.equal(&format!("{access}: faulted"), 1, faulted(reply));
-    checks.equal(&format!("{access}: exceptions taken"), 1, reply.fault.count);
-    if reply.fault.count == 0 {
-        return;
-    }
     let (ec, vector, (code, code_end)) = maker.abort();
-    checks.holds(
-        &format!("{access}: ESR_EL1 class and fault status"),
-        esr::ec(reply.fault.esr) == ec && esr::dfsc(reply.fault.esr) == esr::DFSC_TAG_CHECK,
+    let recorded = check_one_abort(
+        checks,
+        access,
+        faulted(reply),
+        reply,
+        (ec, esr::DFSC_TAG_CHECK),
         match maker {
             Maker::El0 => "EC 0x24 (data abort, lower EL), DFSC 0x11 (tag check)",
             Maker::Unprivileged => "EC 0x25 (data abort, same EL), DFSC 0x11 (tag check)",
         },
-        describe_esr(reply.fault.esr),
     );
+    if !recorded {
+        return;
+    }
     checks.equal(
         &format!("{access}: ESR_EL1.WnR (write)"),
         write,
@@ -188,11 +189,7 @@ pub fn check_tag_fault(
 
 /// An access made as EL0 that must complete without any exception.
 pub fn check_no_fault(checks: &mut Checks, access: &str, reply: &Reply) {
-    checks.equal(&format!("{access}: faulted"), 0, faulted(reply));
-    checks.equal(&format!("{access}: exceptions taken"), 0, reply.fault.count);
-    if reply.fault.count != 0 {
-        checks.evidence(fault_evidence(reply));
-    }
+    check_no_abort(checks, access, faulted(reply), reply);
 }
 
 #[cfg(test)]

@@ -62,6 +62,43 @@ fn faulted(reply: &Reply, write: bool) -> u64 {
     reply.result[if write { 0 } else { 1 }]
 }
 
+/// What the checks of every synchronous data abort begin with: the access says it faulted
+/// (`faulted`, as its reply reports it), one exception was taken, and ESR_EL1 has the class and
+/// fault status `(ec, dfsc)`, which `expected` names in words. False when no exception was
+/// recorded: there is then no syndrome to compare further.
+pub fn check_one_abort(
+    checks: &mut Checks,
+    access: &str,
+    faulted: u64,
+    reply: &Reply,
+    (ec, dfsc): (u8, u8),
+    expected: impl Into<String>,
+) -> bool {
+    checks.equal(&format!("{access}: faulted"), 1, faulted);
+    checks.equal(&format!("{access}: exceptions taken"), 1, reply.fault.count);
+    if reply.fault.count == 0 {
+        return false;
+    }
+    checks.holds(
+        &format!("{access}: ESR_EL1 class and fault status"),
+        esr::ec(reply.fault.esr) == ec && esr::dfsc(reply.fault.esr) == dfsc,
+        expected,
+        describe_esr(reply.fault.esr),
+    );
+    true
+}
+
+/// What the checks of an access that must complete begin and end with: the access says it did
+/// not fault (`faulted`, as its reply reports it), no exception was taken, and the evidence
+/// shows one that was.
+pub fn check_no_abort(checks: &mut Checks, access: &str, faulted: u64, reply: &Reply) {
+    checks.equal(&format!("{access}: faulted"), 0, faulted);
+    checks.equal(&format!("{access}: exceptions taken"), 0, reply.fault.count);
+    if reply.fault.count != 0 {
+        checks.evidence(fault_evidence(reply));
+    }
+}
+
 /// The checks every synchronous tag check fault must pass, FAR exactly `ptr`.
 pub fn check_tag_fault(checks: &mut Checks, access: &str, reply: &Reply, ptr: u64, write: bool) {
     check_tag_fault_within(checks, access, reply, (ptr, ptr), write);
@@ -76,19 +113,17 @@ pub fn check_tag_fault_within(
     far: (u64, u64),
     write: bool,
 ) {
-    checks.equal(&format!("{access}: faulted"), 1, faulted(reply, write));
-    checks.equal(&format!("{access}: exceptions taken"), 1, reply.fault.count);
-    if reply.fault.count == 0 {
-        // Nothing was recorded, so there is no syndrome to compare.
+    let recorded = check_one_abort(
+        checks,
+        access,
+        faulted(reply, write),
+        reply,
+        (esr::EC_DABT_CUR, esr::DFSC_TAG_CHECK),
+        "EC 0x25 (data abort, same EL), DFSC 0x11 (tag check)",
+    );
+    if !recorded {
         return;
     }
-    checks.holds(
-        &format!("{access}: ESR_EL1 class and fault status"),
-        esr::ec(reply.fault.esr) == esr::EC_DABT_CUR
-            && esr::dfsc(reply.fault.esr) == esr::DFSC_TAG_CHECK,
-        "EC 0x25 (data abort, same EL), DFSC 0x11 (tag check)",
-        describe_esr(reply.fault.esr),
-    );
     checks.equal(
         &format!("{access}: ESR_EL1.WnR (write)"),
         write,
@@ -119,11 +154,7 @@ pub fn check_tag_fault_within(
 
 /// An access that must complete without any exception.
 pub fn check_no_fault(checks: &mut Checks, access: &str, reply: &Reply, write: bool) {
-    checks.equal(&format!("{access}: faulted"), 0, faulted(reply, write));
-    checks.equal(&format!("{access}: exceptions taken"), 0, reply.fault.count);
-    if reply.fault.count != 0 {
-        checks.evidence(fault_evidence(reply));
-    }
+    check_no_abort(checks, access, faulted(reply, write), reply);
 }
 
 /// A 64-bit value the guest read, in hex on both sides.
