@@ -50,8 +50,13 @@ pub use mte_results::shard::check_of;
 
 /// Whether the trial `name` (a check, or a proof of one) is of a long family.
 pub fn is_long(name: &str) -> bool {
+    of_families(name, LONG_FAMILIES)
+}
+
+/// Whether the trial `name` (a check, or a proof of one) is of one of `families`.
+fn of_families(name: &str, families: &[&str]) -> bool {
     let check = check_of(name);
-    LONG_FAMILIES.iter().any(|family| check.starts_with(family))
+    families.iter().any(|family| check.starts_with(family))
 }
 
 /// Every trial, in the order the harness starts them: the scenarios, then (asked to prove,
@@ -92,10 +97,7 @@ const FIRST_FAMILIES: &[&str] = &["features::"];
 
 /// Whether the trial `name` (a check, or a proof of one) is of a family that starts the run.
 pub fn is_first(name: &str) -> bool {
-    let check = check_of(name);
-    FIRST_FAMILIES
-        .iter()
-        .any(|family| check.starts_with(family))
+    of_families(name, FIRST_FAMILIES)
 }
 
 /// Families whose checks take turns on one lock (a race holds the machine's CPUs for its
@@ -106,8 +108,7 @@ const TAKE_TURNS: &[&str] = &["races::"];
 
 /// Whether the trial `name` (a check, or a proof of one) takes turns with others.
 pub fn takes_turns(name: &str) -> bool {
-    let check = check_of(name);
-    TAKE_TURNS.iter().any(|family| check.starts_with(family))
+    of_families(name, TAKE_TURNS)
 }
 
 /// How many short checks a trial of a long family weighs, roughly, when the turn-takers are
